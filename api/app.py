@@ -1,0 +1,92 @@
+"""The FastAPI application.
+
+Examples
+--------
+>>> from api.app import create_app                    # doctest: +SKIP
+>>> app = create_app()          # reads PRICING_* settings; refuses an unmigrated database
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.db import make_engine, make_session_factory
+from api.deps import AppState
+from api.errors import install_error_handlers
+from api.metrics import Metrics, install_metrics
+from api.migrate import migration_state
+from api.routes import admin, catalog, health, logs, quotes
+from api.settings import Settings, get_settings
+from pricing import __version__
+from pricing.policy import ListPricePolicy, PricePolicy
+
+__all__ = ["NotMigratedError", "create_app"]
+
+log = logging.getLogger("pricing.api")
+
+DESCRIPTION = """
+Personalized prices and promotions for each checkout line, chosen by Thompson sampling
+on Bayesian demand models inside merchandiser guardrails. Every decision is logged with
+its exact propensity before it is returned.
+
+Authenticate with `Authorization: Bearer <key>`. Money is a decimal string with an
+explicit currency; timestamps are ISO 8601 in UTC.
+"""
+
+
+class NotMigratedError(RuntimeError):
+    """The database is not at the migration revision this code expects."""
+
+
+def create_app(settings: Settings | None = None, *, policy: PricePolicy | None = None) -> FastAPI:
+    """Build the service.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Defaults to the ``PRICING_*`` environment.
+    policy : PricePolicy, optional
+        Decides quote prices; list price by default.
+
+    Returns
+    -------
+    FastAPI
+        The app. Start-up fails with :class:`NotMigratedError` unless the database is
+        at the latest migration.
+    """
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        policy=policy or ListPricePolicy(),
+        metrics=Metrics(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        migrations = migration_state(engine)
+        if not migrations.up_to_date:
+            engine.dispose()
+            raise NotMigratedError(migrations.describe())
+        log.info("serving with %s", migrations.describe())
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Pricing engine",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.pricing = state
+    install_error_handlers(app)
+    install_metrics(app, state.metrics)
+    for module in (quotes, catalog, logs, admin, health):
+        app.include_router(module.router)
+    return app

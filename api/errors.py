@@ -1,0 +1,118 @@
+"""Error responses: every client mistake is a 4xx that names the field at fault.
+
+All error bodies share FastAPI's shape ``{"detail": [{"loc", "field", "msg", "type"}]}``
+(or ``{"detail": "message"}`` for errors about the request as a whole), so clients parse
+one format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = ["ApiError", "FieldProblem", "install_error_handlers"]
+
+log = logging.getLogger("pricing.api")
+
+
+class FieldProblem:
+    """One field-level problem: where (``loc``), what, and a machine-readable type."""
+
+    __slots__ = ("loc", "msg", "type")
+
+    def __init__(self, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> None:
+        self.loc = tuple(loc)
+        self.msg = msg
+        self.type = type_
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, with a dotted ``field`` path next to ``loc``."""
+        return {"loc": list(self.loc), "field": _dotted(self.loc), "msg": self.msg, "type": self.type}
+
+
+class ApiError(Exception):
+    """An error raised by a service and rendered as ``status`` with field-level detail.
+
+    Parameters
+    ----------
+    status : int
+        HTTP status (4xx).
+    problems : sequence of FieldProblem, or str
+        Field-level problems, or one message about the request as a whole.
+    extra : dict, optional
+        Additional top-level members of the body (e.g. the stored record on a 409).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        problems: Sequence[FieldProblem] | str,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(problems if isinstance(problems, str) else "; ".join(p.msg for p in problems))
+        self.status = status
+        self.problems = problems
+        self.extra = extra or {}
+        self.headers = headers
+
+    @classmethod
+    def field(cls, status: int, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> ApiError:
+        """Shorthand for an error about a single field."""
+        return cls(status, [FieldProblem(loc, msg, type_)])
+
+    def body(self) -> dict[str, Any]:
+        """The JSON response body."""
+        detail: Any = (
+            self.problems if isinstance(self.problems, str) else [p.as_dict() for p in self.problems]
+        )
+        return {"detail": detail, **self.extra}
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "[key]")]
+    out = ""
+    for part in parts:
+        if part.isdigit():
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _validation_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    problems = []
+    for error in errors:
+        loc = [p for p in error.get("loc", ()) if isinstance(p, str | int)]
+        msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(FieldProblem(loc, msg, str(error.get("type"))).as_dict())
+    return problems
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error its field-level 4xx body."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=exc.body(), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _validation_problems(exc.errors())})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal error; it has been logged"})

@@ -1,0 +1,219 @@
+"""Database tables as SQLAlchemy 2 typed models.
+
+Money columns hold integer minor units next to an explicit currency; timestamps are
+stored in UTC and always come back timezone-aware, on SQLite as on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "Decision",
+    "Outcome",
+    "PriceHistory",
+    "Product",
+    "Segment",
+    "UTCDateTime",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and returned timezone-aware.
+
+    Naive datetimes are refused on the way in: the engine never guesses a time zone.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime refused: timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class Product(Base):
+    """A sellable SKU with its list price and unit cost (minor units of ``currency``)."""
+
+    __tablename__ = "products"
+
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    list_price_minor: Mapped[int] = mapped_column(BigInteger)
+    unit_cost_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("list_price_minor > 0", name="list_price_positive"),
+        CheckConstraint("unit_cost_minor >= 0", name="unit_cost_non_negative"),
+    )
+
+
+class Segment(Base):
+    """A customer segment: the unit over which demand is modelled."""
+
+    __tablename__ = "segments"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Decision(Base):
+    """One priced quote line, logged with the exact propensity of the price it got."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    quote_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime] = mapped_column()
+    customer_id: Mapped[str] = mapped_column(String(128), index=True)
+    segment: Mapped[str] = mapped_column(ForeignKey("segments.key"))
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    list_price_minor: Mapped[int] = mapped_column(BigInteger)
+    price_minor: Mapped[int] = mapped_column(BigInteger)
+    unit_cost_minor: Mapped[int] = mapped_column(BigInteger)
+    promotion: Mapped[str | None] = mapped_column(String(64), default=None)
+    propensity: Mapped[float] = mapped_column(Float)
+    personalized: Mapped[bool] = mapped_column(Boolean)
+    policy: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    experiment_variant: Mapped[str | None] = mapped_column(String(64), default=None)
+    jurisdiction: Mapped[str | None] = mapped_column(String(16), default=None)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    guardrail_trail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (
+        CheckConstraint("propensity > 0 AND propensity <= 1", name="propensity_in_unit"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("price_minor >= 0", name="price_non_negative"),
+    )
+
+
+class Outcome(Base):
+    """What happened to a decision: at most one per decision (``decision_id`` is unique)."""
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("decisions.id"), unique=True)
+    converted: Mapped[bool] = mapped_column(Boolean)
+    quantity: Mapped[int] = mapped_column(Integer)
+    revenue_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    occurred_at: Mapped[datetime] = mapped_column()
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (
+        CheckConstraint("quantity >= 0", name="outcome_quantity_non_negative"),
+        CheckConstraint("revenue_minor >= 0", name="revenue_non_negative"),
+    )
+
+
+class PriceHistory(Base):
+    """Every list-price change and, later, every served price per period."""
+
+    __tablename__ = "price_history"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
+    price_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(16))
+    effective_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_price_history_sku_time", "sku", "effective_at"),)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 digest is stored; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuditEntry(Base):
+    """A change made by a merchandiser or admin: who, when, what, before and after."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    actor: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(128))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)

@@ -1,0 +1,128 @@
+"""Analysts: the decision log, with outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import SessionDep, require
+from api.errors import ApiError
+from api.orm import Decision, Outcome
+from api.schemas import IDENTIFIER_PATTERN, Money, OutcomePublic
+from api.security import Principal, Role
+from api.services.outcomes import outcome_public
+from pricing.money import from_minor
+
+router = APIRouter(prefix="/v1", tags=["analyst"])
+Analyst = Annotated[Principal, Depends(require(Role.ANALYST))]
+
+
+class DecisionPublic(BaseModel):
+    """A logged decision and, once reported, its outcome."""
+
+    id: uuid.UUID
+    quote_id: uuid.UUID
+    line_no: int
+    created_at: datetime
+    expires_at: datetime
+    customer_id: str
+    segment: str
+    sku: str
+    quantity: int
+    currency: str
+    list_price: Money
+    price: Money
+    unit_cost: Money
+    promotion: str | None
+    propensity: float
+    personalized: bool
+    policy: str
+    model_version: str | None
+    experiment_variant: str | None
+    jurisdiction: str | None
+    context: dict[str, Any]
+    guardrail_trail: dict[str, Any]
+    outcome: OutcomePublic | None
+
+
+class DecisionPage(BaseModel):
+    """Decisions oldest first; pass ``next_after`` as ``after`` for the next page."""
+
+    items: list[DecisionPublic]
+    next_after: str | None
+
+
+def _public(decision: Decision, outcome: Outcome | None) -> DecisionPublic:
+    money = {
+        "list_price": from_minor(decision.list_price_minor, decision.currency),
+        "price": from_minor(decision.price_minor, decision.currency),
+        "unit_cost": from_minor(decision.unit_cost_minor, decision.currency),
+    }
+    fields = {
+        name: getattr(decision, name)
+        for name in DecisionPublic.model_fields
+        if name not in {*money, "outcome"}
+    }
+    return DecisionPublic(
+        **fields, **money, outcome=outcome_public(outcome) if outcome is not None else None
+    )
+
+
+def _with_outcomes(session: Session, decisions: list[Decision]) -> list[DecisionPublic]:
+    ids = [d.id for d in decisions]
+    outcomes = {
+        o.decision_id: o for o in session.scalars(select(Outcome).where(Outcome.decision_id.in_(ids)))
+    }
+    return [_public(d, outcomes.get(d.id)) for d in decisions]
+
+
+@router.get("/decisions", response_model=DecisionPage)
+def list_decisions(
+    session: SessionDep,
+    _: Analyst,
+    sku: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
+    segment: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
+    since: Annotated[datetime | None, Query(description="only decisions at or after this time")] = None,
+    after: Annotated[str | None, Query(description="cursor from the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DecisionPage:
+    """Decisions in time order, with their outcomes."""
+    query = select(Decision).order_by(Decision.created_at, Decision.id).limit(limit + 1)
+    if sku is not None:
+        query = query.where(Decision.sku == sku)
+    if segment is not None:
+        query = query.where(Decision.segment == segment)
+    if since is not None:
+        if since.tzinfo is None:
+            raise ApiError.field(422, ["query", "since"], "timestamp needs a UTC offset, e.g. Z")
+        query = query.where(Decision.created_at >= since)
+    if after is not None:
+        try:
+            stamp, _, ident = after.partition("|")
+            cursor_time, cursor_id = datetime.fromisoformat(stamp), uuid.UUID(ident)
+        except ValueError:
+            raise ApiError.field(422, ["query", "after"], "malformed cursor") from None
+        query = query.where(
+            (Decision.created_at > cursor_time)
+            | ((Decision.created_at == cursor_time) & (Decision.id > cursor_id))
+        )
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}" if more else None
+    return DecisionPage(items=_with_outcomes(session, rows), next_after=cursor)
+
+
+@router.get("/decisions/{decision_id}", response_model=DecisionPublic)
+def get_decision(decision_id: uuid.UUID, session: SessionDep, _: Analyst) -> DecisionPublic:
+    """One decision and its outcome."""
+    decision = session.get(Decision, decision_id)
+    if decision is None:
+        raise ApiError.field(404, ["path", "decision_id"], f"unknown decision {decision_id}", "not_found")
+    return _with_outcomes(session, [decision])[0]

@@ -1,0 +1,331 @@
+"""Request and response bodies of API v1.
+
+Money travels as decimal strings (``"19.99"``) with an explicit currency; a JSON number
+in a money field is refused, since it would have passed through a binary float.
+Timestamps are ISO 8601 with an offset and come back in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
+
+from pricing.money import CURRENCY_EXPONENTS, MoneyError, parse_amount, to_minor
+from pricing.protected import protected_attribute
+
+__all__ = [
+    "BatchItemResult",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyPublic",
+    "OutcomeBatchIn",
+    "OutcomeBatchOut",
+    "OutcomeIn",
+    "OutcomePublic",
+    "ProductImportItem",
+    "ProductIn",
+    "ProductPage",
+    "ProductPublic",
+    "QuoteLineIn",
+    "QuoteLinePublic",
+    "QuoteRequest",
+    "QuoteResponse",
+    "SegmentIn",
+    "SegmentPublic",
+]
+
+MAX_QUOTE_LINES = 100
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
+
+
+def _money(value: Any) -> Decimal:
+    try:
+        return parse_amount(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: A money amount: accepted as a decimal string (or integer), emitted as a string.
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money),
+    PlainSerializer(lambda d: str(d), return_type=str, when_used="json"),
+    Field(json_schema_extra={"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}),
+]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, examples=["SKU-001"])]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])]
+
+
+def _check_currency(value: str) -> str:
+    if value not in CURRENCY_EXPONENTS:
+        raise ValueError(f"unsupported currency {value!r}; supported: {sorted(CURRENCY_EXPONENTS)}")
+    return value
+
+
+class _Strict(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is a 422, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- catalog
+class ProductIn(_Strict):
+    """A product as a merchandiser sets it (``PUT /v1/products/{sku}``)."""
+
+    currency: CurrencyCode
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    category: Identifier
+    list_price: Money
+    unit_cost: Money
+    active: StrictBool = True
+
+    _currency = field_validator("currency")(_check_currency)
+
+    @field_validator("list_price", "unit_cost")
+    @classmethod
+    def _fits_currency(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        if info.field_name == "list_price" and value <= 0:
+            raise ValueError("list_price must be greater than 0")
+        if value < 0:
+            raise ValueError(f"{info.field_name} must not be negative")
+        currency = info.data.get("currency")
+        if currency is not None:
+            try:
+                to_minor(value, currency)
+            except MoneyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class ProductImportItem(ProductIn):
+    """One product of a bulk import."""
+
+    sku: Identifier
+
+
+class ProductPublic(BaseModel):
+    """A product as the API returns it."""
+
+    sku: str
+    name: str
+    category: str
+    list_price: Money
+    unit_cost: Money
+    currency: str
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(BaseModel):
+    """A page of products, ordered by SKU; pass ``next_after`` as ``after`` for the next."""
+
+    items: list[ProductPublic]
+    next_after: str | None
+
+
+class ImportResult(BaseModel):
+    """Outcome of a bulk import (all rows are applied, or none)."""
+
+    created: int
+    updated: int
+    unchanged: int
+
+
+class SegmentIn(_Strict):
+    """A customer segment (``PUT /v1/segments/{key}``)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=2000)] = ""
+    active: StrictBool = True
+
+
+class SegmentPublic(BaseModel):
+    """A segment as the API returns it."""
+
+    key: str
+    name: str
+    description: str
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# --------------------------------------------------------------------------- quotes
+ContextValue = Annotated[str, Field(max_length=256)] | StrictBool | StrictInt | float
+
+
+def _not_protected(key: str) -> str:
+    reason = protected_attribute(key)
+    if reason is not None:
+        raise ValueError(
+            f"context feature {key!r} is a protected attribute ({reason}); "
+            "prices are never conditioned on it"
+        )
+    return key
+
+
+#: A context feature name: an identifier that does not denote a protected attribute.
+ContextKey = Annotated[
+    str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$"), AfterValidator(_not_protected)
+]
+
+
+class Consent(_Strict):
+    """What the customer agreed to; without consent to personalization, list price is served."""
+
+    personalization: StrictBool = True
+
+
+class QuoteLineIn(_Strict):
+    """One cart line to price."""
+
+    sku: Identifier
+    quantity: Annotated[StrictInt, Field(ge=1, le=10_000)] = 1
+
+
+class QuoteRequest(_Strict):
+    """``POST /v1/quotes``: price every line of a cart for one customer."""
+
+    customer_id: Annotated[str, Field(min_length=1, max_length=128)]
+    segment: Identifier | None = None
+    context: Annotated[dict[ContextKey, ContextValue], Field(max_length=50)] = Field(default_factory=dict)
+    lines: Annotated[list[QuoteLineIn], Field(min_length=1, max_length=MAX_QUOTE_LINES)]
+    jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")] | None = None
+    consent: Consent | None = None
+
+
+class QuoteLinePublic(BaseModel):
+    """The priced line. ``propensity`` is the probability the policy had of this price."""
+
+    line_no: int
+    sku: str
+    quantity: int
+    currency: str
+    list_price: Money
+    price: Money
+    decision_id: UUID
+    propensity: float
+    personalized: bool
+    fallback: bool
+    reasons: list[str]
+
+
+class QuoteResponse(BaseModel):
+    """``POST /v1/quotes`` response: one decision per line, valid until ``expires_at``."""
+
+    quote_id: UUID
+    customer_id: str
+    segment: str
+    expires_at: datetime
+    personalized: bool
+    lines: list[QuoteLinePublic]
+
+
+# --------------------------------------------------------------------------- outcomes
+class OutcomeIn(_Strict):
+    """What happened to one decision. Retries with the same values are harmless."""
+
+    decision_id: UUID
+    converted: StrictBool
+    quantity: Annotated[StrictInt, Field(ge=0, le=1_000_000, validate_default=True)] = 0
+    revenue: Annotated[Money, Field(validate_default=True)] = Decimal(0)
+    currency: CurrencyCode | None = None
+    occurred_at: AwareDatetime | None = None
+
+    @field_validator("quantity")
+    @classmethod
+    def _quantity_matches_conversion(cls, value: int, info: ValidationInfo) -> int:
+        converted = info.data.get("converted")
+        if converted is True and value < 1:
+            raise ValueError("a converted outcome needs quantity >= 1")
+        if converted is False and value != 0:
+            raise ValueError("an outcome that did not convert has quantity 0")
+        return value
+
+    @field_validator("revenue")
+    @classmethod
+    def _revenue_matches_conversion(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        if value < 0:
+            raise ValueError("revenue must not be negative")
+        if info.data.get("converted") is False and value != 0:
+            raise ValueError("an outcome that did not convert has revenue 0")
+        return value
+
+
+class OutcomePublic(BaseModel):
+    """A stored outcome."""
+
+    id: UUID
+    decision_id: UUID
+    converted: bool
+    quantity: int
+    revenue: Money
+    currency: str
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+class OutcomeBatchIn(_Strict):
+    """``POST /v1/outcomes/batch``: up to 1,000 outcomes, stored in one transaction."""
+
+    outcomes: Annotated[list[OutcomeIn], Field(min_length=1, max_length=1000)]
+
+
+class BatchItemResult(BaseModel):
+    """Per-item status of a batch: ``created``, ``duplicate`` (already stored, same values),
+    ``conflict`` (a different outcome is stored), ``not_found`` or ``invalid``."""
+
+    index: int
+    decision_id: UUID
+    status: Literal["created", "duplicate", "conflict", "not_found", "invalid"]
+    outcome: OutcomePublic | None = None
+    error: str | None = None
+
+
+class OutcomeBatchOut(BaseModel):
+    """Batch result with counts per status."""
+
+    results: list[BatchItemResult]
+    counts: dict[str, int]
+
+
+# --------------------------------------------------------------------------- keys
+class KeyCreate(_Strict):
+    """``POST /v1/keys``: a new API key for a role."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    role: Literal["checkout", "merchandiser", "analyst", "admin"]
+
+
+class KeyPublic(BaseModel):
+    """A key as listed (never the secret)."""
+
+    id: UUID
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    """A newly created key: ``key`` is shown this once and cannot be recovered."""
+
+    key: str

@@ -1,0 +1,189 @@
+"""Outcomes: stored once per decision, acknowledged only after commit.
+
+Idempotency rests on the unique ``outcomes.decision_id``: every insert is
+``INSERT ... ON CONFLICT (decision_id) DO NOTHING`` followed by a read of what is stored,
+so concurrent retries of one outcome can never store it twice, and the caller learns
+whether its values were created, already there (duplicate) or contradict what is there
+(conflict).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError, FieldProblem
+from api.orm import Decision, Outcome, utcnow
+from api.schemas import BatchItemResult, OutcomeBatchOut, OutcomeIn, OutcomePublic
+from pricing.money import MoneyError, from_minor, to_minor
+
+__all__ = ["record_outcome", "record_outcomes"]
+
+Status = Literal["created", "duplicate", "conflict", "not_found", "invalid"]
+
+
+def outcome_public(outcome: Outcome) -> OutcomePublic:
+    """API view of a stored outcome."""
+    return OutcomePublic(
+        id=outcome.id,
+        decision_id=outcome.decision_id,
+        converted=outcome.converted,
+        quantity=outcome.quantity,
+        revenue=from_minor(outcome.revenue_minor, outcome.currency),
+        currency=outcome.currency,
+        occurred_at=outcome.occurred_at,
+        recorded_at=outcome.recorded_at,
+    )
+
+
+@dataclass(slots=True)
+class _Item:
+    index: int
+    data: OutcomeIn
+    status: Status | None = None
+    error: str | None = None
+    row: dict[str, Any] | None = None
+    stored: Outcome | None = None
+
+
+def _insert_ignoring_duplicates(session: Session) -> Insert:
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement: Insert = module.insert(Outcome).on_conflict_do_nothing(
+        index_elements=["decision_id"]
+    )
+    return statement
+
+
+def _same(stored: Outcome, row: dict[str, Any]) -> bool:
+    """Whether a retry carries the values already stored (``occurred_at`` is not compared:
+    a client may stamp each retry afresh)."""
+    return (stored.converted, stored.quantity, stored.revenue_minor) == (
+        row["converted"],
+        row["quantity"],
+        row["revenue_minor"],
+    )
+
+
+def _process(session: Session, items: Sequence[_Item]) -> None:
+    """Validate against decisions, insert, and classify every item (inside a transaction)."""
+    ids = {item.data.decision_id for item in items}
+    decisions = {
+        d.id: d for d in session.scalars(select(Decision).where(Decision.id.in_(ids)))
+    }
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    claimed: set[uuid.UUID] = set()
+    for item in items:
+        data = item.data
+        decision = decisions.get(data.decision_id)
+        if decision is None:
+            item.status, item.error = "not_found", f"unknown decision_id {data.decision_id}"
+            continue
+        if data.currency is not None and data.currency != decision.currency:
+            item.status = "invalid"
+            item.error = f"currency {data.currency} differs from the decision's {decision.currency}"
+            continue
+        try:
+            revenue_minor = to_minor(data.revenue, decision.currency)
+        except MoneyError as exc:
+            item.status, item.error = "invalid", f"revenue: {exc}"
+            continue
+        item.row = {
+            "id": uuid.uuid4(),
+            "decision_id": data.decision_id,
+            "converted": data.converted,
+            "quantity": data.quantity,
+            "revenue_minor": revenue_minor,
+            "currency": decision.currency,
+            "occurred_at": data.occurred_at or now,
+            "recorded_at": now,
+        }
+        if data.decision_id not in claimed:
+            claimed.add(data.decision_id)
+            rows.append(item.row)
+    if rows:
+        session.execute(_insert_ignoring_duplicates(session), rows)
+    stored = {
+        o.decision_id: o
+        for o in session.scalars(
+            select(Outcome).where(Outcome.decision_id.in_([r["decision_id"] for r in rows]))
+        )
+    }
+    for item in items:
+        if item.status is not None or item.row is None:
+            continue
+        outcome = stored[item.data.decision_id]
+        item.stored = outcome
+        if outcome.id == item.row["id"]:
+            item.status = "created"
+        elif _same(outcome, item.row):
+            item.status = "duplicate"
+        else:
+            item.status = "conflict"
+            item.error = "a different outcome is already stored for this decision"
+
+
+def record_outcome(session: Session, *, data: OutcomeIn) -> tuple[OutcomePublic, bool]:
+    """Store one outcome idempotently; committed before returning.
+
+    Returns
+    -------
+    tuple
+        The stored outcome and whether this call created it (False: identical retry).
+
+    Raises
+    ------
+    ApiError
+        404 for an unknown decision, 409 (with the stored outcome) for a conflicting
+        second outcome, 422 for a currency or revenue that does not fit the decision.
+    """
+    item = _Item(0, data)
+    with session.begin():
+        _process(session, [item])
+    if item.status == "not_found":
+        raise ApiError.field(404, ["body", "decision_id"], item.error or "", "not_found")
+    if item.status == "invalid":
+        field = "revenue" if (item.error or "").startswith("revenue") else "currency"
+        raise ApiError.field(422, ["body", field], item.error or "")
+    assert item.stored is not None
+    public = outcome_public(item.stored)
+    if item.status == "conflict":
+        raise ApiError(
+            409,
+            [FieldProblem(["body", "decision_id"], item.error or "", "conflict")],
+            extra={"stored": public.model_dump(mode="json")},
+        )
+    return public, item.status == "created"
+
+
+def record_outcomes(session: Session, *, outcomes: Sequence[OutcomeIn]) -> OutcomeBatchOut:
+    """Store a batch in one transaction and report each item's status.
+
+    Items that are new are created; identical retries are ``duplicate``; the rest are
+    reported (``conflict``, ``not_found``, ``invalid``) without affecting the others.
+    """
+    items = [_Item(i, data) for i, data in enumerate(outcomes)]
+    with session.begin():
+        _process(session, items)
+    results = []
+    counts: dict[str, int] = {}
+    for item in items:
+        assert item.status is not None
+        counts[item.status] = counts.get(item.status, 0) + 1
+        results.append(
+            BatchItemResult(
+                index=item.index,
+                decision_id=item.data.decision_id,
+                status=item.status,
+                outcome=outcome_public(item.stored) if item.stored is not None else None,
+                error=item.error,
+            )
+        )
+    return OutcomeBatchOut(results=results, counts=counts)

@@ -1,0 +1,110 @@
+"""Service settings, read from environment variables prefixed ``PRICING_``.
+
+Every setting has a safe default so ``pricing-engine serve`` works with no configuration
+(SQLite file ``pricing.db`` in the working directory). An invalid value fails start-up
+with a message naming the environment variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings", "load_settings"]
+
+ENV_PREFIX = "PRICING_"
+
+
+class SettingsError(RuntimeError):
+    """A setting read from the environment is invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """All configuration of the service.
+
+    Attributes
+    ----------
+    database_url : str
+        SQLAlchemy URL. ``sqlite:///./pricing.db`` by default; PostgreSQL in production,
+        e.g. ``postgresql+psycopg://user@host:5432/pricing``.
+    quote_ttl_seconds : int
+        How long a quoted price stays valid (seconds).
+    max_quote_lines : int
+        Upper bound on lines per quote request.
+    max_outcome_batch : int
+        Upper bound on outcomes per batch request.
+    max_import_rows : int
+        Upper bound on products per catalog import.
+    default_segment : str
+        Segment used when a quote names none.
+    db_pool_size : int
+        Connections kept open per worker (PostgreSQL).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    database_url: str = "sqlite:///./pricing.db"
+    quote_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    max_quote_lines: int = Field(default=100, ge=1, le=1000)
+    max_outcome_batch: int = Field(default=1000, ge=1, le=10000)
+    max_import_rows: int = Field(default=50_000, ge=1)
+    default_segment: str = Field(default="default", min_length=1, max_length=64)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("expected a sqlite:// or postgresql+psycopg:// URL")
+        if value.startswith("postgresql://"):
+            # Use psycopg 3, the driver we install, without making users spell it.
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        levels = {"critical", "error", "warning", "info", "debug", "trace"}
+        if value.lower() not in levels:
+            raise ValueError(f"expected one of {sorted(levels)}")
+        return value.lower()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with keyword overrides.
+
+    Parameters
+    ----------
+    **overrides
+        Values that win over the environment (used by tests and the CLI).
+
+    Returns
+    -------
+    Settings
+        Validated settings.
+
+    Raises
+    ------
+    SettingsError
+        Naming each invalid environment variable and why it is invalid.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings (read once)."""
+    return load_settings()

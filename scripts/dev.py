@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Set up the project's own virtual environment, then serve the demo or run the tests.
+
+    python3 scripts/dev.py serve   # venv + install, migrate, demo data and keys, serve on :8000
+    python3 scripts/dev.py test    # venv + install, ruff, mypy, pytest (SQLite and PostgreSQL)
+
+Needs only Python 3.11+. The environment lives in ``.venv`` and is reinstalled when
+``pyproject.toml`` changes. Extra arguments after ``test`` go to pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("PRICING_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+
+def run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
+    """Run a command from the project root; exit with its code if it fails."""
+    code = subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+    if code != 0:
+        sys.exit(code)
+
+
+def ensure_env() -> None:
+    """Create ``.venv`` and install the project (with dev extras) when needed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / ".pricing-installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    print("installing the engine and its dependencies (first run takes a few minutes)", flush=True)
+    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    stamp.write_text(digest)
+
+
+def serve(args: list[str]) -> None:
+    """Migrate, seed demo data (printing keys and a curl example), and serve."""
+    ensure_env()
+    cli = BIN / "pricing-engine"
+    run(cli, "migrate")
+    run(cli, "seed-demo")
+    os.execv(str(cli), [str(cli), "serve", *args])
+
+
+def test(args: list[str]) -> None:
+    """Lint, type-check and run the whole test suite."""
+    ensure_env()
+    env = dict(os.environ)
+    # PyTensor compiles C on first use; keep its cache with the venv so reruns are fast.
+    env.setdefault("PYTENSOR_FLAGS", f"compiledir={VENV / 'pytensor-cache'}")
+    run(BIN / "ruff", "check", ".", env=env)
+    run(BIN / "mypy", "pricing", "experiments", "api", env=env)
+    run(PY, "-m", "pytest", *args, env=env)
+
+
+def main() -> None:
+    """Dispatch ``serve`` or ``test``."""
+    if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test"}:
+        sys.exit(__doc__)
+    {"serve": serve, "test": test}[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+import threading
+import uuid
+
+from sqlalchemy import func, select
+
+from api.orm import Outcome
+from api.security import Role
+
+
+def _decision(api, sku="TEA-1"):
+    return api.quote(sku)["lines"][0]["decision_id"]
+
+
+def _count(sessions):
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(Outcome))
+
+
+def test_outcome_is_created_then_an_identical_retry_returns_the_original(catalog, sessions):
+    decision = _decision(catalog)
+    body = {"decision_id": decision, "converted": True, "quantity": 2, "revenue": "20.00",
+            "occurred_at": "2026-11-26T10:00:00+01:00"}  # fmt: skip
+    first = catalog.post("/v1/outcomes", Role.CHECKOUT, json=body)
+    assert first.status_code == 201
+    stored = first.json()
+    assert stored["revenue"] == "20.00" and stored["currency"] == "USD"
+    assert stored["occurred_at"] == "2026-11-26T09:00:00Z"
+    again = catalog.post("/v1/outcomes", Role.CHECKOUT, json=body)
+    assert again.status_code == 200
+    assert again.json() == stored
+    assert _count(sessions) == 1
+
+
+def test_a_conflicting_second_outcome_is_409_and_changes_nothing(catalog, sessions):
+    decision = _decision(catalog)
+    catalog.post("/v1/outcomes", Role.CHECKOUT,
+                 json={"decision_id": decision, "converted": True, "quantity": 1, "revenue": "10.00"})  # fmt: skip
+    response = catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": decision, "converted": False})
+    assert response.status_code == 409
+    body = response.json()
+    assert body["detail"][0]["field"] == "decision_id"
+    assert body["stored"]["converted"] is True
+    with sessions() as session:
+        assert session.scalar(select(Outcome.converted)) is True
+
+
+def test_outcome_for_unknown_decision_is_404(catalog):
+    response = catalog.post("/v1/outcomes", Role.CHECKOUT,
+                            json={"decision_id": str(uuid.uuid4()), "converted": False})  # fmt: skip
+    assert response.status_code == 404
+    assert response.json()["detail"][0]["field"] == "decision_id"
+
+
+def test_outcome_revenue_must_fit_the_decision_currency(catalog, sessions):
+    decision = _decision(catalog)
+    response = catalog.post("/v1/outcomes", Role.CHECKOUT,
+                            json={"decision_id": decision, "converted": True, "quantity": 1, "revenue": "1.001"})  # fmt: skip
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "revenue"
+    response = catalog.post("/v1/outcomes", Role.CHECKOUT,
+                            json={"decision_id": decision, "converted": True, "quantity": 1,
+                                  "revenue": "1.00", "currency": "EUR"})  # fmt: skip
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "currency"
+    assert _count(sessions) == 0
+
+
+def test_concurrent_retries_store_one_outcome(catalog, sessions):
+    decision = _decision(catalog)
+    body = {"decision_id": decision, "converted": True, "quantity": 1, "revenue": "10.00"}
+    statuses = []
+    barrier = threading.Barrier(8)
+
+    def post():
+        barrier.wait()
+        statuses.append(catalog.post("/v1/outcomes", Role.CHECKOUT, json=body).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 7 + [201]
+    assert _count(sessions) == 1
+
+
+def test_batch_reports_each_item_and_stores_only_the_good_ones(catalog, sessions):
+    d1, d2, d3 = (_decision(catalog) for _ in range(3))
+    catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": d3, "converted": False})
+    unknown = str(uuid.uuid4())
+    batch = [
+        {"decision_id": d1, "converted": True, "quantity": 1, "revenue": "10.00"},   # created
+        {"decision_id": d2, "converted": False},                                      # created
+        {"decision_id": d1, "converted": True, "quantity": 1, "revenue": "10.00"},   # same again
+        {"decision_id": d2, "converted": True, "quantity": 1, "revenue": "10.00"},   # contradicts
+        {"decision_id": d3, "converted": False},                                      # stored earlier
+        {"decision_id": unknown, "converted": False},                                 # unknown
+        {"decision_id": d1, "converted": True, "quantity": 1, "revenue": "10.001"},  # bad money
+    ]  # fmt: skip
+    response = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": batch})
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [
+        "created", "created", "duplicate", "conflict", "duplicate", "not_found", "invalid"]  # fmt: skip
+    assert body["counts"] == {"created": 2, "duplicate": 2, "conflict": 1, "not_found": 1, "invalid": 1}
+    assert _count(sessions) == 3
+    # The whole batch again: nothing new is stored.
+    again = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": batch}).json()
+    assert again["counts"].get("created", 0) == 0
+    assert _count(sessions) == 3
+
+
+def test_batch_of_a_thousand_is_accepted_and_more_is_422(catalog, sessions):
+    decisions = [line["decision_id"] for line in
+                 catalog.post("/v1/quotes", Role.CHECKOUT, json={
+                     "customer_id": "c", "lines": [{"sku": "TEA-1"}] * 100}).json()["lines"]]  # fmt: skip
+    items = [{"decision_id": decisions[i % 100], "converted": False} for i in range(1000)]
+    response = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": items})
+    assert response.status_code == 200
+    assert response.json()["counts"] == {"created": 100, "duplicate": 900}
+    too_many = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": items + items[:1]})
+    assert too_many.status_code == 422
+    assert too_many.json()["detail"][0]["field"] == "outcomes"
+    assert _count(sessions) == 100
