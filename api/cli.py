@@ -135,8 +135,8 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     print(
         f"  curl -s -X POST http://{host}:{port}/v1/quotes "
         f"-H 'Authorization: Bearer {issued[Role.CHECKOUT]}' -H 'Content-Type: application/json' "
-        "-d '{\"customer_id\": \"c-42\", \"segment\": \"loyalty\", "
-        "\"lines\": [{\"sku\": \"COF-001\", \"quantity\": 1}, {\"sku\": \"TEA-002\", \"quantity\": 2}]}'"
+        '-d \'{"customer_id": "c-42", "segment": "loyalty", '
+        '"lines": [{"sku": "COF-001", "quantity": 1}, {"sku": "TEA-002", "quantity": 2}]}\''
     )
     print(f"  API docs: http://{host}:{port}/docs")
     return 0

@@ -33,7 +33,12 @@ class FieldProblem:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, with a dotted ``field`` path next to ``loc``."""
-        return {"loc": list(self.loc), "field": _dotted(self.loc), "msg": self.msg, "type": self.type}
+        return {
+            "loc": list(self.loc),
+            "field": _dotted(self.loc),
+            "msg": self.msg,
+            "type": self.type,
+        }
 
 
 class ApiError(Exception):
@@ -56,21 +61,27 @@ class ApiError(Exception):
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(problems if isinstance(problems, str) else "; ".join(p.msg for p in problems))
+        super().__init__(
+            problems if isinstance(problems, str) else "; ".join(p.msg for p in problems)
+        )
         self.status = status
         self.problems = problems
         self.extra = extra or {}
         self.headers = headers
 
     @classmethod
-    def field(cls, status: int, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> ApiError:
+    def field(
+        cls, status: int, loc: Sequence[str | int], msg: str, type_: str = "value_error"
+    ) -> ApiError:
         """Shorthand for an error about a single field."""
         return cls(status, [FieldProblem(loc, msg, type_)])
 
     def body(self) -> dict[str, Any]:
         """The JSON response body."""
         detail: Any = (
-            self.problems if isinstance(self.problems, str) else [p.as_dict() for p in self.problems]
+            self.problems
+            if isinstance(self.problems, str)
+            else [p.as_dict() for p in self.problems]
         )
         return {"detail": detail, **self.extra}
 
@@ -115,4 +126,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": "internal error; it has been logged"})
+        return JSONResponse(
+            status_code=500, content={"detail": "internal error; it has been logged"}
+        )

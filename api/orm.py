@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -81,7 +81,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 class Base(DeclarativeBase):
     """Declarative base of every table."""
 
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
 
 
 class Product(Base):

@@ -7,6 +7,7 @@ Timestamps are ISO 8601 with an offset and come back in UTC.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -20,9 +21,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     StrictBool,
     StrictInt,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -168,7 +171,26 @@ class SegmentPublic(BaseModel):
 
 
 # --------------------------------------------------------------------------- quotes
-ContextValue = Annotated[str, Field(max_length=256)] | StrictBool | StrictInt | float
+def _context_value(value: Any) -> str | bool | int | float:
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, str) and len(value) <= 256:
+        return value
+    raise ValueError(
+        "a context value is a string (at most 256 characters), a finite number or a boolean"
+    )
+
+
+#: A context feature value: string, number or boolean (nothing nested).
+ContextValue = Annotated[
+    Any,
+    PlainValidator(_context_value),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "maxLength": 256}, {"type": "number"}, {"type": "boolean"}]}
+    ),
+]
 
 
 def _not_protected(key: str) -> str:
@@ -205,7 +227,9 @@ class QuoteRequest(_Strict):
 
     customer_id: Annotated[str, Field(min_length=1, max_length=128)]
     segment: Identifier | None = None
-    context: Annotated[dict[ContextKey, ContextValue], Field(max_length=50)] = Field(default_factory=dict)
+    context: Annotated[dict[ContextKey, ContextValue], Field(max_length=50)] = Field(
+        default_factory=dict
+    )
     lines: Annotated[list[QuoteLineIn], Field(min_length=1, max_length=MAX_QUOTE_LINES)]
     jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")] | None = None
     consent: Consent | None = None

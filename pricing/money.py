@@ -90,8 +90,8 @@ def parse_amount(value: str | int | Decimal) -> Decimal:
     MoneyError
         If the value is a float, not a number, or not finite.
     """
-    if isinstance(value, bool) or isinstance(value, float):
-        raise MoneyError("money must be a decimal string such as \"19.99\", not a binary float")
+    if isinstance(value, bool | float):
+        raise MoneyError('money must be a decimal string such as "19.99", not a binary float')
     if isinstance(value, Decimal):
         amount = value
     elif isinstance(value, int):
@@ -100,7 +100,7 @@ def parse_amount(value: str | int | Decimal) -> Decimal:
         try:
             amount = Decimal(value.strip())
         except InvalidOperation:
-            raise MoneyError(f"{value!r} is not a decimal amount such as \"19.99\"") from None
+            raise MoneyError(f'{value!r} is not a decimal amount such as "19.99"') from None
     else:
         raise MoneyError(f"money must be a decimal string, got {type(value).__name__}")
     if not amount.is_finite():

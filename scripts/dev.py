@@ -32,7 +32,7 @@ def run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
 
 def ensure_env() -> None:
     """Create ``.venv`` and install the project (with dev extras) when needed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may run on any python3
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     if not PY.exists():
         print(f"creating virtual environment in {VENV}", flush=True)

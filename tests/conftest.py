@@ -61,7 +61,9 @@ def _create_postgres_database() -> tuple[str, Callable[[], None]]:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def migrated_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def migrated_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A freshly migrated database of each backend, shared by the session's tests."""
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("sqlite") / "pricing.db"
@@ -151,7 +153,9 @@ class Api:
         return self.request("DELETE", url, role, **kw)
 
     # ---- helpers that set up a small catalog
-    def product(self, sku: str, list_price: str = "10.00", unit_cost: str = "4.00", **extra: Any) -> Any:
+    def product(
+        self, sku: str, list_price: str = "10.00", unit_cost: str = "4.00", **extra: Any
+    ) -> Any:
         body = {"name": sku.lower(), "category": "tea", "list_price": list_price,
                 "unit_cost": unit_cost, "currency": "USD", **extra}  # fmt: skip
         response = self.put(f"/v1/products/{sku}", Role.MERCHANDISER, json=body)
@@ -164,7 +168,11 @@ class Api:
         return response.json()
 
     def quote(self, *skus: str, customer: str = "c-1", **extra: Any) -> Any:
-        body = {"customer_id": customer, "lines": [{"sku": s, "quantity": 1} for s in skus], **extra}
+        body = {
+            "customer_id": customer,
+            "lines": [{"sku": s, "quantity": 1} for s in skus],
+            **extra,
+        }
         response = self.post("/v1/quotes", Role.CHECKOUT, json=body)
         assert response.status_code == 201, response.text
         return response.json()

@@ -59,7 +59,9 @@ def audit_log(
     session: SessionDep,
     _: Admin,
     entity: Annotated[str | None, Query(max_length=32)] = None,
-    before_id: Annotated[int | None, Query(ge=1, description="page: entries older than this id")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, description="page: entries older than this id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditPublic]:
     """Audit entries, newest first."""

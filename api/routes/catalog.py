@@ -36,7 +36,10 @@ _IMPORT_BODY: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/ProductImportItem"}}
+                "schema": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/ProductImportItem"},
+                }
             },
             "text/csv": {
                 "schema": {"type": "string"},
@@ -79,7 +82,9 @@ async def import_products(
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ApiError.field(422, ["body"], f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
+            raise ApiError.field(
+                422, ["body"], f"invalid JSON: {exc.msg} at line {exc.lineno}"
+            ) from None
         if isinstance(payload, dict) and "products" in payload:
             payload = payload["products"]
         if not isinstance(payload, list) or not payload:
@@ -94,12 +99,16 @@ async def import_products(
             raise ApiError(
                 422,
                 [
-                    FieldProblem(["body", *e["loc"]], e["msg"].removeprefix("Value error, "), e["type"])
+                    FieldProblem(
+                        ["body", *e["loc"]], e["msg"].removeprefix("Value error, "), e["type"]
+                    )
                     for e in exc.errors()
                 ],
             ) from None
     else:
-        raise ApiError(415, f"unsupported content type {content_type!r}; send application/json or text/csv")
+        raise ApiError(
+            415, f"unsupported content type {content_type!r}; send application/json or text/csv"
+        )
     return await run_in_threadpool(catalog.import_products, session, items=items, actor=actor)
 
 
@@ -109,11 +118,15 @@ def list_products(
     _: Reader,
     category: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
     active: bool | None = None,
-    after: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, description="last SKU of the previous page")] = None,
+    after: Annotated[
+        str | None, Query(pattern=IDENTIFIER_PATTERN, description="last SKU of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ProductPage:
     """List products by SKU, a page at a time."""
-    return catalog.list_products(session, category=category, active=active, after=after, limit=limit)
+    return catalog.list_products(
+        session, category=category, active=active, after=after, limit=limit
+    )
 
 
 @router.get("/products/{sku}", response_model=ProductPublic)

@@ -27,7 +27,9 @@ def readyz(state: StateDep) -> JSONResponse:
             connection.execute(text("SELECT 1"))
         migrations = migration_state(state.engine)
     except Exception as exc:  # any database failure means "not ready", never a 500
-        return JSONResponse(status_code=503, content={"status": "unavailable", "database": str(exc)[:200]})
+        return JSONResponse(
+            status_code=503, content={"status": "unavailable", "database": str(exc)[:200]}
+        )
     if not migrations.up_to_date:
         return JSONResponse(
             status_code=503, content={"status": "unavailable", "migrations": migrations.describe()}

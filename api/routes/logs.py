@@ -77,7 +77,8 @@ def _public(decision: Decision, outcome: Outcome | None) -> DecisionPublic:
 def _with_outcomes(session: Session, decisions: list[Decision]) -> list[DecisionPublic]:
     ids = [d.id for d in decisions]
     outcomes = {
-        o.decision_id: o for o in session.scalars(select(Outcome).where(Outcome.decision_id.in_(ids)))
+        o.decision_id: o
+        for o in session.scalars(select(Outcome).where(Outcome.decision_id.in_(ids)))
     }
     return [_public(d, outcomes.get(d.id)) for d in decisions]
 
@@ -88,7 +89,9 @@ def list_decisions(
     _: Analyst,
     sku: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
     segment: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
-    since: Annotated[datetime | None, Query(description="only decisions at or after this time")] = None,
+    since: Annotated[
+        datetime | None, Query(description="only decisions at or after this time")
+    ] = None,
     after: Annotated[str | None, Query(description="cursor from the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DecisionPage:
@@ -104,8 +107,10 @@ def list_decisions(
         query = query.where(Decision.created_at >= since)
     if after is not None:
         try:
-            stamp, _, ident = after.partition("|")
+            stamp, _sep, ident = after.partition("|")
             cursor_time, cursor_id = datetime.fromisoformat(stamp), uuid.UUID(ident)
+            if cursor_time.tzinfo is None:
+                raise ValueError("naive cursor time")
         except ValueError:
             raise ApiError.field(422, ["query", "after"], "malformed cursor") from None
         query = query.where(
@@ -124,5 +129,7 @@ def get_decision(decision_id: uuid.UUID, session: SessionDep, _: Analyst) -> Dec
     """One decision and its outcome."""
     decision = session.get(Decision, decision_id)
     if decision is None:
-        raise ApiError.field(404, ["path", "decision_id"], f"unknown decision {decision_id}", "not_found")
+        raise ApiError.field(
+            404, ["path", "decision_id"], f"unknown decision {decision_id}", "not_found"
+        )
     return _with_outcomes(session, [decision])[0]

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import SessionDep, StateDep, require
 from api.errors import ApiError
-from api.schemas import OutcomeBatchIn, OutcomeBatchOut, OutcomeIn, OutcomePublic, QuoteRequest, QuoteResponse
+from api.schemas import (
+    OutcomeBatchIn,
+    OutcomeBatchOut,
+    OutcomeIn,
+    OutcomePublic,
+    QuoteRequest,
+    QuoteResponse,
+)
 from api.security import Principal, Role
 from api.services.outcomes import record_outcome, record_outcomes
 from api.services.quotes import create_quote
@@ -19,7 +26,9 @@ Checkout = Annotated[Principal, Depends(require(Role.CHECKOUT))]
 
 
 @router.post("/quotes", response_model=QuoteResponse, status_code=status.HTTP_201_CREATED)
-def post_quote(body: QuoteRequest, state: StateDep, session: SessionDep, _: Checkout) -> QuoteResponse:
+def post_quote(
+    body: QuoteRequest, state: StateDep, session: SessionDep, _: Checkout
+) -> QuoteResponse:
     """Price every line of a cart; each line's decision is logged before the response."""
     if len(body.lines) > state.settings.max_quote_lines:
         raise ApiError.field(
@@ -33,7 +42,9 @@ def post_quote(body: QuoteRequest, state: StateDep, session: SessionDep, _: Chec
         ttl=timedelta(seconds=state.settings.quote_ttl_seconds),
     )
     for line in quote.lines:
-        state.metrics.decisions.labels(state.policy.__class__.__name__, str(line.personalized)).inc()
+        state.metrics.decisions.labels(
+            state.policy.__class__.__name__, str(line.personalized)
+        ).inc()
     return quote
 
 
@@ -41,9 +52,11 @@ def post_quote(body: QuoteRequest, state: StateDep, session: SessionDep, _: Chec
     "/outcomes",
     response_model=OutcomePublic,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "Identical retry: the stored outcome"},
-               404: {"description": "Unknown decision"},
-               409: {"description": "A different outcome is already stored"}},
+    responses={
+        200: {"description": "Identical retry: the stored outcome"},
+        404: {"description": "Unknown decision"},
+        409: {"description": "A different outcome is already stored"},
+    },
 )
 def post_outcome(
     body: OutcomeIn, state: StateDep, session: SessionDep, response: Response, _: Checkout
@@ -68,7 +81,9 @@ def post_outcome_batch(
     """Report up to 1,000 outcomes in one transaction; each item gets its own status."""
     if len(body.outcomes) > state.settings.max_outcome_batch:
         raise ApiError.field(
-            422, ["body", "outcomes"], f"at most {state.settings.max_outcome_batch} outcomes per batch"
+            422,
+            ["body", "outcomes"],
+            f"at most {state.settings.max_outcome_batch} outcomes per batch",
         )
     result = record_outcomes(session, outcomes=body.outcomes)
     for name, count in result.counts.items():

@@ -59,9 +59,7 @@ def _product_state(product: Product) -> dict[str, Any]:
     return product_public(product).model_dump(mode="json", exclude={"created_at", "updated_at"})
 
 
-def _apply_product(
-    session: Session, *, sku: str, data: ProductIn, actor: Principal | None
-) -> str:
+def _apply_product(session: Session, *, sku: str, data: ProductIn, actor: Principal | None) -> str:
     """Create or update one product in the open transaction; return what happened."""
     list_minor = to_minor(data.list_price, data.currency)
     cost_minor = to_minor(data.unit_cost, data.currency)
@@ -78,7 +76,9 @@ def _apply_product(
         )
         session.add(product)
         session.flush()
-        session.add(PriceHistory(sku=sku, price_minor=list_minor, currency=data.currency, kind="list"))
+        session.add(
+            PriceHistory(sku=sku, price_minor=list_minor, currency=data.currency, kind="list")
+        )
         record_change(
             session, actor=actor, action="create", entity="product", entity_id=sku,
             before=None, after=_product_state(product),
@@ -96,7 +96,9 @@ def _apply_product(
     if after == before:
         return "unchanged"
     if price_changed:
-        session.add(PriceHistory(sku=sku, price_minor=list_minor, currency=data.currency, kind="list"))
+        session.add(
+            PriceHistory(sku=sku, price_minor=list_minor, currency=data.currency, kind="list")
+        )
     record_change(
         session, actor=actor, action="update", entity="product", entity_id=sku,
         before=before, after=after,
@@ -137,7 +139,8 @@ def import_products(
         if item.sku in seen:
             problems.append(
                 FieldProblem(
-                    ["body", index, "sku"], f"duplicate sku {item.sku!r} (also row {seen[item.sku]})"
+                    ["body", index, "sku"],
+                    f"duplicate sku {item.sku!r} (also row {seen[item.sku]})",
                 )
             )
         seen.setdefault(item.sku, index)
@@ -180,7 +183,9 @@ def parse_product_csv(text: str, *, max_rows: int) -> list[ProductImportItem]:
         if "active" in record:
             flag = (record["active"] or "true").strip().lower()
             if flag not in {"true", "false", "1", "0", "yes", "no"}:
-                problems.append(FieldProblem(["body", f"row {row_no}", "active"], "expected true or false"))
+                problems.append(
+                    FieldProblem(["body", f"row {row_no}", "active"], "expected true or false")
+                )
                 continue
             record["active"] = flag in {"true", "1", "yes"}
         try:
@@ -188,7 +193,9 @@ def parse_product_csv(text: str, *, max_rows: int) -> list[ProductImportItem]:
         except ValidationError as exc:
             for error in exc.errors():
                 loc = ["body", f"row {row_no}", *[str(p) for p in error["loc"]]]
-                problems.append(FieldProblem(loc, error["msg"].removeprefix("Value error, "), error["type"]))
+                problems.append(
+                    FieldProblem(loc, error["msg"].removeprefix("Value error, "), error["type"])
+                )
     if problems:
         raise ApiError(422, problems)
     if not items:
@@ -241,7 +248,9 @@ def put_segment(
     with session.begin():
         segment = session.get(Segment, key, with_for_update=True)
         if segment is None:
-            segment = Segment(key=key, name=data.name, description=data.description, active=data.active)
+            segment = Segment(
+                key=key, name=data.name, description=data.description, active=data.active
+            )
             session.add(segment)
             session.flush()
             record_change(
@@ -249,10 +258,18 @@ def put_segment(
                 before=None, after=data.model_dump(mode="json"),
             )  # fmt: skip
             return segment_public(segment), True
-        before = {"name": segment.name, "description": segment.description, "active": segment.active}
+        before = {
+            "name": segment.name,
+            "description": segment.description,
+            "active": segment.active,
+        }
         after = data.model_dump(mode="json")
         if before != after:
-            segment.name, segment.description, segment.active = data.name, data.description, data.active
+            segment.name, segment.description, segment.active = (
+                data.name,
+                data.description,
+                data.active,
+            )
             session.flush()
             record_change(
                 session, actor=actor, action="update", entity="segment", entity_id=key,

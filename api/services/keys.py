@@ -27,7 +27,9 @@ def create_key(session: Session, *, name: str, role: Role, actor: Principal | No
             session, actor=actor, action="create", entity="api_key", entity_id=str(row.id),
             before=None, after={"name": name, "role": role.value, "prefix": prefix},
         )  # fmt: skip
-        return KeyCreated(**KeyPublic.model_validate(row, from_attributes=True).model_dump(), key=key)
+        return KeyCreated(
+            **KeyPublic.model_validate(row, from_attributes=True).model_dump(), key=key
+        )
 
 
 def list_keys(session: Session) -> list[KeyPublic]:

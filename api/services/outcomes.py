@@ -74,9 +74,7 @@ def _same(stored: Outcome, row: dict[str, Any]) -> bool:
 def _process(session: Session, items: Sequence[_Item]) -> None:
     """Validate against decisions, insert, and classify every item (inside a transaction)."""
     ids = {item.data.decision_id for item in items}
-    decisions = {
-        d.id: d for d in session.scalars(select(Decision).where(Decision.id.in_(ids)))
-    }
+    decisions = {d.id: d for d in session.scalars(select(Decision).where(Decision.id.in_(ids)))}
     now = utcnow()
     rows: list[dict[str, Any]] = []
     claimed: set[uuid.UUID] = set()

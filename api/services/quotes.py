@@ -113,7 +113,10 @@ def create_quote(
                     experiment_variant=None,
                     jurisdiction=request.jurisdiction,
                     context=dict(request.context),
-                    guardrail_trail={"reasons": list(decision.reasons), "fallback": decision.fallback},
+                    guardrail_trail={
+                        "reasons": list(decision.reasons),
+                        "fallback": decision.fallback,
+                    },
                 )
             )
             out_lines.append(

@@ -35,7 +35,9 @@ def test_a_conflicting_second_outcome_is_409_and_changes_nothing(catalog, sessio
     decision = _decision(catalog)
     catalog.post("/v1/outcomes", Role.CHECKOUT,
                  json={"decision_id": decision, "converted": True, "quantity": 1, "revenue": "10.00"})  # fmt: skip
-    response = catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": decision, "converted": False})
+    response = catalog.post(
+        "/v1/outcomes", Role.CHECKOUT, json={"decision_id": decision, "converted": False}
+    )
     assert response.status_code == 409
     body = response.json()
     assert body["detail"][0]["field"] == "decision_id"
@@ -102,7 +104,13 @@ def test_batch_reports_each_item_and_stores_only_the_good_ones(catalog, sessions
     body = response.json()
     assert [r["status"] for r in body["results"]] == [
         "created", "created", "duplicate", "conflict", "duplicate", "not_found", "invalid"]  # fmt: skip
-    assert body["counts"] == {"created": 2, "duplicate": 2, "conflict": 1, "not_found": 1, "invalid": 1}
+    assert body["counts"] == {
+        "created": 2,
+        "duplicate": 2,
+        "conflict": 1,
+        "not_found": 1,
+        "invalid": 1,
+    }
     assert _count(sessions) == 3
     # The whole batch again: nothing new is stored.
     again = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": batch}).json()
@@ -118,7 +126,9 @@ def test_batch_of_a_thousand_is_accepted_and_more_is_422(catalog, sessions):
     response = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": items})
     assert response.status_code == 200
     assert response.json()["counts"] == {"created": 100, "duplicate": 900}
-    too_many = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": items + items[:1]})
+    too_many = catalog.post(
+        "/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": items + items[:1]}
+    )
     assert too_many.status_code == 422
     assert too_many.json()["detail"][0]["field"] == "outcomes"
     assert _count(sessions) == 100

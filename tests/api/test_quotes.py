@@ -28,7 +28,11 @@ def test_quote_prices_every_line_at_list_price_and_logs_each_decision(catalog, s
         stored = {d.id: d for d in session.scalars(select(Decision))}
     assert set(stored) == {uuid.UUID(line["decision_id"]) for line in lines}
     first = stored[uuid.UUID(lines[0]["decision_id"])]
-    assert first.price_minor == 1000 and first.list_price_minor == 1000 and first.unit_cost_minor == 400
+    assert (
+        first.price_minor == 1000
+        and first.list_price_minor == 1000
+        and first.unit_cost_minor == 400
+    )
     assert first.segment == "loyalty" and first.customer_id == "cust-9"
     assert first.propensity == 1.0 and first.policy == "list-price/1"
     assert first.context == {"device": "mobile", "cart_items": 2}
@@ -51,7 +55,10 @@ def test_quote_names_every_unknown_or_inactive_sku_and_logs_nothing(catalog, ses
         "customer_id": "c", "lines": [{"sku": "TEA-1"}, {"sku": "NOPE"}, {"sku": "OLD-1"}]})  # fmt: skip
     assert response.status_code == 422
     fields = {(p["field"], p["msg"]) for p in response.json()["detail"]}
-    assert fields == {("lines[1].sku", "unknown sku 'NOPE'"), ("lines[2].sku", "inactive sku 'OLD-1'")}
+    assert fields == {
+        ("lines[1].sku", "unknown sku 'NOPE'"),
+        ("lines[2].sku", "inactive sku 'OLD-1'"),
+    }
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Decision)) == 0
 

@@ -46,6 +46,8 @@ def test_parse_amount_accepts_strings_ints_and_decimals():
     assert parse_amount(Decimal("1.5")) == Decimal("1.5")
 
 
-@given(st.integers(min_value=-(10**15), max_value=10**15), st.sampled_from(sorted(CURRENCY_EXPONENTS)))
+@given(
+    st.integers(min_value=-(10**15), max_value=10**15), st.sampled_from(sorted(CURRENCY_EXPONENTS))
+)
 def test_minor_units_round_trip(minor, currency):
     assert to_minor(from_minor(minor, currency), currency) == minor

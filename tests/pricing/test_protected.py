@@ -13,6 +13,8 @@ def test_protected_names_are_recognised(name, label):
     assert protected_attribute(name) == label
 
 
-@pytest.mark.parametrize("name", ["device", "page", "usage", "message", "raceway", "cart_value", "channel"])
+@pytest.mark.parametrize(
+    "name", ["device", "page", "usage", "message", "raceway", "cart_value", "channel"]
+)
 def test_ordinary_features_pass(name):
     assert protected_attribute(name) is None
