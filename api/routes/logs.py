@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -107,11 +108,12 @@ def list_decisions(
         query = query.where(Decision.created_at >= since)
     if after is not None:
         try:
-            stamp, _sep, ident = after.partition("|")
+            raw = base64.urlsafe_b64decode(after.encode("ascii")).decode("utf-8")
+            stamp, _sep, ident = raw.partition("|")
             cursor_time, cursor_id = datetime.fromisoformat(stamp), uuid.UUID(ident)
             if cursor_time.tzinfo is None:
                 raise ValueError("naive cursor time")
-        except ValueError:
+        except (ValueError, UnicodeError):
             raise ApiError.field(422, ["query", "after"], "malformed cursor") from None
         query = query.where(
             (Decision.created_at > cursor_time)
@@ -120,7 +122,10 @@ def list_decisions(
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]
-    cursor = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}" if more else None
+    cursor = None
+    if more:
+        raw = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}"
+        cursor = base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii")
     return DecisionPage(items=_with_outcomes(session, rows), next_after=cursor)
 
 

@@ -1,0 +1,55 @@
+from api.security import Role
+
+
+def test_decision_log_pages_in_time_order_with_outcomes(catalog):
+    quotes = [catalog.quote("TEA-1", "TEA-2", customer=f"c{i}") for i in range(3)]
+    decision_ids = [line["decision_id"] for q in quotes for line in q["lines"]]
+    catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": decision_ids[0], "converted": False})
+    seen, cursor = [], None
+    while True:
+        url = "/v1/decisions?limit=4" + (f"&after={cursor}" if cursor else "")
+        page = catalog.get(url, Role.ANALYST).json()
+        seen.extend(page["items"])
+        cursor = page["next_after"]
+        if cursor is None:
+            break
+    assert sorted(d["id"] for d in seen) == sorted(decision_ids)
+    assert len(seen) == 6
+    by_id = {d["id"]: d for d in seen}
+    assert by_id[decision_ids[0]]["outcome"]["converted"] is False
+    assert by_id[decision_ids[1]]["outcome"] is None
+    assert by_id[decision_ids[1]]["price"] == "4.99" and by_id[decision_ids[1]]["unit_cost"] == "2.50"
+    only_tea2 = catalog.get("/v1/decisions?sku=TEA-2", Role.ANALYST).json()["items"]
+    assert {d["sku"] for d in only_tea2} == {"TEA-2"} and len(only_tea2) == 3
+
+
+def test_one_decision_and_404(catalog):
+    decision = catalog.quote("TEA-1")["lines"][0]["decision_id"]
+    assert catalog.get(f"/v1/decisions/{decision}", Role.ANALYST).json()["propensity"] == 1.0
+    missing = catalog.get("/v1/decisions/00000000-0000-0000-0000-000000000000", Role.ANALYST)
+    assert missing.status_code == 404
+
+
+def test_naive_since_is_422(catalog):
+    response = catalog.get("/v1/decisions?since=2026-01-01T00:00:00", Role.ANALYST)
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "since"
+    assert catalog.get("/v1/decisions?since=2026-01-01T00:00:00Z", Role.ANALYST).status_code == 200
+
+
+def test_metrics_count_requests_decisions_and_outcomes(catalog):
+    decision = catalog.quote("TEA-1", "TEA-2")["lines"][0]["decision_id"]
+    body = {"decision_id": decision, "converted": False}
+    catalog.post("/v1/outcomes", Role.CHECKOUT, json=body)
+    catalog.post("/v1/outcomes", Role.CHECKOUT, json=body)
+    text = catalog.client.get("/metrics").text
+    assert 'pricing_decisions_total{personalized="False",policy="ListPricePolicy"} 2.0' in text
+    assert 'pricing_outcomes_total{status="created"} 1.0' in text
+    assert 'pricing_outcomes_total{status="duplicate"} 1.0' in text
+    assert 'pricing_http_requests_total{method="POST",route="/v1/quotes",status="201"} 1.0' in text
+    assert 'pricing_http_request_duration_seconds_count{method="POST",route="/v1/quotes"} 1.0' in text
+
+
+def test_audit_log_is_readable_by_admin(catalog):
+    entries = catalog.get("/v1/audit?entity=product", Role.ADMIN).json()
+    assert [e["entity_id"] for e in entries] == ["TEA-2", "TEA-1"]
+    assert all(e["actor"] == "test-merchandiser" for e in entries)

@@ -1,0 +1,84 @@
+"""The real server, as a separate process: the demo flow, and a crash that loses nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from api.cli import main as cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(db_url: str) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "PRICING_DATABASE_URL": db_url, "PRICING_PORT": str(port),
+           "PRICING_LOG_LEVEL": "warning"}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not become ready (exit code {process.poll()})")
+            time.sleep(0.1)
+        yield base
+    finally:
+        # SIGKILL: no graceful shutdown, as in a crash or an OOM kill.
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def _keys(output: str) -> dict[str, str]:
+    return dict(re.findall(r"^\s+(checkout|merchandiser|analyst|admin)\s+(pe_\S+)$", output, re.M))
+
+
+def test_demo_serves_list_prices_and_a_crash_keeps_decisions_and_outcomes(db_url, capsys):
+    assert cli(["seed-demo", "--database-url", db_url]) == 0
+    keys = _keys(capsys.readouterr().out)
+    assert set(keys) == {"checkout", "merchandiser", "analyst", "admin"}
+    checkout = {"Authorization": f"Bearer {keys['checkout']}"}
+    analyst = {"Authorization": f"Bearer {keys['analyst']}"}
+    quote_body = {"customer_id": "c-42", "segment": "loyalty",
+                  "lines": [{"sku": "COF-001", "quantity": 1}, {"sku": "TEA-002", "quantity": 2}]}  # fmt: skip
+
+    with _server(db_url) as base:
+        quote = httpx.post(f"{base}/v1/quotes", json=quote_body, headers=checkout).json()
+        assert [line["price"] for line in quote["lines"]] == [line["list_price"] for line in quote["lines"]]
+        decision = quote["lines"][0]["decision_id"]
+        outcome = {"decision_id": decision, "converted": True, "quantity": 1,
+                   "revenue": quote["lines"][0]["price"]}  # fmt: skip
+        assert httpx.post(f"{base}/v1/outcomes", json=outcome, headers=checkout).status_code == 201
+        assert httpx.post(f"{base}/v1/outcomes", json=outcome, headers=checkout).status_code == 200
+
+    with _server(db_url) as base:
+        stored = httpx.get(f"{base}/v1/decisions", headers=analyst).json()["items"]
+        assert {d["id"] for d in stored} == {line["decision_id"] for line in quote["lines"]}
+        by_id = {d["id"]: d for d in stored}
+        assert by_id[decision]["outcome"]["revenue"] == quote["lines"][0]["price"]
+        assert by_id[quote["lines"][1]["decision_id"]]["outcome"] is None
+        # The outcome is still there once: a retry after the restart is a duplicate.
+        assert httpx.post(f"{base}/v1/outcomes", json=outcome, headers=checkout).status_code == 200
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path, capsys):
+    assert cli(["serve", "--database-url", f"sqlite:///{tmp_path / 'new.db'}"]) == 2
+    assert "pricing-engine migrate" in capsys.readouterr().err
