@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -19,7 +20,9 @@ from api.deps import AppState
 from api.errors import install_error_handlers
 from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
-from api.routes import admin, catalog, health, logs, quotes
+from api.posterior_cache import PosteriorCache
+from api.routes import admin, catalog, health, logs, models, quotes
+from api.updater import Updater
 from api.settings import Settings, get_settings
 from pricing import __version__
 from pricing.policy import ListPricePolicy, PricePolicy
@@ -60,12 +63,25 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     """
     settings = settings or get_settings()
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    sessions = make_session_factory(engine)
     state = AppState(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         policy=policy or ListPricePolicy(),
+        posterior=PosteriorCache(sessions, poll_seconds=settings.snapshot_poll_seconds),
         metrics=Metrics(),
+    )
+    updater = (
+        Updater(
+            sessions,
+            interval=settings.updater_interval_seconds,
+            ess_fraction=settings.refit_ess_fraction,
+            refit_every=timedelta(seconds=settings.refit_every_seconds),
+            sampler_config={"method": settings.fit_method},
+        )
+        if settings.run_updater
+        else None
     )
 
     @asynccontextmanager
@@ -75,8 +91,16 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             engine.dispose()
             raise NotMigratedError(migrations.describe())
         log.info("serving with %s", migrations.describe())
-        yield
-        engine.dispose()
+        state.posterior.start()
+        if updater is not None:
+            updater.start()
+        try:
+            yield
+        finally:
+            if updater is not None:
+                updater.stop()
+            state.posterior.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="Pricing engine",
@@ -87,6 +111,6 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     app.state.pricing = state
     install_error_handlers(app)
     install_metrics(app, state.metrics)
-    for module in (quotes, catalog, logs, admin, health):
+    for module in (quotes, catalog, logs, models, admin, health):
         app.include_router(module.router)
     return app

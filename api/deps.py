@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
 from api.metrics import Metrics
+from api.posterior_cache import PosteriorCache
 from api.security import Principal, Role
 from api.services.keys import authenticate
 from api.settings import Settings
@@ -33,6 +34,7 @@ class AppState:
     engine: Engine
     sessions: sessionmaker[Session]
     policy: PricePolicy
+    posterior: PosteriorCache
     metrics: Metrics = field(default_factory=Metrics)
     _auth_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
     _auth_lock: threading.Lock = field(default_factory=threading.Lock)

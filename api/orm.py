@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
+    PrimaryKeyConstraint,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -30,6 +32,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AppliedOutcome",
+    "ModelPrior",
+    "ModelSnapshot",
     "ApiKey",
     "AuditEntry",
     "Base",
@@ -217,3 +222,57 @@ class AuditEntry(Base):
     entity_id: Mapped[str] = mapped_column(String(128))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+
+
+class ModelSnapshot(Base):
+    """One fit of the demand model: published (serving candidates) or rejected by the gate.
+
+    The newest published snapshot serves. Its draws never change; its importance weights
+    do, as outcomes arrive (``weights_seq`` counts the updates so workers notice them).
+    """
+
+    __tablename__ = "model_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    method: Mapped[str] = mapped_column(String(16))
+    approximate: Mapped[bool] = mapped_column(Boolean, default=False)
+    config_hash: Mapped[str] = mapped_column(String(32))
+    model_config_json: Mapped[dict[str, Any]] = mapped_column("model_config", JSONType)
+    sampler_config_json: Mapped[dict[str, Any]] = mapped_column("sampler_config", JSONType)
+    data_watermark: Mapped[datetime] = mapped_column()
+    n_cells: Mapped[int] = mapped_column(Integer)
+    n_trials: Mapped[int] = mapped_column(BigInteger)
+    n_conversions: Mapped[int] = mapped_column(BigInteger)
+    diagnostics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    message: Mapped[str] = mapped_column(Text, default="")
+    draws: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    log_weights: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    weights_seq: Mapped[int] = mapped_column(Integer, default=0)
+    ess: Mapped[float | None] = mapped_column(Float, default=None)
+    applied_outcomes: Mapped[int] = mapped_column(BigInteger, default=0)
+    weights_updated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AppliedOutcome(Base):
+    """Outcomes already folded into a snapshot's weights (written with the weights)."""
+
+    __tablename__ = "applied_outcomes"
+
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("model_snapshots.id"))
+    outcome_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+
+    __table_args__ = (PrimaryKeyConstraint("snapshot_id", "outcome_id"),)
+
+
+class ModelPrior(Base):
+    """Priors learned elsewhere (e.g. from sales history), merged into the model config."""
+
+    __tablename__ = "model_priors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(200))
+    model_config_json: Mapped[dict[str, Any]] = mapped_column("model_config", JSONType)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -41,6 +41,18 @@ class Settings(BaseSettings):
         Segment used when a quote names none.
     db_pool_size : int
         Connections kept open per worker (PostgreSQL).
+    snapshot_poll_seconds : float
+        How often a worker checks for a new posterior snapshot or new weights (s).
+    run_updater : bool
+        Run the updater (online reweighting + refits) inside ``serve``.
+    updater_interval_seconds : float
+        Seconds between updater passes.
+    refit_every_seconds : int
+        Refit when the serving snapshot is older than this (s).
+    refit_ess_fraction : float
+        Refit when the weights' effective sample size drops below this share of draws.
+    fit_method : str
+        ``auto`` (nutpie when installed, else NUTS), ``nuts``, ``nutpie`` or ``advi``.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -56,6 +68,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    snapshot_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
+    run_updater: bool = False
+    updater_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+    refit_every_seconds: int = Field(default=6 * 3600, ge=60)
+    refit_ess_fraction: float = Field(default=0.5, gt=0, lt=1)
+    fit_method: str = Field(default="auto", pattern="^(auto|nuts|nutpie|advi)$")
 
     @field_validator("database_url")
     @classmethod

@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 from api.security import Role
+from tests.factories import publish, synthetic_posterior
 
 C, M, A, X = Role.CHECKOUT, Role.MERCHANDISER, Role.ANALYST, Role.ADMIN
 PRODUCT = {
@@ -29,6 +30,10 @@ MATRIX = [
     ("PUT", "/v1/segments/{key}", {"name": "Loyal"}, {M, X}),
     ("DELETE", "/v1/segments/{key}", None, {M, X}),
     ("GET", "/v1/decisions", None, {A, X}),
+    ("GET", "/v1/models", None, {M, A, X}),
+    ("GET", "/v1/models/{version}", None, {M, A, X}),
+    ("GET", "/v1/models/{version}/elasticities", None, {M, A, X}),
+    ("GET", "/v1/models/{version}/netcdf", None, {M, A, X}),
     ("GET", "/v1/decisions/{decision_id}", None, {A, X}),
     ("POST", "/v1/keys", {"name": "k", "role": "analyst"}, {X}),
     ("GET", "/v1/keys", None, {X}),
@@ -46,11 +51,17 @@ def test_matrix_covers_every_route(client):
 
 def _fill(catalog, sessions_key_id, template, body):
     decision = catalog.quote("TEA-1")["lines"][0]["decision_id"]
-    values = {"sku": "TEA-1", "key": "loyalty", "decision_id": decision, "key_id": sessions_key_id}
+    values = {"sku": "TEA-1", "key": "loyalty", "decision_id": decision, "key_id": sessions_key_id,
+              "version": _latest_version(catalog)}  # fmt: skip
     path = template.format(**values)
     if body is not None:
         body = _substitute(body, decision)
     return path, body
+
+
+def _latest_version(api):
+    models = api.get("/v1/models", X).json()
+    return models[0]["version"] if models else 0
 
 
 def _substitute(body, decision):
@@ -63,7 +74,8 @@ def _substitute(body, decision):
 
 @pytest.mark.parametrize(("method", "template", "body", "allowed"), MATRIX,
                          ids=[f"{m} {p}" for m, p, _, _ in MATRIX])  # fmt: skip
-def test_role_matrix(catalog, method, template, body, allowed):
+def test_role_matrix(catalog, sessions, method, template, body, allowed):
+    publish(sessions, synthetic_posterior())
     spare_key = catalog.post("/v1/keys", X, json={"name": "spare", "role": "analyst"}).json()["id"]
     for role in Role:
         path, filled = _fill(catalog, spare_key, template, body)

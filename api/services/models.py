@@ -1,0 +1,227 @@
+"""Demand model lifecycle: cells from the log, refit behind the diagnostics gate,
+snapshots, and online reweighting between refits.
+
+Exactly-once learning
+---------------------
+A fit covers outcomes recorded up to its *data watermark* W = (fit start - lag); the lag
+outlasts any open transaction, so no outcome at or before W can still appear. Outcomes
+after W are folded into the snapshot's importance weights by :func:`apply_new_outcomes`,
+which records each one in ``applied_outcomes`` in the same transaction as the new
+weights, under a lock on the snapshot row: nothing is applied twice, nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.orm import AppliedOutcome, Decision, ModelPrior, ModelSnapshot, Outcome, Product, utcnow
+from pricing.cells import CellRecord, Cells
+from pricing.demand import DemandModel
+from pricing.posterior import DemandPosterior
+
+__all__ = [
+    "DATA_LAG",
+    "RefitResult",
+    "UpdateResult",
+    "apply_new_outcomes",
+    "current_snapshot",
+    "load_cells",
+    "load_posterior",
+    "refit",
+]
+
+log = logging.getLogger("pricing.models")
+
+#: How far behind "now" a fit's data watermark is set (longer than any transaction).
+DATA_LAG = timedelta(seconds=30)
+PUBLISHED, REJECTED = "published", "rejected"
+
+
+def load_cells(session: Session, *, until: datetime) -> Cells:
+    """Aggregate decisions with an outcome recorded at or before ``until`` into cells.
+
+    One SQL ``GROUP BY`` over (segment, sku, category, price, list price, promotion):
+    the cost grows with cells, not events.
+    """
+    converted = func.sum(func.cast(Outcome.converted, Decision.quantity.type))
+    query = (
+        select(
+            Decision.segment, Decision.sku, Product.category, Decision.price_minor,
+            Decision.list_price_minor, func.coalesce(Decision.promotion, ""),
+            func.count(), converted,
+        )
+        .join(Outcome, Outcome.decision_id == Decision.id)
+        .join(Product, Product.sku == Decision.sku)
+        .where(Outcome.recorded_at <= until)
+        .group_by(Decision.segment, Decision.sku, Product.category, Decision.price_minor,
+                  Decision.list_price_minor, Decision.promotion)
+    )  # fmt: skip
+    records = [
+        CellRecord(seg, sku, cat, price / list_price, promo, int(n), int(conv or 0))
+        for seg, sku, cat, price, list_price, promo, n, conv in session.execute(query)
+    ]
+    return Cells.from_records(records)
+
+
+def latest_priors(session: Session) -> dict[str, Any]:
+    """Model-config overrides from the newest imported prior (empty when none)."""
+    row = session.scalar(select(ModelPrior).order_by(ModelPrior.id.desc()).limit(1))
+    return dict(row.model_config_json) if row is not None else {}
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """What a refit did: the snapshot id, whether it was published, and its diagnostics."""
+
+    snapshot_id: int
+    published: bool
+    diagnostics: dict[str, Any]
+    n_cells: int
+    n_trials: int
+    message: str
+
+
+def refit(
+    sessions: sessionmaker[Session],
+    *,
+    model_config: dict[str, Any] | None = None,
+    sampler_config: dict[str, Any] | None = None,
+    n_draws: int = 500,
+    progressbar: bool = False,
+    now: datetime | None = None,
+) -> RefitResult:
+    """Fit the demand model to the log and publish the snapshot if it passes the gate.
+
+    A rejected fit is recorded with its diagnostics and the reason; the previous published
+    snapshot keeps serving.
+
+    Raises
+    ------
+    ValueError
+        If there is no outcome to learn from yet.
+    """
+    watermark = (now or utcnow()) - DATA_LAG
+    with sessions() as session:
+        cells = load_cells(session, until=watermark)
+        priors = latest_priors(session)
+    if len(cells) == 0:
+        raise ValueError("no outcomes recorded yet: nothing to fit")
+    model = DemandModel(model_config=priors | (model_config or {}), sampler_config=sampler_config)
+    model.fit(cells, progressbar=progressbar)
+    diagnostics = model.diagnostics_
+    published = diagnostics.passed
+    message = "" if published else "not published: " + "; ".join(diagnostics.reasons)
+    with sessions() as session, session.begin():
+        row = ModelSnapshot(
+            status=PUBLISHED if published else REJECTED,
+            method=diagnostics.method,
+            approximate=diagnostics.approximate,
+            config_hash=model.config_hash,
+            model_config_json=model.config_dict(),
+            sampler_config_json={k: v for k, v in model.sampler_config.items()},
+            data_watermark=watermark,
+            n_cells=len(cells),
+            n_trials=cells.n_trials,
+            n_conversions=int(cells.conversions.sum()),
+            diagnostics={**diagnostics.to_dict(), "parameterisation": model.parameterisation_},
+            message=message,
+        )
+        session.add(row)
+        session.flush()
+        if published:
+            posterior = model.posterior(n_draws, meta={"version": str(row.id)})
+            row.draws = posterior.to_bytes()
+            row.log_weights = posterior.log_weights.tobytes()
+            row.ess = posterior.ess
+            row.weights_updated_at = utcnow()
+        snapshot_id = row.id
+    log.info("refit %s: %s", snapshot_id, "published" if published else message)
+    return RefitResult(snapshot_id, published, diagnostics.to_dict(), len(cells), cells.n_trials, message)
+
+
+def current_snapshot(session: Session) -> ModelSnapshot | None:
+    """The newest published snapshot, or None."""
+    return session.scalar(
+        select(ModelSnapshot).where(ModelSnapshot.status == PUBLISHED).order_by(ModelSnapshot.id.desc()).limit(1)
+    )
+
+
+def load_posterior(row: ModelSnapshot) -> DemandPosterior:
+    """The posterior of a published snapshot, with its current weights."""
+    if row.draws is None or row.log_weights is None:
+        raise ValueError(f"snapshot {row.id} has no draws (status {row.status})")
+    posterior = DemandPosterior.from_bytes(row.draws)
+    return posterior.with_weights(np.frombuffer(row.log_weights, dtype=np.float64).copy())
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """Outcome of one online update: how many outcomes were applied and the ESS after."""
+
+    snapshot_id: int | None
+    applied: int
+    ess: float | None
+    n_draws: int | None
+
+
+def _log_likelihood(posterior: DemandPosterior, rows: list[Any]) -> np.ndarray:
+    """Σ over outcomes of log P(y | draw), shape (D,)."""
+    total = np.zeros(posterior.n_draws)
+    groups: dict[tuple[str, str, str, str], list[tuple[float, int]]] = {}
+    for segment, sku, category, price, list_price, promotion, converted in rows:
+        groups.setdefault((segment, sku, category, promotion or ""), []).append(
+            (price / list_price, int(bool(converted)))
+        )
+    for (segment, sku, category, promotion), items in groups.items():
+        ratios = np.array([r for r, _ in items])
+        y = np.array([c for _, c in items], dtype=float)
+        p = posterior.conversion_probability(segment, sku, ratios, category=category, promotion=promotion or None)
+        p = np.clip(p, 1e-12, 1 - 1e-12)
+        total += (np.log(p) * y + np.log1p(-p) * (1 - y)).sum(axis=1)
+    return total
+
+
+def apply_new_outcomes(sessions: sessionmaker[Session], *, batch_size: int = 5000) -> UpdateResult:
+    """Fold outcomes recorded after the current snapshot's watermark into its weights.
+
+    Locks the snapshot row, so concurrent updaters serialise; the applied outcome ids are
+    written in the same transaction as the weights.
+    """
+    with sessions() as session, session.begin():
+        head = current_snapshot(session)
+        if head is None:
+            return UpdateResult(None, 0, None, None)
+        row = session.scalar(select(ModelSnapshot).where(ModelSnapshot.id == head.id).with_for_update())
+        assert row is not None
+        session.refresh(row)
+        already = exists().where(
+            and_(AppliedOutcome.snapshot_id == row.id, AppliedOutcome.outcome_id == Outcome.id)
+        )
+        query = (
+            select(Outcome.id, Decision.segment, Decision.sku, Product.category, Decision.price_minor,
+                   Decision.list_price_minor, Decision.promotion, Outcome.converted)
+            .join(Decision, Decision.id == Outcome.decision_id)
+            .join(Product, Product.sku == Decision.sku)
+            .where(Outcome.recorded_at > row.data_watermark, ~already)
+            .order_by(Outcome.recorded_at, Outcome.id)
+            .limit(batch_size)
+        )  # fmt: skip
+        rows = session.execute(query).all()
+        posterior = load_posterior(row)
+        if not rows:
+            return UpdateResult(row.id, 0, posterior.ess, posterior.n_draws)
+        updated = posterior.reweight(_log_likelihood(posterior, [tuple(r[1:]) for r in rows]))
+        row.log_weights = updated.log_weights.tobytes()
+        row.ess = updated.ess
+        row.weights_seq += 1
+        row.applied_outcomes += len(rows)
+        row.weights_updated_at = utcnow()
+        session.add_all([AppliedOutcome(snapshot_id=row.id, outcome_id=r[0]) for r in rows])
+        return UpdateResult(row.id, len(rows), updated.ess, updated.n_draws)

@@ -1,0 +1,106 @@
+"""Sufficient statistics of the decision log: cells of (segment, sku, price level, promotion).
+
+Every visitor offered SKU ``j`` at price ``p`` with promotion ``k`` in segment ``s`` is a
+Bernoulli trial with the same success probability, so the log reduces exactly to
+(trials, conversions) per cell and the model's cost grows with cells, not events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["CellRecord", "Cells"]
+
+
+@dataclass(frozen=True, slots=True)
+class CellRecord:
+    """One cell: all trials with the same segment, SKU, relative price and promotion.
+
+    Attributes
+    ----------
+    segment, sku, category : str
+        Who, what, and the SKU's category.
+    price_ratio : float
+        Offered price / reference (list) price, dimensionless, > 0.
+    promotion : str
+        Promotion identifier, ``""`` for none.
+    trials, conversions : int
+        Decisions with a known outcome, and how many converted.
+    """
+
+    segment: str
+    sku: str
+    category: str
+    price_ratio: float
+    promotion: str
+    trials: int
+    conversions: int
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Column arrays of cells, validated.
+
+    Attributes
+    ----------
+    segment, sku, category, promotion : ndarray of str, shape (n_cells,)
+    log_price_ratio : ndarray of float, shape (n_cells,)
+        log(price / list price), dimensionless.
+    trials, conversions : ndarray of int, shape (n_cells,)
+    """
+
+    segment: NDArray[np.str_]
+    sku: NDArray[np.str_]
+    category: NDArray[np.str_]
+    log_price_ratio: NDArray[np.float64]
+    promotion: NDArray[np.str_]
+    trials: NDArray[np.int64]
+    conversions: NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        n = len(self.trials)
+        for name in ("segment", "sku", "category", "log_price_ratio", "promotion", "conversions"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"cells: {name} has {len(getattr(self, name))} entries, trials has {n}")
+        if n and (self.trials <= 0).any():
+            raise ValueError("cells: trials must be positive")
+        if n and ((self.conversions < 0) | (self.conversions > self.trials)).any():
+            raise ValueError("cells: conversions must lie in [0, trials]")
+        if n and not np.isfinite(self.log_price_ratio).all():
+            raise ValueError("cells: log_price_ratio must be finite (prices > 0)")
+        categories: dict[str, str] = {}
+        for sku, category in zip(self.sku.tolist(), self.category.tolist(), strict=True):
+            if categories.setdefault(sku, category) != category:
+                raise ValueError(f"cells: sku {sku!r} is in two categories")
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    @classmethod
+    def from_records(cls, records: Iterable[CellRecord]) -> Cells:
+        """Build from :class:`CellRecord` rows, merging rows that describe the same cell."""
+        merged: dict[tuple[str, str, str, float, str], list[int]] = {}
+        for r in records:
+            key = (r.segment, r.sku, r.category, round(float(r.price_ratio), 12), r.promotion)
+            acc = merged.setdefault(key, [0, 0])
+            acc[0] += r.trials
+            acc[1] += r.conversions
+        keys = list(merged)
+        return cls(
+            segment=np.array([k[0] for k in keys], dtype=str),
+            sku=np.array([k[1] for k in keys], dtype=str),
+            category=np.array([k[2] for k in keys], dtype=str),
+            log_price_ratio=np.log(np.array([k[3] for k in keys], dtype=float)),
+            promotion=np.array([k[4] for k in keys], dtype=str),
+            trials=np.array([merged[k][0] for k in keys], dtype=np.int64),
+            conversions=np.array([merged[k][1] for k in keys], dtype=np.int64),
+        )
+
+    @property
+    def n_trials(self) -> int:
+        """Total trials over all cells."""
+        return int(self.trials.sum())

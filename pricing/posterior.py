@@ -1,0 +1,320 @@
+"""Posterior draws of the demand model, ready for decisions, with cold start and reweighting.
+
+A :class:`DemandPosterior` holds D thinned draws of every parameter and a weight per
+draw. It answers "P(buy) under each draw" for any (segment, SKU, price, promotion),
+including ones the model never saw (drawn from the population level of the hierarchy),
+and updates its weights by the likelihood of new outcomes between refits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["DemandPosterior", "stable_seed"]
+
+FloatArray = NDArray[np.float64]
+
+
+def stable_seed(*parts: str) -> int:
+    """A seed that depends only on ``parts`` (same in every process and on every run)."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+    return out
+
+
+@dataclass(frozen=True)
+class DemandPosterior:
+    """Thinned posterior draws of the hierarchical conversion model.
+
+    P(buy | s, j, p, k) = sigmoid(a_seg[s] + a_sku[j] - exp(log_e[s, c(j)]) · log(p / p_ref) + g[k])
+
+    Attributes
+    ----------
+    segments, skus, categories, promotions : tuple of str
+        Labels of the fitted levels (promotions exclude "none", whose lift is 0).
+    sku_category : dict
+        Category of each fitted SKU.
+    pairs : tuple of (str, str)
+        (segment, category) pairs with their own elasticity.
+    a_seg : ndarray, shape (D, n_segments)
+    a_sku : ndarray, shape (D, n_skus)
+    log_e : ndarray, shape (D, n_pairs)
+        log of minus the price coefficient (b = -exp(log_e) < 0).
+    g : ndarray, shape (D, n_promotions)
+        Promotion lift on the logit scale.
+    mu_a, sd_a_sku, sd_a_seg : ndarray, shape (D,)
+        Population level of the intercepts (for new SKUs and segments).
+    mu_global, sd_cat, sd_seg : ndarray, shape (D,)
+        Population level of log elasticities (for new categories and segments).
+    mu_cat : ndarray, shape (D, n_categories)
+        Category means of log elasticity.
+    log_weights : ndarray, shape (D,)
+        Unnormalised log importance weights (0 after a fit).
+    meta : dict
+        Version, method, config hash, diagnostics... (JSON-serialisable).
+    """
+
+    segments: tuple[str, ...]
+    skus: tuple[str, ...]
+    categories: tuple[str, ...]
+    promotions: tuple[str, ...]
+    sku_category: dict[str, str]
+    pairs: tuple[tuple[str, str], ...]
+    a_seg: FloatArray
+    a_sku: FloatArray
+    log_e: FloatArray
+    g: FloatArray
+    mu_a: FloatArray
+    sd_a_sku: FloatArray
+    sd_a_seg: FloatArray
+    mu_global: FloatArray
+    sd_cat: FloatArray
+    sd_seg: FloatArray
+    mu_cat: FloatArray
+    log_weights: FloatArray
+    meta: dict[str, Any] = field(default_factory=dict)
+    _index: dict[str, dict[Any, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    ARRAYS = ("a_seg", "a_sku", "log_e", "g", "mu_a", "sd_a_sku", "sd_a_seg", "mu_global",
+              "sd_cat", "sd_seg", "mu_cat", "log_weights")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        d = self.n_draws
+        for name in self.ARRAYS:
+            if getattr(self, name).shape[0] != d:
+                raise ValueError(f"posterior: {name} has {getattr(self, name).shape[0]} draws, expected {d}")
+        self._index.update(
+            segment={s: i for i, s in enumerate(self.segments)},
+            sku={s: i for i, s in enumerate(self.skus)},
+            category={c: i for i, c in enumerate(self.categories)},
+            promotion={k: i for i, k in enumerate(self.promotions)},
+            pair={p: i for i, p in enumerate(self.pairs)},
+        )
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def n_draws(self) -> int:
+        """Number of draws D."""
+        return int(self.log_weights.shape[0])
+
+    @property
+    def weights(self) -> FloatArray:
+        """Normalised importance weights, shape (D,), summing to 1."""
+        w = np.exp(self.log_weights - self.log_weights.max())
+        out: FloatArray = w / w.sum()
+        return out
+
+    @property
+    def ess(self) -> float:
+        """Effective sample size of the weights, 1 / Σ w², between 1 and D."""
+        w = self.weights
+        return float(1.0 / np.sum(w * w))
+
+    def reweight(self, log_likelihood: FloatArray) -> DemandPosterior:
+        """Return a copy whose weights are multiplied by the likelihood of new data.
+
+        Parameters
+        ----------
+        log_likelihood : ndarray, shape (D,)
+            Log-likelihood of the new observations under each draw.
+        """
+        if log_likelihood.shape != (self.n_draws,):
+            raise ValueError(f"log_likelihood must have shape ({self.n_draws},), got {log_likelihood.shape}")
+        log_w = self.log_weights + log_likelihood
+        return replace(self, log_weights=log_w - log_w.max(), _index={})
+
+    # ------------------------------------------------------------------ parameters
+    def _cold(self, kind: str, key: str, mean: FloatArray, sd: FloatArray) -> FloatArray:
+        rng = np.random.default_rng(stable_seed(self.meta.get("version", ""), kind, key))
+        out: FloatArray = mean + sd * rng.standard_normal(self.n_draws)
+        return out
+
+    def segment_intercept(self, segment: str) -> FloatArray:
+        """a_seg draws, shape (D,); a new segment draws from the population."""
+        i = self._index["segment"].get(segment)
+        if i is not None:
+            return self.a_seg[:, i]
+        return self._cold("segment", segment, np.zeros(self.n_draws), self.sd_a_seg)
+
+    def sku_intercept(self, sku: str) -> FloatArray:
+        """a_sku draws, shape (D,); a new SKU draws from the population."""
+        i = self._index["sku"].get(sku)
+        if i is not None:
+            return self.a_sku[:, i]
+        return self._cold("sku", sku, self.mu_a, self.sd_a_sku)
+
+    def category_mean(self, category: str) -> FloatArray:
+        """Category mean of log elasticity, shape (D,); a new category draws from the global level."""
+        i = self._index["category"].get(category)
+        if i is not None:
+            return self.mu_cat[:, i]
+        return self._cold("category", category, self.mu_global, self.sd_cat)
+
+    def log_elasticity(self, segment: str, category: str) -> FloatArray:
+        """log(-b) draws for a segment in a category, shape (D,)."""
+        i = self._index["pair"].get((segment, category))
+        if i is not None:
+            return self.log_e[:, i]
+        return self._cold("pair", f"{segment}\x1f{category}", self.category_mean(category), self.sd_seg)
+
+    def promotion_lift(self, promotion: str | None) -> FloatArray:
+        """g draws, shape (D,); 0 for no promotion, population prior mean 0 for a new one."""
+        if not promotion:
+            return np.zeros(self.n_draws)
+        i = self._index["promotion"].get(promotion)
+        return self.g[:, i] if i is not None else np.zeros(self.n_draws)
+
+    def logit_terms(self, segment: str, sku: str, category: str | None = None) -> tuple[FloatArray, FloatArray]:
+        """Intercept and price slope draws for one (segment, SKU), each shape (D,).
+
+        Parameters
+        ----------
+        category : str, optional
+            Needed for a SKU the model has not seen; defaults to the fitted one.
+        """
+        category = self.sku_category.get(sku, category)
+        if category is None:
+            raise ValueError(f"sku {sku!r} is new to the model: pass its category")
+        intercept = self.segment_intercept(segment) + self.sku_intercept(sku)
+        slope = -np.exp(self.log_elasticity(segment, category))
+        return intercept, slope
+
+    def conversion_probability(
+        self,
+        segment: str,
+        sku: str,
+        price_ratio: FloatArray | float,
+        *,
+        category: str | None = None,
+        promotion: str | None = None,
+    ) -> FloatArray:
+        """P(buy) under every draw.
+
+        Parameters
+        ----------
+        segment, sku : str
+        price_ratio : float or ndarray, shape (P,)
+            Offered price / list price (dimensionless, > 0).
+        category : str, optional
+            Category of a SKU new to the model.
+        promotion : str, optional
+
+        Returns
+        -------
+        ndarray, shape (D, P)
+            Probabilities in (0, 1); P = 1 for a scalar price ratio.
+        """
+        ratio = np.atleast_1d(np.asarray(price_ratio, dtype=float))
+        if (ratio <= 0).any():
+            raise ValueError("price_ratio must be positive")
+        intercept, slope = self.logit_terms(segment, sku, category)
+        eta = intercept[:, None] + slope[:, None] * np.log(ratio)[None, :]
+        eta += self.promotion_lift(promotion)[:, None]
+        return _sigmoid(eta)
+
+    def elasticity_summary(self, segment: str, category: str, prob: float = 0.9) -> dict[str, float]:
+        """Weighted posterior mean and central interval of the price coefficient b (< 0)."""
+        b = -np.exp(self.log_elasticity(segment, category))
+        w = self.weights
+        order = np.argsort(b)
+        cdf = np.cumsum(w[order])
+        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        return {
+            "mean": float(np.sum(w * b)),
+            "lower": float(b[order][np.searchsorted(cdf, lo)]),
+            "upper": float(b[order][min(np.searchsorted(cdf, hi), len(b) - 1)]),
+        }
+
+    # ------------------------------------------------------------------ storage
+    def to_bytes(self) -> bytes:
+        """Serialise (NumPy ``.npz`` with a JSON header); :meth:`from_bytes` reverses it."""
+        header = {
+            "format": 1,
+            "segments": list(self.segments),
+            "skus": list(self.skus),
+            "categories": list(self.categories),
+            "promotions": list(self.promotions),
+            "sku_category": self.sku_category,
+            "pairs": [list(p) for p in self.pairs],
+            "meta": self.meta,
+        }
+        buffer = io.BytesIO()
+        arrays = {name: getattr(self, name).astype(np.float32 if name != "log_weights" else np.float64)
+                  for name in self.ARRAYS}  # fmt: skip
+        np.savez_compressed(buffer, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DemandPosterior:
+        """Load what :meth:`to_bytes` wrote.
+
+        Raises
+        ------
+        ValueError
+            If the bytes are not a posterior snapshot of a known format.
+        """
+        try:
+            with np.load(io.BytesIO(data)) as archive:
+                header = json.loads(archive["header"].tobytes().decode())
+                arrays = {name: archive[name].astype(np.float64) for name in cls.ARRAYS}
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"not a demand posterior snapshot: {exc}") from None
+        if header.get("format") != 1:
+            raise ValueError(f"unknown snapshot format {header.get('format')!r}")
+        return cls(
+            segments=tuple(header["segments"]),
+            skus=tuple(header["skus"]),
+            categories=tuple(header["categories"]),
+            promotions=tuple(header["promotions"]),
+            sku_category=dict(header["sku_category"]),
+            pairs=tuple((p[0], p[1]) for p in header["pairs"]),
+            meta=header["meta"],
+            **arrays,
+        )
+
+    def with_weights(self, log_weights: FloatArray) -> DemandPosterior:
+        """A copy with the given log weights, shape (D,)."""
+        if log_weights.shape != (self.n_draws,):
+            raise ValueError(f"log_weights must have shape ({self.n_draws},)")
+        return replace(self, log_weights=np.asarray(log_weights, dtype=float), _index={})
+
+    def to_inference_data(self) -> Any:
+        """ArviZ InferenceData with one chain of the (unweighted) draws and the weights.
+
+        Coordinates name the segments, SKUs, categories, pairs and promotions, so the file
+        is self-describing for analysts (``idata.to_netcdf(path)``).
+        """
+        import arviz as az
+
+        def one_chain(x: FloatArray) -> FloatArray:
+            return x[None, ...]
+
+        posterior = {name: one_chain(getattr(self, name)) for name in self.ARRAYS if name != "log_weights"}
+        coords = {
+            "segment": list(self.segments),
+            "sku": list(self.skus),
+            "category": list(self.categories),
+            "pair": [f"{s}|{c}" for s, c in self.pairs],
+            "promotion": list(self.promotions),
+        }
+        dims = {"a_seg": ["segment"], "a_sku": ["sku"], "log_e": ["pair"], "g": ["promotion"],
+                "mu_cat": ["category"]}  # fmt: skip
+        idata = az.from_dict(
+            posterior=posterior,
+            sample_stats={"log_weight": one_chain(self.log_weights)},
+            coords=coords,
+            dims=dims,
+            attrs={k: json.dumps(v) if not isinstance(v, str | int | float) else v for k, v in self.meta.items()},
+        )
+        return idata

@@ -1,0 +1,89 @@
+"""Builders of test data: synthetic posteriors, snapshots, and logged decisions with outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from api.orm import Decision, ModelSnapshot, Outcome, utcnow
+from pricing.posterior import DemandPosterior
+
+
+def synthetic_posterior(
+    segments: Sequence[str] = ("default", "loyalty"),
+    skus: Sequence[str] = ("TEA-1", "TEA-2"),
+    category: str = "tea",
+    n_draws: int = 200,
+    seed: int = 0,
+    intercept: float = -1.0,
+    log_elasticity: float = float(np.log(1.5)),
+    spread: float = 0.3,
+    version: str = "test",
+) -> DemandPosterior:
+    """A posterior with known centre and spread, without running PyMC."""
+    rng = np.random.default_rng(seed)
+    d, s, j = n_draws, len(segments), len(skus)
+    pairs = tuple((seg, category) for seg in segments)
+    return DemandPosterior(
+        segments=tuple(segments), skus=tuple(skus), categories=(category,), promotions=("promo",),
+        sku_category={sku: category for sku in skus}, pairs=pairs,
+        a_seg=rng.normal(0.0, spread, (d, s)), a_sku=rng.normal(intercept, spread, (d, j)),
+        log_e=rng.normal(log_elasticity, spread, (d, len(pairs))), g=rng.normal(0.2, 0.1, (d, 1)),
+        mu_a=rng.normal(intercept, 0.1, d), sd_a_sku=np.abs(rng.normal(0.5, 0.05, d)),
+        sd_a_seg=np.abs(rng.normal(0.3, 0.05, d)), mu_global=rng.normal(log_elasticity, 0.1, d),
+        sd_cat=np.abs(rng.normal(0.3, 0.05, d)), sd_seg=np.abs(rng.normal(0.3, 0.05, d)),
+        mu_cat=rng.normal(log_elasticity, 0.1, (d, 1)), log_weights=np.zeros(d),
+        meta={"version": version},
+    )  # fmt: skip
+
+
+def publish(
+    sessions: Any, posterior: DemandPosterior, *, watermark: datetime | None = None, status: str = "published"
+) -> int:
+    """Insert a snapshot row for ``posterior``; return its id."""
+    with sessions() as session, session.begin():
+        row = ModelSnapshot(
+            status=status, method="test", approximate=False, config_hash="test",
+            model_config_json={}, sampler_config_json={},
+            data_watermark=watermark or utcnow() - timedelta(minutes=1),
+            n_cells=1, n_trials=1, n_conversions=0,
+            diagnostics={"passed": status == "published"}, message="" if status == "published" else "rejected",
+            draws=posterior.to_bytes() if status == "published" else None,
+            log_weights=posterior.log_weights.tobytes() if status == "published" else None,
+            ess=posterior.ess, weights_updated_at=utcnow(),
+        )  # fmt: skip
+        session.add(row)
+        session.flush()
+        return int(row.id)
+
+
+def log_decisions(
+    sessions: Any,
+    rows: Sequence[tuple[str, str, int, int, bool]],
+    *,
+    recorded_at: datetime | None = None,
+    currency: str = "USD",
+) -> list[uuid.UUID]:
+    """Insert decisions with outcomes: (segment, sku, price_minor, list_price_minor, converted)."""
+    now = recorded_at or utcnow()
+    ids = []
+    with sessions() as session, session.begin():
+        for segment, sku, price, list_price, converted in rows:
+            decision_id = uuid.uuid4()
+            ids.append(decision_id)
+            session.add(Decision(
+                id=decision_id, quote_id=uuid.uuid4(), line_no=0, created_at=now, expires_at=now,
+                customer_id="sim", segment=segment, sku=sku, quantity=1, currency=currency,
+                list_price_minor=list_price, price_minor=price, unit_cost_minor=0, propensity=1.0,
+                personalized=False, policy="test", context={}, guardrail_trail={},
+            ))  # fmt: skip
+            session.flush()
+            session.add(Outcome(
+                id=uuid.uuid4(), decision_id=decision_id, converted=converted, quantity=int(converted),
+                revenue_minor=price if converted else 0, currency=currency, occurred_at=now, recorded_at=now,
+            ))  # fmt: skip
+    return ids
