@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from api.db import make_engine, make_session_factory
+from api.db import make_engine, make_session_factory, read_only
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.metrics import Metrics, install_metrics
@@ -68,8 +68,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         settings=settings,
         engine=engine,
         sessions=sessions,
+        read_sessions=read_only(sessions),
         policy=policy or ListPricePolicy(),
-        posterior=PosteriorCache(sessions, poll_seconds=settings.snapshot_poll_seconds),
+        posterior=PosteriorCache(read_only(sessions), poll_seconds=settings.snapshot_poll_seconds),
         metrics=Metrics(),
     )
     updater = (

@@ -9,7 +9,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "session_scope"]
+__all__ = ["READ_ONLY", "make_engine", "make_session_factory", "read_only", "session_scope"]
+
+#: Execution option marking a connection that only reads.
+READ_ONLY = "pricing_read_only"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -55,7 +58,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front; readers (read_only sessions) start a
+            # deferred transaction, which in WAL mode never blocks or waits for writers.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -64,6 +70,20 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Return a session factory bound to ``engine`` (objects stay usable after commit)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def read_only(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """A factory like ``factory`` whose sessions only read (no write lock on SQLite).
+
+    Raises
+    ------
+    TypeError
+        If ``factory`` is not bound to an engine.
+    """
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("read_only() needs a sessionmaker bound to an Engine")
+    return sessionmaker(bind=bind.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

@@ -33,6 +33,7 @@ class AppState:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     policy: PricePolicy
     posterior: PosteriorCache
     metrics: Metrics = field(default_factory=Metrics)
@@ -46,7 +47,7 @@ class AppState:
             hit = self._auth_cache.get(key)
         if hit is not None and now - hit[0] < AUTH_CACHE_SECONDS:
             return hit[1]
-        with self.sessions() as session:
+        with self.read_sessions() as session:
             principal = authenticate(session, key=key)
         with self._auth_lock:
             if len(self._auth_cache) > 10_000:
@@ -69,9 +70,14 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
-    """A session for one request; services open and commit their own transactions."""
-    with state.sessions() as session:
+def get_session(request: Request, state: StateDep) -> Iterator[Session]:
+    """A session for one request; services open and commit their own transactions.
+
+    Safe methods (GET, HEAD) get a read-only session, which on SQLite never waits for
+    or blocks a writer.
+    """
+    factory = state.read_sessions if request.method in {"GET", "HEAD"} else state.sessions
+    with factory() as session:
         yield session
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.db import read_only
 from api.orm import AppliedOutcome, Decision, ModelPrior, ModelSnapshot, Outcome, Product, utcnow
 from pricing.cells import CellRecord, Cells
 from pricing.demand import DemandModel
@@ -108,7 +109,7 @@ def refit(
         If there is no outcome to learn from yet.
     """
     watermark = (now or utcnow()) - DATA_LAG
-    with sessions() as session:
+    with read_only(sessions)() as session:
         cells = load_cells(session, until=watermark)
         priors = latest_priors(session)
     if len(cells) == 0:

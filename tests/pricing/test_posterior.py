@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from pricing.posterior import DemandPosterior
+from tests.factories import synthetic_posterior
+
+
+def test_conversion_probability_has_one_row_per_draw_and_falls_with_price():
+    post = synthetic_posterior(n_draws=100)
+    p = post.conversion_probability("default", "TEA-1", np.array([0.8, 1.0, 1.2]))
+    assert p.shape == (100, 3)
+    assert ((p > 0) & (p < 1)).all()
+    assert (np.diff(p, axis=1) < 0).all(), "b < 0: every draw's demand falls with price"
+
+
+def test_conversion_probability_matches_the_formula():
+    post = synthetic_posterior(n_draws=5)
+    ratio = 1.1
+    eta = post.a_seg[:, 1] + post.a_sku[:, 0] - np.exp(post.log_e[:, 1]) * np.log(ratio) + post.g[:, 0]
+    expected = 1 / (1 + np.exp(-eta))
+    got = post.conversion_probability("loyalty", "TEA-1", ratio, promotion="promo")[:, 0]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_cold_start_draws_come_from_the_population_and_are_stable():
+    post = synthetic_posterior(n_draws=4000)
+    new_sku = post.sku_intercept("NEW-SKU")
+    np.testing.assert_allclose(new_sku.mean(), post.mu_a.mean(), atol=0.05)
+    np.testing.assert_allclose(new_sku.std(), np.sqrt(np.mean(post.sd_a_sku**2) + post.mu_a.var()), rtol=0.1)
+    np.testing.assert_array_equal(new_sku, post.sku_intercept("NEW-SKU"))
+    assert not np.array_equal(new_sku, post.sku_intercept("OTHER-SKU"))
+    p = post.conversion_probability("new-segment", "NEW-SKU", 1.0, category="new-category")
+    assert p.shape == (4000, 1) and np.isfinite(p).all()
+    with pytest.raises(ValueError, match="pass its category"):
+        post.conversion_probability("default", "NEW-SKU", 1.0)
+
+
+def test_reweighting_by_likelihood_moves_weight_to_draws_that_explain_the_data():
+    post = synthetic_posterior(n_draws=500, spread=0.8)
+    p = post.conversion_probability("default", "TEA-1", 1.0)[:, 0]
+    # 60 purchases out of 100 at list price: draws with p near 0.6 should gain weight.
+    loglik = 60 * np.log(p) + 40 * np.log1p(-p)
+    updated = post.reweight(loglik)
+    assert updated.ess < post.ess == pytest.approx(500)
+    assert abs(np.sum(updated.weights * p) - 0.6) < abs(np.mean(p) - 0.6)
+    assert updated.weights.sum() == pytest.approx(1.0)
+
+
+def test_round_trip_through_bytes_keeps_everything():
+    post = synthetic_posterior(n_draws=50).reweight(np.linspace(0, 1, 50))
+    back = DemandPosterior.from_bytes(post.to_bytes())
+    assert back.segments == post.segments and back.pairs == post.pairs and back.meta == post.meta
+    np.testing.assert_allclose(back.a_sku, post.a_sku, rtol=1e-6)
+    np.testing.assert_array_equal(back.log_weights, post.log_weights)
+    np.testing.assert_allclose(
+        back.conversion_probability("loyalty", "TEA-2", 0.9), post.conversion_probability("loyalty", "TEA-2", 0.9), rtol=1e-5
+    )
+
+
+def test_from_bytes_refuses_garbage():
+    with pytest.raises(ValueError, match="not a demand posterior"):
+        DemandPosterior.from_bytes(b"not a snapshot")
+
+
+def test_inference_data_export_is_self_describing(tmp_path):
+    import arviz as az
+
+    post = synthetic_posterior(n_draws=20)
+    path = tmp_path / "post.nc"
+    post.to_inference_data().to_netcdf(str(path))
+    idata = az.from_netcdf(str(path))
+    assert list(idata.posterior["a_sku"].coords["sku"].values) == ["TEA-1", "TEA-2"]
+    assert idata.posterior["log_e"].shape == (1, 20, 2)
+    assert "log_weight" in idata.sample_stats
+
+
+def test_elasticity_summary_interval_contains_mean():
+    summary = synthetic_posterior(n_draws=400).elasticity_summary("default", "tea")
+    assert summary["lower"] < summary["mean"] < summary["upper"] < 0
