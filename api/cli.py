@@ -1,4 +1,4 @@
-"""``pricing-engine``: serve, migrate, seed-demo, create-key."""
+"""``pricing-engine``: serve, migrate, seed-demo, create-key, refit, worker, import-history."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 from importlib import resources
 
 from sqlalchemy import select
@@ -57,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     # Workers re-read settings from the environment: pass overrides through it.
     os.environ["PRICING_DATABASE_URL"] = settings.database_url
+    if args.updater:
+        os.environ["PRICING_RUN_UPDATER"] = "true"
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -142,6 +145,105 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sessions(args: argparse.Namespace) -> Any:
+    settings = _settings(args)
+    engine = make_engine(settings.database_url)
+    state = migration_state(engine)
+    if not state.up_to_date:
+        raise SettingsError(state.describe())
+    return make_session_factory(engine)
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    """Fit the demand model now, print diagnostics, publish if it passes the gate."""
+    from api.services.models import refit
+
+    sessions = _sessions(args)
+    sampler = {"method": args.method}
+    for name in ("draws", "tune", "chains"):
+        if getattr(args, name) is not None:
+            sampler[name] = getattr(args, name)
+    try:
+        result = refit(sessions, sampler_config=sampler, progressbar=not args.quiet)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    d = result.diagnostics
+    rhat = "n/a (approximate)" if d["max_rhat"] is None else f"{d['max_rhat']:.4f}"
+    print(f"model version {result.snapshot_id}: {'PUBLISHED' if result.published else 'REJECTED'}")
+    print(f"  cells {result.n_cells}, trials {result.n_trials}, method {d['method']}, {d['seconds']:.1f} s")
+    print(f"  max R-hat {rhat}, min bulk ESS {d['min_ess_bulk']:.0f}, divergences {d['divergences']}")
+    if not result.published:
+        print(f"  {result.message}; the previous snapshot keeps serving")
+        return 1
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the updater: online reweighting as outcomes arrive, refits when due."""
+    from datetime import timedelta
+
+    from api.updater import Updater
+
+    settings = _settings(args)
+    updater = Updater(
+        _sessions(args),
+        interval=settings.updater_interval_seconds,
+        ess_fraction=settings.refit_ess_fraction,
+        refit_every=timedelta(seconds=settings.refit_every_seconds),
+        sampler_config={"method": settings.fit_method},
+    )
+    if args.once:
+        update, fit = updater.step()
+        print(f"applied {update.applied} outcomes to snapshot {update.snapshot_id}; ESS {update.ess}")
+        if fit is not None:
+            print(f"refit: version {fit.snapshot_id} {'published' if fit.published else fit.message}")
+        return 0
+    print("updater running; Ctrl-C stops it", flush=True)
+    try:
+        updater.run_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_import_history(args: argparse.Namespace) -> int:
+    """Fit elasticities to a sales-history CSV and store them as the conversion model's prior."""
+    from pathlib import Path
+
+    from api.services.history import HistoryError, import_history
+
+    sessions = _sessions(args)
+    try:
+        result = import_history(
+            sessions, Path(args.file), elasticity=args.elasticity, progressbar=not args.quiet,
+            dry_run=args.dry_run,
+        )  # fmt: skip
+    except HistoryError as exc:
+        print(f"error: {args.file} was not imported:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    fit = result.fit
+    e = fit.elasticity
+    label = "elasticity (pooled)" if fit.kind == "pooled" else "mean elasticity across segments"
+    print(f"rows used: {fit.rows} ({fit.units} segment x sku units, {fit.periods} periods)")
+    print(f"{label}: {e['mean']:.3f}  90% interval [{e['lower']:.3f}, {e['upper']:.3f}]")
+    print(f"two-way fixed-effects OLS slope: {fit.ols:.3f}")
+    for segment, s in fit.by_segment.items():
+        print(f"  {segment:<20} {s['mean']:.3f}  90% [{s['lower']:.3f}, {s['upper']:.3f}]")
+    d = fit.diagnostics
+    print(f"diagnostics: max R-hat {d['max_rhat']:.4f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
+          f"divergences {d['divergences']}, {d['seconds']:.1f} s")  # fmt: skip
+    if d["max_rhat"] > 1.01 or d["min_ess_bulk"] < 400 or d["divergences"] > 0:
+        print("warning: diagnostics below the publication thresholds; treat the summary with care")
+    print(result.note)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="pricing-engine", description=__doc__)
@@ -156,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
+    serve.add_argument("--updater", action="store_true", help="also run the updater in this process")
     serve.set_defaults(func=cmd_serve)
     add("migrate", "migrate the database to the latest schema").set_defaults(func=cmd_migrate)
     seed = add("seed-demo", "load the demo catalog and print demo API keys")
@@ -166,6 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
     key.add_argument("--name")
     key.set_defaults(func=cmd_create_key)
+    refit_p = add("refit", "fit the demand model now and publish it if diagnostics pass")
+    refit_p.add_argument("--method", default="auto", choices=["auto", "nuts", "nutpie", "advi"])
+    refit_p.add_argument("--draws", type=int)
+    refit_p.add_argument("--tune", type=int)
+    refit_p.add_argument("--chains", type=int)
+    refit_p.add_argument("--quiet", action="store_true", help="no progress bar")
+    refit_p.set_defaults(func=cmd_refit)
+    worker = add("worker", "run the updater (online posterior updates, refits)")
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.set_defaults(func=cmd_worker)
+    history = add("import-history", "fit price elasticities to sales history (CSV) and use them as priors")
+    history.add_argument("file", help="CSV with columns segment, sku, period, price, units")
+    history.add_argument("--elasticity", choices=["pooled", "hierarchical"], default="pooled")
+    history.add_argument("--dry-run", action="store_true", help="fit and print, store nothing")
+    history.add_argument("--quiet", action="store_true", help="no progress bar")
+    history.set_defaults(func=cmd_import_history)
     return parser
 
 
