@@ -1,0 +1,134 @@
+"""The PyMC demand model: structure (fast), and fits on synthetic data (seconds to a minute)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from experiments.synthetic import DemandTruth
+from pricing.demand import DemandModel
+from pricing.priors import HalfNormal, Normal
+
+FAST = {"draws": 1000, "tune": 1000, "chains": 2, "method": "nuts", "random_seed": 1}
+
+
+def test_config_merges_over_defaults_and_accepts_prior_dicts():
+    model = DemandModel(model_config={"log_elasticity_mu": {"dist": "Normal", "mu": 0.1, "sigma": 0.2}})
+    assert model.model_config["log_elasticity_mu"] == Normal(0.1, 0.2)
+    assert model.model_config["intercept_sku_sd"] == HalfNormal(1.0)
+    assert model.config_hash != DemandModel().config_hash
+    assert DemandModel().config_hash == DemandModel().config_hash
+    with pytest.raises(ValueError, match="method"):
+        DemandModel(sampler_config={"method": "magic"})
+    with pytest.raises(ValueError, match="sigma > 0"):
+        Normal(0, -1)
+
+
+def test_parameterisation_follows_the_data():
+    # Segments whose elasticities differ a lot, two of them with plenty of data.
+    truth = DemandTruth.random(3, 4, 2, seed=0, segment_sd=1.0)
+    cells = truth.sample_cells(trials_per_cell=[20000, 20000, 10], seed=1)
+    model = DemandModel(model_config={"centred_min_groups": 1})
+    pm_model = model.build(cells)
+    names = {v.name for v in pm_model.free_RVs}
+    # Data-rich pairs and SKUs are centred, the sparse segment's pairs non-centred.
+    assert {"log_e_c", "log_e_z", "a_sku_c", "mu_cat_z"} <= names
+    assert model.parameterisation_["pairs"] == 6
+    assert len(model.centred_["pairs"]) >= 3
+    assert not any(label.startswith("seg2|") for label in model.centred_["pairs"])
+    assert model.parameterisation_["centred_skus"] == 4
+    # Parameters grow with segments + SKUs (+ observed segment-category pairs), not their product.
+    n_params = sum(v.size for v in pm_model.initial_point().values())
+    assert n_params == 1 + 1 + 2 + 1 + 6 + 1 + 1 + 4 + 1 + 2
+    # Segments that barely differ: even data-rich pairs stay non-centred (no funnel at sd -> 0).
+    similar = DemandTruth.random(3, 4, 2, seed=0, segment_sd=0.0)
+    tight = DemandModel(model_config={"centred_min_groups": 1})
+    tight.build(similar.sample_cells(trials_per_cell=[2000, 2000, 10], seed=1))
+    assert tight.parameterisation_["centred_pairs"] == 0
+    # With fewer groups than centred_min_groups (20 by default), nothing is centred.
+    few = DemandModel()
+    few.build(cells)
+    assert few.parameterisation_["centred_pairs"] == 0 and few.parameterisation_["centred_skus"] == 0
+
+
+def test_building_on_no_data_is_an_error():
+    from pricing.cells import Cells
+
+    with pytest.raises(ValueError, match="no data"):
+        DemandModel().build(Cells.from_records([]))
+
+
+def test_fit_recovers_elasticities_and_passes_the_gate():
+    """One seeded data set; over five such data sets 90% of the 90% intervals covered the truth."""
+    truth = DemandTruth.random(8, 6, 2, seed=2)
+    cells = truth.sample_cells(trials_per_cell=300, seed=102)
+    model = DemandModel(sampler_config=FAST).fit(cells)
+    assert model.diagnostics_.passed, model.diagnostics_
+    post = model.posterior(400)
+    covered = 0
+    for s, segment in enumerate(truth.segments):
+        for c, category in enumerate(truth.categories):
+            summary = post.elasticity_summary(segment, category, 0.9)
+            covered += summary["lower"] <= truth.b(s, c) <= summary["upper"]
+    # 16 pairs: a calibrated 90% interval covers at least 13 with probability 0.93.
+    assert covered >= 13
+    # The posterior predicts the true conversion curve.
+    p_hat = post.conversion_probability("seg0", "SKU-0000", np.array([0.8, 1.2])).mean(axis=0)
+    np.testing.assert_allclose(p_hat, truth.probability(0, 0, np.array([0.8, 1.2])), atol=0.05)
+
+
+def test_a_deliberately_bad_fit_fails_the_gate():
+    truth = DemandTruth.random(3, 4, 2, seed=5)
+    cells = truth.sample_cells(trials_per_cell=100, seed=6)
+    no_rescue = {"retry_target_accept": None, "max_draws": 0}
+    model = DemandModel(sampler_config={"draws": 15, "tune": 5, "chains": 2, "method": "nuts", **no_rescue}).fit(cells)
+    diagnostics = model.diagnostics_
+    assert not diagnostics.passed
+    assert any("ESS" in r for r in diagnostics.reasons)
+    assert not diagnostics.retried
+
+
+def test_advi_is_flagged_approximate():
+    truth = DemandTruth.random(2, 3, 1, seed=7)
+    cells = truth.sample_cells(trials_per_cell=300, seed=8)
+    model = DemandModel(sampler_config={"method": "advi", "advi_iterations": 3000, "draws": 250}).fit(cells)
+    assert model.diagnostics_.approximate and math.isnan(model.diagnostics_.max_rhat)
+    assert model.posterior(100).n_draws == 100
+
+
+@pytest.mark.slow
+def test_partial_pooling_beats_no_pooling_on_sparse_segments():
+    """Parameter recovery at scale: 12 segments, 6 of them sparse; hierarchical vs separate fits."""
+    from scipy.optimize import minimize
+
+    truth = DemandTruth.random(12, 10, 2, seed=11, segment_sd=0.2)
+    trials = [600] * 6 + [15] * 6
+    cells = truth.sample_cells(trials_per_cell=trials, seed=12)
+    model = DemandModel(sampler_config={"method": "nuts"}).fit(cells)
+    assert model.diagnostics_.passed, model.diagnostics_
+    post = model.posterior(500)
+
+    covered, total = 0, 0
+    pooled_err, separate_err = [], []
+    for s, segment in enumerate(truth.segments):
+        for c, category in enumerate(truth.categories):
+            summary = post.elasticity_summary(segment, category, 0.9)
+            covered += summary["lower"] <= truth.b(s, c) <= summary["upper"]
+            total += 1
+            if trials[s] > 15:
+                continue
+            pooled_err.append((summary["mean"] - truth.b(s, c)) ** 2)
+            # No pooling: maximum likelihood on this segment-category's cells alone.
+            mask = (cells.segment == segment) & (cells.category == category)
+            sku_codes = np.unique(cells.sku[mask], return_inverse=True)[1]
+            x, n, y = cells.log_price_ratio[mask], cells.trials[mask], cells.conversions[mask]
+
+            def nll(theta, x=x, n=n, y=y, codes=sku_codes):
+                eta = theta[1:][codes] - np.exp(theta[0]) * x
+                return -np.sum(y * eta - n * np.logaddexp(0, eta))
+
+            fit = minimize(nll, np.r_[0.0, np.full(sku_codes.max() + 1, -1.5)], method="L-BFGS-B",
+                           bounds=[(-5, 3)] + [(-10, 10)] * (sku_codes.max() + 1))  # fmt: skip
+            separate_err.append((-np.exp(fit.x[0]) - truth.b(s, c)) ** 2)
+    assert covered / total >= 0.8
+    assert np.mean(pooled_err) < np.mean(separate_err)
