@@ -87,3 +87,32 @@ def log_decisions(
                 revenue_minor=price if converted else 0, currency=currency, occurred_at=now, recorded_at=now,
             ))  # fmt: skip
     return ids
+
+
+def log_counts(
+    sessions: Any,
+    counts: Sequence[tuple[str, str, int, int, int, int]],
+    *,
+    recorded_at: datetime | None = None,
+) -> int:
+    """Insert (segment, sku, price_minor, list_price_minor, trials, conversions) as decision rows."""
+    rows = []
+    for segment, sku, price, list_price, trials, conversions in counts:
+        rows += [(segment, sku, price, list_price, True)] * conversions
+        rows += [(segment, sku, price, list_price, False)] * (trials - conversions)
+    log_decisions(sessions, rows, recorded_at=recorded_at)
+    return len(rows)
+
+
+def truth_counts(truth: Any, sku_list_prices: dict[str, int], ratios: Sequence[float], trials: int, seed: int) -> list[tuple[str, str, int, int, int, int]]:
+    """Binomial counts from a :class:`experiments.synthetic.DemandTruth` for catalog SKUs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s, segment in enumerate(truth.segments):
+        for j, sku in enumerate(sku_list_prices):
+            list_price = sku_list_prices[sku]
+            for ratio in ratios:
+                price = int(round(list_price * ratio))
+                p = float(truth.probability(s, j, price / list_price))
+                out.append((segment, sku, price, list_price, trials, int(rng.binomial(trials, p))))
+    return out
