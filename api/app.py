@@ -22,8 +22,8 @@ from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
 from api.routes import admin, catalog, health, logs, models, quotes
-from api.updater import Updater
 from api.settings import Settings, get_settings
+from api.updater import Updater
 from pricing import __version__
 from pricing.policy import ListPricePolicy, PricePolicy
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 from importlib import resources
+from typing import Any
 
 from sqlalchemy import select
 
@@ -171,8 +172,12 @@ def cmd_refit(args: argparse.Namespace) -> int:
     d = result.diagnostics
     rhat = "n/a (approximate)" if d["max_rhat"] is None else f"{d['max_rhat']:.4f}"
     print(f"model version {result.snapshot_id}: {'PUBLISHED' if result.published else 'REJECTED'}")
-    print(f"  cells {result.n_cells}, trials {result.n_trials}, method {d['method']}, {d['seconds']:.1f} s")
-    print(f"  max R-hat {rhat}, min bulk ESS {d['min_ess_bulk']:.0f}, divergences {d['divergences']}")
+    print(
+        f"  cells {result.n_cells}, trials {result.n_trials}, method {d['method']}, {d['seconds']:.1f} s"
+    )
+    print(
+        f"  max R-hat {rhat}, min bulk ESS {d['min_ess_bulk']:.0f}, divergences {d['divergences']}"
+    )
     if not result.published:
         print(f"  {result.message}; the previous snapshot keeps serving")
         return 1
@@ -195,15 +200,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     if args.once:
         update, fit = updater.step()
-        print(f"applied {update.applied} outcomes to snapshot {update.snapshot_id}; ESS {update.ess}")
+        print(
+            f"applied {update.applied} outcomes to snapshot {update.snapshot_id}; ESS {update.ess}"
+        )
         if fit is not None:
-            print(f"refit: version {fit.snapshot_id} {'published' if fit.published else fit.message}")
+            print(
+                f"refit: version {fit.snapshot_id} {'published' if fit.published else fit.message}"
+            )
         return 0
     print("updater running; Ctrl-C stops it", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         updater.run_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -258,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
-    serve.add_argument("--updater", action="store_true", help="also run the updater in this process")
+    serve.add_argument(
+        "--updater", action="store_true", help="also run the updater in this process"
+    )
     serve.set_defaults(func=cmd_serve)
     add("migrate", "migrate the database to the latest schema").set_defaults(func=cmd_migrate)
     seed = add("seed-demo", "load the demo catalog and print demo API keys")
@@ -279,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add("worker", "run the updater (online posterior updates, refits)")
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
     worker.set_defaults(func=cmd_worker)
-    history = add("import-history", "fit price elasticities to sales history (CSV) and use them as priors")
+    history = add(
+        "import-history", "fit price elasticities to sales history (CSV) and use them as priors"
+    )
     history.add_argument("file", help="CSV with columns segment, sku, period, price, units")
     history.add_argument("--elasticity", choices=["pooled", "hierarchical"], default="pooled")
     history.add_argument("--dry-run", action="store_true", help="fit and print, store nothing")

@@ -13,8 +13,6 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
-    LargeBinary,
-    PrimaryKeyConstraint,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -23,6 +21,8 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -32,13 +32,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "AppliedOutcome",
-    "ModelPrior",
-    "ModelSnapshot",
     "ApiKey",
+    "AppliedOutcome",
     "AuditEntry",
     "Base",
     "Decision",
+    "ModelPrior",
+    "ModelSnapshot",
     "Outcome",
     "PriceHistory",
     "Product",
@@ -86,7 +86,10 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 class Base(DeclarativeBase):
     """Declarative base of every table."""
 
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+    }
 
 
 class Product(Base):

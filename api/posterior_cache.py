@@ -71,13 +71,20 @@ class PosteriorCache:
                 return False
             snapshot_id, seq = head
             current = self._served
-            if current is not None and (current.snapshot_id, current.weights_seq) == (snapshot_id, seq):
+            if current is not None and (current.snapshot_id, current.weights_seq) == (
+                snapshot_id,
+                seq,
+            ):
                 return False
             if current is not None and current.snapshot_id == snapshot_id:
                 weights_row = session.execute(
-                    select(ModelSnapshot.log_weights, ModelSnapshot.weights_seq).where(ModelSnapshot.id == snapshot_id)
+                    select(ModelSnapshot.log_weights, ModelSnapshot.weights_seq).where(
+                        ModelSnapshot.id == snapshot_id
+                    )
                 ).one()
                 raw, seq = weights_row
+                if raw is None:
+                    return False
                 log_weights = np.frombuffer(raw, dtype=np.float64).copy()
                 self._served = Served(snapshot_id, seq, current.posterior.with_weights(log_weights))
                 return True

@@ -18,7 +18,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.orm import ModelSnapshot, Outcome, utcnow
-from api.services.models import RefitResult, UpdateResult, apply_new_outcomes, current_snapshot, refit
+from api.services.models import (
+    RefitResult,
+    UpdateResult,
+    apply_new_outcomes,
+    current_snapshot,
+    refit,
+)
 
 __all__ = ["Updater"]
 
@@ -61,13 +67,19 @@ class Updater:
             head = current_snapshot(session)
             if head is None:
                 outcomes = session.scalar(select(func.count()).select_from(Outcome)) or 0
-                return f"no published snapshot and {outcomes} outcomes" if outcomes >= self.min_outcomes else None
+                return (
+                    f"no published snapshot and {outcomes} outcomes"
+                    if outcomes >= self.min_outcomes
+                    else None
+                )
             newest_attempt = session.scalar(select(func.max(ModelSnapshot.created_at)))
             draws = _draw_count(head)
             if head.ess is not None and draws and head.ess < self.ess_fraction * draws:
                 # Do not retry a failing refit more often than every interval*30 seconds.
-                if newest_attempt is not None and newest_attempt > head.created_at and (
-                    utcnow() - newest_attempt < timedelta(seconds=self.interval * 30)
+                if (
+                    newest_attempt is not None
+                    and newest_attempt > head.created_at
+                    and (utcnow() - newest_attempt < timedelta(seconds=self.interval * 30))
                 ):
                     return None
                 return f"ESS {head.ess:.0f} below {self.ess_fraction:.0%} of {draws} draws"

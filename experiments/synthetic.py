@@ -75,9 +75,15 @@ class DemandTruth:
         """True price coefficient (< 0)."""
         return float(-np.exp(self.log_e[segment, category]))
 
-    def probability(self, segment: int, sku: int, price_ratio: float | NDArray[np.float64]) -> NDArray[np.float64]:
+    def probability(
+        self, segment: int, sku: int, price_ratio: float | NDArray[np.float64]
+    ) -> NDArray[np.float64]:
         """True P(buy) at ``price_ratio`` = price / list price."""
-        eta = self.a_seg[segment] + self.a_sku[sku] + self.b(segment, int(self.sku_category[sku])) * np.log(price_ratio)
+        eta = (
+            self.a_seg[segment]
+            + self.a_sku[sku]
+            + self.b(segment, int(self.sku_category[sku])) * np.log(price_ratio)
+        )
         out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-eta))
         return out
 
@@ -110,5 +116,7 @@ class DemandTruth:
                     n = per_segment[s]
                     conversions = int(rng.binomial(n, self.probability(s, j, ratio)))
                     category = self.categories[int(self.sku_category[j])]
-                    records.append(CellRecord(segment, sku, category, float(ratio), "", n, conversions))
+                    records.append(
+                        CellRecord(segment, sku, category, float(ratio), "", n, conversions)
+                    )
         return Cells.from_records(records)

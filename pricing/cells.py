@@ -65,7 +65,9 @@ class Cells:
         n = len(self.trials)
         for name in ("segment", "sku", "category", "log_price_ratio", "promotion", "conversions"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"cells: {name} has {len(getattr(self, name))} entries, trials has {n}")
+                raise ValueError(
+                    f"cells: {name} has {len(getattr(self, name))} entries, trials has {n}"
+                )
         if n and (self.trials <= 0).any():
             raise ValueError("cells: trials must be positive")
         if n and ((self.conversions < 0) | (self.conversions > self.trials)).any():

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pymc as pm
@@ -40,7 +40,7 @@ from pricing.cells import Cells
 from pricing.posterior import DemandPosterior
 from pricing.priors import HalfNormal, Normal, Prior, prior_from_dict
 
-__all__ = ["Diagnostics", "DemandModel", "FitMethod", "nutpie_available"]
+__all__ = ["DemandModel", "Diagnostics", "FitMethod", "nutpie_available"]
 
 FitMethod = str  # "auto" | "nuts" | "nutpie" | "advi"
 _METHODS = ("auto", "nuts", "nutpie", "advi")
@@ -114,7 +114,7 @@ class DemandModel:
         thresholds ``max_rhat``, ``min_ess_bulk``, ``max_divergences``.
     """
 
-    default_model_config: dict[str, Any] = {
+    default_model_config: ClassVar[dict[str, Any]] = {
         "log_elasticity_mu": Normal(mu=math.log(1.5), sigma=1.0),
         "log_elasticity_category_sd": HalfNormal(sigma=0.5),
         "log_elasticity_segment_sd": HalfNormal(sigma=0.5),
@@ -132,7 +132,7 @@ class DemandModel:
         "centred_ratio": 0.5,
         "centred_min_groups": 20,
     }
-    default_sampler_config: dict[str, Any] = {
+    default_sampler_config: ClassVar[dict[str, Any]] = {
         "method": "auto",
         "draws": 1000,
         "tune": 1000,
@@ -151,18 +151,27 @@ class DemandModel:
     }
 
     def __init__(
-        self, model_config: dict[str, Any] | None = None, sampler_config: dict[str, Any] | None = None
+        self,
+        model_config: dict[str, Any] | None = None,
+        sampler_config: dict[str, Any] | None = None,
     ) -> None:
         config = self.default_model_config | (model_config or {})
-        self.model_config = {k: prior_from_dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+        self.model_config: dict[str, Any] = {
+            k: prior_from_dict(v) if isinstance(v, dict) else v for k, v in config.items()
+        }
         self.sampler_config = self.default_sampler_config | (sampler_config or {})
         if self.sampler_config["method"] not in _METHODS:
-            raise ValueError(f"sampler_config['method'] must be one of {_METHODS}, got {self.sampler_config['method']!r}")
+            raise ValueError(
+                f"sampler_config['method'] must be one of {_METHODS}, got {self.sampler_config['method']!r}"
+            )
 
     # ------------------------------------------------------------------ identity
     def config_dict(self) -> dict[str, Any]:
         """The merged model configuration as JSON-able data."""
-        return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in sorted(self.model_config.items())}
+        return {
+            k: (v.to_dict() if hasattr(v, "to_dict") else v)
+            for k, v in sorted(self.model_config.items())
+        }
 
     @property
     def config_hash(self) -> str:
@@ -204,7 +213,9 @@ class DemandModel:
         se_pair, log_e_hat = _pair_slopes(cells, p_idx, j_idx, len(pairs), len(skus))
         ok = np.isfinite(log_e_hat)
         noise = float(np.mean(se_pair[ok] ** 2)) if ok.any() else 0.0
-        spread_pair = math.sqrt(max(float(np.var(log_e_hat[ok])) - noise, 0.05**2)) if ok.sum() > 2 else 0.05
+        spread_pair = (
+            math.sqrt(max(float(np.var(log_e_hat[ok])) - noise, 0.05**2)) if ok.sum() > 2 else 0.05
+        )
         rich_pair = (se_pair < ratio * spread_pair) & (len(pairs) >= min_groups)
 
         coords = {
@@ -216,7 +227,9 @@ class DemandModel:
         }
         self.coords_ = coords
         self.sku_category_ = {str(s): str(categories[c]) for s, c in zip(skus, sku_c, strict=True)}
-        self.pairs_ = [(str(segments[s]), str(categories[c])) for s, c in zip(pair_s, pair_c, strict=True)]
+        self.pairs_ = [
+            (str(segments[s]), str(categories[c])) for s, c in zip(pair_s, pair_c, strict=True)
+        ]
         self.centred_ = {
             "pairs": [coords["pair"][i] for i in np.flatnonzero(rich_pair)],
             "skus": [str(skus[i]) for i in np.flatnonzero(rich_sku)],
@@ -238,7 +251,9 @@ class DemandModel:
 
             mu_a = _prior(cfg["intercept_mu"], "mu_a")
             sd_a_sku = _prior(cfg["intercept_sku_sd"], "sd_a_sku")
-            a_sku = _mixed_hierarchy("a_sku", mu_a * pt.ones(len(skus)), sd_a_sku, rich_sku, dims="sku")
+            a_sku = _mixed_hierarchy(
+                "a_sku", mu_a * pt.ones(len(skus)), sd_a_sku, rich_sku, dims="sku"
+            )
             sd_a_seg = _prior(cfg["intercept_segment_sd"], "sd_a_seg")
             # Segment offsets sum to zero: otherwise a constant could move freely between
             # a_seg and a_sku, a ridge that ruins mixing (R-hat 1.14, ESS 12 measured).
@@ -256,7 +271,9 @@ class DemandModel:
             else:
                 pm.Deterministic("g", pt.zeros(0), dims="promotion")
                 g_cell = 0.0
-            eta = a_seg[s_idx] + a_sku[j_idx] - pt.exp(log_e[p_idx]) * cells.log_price_ratio + g_cell
+            eta = (
+                a_seg[s_idx] + a_sku[j_idx] - pt.exp(log_e[p_idx]) * cells.log_price_ratio + g_cell
+            )
             pm.Binomial("conversions", n=cells.trials, logit_p=eta, observed=cells.conversions)
         return model
 
@@ -286,23 +303,43 @@ class DemandModel:
         idata = self._sample(model, method, target_accept, draws, progressbar)
         diagnostics = self._diagnose(idata, method, time.perf_counter() - start)
         retry = sc.get("retry_target_accept")
-        if method != "advi" and diagnostics.divergences > int(sc["max_divergences"]) and retry and float(retry) > target_accept:
+        if (
+            method != "advi"
+            and diagnostics.divergences > int(sc["max_divergences"])
+            and retry
+            and float(retry) > target_accept
+        ):
             # Divergences flag a region the step size is too large for: smaller steps, once.
             target_accept = float(retry)
             idata = self._sample(model, method, target_accept, draws, progressbar)
-            diagnostics = replace(self._diagnose(idata, method, time.perf_counter() - start), retried=True)
-        short = diagnostics.min_ess_bulk < float(sc["min_ess_bulk"]) or diagnostics.max_rhat > float(sc["max_rhat"])
+            diagnostics = replace(
+                self._diagnose(idata, method, time.perf_counter() - start), retried=True
+            )
+        short = diagnostics.min_ess_bulk < float(
+            sc["min_ess_bulk"]
+        ) or diagnostics.max_rhat > float(sc["max_rhat"])
         max_draws = int(sc.get("max_draws") or 0)
-        if method != "advi" and short and diagnostics.divergences <= int(sc["max_divergences"]) and max_draws > draws:
+        if (
+            method != "advi"
+            and short
+            and diagnostics.divergences <= int(sc["max_divergences"])
+            and max_draws > draws
+        ):
             # Mixing is fine but slow: draw longer (ESS grows with draws), once.
             need = draws * float(sc["min_ess_bulk"]) / max(diagnostics.min_ess_bulk, 1.0) * 1.2
-            idata = self._sample(model, method, target_accept, min(max_draws, int(need)), progressbar)
-            diagnostics = replace(self._diagnose(idata, method, time.perf_counter() - start), retried=True)
+            idata = self._sample(
+                model, method, target_accept, min(max_draws, int(need)), progressbar
+            )
+            diagnostics = replace(
+                self._diagnose(idata, method, time.perf_counter() - start), retried=True
+            )
         self.idata_ = idata
         self.diagnostics_ = diagnostics
         return self
 
-    def _sample(self, model: pm.Model, method: str, target_accept: float, draws: int, progressbar: bool) -> Any:
+    def _sample(
+        self, model: pm.Model, method: str, target_accept: float, draws: int, progressbar: bool
+    ) -> Any:
         sc = self.sampler_config
         with model:
             if method == "advi":
@@ -311,7 +348,9 @@ class DemandModel:
                     random_seed=sc["random_seed"],
                     callbacks=[pm.callbacks.CheckParametersConvergence(diff="relative", tolerance=1e-3)],
                 )  # fmt: skip
-                idata = approx.sample(int(sc["draws"]) * int(sc["chains"]), random_seed=sc["random_seed"])
+                idata = approx.sample(
+                    int(sc["draws"]) * int(sc["chains"]), random_seed=sc["random_seed"]
+                )
             else:
                 kwargs: dict[str, Any] = {"target_accept": target_accept}
                 if method == "nutpie":
@@ -337,7 +376,11 @@ class DemandModel:
             rhat, divergences = float("nan"), 0
         else:
             rhat = float(az.rhat(idata, var_names=names).to_array().max())
-            divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+            divergences = (
+                int(idata.sample_stats["diverging"].sum())
+                if "diverging" in idata.sample_stats
+                else 0
+            )
         reasons = []
         if not approximate and not rhat <= float(sc["max_rhat"]):
             reasons.append(f"max R-hat {rhat:.3f} > {sc['max_rhat']}")
@@ -345,18 +388,25 @@ class DemandModel:
             reasons.append(f"min bulk ESS {ess:.0f} < {sc['min_ess_bulk']}")
         if divergences > int(sc["max_divergences"]):
             reasons.append(f"{divergences} divergences > {sc['max_divergences']}")
-        return Diagnostics(rhat, ess, divergences, seconds, method, approximate, not reasons, tuple(reasons))
+        return Diagnostics(
+            rhat, ess, divergences, seconds, method, approximate, not reasons, tuple(reasons)
+        )
 
     # ------------------------------------------------------------------ draws
-    def posterior(self, n_draws: int = 500, *, meta: dict[str, Any] | None = None) -> DemandPosterior:
+    def posterior(
+        self, n_draws: int = 500, *, meta: dict[str, Any] | None = None
+    ) -> DemandPosterior:
         """Thin the fitted posterior to ``n_draws`` evenly spaced draws over all chains."""
         post = self.idata_.posterior
 
         def stacked(name: str) -> NDArray[np.float64]:
-            values = np.asarray(post[name].values, dtype=float)
+            values: NDArray[np.float64] = np.asarray(post[name].values, dtype=float)
             flat = values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
-            keep = np.linspace(0, flat.shape[0] - 1, min(n_draws, flat.shape[0])).round().astype(int)
-            return flat[keep]
+            keep = (
+                np.linspace(0, flat.shape[0] - 1, min(n_draws, flat.shape[0])).round().astype(int)
+            )
+            out: NDArray[np.float64] = flat[keep]
+            return out
 
         d = stacked("mu_global").shape[0]
         g = stacked("g") if "g" in post else np.zeros((d, 0))

@@ -30,7 +30,12 @@ FloatArray = NDArray[np.float64]
 
 
 def demean_two_way(
-    values: FloatArray, unit: NDArray[np.int64], period: NDArray[np.int64], *, tol: float = 1e-12, max_iter: int = 10_000
+    values: FloatArray,
+    unit: NDArray[np.int64],
+    period: NDArray[np.int64],
+    *,
+    tol: float = 1e-12,
+    max_iter: int = 10_000,
 ) -> FloatArray:
     """Remove unit and period means by alternating projections (exact for unbalanced panels).
 
@@ -243,7 +248,12 @@ def conversion_prior(fit: HistoryFit, *, widen: float = 2.0) -> dict[str, Any]:
             f"history elasticity {fit.elasticity['mean']:.3f} is not clearly negative; no prior derived"
         )
     mu, sd = fit.log_elasticity
-    out: dict[str, Any] = {"log_elasticity_mu": {"dist": "Normal", "mu": mu, "sigma": max(widen * sd, 0.05)}}
+    out: dict[str, Any] = {
+        "log_elasticity_mu": {"dist": "Normal", "mu": mu, "sigma": max(widen * sd, 0.05)}
+    }
     if fit.segment_sd is not None and math.isfinite(fit.segment_sd):
-        out["log_elasticity_segment_sd"] = {"dist": "HalfNormal", "sigma": max(widen * fit.segment_sd, 0.05)}
+        out["log_elasticity_segment_sd"] = {
+            "dist": "HalfNormal",
+            "sigma": max(widen * fit.segment_sd, 0.05),
+        }
     return out

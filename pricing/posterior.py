@@ -93,7 +93,9 @@ class DemandPosterior:
         d = self.n_draws
         for name in self.ARRAYS:
             if getattr(self, name).shape[0] != d:
-                raise ValueError(f"posterior: {name} has {getattr(self, name).shape[0]} draws, expected {d}")
+                raise ValueError(
+                    f"posterior: {name} has {getattr(self, name).shape[0]} draws, expected {d}"
+                )
         self._index.update(
             segment={s: i for i, s in enumerate(self.segments)},
             sku={s: i for i, s in enumerate(self.skus)},
@@ -130,7 +132,9 @@ class DemandPosterior:
             Log-likelihood of the new observations under each draw.
         """
         if log_likelihood.shape != (self.n_draws,):
-            raise ValueError(f"log_likelihood must have shape ({self.n_draws},), got {log_likelihood.shape}")
+            raise ValueError(
+                f"log_likelihood must have shape ({self.n_draws},), got {log_likelihood.shape}"
+            )
         log_w = self.log_weights + log_likelihood
         return replace(self, log_weights=log_w - log_w.max(), _index={})
 
@@ -166,7 +170,9 @@ class DemandPosterior:
         i = self._index["pair"].get((segment, category))
         if i is not None:
             return self.log_e[:, i]
-        return self._cold("pair", f"{segment}\x1f{category}", self.category_mean(category), self.sd_seg)
+        return self._cold(
+            "pair", f"{segment}\x1f{category}", self.category_mean(category), self.sd_seg
+        )
 
     def promotion_lift(self, promotion: str | None) -> FloatArray:
         """g draws, shape (D,); 0 for no promotion, population prior mean 0 for a new one."""
@@ -175,7 +181,9 @@ class DemandPosterior:
         i = self._index["promotion"].get(promotion)
         return self.g[:, i] if i is not None else np.zeros(self.n_draws)
 
-    def logit_terms(self, segment: str, sku: str, category: str | None = None) -> tuple[FloatArray, FloatArray]:
+    def logit_terms(
+        self, segment: str, sku: str, category: str | None = None
+    ) -> tuple[FloatArray, FloatArray]:
         """Intercept and price slope draws for one (segment, SKU), each shape (D,).
 
         Parameters
@@ -223,17 +231,21 @@ class DemandPosterior:
         eta += self.promotion_lift(promotion)[:, None]
         return _sigmoid(eta)
 
-    def elasticity_summary(self, segment: str, category: str, prob: float = 0.9) -> dict[str, float]:
+    def elasticity_summary(
+        self, segment: str, category: str, prob: float = 0.9
+    ) -> dict[str, float]:
         """Weighted posterior mean and central interval of the price coefficient b (< 0)."""
         b = -np.exp(self.log_elasticity(segment, category))
         w = self.weights
         order = np.argsort(b)
         cdf = np.cumsum(w[order])
         lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        lower = int(np.searchsorted(cdf, lo))
+        upper = min(int(np.searchsorted(cdf, hi)), len(b) - 1)
         return {
             "mean": float(np.sum(w * b)),
-            "lower": float(b[order][np.searchsorted(cdf, lo)]),
-            "upper": float(b[order][min(np.searchsorted(cdf, hi), len(b) - 1)]),
+            "lower": float(b[order][lower]),
+            "upper": float(b[order][upper]),
         }
 
     # ------------------------------------------------------------------ storage
@@ -252,7 +264,9 @@ class DemandPosterior:
         buffer = io.BytesIO()
         arrays = {name: getattr(self, name).astype(np.float32 if name != "log_weights" else np.float64)
                   for name in self.ARRAYS}  # fmt: skip
-        np.savez_compressed(buffer, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        np.savez_compressed(
+            buffer, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays
+        )
         return buffer.getvalue()
 
     @classmethod
@@ -300,7 +314,9 @@ class DemandPosterior:
         def one_chain(x: FloatArray) -> FloatArray:
             return x[None, ...]
 
-        posterior = {name: one_chain(getattr(self, name)) for name in self.ARRAYS if name != "log_weights"}
+        posterior = {
+            name: one_chain(getattr(self, name)) for name in self.ARRAYS if name != "log_weights"
+        }
         coords = {
             "segment": list(self.segments),
             "sku": list(self.skus),
@@ -315,6 +331,9 @@ class DemandPosterior:
             sample_stats={"log_weight": one_chain(self.log_weights)},
             coords=coords,
             dims=dims,
-            attrs={k: json.dumps(v) if not isinstance(v, str | int | float) else v for k, v in self.meta.items()},
+            attrs={
+                k: json.dumps(v) if not isinstance(v, str | int | float) else v
+                for k, v in self.meta.items()
+            },
         )
         return idata

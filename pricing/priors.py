@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pymc as pm
-from pytensor.tensor import TensorVariable
 
 __all__ = ["HalfNormal", "Normal", "Prior", "prior_from_dict"]
 
@@ -30,8 +29,8 @@ class Normal:
         if not self.sigma > 0:
             raise ValueError(f"Normal prior needs sigma > 0, got {self.sigma}")
 
-    def create(self, name: str, **kwargs: Any) -> TensorVariable:
-        """Add this prior to the current PyMC model as ``name``."""
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Add this prior to the current PyMC model as ``name`` (returns the PyMC variable)."""
         return pm.Normal(name, mu=self.mu, sigma=self.sigma, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,8 +48,8 @@ class HalfNormal:
         if not self.sigma > 0:
             raise ValueError(f"HalfNormal prior needs sigma > 0, got {self.sigma}")
 
-    def create(self, name: str, **kwargs: Any) -> TensorVariable:
-        """Add this prior to the current PyMC model as ``name``."""
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Add this prior to the current PyMC model as ``name`` (returns the PyMC variable)."""
         return pm.HalfNormal(name, sigma=self.sigma, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,5 +72,7 @@ def prior_from_dict(data: dict[str, Any]) -> Prior:
     params = dict(data)
     name = params.pop("dist", None)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown prior distribution {name!r}; expected one of {sorted(_REGISTRY)}")
+        raise ValueError(
+            f"unknown prior distribution {name!r}; expected one of {sorted(_REGISTRY)}"
+        )
     return _REGISTRY[name](**params)

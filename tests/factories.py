@@ -42,7 +42,11 @@ def synthetic_posterior(
 
 
 def publish(
-    sessions: Any, posterior: DemandPosterior, *, watermark: datetime | None = None, status: str = "published"
+    sessions: Any,
+    posterior: DemandPosterior,
+    *,
+    watermark: datetime | None = None,
+    status: str = "published",
 ) -> int:
     """Insert a snapshot row for ``posterior``; return its id."""
     with sessions() as session, session.begin():
@@ -104,7 +108,9 @@ def log_counts(
     return len(rows)
 
 
-def truth_counts(truth: Any, sku_list_prices: dict[str, int], ratios: Sequence[float], trials: int, seed: int) -> list[tuple[str, str, int, int, int, int]]:
+def truth_counts(
+    truth: Any, sku_list_prices: dict[str, int], ratios: Sequence[float], trials: int, seed: int
+) -> list[tuple[str, str, int, int, int, int]]:
     """Binomial counts from a :class:`experiments.synthetic.DemandTruth` for catalog SKUs."""
     rng = np.random.default_rng(seed)
     out = []
@@ -112,7 +118,7 @@ def truth_counts(truth: Any, sku_list_prices: dict[str, int], ratios: Sequence[f
         for j, sku in enumerate(sku_list_prices):
             list_price = sku_list_prices[sku]
             for ratio in ratios:
-                price = int(round(list_price * ratio))
+                price = round(list_price * ratio)
                 p = float(truth.probability(s, j, price / list_price))
                 out.append((segment, sku, price, list_price, trials, int(rng.binomial(trials, p))))
     return out

@@ -65,7 +65,9 @@ def _public(row: ModelSnapshot, serving_id: int | None) -> ModelPublic:
 def _snapshot(session: SessionDep, version: int) -> ModelSnapshot:
     row = session.get(ModelSnapshot, version)
     if row is None:
-        raise ApiError.field(404, ["path", "version"], f"unknown model version {version}", "not_found")
+        raise ApiError.field(
+            404, ["path", "version"], f"unknown model version {version}", "not_found"
+        )
     return row
 
 
@@ -73,7 +75,10 @@ def _published(session: SessionDep, version: int) -> ModelSnapshot:
     row = _snapshot(session, version)
     if row.status != PUBLISHED:
         raise ApiError.field(
-            409, ["path", "version"], f"model version {version} was {row.status}: {row.message}", "not_published"
+            409,
+            ["path", "version"],
+            f"model version {version} was {row.status}: {row.message}",
+            "not_published",
         )
     return row
 

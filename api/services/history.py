@@ -39,7 +39,9 @@ class HistoryRows:
     units: np.ndarray
 
 
-def read_history(path: Path, *, segments: set[str], skus: set[str], max_problems: int = 50) -> HistoryRows:
+def read_history(
+    path: Path, *, segments: set[str], skus: set[str], max_problems: int = 50
+) -> HistoryRows:
     """Read and validate a history CSV; every fault is reported with its row and column.
 
     Row numbers count the header as row 1, as a spreadsheet does.
@@ -70,13 +72,23 @@ def read_history(path: Path, *, segments: set[str], skus: set[str], max_problems
                     problems.append("... (more problems not shown)")
                     break
                 continue
-            rows.append((row["segment"], row["sku"], row["period"].strip(), float(row["price"]), float(row["units"])))
+            rows.append(
+                (
+                    row["segment"],
+                    row["sku"],
+                    row["period"].strip(),
+                    float(row["price"]),
+                    float(row["units"]),
+                )
+            )
     if problems:
         raise HistoryError(problems)
     if not rows:
         raise HistoryError(["the file has no data rows"])
     seg, sku, period, price, units = zip(*rows, strict=True)
-    return HistoryRows(np.array(seg), np.array(sku), np.array(period), np.array(price), np.array(units))
+    return HistoryRows(
+        np.array(seg), np.array(sku), np.array(period), np.array(price), np.array(units)
+    )
 
 
 def _check_row(row: dict[str, Any], segments: set[str], skus: set[str]) -> list[tuple[str, str]]:
@@ -141,10 +153,17 @@ def import_history(
         row = ModelPrior(
             source=f"import-history {path.name} ({elasticity})",
             model_config_json=prior,
-            summary={"elasticity": fit.elasticity, "by_segment": fit.by_segment, "rows": fit.rows,
-                     "ols": fit.ols, "diagnostics": fit.diagnostics},  # fmt: skip
+            summary={
+                "elasticity": fit.elasticity,
+                "by_segment": fit.by_segment,
+                "rows": fit.rows,
+                "ols": fit.ols,
+                "diagnostics": fit.diagnostics,
+            },
         )
         session.add(row)
         session.flush()
         prior_id = row.id
-    return HistoryImport(fit, prior, prior_id, f"stored as prior {prior_id}; the next refit uses it")
+    return HistoryImport(
+        fit, prior, prior_id, f"stored as prior {prior_id}; the next refit uses it"
+    )

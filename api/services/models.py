@@ -144,13 +144,18 @@ def refit(
             row.weights_updated_at = utcnow()
         snapshot_id = row.id
     log.info("refit %s: %s", snapshot_id, "published" if published else message)
-    return RefitResult(snapshot_id, published, diagnostics.to_dict(), len(cells), cells.n_trials, message)
+    return RefitResult(
+        snapshot_id, published, diagnostics.to_dict(), len(cells), cells.n_trials, message
+    )
 
 
 def current_snapshot(session: Session) -> ModelSnapshot | None:
     """The newest published snapshot, or None."""
     return session.scalar(
-        select(ModelSnapshot).where(ModelSnapshot.status == PUBLISHED).order_by(ModelSnapshot.id.desc()).limit(1)
+        select(ModelSnapshot)
+        .where(ModelSnapshot.status == PUBLISHED)
+        .order_by(ModelSnapshot.id.desc())
+        .limit(1)
     )
 
 
@@ -183,7 +188,9 @@ def _log_likelihood(posterior: DemandPosterior, rows: list[Any]) -> np.ndarray:
     for (segment, sku, category, promotion), items in groups.items():
         ratios = np.array([r for r, _ in items])
         y = np.array([c for _, c in items], dtype=float)
-        p = posterior.conversion_probability(segment, sku, ratios, category=category, promotion=promotion or None)
+        p = posterior.conversion_probability(
+            segment, sku, ratios, category=category, promotion=promotion or None
+        )
         p = np.clip(p, 1e-12, 1 - 1e-12)
         total += (np.log(p) * y + np.log1p(-p) * (1 - y)).sum(axis=1)
     return total
@@ -199,7 +206,9 @@ def apply_new_outcomes(sessions: sessionmaker[Session], *, batch_size: int = 500
         head = current_snapshot(session)
         if head is None:
             return UpdateResult(None, 0, None, None)
-        row = session.scalar(select(ModelSnapshot).where(ModelSnapshot.id == head.id).with_for_update())
+        row = session.scalar(
+            select(ModelSnapshot).where(ModelSnapshot.id == head.id).with_for_update()
+        )
         assert row is not None
         session.refresh(row)
         already = exists().where(

@@ -20,7 +20,10 @@ def test_migrate_then_create_key_prints_a_working_key(tmp_path, capsys):
 
 
 def test_create_key_on_an_unmigrated_database_fails_clearly(tmp_path, capsys):
-    assert cli(["create-key", "--role", "admin", "--database-url", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert (
+        cli(["create-key", "--role", "admin", "--database-url", f"sqlite:///{tmp_path / 'x.db'}"])
+        == 2
+    )
     assert "pricing-engine migrate" in capsys.readouterr().err
 
 
@@ -41,8 +44,15 @@ def test_seed_demo_is_repeatable_and_revokes_old_demo_keys(tmp_path, capsys):
     new_key = second.split("checkout")[1].split()[0]
     with TestClient(create_app(load_settings(database_url=url))) as client:
         body = {"customer_id": "c", "lines": [{"sku": "COF-001"}]}
-        assert client.post("/v1/quotes", json=body, headers={"Authorization": f"Bearer {old_key}"}).status_code == 401
-        response = client.post("/v1/quotes", json=body, headers={"Authorization": f"Bearer {new_key}"})
+        assert (
+            client.post(
+                "/v1/quotes", json=body, headers={"Authorization": f"Bearer {old_key}"}
+            ).status_code
+            == 401
+        )
+        response = client.post(
+            "/v1/quotes", json=body, headers={"Authorization": f"Bearer {new_key}"}
+        )
         assert response.status_code == 201
 
 
@@ -50,4 +60,3 @@ def test_invalid_environment_fails_at_start_naming_the_variable(monkeypatch, cap
     monkeypatch.setenv("PRICING_QUOTE_TTL_SECONDS", "later")
     assert cli(["migrate"]) == 2
     assert "PRICING_QUOTE_TTL_SECONDS" in capsys.readouterr().err
-

@@ -4,7 +4,9 @@ from api.security import Role
 def test_decision_log_pages_in_time_order_with_outcomes(catalog):
     quotes = [catalog.quote("TEA-1", "TEA-2", customer=f"c{i}") for i in range(3)]
     decision_ids = [line["decision_id"] for q in quotes for line in q["lines"]]
-    catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": decision_ids[0], "converted": False})
+    catalog.post(
+        "/v1/outcomes", Role.CHECKOUT, json={"decision_id": decision_ids[0], "converted": False}
+    )
     seen, cursor = [], None
     while True:
         url = "/v1/decisions?limit=4" + (f"&after={cursor}" if cursor else "")
@@ -18,7 +20,9 @@ def test_decision_log_pages_in_time_order_with_outcomes(catalog):
     by_id = {d["id"]: d for d in seen}
     assert by_id[decision_ids[0]]["outcome"]["converted"] is False
     assert by_id[decision_ids[1]]["outcome"] is None
-    assert by_id[decision_ids[1]]["price"] == "4.99" and by_id[decision_ids[1]]["unit_cost"] == "2.50"
+    assert (
+        by_id[decision_ids[1]]["price"] == "4.99" and by_id[decision_ids[1]]["unit_cost"] == "2.50"
+    )
     only_tea2 = catalog.get("/v1/decisions?sku=TEA-2", Role.ANALYST).json()["items"]
     assert {d["sku"] for d in only_tea2} == {"TEA-2"} and len(only_tea2) == 3
 
@@ -46,7 +50,9 @@ def test_metrics_count_requests_decisions_and_outcomes(catalog):
     assert 'pricing_outcomes_total{status="created"} 1.0' in text
     assert 'pricing_outcomes_total{status="duplicate"} 1.0' in text
     assert 'pricing_http_requests_total{method="POST",route="/v1/quotes",status="201"} 1.0' in text
-    assert 'pricing_http_request_duration_seconds_count{method="POST",route="/v1/quotes"} 1.0' in text
+    assert (
+        'pricing_http_request_duration_seconds_count{method="POST",route="/v1/quotes"} 1.0' in text
+    )
 
 
 def test_audit_log_is_readable_by_admin(catalog):

@@ -20,7 +20,11 @@ def test_cells_aggregate_decisions_by_segment_sku_price_and_promotion(catalog, s
         cells = load_cells(session, until=utcnow())
     got = sorted(zip(cells.segment, cells.sku, np.round(np.exp(cells.log_price_ratio), 3), cells.trials,
                      cells.conversions, strict=True))  # fmt: skip
-    assert got == [("default", "TEA-1", 0.9, 1, 1), ("default", "TEA-1", 1.0, 2, 1), ("loyalty", "TEA-2", 1.0, 1, 0)]
+    assert got == [
+        ("default", "TEA-1", 0.9, 1, 1),
+        ("default", "TEA-1", 1.0, 2, 1),
+        ("loyalty", "TEA-2", 1.0, 1, 0),
+    ]
     assert set(cells.category) == {"tea"}
     with sessions() as session:
         assert len(load_cells(session, until=utcnow() - timedelta(hours=1))) == 0
@@ -29,7 +33,11 @@ def test_cells_aggregate_decisions_by_segment_sku_price_and_promotion(catalog, s
 def test_online_update_applies_each_outcome_exactly_once(catalog, sessions):
     post = synthetic_posterior(spread=0.8)
     snapshot = publish(sessions, post, watermark=utcnow() - timedelta(minutes=5))
-    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, True)] * 30 + [("default", "TEA-1", 1000, 1000, False)] * 10)
+    log_decisions(
+        sessions,
+        [("default", "TEA-1", 1000, 1000, True)] * 30
+        + [("default", "TEA-1", 1000, 1000, False)] * 10,
+    )
     first = apply_new_outcomes(sessions)
     assert first.applied == 40 and first.snapshot_id == snapshot
     assert first.ess < post.ess
@@ -46,13 +54,17 @@ def test_online_update_applies_each_outcome_exactly_once(catalog, sessions):
 def test_online_update_equals_the_batch_likelihood(catalog, sessions):
     post = synthetic_posterior(spread=0.8)
     publish(sessions, post, watermark=utcnow() - timedelta(minutes=5))
-    rows = [("default", "TEA-1", 900, 1000, True)] * 7 + [("default", "TEA-1", 900, 1000, False)] * 13
+    rows = [("default", "TEA-1", 900, 1000, True)] * 7 + [
+        ("default", "TEA-1", 900, 1000, False)
+    ] * 13
     log_decisions(sessions, rows)
     apply_new_outcomes(sessions, batch_size=6)  # several passes of 6
     while apply_new_outcomes(sessions, batch_size=6).applied:
         pass
     with sessions() as session:
-        updated = load_posterior(session.get(ModelSnapshot, session.scalar(select(func.max(ModelSnapshot.id)))))
+        updated = load_posterior(
+            session.get(ModelSnapshot, session.scalar(select(func.max(ModelSnapshot.id))))
+        )
     p = post.conversion_probability("default", "TEA-1", 0.9)[:, 0]
     expected = post.reweight(7 * np.log(p) + 13 * np.log1p(-p))
     # Draws are stored as float32: agreement to float32 precision.
@@ -80,7 +92,11 @@ def test_concurrent_updaters_never_double_apply(catalog, sessions):
 
 
 def test_outcomes_before_the_watermark_are_not_reapplied(catalog, sessions):
-    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, True)] * 5, recorded_at=utcnow() - timedelta(hours=1))
+    log_decisions(
+        sessions,
+        [("default", "TEA-1", 1000, 1000, True)] * 5,
+        recorded_at=utcnow() - timedelta(hours=1),
+    )
     publish(sessions, synthetic_posterior(), watermark=utcnow() - timedelta(minutes=5))
     assert apply_new_outcomes(sessions).applied == 0
 
@@ -88,7 +104,9 @@ def test_outcomes_before_the_watermark_are_not_reapplied(catalog, sessions):
 def test_cache_hot_swaps_new_weights_and_new_snapshots(catalog, sessions):
     cache = PosteriorCache(sessions)
     assert cache.refresh() is False and cache.served is None
-    first = publish(sessions, synthetic_posterior(seed=1, spread=0.8), watermark=utcnow() - timedelta(minutes=5))
+    first = publish(
+        sessions, synthetic_posterior(seed=1, spread=0.8), watermark=utcnow() - timedelta(minutes=5)
+    )
     assert cache.refresh() is True and cache.served.snapshot_id == first
     before = cache.served.posterior
     assert cache.refresh() is False
@@ -147,9 +165,29 @@ def test_model_endpoints_list_versions_diagnostics_and_elasticities(catalog, ses
         (serving, "published", True), (rejected, "rejected", False)]  # fmt: skip
     assert models[1]["message"] == "rejected"
     elasticities = catalog.get(f"/v1/models/{serving}/elasticities", Role.ANALYST).json()
-    assert {(e["segment"], e["category"]) for e in elasticities} == {("default", "tea"), ("loyalty", "tea")}
+    assert {(e["segment"], e["category"]) for e in elasticities} == {
+        ("default", "tea"),
+        ("loyalty", "tea"),
+    }
     assert all(e["lower_90"] < e["mean"] < e["upper_90"] < 0 for e in elasticities)
     assert catalog.get(f"/v1/models/{rejected}/elasticities", Role.ANALYST).status_code == 409
     assert catalog.get("/v1/models/999999/elasticities", Role.ANALYST).status_code == 404
     netcdf = catalog.get(f"/v1/models/{serving}/netcdf", Role.ANALYST)
     assert netcdf.status_code == 200 and netcdf.content[:3] in (b"CDF", b"\x89HD")
+
+
+def test_refits_use_the_newest_imported_prior(sessions):
+    from api.orm import ModelPrior
+    from api.services.models import latest_priors
+    from pricing.demand import DemandModel
+
+    with sessions() as session:
+        assert latest_priors(session) == {}
+    for mu in (0.1, 0.7):
+        with sessions() as session, session.begin():
+            session.add(ModelPrior(source="test", summary={},
+                                   model_config_json={"log_elasticity_mu": {"dist": "Normal", "mu": mu, "sigma": 0.2}}))  # fmt: skip
+    with sessions() as session:
+        priors = latest_priors(session)
+    assert priors["log_elasticity_mu"]["mu"] == 0.7
+    assert DemandModel(model_config=priors).model_config["log_elasticity_mu"].mu == 0.7

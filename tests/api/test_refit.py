@@ -7,7 +7,13 @@ import numpy as np
 from api.orm import utcnow
 from api.posterior_cache import PosteriorCache
 from api.security import Role
-from api.services.models import DATA_LAG, apply_new_outcomes, current_snapshot, load_posterior, refit
+from api.services.models import (
+    DATA_LAG,
+    apply_new_outcomes,
+    current_snapshot,
+    load_posterior,
+    refit,
+)
 from experiments.synthetic import DemandTruth
 from tests.factories import log_counts, publish, synthetic_posterior, truth_counts
 
@@ -47,7 +53,9 @@ def test_refit_publishes_a_snapshot_that_workers_then_serve(catalog, sessions):
     elasticities = catalog.get(f"/v1/models/{result.snapshot_id}/elasticities", Role.ANALYST).json()
     assert len(elasticities) == 8
     covered = sum(
-        e["lower_90"] < truth.b(truth.segments.index(e["segment"]), truth.categories.index(e["category"])) < e["upper_90"]
+        e["lower_90"]
+        < truth.b(truth.segments.index(e["segment"]), truth.categories.index(e["category"]))
+        < e["upper_90"]
         for e in elasticities
     )
     assert covered >= 4  # plumbing check; calibration is tested in tests/pricing/test_demand.py
@@ -95,4 +103,10 @@ def test_online_reweighting_agrees_with_a_full_refit(catalog, sessions):
                 b = refitted.conversion_probability(segment, sku, ratio)[:, 0]
                 mean_a, mean_b = np.sum(reweighted.weights * a), np.mean(b)
                 # The two posteriors agree to well within their own uncertainty.
-                assert abs(mean_a - mean_b) < 0.5 * np.std(b) + 0.005, (segment, sku, ratio, mean_a, mean_b)
+                assert abs(mean_a - mean_b) < 0.5 * np.std(b) + 0.005, (
+                    segment,
+                    sku,
+                    ratio,
+                    mean_a,
+                    mean_b,
+                )

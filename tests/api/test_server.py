@@ -62,7 +62,9 @@ def test_demo_serves_list_prices_and_a_crash_keeps_decisions_and_outcomes(db_url
 
     with _server(db_url) as base:
         quote = httpx.post(f"{base}/v1/quotes", json=quote_body, headers=checkout).json()
-        assert [line["price"] for line in quote["lines"]] == [line["list_price"] for line in quote["lines"]]
+        assert [line["price"] for line in quote["lines"]] == [
+            line["list_price"] for line in quote["lines"]
+        ]
         decision = quote["lines"][0]["decision_id"]
         outcome = {"decision_id": decision, "converted": True, "quantity": 1,
                    "revenue": quote["lines"][0]["price"]}  # fmt: skip

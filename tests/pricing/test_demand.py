@@ -13,7 +13,9 @@ FAST = {"draws": 1000, "tune": 1000, "chains": 2, "method": "nuts", "random_seed
 
 
 def test_config_merges_over_defaults_and_accepts_prior_dicts():
-    model = DemandModel(model_config={"log_elasticity_mu": {"dist": "Normal", "mu": 0.1, "sigma": 0.2}})
+    model = DemandModel(
+        model_config={"log_elasticity_mu": {"dist": "Normal", "mu": 0.1, "sigma": 0.2}}
+    )
     assert model.model_config["log_elasticity_mu"] == Normal(0.1, 0.2)
     assert model.model_config["intercept_sku_sd"] == HalfNormal(1.0)
     assert model.config_hash != DemandModel().config_hash
@@ -48,7 +50,9 @@ def test_parameterisation_follows_the_data():
     # With fewer groups than centred_min_groups (20 by default), nothing is centred.
     few = DemandModel()
     few.build(cells)
-    assert few.parameterisation_["centred_pairs"] == 0 and few.parameterisation_["centred_skus"] == 0
+    assert (
+        few.parameterisation_["centred_pairs"] == 0 and few.parameterisation_["centred_skus"] == 0
+    )
 
 
 def test_building_on_no_data_is_an_error():
@@ -81,7 +85,9 @@ def test_a_deliberately_bad_fit_fails_the_gate():
     truth = DemandTruth.random(3, 4, 2, seed=5)
     cells = truth.sample_cells(trials_per_cell=100, seed=6)
     no_rescue = {"retry_target_accept": None, "max_draws": 0}
-    model = DemandModel(sampler_config={"draws": 15, "tune": 5, "chains": 2, "method": "nuts", **no_rescue}).fit(cells)
+    model = DemandModel(
+        sampler_config={"draws": 15, "tune": 5, "chains": 2, "method": "nuts", **no_rescue}
+    ).fit(cells)
     diagnostics = model.diagnostics_
     assert not diagnostics.passed
     assert any("ESS" in r for r in diagnostics.reasons)
@@ -91,7 +97,9 @@ def test_a_deliberately_bad_fit_fails_the_gate():
 def test_advi_is_flagged_approximate():
     truth = DemandTruth.random(2, 3, 1, seed=7)
     cells = truth.sample_cells(trials_per_cell=300, seed=8)
-    model = DemandModel(sampler_config={"method": "advi", "advi_iterations": 3000, "draws": 250}).fit(cells)
+    model = DemandModel(
+        sampler_config={"method": "advi", "advi_iterations": 3000, "draws": 250}
+    ).fit(cells)
     assert model.diagnostics_.approximate and math.isnan(model.diagnostics_.max_rhat)
     assert model.posterior(100).n_draws == 100
 

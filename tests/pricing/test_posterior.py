@@ -16,7 +16,12 @@ def test_conversion_probability_has_one_row_per_draw_and_falls_with_price():
 def test_conversion_probability_matches_the_formula():
     post = synthetic_posterior(n_draws=5)
     ratio = 1.1
-    eta = post.a_seg[:, 1] + post.a_sku[:, 0] - np.exp(post.log_e[:, 1]) * np.log(ratio) + post.g[:, 0]
+    eta = (
+        post.a_seg[:, 1]
+        + post.a_sku[:, 0]
+        - np.exp(post.log_e[:, 1]) * np.log(ratio)
+        + post.g[:, 0]
+    )
     expected = 1 / (1 + np.exp(-eta))
     got = post.conversion_probability("loyalty", "TEA-1", ratio, promotion="promo")[:, 0]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
@@ -26,7 +31,9 @@ def test_cold_start_draws_come_from_the_population_and_are_stable():
     post = synthetic_posterior(n_draws=4000)
     new_sku = post.sku_intercept("NEW-SKU")
     np.testing.assert_allclose(new_sku.mean(), post.mu_a.mean(), atol=0.05)
-    np.testing.assert_allclose(new_sku.std(), np.sqrt(np.mean(post.sd_a_sku**2) + post.mu_a.var()), rtol=0.1)
+    np.testing.assert_allclose(
+        new_sku.std(), np.sqrt(np.mean(post.sd_a_sku**2) + post.mu_a.var()), rtol=0.1
+    )
     np.testing.assert_array_equal(new_sku, post.sku_intercept("NEW-SKU"))
     assert not np.array_equal(new_sku, post.sku_intercept("OTHER-SKU"))
     p = post.conversion_probability("new-segment", "NEW-SKU", 1.0, category="new-category")
@@ -53,7 +60,9 @@ def test_round_trip_through_bytes_keeps_everything():
     np.testing.assert_allclose(back.a_sku, post.a_sku, rtol=1e-6)
     np.testing.assert_array_equal(back.log_weights, post.log_weights)
     np.testing.assert_allclose(
-        back.conversion_probability("loyalty", "TEA-2", 0.9), post.conversion_probability("loyalty", "TEA-2", 0.9), rtol=1e-5
+        back.conversion_probability("loyalty", "TEA-2", 0.9),
+        post.conversion_probability("loyalty", "TEA-2", 0.9),
+        rtol=1e-5,
     )
 
 
