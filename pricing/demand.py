@@ -129,7 +129,7 @@ class DemandModel:
         # non-centring 6 data-rich SKUs gave ESS 195 (both measured here).
         # With few groups the group sd is weakly identified and centring funnels whatever
         # the data (6 data-rich SKUs centred: 4 divergences; non-centred: none).
-        "centred_ratio": 0.5,
+        "centred_ratio": 0.25,
         "centred_min_groups": 20,
     }
     default_sampler_config: ClassVar[dict[str, Any]] = {
@@ -137,17 +137,19 @@ class DemandModel:
         "draws": 1000,
         "tune": 1000,
         "chains": 2,
-        "target_accept": 0.95,
+        "target_accept": 0.98,
         "random_seed": 0,
         "advi_iterations": 30_000,
         "max_rhat": 1.01,
         "min_ess_bulk": 400.0,
         "max_divergences": 0,
         # A NUTS fit with divergences is retried once with this target_accept (None: never).
-        "retry_target_accept": 0.99,
+        "retry_target_accept": 0.995,
         # A fit that mixes (no divergences) but falls short of ESS / R-hat is re-run once
         # with enough draws for the target ESS, up to this many per chain (0: never).
         "max_draws": 4000,
+        # "auto" uses nutpie (when installed) from this many cells up.
+        "nutpie_min_cells": 2000,
     }
 
     def __init__(
@@ -210,6 +212,13 @@ class DemandModel:
         spread_sku = math.sqrt(max(float(np.var(sku_logit) - np.mean(se_sku**2)), 1e-4))
         min_groups = int(self.model_config["centred_min_groups"])
         rich_sku = (se_sku < ratio * spread_sku) & (len(skus) >= min_groups)
+        se_seg = 1.0 / np.sqrt(np.maximum(np.bincount(s_idx, info_intercept, len(segments)), 1e-12))
+        seg_rate = (np.bincount(s_idx, cells.conversions, len(segments)) + 0.5) / (
+            np.bincount(s_idx, cells.trials, len(segments)) + 1.0
+        )
+        seg_logit = np.log(seg_rate / (1 - seg_rate))
+        spread_seg = math.sqrt(max(float(np.var(seg_logit) - np.mean(se_seg**2)), 1e-4))
+        rich_seg_all = bool((se_seg < ratio * spread_seg).all())
         se_pair, log_e_hat = _pair_slopes(cells, p_idx, j_idx, len(pairs), len(skus))
         ok = np.isfinite(log_e_hat)
         noise = float(np.mean(se_pair[ok] ** 2)) if ok.any() else 0.0
@@ -235,7 +244,7 @@ class DemandModel:
             "skus": [str(skus[i]) for i in np.flatnonzero(rich_sku)],
         }
         self.parameterisation_ = {
-            "centred_skus": int(rich_sku.sum()),
+            "centred_skus": int(rich_sku.sum()), "centred_segments": len(segments) * rich_seg_all,
             "centred_pairs": int(rich_pair.sum()), "segments": len(segments), "skus": len(skus),
             "pairs": len(pairs),
         }  # fmt: skip
@@ -257,8 +266,12 @@ class DemandModel:
             sd_a_seg = _prior(cfg["intercept_segment_sd"], "sd_a_seg")
             # Segment offsets sum to zero: otherwise a constant could move freely between
             # a_seg and a_sku, a ridge that ruins mixing (R-hat 1.14, ESS 12 measured).
-            if len(segments) > 1:
-                # Non-centred (a_seg = sd * z): sparse segments would funnel on sd otherwise.
+            # One parameterisation for the whole (zero-sum) vector: centred when every
+            # segment is data-rich (non-centred gave 6 divergences at 10 such segments),
+            # non-centred as soon as one is sparse (it would funnel on sd otherwise).
+            if len(segments) > 1 and rich_seg_all:
+                a_seg = pm.ZeroSumNormal("a_seg", sigma=sd_a_seg, dims="segment")
+            elif len(segments) > 1:
                 z_seg = pm.ZeroSumNormal("a_seg_z", sigma=1.0, dims="segment")
                 a_seg = pm.Deterministic("a_seg", sd_a_seg * z_seg, dims="segment")
             else:
@@ -278,11 +291,17 @@ class DemandModel:
         return model
 
     # ------------------------------------------------------------------ fit
-    def resolved_method(self) -> str:
-        """The sampler ``auto`` stands for here: nutpie when installed, else PyMC NUTS."""
+    def resolved_method(self, n_cells: int) -> str:
+        """The sampler ``auto`` stands for: nutpie for large fits when installed, else PyMC NUTS.
+
+        nutpie compiles each model with numba (about 15 s here), which only pays off on
+        large fits: measured here it took 2.4x NUTS's time at 100 cells, 1.0x at 1,000 and
+        0.57x at 5,000 (docs/benchmarks.md).
+        """
         method = str(self.sampler_config["method"])
         if method == "auto":
-            return "nutpie" if nutpie_available() else "nuts"
+            large = n_cells >= int(self.sampler_config["nutpie_min_cells"])
+            return "nutpie" if large and nutpie_available() else "nuts"
         return method
 
     def fit(self, cells: Cells, *, progressbar: bool = False) -> DemandModel:
@@ -296,7 +315,7 @@ class DemandModel:
             ``self``.
         """
         sc = self.sampler_config
-        method = self.resolved_method()
+        method = self.resolved_method(len(cells))
         model = self.build(cells)
         start = time.perf_counter()
         target_accept, draws = float(sc["target_accept"]), int(sc["draws"])
@@ -369,7 +388,7 @@ class DemandModel:
 
         sc = self.sampler_config
         names = [v for v in ("mu_global", "sd_cat", "mu_cat_z", "sd_seg", "log_e", "mu_a", "sd_a_sku",
-                             "a_sku", "sd_a_seg", "a_seg_z", "g") if v in idata.posterior and idata.posterior[v].size]  # fmt: skip
+                             "a_sku", "sd_a_seg", "a_seg", "a_seg_z", "g") if v in idata.posterior and idata.posterior[v].size]  # fmt: skip
         approximate = method == "advi"
         ess = float(az.ess(idata, var_names=names, method="bulk").to_array().min())
         if approximate:

@@ -63,7 +63,7 @@ def test(args: list[str]) -> None:
     # PyTensor compiles C on first use; keep its cache with the venv so reruns are fast.
     env.setdefault("PYTENSOR_FLAGS", f"compiledir={VENV / 'pytensor-cache'}")
     run(BIN / "ruff", "check", ".", env=env)
-    run(BIN / "mypy", "pricing", "experiments", "api", env=env)
+    run(BIN / "mypy", "pricing", "experiments", "api", "benchmarks", env=env)
     run(PY, "-m", "pytest", *args, env=env)
 
 
