@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     refit_ess_fraction : float
         Refit when the weights' effective sample size drops below this share of draws.
     fit_method : str
-        ``auto`` (nutpie when installed, else NUTS), ``nuts``, ``nutpie`` or ``advi``.
+        ``auto`` (PyMC NUTS), ``nuts``, ``nutpie`` (if installed) or ``advi``.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")

@@ -148,8 +148,6 @@ class DemandModel:
         # A fit that mixes (no divergences) but falls short of ESS / R-hat is re-run once
         # with enough draws for the target ESS, up to this many per chain (0: never).
         "max_draws": 4000,
-        # "auto" uses nutpie (when installed) from this many cells up.
-        "nutpie_min_cells": 2000,
     }
 
     def __init__(
@@ -292,17 +290,16 @@ class DemandModel:
 
     # ------------------------------------------------------------------ fit
     def resolved_method(self, n_cells: int) -> str:
-        """The sampler ``auto`` stands for: nutpie for large fits when installed, else PyMC NUTS.
+        """The sampler ``auto`` stands for: PyMC NUTS.
 
-        nutpie compiles each model with numba (about 15 s here), which only pays off on
-        large fits: measured here it took 2.4x NUTS's time at 100 cells, 1.0x at 1,000 and
-        0.57x at 5,000 (docs/benchmarks.md).
+        nutpie is available as ``method="nutpie"`` but is not the default: on this model,
+        with its data-driven parameterisation, it was slower than PyMC NUTS at every size
+        measured here (1.3x at 100 cells, 1.5x at 1,000, 1.2x at 5,000, where it also fell
+        short of the ESS gate; docs/benchmarks.md). Its numba compile (~10-15 s per model)
+        dominates small fits.
         """
         method = str(self.sampler_config["method"])
-        if method == "auto":
-            large = n_cells >= int(self.sampler_config["nutpie_min_cells"])
-            return "nutpie" if large and nutpie_available() else "nuts"
-        return method
+        return "nuts" if method == "auto" else method
 
     def fit(self, cells: Cells, *, progressbar: bool = False) -> DemandModel:
         """Sample the posterior given ``cells`` and compute diagnostics.
