@@ -84,14 +84,17 @@ class Cells:
 
     @classmethod
     def from_records(cls, records: Iterable[CellRecord]) -> Cells:
-        """Build from :class:`CellRecord` rows, merging rows that describe the same cell."""
+        """Build from :class:`CellRecord` rows, merging rows that describe the same cell.
+
+        Cells come out sorted, whatever the order of ``records``.
+        """
         merged: dict[tuple[str, str, str, float, str], list[int]] = {}
         for r in records:
             key = (r.segment, r.sku, r.category, round(float(r.price_ratio), 12), r.promotion)
             acc = merged.setdefault(key, [0, 0])
             acc[0] += r.trials
             acc[1] += r.conversions
-        keys = list(merged)
+        keys = sorted(merged)  # same cells, same order: fits are reproducible for a seed
         return cls(
             segment=np.array([k[0] for k in keys], dtype=str),
             sku=np.array([k[1] for k in keys], dtype=str),

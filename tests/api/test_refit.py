@@ -88,12 +88,14 @@ def test_online_reweighting_agrees_with_a_full_refit(catalog, sessions):
     # New outcomes arrive after the snapshot: fold them in by importance reweighting.
     with sessions() as session:
         original = load_posterior(current_snapshot(session))
-    log_counts(sessions, truth_counts(truth, prices, ratios, trials=10, seed=4))
+    # A tenth more data: the regime between refits (a refit follows once ESS < half the draws).
+    log_counts(sessions, truth_counts(truth, prices, ratios, trials=3, seed=4))
     while apply_new_outcomes(sessions).applied:
         pass
     with sessions() as session:
         reweighted = load_posterior(current_snapshot(session))
-    assert reweighted.ess < reweighted.n_draws
+    # The weights moved, and stayed in the regime where importance sampling is reliable.
+    assert 0.1 * reweighted.n_draws < reweighted.ess < reweighted.n_draws
     full = refit(sessions, sampler_config=SAMPLER, now=_later())
     assert full.published, full.message
     with sessions() as session:
@@ -109,6 +111,8 @@ def test_online_reweighting_agrees_with_a_full_refit(catalog, sessions):
                 before.append(abs(np.mean(p_orig) - target))
                 after.append(abs(np.sum(reweighted.weights * p_rw) - target))
                 scaled.append(after[-1] / sd)
-    # Reweighting moves the posterior most of the way to the refit, and ends within its uncertainty.
-    assert np.mean(after) < 0.5 * np.mean(before), (np.mean(after), np.mean(before))
+    # Reweighted and refitted posteriors agree to well within their uncertainty, everywhere.
+    assert np.mean(scaled) < 0.3, np.mean(scaled)
     assert max(scaled) < 1.0, max(scaled)
+    # And reweighting did not leave the posterior where it was.
+    assert np.mean(after) < np.mean(before), (np.mean(after), np.mean(before))
