@@ -342,7 +342,7 @@ class DemandModel:
             and max_draws > draws
         ):
             # Mixing is fine but slow: draw longer (ESS grows with draws), once.
-            need = draws * float(sc["min_ess_bulk"]) / max(diagnostics.min_ess_bulk, 1.0) * 1.2
+            need = draws * float(sc["min_ess_bulk"]) / max(diagnostics.min_ess_bulk, 1.0) * 1.5
             idata = self._sample(
                 model, method, target_accept, min(max_draws, int(need)), progressbar
             )
