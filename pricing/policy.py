@@ -7,11 +7,17 @@ changing the service or the API contract.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-__all__ = ["LineContext", "ListPricePolicy", "PriceDecision", "PricePolicy"]
+import numpy as np
+
+from pricing.guardrails import GuardrailSet, ProductFacts
+from pricing.posterior import DemandPosterior
+from pricing.thompson import choose
+
+__all__ = ["LineContext", "ListPricePolicy", "PriceDecision", "PricePolicy", "ThompsonPricePolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,8 @@ class LineContext:
         False when the customer opted out or personalization is switched off.
     features : Mapping[str, object]
         Declared context features (never protected attributes).
+    last_price_minor : int or None
+        Last price served for this SKU in the current guardrail period (minor units).
     """
 
     segment: str
@@ -49,6 +57,7 @@ class LineContext:
     quantity: int = 1
     personalization_allowed: bool = True
     features: Mapping[str, object] = field(default_factory=dict)
+    last_price_minor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,8 @@ class PriceDecision:
         Posterior snapshot used, if any.
     fallback : bool
         True when the policy could not decide and the safe default was served.
+    candidates : int
+        Size of the candidate set the price was chosen from.
     """
 
     price_minor: int
@@ -81,6 +92,7 @@ class PriceDecision:
     reasons: tuple[str, ...] = ()
     model_version: str | None = None
     fallback: bool = False
+    candidates: int = 1
 
 
 class PricePolicy(Protocol):
@@ -111,4 +123,105 @@ class ListPricePolicy:
             personalized=False,
             policy=self.name,
             reasons=("list_price",),
+        )
+
+
+class ThompsonPricePolicy:
+    """Thompson sampling on expected profit over the guardrail price ladder.
+
+    Parameters
+    ----------
+    posterior : callable
+        Returns ``(model_version, DemandPosterior)`` or None when no snapshot is published.
+    guardrails : callable
+        Returns the active :class:`~pricing.guardrails.GuardrailSet`.
+    epsilon : float
+        Exploration floor: probability of a uniformly random candidate.
+    n_prices : int
+        Largest candidate ladder.
+    seed : int, optional
+        Seed of the policy's random generator (one generator per policy).
+
+    Notes
+    -----
+    Guardrails shape the candidates; the choice is never clamped afterwards, so the
+    logged propensity is exactly the probability of the served price. Under the kill
+    switch, without the customer's consent, or for an excluded SKU, the line gets the list
+    price (propensity 1, not personalized). Without a posterior it gets the list price if
+    the guardrails allow it, else the allowed price nearest to it, flagged ``fallback``.
+    """
+
+    name = "thompson/1"
+
+    def __init__(
+        self,
+        posterior: Callable[[], tuple[str, DemandPosterior] | None],
+        guardrails: Callable[[], GuardrailSet],
+        *,
+        epsilon: float = 0.05,
+        n_prices: int = 50,
+        seed: int | None = None,
+    ) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        self._posterior = posterior
+        self._guardrails = guardrails
+        self.epsilon = epsilon
+        self.n_prices = n_prices
+        self._rng = np.random.default_rng(seed)
+
+    def _deterministic(
+        self, price: int, reasons: tuple[str, ...], *, fallback: bool = False
+    ) -> PriceDecision:
+        return PriceDecision(price, 1.0, False, self.name, reasons, None, fallback, 1)
+
+    def decide(self, line: LineContext) -> PriceDecision:
+        """Choose the line's price; see the class notes for the non-personalized cases."""
+        rules = self._guardrails()
+        facts = ProductFacts(
+            line.sku,
+            line.category,
+            line.list_price_minor,
+            line.unit_cost_minor,
+            line.last_price_minor,
+        )
+        prices, binding = rules.feasible_prices(facts, n_max=self.n_prices)
+        reference = (
+            int(prices[np.argmin(np.abs(prices - line.list_price_minor))]) if len(prices) else None
+        )
+        if reference is None:
+            # Only the per-period change cap can empty a validated set: serve the
+            # statically allowed price nearest to list, and say so.
+            static = rules.reference_price(replace(facts, last_price=None))
+            price = static if static is not None else line.list_price_minor
+            return self._deterministic(
+                price,
+                ("no_price_within_max_change", *binding["low"], *binding["high"]),
+                fallback=True,
+            )
+        # Not personalized: the list price itself, which merchandisers set for everyone.
+        if rules.kill_switch:
+            return self._deterministic(line.list_price_minor, ("kill_switch",))
+        if not line.personalization_allowed:
+            return self._deterministic(line.list_price_minor, ("customer_opted_out",))
+        if not rules.personalization_allowed(facts):
+            return self._deterministic(line.list_price_minor, ("excluded_from_personalization",))
+        served = self._posterior()
+        if served is None:
+            return self._deterministic(reference, ("no_demand_model",), fallback=True)
+        version, posterior = served
+        ratio = prices / line.list_price_minor
+        p_buy = posterior.conversion_probability(
+            line.segment, line.sku, ratio, category=line.category
+        )
+        profit = p_buy * (prices - line.unit_cost_minor)[None, :]
+        choice = choose(profit, posterior.weights, self.epsilon, self._rng)
+        price = int(prices[choice.index])
+        reasons = ["thompson_sampling" if not choice.explored else "exploration"]
+        if price == prices[0]:
+            reasons += binding["low"]
+        if price == prices[-1]:
+            reasons += binding["high"]
+        return PriceDecision(
+            price, choice.propensity, True, self.name, tuple(reasons), version, False, len(prices)
         )

@@ -34,5 +34,7 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("offline (SQL script) migrations are not supported; run pricing-engine migrate")
+    raise SystemExit(
+        "offline (SQL script) migrations are not supported; run pricing-engine migrate"
+    )
 run_migrations_online()

@@ -1,0 +1,104 @@
+"""Thompson sampling on expected profit, with exact propensities.
+
+For a line with candidate prices a_1..a_n (the guardrail ladder), each posterior draw d
+gives an expected profit π_d(a) = P_d(buy | a) · (a − unit cost). Thompson sampling picks
+a draw by its weight and serves that draw's argmax; with probability ε it serves a
+uniformly random candidate instead. The probability of serving a is then exactly
+
+    π(a) = (1 − ε) · Σ_d w_d · 1[argmax_a' π_d(a') = a] + ε / n,
+
+computed over all draws (not estimated), which is what off-policy evaluation needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["ThompsonChoice", "choice_probabilities", "choose"]
+
+
+@dataclass(frozen=True)
+class ThompsonChoice:
+    """A chosen candidate and the probability the policy had of choosing it.
+
+    Attributes
+    ----------
+    index : int
+        Position of the chosen candidate.
+    propensity : float
+        Exact probability of that choice, in (0, 1].
+    probabilities : ndarray, shape (n_candidates,)
+        The whole action distribution (sums to 1).
+    explored : bool
+        True when the ε-uniform branch chose.
+    """
+
+    index: int
+    propensity: float
+    probabilities: NDArray[np.float64]
+    explored: bool
+
+
+def choice_probabilities(
+    profit: NDArray[np.float64], weights: NDArray[np.float64], epsilon: float
+) -> NDArray[np.float64]:
+    """Exact action distribution of ε-mixed Thompson sampling.
+
+    Parameters
+    ----------
+    profit : ndarray, shape (D, n)
+        Expected profit of each candidate under each draw (any money unit).
+    weights : ndarray, shape (D,)
+        Normalised draw weights.
+    epsilon : float
+        Exploration floor in [0, 1].
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Probabilities summing to 1; ties within a draw go to the first (cheapest) candidate.
+    """
+    n = profit.shape[1]
+    best = np.argmax(profit, axis=1)
+    greedy = np.bincount(best, weights=weights, minlength=n)
+    greedy = greedy / greedy.sum()
+    out: NDArray[np.float64] = (1.0 - epsilon) * greedy + epsilon / n
+    return out
+
+
+def choose(
+    profit: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    epsilon: float,
+    rng: np.random.Generator,
+) -> ThompsonChoice:
+    """Draw one Thompson-sampling decision and report its exact propensity.
+
+    Parameters
+    ----------
+    profit : ndarray, shape (D, n)
+    weights : ndarray, shape (D,)
+    epsilon : float
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ThompsonChoice
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+    if profit.ndim != 2 or profit.shape[1] == 0 or profit.shape[0] != len(weights):
+        raise ValueError(
+            f"profit must have shape (D, n>0) with D = len(weights); got {profit.shape}"
+        )
+    probabilities = choice_probabilities(profit, weights, epsilon)
+    explored = bool(rng.random() < epsilon)
+    if explored:
+        index = int(rng.integers(profit.shape[1]))
+    else:
+        draw = int(rng.choice(len(weights), p=weights))
+        index = int(np.argmax(profit[draw]))
+    return ThompsonChoice(index, float(probabilities[index]), probabilities, explored)
