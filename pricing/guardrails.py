@@ -227,8 +227,8 @@ class GuardrailSet:
                     f"{src['max_change']}.max_change",
                 )
             )
-        if not highs:
-            # No upper bound set anywhere: never more than the list price.
+        if "ceiling" not in v and "max_increase" not in v:
+            # No rule allows prices above list: never more than the list price.
             highs.append((product.list_price, "list_price"))
         low = max(x for x, _ in lows)
         high = min(x for x, _ in highs)
