@@ -22,10 +22,13 @@ from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
 from api.routes import admin, catalog, health, logs, models, quotes
+from api.routes import guardrails as guardrail_routes
+from api.services.guardrails import GuardrailCache
 from api.settings import Settings, get_settings
 from api.updater import Updater
 from pricing import __version__
-from pricing.policy import ListPricePolicy, PricePolicy
+from pricing.policy import ListPricePolicy, PricePolicy, ThompsonPricePolicy
+from pricing.posterior import DemandPosterior
 
 __all__ = ["NotMigratedError", "create_app"]
 
@@ -53,7 +56,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     settings : Settings, optional
         Defaults to the ``PRICING_*`` environment.
     policy : PricePolicy, optional
-        Decides quote prices; list price by default.
+        Decides quote prices; by default Thompson sampling inside the active guardrails
+        (``PRICING_POLICY=list`` serves list prices).
 
     Returns
     -------
@@ -64,13 +68,26 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     settings = settings or get_settings()
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     sessions = make_session_factory(engine)
+    posterior = PosteriorCache(read_only(sessions), poll_seconds=settings.snapshot_poll_seconds)
+    guardrails = GuardrailCache(read_only(sessions))
+    if policy is None and settings.policy == "thompson":
+
+        def serving() -> tuple[str, DemandPosterior] | None:
+            served = posterior.served
+            return (str(served.snapshot_id), served.posterior) if served is not None else None
+
+        policy = ThompsonPricePolicy(
+            serving, lambda: guardrails.get()[1],
+            epsilon=settings.exploration_epsilon, n_prices=settings.price_ladder_size,
+        )  # fmt: skip
     state = AppState(
         settings=settings,
         engine=engine,
         sessions=sessions,
         read_sessions=read_only(sessions),
         policy=policy or ListPricePolicy(),
-        posterior=PosteriorCache(read_only(sessions), poll_seconds=settings.snapshot_poll_seconds),
+        posterior=posterior,
+        guardrails=guardrails,
         metrics=Metrics(),
     )
     updater = (
@@ -112,6 +129,6 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     app.state.pricing = state
     install_error_handlers(app)
     install_metrics(app, state.metrics)
-    for module in (quotes, catalog, logs, models, admin, health):
+    for module in (quotes, catalog, guardrail_routes, logs, models, admin, health):
         app.include_router(module.router)
     return app

@@ -155,6 +155,8 @@ class Decision(Base):
     guardrail_trail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (
+        Index("ix_decisions_sku_time", "sku", "created_at"),
+        Index("ix_decisions_customer_sku_expiry", "customer_id", "sku", "expires_at"),
         CheckConstraint("propensity > 0 AND propensity <= 1", name="propensity_in_unit"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("price_minor >= 0", name="price_non_negative"),
@@ -279,3 +281,17 @@ class ModelPrior(Base):
     source: Mapped[str] = mapped_column(String(200))
     model_config_json: Mapped[dict[str, Any]] = mapped_column("model_config", JSONType)
     summary: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class GuardrailVersion(Base):
+    """One version of the merchandisers' guardrails; the newest effective one applies."""
+
+    __tablename__ = "guardrail_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    effective_from: Mapped[datetime] = mapped_column(index=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    kill_switch: Mapped[bool] = mapped_column(Boolean, default=False)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    note: Mapped[str] = mapped_column(Text, default="")

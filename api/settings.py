@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         Refit when the weights' effective sample size drops below this share of draws.
     fit_method : str
         ``auto`` (PyMC NUTS), ``nuts``, ``nutpie`` (if installed) or ``advi``.
+    policy : str
+        ``thompson`` (personalized prices inside guardrails) or ``list`` (list price for all).
+    exploration_epsilon : float
+        Exploration floor of Thompson sampling (probability of a uniform candidate).
+    price_ladder_size : int
+        Largest number of candidate prices per line.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -74,6 +80,9 @@ class Settings(BaseSettings):
     refit_every_seconds: int = Field(default=6 * 3600, ge=60)
     refit_ess_fraction: float = Field(default=0.5, gt=0, lt=1)
     fit_method: str = Field(default="auto", pattern="^(auto|nuts|nutpie|advi)$")
+    policy: str = Field(default="thompson", pattern="^(thompson|list)$")
+    exploration_epsilon: float = Field(default=0.05, ge=0, le=1)
+    price_ladder_size: int = Field(default=50, ge=1, le=500)
 
     @field_validator("database_url")
     @classmethod

@@ -40,6 +40,7 @@ def post_quote(
         policy=state.policy,
         default_segment=state.settings.default_segment,
         ttl=timedelta(seconds=state.settings.quote_ttl_seconds),
+        guardrail_version=state.guardrails.get()[0],
     )
     for line in quote.lines:
         state.metrics.decisions.labels(

@@ -2,19 +2,69 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, FieldProblem
 from api.orm import Decision, Product, Segment, utcnow
 from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
 from pricing.money import from_minor
-from pricing.policy import LineContext, PricePolicy
+from pricing.policy import LineContext, PriceDecision, PricePolicy
 
 __all__ = ["create_quote"]
+
+log = logging.getLogger("pricing.quotes")
+
+
+def _last_prices(session: Session, skus: set[str], since: datetime) -> dict[str, int]:
+    """Last price served today per SKU (for the per-period change cap)."""
+    latest = (
+        select(Decision.sku, func.max(Decision.created_at).label("at"))
+        .where(Decision.sku.in_(skus), Decision.created_at >= since)
+        .group_by(Decision.sku)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Decision.sku, Decision.price_minor).join(
+            latest, (Decision.sku == latest.c.sku) & (Decision.created_at == latest.c.at)
+        )
+    )
+    return {sku: price for sku, price in rows}
+
+
+def _sticky(
+    session: Session, customer_id: str, skus: set[str], now: datetime
+) -> dict[str, Decision]:
+    """Unexpired decisions for this customer and these SKUs (newest per SKU)."""
+    rows = session.scalars(
+        select(Decision)
+        .where(
+            Decision.customer_id == customer_id, Decision.sku.in_(skus), Decision.expires_at > now
+        )
+        .order_by(Decision.created_at)
+    )
+    return {d.sku: d for d in rows}
+
+
+def _line_from(decision: Decision, line_no: int) -> QuoteLinePublic:
+    trail = decision.guardrail_trail or {}
+    return QuoteLinePublic(
+        line_no=line_no,
+        sku=decision.sku,
+        quantity=decision.quantity,
+        currency=decision.currency,
+        list_price=from_minor(decision.list_price_minor, decision.currency),
+        price=from_minor(decision.price_minor, decision.currency),
+        decision_id=decision.id,
+        propensity=decision.propensity,
+        personalized=decision.personalized,
+        fallback=bool(trail.get("fallback", False)),
+        reasons=list(trail.get("reasons", [])),
+    )
 
 
 def create_quote(
@@ -24,6 +74,7 @@ def create_quote(
     policy: PricePolicy,
     default_segment: str,
     ttl: timedelta,
+    guardrail_version: int | None = None,
 ) -> QuoteResponse:
     """Price every line of ``request`` and log one decision per line.
 
@@ -41,7 +92,10 @@ def create_quote(
     default_segment : str
         Segment used when the request names none.
     ttl : timedelta
-        How long the quote is valid.
+        How long the quote is valid. A SKU quoted to the same customer before its
+        ``expires_at`` keeps its price: the earlier decision is returned again.
+    guardrail_version : int, optional
+        Guardrail version in force, recorded in each decision's trail.
 
     Raises
     ------
@@ -72,68 +126,72 @@ def create_quote(
         allowed = request.consent is None or request.consent.personalization
         quote_id = uuid.uuid4()
         expires_at = now + ttl
+        sticky = _sticky(session, request.customer_id, skus, now) if allowed else {}
+        last_prices = _last_prices(
+            session, skus, now.replace(hour=0, minute=0, second=0, microsecond=0)
+        )
         out_lines = []
         decisions = []
         for index, line in enumerate(request.lines):
             product = products[line.sku]
-            decision = policy.decide(
-                LineContext(
-                    segment=segment_key,
-                    sku=product.sku,
-                    category=product.category,
-                    currency=product.currency,
-                    list_price_minor=product.list_price_minor,
-                    unit_cost_minor=product.unit_cost_minor,
-                    quantity=line.quantity,
-                    personalization_allowed=allowed,
-                    features=request.context,
-                )
+            previous = sticky.get(product.sku)
+            if (
+                previous is not None
+                and previous.segment == segment_key
+                and previous.quantity == line.quantity
+            ):
+                out_lines.append(_line_from(previous, index))
+                continue
+            context = LineContext(
+                segment=segment_key,
+                sku=product.sku,
+                category=product.category,
+                currency=product.currency,
+                list_price_minor=product.list_price_minor,
+                unit_cost_minor=product.unit_cost_minor,
+                quantity=line.quantity,
+                personalization_allowed=allowed,
+                features=request.context,
+                last_price_minor=last_prices.get(product.sku),
             )
+            try:
+                decision = policy.decide(context)
+            except Exception:  # a failing model never fails checkout: list price, flagged
+                log.exception("price policy failed for %s; serving the list price", product.sku)
+                decision = PriceDecision(product.list_price_minor, 1.0, False, "fallback", ("policy_error",),
+                                         None, True, 1)  # fmt: skip
             decision_id = uuid.uuid4()
-            decisions.append(
-                Decision(
-                    id=decision_id,
-                    quote_id=quote_id,
-                    line_no=index,
-                    created_at=now,
-                    expires_at=expires_at,
-                    customer_id=request.customer_id,
-                    segment=segment_key,
-                    sku=product.sku,
-                    quantity=line.quantity,
-                    currency=product.currency,
-                    list_price_minor=product.list_price_minor,
-                    price_minor=decision.price_minor,
-                    unit_cost_minor=product.unit_cost_minor,
-                    promotion=None,
-                    propensity=decision.propensity,
-                    personalized=decision.personalized,
-                    policy=decision.policy,
-                    model_version=decision.model_version,
-                    experiment_variant=None,
-                    jurisdiction=request.jurisdiction,
-                    context=dict(request.context),
-                    guardrail_trail={
-                        "reasons": list(decision.reasons),
-                        "fallback": decision.fallback,
-                    },
-                )
+            row = Decision(
+                id=decision_id,
+                quote_id=quote_id,
+                line_no=index,
+                created_at=now,
+                expires_at=expires_at,
+                customer_id=request.customer_id,
+                segment=segment_key,
+                sku=product.sku,
+                quantity=line.quantity,
+                currency=product.currency,
+                list_price_minor=product.list_price_minor,
+                price_minor=decision.price_minor,
+                unit_cost_minor=product.unit_cost_minor,
+                promotion=None,
+                propensity=decision.propensity,
+                personalized=decision.personalized,
+                policy=decision.policy,
+                model_version=decision.model_version,
+                experiment_variant=None,
+                jurisdiction=request.jurisdiction,
+                context=dict(request.context),
+                guardrail_trail={
+                    "reasons": list(decision.reasons),
+                    "fallback": decision.fallback,
+                    "guardrail_version": guardrail_version,
+                    "candidates": decision.candidates,
+                },
             )
-            out_lines.append(
-                QuoteLinePublic(
-                    line_no=index,
-                    sku=product.sku,
-                    quantity=line.quantity,
-                    currency=product.currency,
-                    list_price=from_minor(product.list_price_minor, product.currency),
-                    price=from_minor(decision.price_minor, product.currency),
-                    decision_id=decision_id,
-                    propensity=decision.propensity,
-                    personalized=decision.personalized,
-                    fallback=decision.fallback,
-                    reasons=list(decision.reasons),
-                )
-            )
+            decisions.append(row)
+            out_lines.append(_line_from(row, index))
         session.add_all(decisions)
     return QuoteResponse(
         quote_id=quote_id,

@@ -7,8 +7,8 @@ from api.orm import Outcome
 from api.security import Role
 
 
-def _decision(api, sku="TEA-1"):
-    return api.quote(sku)["lines"][0]["decision_id"]
+def _decision(api, sku="TEA-1", customer="c-1"):
+    return api.quote(sku, customer=customer)["lines"][0]["decision_id"]
 
 
 def _count(sessions):
@@ -87,7 +87,7 @@ def test_concurrent_retries_store_one_outcome(catalog, sessions):
 
 
 def test_batch_reports_each_item_and_stores_only_the_good_ones(catalog, sessions):
-    d1, d2, d3 = (_decision(catalog) for _ in range(3))
+    d1, d2, d3 = (_decision(catalog, customer=f"c-{i}") for i in range(3))
     catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": d3, "converted": False})
     unknown = str(uuid.uuid4())
     batch = [

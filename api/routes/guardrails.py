@@ -1,0 +1,131 @@
+"""Merchandisers: guardrails, the kill switch, and previews of a proposed change."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.deps import SessionDep, StateDep, require
+from api.errors import ApiError
+from api.orm import Product, Segment
+from api.schemas import IDENTIFIER_PATTERN
+from api.security import Principal, Role
+from api.services.guardrails import (
+    GuardrailSetIn,
+    GuardrailsPublic,
+    active_guardrails,
+    compile_rules,
+    money_text,
+    put_guardrails,
+)
+from pricing.guardrails import ProductFacts
+from pricing.thompson import choice_probabilities
+
+router = APIRouter(prefix="/v1", tags=["merchandiser"])
+Merchandiser = Annotated[Principal, Depends(require(Role.MERCHANDISER))]
+Reader = Annotated[Principal, Depends(require(Role.MERCHANDISER, Role.ANALYST))]
+Name = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+
+
+class PreviewIn(GuardrailSetIn):
+    """A proposed guardrail set and, optionally, which SKUs and segments to preview."""
+
+    skus: Annotated[list[Name], Field(max_length=200)] | None = None
+    segments: Annotated[list[Name], Field(max_length=50)] | None = None
+
+
+class PreviewLine(BaseModel):
+    """What the policy would do for one segment and SKU under the proposal."""
+
+    segment: str
+    sku: str
+    currency: str
+    prices: list[str]
+    probabilities: list[float]
+    binding: dict[str, list[str]]
+    personalized: bool
+    expected_conversion: float | None
+    expected_profit_per_visitor: str | None
+
+
+class PreviewOut(BaseModel):
+    """Preview of a proposal under the current posterior; nothing is activated."""
+
+    model_version: int | None
+    epsilon: float
+    lines: list[PreviewLine]
+
+
+@router.get("/guardrails", response_model=GuardrailsPublic | None)
+def get_guardrails(session: SessionDep, _: Reader) -> GuardrailsPublic | None:
+    """The guardrails in effect (null when none were ever set)."""
+    return active_guardrails(session)
+
+
+@router.put("/guardrails", response_model=GuardrailsPublic)
+def set_guardrails(
+    body: GuardrailSetIn, session: SessionDep, state: StateDep, actor: Merchandiser
+) -> GuardrailsPublic:
+    """Replace the guardrails with a new version (validated against the catalog, audited)."""
+    stored = put_guardrails(session, body=body, actor=actor)
+    state.guardrails.invalidate()
+    return stored
+
+
+@router.post("/guardrails/preview", response_model=PreviewOut)
+def preview(body: PreviewIn, session: SessionDep, state: StateDep, _: Merchandiser) -> PreviewOut:
+    """Per segment and SKU: the price distribution the policy would serve under the proposal,
+    with expected conversion and profit per visitor under the current posterior."""
+    rules, _stored = compile_rules(session, body)
+    query = select(Product).where(Product.active.is_(True)).order_by(Product.sku).limit(200)
+    if body.skus is not None:
+        query = query.where(Product.sku.in_(body.skus))
+    products = list(session.scalars(query))
+    if body.skus is not None and len(products) != len(set(body.skus)):
+        unknown = sorted(set(body.skus) - {p.sku for p in products})
+        raise ApiError.field(
+            422, ["body", "skus"], f"unknown or inactive sku(s): {', '.join(unknown)}"
+        )
+    segments = body.segments or list(
+        session.scalars(select(Segment.key).where(Segment.active.is_(True)))
+    )
+    served = state.posterior.served
+    epsilon = state.settings.exploration_epsilon
+    lines: list[PreviewLine] = []
+    for product in products:
+        facts = ProductFacts(
+            product.sku, product.category, product.list_price_minor, product.unit_cost_minor
+        )
+        prices, binding = rules.feasible_prices(facts, n_max=state.settings.price_ladder_size)
+        personalized = rules.personalization_allowed(facts) and served is not None
+        for segment in segments:
+            entry: dict[str, Any] = {"segment": segment, "sku": product.sku, "currency": product.currency,
+                                     "binding": binding, "personalized": personalized}  # fmt: skip
+            if not personalized or served is None:
+                entry.update(prices=[money_text(product.list_price_minor, product.currency)], probabilities=[1.0],
+                             expected_conversion=None, expected_profit_per_visitor=None)  # fmt: skip
+            else:
+                post = served.posterior
+                p_buy = post.conversion_probability(segment, product.sku, prices / product.list_price_minor,
+                                                    category=product.category)  # fmt: skip
+                margin = (prices - product.unit_cost_minor).astype(float)
+                probs = choice_probabilities(p_buy * margin[None, :], post.weights, epsilon)
+                mean_p = post.weights @ p_buy
+                entry.update(
+                    prices=[money_text(int(p), product.currency) for p in prices],
+                    probabilities=probs.round(6).tolist(),
+                    expected_conversion=float(probs @ mean_p),
+                    expected_profit_per_visitor=money_text(
+                        round(float(probs @ (mean_p * margin))), product.currency
+                    ),
+                )
+            lines.append(PreviewLine(**entry))
+    return PreviewOut(
+        model_version=served.snapshot_id if served else None, epsilon=epsilon, lines=lines
+    )
+
+
+__all__ = ["router"]

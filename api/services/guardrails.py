@@ -1,0 +1,293 @@
+"""Guardrail versions: validate against the catalog, store, audit, and serve the active set."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import ApiError, FieldProblem
+from api.orm import GuardrailVersion, Product, utcnow
+from api.schemas import IDENTIFIER_PATTERN, Money
+from api.security import Principal
+from api.services.audit import record_change
+from pricing.guardrails import GuardrailError, GuardrailSet, ProductFacts, Rule
+from pricing.money import MoneyError, from_minor, to_minor
+
+__all__ = [
+    "GuardrailCache",
+    "GuardrailSetIn",
+    "GuardrailsPublic",
+    "active_guardrails",
+    "put_guardrails",
+]
+
+Fraction = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class RuleIn(BaseModel):
+    """One scope's rules. Floors and ceilings are absolute prices, so they are set per SKU
+    (in the SKU's currency); every other setting is relative and may be set at any scope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Literal["global", "category", "sku"]
+    target: Annotated[str, Field(pattern=IDENTIFIER_PATTERN)] | None = None
+    floor: Money | None = None
+    ceiling: Money | None = None
+    min_margin: Fraction | None = None
+    max_discount: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
+    max_increase: Fraction | None = None
+    max_change: Fraction | None = Field(
+        default=None, description="largest change vs the last price served today"
+    )
+    ending: Annotated[StrictInt, Field(ge=0, le=99)] | None = Field(
+        default=None, description="last two minor digits, e.g. 99"
+    )
+    step: Money | None = Field(default=None, description="price ladder step")
+    exclude: StrictBool | None = None
+
+    @field_validator("floor", "ceiling", "step")
+    @classmethod
+    def _positive(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be a positive amount")
+        return value
+
+
+class GuardrailSetIn(BaseModel):
+    """``PUT /v1/guardrails``: the complete new guardrail set (it replaces the active one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: Annotated[list[RuleIn], Field(max_length=10_000)] = Field(default_factory=list)
+    kill_switch: StrictBool = False
+    effective_from: AwareDatetime | None = None
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
+class GuardrailsPublic(BaseModel):
+    """A stored guardrail version."""
+
+    version: int
+    effective_from: datetime
+    created_at: datetime
+    created_by: str
+    kill_switch: bool
+    rules: list[dict[str, Any]]
+    note: str
+
+
+def _facts(products: list[Product]) -> list[ProductFacts]:
+    return [
+        ProductFacts(p.sku, p.category, p.list_price_minor, p.unit_cost_minor) for p in products
+    ]
+
+
+def compile_rules(
+    session: Session, body: GuardrailSetIn
+) -> tuple[GuardrailSet, list[dict[str, Any]]]:
+    """Check a proposed set against the catalog and turn it into a :class:`GuardrailSet`.
+
+    Returns
+    -------
+    tuple
+        The rule set (money in minor units) and its JSON form for storage.
+
+    Raises
+    ------
+    ApiError
+        422 naming ``rules[i].field`` for unknown targets, absolute prices outside SKU
+        scope, amounts that do not fit the currency, contradictory rules (both named), or
+        a product left without any allowed price (the binding rules named).
+    """
+    products = list(session.scalars(select(Product).where(Product.active.is_(True))))
+    by_sku = {p.sku: p for p in products}
+    categories = {p.category for p in session.scalars(select(Product))}
+    problems: list[FieldProblem] = []
+    rules: list[Rule] = []
+    stored: list[dict[str, Any]] = []
+    names: dict[str, int] = {}
+    for i, item in enumerate(body.rules):
+        loc: list[str | int] = ["body", "rules", i]
+        if item.scope == "global" and item.target is not None:
+            problems.append(FieldProblem([*loc, "target"], "a global rule has no target"))
+            continue
+        if item.scope != "global" and item.target is None:
+            problems.append(FieldProblem([*loc, "target"], f"a {item.scope} rule needs a target"))
+            continue
+        if item.scope == "sku" and item.target not in by_sku:
+            problems.append(
+                FieldProblem([*loc, "target"], f"unknown or inactive sku {item.target!r}")
+            )
+            continue
+        if item.scope == "category" and item.target not in categories:
+            problems.append(FieldProblem([*loc, "target"], f"unknown category {item.target!r}"))
+            continue
+        money: dict[str, int | None] = {"floor": None, "ceiling": None, "step": None}
+        for name in money:
+            value = getattr(item, name)
+            if value is None:
+                continue
+            if item.scope != "sku" and name != "step":
+                problems.append(
+                    FieldProblem([*loc, name], f"{name} is an absolute price: set it on a sku rule")
+                )
+                continue
+            currency = (
+                by_sku[item.target].currency if item.scope == "sku" and item.target else "USD"
+            )
+            try:
+                money[name] = to_minor(value, currency)
+            except MoneyError as exc:
+                problems.append(FieldProblem([*loc, name], str(exc)))
+        rule = Rule(
+            item.scope, item.target, floor=money["floor"], ceiling=money["ceiling"],
+            min_margin=item.min_margin, max_discount=item.max_discount, max_increase=item.max_increase,
+            max_change=item.max_change, ending=item.ending, step=money["step"], exclude=item.exclude,
+        )  # fmt: skip
+        for field_name, message in rule.problems():
+            problems.append(FieldProblem([*loc, field_name], message))
+        if rule.name in names:
+            problems.append(
+                FieldProblem(
+                    [*loc, "scope"], f"{rule.name} is already set by rules[{names[rule.name]}]"
+                )
+            )
+        names.setdefault(rule.name, i)
+        rules.append(rule)
+        stored.append(item.model_dump(mode="json", exclude_none=True))
+    if problems:
+        raise ApiError(422, problems)
+    try:
+        compiled = GuardrailSet(rules=tuple(rules), kill_switch=body.kill_switch)
+        compiled.check(_facts(products))
+    except GuardrailError as exc:
+        locs: list[list[str | int]] = []
+        for name in exc.rules:
+            rule_name, _, field_name = name.rpartition(".")
+            if rule_name in names:
+                locs.append(["body", "rules", names[rule_name], field_name])
+            else:
+                locs.append(["body", "rules"])
+        raise ApiError(
+            422, [FieldProblem(loc, str(exc), "guardrail_conflict") for loc in locs]
+        ) from None
+    return compiled, stored
+
+
+def _public(row: GuardrailVersion) -> GuardrailsPublic:
+    return GuardrailsPublic(
+        version=row.id, effective_from=row.effective_from, created_at=row.created_at, created_by=row.created_by,
+        kill_switch=row.kill_switch, rules=row.rules, note=row.note,
+    )  # fmt: skip
+
+
+def active_version(session: Session, at: datetime | None = None) -> GuardrailVersion | None:
+    """The newest version already in effect at ``at`` (default now)."""
+    return session.scalar(
+        select(GuardrailVersion)
+        .where(GuardrailVersion.effective_from <= (at or utcnow()))
+        .order_by(GuardrailVersion.effective_from.desc(), GuardrailVersion.id.desc())
+        .limit(1)
+    )
+
+
+def put_guardrails(session: Session, *, body: GuardrailSetIn, actor: Principal) -> GuardrailsPublic:
+    """Validate and store a new version (audited); a rejected change stores nothing."""
+    with session.begin():
+        _compiled, stored = compile_rules(session, body)
+        before = active_version(session)
+        row = GuardrailVersion(
+            effective_from=body.effective_from or utcnow(), created_by=actor.name,
+            kill_switch=body.kill_switch, rules=stored, note=body.note,
+        )  # fmt: skip
+        session.add(row)
+        session.flush()
+        record_change(
+            session, actor=actor, action="create", entity="guardrails", entity_id=str(row.id),
+            before=_public(before).model_dump(mode="json") if before else None,
+            after=_public(row).model_dump(mode="json"),
+        )  # fmt: skip
+        return _public(row)
+
+
+def active_guardrails(session: Session) -> GuardrailsPublic | None:
+    """The active version, or None when none was ever set."""
+    row = active_version(session)
+    return _public(row) if row is not None else None
+
+
+def rules_from_stored(
+    rows: list[dict[str, Any]], currencies: dict[str, str], kill_switch: bool
+) -> GuardrailSet:
+    """Rebuild a :class:`GuardrailSet` from a stored version (money back to minor units)."""
+    rules = []
+    for item in rows:
+        target = item.get("target")
+        currency = currencies.get(target or "", "USD")
+        money = {k: to_minor(Decimal(item[k]), currency) if item.get(k) is not None else None
+                 for k in ("floor", "ceiling", "step")}  # fmt: skip
+        rules.append(Rule(
+            item["scope"], target, floor=money["floor"], ceiling=money["ceiling"],
+            min_margin=item.get("min_margin"), max_discount=item.get("max_discount"),
+            max_increase=item.get("max_increase"), max_change=item.get("max_change"),
+            ending=item.get("ending"), step=money["step"], exclude=item.get("exclude"),
+        ))  # fmt: skip
+    return GuardrailSet(rules=tuple(rules), kill_switch=kill_switch)
+
+
+class GuardrailCache:
+    """The active guardrails for the quote path, re-read at most every ``ttl`` seconds."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._loaded_at = -1e9
+        self._value: tuple[int | None, GuardrailSet] = (None, GuardrailSet())
+
+    def invalidate(self) -> None:
+        """Re-read on the next :meth:`get` (after a change made by this worker)."""
+        self._loaded_at = -1e9
+
+    def get(self) -> tuple[int | None, GuardrailSet]:
+        """``(version, rules)``; version None and an empty set when none was ever set."""
+        if time.monotonic() - self._loaded_at < self._ttl:
+            return self._value
+        with self._lock:
+            if time.monotonic() - self._loaded_at >= self._ttl:
+                with self._sessions() as session:
+                    row = active_version(session)
+                    if row is None:
+                        self._value = (None, GuardrailSet())
+                    else:
+                        skus = [r.get("target") for r in row.rules if r.get("scope") == "sku"]
+                        currencies = dict(session.execute(
+                            select(Product.sku, Product.currency).where(Product.sku.in_(skus))
+                        ).tuples().all())  # fmt: skip
+                        self._value = (
+                            row.id,
+                            rules_from_stored(row.rules, currencies, row.kill_switch),
+                        )
+                self._loaded_at = time.monotonic()
+        return self._value
+
+
+def money_text(minor: int, currency: str) -> str:
+    """Minor units as a decimal string."""
+    return str(from_minor(minor, currency))
