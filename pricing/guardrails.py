@@ -5,7 +5,8 @@ the choice (that would make the logged propensity wrong).
 
 Scopes are global, category and SKU. For bounds (floor, ceiling, margin, discount,
 increase, endings, step, exclusion) the most specific scope that sets a value wins; for
-caps (maximum change vs the last served price) every scope applies and the tightest wins.
+caps (maximum change vs the last served price, segment price gap) every scope applies and
+the tightest wins.
 
 All money is integer minor units; fractions are plain floats (0.2 = 20%).
 
@@ -78,6 +79,9 @@ class Rule:
         Price ladder step, minor units (ignored when ``ending`` is set).
     exclude : bool, optional
         True: no personalization for this scope (everyone gets the list price).
+    segment_gap : float, optional
+        Largest ratio between the highest and lowest price served to different segments
+        for one SKU in the current period (1.1 = at most 10% apart).
     """
 
     scope: Scope
@@ -91,6 +95,7 @@ class Rule:
     ending: int | None = None
     step: int | None = None
     exclude: bool | None = None
+    segment_gap: float | None = None
 
     @property
     def name(self) -> str:
@@ -110,6 +115,10 @@ class Rule:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 out.append((name, f"must be a fraction >= 0, got {value}"))
+        if self.segment_gap is not None and not (
+            math.isfinite(self.segment_gap) and self.segment_gap >= 1
+        ):
+            out.append(("segment_gap", f"must be a ratio >= 1, got {self.segment_gap}"))
         if self.max_discount is not None and not (0 <= self.max_discount < 1):
             out.append(("max_discount", f"must be a fraction in [0, 1), got {self.max_discount}"))
         if self.ending is not None and not (0 <= self.ending <= 99):
@@ -123,13 +132,18 @@ class Rule:
 
 @dataclass(frozen=True)
 class ProductFacts:
-    """What guardrails need to know about a SKU (money in minor units)."""
+    """What guardrails need to know about a SKU (money in minor units).
+
+    ``last_price`` is the last price served in the current period; ``other_segment_prices``
+    the (lowest, highest) price served to *other* segments in the period.
+    """
 
     sku: str
     category: str
     list_price: int
     unit_cost: int
     last_price: int | None = None
+    other_segment_prices: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,9 +196,14 @@ class GuardrailSet:
                 if rule is not None and getattr(rule, name) is not None:
                     values[name], source[name] = getattr(rule, name), rule.name
                     break
-        caps = [(r.max_change, r.name) for r in chain if r is not None and r.max_change is not None]
-        if caps:
-            values["max_change"], source["max_change"] = min(caps)
+        for cap in ("max_change", "segment_gap"):
+            caps = [
+                (getattr(r, cap), r.name)
+                for r in chain
+                if r is not None and getattr(r, cap) is not None
+            ]
+            if caps:
+                values[cap], source[cap] = min(caps)
         return Resolved(values, source)
 
     def bounds(self, product: ProductFacts) -> tuple[int, int, dict[str, list[str]]]:
@@ -227,6 +246,10 @@ class GuardrailSet:
                     f"{src['max_change']}.max_change",
                 )
             )
+        if "segment_gap" in v and product.other_segment_prices is not None:
+            gap, (lowest, highest) = float(v["segment_gap"]), product.other_segment_prices
+            lows.append((math.ceil(highest / gap - 1e-9), f"{src['segment_gap']}.segment_gap"))
+            highs.append((math.floor(lowest * gap + 1e-9), f"{src['segment_gap']}.segment_gap"))
         if "ceiling" not in v and "max_increase" not in v:
             # No rule allows prices above list: never more than the list price.
             highs.append((product.list_price, "list_price"))

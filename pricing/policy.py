@@ -46,6 +46,8 @@ class LineContext:
         Declared context features (never protected attributes).
     last_price_minor : int or None
         Last price served for this SKU in the current guardrail period (minor units).
+    other_segment_prices : (int, int) or None
+        Lowest and highest price served to other segments for this SKU in the period.
     """
 
     segment: str
@@ -58,6 +60,7 @@ class LineContext:
     personalization_allowed: bool = True
     features: Mapping[str, object] = field(default_factory=dict)
     last_price_minor: int | None = None
+    other_segment_prices: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,19 +187,22 @@ class ThompsonPricePolicy:
             line.list_price_minor,
             line.unit_cost_minor,
             line.last_price_minor,
+            line.other_segment_prices,
         )
         prices, binding = rules.feasible_prices(facts, n_max=self.n_prices)
         reference = (
             int(prices[np.argmin(np.abs(prices - line.list_price_minor))]) if len(prices) else None
         )
         if reference is None:
-            # Only the per-period change cap can empty a validated set: serve the
-            # statically allowed price nearest to list, and say so.
-            static = rules.reference_price(replace(facts, last_price=None))
+            # Only the per-period caps (change, segment gap) can empty a validated set:
+            # serve the statically allowed price nearest to list, and say so.
+            static = rules.reference_price(
+                replace(facts, last_price=None, other_segment_prices=None)
+            )
             price = static if static is not None else line.list_price_minor
             return self._deterministic(
                 price,
-                ("no_price_within_max_change", *binding["low"], *binding["high"]),
+                ("no_price_within_period_caps", *binding["low"], *binding["high"]),
                 fallback=True,
             )
         # Not personalized: the list price itself, which merchandisers set for everyone.

@@ -60,6 +60,9 @@ class RuleIn(BaseModel):
     )
     step: Money | None = Field(default=None, description="price ladder step")
     exclude: StrictBool | None = None
+    segment_gap: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = Field(
+        default=None, description="largest highest/lowest price ratio between segments today"
+    )
 
     @field_validator("floor", "ceiling", "step")
     @classmethod
@@ -159,6 +162,7 @@ def compile_rules(
             item.scope, item.target, floor=money["floor"], ceiling=money["ceiling"],
             min_margin=item.min_margin, max_discount=item.max_discount, max_increase=item.max_increase,
             max_change=item.max_change, ending=item.ending, step=money["step"], exclude=item.exclude,
+            segment_gap=item.segment_gap,
         )  # fmt: skip
         for field_name, message in rule.problems():
             problems.append(FieldProblem([*loc, field_name], message))
@@ -247,6 +251,7 @@ def rules_from_stored(
             min_margin=item.get("min_margin"), max_discount=item.get("max_discount"),
             max_increase=item.get("max_increase"), max_change=item.get("max_change"),
             ending=item.get("ending"), step=money["step"], exclude=item.get("exclude"),
+            segment_gap=item.get("segment_gap"),
         ))  # fmt: skip
     return GuardrailSet(rules=tuple(rules), kill_switch=kill_switch)
 

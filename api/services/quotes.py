@@ -36,6 +36,18 @@ def _last_prices(session: Session, skus: set[str], since: datetime) -> dict[str,
     return {sku: price for sku, price in rows}
 
 
+def _other_segment_prices(
+    session: Session, skus: set[str], segment: str, since: datetime
+) -> dict[str, tuple[int, int]]:
+    """(lowest, highest) price served today per SKU to segments other than ``segment``."""
+    rows = session.execute(
+        select(Decision.sku, func.min(Decision.price_minor), func.max(Decision.price_minor))
+        .where(Decision.sku.in_(skus), Decision.created_at >= since, Decision.segment != segment)
+        .group_by(Decision.sku)
+    )
+    return {sku: (int(lo), int(hi)) for sku, lo, hi in rows}
+
+
 def _sticky(
     session: Session, customer_id: str, skus: set[str], now: datetime
 ) -> dict[str, Decision]:
@@ -127,9 +139,11 @@ def create_quote(
         quote_id = uuid.uuid4()
         expires_at = now + ttl
         sticky = _sticky(session, request.customer_id, skus, now) if allowed else {}
-        last_prices = _last_prices(
-            session, skus, now.replace(hour=0, minute=0, second=0, microsecond=0)
-        )
+        period_start = now.replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )  # guardrail period: UTC day
+        last_prices = _last_prices(session, skus, period_start)
+        other_prices = _other_segment_prices(session, skus, segment_key, period_start)
         out_lines = []
         decisions = []
         for index, line in enumerate(request.lines):
@@ -153,6 +167,7 @@ def create_quote(
                 personalization_allowed=allowed,
                 features=request.context,
                 last_price_minor=last_prices.get(product.sku),
+                other_segment_prices=other_prices.get(product.sku),
             )
             try:
                 decision = policy.decide(context)

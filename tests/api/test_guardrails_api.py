@@ -28,7 +28,9 @@ def test_guardrails_are_versioned_and_audited(catalog, sessions):
     assert catalog.get("/v1/guardrails", Role.ANALYST).json() is None
     first = put(catalog, [{"scope": "global", "max_discount": 0.2, "max_increase": 0.1}])
     assert first.status_code == 200, first.text
-    second = put(catalog, [{"scope": "category", "target": "tea", "max_discount": 0.1}], note="tighter")
+    second = put(
+        catalog, [{"scope": "category", "target": "tea", "max_discount": 0.1}], note="tighter"
+    )
     assert second.json()["version"] > first.json()["version"]
     active = catalog.get("/v1/guardrails", Role.ANALYST).json()
     assert active["version"] == second.json()["version"] and active["note"] == "tighter"
@@ -94,12 +96,26 @@ def test_quotes_are_sticky_until_they_expire(priced):
 
 
 def test_kill_switch_opt_out_and_exclusion_serve_list_price(priced):
-    put(priced, [{"scope": "global", "max_discount": 0.3}, {"scope": "sku", "target": "TEA-2", "exclude": True}])
+    put(
+        priced,
+        [
+            {"scope": "global", "max_discount": 0.3},
+            {"scope": "sku", "target": "TEA-2", "exclude": True},
+        ],
+    )
     line = priced.quote("TEA-2", customer="x")["lines"][0]
-    assert (line["price"], line["personalized"], line["reasons"]) == ("4.99", False, ["excluded_from_personalization"])
+    assert (line["price"], line["personalized"], line["reasons"]) == (
+        "4.99",
+        False,
+        ["excluded_from_personalization"],
+    )
     body = {"customer_id": "y", "lines": [{"sku": "TEA-1"}], "consent": {"personalization": False}}
     line = priced.post("/v1/quotes", Role.CHECKOUT, json=body).json()["lines"][0]
-    assert (line["price"], line["personalized"], line["reasons"]) == ("10.00", False, ["customer_opted_out"])
+    assert (line["price"], line["personalized"], line["reasons"]) == (
+        "10.00",
+        False,
+        ["customer_opted_out"],
+    )
     put(priced, [{"scope": "global", "max_discount": 0.3}], kill_switch=True)
     for i in range(5):
         line = priced.quote("TEA-1", customer=f"k{i}")["lines"][0]
@@ -131,3 +147,32 @@ def test_preview_shows_the_price_distribution_without_activating(priced):
     assert priced.get("/v1/guardrails", M).json() == active
     bad = priced.post("/v1/guardrails/preview", M, json={**proposal, "skus": ["NOPE"]})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "skus"
+
+
+def test_segment_price_gap_and_daily_change_caps_hold_across_quotes(priced):
+    put(
+        priced,
+        [
+            {
+                "scope": "global",
+                "max_discount": 0.4,
+                "max_increase": 0.4,
+                "segment_gap": 1.05,
+                "max_change": 0.1,
+            }
+        ],
+    )
+    served = {"default": [], "loyalty": []}
+    last = None
+    for i in range(30):
+        segment = "default" if i % 2 else "loyalty"
+        body = {"customer_id": f"g{i}", "segment": segment, "lines": [{"sku": "TEA-1"}]}
+        line = priced.post("/v1/quotes", Role.CHECKOUT, json=body).json()["lines"][0]
+        price = Decimal(line["price"])
+        if last is not None:
+            assert abs(price - last) <= last * Decimal("0.1") + Decimal("0.01")
+        last = price
+        served[segment].append(price)
+        everything = served["default"] + served["loyalty"]
+        if served["default"] and served["loyalty"]:
+            assert max(everything) <= min(everything) * Decimal("1.05") + Decimal("0.01")

@@ -23,7 +23,9 @@ def test_quote_prices_every_line_at_list_price_and_logs_each_decision(catalog, s
         ("TEA-1", "10.00", "10.00"), ("TEA-2", "4.99", "4.99")]  # fmt: skip
     # No demand model published yet: every line falls back to the list price, flagged.
     assert all(line["propensity"] == 1.0 and line["personalized"] is False for line in lines)
-    assert all(line["fallback"] is True and line["reasons"] == ["no_demand_model"] for line in lines)
+    assert all(
+        line["fallback"] is True and line["reasons"] == ["no_demand_model"] for line in lines
+    )
     assert all(line["currency"] == "USD" for line in lines)
 
     with sessions() as session:
@@ -37,7 +39,10 @@ def test_quote_prices_every_line_at_list_price_and_logs_each_decision(catalog, s
     )
     assert first.segment == "loyalty" and first.customer_id == "cust-9"
     assert first.propensity == 1.0 and first.policy == "thompson/1"
-    assert first.guardrail_trail["fallback"] is True and first.guardrail_trail["guardrail_version"] is None
+    assert (
+        first.guardrail_trail["fallback"] is True
+        and first.guardrail_trail["guardrail_version"] is None
+    )
     assert first.context == {"device": "mobile", "cart_items": 2}
     assert first.jurisdiction == "US-NY"
     assert first.created_at.tzinfo is not None

@@ -95,6 +95,7 @@ rule_kwargs = st.fixed_dictionaries({
     "min_margin": st.none() | st.floats(0.0, 2.0), "max_discount": fraction, "max_increase": fraction,
     "max_change": st.none() | st.floats(0.01, 0.5), "ending": st.none() | st.integers(0, 99),
     "step": st.none() | st.integers(1, 50), "exclude": st.none() | st.booleans(),
+    "segment_gap": st.none() | st.floats(1.0, 1.5),
 })  # fmt: skip
 
 
@@ -103,6 +104,10 @@ def scenarios(draw):
     list_price = draw(st.integers(200, 2500))
     cost = draw(st.integers(0, list_price))
     last = draw(st.none() | st.integers(100, 3000))
+    others = draw(
+        st.none()
+        | st.tuples(st.integers(100, 3000), st.integers(0, 500)).map(lambda t: (t[0], t[0] + t[1]))
+    )
     rules = []
     for scope, target in (("global", None), ("category", "tea"), ("sku", "TEA-1")):
         if draw(st.booleans()):
@@ -111,7 +116,7 @@ def scenarios(draw):
                 kwargs["floor"], kwargs["ceiling"] = kwargs["ceiling"], kwargs["floor"]
             rules.append(Rule(scope, target, **kwargs))
     return (
-        ProductFacts("TEA-1", "tea", list_price, cost, last),
+        ProductFacts("TEA-1", "tea", list_price, cost, last, others),
         GuardrailSet(rules=tuple(rules)),
         draw(st.booleans()),
     )
@@ -139,6 +144,10 @@ def violations(price, facts, rules):
         and abs(price - facts.last_price) > facts.last_price * v["max_change"] + 1e-6
     ):
         out.append("max_change")
+    if "segment_gap" in v and facts.other_segment_prices is not None:
+        lowest, highest = facts.other_segment_prices
+        if max(highest, price) > v["segment_gap"] * min(lowest, price) + 1e-6:
+            out.append("segment_gap")
     if "ending" in v and price % 100 != v["ending"]:
         out.append("ending")
     if "ending" not in v and "step" in v and price % v["step"] != 0:
@@ -153,7 +162,8 @@ def test_no_personalized_price_ever_violates_a_guardrail(scenario, seed):
     posterior = synthetic_posterior(n_draws=60, seed=seed % 1000, spread=1.0)
     policy = ThompsonPricePolicy(lambda: ("v1", posterior), lambda: rules, epsilon=0.1, seed=seed)
     line = LineContext("default", "TEA-1", "tea", "USD", facts.list_price, facts.unit_cost,
-                       personalization_allowed=consent, last_price_minor=facts.last_price)  # fmt: skip
+                       personalization_allowed=consent, last_price_minor=facts.last_price,
+                       other_segment_prices=facts.other_segment_prices)  # fmt: skip
     decision = policy.decide(line)
     assert 0 < decision.propensity <= 1
     if decision.personalized:
