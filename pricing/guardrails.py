@@ -135,7 +135,7 @@ class ProductFacts:
     """What guardrails need to know about a SKU (money in minor units).
 
     ``last_price`` is the last price served in the current period; ``other_segment_prices``
-    the (lowest, highest) price served to *other* segments in the period.
+    the (lowest, highest) price served to any segment in the period.
     """
 
     sku: str

@@ -47,7 +47,7 @@ class LineContext:
     last_price_minor : int or None
         Last price served for this SKU in the current guardrail period (minor units).
     other_segment_prices : (int, int) or None
-        Lowest and highest price served to other segments for this SKU in the period.
+        Lowest and highest price served to any segment for this SKU in the period.
     """
 
     segment: str

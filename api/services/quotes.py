@@ -36,13 +36,15 @@ def _last_prices(session: Session, skus: set[str], since: datetime) -> dict[str,
     return {sku: price for sku, price in rows}
 
 
-def _other_segment_prices(
-    session: Session, skus: set[str], segment: str, since: datetime
-) -> dict[str, tuple[int, int]]:
-    """(lowest, highest) price served today per SKU to segments other than ``segment``."""
+def _served_range(session: Session, skus: set[str], since: datetime) -> dict[str, tuple[int, int]]:
+    """(lowest, highest) price served today per SKU, to any segment.
+
+    Every segment's prices count, the line's own segment's included: otherwise one
+    segment could drift away while the others stand still (found by the API test).
+    """
     rows = session.execute(
         select(Decision.sku, func.min(Decision.price_minor), func.max(Decision.price_minor))
-        .where(Decision.sku.in_(skus), Decision.created_at >= since, Decision.segment != segment)
+        .where(Decision.sku.in_(skus), Decision.created_at >= since)
         .group_by(Decision.sku)
     )
     return {sku: (int(lo), int(hi)) for sku, lo, hi in rows}
@@ -143,7 +145,7 @@ def create_quote(
             hour=0, minute=0, second=0, microsecond=0
         )  # guardrail period: UTC day
         last_prices = _last_prices(session, skus, period_start)
-        other_prices = _other_segment_prices(session, skus, segment_key, period_start)
+        served_range = _served_range(session, skus, period_start)
         out_lines = []
         decisions = []
         for index, line in enumerate(request.lines):
@@ -167,7 +169,7 @@ def create_quote(
                 personalization_allowed=allowed,
                 features=request.context,
                 last_price_minor=last_prices.get(product.sku),
-                other_segment_prices=other_prices.get(product.sku),
+                other_segment_prices=served_range.get(product.sku),
             )
             try:
                 decision = policy.decide(context)

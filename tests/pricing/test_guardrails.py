@@ -178,7 +178,7 @@ def test_no_personalized_price_ever_violates_a_guardrail(scenario, seed):
         assert math.isclose(decision.propensity, probs[list(prices).index(decision.price_minor)])
     elif decision.fallback:
         assert (
-            "no_price_within_max_change" in decision.reasons
+            "no_price_within_period_caps" in decision.reasons
             or decision.price_minor == facts.list_price
         )
     else:
