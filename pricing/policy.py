@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pricing.guardrails import GuardrailSet, ProductFacts
 from pricing.posterior import DemandPosterior
@@ -129,6 +130,31 @@ class ListPricePolicy:
         )
 
 
+@dataclass(frozen=True)
+class _Ladder:
+    """A SKU's candidate prices under one rule set, with the arrays the hot path needs."""
+
+    prices: NDArray[np.int64]
+    binding: dict[str, list[str]]
+    neg_log_ratio: NDArray[np.float32]
+    half_margin: NDArray[np.float32]
+    reference: int | None
+    personalization_allowed: bool
+
+    @classmethod
+    def build(cls, rules: GuardrailSet, facts: ProductFacts, n_max: int) -> _Ladder:
+        prices, binding = rules.feasible_prices(facts, n_max=n_max)
+        ratio = prices / facts.list_price if len(prices) else np.ones(0)
+        reference = (
+            int(prices[np.argmin(np.abs(prices - facts.list_price))]) if len(prices) else None
+        )
+        return cls(
+            prices, binding, (-np.log(ratio)).astype(np.float32),
+            (0.5 * (prices - facts.unit_cost)).astype(np.float32), reference,
+            rules.personalization_allowed(facts),
+        )  # fmt: skip
+
+
 class ThompsonPricePolicy:
     """Thompson sampling on expected profit over the guardrail price ladder.
 
@@ -172,6 +198,9 @@ class ThompsonPricePolicy:
         self.epsilon = epsilon
         self.n_prices = n_prices
         self._rng = np.random.default_rng(seed)
+        # Ladders depend only on the rules and the product facts: cache them per rule set.
+        self._ladder_rules: GuardrailSet | None = None
+        self._ladders: dict[ProductFacts, _Ladder] = {}
 
     def _deterministic(
         self, price: int, reasons: tuple[str, ...], *, fallback: bool = False
@@ -181,6 +210,8 @@ class ThompsonPricePolicy:
     def decide(self, line: LineContext) -> PriceDecision:
         """Choose the line's price; see the class notes for the non-personalized cases."""
         rules = self._guardrails()
+        if rules is not self._ladder_rules:
+            self._ladder_rules, self._ladders = rules, {}
         facts = ProductFacts(
             line.sku,
             line.category,
@@ -189,10 +220,13 @@ class ThompsonPricePolicy:
             line.last_price_minor,
             line.other_segment_prices,
         )
-        prices, binding = rules.feasible_prices(facts, n_max=self.n_prices)
-        reference = (
-            int(prices[np.argmin(np.abs(prices - line.list_price_minor))]) if len(prices) else None
-        )
+        ladder = self._ladders.get(facts)
+        if ladder is None:
+            if len(self._ladders) > 100_000:
+                self._ladders.clear()
+            ladder = self._ladders[facts] = _Ladder.build(rules, facts, self.n_prices)
+        prices, binding = ladder.prices, ladder.binding
+        reference = ladder.reference
         if reference is None:
             # Only the per-period caps (change, segment gap) can empty a validated set:
             # serve the statically allowed price nearest to list, and say so.
@@ -210,18 +244,22 @@ class ThompsonPricePolicy:
             return self._deterministic(line.list_price_minor, ("kill_switch",))
         if not line.personalization_allowed:
             return self._deterministic(line.list_price_minor, ("customer_opted_out",))
-        if not rules.personalization_allowed(facts):
+        if not ladder.personalization_allowed:
             return self._deterministic(line.list_price_minor, ("excluded_from_personalization",))
         served = self._posterior()
         if served is None:
             return self._deterministic(reference, ("no_demand_model",), fallback=True)
         version, posterior = served
-        ratio = prices / line.list_price_minor
-        p_buy = posterior.conversion_probability(
-            line.segment, line.sku, ratio, category=line.category
-        )
-        profit = p_buy * (prices - line.unit_cost_minor)[None, :]
-        choice = choose(profit, posterior.weights, self.epsilon, self._rng)
+        fitted = posterior.fitted_indices(line.segment, line.sku)
+        if fitted is not None:
+            profit = posterior._profit(*fitted, ladder.neg_log_ratio, ladder.half_margin)
+        else:
+            profit = posterior.expected_profit(
+                line.segment, line.sku, prices / line.list_price_minor,
+                (prices - line.unit_cost_minor).astype(float), category=line.category,
+            )  # fmt: skip
+        arrays = posterior._decision_arrays
+        choice = choose(profit, arrays["weights"], self.epsilon, self._rng, cdf=arrays["cdf"])
         price = int(prices[choice.index])
         reasons = ["thompson_sampling" if not choice.explored else "exploration"]
         if price == prices[0]:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -230,6 +231,85 @@ class DemandPosterior:
         eta = intercept[:, None] + slope[:, None] * np.log(ratio)[None, :]
         eta += self.promotion_lift(promotion)[:, None]
         return _sigmoid(eta)
+
+    @cached_property
+    def _decision_arrays(self) -> dict[str, Any]:
+        """float32 copies and the weights' CDF, computed once per posterior (hot path)."""
+        w = self.weights
+        return {
+            "a_seg": np.ascontiguousarray(self.a_seg, dtype=np.float32),
+            "a_sku": np.ascontiguousarray(self.a_sku, dtype=np.float32),
+            "neg_slope": np.exp(self.log_e).astype(np.float32),
+            "weights": w,
+            "cdf": np.cumsum(w),
+        }
+
+    def expected_profit(
+        self,
+        segment: str,
+        sku: str,
+        price_ratio: FloatArray,
+        margin: FloatArray,
+        *,
+        category: str | None = None,
+        promotion: str | None = None,
+    ) -> NDArray[np.float32]:
+        """P(buy) x margin under every draw, computed in float32 in place (the quote hot path).
+
+        Parameters
+        ----------
+        price_ratio : ndarray, shape (P,)
+            Candidate price / list price.
+        margin : ndarray, shape (P,)
+            Candidate price minus unit cost (minor units).
+
+        Returns
+        -------
+        ndarray of float32, shape (D, P)
+        """
+        i_seg = self._index["segment"].get(segment)
+        i_sku = self._index["sku"].get(sku)
+        category = self.sku_category.get(sku, category)
+        i_pair = self._index["pair"].get((segment, category or ""))
+        if i_seg is None or i_sku is None or i_pair is None or promotion:
+            p = self.conversion_probability(
+                segment, sku, price_ratio, category=category, promotion=promotion
+            )
+            return (p * margin[None, :]).astype(np.float32)
+        neg_log_ratio = (-np.log(price_ratio)).astype(np.float32)
+        return self._profit(i_seg, i_sku, i_pair, neg_log_ratio, (0.5 * margin).astype(np.float32))
+
+    def _profit(
+        self,
+        i_seg: int,
+        i_sku: int,
+        i_pair: int,
+        neg_log_ratio: NDArray[np.float32],
+        half_margin: NDArray[np.float32],
+    ) -> NDArray[np.float32]:
+        arrays = self._decision_arrays
+        eta = np.multiply.outer(arrays["neg_slope"][:, i_pair], neg_log_ratio)
+        eta += (arrays["a_seg"][:, i_seg] + arrays["a_sku"][:, i_sku])[:, None]
+        eta *= 0.5
+        np.tanh(eta, out=eta)  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+        eta += 1.0
+        eta *= half_margin[None, :]
+        out: NDArray[np.float32] = eta
+        return out
+
+    def fitted_indices(self, segment: str, sku: str) -> tuple[int, int, int] | None:
+        """(segment, sku, pair) positions when all are fitted (no cold start needed), else None."""
+        i_seg = self._index["segment"].get(segment)
+        i_sku = self._index["sku"].get(sku)
+        i_pair = self._index["pair"].get((segment, self.sku_category.get(sku, "")))
+        if i_seg is None or i_sku is None or i_pair is None:
+            return None
+        return i_seg, i_sku, i_pair
+
+    def sample_draw(self, u: float) -> int:
+        """Index of the draw at quantile ``u`` in [0, 1) of the weights (draw ~ weight)."""
+        cdf = self._decision_arrays["cdf"]
+        return min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), self.n_draws - 1)
 
     def elasticity_summary(
         self, segment: str, category: str, prob: float = 0.9

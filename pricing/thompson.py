@@ -13,6 +13,7 @@ computed over all draws (not estimated), which is what off-policy evaluation nee
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,7 +44,7 @@ class ThompsonChoice:
 
 
 def choice_probabilities(
-    profit: NDArray[np.float64], weights: NDArray[np.float64], epsilon: float
+    profit: NDArray[np.floating[Any]], weights: NDArray[np.float64], epsilon: float
 ) -> NDArray[np.float64]:
     """Exact action distribution of ε-mixed Thompson sampling.
 
@@ -70,10 +71,13 @@ def choice_probabilities(
 
 
 def choose(
-    profit: NDArray[np.float64],
+    profit: NDArray[np.floating[Any]],
     weights: NDArray[np.float64],
     epsilon: float,
     rng: np.random.Generator,
+    *,
+    best: NDArray[np.intp] | None = None,
+    cdf: NDArray[np.float64] | None = None,
 ) -> ThompsonChoice:
     """Draw one Thompson-sampling decision and report its exact propensity.
 
@@ -83,6 +87,10 @@ def choose(
     weights : ndarray, shape (D,)
     epsilon : float
     rng : numpy.random.Generator
+    best : ndarray of int, shape (D,), optional
+        Precomputed argmax of ``profit`` per draw.
+    cdf : ndarray, shape (D,), optional
+        Precomputed cumulative weights.
 
     Returns
     -------
@@ -94,11 +102,19 @@ def choose(
         raise ValueError(
             f"profit must have shape (D, n>0) with D = len(weights); got {profit.shape}"
         )
-    probabilities = choice_probabilities(profit, weights, epsilon)
+    n = profit.shape[1]
+    if best is None:
+        best = np.argmax(profit, axis=1)
+    greedy = np.bincount(best, weights=weights, minlength=n)
+    probabilities: NDArray[np.float64] = (1.0 - epsilon) * (greedy / greedy.sum()) + epsilon / n
     explored = bool(rng.random() < epsilon)
     if explored:
-        index = int(rng.integers(profit.shape[1]))
+        index = int(rng.integers(n))
     else:
-        draw = int(rng.choice(len(weights), p=weights))
-        index = int(np.argmax(profit[draw]))
+        if cdf is None:
+            cdf = np.cumsum(weights)
+        draw = min(
+            int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(weights) - 1
+        )
+        index = int(best[draw])
     return ThompsonChoice(index, float(probabilities[index]), probabilities, explored)

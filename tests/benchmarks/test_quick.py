@@ -19,3 +19,10 @@ def test_refit_benchmark_table_reports_ratios_against_nuts():
     text = refit.table(rows)
     assert "| 100 | advi | 2.5 | 0.25 | n/a (approx.) |" in text
     assert "| 100 | nuts | 10.0 | 1.00 |" in text
+
+
+def test_decision_latency_benchmark_quick_mode(capsys):
+    from benchmarks import decision_latency
+
+    assert decision_latency.main(["--quick"]) == 0
+    assert "engine p50" in capsys.readouterr().out
