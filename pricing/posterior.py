@@ -236,10 +236,11 @@ class DemandPosterior:
     def _decision_arrays(self) -> dict[str, Any]:
         """float32 copies and the weights' CDF, computed once per posterior (hot path)."""
         w = self.weights
+        # Halved once here, so the hot path's logistic needs no extra pass: sigmoid(x) = (1 + tanh(x/2)) / 2.
         return {
-            "a_seg": np.ascontiguousarray(self.a_seg, dtype=np.float32),
-            "a_sku": np.ascontiguousarray(self.a_sku, dtype=np.float32),
-            "neg_slope": np.exp(self.log_e).astype(np.float32),
+            "half_a_seg": np.ascontiguousarray(0.5 * self.a_seg, dtype=np.float32),
+            "half_a_sku": np.ascontiguousarray(0.5 * self.a_sku, dtype=np.float32),
+            "half_neg_slope": (0.5 * np.exp(self.log_e)).astype(np.float32),
             "weights": w,
             "cdf": np.cumsum(w),
         }
@@ -288,10 +289,9 @@ class DemandPosterior:
         half_margin: NDArray[np.float32],
     ) -> NDArray[np.float32]:
         arrays = self._decision_arrays
-        eta = np.multiply.outer(arrays["neg_slope"][:, i_pair], neg_log_ratio)
-        eta += (arrays["a_seg"][:, i_seg] + arrays["a_sku"][:, i_sku])[:, None]
-        eta *= 0.5
-        np.tanh(eta, out=eta)  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+        eta = np.multiply.outer(arrays["half_neg_slope"][:, i_pair], neg_log_ratio)
+        eta += (arrays["half_a_seg"][:, i_seg] + arrays["half_a_sku"][:, i_sku])[:, None]
+        np.tanh(eta, out=eta)
         eta += 1.0
         eta *= half_margin[None, :]
         out: NDArray[np.float32] = eta
