@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine, make_url, text
 
 from api.app import create_app
@@ -25,6 +26,12 @@ from api.orm import Base
 from api.security import Role
 from api.services.keys import create_key
 from api.settings import load_settings
+
+# CI explores the same examples every run (a red CI blocks a submission); developers'
+# runs keep drawing new ones, which is how the property tests find new edge cases.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 POSTGRES_URL = os.environ.get(
     "PRICING_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

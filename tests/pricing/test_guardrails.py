@@ -146,7 +146,9 @@ def violations(price, facts, rules):
         out.append("max_change")
     if "segment_gap" in v and facts.other_segment_prices is not None:
         lowest, highest = facts.other_segment_prices
-        if max(highest, price) > v["segment_gap"] * min(lowest, price) + 1e-6:
+        # The new price stays within the gap of every price already served (the earlier
+        # prices may themselves be further apart if the rule was tightened during the day).
+        if price > v["segment_gap"] * lowest + 1e-6 or price * v["segment_gap"] < highest - 1e-6:
             out.append("segment_gap")
     if "ending" in v and price % 100 != v["ending"]:
         out.append("ending")
