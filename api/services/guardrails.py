@@ -282,9 +282,10 @@ class GuardrailCache:
                         self._value = (None, GuardrailSet())
                     else:
                         skus = [r.get("target") for r in row.rules if r.get("scope") == "sku"]
-                        currencies = dict(session.execute(
+                        rows = session.execute(
                             select(Product.sku, Product.currency).where(Product.sku.in_(skus))
-                        ).tuples().all())  # fmt: skip
+                        )
+                        currencies = {sku: currency for sku, currency in rows}
                         self._value = (
                             row.id,
                             rules_from_stored(row.rules, currencies, row.kill_switch),
