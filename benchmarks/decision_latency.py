@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -27,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import replace_section
 from pricing.guardrails import GuardrailSet, Rule
 from pricing.policy import LineContext, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 PEERS = Path(__file__).resolve().parent / ".venv-peers"
 BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
 
@@ -151,14 +150,7 @@ def write_doc(ours: dict[str, float], vw: dict[str, float], command: str) -> Non
         "",
         END,
     ])  # fmt: skip
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-        text = re.sub(
-            re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: section, text, flags=re.S
-        )
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    replace_section(BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:

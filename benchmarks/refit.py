@@ -15,13 +15,12 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.report import DOC, replace_section
 from experiments.synthetic import DemandTruth
 from pricing.demand import DemandModel, nutpie_available
 
@@ -31,7 +30,6 @@ SIZES = {
     5000: (20, 50, 4),
 }  # cells: (segments, skus, categories)
 RATIOS = (0.8, 0.9, 1.0, 1.1, 1.2)
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- refit:begin -->", "<!-- refit:end -->"
 
 
@@ -128,18 +126,7 @@ def write_doc(rows: list[dict[str, Any]], command: str) -> None:
         *_findings(rows),
         END,
     ])  # fmt: skip
-    text = (
-        DOC.read_text()
-        if DOC.exists()
-        else "# Benchmarks\n\nEvery figure here is reproducible with the command shown next to it.\n\n"
-    )
-    if BEGIN in text:
-        text = re.sub(
-            re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: section, text, flags=re.S
-        )
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    replace_section(BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
