@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, FieldProblem
-from api.orm import Decision, Product, Segment, utcnow
+from api.orm import Decision, Outcome, Product, Segment, utcnow
 from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
 from pricing.money import from_minor
 from pricing.policy import LineContext, PriceDecision, PricePolicy
@@ -141,6 +141,13 @@ def create_quote(
         quote_id = uuid.uuid4()
         expires_at = now + ttl
         sticky = _sticky(session, request.customer_id, skus, now) if allowed else {}
+        reported = set(
+            session.scalars(
+                select(Outcome.decision_id).where(
+                    Outcome.decision_id.in_([d.id for d in sticky.values()])
+                )
+            )
+        )
         period_start = now.replace(
             hour=0, minute=0, second=0, microsecond=0
         )  # guardrail period: UTC day
@@ -151,9 +158,11 @@ def create_quote(
         for index, line in enumerate(request.lines):
             product = products[line.sku]
             previous = sticky.get(product.sku)
+            if previous is not None and previous.segment != segment_key:
+                previous = None
             if (
                 previous is not None
-                and previous.segment == segment_key
+                and previous.id not in reported
                 and previous.quantity == line.quantity
             ):
                 out_lines.append(_line_from(previous, index))
@@ -172,7 +181,13 @@ def create_quote(
                 other_segment_prices=served_range.get(product.sku),
             )
             try:
-                decision = policy.decide(context)
+                if previous is not None:
+                    # Same price until the earlier quote expires; a new decision, so a second
+                    # purchase is counted. Not a policy choice: propensity 1, policy "sticky/1".
+                    decision = PriceDecision(previous.price_minor, 1.0, previous.personalized, "sticky/1",
+                                             ("sticky_quote",), previous.model_version, False, 1)  # fmt: skip
+                else:
+                    decision = policy.decide(context)
             except Exception:  # a failing model never fails checkout: list price, flagged
                 log.exception("price policy failed for %s; serving the list price", product.sku)
                 decision = PriceDecision(product.list_price_minor, 1.0, False, "fallback", ("policy_error",),
@@ -183,7 +198,7 @@ def create_quote(
                 quote_id=quote_id,
                 line_no=index,
                 created_at=now,
-                expires_at=expires_at,
+                expires_at=previous.expires_at if previous is not None else expires_at,
                 customer_id=request.customer_id,
                 segment=segment_key,
                 sku=product.sku,

@@ -176,3 +176,19 @@ def test_segment_price_gap_and_daily_change_caps_hold_across_quotes(priced):
         everything = served["default"] + served["loyalty"]
         if served["default"] and served["loyalty"]:
             assert max(everything) <= min(everything) * Decimal("1.05") + Decimal("0.01")
+
+
+def test_a_repeat_purchase_within_the_quote_ttl_is_a_new_decision_at_the_same_price(priced):
+    first = priced.quote("TEA-1", customer="buyer")["lines"][0]
+    outcome = {
+        "decision_id": first["decision_id"],
+        "converted": True,
+        "quantity": 1,
+        "revenue": first["price"],
+    }
+    assert priced.post("/v1/outcomes", Role.CHECKOUT, json=outcome).status_code == 201
+    again = priced.quote("TEA-1", customer="buyer")["lines"][0]
+    assert again["decision_id"] != first["decision_id"] and again["price"] == first["price"]
+    assert again["reasons"] == ["sticky_quote"] and again["propensity"] == 1.0
+    second = {**outcome, "decision_id": again["decision_id"]}
+    assert priced.post("/v1/outcomes", Role.CHECKOUT, json=second).status_code == 201
