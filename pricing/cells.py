@@ -8,7 +8,7 @@ Bernoulli trial with the same success probability, so the log reduces exactly to
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,11 +25,14 @@ class CellRecord:
     segment, sku, category : str
         Who, what, and the SKU's category.
     price_ratio : float
-        Offered price / reference (list) price, dimensionless, > 0.
+        Effective price (after any promotion discount) / reference (list) price,
+        dimensionless, > 0.
     promotion : str
         Promotion identifier, ``""`` for none.
     trials, conversions : int
         Decisions with a known outcome, and how many converted.
+    context : tuple of float
+        Encoded declared context features (see :mod:`pricing.context`), () when none.
     """
 
     segment: str
@@ -39,6 +42,7 @@ class CellRecord:
     promotion: str
     trials: int
     conversions: int
+    context: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ class Cells:
     log_price_ratio : ndarray of float, shape (n_cells,)
         log(price / list price), dimensionless.
     trials, conversions : ndarray of int, shape (n_cells,)
+    context : ndarray of float, shape (n_cells, n_columns)
+        Encoded declared context features (zero columns when none is declared).
+    context_columns : tuple of str
+        Names of the context columns.
     """
 
     segment: NDArray[np.str_]
@@ -60,9 +68,21 @@ class Cells:
     promotion: NDArray[np.str_]
     trials: NDArray[np.int64]
     conversions: NDArray[np.int64]
+    context: NDArray[np.float64] | None = field(default=None)
+    context_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.trials)
+        if self.context is None:
+            object.__setattr__(self, "context", np.zeros((n, len(self.context_columns))))
+        assert self.context is not None
+        if self.context.shape != (n, len(self.context_columns)):
+            raise ValueError(
+                f"cells: context has shape {self.context.shape}, expected "
+                f"({n}, {len(self.context_columns)})"
+            )
+        if n and not np.isfinite(self.context).all():
+            raise ValueError("cells: context values must be finite")
         for name in ("segment", "sku", "category", "log_price_ratio", "promotion", "conversions"):
             if len(getattr(self, name)) != n:
                 raise ValueError(
@@ -83,14 +103,36 @@ class Cells:
         return len(self.trials)
 
     @classmethod
-    def from_records(cls, records: Iterable[CellRecord]) -> Cells:
+    def from_records(
+        cls, records: Iterable[CellRecord], context_columns: tuple[str, ...] = ()
+    ) -> Cells:
         """Build from :class:`CellRecord` rows, merging rows that describe the same cell.
 
         Cells come out sorted, whatever the order of ``records``.
+
+        Parameters
+        ----------
+        records : iterable of CellRecord
+            Each record's ``context`` has ``len(context_columns)`` entries.
+        context_columns : tuple of str
+            Names of the encoded context columns.
         """
-        merged: dict[tuple[str, str, str, float, str], list[int]] = {}
+        merged: dict[tuple[str, str, str, float, str, tuple[float, ...]], list[int]] = {}
+        width = len(context_columns)
         for r in records:
-            key = (r.segment, r.sku, r.category, round(float(r.price_ratio), 12), r.promotion)
+            if len(r.context) != width:
+                raise ValueError(
+                    f"cells: a record has {len(r.context)} context values, expected {width}"
+                )
+            context = tuple(round(float(v), 12) for v in r.context)
+            key = (
+                r.segment,
+                r.sku,
+                r.category,
+                round(float(r.price_ratio), 12),
+                r.promotion,
+                context,
+            )
             acc = merged.setdefault(key, [0, 0])
             acc[0] += r.trials
             acc[1] += r.conversions
@@ -103,6 +145,8 @@ class Cells:
             promotion=np.array([k[4] for k in keys], dtype=str),
             trials=np.array([merged[k][0] for k in keys], dtype=np.int64),
             conversions=np.array([merged[k][1] for k in keys], dtype=np.int64),
+            context=np.array([k[5] for k in keys], dtype=float).reshape(len(keys), width),
+            context_columns=tuple(context_columns),
         )
 
     @property

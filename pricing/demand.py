@@ -1,7 +1,8 @@
 """Hierarchical Bayesian conversion model per segment, fitted on cells with PyMC.
 
-P(buy | s, j, p, k) = sigmoid(a_seg[s] + a_sku[j] + b[s, c(j)] · log(p / p_ref[j]) + g[k]),
-b = -exp(log_e) < 0.
+P(buy | s, j, p, k, x) = sigmoid(a_seg[s] + a_sku[j] + b[s, c(j)] · log(p / p_ref[j]) + g[k] + x·d),
+b = -exp(log_e) < 0, p the effective price (after any promotion discount), g[k] the lift of
+promotion k beyond its price effect, x the encoded declared context features.
 
 - log_e[s, c] is partially pooled within category c (mean mu_cat[c], scale sd_seg), and
   categories are pooled globally (mu_cat ~ Normal(mu_global, sd_cat)).
@@ -122,6 +123,7 @@ class DemandModel:
         "intercept_sku_sd": HalfNormal(sigma=1.0),
         "intercept_segment_sd": HalfNormal(sigma=0.5),
         "promotion_lift": Normal(mu=0.0, sigma=0.5),
+        "context_effect": Normal(mu=0.0, sigma=0.5),
         # Centre a group's parameter when its own data pin it down much more tightly than
         # groups differ (approximate posterior sd from the Fisher information below
         # centred_ratio x the between-group spread); non-centre it otherwise. Either choice
@@ -231,6 +233,7 @@ class DemandModel:
             "category": categories.tolist(),
             "pair": [f"{segments[s]}|{categories[c]}" for s, c in zip(pair_s, pair_c, strict=True)],
             "promotion": promotions.tolist(),
+            "context": list(cells.context_columns),
         }
         self.coords_ = coords
         self.sku_category_ = {str(s): str(categories[c]) for s, c in zip(skus, sku_c, strict=True)}
@@ -285,6 +288,12 @@ class DemandModel:
             eta = (
                 a_seg[s_idx] + a_sku[j_idx] - pt.exp(log_e[p_idx]) * cells.log_price_ratio + g_cell
             )
+            if cells.context_columns:
+                effect = cfg["context_effect"]
+                d = pm.Normal("d", effect.mu, effect.sigma, dims="context")
+                eta = eta + pt.dot(np.asarray(cells.context), d)
+            else:
+                pm.Deterministic("d", pt.zeros(0), dims="context")
             pm.Binomial("conversions", n=cells.trials, logit_p=eta, observed=cells.conversions)
         return model
 
@@ -343,6 +352,9 @@ class DemandModel:
         ):
             # Mixing is fine but slow: draw longer (ESS grows with draws), once.
             need = draws * float(sc["min_ess_bulk"]) / max(diagnostics.min_ess_bulk, 1.0) * 1.5
+            if diagnostics.max_rhat > float(sc["max_rhat"]):
+                # R-hat shrinks with chain length, not with ESS headroom: at least double.
+                need = max(need, 2.0 * draws)
             idata = self._sample(
                 model, method, target_accept, min(max_draws, int(need)), progressbar
             )
@@ -385,7 +397,7 @@ class DemandModel:
 
         sc = self.sampler_config
         names = [v for v in ("mu_global", "sd_cat", "mu_cat_z", "sd_seg", "log_e", "mu_a", "sd_a_sku",
-                             "a_sku", "sd_a_seg", "a_seg", "a_seg_z", "g") if v in idata.posterior and idata.posterior[v].size]  # fmt: skip
+                             "a_sku", "sd_a_seg", "a_seg", "a_seg_z", "g", "d") if v in idata.posterior and idata.posterior[v].size]  # fmt: skip
         approximate = method == "advi"
         ess = float(az.ess(idata, var_names=names, method="bulk").to_array().min())
         if approximate:
@@ -426,7 +438,9 @@ class DemandModel:
 
         d = stacked("mu_global").shape[0]
         g = stacked("g") if "g" in post else np.zeros((d, 0))
+        context_d = stacked("d") if "d" in post else np.zeros((d, 0))
         return DemandPosterior(
+            context_columns=tuple(self.coords_.get("context", [])),
             segments=tuple(self.coords_["segment"]),
             skus=tuple(self.coords_["sku"]),
             categories=tuple(self.coords_["category"]),
@@ -436,7 +450,7 @@ class DemandModel:
             a_seg=stacked("a_seg"), a_sku=stacked("a_sku"), log_e=stacked("log_e"), g=g,
             mu_a=stacked("mu_a"), sd_a_sku=stacked("sd_a_sku"), sd_a_seg=stacked("sd_a_seg"),
             mu_global=stacked("mu_global"), sd_cat=stacked("sd_cat"), sd_seg=stacked("sd_seg"),
-            mu_cat=stacked("mu_cat"), log_weights=np.zeros(d),
+            mu_cat=stacked("mu_cat"), d=context_d, log_weights=np.zeros(d),
             meta={"model": MODEL_VERSION, "config_hash": self.config_hash,
                   "diagnostics": self.diagnostics_.to_dict(), "parameterisation": self.parameterisation_,
                   **(meta or {})},

@@ -222,7 +222,9 @@ def choose_paced(
         index = int(rng.integers(n))
     else:
         cdf = np.cumsum(weights)
-        draw = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(weights) - 1)
+        draw = min(
+            int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(weights) - 1
+        )
         row = np.cumsum(mixtures[draw])
         index = min(int(np.searchsorted(row, rng.random() * row[-1], side="right")), n - 1)
     return PacedChoice(index, float(probabilities[index]), probabilities, explored)

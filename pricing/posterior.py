@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from pricing.context import ContextSchema
 
 __all__ = ["DemandPosterior", "stable_seed"]
 
@@ -38,7 +41,10 @@ def _sigmoid(x: FloatArray) -> FloatArray:
 class DemandPosterior:
     """Thinned posterior draws of the hierarchical conversion model.
 
-    P(buy | s, j, p, k) = sigmoid(a_seg[s] + a_sku[j] - exp(log_e[s, c(j)]) · log(p / p_ref) + g[k])
+    P(buy | s, j, p, k, x) = sigmoid(a_seg[s] + a_sku[j] - exp(log_e[s, c(j)]) · log(p / p_ref) + g[k] + x·d)
+
+    with p the effective price (after any promotion discount) and x the encoded declared
+    context (:mod:`pricing.context`; its schema is ``meta["context_schema"]``).
 
     Attributes
     ----------
@@ -62,6 +68,10 @@ class DemandPosterior:
         Category means of log elasticity.
     log_weights : ndarray, shape (D,)
         Unnormalised log importance weights (0 after a fit).
+    d : ndarray, shape (D, n_context_columns)
+        Coefficients of the encoded context features (logit scale); none by default.
+    context_columns : tuple of str
+        Names of the context columns.
     meta : dict
         Version, method, config hash, diagnostics... (JSON-serialisable).
     """
@@ -84,14 +94,22 @@ class DemandPosterior:
     sd_seg: FloatArray
     mu_cat: FloatArray
     log_weights: FloatArray
+    d: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    context_columns: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     _index: dict[str, dict[Any, int]] = field(default_factory=dict, compare=False, repr=False)
 
     ARRAYS = ("a_seg", "a_sku", "log_e", "g", "mu_a", "sd_a_sku", "sd_a_seg", "mu_global",
-              "sd_cat", "sd_seg", "mu_cat", "log_weights")  # fmt: skip
+              "sd_cat", "sd_seg", "mu_cat", "log_weights", "d")  # fmt: skip
 
     def __post_init__(self) -> None:
         d = self.n_draws
+        if self.d.shape == (0, 0) and (d or self.context_columns):
+            object.__setattr__(self, "d", np.zeros((d, len(self.context_columns))))
+        if self.d.ndim != 2 or self.d.shape[1] != len(self.context_columns):
+            raise ValueError(
+                f"posterior: d has shape {self.d.shape}, expected (D, {len(self.context_columns)})"
+            )
         for name in self.ARRAYS:
             if getattr(self, name).shape[0] != d:
                 raise ValueError(
@@ -207,6 +225,7 @@ class DemandPosterior:
         *,
         category: str | None = None,
         promotion: str | None = None,
+        offset: FloatArray | None = None,
     ) -> FloatArray:
         """P(buy) under every draw.
 
@@ -214,10 +233,12 @@ class DemandPosterior:
         ----------
         segment, sku : str
         price_ratio : float or ndarray, shape (P,)
-            Offered price / list price (dimensionless, > 0).
+            Effective price / list price (dimensionless, > 0).
         category : str, optional
             Category of a SKU new to the model.
         promotion : str, optional
+        offset : ndarray, shape (D,), optional
+            Extra logit term per draw, e.g. :meth:`context_offset`.
 
         Returns
         -------
@@ -230,7 +251,23 @@ class DemandPosterior:
         intercept, slope = self.logit_terms(segment, sku, category)
         eta = intercept[:, None] + slope[:, None] * np.log(ratio)[None, :]
         eta += self.promotion_lift(promotion)[:, None]
+        if offset is not None:
+            eta += offset[:, None]
         return _sigmoid(eta)
+
+    def context_offset(self, context: Mapping[str, object]) -> FloatArray | None:
+        """x·d per draw for a request context, shape (D,); None when no feature applies."""
+        if not self.context_columns:
+            return None
+        x = self._context_schema.encode(context)
+        if not x.any():
+            return None
+        out: FloatArray = self.d @ x
+        return out
+
+    @cached_property
+    def _context_schema(self) -> ContextSchema:
+        return ContextSchema.from_dict(self.meta.get("context_schema"))
 
     @cached_property
     def _decision_arrays(self) -> dict[str, Any]:
@@ -254,15 +291,18 @@ class DemandPosterior:
         *,
         category: str | None = None,
         promotion: str | None = None,
+        offset: FloatArray | None = None,
     ) -> NDArray[np.float32]:
         """P(buy) x margin under every draw, computed in float32 in place (the quote hot path).
 
         Parameters
         ----------
         price_ratio : ndarray, shape (P,)
-            Candidate price / list price.
+            Candidate effective price / list price.
         margin : ndarray, shape (P,)
-            Candidate price minus unit cost (minor units).
+            Candidate effective price minus unit cost and promotion cost (minor units).
+        offset : ndarray, shape (D,), optional
+            Extra logit term per draw (context).
 
         Returns
         -------
@@ -272,13 +312,19 @@ class DemandPosterior:
         i_sku = self._index["sku"].get(sku)
         category = self.sku_category.get(sku, category)
         i_pair = self._index["pair"].get((segment, category or ""))
-        if i_seg is None or i_sku is None or i_pair is None or promotion:
+        if i_seg is None or i_sku is None or i_pair is None:
             p = self.conversion_probability(
-                segment, sku, price_ratio, category=category, promotion=promotion
+                segment, sku, price_ratio, category=category, promotion=promotion, offset=offset
             )
             return (p * margin[None, :]).astype(np.float32)
         neg_log_ratio = (-np.log(price_ratio)).astype(np.float32)
-        return self._profit(i_seg, i_sku, i_pair, neg_log_ratio, (0.5 * margin).astype(np.float32))
+        shift = self.promotion_lift(promotion) if promotion else None
+        if offset is not None:
+            shift = offset if shift is None else shift + offset
+        half_shift = None if shift is None else (0.5 * shift).astype(np.float32)
+        return self._profit(
+            i_seg, i_sku, i_pair, neg_log_ratio, (0.5 * margin).astype(np.float32), half_shift
+        )
 
     def _profit(
         self,
@@ -287,10 +333,14 @@ class DemandPosterior:
         i_pair: int,
         neg_log_ratio: NDArray[np.float32],
         half_margin: NDArray[np.float32],
+        half_shift: NDArray[np.float32] | None = None,
     ) -> NDArray[np.float32]:
         arrays = self._decision_arrays
         eta = np.multiply.outer(arrays["half_neg_slope"][:, i_pair], neg_log_ratio)
-        eta += (arrays["half_a_seg"][:, i_seg] + arrays["half_a_sku"][:, i_sku])[:, None]
+        intercept = arrays["half_a_seg"][:, i_seg] + arrays["half_a_sku"][:, i_sku]
+        if half_shift is not None:
+            intercept = intercept + half_shift
+        eta += intercept[:, None]
         np.tanh(eta, out=eta)
         eta += 1.0
         eta *= half_margin[None, :]
@@ -339,6 +389,7 @@ class DemandPosterior:
             "promotions": list(self.promotions),
             "sku_category": self.sku_category,
             "pairs": [list(p) for p in self.pairs],
+            "context_columns": list(self.context_columns),
             "meta": self.meta,
         }
         buffer = io.BytesIO()
@@ -361,7 +412,11 @@ class DemandPosterior:
         try:
             with np.load(io.BytesIO(data)) as archive:
                 header = json.loads(archive["header"].tobytes().decode())
-                arrays = {name: archive[name].astype(np.float64) for name in cls.ARRAYS}
+                arrays = {
+                    name: archive[name].astype(np.float64)
+                    for name in cls.ARRAYS
+                    if name in archive.files  # "d" is absent from snapshots without context
+                }
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"not a demand posterior snapshot: {exc}") from None
         if header.get("format") != 1:
@@ -373,6 +428,7 @@ class DemandPosterior:
             promotions=tuple(header["promotions"]),
             sku_category=dict(header["sku_category"]),
             pairs=tuple((p[0], p[1]) for p in header["pairs"]),
+            context_columns=tuple(header.get("context_columns", [])),
             meta=header["meta"],
             **arrays,
         )
@@ -404,8 +460,9 @@ class DemandPosterior:
             "pair": [f"{s}|{c}" for s, c in self.pairs],
             "promotion": list(self.promotions),
         }
+        coords["context"] = list(self.context_columns)
         dims = {"a_seg": ["segment"], "a_sku": ["sku"], "log_e": ["pair"], "g": ["promotion"],
-                "mu_cat": ["category"]}  # fmt: skip
+                "mu_cat": ["category"], "d": ["context"]}  # fmt: skip
         idata = az.from_dict(
             posterior=posterior,
             sample_stats={"log_weight": one_chain(self.log_weights)},
