@@ -23,6 +23,8 @@ from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
 from api.routes import admin, catalog, health, logs, models, quotes
 from api.routes import guardrails as guardrail_routes
+from api.routes import promotions as promotion_routes
+from api.services.context import ContextSchemaCache
 from api.services.guardrails import GuardrailCache
 from api.settings import Settings, get_settings
 from api.updater import Updater
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         policy=policy or ListPricePolicy(),
         posterior=posterior,
         guardrails=guardrails,
+        context_schema=ContextSchemaCache(read_only(sessions)),
         metrics=Metrics(),
     )
     updater = (
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             ess_fraction=settings.refit_ess_fraction,
             refit_every=timedelta(seconds=settings.refit_every_seconds),
             sampler_config={"method": settings.fit_method},
+            missing_outcome=settings.missing_outcome,
         )
         if settings.run_updater
         else None
@@ -129,6 +133,15 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     app.state.pricing = state
     install_error_handlers(app)
     install_metrics(app, state.metrics)
-    for module in (quotes, catalog, guardrail_routes, logs, models, admin, health):
+    for module in (
+        quotes,
+        catalog,
+        guardrail_routes,
+        promotion_routes,
+        logs,
+        models,
+        admin,
+        health,
+    ):
         app.include_router(module.router)
     return app

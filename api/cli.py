@@ -165,7 +165,10 @@ def cmd_refit(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             sampler[name] = getattr(args, name)
     try:
-        result = refit(sessions, sampler_config=sampler, progressbar=not args.quiet)
+        result = refit(
+            sessions, sampler_config=sampler, progressbar=not args.quiet,
+            missing_outcome=_settings(args).missing_outcome,
+        )  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -197,6 +200,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ess_fraction=settings.refit_ess_fraction,
         refit_every=timedelta(seconds=settings.refit_every_seconds),
         sampler_config={"method": settings.fit_method},
+        missing_outcome=settings.missing_outcome,
     )
     if args.once:
         update, fit = updater.step()

@@ -16,6 +16,7 @@ from api.errors import ApiError
 from api.metrics import Metrics
 from api.posterior_cache import PosteriorCache
 from api.security import Principal, Role
+from api.services.context import ContextSchemaCache
 from api.services.guardrails import GuardrailCache
 from api.services.keys import authenticate
 from api.settings import Settings
@@ -38,6 +39,7 @@ class AppState:
     policy: PricePolicy
     posterior: PosteriorCache
     guardrails: GuardrailCache
+    context_schema: ContextSchemaCache
     metrics: Metrics = field(default_factory=Metrics)
     _auth_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
     _auth_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -33,15 +33,19 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ApiKey",
-    "AppliedOutcome",
+    "AppliedDecision",
     "AuditEntry",
     "Base",
+    "ContextSchemaVersion",
     "Decision",
     "ModelPrior",
     "ModelSnapshot",
     "Outcome",
     "PriceHistory",
     "Product",
+    "Promotion",
+    "PromotionUsage",
+    "PromotionVersion",
     "Segment",
     "UTCDateTime",
     "utcnow",
@@ -153,10 +157,29 @@ class Decision(Base):
     jurisdiction: Mapped[str | None] = mapped_column(String(16), default=None)
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
     guardrail_trail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Declared context features' values as canonical text (cells group by it).
+    context_key: Mapped[str] = mapped_column(String(1024), default="")
+    channel: Mapped[str | None] = mapped_column(String(32), default=None)
+    #: Promotion discount per unit (minor units); effective price = price - discount.
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Promotion cost to the merchant for the line beyond the discount (free shipping).
+    promotion_cost_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Budget held for this offer until its outcome arrives or its outcome window closes.
+    promotion_reserved_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    promotion_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: Outcome window: an outcome recorded after this is late (stored, not learned from).
+    outcome_deadline: Mapped[datetime | None] = mapped_column(default=None)
+    settled: Mapped[bool] = mapped_column(Boolean, default=False)
+    redeemed: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
         Index("ix_decisions_sku_time", "sku", "created_at"),
         Index("ix_decisions_customer_sku_expiry", "customer_id", "sku", "expires_at"),
+        Index("ix_decisions_promotion_open", "promotion", "settled", "outcome_deadline"),
+        Index("ix_decisions_outcome_deadline", "outcome_deadline"),
+        CheckConstraint(
+            "discount_minor >= 0 AND discount_minor <= price_minor", name="discount_in_price"
+        ),
         CheckConstraint("propensity > 0 AND propensity <= 1", name="propensity_in_unit"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("price_minor >= 0", name="price_non_negative"),
@@ -176,9 +199,14 @@ class Outcome(Base):
     currency: Mapped[str] = mapped_column(String(3))
     occurred_at: Mapped[datetime] = mapped_column()
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: Promotion money given on this outcome (discount, or shipping borne), minor units.
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Recorded after the decision's outcome window: stored, but not learned from.
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
         CheckConstraint("quantity >= 0", name="outcome_quantity_non_negative"),
+        CheckConstraint("discount_minor >= 0", name="outcome_discount_non_negative"),
         CheckConstraint("revenue_minor >= 0", name="revenue_non_negative"),
     )
 
@@ -260,15 +288,17 @@ class ModelSnapshot(Base):
     weights_updated_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class AppliedOutcome(Base):
-    """Outcomes already folded into a snapshot's weights (written with the weights)."""
+class AppliedDecision(Base):
+    """Decisions whose label (outcome, or the default when the window closed without one)
+    is already folded into a snapshot's weights; written with the weights. A decision is
+    learned from at most once per snapshot."""
 
-    __tablename__ = "applied_outcomes"
+    __tablename__ = "applied_decisions"
 
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("model_snapshots.id"))
-    outcome_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    decision_id: Mapped[uuid.UUID] = mapped_column(Uuid)
 
-    __table_args__ = (PrimaryKeyConstraint("snapshot_id", "outcome_id"),)
+    __table_args__ = (PrimaryKeyConstraint("snapshot_id", "decision_id"),)
 
 
 class ModelPrior(Base):
@@ -295,3 +325,62 @@ class GuardrailVersion(Base):
     kill_switch: Mapped[bool] = mapped_column(Boolean, default=False)
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Promotion(Base):
+    """A promotion as merchandisers define it (the current version; history in
+    :class:`PromotionVersion`). Money fields are minor units of ``currency``."""
+
+    __tablename__ = "promotions"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PromotionVersion(Base):
+    """Every version of every promotion, as stored (append-only)."""
+
+    __tablename__ = "promotion_versions"
+
+    key: Mapped[str] = mapped_column(ForeignKey("promotions.key"))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    active: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (PrimaryKeyConstraint("key", "version"),)
+
+
+class PromotionUsage(Base):
+    """Settled spend and redemptions of a promotion, and its eligible traffic (for pacing).
+
+    The row is locked (``SELECT ... FOR UPDATE``) by every quote that may offer the
+    promotion under a cap, and updated by outcomes in their own transaction.
+    """
+
+    __tablename__ = "promotion_usage"
+
+    key: Mapped[str] = mapped_column(ForeignKey("promotions.key"), primary_key=True)
+    spent_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    redemptions: Mapped[int] = mapped_column(BigInteger, default=0)
+    settled_offers: Mapped[int] = mapped_column(BigInteger, default=0)
+    eligible_visits: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_eligible_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ContextSchemaVersion(Base):
+    """Declared context features (:mod:`pricing.context`); the newest version applies."""
+
+    __tablename__ = "context_schemas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100))
+    schema: Mapped[dict[str, Any]] = mapped_column(JSONType)

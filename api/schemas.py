@@ -233,10 +233,15 @@ class QuoteRequest(_Strict):
     lines: Annotated[list[QuoteLineIn], Field(min_length=1, max_length=MAX_QUOTE_LINES)]
     jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")] | None = None
     consent: Consent | None = None
+    channel: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$", examples=["web"])] | None = (
+        None
+    )
 
 
 class QuoteLinePublic(BaseModel):
-    """The priced line. ``propensity`` is the probability the policy had of this price."""
+    """The priced line. ``propensity`` is the probability the policy had of this
+    (price, promotion) pair. With a promotion the customer pays ``final_price`` per unit
+    (``price - discount``); free shipping leaves the price as it is."""
 
     line_no: int
     sku: str
@@ -249,6 +254,9 @@ class QuoteLinePublic(BaseModel):
     personalized: bool
     fallback: bool
     reasons: list[str]
+    promotion: str | None = None
+    discount: Money = Decimal(0)
+    final_price: Money | None = None
 
 
 class QuoteResponse(BaseModel):
@@ -272,6 +280,11 @@ class OutcomeIn(_Strict):
     revenue: Annotated[Money, Field(validate_default=True)] = Decimal(0)
     currency: CurrencyCode | None = None
     occurred_at: AwareDatetime | None = None
+    discount: Money | None = Field(
+        default=None,
+        description="promotion money given (discount, or shipping borne); defaults to the "
+        "offer's discount on the units bought",
+    )
 
     @field_validator("quantity")
     @classmethod
@@ -292,6 +305,17 @@ class OutcomeIn(_Strict):
             raise ValueError("an outcome that did not convert has revenue 0")
         return value
 
+    @field_validator("discount")
+    @classmethod
+    def _discount_matches_conversion(
+        cls, value: Decimal | None, info: ValidationInfo
+    ) -> Decimal | None:
+        if value is not None and value < 0:
+            raise ValueError("discount must not be negative")
+        if value and info.data.get("converted") is False:
+            raise ValueError("an outcome that did not convert gave no discount")
+        return value
+
 
 class OutcomePublic(BaseModel):
     """A stored outcome."""
@@ -304,6 +328,10 @@ class OutcomePublic(BaseModel):
     currency: str
     occurred_at: datetime
     recorded_at: datetime
+    discount: Money = Decimal(0)
+    late: bool = Field(
+        default=False, description="recorded after the decision's outcome window: not learned from"
+    )
 
 
 class OutcomeBatchIn(_Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings", "load_settings"]
@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         Exploration floor of Thompson sampling (probability of a uniform candidate).
     price_ladder_size : int
         Largest number of candidate prices per line.
+    outcome_window_seconds : int
+        How long after a decision its outcome is learned from (s). An offer's promotion
+        budget is held until then; an outcome recorded later is stored (and its discount
+        accounted) but not learned from. At least ``quote_ttl_seconds``.
+    missing_outcome : str
+        What learning assumes when the window closes without an outcome:
+        ``non_conversion`` (default), ``conversion`` or ``ignore`` (never learned from).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -83,6 +90,20 @@ class Settings(BaseSettings):
     policy: str = Field(default="thompson", pattern="^(thompson|list)$")
     exploration_epsilon: float = Field(default=0.05, ge=0, le=1)
     price_ladder_size: int = Field(default=50, ge=1, le=500)
+    outcome_window_seconds: int = Field(default=3600, ge=1, le=90 * 24 * 3600)
+    missing_outcome: str = Field(
+        default="non_conversion", pattern="^(non_conversion|conversion|ignore)$"
+    )
+
+    @field_validator("outcome_window_seconds")
+    @classmethod
+    def _window_covers_quotes(cls, value: int, info: ValidationInfo) -> int:
+        ttl = info.data.get("quote_ttl_seconds")
+        if ttl is not None and value < ttl:
+            raise ValueError(
+                f"must be at least quote_ttl_seconds ({ttl}): a quote can be redeemed until it expires"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

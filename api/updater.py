@@ -49,6 +49,8 @@ class Updater:
         Outcomes needed before the first fit.
     sampler_config : dict
         Passed to the demand model.
+    missing_outcome : str
+        Label of a decision whose outcome window closed without an outcome.
     """
 
     sessions: sessionmaker[Session]
@@ -57,6 +59,7 @@ class Updater:
     refit_every: timedelta = timedelta(hours=6)
     min_outcomes: int = 200
     sampler_config: dict[str, Any] = field(default_factory=dict)
+    missing_outcome: str = "non_conversion"
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     last_refit_failure: str | None = None
@@ -89,13 +92,17 @@ class Updater:
 
     def step(self) -> tuple[UpdateResult, RefitResult | None]:
         """Apply new outcomes, then refit if due."""
-        update = apply_new_outcomes(self.sessions)
+        update = apply_new_outcomes(self.sessions, missing_outcome=self.missing_outcome)
         reason = self.refit_reason()
         result = None
         if reason is not None:
             log.info("refitting: %s", reason)
             try:
-                result = refit(self.sessions, sampler_config=self.sampler_config)
+                result = refit(
+                    self.sessions,
+                    sampler_config=self.sampler_config,
+                    missing_outcome=self.missing_outcome,
+                )
                 self.last_refit_failure = None if result.published else result.message
             except Exception as exc:
                 log.exception("refit failed")

@@ -156,6 +156,22 @@ def lp_mixture(
         x[np.arange(r.shape[0]), np.argmax(r, axis=1)] = 1.0
         return x
     s, c = s[:, :, binding], c[binding]
+    # Candidates that never spend compete only through their best one per draw (any LP
+    # solution using a worse zero-spend candidate is improved by swapping in the best),
+    # so they collapse into one column: the pair search stays small whatever the ladder.
+    free = ~(s > 0).any(axis=(0, 2))
+    if free.sum() > 1:
+        rows = np.arange(r.shape[0])
+        free_idx = np.flatnonzero(free)
+        best_free = free_idx[np.argmax(r[:, free], axis=1)]
+        paid_idx = np.flatnonzero(~free)
+        r_small = np.concatenate([r[rows, best_free][:, None], r[:, paid_idx]], axis=1)
+        s_small = np.concatenate([np.zeros((r.shape[0], 1, len(c))), s[:, paid_idx]], axis=1)
+        x_small = lp_mixture(r_small, s_small, c)
+        x = np.zeros_like(r)
+        x[rows, best_free] = x_small[:, 0]
+        x[:, paid_idx] = x_small[:, 1:]
+        return x
     if len(c) == 1:
         return _single_budget(r, s[:, :, 0], float(c[0]))
     return _linprog_budgets(r, s, c)

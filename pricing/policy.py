@@ -15,7 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pricing.guardrails import GuardrailSet, ProductFacts
+from pricing.pacing import choose_paced, lp_mixture
 from pricing.posterior import DemandPosterior
+from pricing.promotions import Offer
 from pricing.thompson import choose
 
 __all__ = ["LineContext", "ListPricePolicy", "PriceDecision", "PricePolicy", "ThompsonPricePolicy"]
@@ -49,6 +51,8 @@ class LineContext:
         Last price served for this SKU in the current guardrail period (minor units).
     other_segment_prices : (int, int) or None
         Lowest and highest price served to any segment for this SKU in the period.
+    offers : tuple of Offer
+        Eligible promotions within their limits; the policy may pick one (or none).
     """
 
     segment: str
@@ -62,6 +66,7 @@ class LineContext:
     features: Mapping[str, object] = field(default_factory=dict)
     last_price_minor: int | None = None
     other_segment_prices: tuple[int, int] | None = None
+    offers: tuple[Offer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +91,16 @@ class PriceDecision:
     fallback : bool
         True when the policy could not decide and the safe default was served.
     candidates : int
-        Size of the candidate set the price was chosen from.
+        Size of the candidate set the (price, promotion) pair was chosen from.
+    promotion : str or None
+        Promotion offered with the price, if any.
+    promotion_version : int or None
+    discount_minor : int
+        Promotion discount per unit (minor units); the customer pays price - discount.
+    promotion_cost_minor : int
+        Merchant's extra cost of the promotion for the line (free shipping).
+    reserve_minor : int
+        Budget the offer holds until its outcome: discount × quantity + cost.
     """
 
     price_minor: int
@@ -97,6 +111,11 @@ class PriceDecision:
     model_version: str | None = None
     fallback: bool = False
     candidates: int = 1
+    promotion: str | None = None
+    promotion_version: int | None = None
+    discount_minor: int = 0
+    promotion_cost_minor: int = 0
+    reserve_minor: int = 0
 
 
 class PricePolicy(Protocol):
@@ -250,13 +269,20 @@ class ThompsonPricePolicy:
         if served is None:
             return self._deterministic(reference, ("no_demand_model",), fallback=True)
         version, posterior = served
+        offset = posterior.context_offset(line.features) if line.features else None
+        if line.offers:
+            return self._decide_joint(line, ladder, version, posterior, offset)
         fitted = posterior.fitted_indices(line.segment, line.sku)
         if fitted is not None:
-            profit = posterior._profit(*fitted, ladder.neg_log_ratio, ladder.half_margin)
+            half_shift = None if offset is None else (0.5 * offset).astype(np.float32)
+            profit = posterior._profit(
+                *fitted, ladder.neg_log_ratio, ladder.half_margin, half_shift
+            )
         else:
             profit = posterior.expected_profit(
                 line.segment, line.sku, prices / line.list_price_minor,
                 (prices - line.unit_cost_minor).astype(float), category=line.category,
+                offset=offset,
             )  # fmt: skip
         arrays = posterior._decision_arrays
         choice = choose(profit, arrays["weights"], self.epsilon, self._rng, cdf=arrays["cdf"])
@@ -269,3 +295,115 @@ class ThompsonPricePolicy:
         return PriceDecision(
             price, choice.propensity, True, self.name, tuple(reasons), version, False, len(prices)
         )
+
+    def _decide_joint(
+        self,
+        line: LineContext,
+        ladder: _Ladder,
+        version: str,
+        posterior: DemandPosterior,
+        offset: NDArray[np.float64] | None,
+    ) -> PriceDecision:
+        """Thompson sampling over (price, promotion or none) pairs; LP-paced when budgets bind.
+
+        Candidates are the guardrail ladder without a promotion, and for each offer the
+        ladder prices whose reservation fits the offer's free budget. Reward per draw is
+        the line's expected profit net of discount and promotion cost; a paced offer's
+        expected spend enters the per-draw LP of :mod:`pricing.pacing`.
+        """
+        q = line.quantity
+        prices_all: list[NDArray[np.int64]] = []
+        discounts_all: list[NDArray[np.int64]] = []
+        owner: list[NDArray[np.int64]] = []  # option index per candidate (0 = no promotion)
+        probability: list[NDArray[np.float64]] = []
+        options: list[Offer | None] = [None, *line.offers]
+        fitted = posterior.fitted_indices(line.segment, line.sku)
+        for o, offer in enumerate(options):
+            prices = ladder.prices
+            if offer is None:
+                discounts = np.zeros(len(prices), dtype=np.int64)
+            else:
+                discounts = offer.promotion.discounts(prices)
+                keep = prices - discounts > 0
+                if offer.max_reserve_minor is not None:
+                    keep &= discounts * q + offer.promotion.cost_minor <= offer.max_reserve_minor
+                prices, discounts = prices[keep], discounts[keep]
+                if not len(prices):
+                    continue
+            effective = prices - discounts
+            ratio = effective / line.list_price_minor
+            shift = offset
+            if offer is not None:
+                lift = posterior.promotion_lift(offer.promotion.key)
+                shift = lift if shift is None else shift + lift
+            if fitted is not None:
+                half_shift = None if shift is None else (0.5 * shift).astype(np.float32)
+                p = posterior._profit(
+                    *fitted, (-np.log(ratio)).astype(np.float32),
+                    np.full(len(prices), 0.5, dtype=np.float32), half_shift,
+                ).astype(np.float64)  # fmt: skip
+            else:
+                p = posterior.conversion_probability(
+                    line.segment, line.sku, ratio, category=line.category, offset=shift
+                )
+            prices_all.append(prices)
+            discounts_all.append(discounts)
+            owner.append(np.full(len(prices), o, dtype=np.int64))
+            probability.append(p)
+        prices = np.concatenate(prices_all)
+        discounts = np.concatenate(discounts_all)
+        option = np.concatenate(owner)
+        p = np.concatenate(probability, axis=1)  # (D, n)
+        option_cost = np.array(
+            [0.0 if x is None else float(x.promotion.cost_minor) for x in options]
+        )
+        cost = option_cost[option]
+        margin = (prices - discounts - line.unit_cost_minor) * float(q) - cost
+        reward = p * margin[None, :]
+        arrays = posterior._decision_arrays
+        paced = [
+            o for o, offer in enumerate(options)
+            if offer is not None and offer.pacing_rate_minor is not None
+        ]  # fmt: skip
+        if paced:
+            spend = np.zeros((*p.shape, len(paced)))
+            for m, o in enumerate(paced):
+                cols = option == o
+                spend[:, cols, m] = p[:, cols] * (discounts[cols] * q + cost[cols])[None, :]
+            rates = np.array(
+                [
+                    x.pacing_rate_minor
+                    for x in options
+                    if x is not None and x.pacing_rate_minor is not None
+                ],
+                dtype=np.float64,
+            )
+            mixtures = lp_mixture(reward, spend, rates)
+            paced_choice = choose_paced(mixtures, arrays["weights"], self.epsilon, self._rng)
+            index, propensity, explored = (
+                paced_choice.index, paced_choice.propensity, paced_choice.explored
+            )  # fmt: skip
+            how = "lp_pacing"
+        else:
+            choice = choose(reward, arrays["weights"], self.epsilon, self._rng, cdf=arrays["cdf"])
+            index, propensity, explored = choice.index, choice.propensity, choice.explored
+            how = "thompson_sampling"
+        price = int(prices[index])
+        chosen = options[int(option[index])]
+        reasons = [how if not explored else "exploration"]
+        if price == ladder.prices[0]:
+            reasons += ladder.binding["low"]
+        if price == ladder.prices[-1]:
+            reasons += ladder.binding["high"]
+        if chosen is None:
+            return PriceDecision(
+                price, propensity, True, self.name, tuple(reasons), version, False, len(prices)
+            )
+        promo = chosen.promotion
+        discount = int(discounts[index])
+        reasons.append(f"promotion:{promo.key}")
+        return PriceDecision(
+            price, propensity, True, self.name, tuple(reasons), version, False, len(prices),
+            promo.key, promo.version, discount, promo.cost_minor,
+            chosen.reserve_minor(discount, q),
+        )  # fmt: skip

@@ -41,6 +41,8 @@ def post_quote(
         default_segment=state.settings.default_segment,
         ttl=timedelta(seconds=state.settings.quote_ttl_seconds),
         guardrail_version=state.guardrails.get()[0],
+        outcome_window=timedelta(seconds=state.settings.outcome_window_seconds),
+        context_schema=state.context_schema.get()[1],
     )
     for line in quote.lines:
         state.metrics.decisions.labels(

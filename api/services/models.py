@@ -12,6 +12,7 @@ weights, under a lock on the snapshot row: nothing is applied twice, nothing is 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,8 +23,10 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import read_only
-from api.orm import AppliedOutcome, Decision, ModelPrior, ModelSnapshot, Outcome, Product, utcnow
+from api.orm import AppliedDecision, Decision, ModelPrior, ModelSnapshot, Outcome, Product, utcnow
+from api.services.context import current_schema
 from pricing.cells import CellRecord, Cells
+from pricing.context import ContextSchema
 from pricing.demand import DemandModel
 from pricing.posterior import DemandPosterior
 
@@ -45,30 +48,77 @@ DATA_LAG = timedelta(seconds=30)
 PUBLISHED, REJECTED = "published", "rejected"
 
 
-def load_cells(session: Session, *, until: datetime) -> Cells:
-    """Aggregate decisions with an outcome recorded at or before ``until`` into cells.
+def _labels(
+    session: Session, *, until: datetime, missing: str, since: datetime | None = None
+) -> list[Any]:
+    """Learning labels per (segment, sku, category, price, discount, list price, promotion,
+    context): (count, conversions), for labels that became final in (since, until].
 
-    One SQL ``GROUP BY`` over (segment, sku, category, price, list price, promotion):
-    the cost grows with cells, not events.
+    A decision's label is its outcome when recorded inside the outcome window, else (once the
+    window has closed) the default for ``missing``; a late outcome is never learned from.
     """
+    keys = (Decision.segment, Decision.sku, Product.category, Decision.price_minor,
+            Decision.discount_minor, Decision.list_price_minor,
+            func.coalesce(Decision.promotion, ""), Decision.context_key)  # fmt: skip
     converted = func.sum(func.cast(Outcome.converted, Decision.quantity.type))
-    query = (
-        select(
-            Decision.segment, Decision.sku, Product.category, Decision.price_minor,
-            Decision.list_price_minor, func.coalesce(Decision.promotion, ""),
-            func.count(), converted,
-        )
+    observed = (
+        select(*keys, func.count(), converted)
         .join(Outcome, Outcome.decision_id == Decision.id)
         .join(Product, Product.sku == Decision.sku)
-        .where(Outcome.recorded_at <= until)
-        .group_by(Decision.segment, Decision.sku, Product.category, Decision.price_minor,
-                  Decision.list_price_minor, Decision.promotion)
-    )  # fmt: skip
-    records = [
-        CellRecord(seg, sku, cat, price / list_price, promo, int(n), int(conv or 0))
-        for seg, sku, cat, price, list_price, promo, n, conv in session.execute(query)
-    ]
-    return Cells.from_records(records)
+        .where(Outcome.recorded_at <= until, Outcome.late.is_(False))
+        .group_by(*keys)
+    )
+    if since is not None:
+        observed = observed.where(Outcome.recorded_at > since)
+    rows = [(*r[:-2], int(r[-2]), int(r[-1] or 0)) for r in session.execute(observed)]
+    if missing != "ignore":
+        in_window = exists().where(Outcome.decision_id == Decision.id, Outcome.late.is_(False))
+        imputed = (
+            select(*keys, func.count())
+            .join(Product, Product.sku == Decision.sku)
+            .where(Decision.outcome_deadline <= until, ~in_window)
+            .group_by(*keys)
+        )
+        if since is not None:
+            imputed = imputed.where(Decision.outcome_deadline > since)
+        value = 1 if missing == "conversion" else 0
+        rows += [(*r[:-1], int(r[-1]), value * int(r[-1])) for r in session.execute(imputed)]
+    return rows
+
+
+def load_cells(
+    session: Session,
+    *,
+    until: datetime,
+    missing: str = "non_conversion",
+    schema: ContextSchema | None = None,
+) -> Cells:
+    """Aggregate the log's learning labels final at ``until`` into cells.
+
+    SQL ``GROUP BY`` over (segment, sku, category, price, discount, list price, promotion,
+    declared context): the cost grows with cells, not events. The price ratio is the
+    effective price (after the promotion's discount) over the list price.
+
+    Parameters
+    ----------
+    until : datetime
+        Data watermark.
+    missing : {"non_conversion", "conversion", "ignore"}
+        Label of a decision whose outcome window closed without an outcome.
+    schema : ContextSchema, optional
+        Declared context features to encode (none by default).
+    """
+    schema = schema or ContextSchema()
+    encoded: dict[str, tuple[float, ...]] = {}
+    records = []
+    for seg, sku, cat, price, discount, list_price, promo, key, n, conv in _labels(
+        session, until=until, missing=missing
+    ):
+        if key not in encoded:
+            encoded[key] = tuple(schema.encode_key(key).tolist())
+        records.append(CellRecord(seg, sku, cat, (price - discount) / list_price, promo, n, conv,
+                                  encoded[key]))  # fmt: skip
+    return Cells.from_records(records, schema.columns)
 
 
 def latest_priors(session: Session) -> dict[str, Any]:
@@ -97,6 +147,7 @@ def refit(
     n_draws: int = 500,
     progressbar: bool = False,
     now: datetime | None = None,
+    missing_outcome: str = "non_conversion",
 ) -> RefitResult:
     """Fit the demand model to the log and publish the snapshot if it passes the gate.
 
@@ -110,7 +161,8 @@ def refit(
     """
     watermark = (now or utcnow()) - DATA_LAG
     with read_only(sessions)() as session:
-        cells = load_cells(session, until=watermark)
+        _schema_version, schema = current_schema(session)
+        cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema)
         priors = latest_priors(session)
     if len(cells) == 0:
         raise ValueError("no outcomes recorded yet: nothing to fit")
@@ -137,7 +189,11 @@ def refit(
         session.add(row)
         session.flush()
         if published:
-            posterior = model.posterior(n_draws, meta={"version": str(row.id)})
+            posterior = model.posterior(
+                n_draws,
+                meta={"version": str(row.id), "context_schema": schema.to_dict(),
+                      "missing_outcome": missing_outcome},
+            )  # fmt: skip
             row.draws = posterior.to_bytes()
             row.log_weights = posterior.log_weights.tobytes()
             row.ess = posterior.ess
@@ -178,29 +234,43 @@ class UpdateResult:
 
 
 def _log_likelihood(posterior: DemandPosterior, rows: list[Any]) -> np.ndarray:
-    """Σ over outcomes of log P(y | draw), shape (D,)."""
+    """Σ over labels of log P(y | draw), shape (D,).
+
+    ``rows`` are (segment, sku, category, price, discount, list price, promotion,
+    context key, converted).
+    """
     total = np.zeros(posterior.n_draws)
-    groups: dict[tuple[str, str, str, str], list[tuple[float, int]]] = {}
-    for segment, sku, category, price, list_price, promotion, converted in rows:
-        groups.setdefault((segment, sku, category, promotion or ""), []).append(
-            (price / list_price, int(bool(converted)))
+    groups: dict[tuple[str, str, str, str, str], list[tuple[float, int]]] = {}
+    for segment, sku, category, price, discount, list_price, promotion, key, converted in rows:
+        groups.setdefault((segment, sku, category, promotion or "", key or ""), []).append(
+            ((price - discount) / list_price, int(bool(converted)))
         )
-    for (segment, sku, category, promotion), items in groups.items():
+    for (segment, sku, category, promotion, key), items in groups.items():
         ratios = np.array([r for r, _ in items])
         y = np.array([c for _, c in items], dtype=float)
+        offset = posterior.context_offset(json.loads(key)) if key else None
         p = posterior.conversion_probability(
-            segment, sku, ratios, category=category, promotion=promotion or None
+            segment, sku, ratios, category=category, promotion=promotion or None, offset=offset
         )
         p = np.clip(p, 1e-12, 1 - 1e-12)
         total += (np.log(p) * y + np.log1p(-p) * (1 - y)).sum(axis=1)
     return total
 
 
-def apply_new_outcomes(sessions: sessionmaker[Session], *, batch_size: int = 5000) -> UpdateResult:
-    """Fold outcomes recorded after the current snapshot's watermark into its weights.
+def apply_new_outcomes(
+    sessions: sessionmaker[Session],
+    *,
+    batch_size: int = 5000,
+    missing_outcome: str = "non_conversion",
+    now: datetime | None = None,
+) -> UpdateResult:
+    """Fold labels that became final after the snapshot's watermark into its weights.
 
-    Locks the snapshot row, so concurrent updaters serialise; the applied outcome ids are
-    written in the same transaction as the weights.
+    Labels are in-window outcomes recorded after the watermark and, unless
+    ``missing_outcome`` is ``ignore``, decisions whose outcome window closed (more than
+    :data:`DATA_LAG` ago) after the watermark without one. Locks the snapshot row, so
+    concurrent updaters serialise; the decisions learned from are written in the same
+    transaction as the weights, so each is learned from once.
     """
     with sessions() as session, session.begin():
         head = current_snapshot(session)
@@ -212,26 +282,43 @@ def apply_new_outcomes(sessions: sessionmaker[Session], *, batch_size: int = 500
         assert row is not None
         session.refresh(row)
         already = exists().where(
-            and_(AppliedOutcome.snapshot_id == row.id, AppliedOutcome.outcome_id == Outcome.id)
+            and_(AppliedDecision.snapshot_id == row.id, AppliedDecision.decision_id == Decision.id)
         )
-        query = (
-            select(Outcome.id, Decision.segment, Decision.sku, Product.category, Decision.price_minor,
-                   Decision.list_price_minor, Decision.promotion, Outcome.converted)
-            .join(Decision, Decision.id == Outcome.decision_id)
+        columns = (Decision.id, Decision.segment, Decision.sku, Product.category,
+                   Decision.price_minor, Decision.discount_minor, Decision.list_price_minor,
+                   Decision.promotion, Decision.context_key)  # fmt: skip
+        observed = (
+            select(*columns, Outcome.converted)
+            .join(Outcome, Outcome.decision_id == Decision.id)
             .join(Product, Product.sku == Decision.sku)
-            .where(Outcome.recorded_at > row.data_watermark, ~already)
+            .where(Outcome.recorded_at > row.data_watermark, Outcome.late.is_(False), ~already)
             .order_by(Outcome.recorded_at, Outcome.id)
             .limit(batch_size)
-        )  # fmt: skip
-        rows = session.execute(query).all()
+        )
+        rows = [tuple(r) for r in session.execute(observed)]
+        if missing_outcome != "ignore" and len(rows) < batch_size:
+            closed_by = (now or utcnow()) - DATA_LAG
+            in_window = exists().where(Outcome.decision_id == Decision.id, Outcome.late.is_(False))
+            imputed = (
+                select(*columns)
+                .join(Product, Product.sku == Decision.sku)
+                .where(
+                    Decision.outcome_deadline > row.data_watermark,
+                    Decision.outcome_deadline <= closed_by, ~in_window, ~already,
+                )
+                .order_by(Decision.outcome_deadline, Decision.id)
+                .limit(batch_size - len(rows))
+            )  # fmt: skip
+            value = missing_outcome == "conversion"
+            rows += [(*r, value) for r in session.execute(imputed)]
         posterior = load_posterior(row)
         if not rows:
             return UpdateResult(row.id, 0, posterior.ess, posterior.n_draws)
-        updated = posterior.reweight(_log_likelihood(posterior, [tuple(r[1:]) for r in rows]))
+        updated = posterior.reweight(_log_likelihood(posterior, [r[1:] for r in rows]))
         row.log_weights = updated.log_weights.tobytes()
         row.ess = updated.ess
         row.weights_seq += 1
         row.applied_outcomes += len(rows)
         row.weights_updated_at = utcnow()
-        session.add_all([AppliedOutcome(snapshot_id=row.id, outcome_id=r[0]) for r in rows])
+        session.add_all([AppliedDecision(snapshot_id=row.id, decision_id=r[0]) for r in rows])
         return UpdateResult(row.id, len(rows), updated.ess, updated.n_draws)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError, FieldProblem
 from api.orm import Decision, Outcome, utcnow
 from api.schemas import BatchItemResult, OutcomeBatchOut, OutcomeIn, OutcomePublic
+from api.services.promotions import outcome_discount, settle
 from pricing.money import MoneyError, from_minor, to_minor
 
 __all__ = ["record_outcome", "record_outcomes"]
@@ -39,6 +40,8 @@ def outcome_public(outcome: Outcome) -> OutcomePublic:
         currency=outcome.currency,
         occurred_at=outcome.occurred_at,
         recorded_at=outcome.recorded_at,
+        discount=from_minor(outcome.discount_minor, outcome.currency),
+        late=outcome.late,
     )
 
 
@@ -50,6 +53,7 @@ class _Item:
     error: str | None = None
     row: dict[str, Any] | None = None
     stored: Outcome | None = None
+    decision: Decision | None = None
 
 
 def _insert_ignoring_duplicates(session: Session) -> Insert:
@@ -64,10 +68,11 @@ def _insert_ignoring_duplicates(session: Session) -> Insert:
 def _same(stored: Outcome, row: dict[str, Any]) -> bool:
     """Whether a retry carries the values already stored (``occurred_at`` is not compared:
     a client may stamp each retry afresh)."""
-    return (stored.converted, stored.quantity, stored.revenue_minor) == (
+    return (stored.converted, stored.quantity, stored.revenue_minor, stored.discount_minor) == (
         row["converted"],
         row["quantity"],
         row["revenue_minor"],
+        row["discount_minor"],
     )
 
 
@@ -93,6 +98,13 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
         except MoneyError as exc:
             item.status, item.error = "invalid", f"revenue: {exc}"
             continue
+        discount, problem = outcome_discount(
+            decision, converted=data.converted, quantity=data.quantity, reported=data.discount
+        )
+        if problem is not None or discount is None:
+            item.status, item.error = "invalid", problem
+            continue
+        item.decision = decision
         item.row = {
             "id": uuid.uuid4(),
             "decision_id": data.decision_id,
@@ -102,6 +114,8 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
             "currency": decision.currency,
             "occurred_at": data.occurred_at or now,
             "recorded_at": now,
+            "discount_minor": discount,
+            "late": decision.outcome_deadline is not None and now > decision.outcome_deadline,
         }
         if data.decision_id not in claimed:
             claimed.add(data.decision_id)
@@ -121,6 +135,11 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
         item.stored = outcome
         if outcome.id == item.row["id"]:
             item.status = "created"
+            if item.decision is not None and item.decision.promotion is not None:
+                settle(
+                    session, item.decision, converted=outcome.converted,
+                    discount_minor=outcome.discount_minor,
+                )  # fmt: skip
         elif _same(outcome, item.row):
             item.status = "duplicate"
         else:
@@ -148,7 +167,8 @@ def record_outcome(session: Session, *, data: OutcomeIn) -> tuple[OutcomePublic,
     if item.status == "not_found":
         raise ApiError.field(404, ["body", "decision_id"], item.error or "", "not_found")
     if item.status == "invalid":
-        field = "revenue" if (item.error or "").startswith("revenue") else "currency"
+        error = item.error or ""
+        field = next((f for f in ("revenue", "discount") if error.startswith(f)), "currency")
         raise ApiError.field(422, ["body", field], item.error or "")
     assert item.stored is not None
     public = outcome_public(item.stored)

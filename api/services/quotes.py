@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError, FieldProblem
 from api.orm import Decision, Outcome, Product, Segment, utcnow
 from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
+from api.services.promotions import OfferBook, load_active
+from pricing.context import ContextSchema
 from pricing.money import from_minor
 from pricing.policy import LineContext, PriceDecision, PricePolicy
 
@@ -78,6 +80,9 @@ def _line_from(decision: Decision, line_no: int) -> QuoteLinePublic:
         personalized=decision.personalized,
         fallback=bool(trail.get("fallback", False)),
         reasons=list(trail.get("reasons", [])),
+        promotion=decision.promotion,
+        discount=from_minor(decision.discount_minor, decision.currency),
+        final_price=from_minor(decision.price_minor - decision.discount_minor, decision.currency),
     )
 
 
@@ -89,6 +94,8 @@ def create_quote(
     default_segment: str,
     ttl: timedelta,
     guardrail_version: int | None = None,
+    outcome_window: timedelta | None = None,
+    context_schema: ContextSchema | None = None,
 ) -> QuoteResponse:
     """Price every line of ``request`` and log one decision per line.
 
@@ -110,6 +117,10 @@ def create_quote(
         ``expires_at`` keeps its price: the earlier decision is returned again.
     guardrail_version : int, optional
         Guardrail version in force, recorded in each decision's trail.
+    outcome_window : timedelta, optional
+        Outcome window (default: the TTL); sets each decision's ``outcome_deadline``.
+    context_schema : ContextSchema, optional
+        Declared context features; each decision stores their values as ``context_key``.
 
     Raises
     ------
@@ -153,6 +164,21 @@ def create_quote(
         )  # guardrail period: UTC day
         last_prices = _last_prices(session, skus, period_start)
         served_range = _served_range(session, skus, period_start)
+        window = outcome_window or ttl
+        schema = context_schema or ContextSchema()
+        context_key = schema.key(request.context)
+        promotions = load_active(session) if allowed else []
+        book = (
+            OfferBook.open(session, promotions=promotions, customer_id=request.customer_id, now=now)
+            if promotions
+            else None
+        )
+        cart_value: dict[str, int] = {}
+        for line in request.lines:
+            product = products[line.sku]
+            cart_value[product.currency] = (
+                cart_value.get(product.currency, 0) + product.list_price_minor * line.quantity
+            )
         out_lines = []
         decisions = []
         for index, line in enumerate(request.lines):
@@ -179,7 +205,12 @@ def create_quote(
                 features=request.context,
                 last_price_minor=last_prices.get(product.sku),
                 other_segment_prices=served_range.get(product.sku),
-            )
+                offers=book.offers_for(
+                    segment=segment_key, sku=product.sku, category=product.category,
+                    currency=product.currency, cart_value_minor=cart_value[product.currency],
+                    channel=request.channel, now=now,
+                ) if book is not None and previous is None else (),
+            )  # fmt: skip
             try:
                 if previous is not None:
                     # Same price until the earlier quote expires; a new decision, so a second
@@ -192,6 +223,9 @@ def create_quote(
                 log.exception("price policy failed for %s; serving the list price", product.sku)
                 decision = PriceDecision(product.list_price_minor, 1.0, False, "fallback", ("policy_error",),
                                          None, True, 1)  # fmt: skip
+            if decision.promotion is not None:
+                assert book is not None
+                book.take(decision.promotion, decision.reserve_minor)
             decision_id = uuid.uuid4()
             row = Decision(
                 id=decision_id,
@@ -207,7 +241,16 @@ def create_quote(
                 list_price_minor=product.list_price_minor,
                 price_minor=decision.price_minor,
                 unit_cost_minor=product.unit_cost_minor,
-                promotion=None,
+                promotion=decision.promotion,
+                promotion_version=decision.promotion_version,
+                discount_minor=decision.discount_minor,
+                promotion_cost_minor=decision.promotion_cost_minor,
+                promotion_reserved_minor=decision.reserve_minor,
+                outcome_deadline=now + window,
+                context_key=context_key,
+                channel=request.channel,
+                settled=False,
+                redeemed=False,
                 propensity=decision.propensity,
                 personalized=decision.personalized,
                 policy=decision.policy,
@@ -224,6 +267,8 @@ def create_quote(
             )
             decisions.append(row)
             out_lines.append(_line_from(row, index))
+        if book is not None:
+            book.close(session, now)
         session.add_all(decisions)
     return QuoteResponse(
         quote_id=quote_id,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from api.orm import AppliedOutcome, ModelSnapshot, utcnow
+from api.orm import AppliedDecision, ModelSnapshot, utcnow
 from api.posterior_cache import PosteriorCache
 from api.security import Role
 from api.services.models import apply_new_outcomes, load_cells, load_posterior
@@ -48,7 +48,7 @@ def test_online_update_applies_each_outcome_exactly_once(catalog, sessions):
     with sessions() as session:
         row = session.get(ModelSnapshot, snapshot)
         assert row.applied_outcomes == 45 and row.weights_seq == 2
-        assert session.scalar(select(func.count()).select_from(AppliedOutcome)) == 45
+        assert session.scalar(select(func.count()).select_from(AppliedDecision)) == 45
 
 
 def test_online_update_equals_the_batch_likelihood(catalog, sessions):

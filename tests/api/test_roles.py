@@ -16,6 +16,8 @@ PRODUCT = {
     "currency": "USD",
 }
 
+PROMOTION = {"name": "Spring", "type": "percent_off", "percent_off": "10"}
+
 # (method, path template, body, roles allowed). Admin may do everything.
 MATRIX = [
     ("POST", "/v1/quotes", {"customer_id": "c", "lines": [{"sku": "TEA-1"}]}, {C, X}),
@@ -42,6 +44,12 @@ MATRIX = [
     ("GET", "/v1/keys", None, {X}),
     ("DELETE", "/v1/keys/{key_id}", None, {X}),
     ("GET", "/v1/audit", None, {X}),
+    ("PUT", "/v1/promotions/{key}", PROMOTION, {M, X}),
+    ("GET", "/v1/promotions", None, {M, A, X}),
+    ("GET", "/v1/promotions/{key}", None, {M, A, X}),
+    ("GET", "/v1/promotions/{key}/versions", None, {M, A, X}),
+    ("GET", "/v1/context-schema", None, {M, A, X}),
+    ("PUT", "/v1/context-schema", {"features": [{"name": "device", "kind": "categorical", "levels": ["desktop", "mobile"]}]}, {A, X}),
 ]  # fmt: skip
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 
@@ -54,7 +62,8 @@ def test_matrix_covers_every_route(client):
 
 def _fill(catalog, sessions_key_id, template, body):
     decision = catalog.quote("TEA-1")["lines"][0]["decision_id"]
-    values = {"sku": "TEA-1", "key": "loyalty", "decision_id": decision, "key_id": sessions_key_id,
+    catalog.put("/v1/promotions/SPRING", X, json=PROMOTION)
+    values = {"sku": "TEA-1", "key": "SPRING" if "promotions" in template else "loyalty", "decision_id": decision, "key_id": sessions_key_id,
               "version": _latest_version(catalog)}  # fmt: skip
     path = template.format(**values)
     if body is not None:
