@@ -41,6 +41,15 @@ class DecisionPublic(BaseModel):
     price: Money
     unit_cost: Money
     promotion: str | None
+    promotion_version: int | None
+    discount: Money
+    promotion_cost: Money
+    promotion_reserved: Money
+    channel: str | None
+    context_key: str
+    outcome_deadline: datetime | None
+    settled: bool
+    redeemed: bool
     propensity: float
     personalized: bool
     policy: str
@@ -64,6 +73,9 @@ def _public(decision: Decision, outcome: Outcome | None) -> DecisionPublic:
         "list_price": from_minor(decision.list_price_minor, decision.currency),
         "price": from_minor(decision.price_minor, decision.currency),
         "unit_cost": from_minor(decision.unit_cost_minor, decision.currency),
+        "discount": from_minor(decision.discount_minor, decision.currency),
+        "promotion_cost": from_minor(decision.promotion_cost_minor, decision.currency),
+        "promotion_reserved": from_minor(decision.promotion_reserved_minor, decision.currency),
     }
     fields = {
         name: getattr(decision, name)

@@ -1,4 +1,5 @@
 import threading
+import uuid
 import time
 from datetime import timedelta
 
@@ -191,3 +192,32 @@ def test_refits_use_the_newest_imported_prior(sessions):
         priors = latest_priors(session)
     assert priors["log_elasticity_mu"]["mu"] == 0.7
     assert DemandModel(model_config=priors).model_config["log_elasticity_mu"].mu == 0.7
+
+
+def test_closed_windows_are_learned_once_as_non_conversions_and_late_outcomes_never(catalog, sessions):
+    """A decision without an outcome is learned (as a non-conversion) once its window closes;
+    an outcome arriving after that is stored but does not move the weights again."""
+    post = synthetic_posterior(spread=0.8)
+    snapshot = publish(sessions, post, watermark=utcnow() - timedelta(hours=2))
+    lines = [catalog.quote("TEA-1", customer=f"w{i}")["lines"][0] for i in range(6)]
+    from api.orm import Decision
+
+    with sessions() as session, session.begin():
+        for line in lines[:4]:  # closed 10 minutes ago (after the watermark, past the lag)
+            session.get(Decision, uuid.UUID(line["decision_id"])).outcome_deadline = (
+                utcnow() - timedelta(minutes=10)
+            )
+    first = apply_new_outcomes(sessions)
+    assert first.applied == 4 and first.ess < post.ess
+    assert apply_new_outcomes(sessions).applied == 0
+    late = {"decision_id": lines[0]["decision_id"], "converted": True, "quantity": 1,
+            "revenue": lines[0]["price"]}  # fmt: skip
+    assert catalog.post("/v1/outcomes", Role.CHECKOUT, json=late).json()["late"] is True
+    on_time = {**late, "decision_id": lines[4]["decision_id"]}
+    assert catalog.post("/v1/outcomes", Role.CHECKOUT, json=on_time).json()["late"] is False
+    second = apply_new_outcomes(sessions)
+    assert second.applied == 1  # only the on-time outcome; the late one was learned as a miss
+    ignored = apply_new_outcomes(sessions, missing_outcome="ignore")
+    assert ignored.applied == 0
+    with sessions() as session:
+        assert session.get(ModelSnapshot, snapshot).applied_outcomes == 5
