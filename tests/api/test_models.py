@@ -1,6 +1,6 @@
 import threading
-import uuid
 import time
+import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -194,7 +194,9 @@ def test_refits_use_the_newest_imported_prior(sessions):
     assert DemandModel(model_config=priors).model_config["log_elasticity_mu"].mu == 0.7
 
 
-def test_closed_windows_are_learned_once_as_non_conversions_and_late_outcomes_never(catalog, sessions):
+def test_closed_windows_are_learned_once_as_non_conversions_and_late_outcomes_never(
+    catalog, sessions
+):
     """A decision without an outcome is learned (as a non-conversion) once its window closes;
     an outcome arriving after that is stored but does not move the weights again."""
     post = synthetic_posterior(spread=0.8)

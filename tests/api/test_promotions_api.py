@@ -3,6 +3,7 @@ redemption accounting, and delayed rewards."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from dataclasses import replace
@@ -11,6 +12,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from api.orm import Decision, Outcome, PromotionUsage, utcnow
@@ -309,3 +312,36 @@ def test_outcome_windows_impute_non_conversions_and_store_late_outcomes_unlearne
         assert ignored.n_trials == 1
         assumed = load_cells(session, until=utcnow() + timedelta(seconds=1), missing="conversion")
         assert int(assumed.conversions.sum()) == 4
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    target=st.sampled_from(["/v1/promotions/FUZZ", "/v1/context-schema"]),
+    body=st.one_of(
+        json_values,
+        st.fixed_dictionaries({"name": json_values, "type": st.sampled_from(
+            ["percent_off", "amount_off", "free_shipping"]) | json_values,
+            "percent_off": json_values, "amount_off": json_values, "currency": json_values,
+            "budget": json_values, "eligibility": st.dictionaries(st.sampled_from(
+                ["segments", "skus", "categories", "channels", "min_cart_value", "starts_at", "ends_at"]),
+                json_values, max_size=3)}),
+        st.fixed_dictionaries({"features": st.lists(st.dictionaries(st.sampled_from(
+            ["name", "kind", "levels", "center", "scale"]), json_values, max_size=5), max_size=3)}),
+    ),
+)  # fmt: skip
+def test_no_promotion_or_schema_body_produces_a_server_error(catalog, target, body):
+    response = catalog.put(
+        target, content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code < 500, response.text
