@@ -92,6 +92,30 @@ def _demo_csv(name: str) -> str:
     return resources.files("api.demo").joinpath(name).read_text(encoding="utf-8")
 
 
+def _seed_demo_promotions(sessions: Any) -> None:
+    """Two demo promotions (created once): a paced coffee discount and free shipping."""
+    from datetime import timedelta
+
+    from api.orm import Promotion, utcnow
+    from api.services.promotions import PromotionIn, put_promotion
+
+    ends = (utcnow() + timedelta(days=30)).replace(microsecond=0).isoformat()
+    demo = {
+        "COFFEE10": {"name": "10% off coffee", "type": "percent_off", "percent_off": "10",
+                     "currency": "USD", "budget": "250.00", "per_customer_limit": 1,
+                     "eligibility": {"categories": ["coffee"], "ends_at": ends}},
+        "FREESHIP": {"name": "Free shipping over $40", "type": "free_shipping",
+                     "shipping_cost": "4.95", "currency": "USD", "exclusive": False,
+                     "eligibility": {"min_cart_value": "40.00"}},
+    }  # fmt: skip
+    for key, body in demo.items():
+        with sessions() as session:
+            if session.get(Promotion, key) is not None:
+                continue
+            session.rollback()
+            put_promotion(session, key=key, body=PromotionIn.model_validate(body), actor=None)
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> int:
     """Migrate, load the demo catalog and segments, and print fresh demo keys."""
     settings = _settings(args)
@@ -109,6 +133,7 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     with sessions() as session:
         items = catalog.parse_product_csv(_demo_csv("catalog.csv"), max_rows=10_000)
         result = catalog.import_products(session, items=items, actor=None)
+    _seed_demo_promotions(sessions)
     # Demo keys are re-issued on every seed (secrets cannot be shown twice): revoke old ones.
     with sessions() as session:
         old = session.scalars(

@@ -30,7 +30,7 @@ from api.orm import Decision, Product, PromotionUsage, PromotionVersion, Segment
 from api.orm import Promotion as PromotionRow
 from api.schemas import IDENTIFIER_PATTERN, CurrencyCode, Money
 from api.security import Principal
-from api.services.audit import record_change
+from api.services.audit import SYSTEM, record_change
 from pricing.money import CURRENCY_EXPONENTS, MoneyError, from_minor, to_minor
 from pricing.pacing import spend_rate
 from pricing.promotions import Offer, Promotion
@@ -252,7 +252,7 @@ def _public(row: PromotionRow, usage: UsagePublic | None = None) -> PromotionPub
 
 
 def put_promotion(
-    session: Session, *, key: str, body: PromotionIn, actor: Principal
+    session: Session, *, key: str, body: PromotionIn, actor: Principal | None
 ) -> tuple[PromotionPublic, bool]:
     """Create or replace a promotion as a new version (audited); returns (public, created)."""
     with session.begin():
@@ -274,7 +274,7 @@ def put_promotion(
         else:
             row.version, row.name, row.kind = version, body.name, body.type
             row.definition, row.active, row.updated_at = definition, body.active, now
-        session.add(PromotionVersion(key=key, version=version, created_at=now, created_by=actor.name,
+        session.add(PromotionVersion(key=key, version=version, created_at=now, created_by=actor.name if actor else SYSTEM,
                                      definition=definition, active=body.active))  # fmt: skip
         session.flush()
         public = _public(row)
