@@ -144,7 +144,7 @@ def lp_mixture(
     c = np.atleast_1d(np.asarray(rates, dtype=np.float64))
     if s.ndim == 2:
         s = s[:, :, None]
-    if r.ndim != 2 or s.shape[:2] != r.shape or s.shape[2] != len(c):
+    if c.ndim != 1 or s.ndim != 3 or r.ndim != 2 or s.shape[:2] != r.shape or s.shape[2] != len(c):
         raise ValueError(
             f"reward (D, n), spend (D, n, m) and rates (m,) disagree: {r.shape}, {s.shape}, {c.shape}"
         )
