@@ -22,10 +22,12 @@ from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
 from api.routes import admin, catalog, health, logs, models, quotes
+from api.routes import experiments as experiment_routes
 from api.routes import guardrails as guardrail_routes
 from api.routes import promotions as promotion_routes
 from api.services.context import ContextSchemaCache
-from api.services.guardrails import GuardrailCache
+from api.services.experiments import ExperimentCache
+from api.services.guardrails import GuardrailCache, rules_for_version
 from api.settings import Settings, get_settings
 from api.updater import Updater
 from pricing import __version__
@@ -72,12 +74,25 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     sessions = make_session_factory(engine)
     posterior = PosteriorCache(read_only(sessions), poll_seconds=settings.snapshot_poll_seconds)
     guardrails = GuardrailCache(read_only(sessions))
+
+    def serving() -> tuple[str, DemandPosterior] | None:
+        served = posterior.served
+        return (str(served.snapshot_id), served.posterior) if served is not None else None
+
+    def variant_policy(guardrail_version: int | None, epsilon: float | None) -> PricePolicy:
+        """The engine with an experiment variant's guardrail version and exploration floor."""
+        rules = None
+        if guardrail_version is not None:
+            with read_only(sessions)() as session:
+                rules = rules_for_version(session, guardrail_version)
+        fixed = rules
+        return ThompsonPricePolicy(
+            serving, (lambda: fixed) if fixed is not None else (lambda: guardrails.get()[1]),
+            epsilon=settings.exploration_epsilon if epsilon is None else epsilon,
+            n_prices=settings.price_ladder_size,
+        )  # fmt: skip
+
     if policy is None and settings.policy == "thompson":
-
-        def serving() -> tuple[str, DemandPosterior] | None:
-            served = posterior.served
-            return (str(served.snapshot_id), served.posterior) if served is not None else None
-
         policy = ThompsonPricePolicy(
             serving, lambda: guardrails.get()[1],
             epsilon=settings.exploration_epsilon, n_prices=settings.price_ladder_size,
@@ -91,6 +106,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         posterior=posterior,
         guardrails=guardrails,
         context_schema=ContextSchemaCache(read_only(sessions)),
+        experiments=ExperimentCache(read_only(sessions)),
+        policy_factory=variant_policy,
         metrics=Metrics(),
     )
     updater = (
@@ -137,6 +154,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         quotes,
         catalog,
         guardrail_routes,
+        experiment_routes,
         promotion_routes,
         logs,
         models,

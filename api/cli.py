@@ -116,6 +116,28 @@ def _seed_demo_promotions(sessions: Any) -> None:
             put_promotion(session, key=key, body=PromotionIn.model_validate(body), actor=None)
 
 
+def cmd_export_feedback(args: argparse.Namespace) -> int:
+    """Write the decision log as OBP bandit feedback: OUT/feedback.npz and OUT/feedback.json."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from api.db import read_only
+    from api.services.feedback import bandit_feedback
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with read_only(_sessions(args))() as session:
+        arrays, metadata = bandit_feedback(session)
+    np.savez_compressed(out / "feedback.npz", **arrays)  # type: ignore[arg-type]
+    (out / "feedback.json").write_text(json.dumps(metadata, indent=2))
+    print(
+        f"{metadata['n_rounds']} rounds, {metadata['n_actions']} actions -> {out}/feedback.npz, feedback.json"
+    )
+    return 0
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> int:
     """Migrate, load the demo catalog and segments, and print fresh demo keys."""
     settings = _settings(args)
@@ -134,6 +156,19 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
         items = catalog.parse_product_csv(_demo_csv("catalog.csv"), max_rows=10_000)
         result = catalog.import_products(session, items=items, actor=None)
     _seed_demo_promotions(sessions)
+    simulated = None
+    if args.simulate:
+        from sqlalchemy import func
+
+        from api.orm import Decision
+        from api.simulate import simulate
+
+        with sessions() as session:
+            existing = session.scalar(select(func.count()).select_from(Decision)) or 0
+        if existing:
+            print(f"the database already holds {existing} decisions: not simulating more")
+        else:
+            simulated = simulate(sessions, visitors=args.simulate, seed=args.seed)
     # Demo keys are re-issued on every seed (secrets cannot be shown twice): revoke old ones.
     with sessions() as session:
         old = session.scalars(
@@ -157,6 +192,12 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
         f"demo catalog: {len(items)} products ({result.created} new, {result.updated} updated), "
         f"5 segments in {settings.database_url}"
     )
+    if simulated is not None:
+        print(
+            f"simulated {simulated.visitors} visitors: {simulated.decisions} decisions, "
+            f"{simulated.conversions} purchases; {simulated.refit}; experiment "
+            f"{simulated.experiment!r} running (GET /v1/experiments/{simulated.experiment}/results)"
+        )
     print("demo API keys (shown once; re-run seed-demo for new ones):")
     for role, key in issued.items():
         print(f"  {role.value:<13} {key}")
@@ -302,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     seed = add("seed-demo", "load the demo catalog and print demo API keys")
     seed.add_argument("--host", help="host shown in the curl example")
     seed.add_argument("--port", type=int, help="port shown in the curl example")
+    seed.add_argument(
+        "--simulate", type=int, default=0, metavar="N",
+        help="run N simulated visitors through the engine (experiment, promotions, a refit)",
+    )  # fmt: skip
+    seed.add_argument("--seed", type=int, default=7, help="simulation seed")
     seed.set_defaults(func=cmd_seed_demo)
     key = add("create-key", "create an API key and print it once")
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
@@ -325,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--dry-run", action="store_true", help="fit and print, store nothing")
     history.add_argument("--quiet", action="store_true", help="no progress bar")
     history.set_defaults(func=cmd_import_history)
+    export = add("export-feedback", "write the decision log as OBP bandit feedback (NPZ + JSON)")
+    export.add_argument("out", help="output directory")
+    export.set_defaults(func=cmd_export_feedback)
     return parser
 
 

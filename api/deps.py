@@ -17,10 +17,11 @@ from api.metrics import Metrics
 from api.posterior_cache import PosteriorCache
 from api.security import Principal, Role
 from api.services.context import ContextSchemaCache
+from api.services.experiments import ExperimentCache, QuoteExperiment
 from api.services.guardrails import GuardrailCache
 from api.services.keys import authenticate
 from api.settings import Settings
-from pricing.policy import PricePolicy
+from pricing.policy import ListPricePolicy, PricePolicy
 
 __all__ = ["AppState", "PrincipalDep", "SessionDep", "StateDep", "require"]
 
@@ -40,7 +41,13 @@ class AppState:
     posterior: PosteriorCache
     guardrails: GuardrailCache
     context_schema: ContextSchemaCache
+    experiments: ExperimentCache
+    #: Builds the engine's policy with a variant's overrides (guardrail version, epsilon).
+    policy_factory: Callable[[int | None, float | None], PricePolicy] | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    _variant_policies: dict[tuple[bool, int | None, float | None], PricePolicy] = field(
+        default_factory=dict
+    )
     _auth_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
     _auth_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -58,6 +65,29 @@ class AppState:
                 self._auth_cache.clear()
             self._auth_cache[key] = (now, principal)
         return principal
+
+    def policy_for(self, experiment: QuoteExperiment | None) -> PricePolicy:
+        """The policy of a customer's experiment variant(s); the default one otherwise."""
+        if experiment is None:
+            return self.policy
+        if experiment.control:
+            key: tuple[bool, int | None, float | None] = (True, None, None)
+        elif (experiment.guardrail_version, experiment.epsilon) == (
+            None,
+            None,
+        ) or self.policy_factory is None:
+            return self.policy
+        else:
+            key = (False, experiment.guardrail_version, experiment.epsilon)
+        policy = self._variant_policies.get(key)
+        if policy is None:
+            if key[0]:
+                policy = ListPricePolicy()
+            else:
+                assert self.policy_factory is not None
+                policy = self.policy_factory(key[1], key[2])
+            self._variant_policies[key] = policy
+        return policy
 
     def forget_keys(self) -> None:
         """Drop cached authentications (after a key is revoked on this worker)."""

@@ -38,6 +38,9 @@ __all__ = [
     "Base",
     "ContextSchemaVersion",
     "Decision",
+    "DecisionAssignment",
+    "Experiment",
+    "ExperimentExposure",
     "ModelPrior",
     "ModelSnapshot",
     "Outcome",
@@ -171,6 +174,8 @@ class Decision(Base):
     outcome_deadline: Mapped[datetime | None] = mapped_column(default=None)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)
     redeemed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: False for holdout traffic: logged and reported, never learned from.
+    learn: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (
         Index("ix_decisions_sku_time", "sku", "created_at"),
@@ -384,3 +389,53 @@ class ContextSchemaVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(100))
     schema: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class Experiment(Base):
+    """A controlled experiment: variants are policies, units are customers."""
+
+    __tablename__ = "experiments"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    layer: Mapped[str | None] = mapped_column(String(64), default=None)
+    salt: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    variants: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    guardrail_metrics: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ExperimentExposure(Base):
+    """A unit's first exposure to an experiment, with its (deterministic) variant."""
+
+    __tablename__ = "experiment_exposures"
+
+    experiment_key: Mapped[str] = mapped_column(ForeignKey("experiments.key"))
+    unit_id: Mapped[str] = mapped_column(String(128))
+    variant: Mapped[str] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("experiment_key", "unit_id"),
+        Index("ix_exposures_experiment_variant", "experiment_key", "variant"),
+    )
+
+
+class DecisionAssignment(Base):
+    """Which variant of which running experiment a decision was made under."""
+
+    __tablename__ = "decision_assignments"
+
+    decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("decisions.id"))
+    experiment_key: Mapped[str] = mapped_column(ForeignKey("experiments.key"))
+    variant: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        PrimaryKeyConstraint("decision_id", "experiment_key"),
+        Index("ix_assignments_experiment_variant", "experiment_key", "variant"),
+    )

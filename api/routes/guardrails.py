@@ -21,6 +21,7 @@ from api.services.guardrails import (
     money_text,
     put_guardrails,
 )
+from api.services.whatif import WhatIfOut, what_if
 from pricing.guardrails import ProductFacts
 from pricing.thompson import choice_probabilities
 
@@ -35,6 +36,10 @@ class PreviewIn(GuardrailSetIn):
 
     skus: Annotated[list[Name], Field(max_length=200)] | None = None
     segments: Annotated[list[Name], Field(max_length=50)] | None = None
+    what_if_rounds: Annotated[int, Field(ge=0, le=50_000)] = Field(
+        default=5000,
+        description="newest logged decisions to evaluate the proposal on (OPE); 0 skips it",
+    )
 
 
 class PreviewLine(BaseModel):
@@ -57,6 +62,7 @@ class PreviewOut(BaseModel):
     model_version: int | None
     epsilon: float
     lines: list[PreviewLine]
+    what_if: WhatIfOut | None = None
 
 
 @router.get("/guardrails", response_model=GuardrailsPublic | None)
@@ -123,9 +129,17 @@ def preview(body: PreviewIn, session: SessionDep, state: StateDep, _: Merchandis
                     ),
                 )
             lines.append(PreviewLine(**entry))
+    estimate = None
+    if body.what_if_rounds:
+        estimate = what_if(
+            session, proposed=rules, current=state.guardrails.get()[1],
+            served=lambda: served.posterior if served is not None else None, epsilon=epsilon,
+            n_prices=state.settings.price_ladder_size, limit=body.what_if_rounds,
+        )  # fmt: skip
     return PreviewOut(
-        model_version=served.snapshot_id if served else None, epsilon=epsilon, lines=lines
-    )
+        model_version=served.snapshot_id if served else None, epsilon=epsilon, lines=lines,
+        what_if=estimate,
+    )  # fmt: skip
 
 
 __all__ = ["router"]

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +17,7 @@ from api.errors import ApiError
 from api.orm import Decision, Outcome
 from api.schemas import IDENTIFIER_PATTERN, Money, OutcomePublic
 from api.security import Principal, Role
+from api.services.feedback import bandit_feedback, feedback_zip
 from api.services.outcomes import outcome_public
 from pricing.money import from_minor
 
@@ -150,3 +151,34 @@ def get_decision(decision_id: uuid.UUID, session: SessionDep, _: Analyst) -> Dec
             404, ["path", "decision_id"], f"unknown decision {decision_id}", "not_found"
         )
     return _with_outcomes(session, [decision])[0]
+
+
+@router.get(
+    "/logs/bandit-feedback",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/zip": {}},
+            "description": "feedback.npz + feedback.json (OBP conventions)",
+        }
+    },
+)
+def bandit_feedback_route(
+    session: SessionDep,
+    _: Analyst,
+    since: Annotated[datetime | None, Query(description="decisions at or after (UTC)")] = None,
+    until: Annotated[datetime | None, Query(description="decisions before (UTC)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1_000_000)] = 1_000_000,
+) -> Response:
+    """The decision log as Open Bandit Pipeline bandit feedback: a ZIP with ``feedback.npz``
+    (reward, action, position, pscore, context, ...) and ``feedback.json`` (action meanings,
+    segments, SKUs, context columns)."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise ApiError.field(422, ["query", name], "timestamp needs a UTC offset, e.g. Z")
+    arrays, metadata = bandit_feedback(session, since=since, until=until, limit=limit)
+    return Response(
+        feedback_zip(arrays, metadata),
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="bandit-feedback.zip"'},
+    )

@@ -34,10 +34,12 @@ def post_quote(
         raise ApiError.field(
             422, ["body", "lines"], f"at most {state.settings.max_quote_lines} lines per quote"
         )
+    experiment = state.experiments.for_unit(body.customer_id)
     quote = create_quote(
         session,
         request=body,
-        policy=state.policy,
+        policy=state.policy_for(experiment),
+        experiment=experiment,
         default_segment=state.settings.default_segment,
         ttl=timedelta(seconds=state.settings.quote_ttl_seconds),
         guardrail_version=state.guardrails.get()[0],

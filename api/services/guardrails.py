@@ -297,3 +297,13 @@ class GuardrailCache:
 def money_text(minor: int, currency: str) -> str:
     """Minor units as a decimal string."""
     return str(from_minor(minor, currency))
+
+
+def rules_for_version(session: Session, version: int) -> GuardrailSet | None:
+    """The rules of one stored version (versions never change), or None if it does not exist."""
+    row = session.get(GuardrailVersion, version)
+    if row is None:
+        return None
+    skus = [r.get("target") for r in row.rules if r.get("scope") == "sku"]
+    rows = session.execute(select(Product.sku, Product.currency).where(Product.sku.in_(skus)))
+    return rules_from_stored(row.rules, {sku: currency for sku, currency in rows}, row.kill_switch)

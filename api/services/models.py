@@ -65,7 +65,7 @@ def _labels(
         select(*keys, func.count(), converted)
         .join(Outcome, Outcome.decision_id == Decision.id)
         .join(Product, Product.sku == Decision.sku)
-        .where(Outcome.recorded_at <= until, Outcome.late.is_(False))
+        .where(Outcome.recorded_at <= until, Outcome.late.is_(False), Decision.learn.is_(True))
         .group_by(*keys)
     )
     if since is not None:
@@ -76,7 +76,7 @@ def _labels(
         imputed = (
             select(*keys, func.count())
             .join(Product, Product.sku == Decision.sku)
-            .where(Decision.outcome_deadline <= until, ~in_window)
+            .where(Decision.outcome_deadline <= until, ~in_window, Decision.learn.is_(True))
             .group_by(*keys)
         )
         if since is not None:
@@ -291,7 +291,12 @@ def apply_new_outcomes(
             select(*columns, Outcome.converted)
             .join(Outcome, Outcome.decision_id == Decision.id)
             .join(Product, Product.sku == Decision.sku)
-            .where(Outcome.recorded_at > row.data_watermark, Outcome.late.is_(False), ~already)
+            .where(
+                Outcome.recorded_at > row.data_watermark,
+                Outcome.late.is_(False),
+                Decision.learn.is_(True),
+                ~already,
+            )
             .order_by(Outcome.recorded_at, Outcome.id)
             .limit(batch_size)
         )
@@ -305,6 +310,7 @@ def apply_new_outcomes(
                 .where(
                     Decision.outcome_deadline > row.data_watermark,
                     Decision.outcome_deadline <= closed_by, ~in_window, ~already,
+                    Decision.learn.is_(True),
                 )
                 .order_by(Decision.outcome_deadline, Decision.id)
                 .limit(batch_size - len(rows))

@@ -191,11 +191,12 @@ def _compile(session: Session, key: str, body: PromotionIn, version: int) -> Pro
                     )
                 )
     if body.currency is not None and elig.skus:
-        priced = dict(
-            session.execute(
+        priced = {
+            sku: currency
+            for sku, currency in session.execute(
                 select(Product.sku, Product.currency).where(Product.sku.in_(elig.skus))
-            ).tuples()
-        )
+            )
+        }
         for i, sku in enumerate(elig.skus):
             if sku in priced and priced[sku] != body.currency:
                 problems.append(FieldProblem(["body", "eligibility", "skus", i],

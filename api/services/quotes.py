@@ -5,13 +5,24 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, FieldProblem
-from api.orm import Decision, Outcome, Product, Segment, utcnow
+from api.orm import (
+    Decision,
+    DecisionAssignment,
+    ExperimentExposure,
+    Outcome,
+    Product,
+    Segment,
+    utcnow,
+)
 from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
+from api.services.experiments import QuoteExperiment
 from api.services.promotions import OfferBook, load_active
 from pricing.context import ContextSchema
 from pricing.money import from_minor
@@ -66,6 +77,29 @@ def _sticky(
     return {d.sku: d for d in rows}
 
 
+def _record_assignments(
+    session: Session,
+    experiment: QuoteExperiment,
+    unit_id: str,
+    decisions: list[Decision],
+    now: datetime,
+) -> None:
+    """Each decision's variants, and the unit's first exposure per experiment (once)."""
+    session.add_all(
+        DecisionAssignment(decision_id=d.id, experiment_key=key, variant=variant)
+        for d in decisions
+        for key, variant in experiment.assignments
+    )
+    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        module.insert(ExperimentExposure).on_conflict_do_nothing(
+            index_elements=["experiment_key", "unit_id"]
+        ),
+        [{"experiment_key": key, "unit_id": unit_id, "variant": variant, "first_seen_at": now}
+         for key, variant in experiment.assignments],
+    )  # fmt: skip
+
+
 def _line_from(decision: Decision, line_no: int) -> QuoteLinePublic:
     trail = decision.guardrail_trail or {}
     return QuoteLinePublic(
@@ -96,6 +130,7 @@ def create_quote(
     guardrail_version: int | None = None,
     outcome_window: timedelta | None = None,
     context_schema: ContextSchema | None = None,
+    experiment: QuoteExperiment | None = None,
 ) -> QuoteResponse:
     """Price every line of ``request`` and log one decision per line.
 
@@ -121,6 +156,10 @@ def create_quote(
         Outcome window (default: the TTL); sets each decision's ``outcome_deadline``.
     context_schema : ContextSchema, optional
         Declared context features; each decision stores their values as ``context_key``.
+    experiment : QuoteExperiment, optional
+        The customer's assignments in running experiments: recorded with each decision
+        (and the first exposure per experiment); a control gets no promotions, a holdout's
+        decisions are not learned from. ``policy`` must already be the variant's policy.
 
     Raises
     ------
@@ -167,7 +206,8 @@ def create_quote(
         window = outcome_window or ttl
         schema = context_schema or ContextSchema()
         context_key = schema.key(request.context)
-        promotions = load_active(session) if allowed else []
+        offers_allowed = allowed and not (experiment is not None and experiment.control)
+        promotions = load_active(session) if offers_allowed else []
         book = (
             OfferBook.open(session, promotions=promotions, customer_id=request.customer_id, now=now)
             if promotions
@@ -255,7 +295,8 @@ def create_quote(
                 personalized=decision.personalized,
                 policy=decision.policy,
                 model_version=decision.model_version,
-                experiment_variant=None,
+                experiment_variant=experiment.label if experiment is not None else None,
+                learn=not (experiment is not None and experiment.holdout),
                 jurisdiction=request.jurisdiction,
                 context=dict(request.context),
                 guardrail_trail={
@@ -270,6 +311,9 @@ def create_quote(
         if book is not None:
             book.close(session, now)
         session.add_all(decisions)
+        if experiment is not None and experiment.assignments:
+            session.flush()
+            _record_assignments(session, experiment, request.customer_id, decisions, now)
     return QuoteResponse(
         quote_id=quote_id,
         customer_id=request.customer_id,

@@ -54,6 +54,7 @@ BAD = [
     ({"eligibility": {"skus": ["NOPE"]}}, "eligibility.skus[0]"),
     ({"eligibility": {"categories": ["shoes"]}}, "eligibility.categories[0]"),
     ({"budget": "5.00"}, "currency"),
+    ({"currency": "EUR", "eligibility": {"skus": ["TEA-1"]}}, "eligibility.skus[0]"),
     ({"type": "amount_off", "percent_off": None}, "amount_off"),
     ({"type": "free_shipping", "percent_off": None}, "shipping_cost"),
     ({"redemption_cap": 0}, "redemption_cap"),

@@ -16,6 +16,13 @@ PRODUCT = {
     "currency": "USD",
 }
 
+EXPERIMENT = {
+    "name": "e",
+    "variants": [
+        {"name": "control", "policy": "control", "allocation": 0.5},
+        {"name": "engine", "policy": "engine", "allocation": 0.5},
+    ],
+}
 PROMOTION = {"name": "Spring", "type": "percent_off", "percent_off": "10"}
 
 # (method, path template, body, roles allowed). Admin may do everything.
@@ -49,6 +56,13 @@ MATRIX = [
     ("GET", "/v1/promotions/{key}", None, {M, A, X}),
     ("GET", "/v1/promotions/{key}/versions", None, {M, A, X}),
     ("GET", "/v1/context-schema", None, {M, A, X}),
+    ("PUT", "/v1/experiments/{key}", EXPERIMENT, {M, A, X}),
+    ("POST", "/v1/experiments/{key}/start", None, {M, A, X}),
+    ("POST", "/v1/experiments/{key}/stop", None, {M, A, X}),
+    ("GET", "/v1/experiments", None, {M, A, X}),
+    ("GET", "/v1/experiments/{key}", None, {M, A, X}),
+    ("GET", "/v1/experiments/{key}/results", None, {M, A, X}),
+    ("GET", "/v1/logs/bandit-feedback", None, {A, X}),
     ("PUT", "/v1/context-schema", {"features": [{"name": "device", "kind": "categorical", "levels": ["desktop", "mobile"]}]}, {A, X}),
 ]  # fmt: skip
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
@@ -63,7 +77,14 @@ def test_matrix_covers_every_route(client):
 def _fill(catalog, sessions_key_id, template, body):
     decision = catalog.quote("TEA-1")["lines"][0]["decision_id"]
     catalog.put("/v1/promotions/SPRING", X, json=PROMOTION)
-    values = {"sku": "TEA-1", "key": "SPRING" if "promotions" in template else "loyalty", "decision_id": decision, "key_id": sessions_key_id,
+    key = "SPRING" if "promotions" in template else "loyalty"
+    if "experiments/{key}" in template:  # a fresh draft each time (start/stop change state)
+        key = f"EXP-{uuid.uuid4().hex[:8]}"
+        body = {**EXPERIMENT, "layer": key}  # own layer: never overlaps another running one
+        assert catalog.put(f"/v1/experiments/{key}", X, json=body).status_code == 201
+        if template.endswith("/stop"):
+            assert catalog.post(f"/v1/experiments/{key}/start", X).status_code == 200
+    values = {"sku": "TEA-1", "key": key, "decision_id": decision, "key_id": sessions_key_id,
               "version": _latest_version(catalog)}  # fmt: skip
     path = template.format(**values)
     if body is not None:

@@ -1,0 +1,522 @@
+"""Experiments: variants are policies; customers are assigned deterministically; results
+with honest uncertainty (see :mod:`experiments.stats`).
+
+A running experiment assigns every quoted customer to a variant by
+``hash(customer id, salt)`` (:mod:`experiments.assignment`): the same variant in every
+worker and after restarts. Each decision records its assignment(s); the first exposure of a
+customer is recorded once per experiment. Variants:
+
+- ``control``: the list price for everyone, no promotions (not personalized);
+- ``engine``: Thompson sampling, optionally with another stored guardrail version or
+  exploration floor;
+- ``holdout: true`` on any variant: its decisions are logged and reported but never
+  learned from.
+
+Experiments on the same traffic must declare different layers; a second running
+experiment in the same layer (or either without a layer) is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import ApiError, FieldProblem
+from api.orm import (
+    Decision,
+    DecisionAssignment,
+    Experiment,
+    ExperimentExposure,
+    GuardrailVersion,
+    Outcome,
+    utcnow,
+)
+from api.schemas import IDENTIFIER_PATTERN
+from api.security import Principal
+from api.services.audit import SYSTEM, record_change
+from experiments.assignment import assign
+from experiments.stats import (
+    VariantStats,
+    do_no_harm,
+    relative_lift,
+    sample_ratio_mismatch,
+    summarize,
+)
+from pricing.money import CURRENCY_EXPONENTS
+
+__all__ = [
+    "ExperimentCache",
+    "ExperimentIn",
+    "ExperimentPublic",
+    "QuoteExperiment",
+    "ResultsOut",
+    "experiment_results",
+    "get_experiment",
+    "list_experiments",
+    "public",
+    "put_experiment",
+    "set_status",
+]
+
+Name = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+METRICS = ("conversion_rate", "revenue_per_visitor", "profit_per_visitor")
+Metric = Literal["conversion_rate", "revenue_per_visitor", "profit_per_visitor"]
+
+
+class VariantIn(BaseModel):
+    """One arm: a policy and its share of traffic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    policy: Literal["control", "engine"]
+    allocation: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    guardrail_version: Annotated[int, Field(ge=1)] | None = None
+    exploration_epsilon: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    holdout: StrictBool = False
+
+
+class GuardrailMetricIn(BaseModel):
+    """A metric that must not get worse than ``max_relative_drop`` (do-no-harm check)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Metric
+    max_relative_drop: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+
+class ExperimentIn(BaseModel):
+    """``PUT /v1/experiments/{key}``: define (or redefine, while a draft) an experiment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=2000)] = ""
+    layer: Name | None = None
+    salt: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    variants: Annotated[list[VariantIn], Field(min_length=2, max_length=10)]
+    guardrail_metrics: Annotated[list[GuardrailMetricIn], Field(max_length=10)] = Field(
+        default_factory=list
+    )
+
+
+class ExperimentPublic(BaseModel):
+    """An experiment as stored."""
+
+    key: str
+    name: str
+    description: str
+    layer: str | None
+    salt: str
+    status: str
+    variants: list[dict[str, Any]]
+    guardrail_metrics: list[dict[str, Any]]
+    created_at: datetime
+    created_by: str
+    started_at: datetime | None
+    stopped_at: datetime | None
+
+
+def public(row: Experiment) -> ExperimentPublic:
+    """API view of an experiment row."""
+    return ExperimentPublic(
+        key=row.key, name=row.name, description=row.description, layer=row.layer, salt=row.salt,
+        status=row.status, variants=row.variants, guardrail_metrics=row.guardrail_metrics,
+        created_at=row.created_at, created_by=row.created_by, started_at=row.started_at,
+        stopped_at=row.stopped_at,
+    )  # fmt: skip
+
+
+def _validate(session: Session, body: ExperimentIn) -> None:
+    problems: list[FieldProblem] = []
+    total = sum(v.allocation for v in body.variants)
+    if abs(total - 1.0) > 1e-9:
+        problems.append(
+            FieldProblem(["body", "variants"], f"allocations must sum to 1 (they sum to {total:g})")
+        )
+    seen: set[str] = set()
+    for i, v in enumerate(body.variants):
+        here: list[str | int] = ["body", "variants", i]
+        if v.name in seen:
+            problems.append(FieldProblem([*here, "name"], f"variant {v.name!r} appears twice"))
+        seen.add(v.name)
+        if v.policy == "control" and (
+            v.guardrail_version is not None or v.exploration_epsilon is not None
+        ):
+            problems.append(FieldProblem(
+                [*here, "policy"], "a control variant serves list prices: no guardrails or exploration"
+            ))  # fmt: skip
+        if (
+            v.guardrail_version is not None
+            and session.get(GuardrailVersion, v.guardrail_version) is None
+        ):
+            problems.append(FieldProblem(
+                [*here, "guardrail_version"], f"unknown guardrail version {v.guardrail_version}"
+            ))  # fmt: skip
+    if problems:
+        raise ApiError(422, problems)
+
+
+def put_experiment(
+    session: Session, *, key: str, body: ExperimentIn, actor: Principal | None
+) -> tuple[ExperimentPublic, bool]:
+    """Create an experiment, or redefine a draft one (audited). Running/stopped ones: 409."""
+    with session.begin():
+        _validate(session, body)
+        row = session.get(Experiment, key, with_for_update=True)
+        before = public(row).model_dump(mode="json") if row is not None else None
+        if row is not None and row.status != "draft":
+            raise ApiError.field(
+                409, ["path", "key"], f"experiment {key!r} is {row.status}: it can no longer change",
+                "conflict",
+            )  # fmt: skip
+        values: dict[str, Any] = {
+            "name": body.name, "description": body.description, "layer": body.layer,
+            "salt": body.salt or key, "variants": [v.model_dump() for v in body.variants],
+            "guardrail_metrics": [m.model_dump() for m in body.guardrail_metrics],
+        }  # fmt: skip
+        if row is None:
+            row = Experiment(
+                key=key, status="draft", created_by=actor.name if actor else SYSTEM, **values
+            )
+            session.add(row)
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+        session.flush()
+        out = public(row)
+        record_change(
+            session, actor=actor, action="create" if before is None else "update",
+            entity="experiment", entity_id=key, before=before, after=out.model_dump(mode="json"),
+        )  # fmt: skip
+    return out, before is None
+
+
+def set_status(
+    session: Session, *, key: str, status: str, actor: Principal | None
+) -> ExperimentPublic:
+    """Start (draft → running) or stop (running → stopped) an experiment (audited)."""
+    with session.begin():
+        row = session.get(Experiment, key, with_for_update=True)
+        if row is None:
+            raise ApiError.field(404, ["path", "key"], f"unknown experiment {key!r}", "not_found")
+        wanted_from = {"running": "draft", "stopped": "running"}[status]
+        if row.status != wanted_from:
+            raise ApiError.field(
+                409, ["path", "key"], f"experiment {key!r} is {row.status}, not {wanted_from}",
+                "conflict",
+            )  # fmt: skip
+        if status == "running":
+            running = session.scalars(
+                select(Experiment).where(Experiment.status == "running", Experiment.key != key)
+            ).all()
+            for other in running:
+                if row.layer is None or other.layer is None or other.layer == row.layer:
+                    raise ApiError.field(
+                        409, ["body", "layer"],
+                        f"experiment {other.key!r} is running on the same traffic (layer "
+                        f"{other.layer!r}); declare different layers to overlap", "conflict",
+                    )  # fmt: skip
+            row.started_at = utcnow()
+        else:
+            row.stopped_at = utcnow()
+        before = row.status
+        row.status = status
+        record_change(
+            session, actor=actor, action="start" if status == "running" else "stop",
+            entity="experiment", entity_id=key, before={"status": before}, after={"status": status},
+        )  # fmt: skip
+        return public(row)
+
+
+def get_experiment(session: Session, key: str) -> Experiment:
+    """The experiment, or a 404 naming ``key``."""
+    row = session.get(Experiment, key)
+    if row is None:
+        raise ApiError.field(404, ["path", "key"], f"unknown experiment {key!r}", "not_found")
+    return row
+
+
+def list_experiments(session: Session) -> list[ExperimentPublic]:
+    """Every experiment, newest first."""
+    rows = session.scalars(select(Experiment).order_by(Experiment.created_at.desc()))
+    return [public(r) for r in rows]
+
+
+# --------------------------------------------------------------------------- quotes
+@dataclass(frozen=True)
+class QuoteExperiment:
+    """What running experiments decide for one quote.
+
+    Attributes
+    ----------
+    assignments : tuple of (experiment key, variant)
+    control : bool
+        Some assigned variant is a control: list prices, no promotions.
+    holdout : bool
+        Some assigned variant is a holdout: the decisions are never learned from.
+    guardrail_version, epsilon : int or None, float or None
+        Overrides of the engine's settings (the first experiment that sets one wins).
+    """
+
+    assignments: tuple[tuple[str, str], ...]
+    control: bool = False
+    holdout: bool = False
+    guardrail_version: int | None = None
+    epsilon: float | None = None
+
+    @property
+    def label(self) -> str | None:
+        """Short label for the decision log (``key:variant`` joined by ``;``)."""
+        if not self.assignments:
+            return None
+        return ";".join(f"{k}:{v}" for k, v in self.assignments)[:64]
+
+
+class ExperimentCache:
+    """Running experiments for the quote path, re-read at most every ``ttl`` seconds."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._loaded_at = -1e9
+        self._running: list[tuple[str, str, list[dict[str, Any]]]] = []
+
+    def invalidate(self) -> None:
+        """Re-read on the next use."""
+        self._loaded_at = -1e9
+
+    def _experiments(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        if time.monotonic() - self._loaded_at >= self._ttl:
+            with self._lock, self._sessions() as session:
+                rows = session.scalars(
+                    select(Experiment)
+                    .where(Experiment.status == "running")
+                    .order_by(Experiment.started_at, Experiment.key)
+                )
+                self._running = [(r.key, r.salt, list(r.variants)) for r in rows]
+                self._loaded_at = time.monotonic()
+        return self._running
+
+    def for_unit(self, unit_id: str) -> QuoteExperiment | None:
+        """Assignments of ``unit_id`` in every running experiment (None when none runs)."""
+        running = self._experiments()
+        if not running:
+            return None
+        assignments = []
+        control = holdout = False
+        guardrail_version: int | None = None
+        epsilon: float | None = None
+        for key, salt, variants in running:
+            name = assign(unit_id, salt, [(v["name"], float(v["allocation"])) for v in variants])
+            variant = next(v for v in variants if v["name"] == name)
+            assignments.append((key, name))
+            control |= variant["policy"] == "control"
+            holdout |= bool(variant.get("holdout"))
+            if guardrail_version is None and variant.get("guardrail_version") is not None:
+                guardrail_version = int(variant["guardrail_version"])
+            if epsilon is None and variant.get("exploration_epsilon") is not None:
+                epsilon = float(variant["exploration_epsilon"])
+        return QuoteExperiment(tuple(assignments), control, holdout, guardrail_version, epsilon)
+
+
+# --------------------------------------------------------------------------- results
+class VariantResult(BaseModel):
+    """Per-variant totals and per-visitor means (money in currency units)."""
+
+    name: str
+    policy: str
+    allocation: float
+    holdout: bool
+    visitors: int
+    conversions: int
+    revenue: float
+    profit: float
+    conversion_rate: float | None
+    revenue_per_visitor: float | None
+    profit_per_visitor: float | None
+
+
+class LiftResult(BaseModel):
+    """Relative lift of a variant over the baseline on one metric."""
+
+    variant: str
+    metric: str
+    estimate: float | None
+    se: float | None
+    lower: float | None
+    upper: float | None
+    prob_better: float | None
+    expected_loss: float | None
+    expected_loss_control: float | None
+    message: str
+
+
+class HarmCheck(BaseModel):
+    """Do-no-harm check of one declared guardrail metric for one variant."""
+
+    variant: str
+    metric: str
+    max_relative_drop: float
+    status: str
+    probability: float | None
+    message: str
+
+
+class ResultsOut(BaseModel):
+    """``GET /v1/experiments/{key}/results``.
+
+    Visitors are customers first exposed to the experiment; a visitor converts if any of
+    their decisions converted; revenue and profit are summed per visitor (profit = revenue
+    - unit cost x units - promotion cost borne).
+    """
+
+    key: str
+    status: str
+    currency: str | None
+    baseline: str
+    credible_level: float
+    variants: list[VariantResult]
+    lifts: list[LiftResult]
+    srm: dict[str, Any]
+    do_no_harm: list[HarmCheck]
+    messages: list[str]
+
+
+def variant_stats(session: Session, key: str) -> tuple[dict[str, VariantStats], set[str]]:
+    """Sufficient statistics per variant (sums and sums of squares per visitor)."""
+    visitors = {
+        variant: int(n)
+        for variant, n in session.execute(
+            select(ExperimentExposure.variant, func.count())
+            .where(ExperimentExposure.experiment_key == key)
+            .group_by(ExperimentExposure.variant)
+        )
+    }
+    converted = case((Outcome.converted.is_(True), 1), else_=0)
+    revenue = func.coalesce(Outcome.revenue_minor, 0)
+    profit = case(
+        (Outcome.converted.is_(True),
+         Outcome.revenue_minor - Decision.unit_cost_minor * Outcome.quantity
+         - Decision.promotion_cost_minor),
+        else_=0,
+    )  # fmt: skip
+    per_unit = (
+        select(DecisionAssignment.variant, Decision.customer_id, Decision.currency,
+               func.max(converted), func.sum(revenue), func.sum(profit))
+        .join(Decision, Decision.id == DecisionAssignment.decision_id)
+        .outerjoin(Outcome, Outcome.decision_id == Decision.id)
+        .where(DecisionAssignment.experiment_key == key)
+        .group_by(DecisionAssignment.variant, Decision.customer_id, Decision.currency)
+    )  # fmt: skip
+    acc: dict[str, list[float]] = {}
+    currencies: set[str] = set()
+    for variant, _unit, currency, conv, rev, prof in session.execute(per_unit):
+        scale = 10 ** CURRENCY_EXPONENTS.get(currency, 2)
+        r, p = float(rev or 0) / scale, float(prof or 0) / scale
+        currencies.add(currency)
+        a = acc.setdefault(variant, [0.0, 0.0, 0.0, 0.0, 0.0])
+        a[0] += int(conv or 0)
+        a[1] += r
+        a[2] += r * r
+        a[3] += p
+        a[4] += p * p
+    out = {}
+    for name, n in visitors.items():
+        conv, rs, rss, ps, pss = acc.get(name, [0.0] * 5)
+        out[name] = VariantStats(name, n, int(conv), rs, rss, ps, pss)
+    return out, currencies
+
+
+def experiment_results(
+    session: Session, *, key: str, baseline: str | None = None, credible_level: float = 0.95
+) -> ResultsOut:
+    """Results of an experiment; degenerate data gives messages, never errors.
+
+    Raises
+    ------
+    ApiError
+        404 for an unknown experiment; 422 naming ``baseline`` for an unknown variant.
+    """
+    row = get_experiment(session, key)
+    variants = row.variants
+    names = [v["name"] for v in variants]
+    if baseline is None:
+        baseline = next((v["name"] for v in variants if v["policy"] == "control"), names[0])
+    elif baseline not in names:
+        raise ApiError.field(
+            422,
+            ["query", "baseline"],
+            f"unknown variant {baseline!r}; variants: {', '.join(names)}",
+        )
+    found, currencies = variant_stats(session, key)
+    messages: list[str] = []
+    if len(currencies) > 1:
+        messages.append(
+            f"money metrics mix currencies {sorted(currencies)}: compare them per currency"
+        )
+    stats = {n: found.get(n, VariantStats(n, 0, 0, 0.0, 0.0, 0.0, 0.0)) for n in names}
+    if sum(s.visitors for s in stats.values()) == 0:
+        messages.append("no visitors yet: start the experiment and send traffic")
+    results = []
+    for v in variants:
+        summary = summarize(stats[v["name"]])
+        results.append(VariantResult(
+            name=v["name"], policy=v["policy"], allocation=float(v["allocation"]),
+            holdout=bool(v.get("holdout")), visitors=summary.visitors,
+            conversions=summary.conversions, revenue=summary.revenue, profit=summary.profit,
+            conversion_rate=summary.conversion_rate, revenue_per_visitor=summary.revenue_per_visitor,
+            profit_per_visitor=summary.profit_per_visitor,
+        ))  # fmt: skip
+    lifts = []
+    for v in variants:
+        if v["name"] == baseline:
+            continue
+        for metric in METRICS:
+            lift = relative_lift(
+                stats[v["name"]], stats[baseline], metric, credible_level=credible_level
+            )
+            lifts.append(LiftResult(
+                variant=v["name"], metric=metric, estimate=lift.estimate, se=lift.se,
+                lower=lift.lower, upper=lift.upper, prob_better=lift.prob_better,
+                expected_loss=lift.expected_loss, expected_loss_control=lift.expected_loss_control,
+                message=lift.message,
+            ))  # fmt: skip
+    observed = [stats[n].visitors for n in names]
+    if sum(observed) == 0:
+        srm: dict[str, Any] = {"flagged": False, "p_value": None, "message": "no visitors yet"}
+    else:
+        test = sample_ratio_mismatch(observed, [float(v["allocation"]) for v in variants])
+        srm = {"flagged": test.flagged, "p_value": test.p_value, "statistic": test.statistic,
+               "dof": test.dof, "message": test.message}  # fmt: skip
+        if test.flagged:
+            messages.append(
+                "sample ratio mismatch: the split differs from the allocation; "
+                "do not trust the lifts until it is explained"
+            )
+    harm = []
+    for check in row.guardrail_metrics:
+        for v in variants:
+            if v["name"] == baseline:
+                continue
+            verdict = do_no_harm(
+                stats[v["name"]], stats[baseline], check["metric"], check["max_relative_drop"]
+            )
+            harm.append(HarmCheck(
+                variant=v["name"], metric=check["metric"],
+                max_relative_drop=check["max_relative_drop"], status=verdict.status,
+                probability=verdict.probability, message=verdict.message,
+            ))  # fmt: skip
+    return ResultsOut(
+        key=key, status=row.status, currency=next(iter(currencies)) if len(currencies) == 1 else None,
+        baseline=baseline, credible_level=credible_level, variants=results, lifts=lifts, srm=srm,
+        do_no_harm=harm, messages=messages,
+    )  # fmt: skip

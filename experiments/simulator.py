@@ -1,0 +1,787 @@
+"""A seeded market simulator for joint price × promotion benchmarks.
+
+The simulator is the ground truth that a pricing policy is scored against. It knows, for
+every customer segment and SKU, the true probability that a visitor buys at a given price
+with a given promotion, and so it can say both what a policy earned on a stream of
+visitors and what it *would* have earned in expectation, and what the best fixed choice
+from the candidate set (the oracle) earns.
+
+Demand follows the engine's own model form (:mod:`pricing.demand`)::
+
+    P(buy | s, j, p, k) = sigmoid(a_seg[s] + a_sku[j] − e[s, c(j)] · log(p_eff / list_j)
+                                  + lift[k] + segment_lift[s, k])
+
+with ``p_eff = p − discount_k(p)`` the price the customer pays, ``e = exp(log_e) > 0``
+the elasticity of segment ``s`` in the SKU's category ``c(j)``, and no lift for "no
+promotion". The per-segment lift is zero by default (the engine's model has none); set
+it to test the engine under a misspecified model.
+
+Profit of one visitor, in integer minor units, is
+
+    (price − discount − unit cost − promotion cost) if the visitor buys, else 0,
+
+where the promotion cost is the free-shipping cost, borne only on a purchase.
+
+Candidate actions
+-----------------
+Each SKU has the same number of candidate prices, ``round(list × f)`` for every fraction
+``f`` of :attr:`Market.ladder`, and every price may be served with no promotion or with
+any one promotion (eligibility is "everyone, every SKU"). Action ``a`` of a SKU is the
+pair (price index ``a % n_prices``, option ``a // n_prices``), option 0 meaning no
+promotion and option ``k + 1`` promotion ``k``.
+
+Coupling
+--------
+:meth:`Market.visitors` and :meth:`Market.purchase_draws` come from independent streams
+of the same seed. A visitor buys when its uniform draw ``u`` is below the purchase
+probability of the action served, so two policies that serve the same action to the same
+visitor see the same outcome, and their difference in profit is due to their choices only.
+
+The module needs NumPy and the standard library only (no SciPy, PyMC or :mod:`pricing`),
+so benchmark peers can rebuild a market from :meth:`Market.to_dict` in their own
+environment.
+
+Examples
+--------
+>>> market = Market.random(n_segments=2, n_skus=3, n_categories=1, n_promotions=2, seed=7)
+>>> market.n_actions  # 13 prices x (no promotion + 2 promotions)
+39
+>>> segment, sku = market.visitors(5, seed=1)
+>>> s, j = int(segment[0]), int(sku[0])
+>>> best = market.oracle_action(s, j)
+>>> float(market.expected_profit(s, j, best)) == market.oracle_expected_profit(s, j)
+True
+>>> bool((market.expected_profit_table[s, j] <= market.oracle_expected_profit(s, j)).all())
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "DEFAULT_LADDER",
+    "KINDS",
+    "Market",
+    "PromotionSpec",
+    "checkpoints",
+    "stream_digest",
+    "summarize",
+]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+KINDS = ("percent_off", "amount_off", "free_shipping")
+#: Candidate prices as fractions of list price: 0.70, 0.75, ..., 1.30 (13 steps).
+DEFAULT_LADDER: tuple[float, ...] = tuple(round(0.7 + 0.05 * i, 10) for i in range(13))
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PromotionSpec:
+    """What a promotion gives and costs (eligibility: every segment and SKU).
+
+    Attributes
+    ----------
+    key : str
+        Identifier.
+    kind : {"percent_off", "amount_off", "free_shipping"}
+    percent_off : float
+        Percentage off the price, in (0, 100], for ``percent_off`` (at most two decimals:
+        12.5 is 12.5 %). The discount is rounded half up to a minor unit.
+    amount_off_minor : int
+        Discount per unit in minor units for ``amount_off``.
+    shipping_cost_minor : int
+        Merchant's cost per purchase for ``free_shipping`` (minor units).
+    """
+
+    key: str
+    kind: str
+    percent_off: float = 0.0
+    amount_off_minor: int = 0
+    shipping_cost_minor: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"promotion {self.key!r}: kind must be one of {KINDS}")
+        if self.kind == "percent_off":
+            if not 0.0 < self.percent_off <= 100.0:
+                raise ValueError(f"promotion {self.key!r}: percent_off must lie in (0, 100]")
+            if abs(self.percent_off * 100.0 - round(self.percent_off * 100.0)) > 1e-6:
+                raise ValueError(f"promotion {self.key!r}: percent_off has more than 2 decimals")
+        if self.kind == "amount_off" and self.amount_off_minor <= 0:
+            raise ValueError(f"promotion {self.key!r}: amount_off_minor must be positive")
+        if self.kind == "free_shipping" and self.shipping_cost_minor < 0:
+            raise ValueError(f"promotion {self.key!r}: shipping_cost_minor must be >= 0")
+
+    @property
+    def basis_points(self) -> int:
+        """``percent_off`` in hundredths of a percent (1,000 = 10 %); 0 for other kinds."""
+        return round(self.percent_off * 100.0) if self.kind == "percent_off" else 0
+
+    def discounts(self, price_minor: ArrayLike) -> IntArray:
+        """Discount per unit at each price, minor units, same shape as ``price_minor``.
+
+        Percent discounts round half up (exact integer arithmetic); no discount exceeds
+        the price.
+        """
+        price = np.asarray(price_minor, dtype=np.int64)
+        if self.kind == "percent_off":
+            # round half up of price * bp / 10_000, in integers: floor((2 p bp + 10^4) / (2 10^4))
+            cut = (2 * price * self.basis_points + 10_000) // 20_000
+        elif self.kind == "amount_off":
+            cut = np.full_like(price, self.amount_off_minor)
+        else:
+            cut = np.zeros_like(price)
+        out: IntArray = np.minimum(cut, price)
+        return out
+
+    def discount_minor(self, price_minor: int) -> int:
+        """Discount per unit at one price, minor units."""
+        return int(self.discounts(price_minor))
+
+    @property
+    def cost_minor(self) -> int:
+        """Merchant's cost per purchase beyond the discount (free shipping), minor units."""
+        return self.shipping_cost_minor if self.kind == "free_shipping" else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form; :meth:`from_dict` reverses it."""
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "percent_off": float(self.percent_off),
+            "amount_off_minor": int(self.amount_off_minor),
+            "shipping_cost_minor": int(self.shipping_cost_minor),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromotionSpec:
+        """Read what :meth:`to_dict` wrote."""
+        return cls(
+            key=str(data["key"]),
+            kind=str(data["kind"]),
+            percent_off=float(data.get("percent_off", 0.0)),
+            amount_off_minor=int(data.get("amount_off_minor", 0)),
+            shipping_cost_minor=int(data.get("shipping_cost_minor", 0)),
+        )
+
+
+def _float_array(values: Any, shape: tuple[int, ...], name: str) -> FloatArray:
+    out = np.array(values, dtype=np.float64)
+    if out.shape != shape:
+        raise ValueError(f"market: {name} has shape {out.shape}, expected {shape}")
+    if not np.isfinite(out).all():
+        raise ValueError(f"market: {name} must be finite")
+    return out
+
+
+def _int_array(values: Any, shape: tuple[int, ...], name: str) -> IntArray:
+    out = np.array(values, dtype=np.int64)
+    if out.shape != shape:
+        raise ValueError(f"market: {name} has shape {out.shape}, expected {shape}")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Market:
+    """Ground truth of a simulated market: who arrives, what they buy, what it earns.
+
+    S segments, J SKUs, C categories, K promotions, P candidate prices per SKU and
+    A = P × (K + 1) candidate actions per SKU. Money is integer minor units of
+    :attr:`currency`; probabilities and lifts are plain floats.
+
+    Attributes
+    ----------
+    segments : tuple of str, length S
+    skus : tuple of str, length J
+    categories : tuple of str, length C
+    sku_category : ndarray of int, shape (J,)
+        Category index of each SKU.
+    list_price_minor : ndarray of int, shape (J,)
+        List price (the reference price of the demand model), minor units.
+    unit_cost_minor : ndarray of int, shape (J,)
+        Cost of one unit, minor units.
+    segment_mix : ndarray, shape (S,)
+        Probability that a visitor belongs to each segment (sums to 1).
+    sku_mix : ndarray, shape (J,)
+        Probability that a visitor looks at each SKU (sums to 1), independent of segment.
+    a_seg : ndarray, shape (S,)
+        Segment intercepts (logit scale).
+    a_sku : ndarray, shape (J,)
+        SKU intercepts (logit scale): P(buy) at list price without promotion is
+        ``sigmoid(a_seg[s] + a_sku[j])``.
+    log_e : ndarray, shape (S, C)
+        log elasticity; the logit falls by ``exp(log_e[s, c])`` per unit of log price ratio.
+    promotions : tuple of PromotionSpec, length K
+    lift : ndarray, shape (K,)
+        Framing lift of each promotion on the logit scale, beyond its price effect.
+    segment_lift : ndarray, shape (S, K)
+        Extra lift per segment (0 in the engine's model).
+    ladder : tuple of float, length P
+        Candidate prices as strictly increasing fractions of list price.
+    currency : str
+        ISO 4217 code of every money field.
+    """
+
+    segments: tuple[str, ...]
+    skus: tuple[str, ...]
+    categories: tuple[str, ...]
+    sku_category: IntArray
+    list_price_minor: IntArray
+    unit_cost_minor: IntArray
+    segment_mix: FloatArray
+    sku_mix: FloatArray
+    a_seg: FloatArray
+    a_sku: FloatArray
+    log_e: FloatArray
+    promotions: tuple[PromotionSpec, ...]
+    lift: FloatArray
+    segment_lift: FloatArray
+    ladder: tuple[float, ...] = DEFAULT_LADDER
+    currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        s, j, c, k = len(self.segments), len(self.skus), len(self.categories), len(self.promotions)
+        if not (s and j and c):
+            raise ValueError("market: needs at least one segment, SKU and category")
+        for name, labels in (
+            ("segments", self.segments),
+            ("skus", self.skus),
+            ("categories", self.categories),
+            ("promotions", tuple(p.key for p in self.promotions)),
+        ):
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"market: {name} must be unique")
+        set_ = object.__setattr__  # frozen: normalise the array fields once, here
+        set_(self, "sku_category", _int_array(self.sku_category, (j,), "sku_category"))
+        set_(self, "list_price_minor", _int_array(self.list_price_minor, (j,), "list_price_minor"))
+        set_(self, "unit_cost_minor", _int_array(self.unit_cost_minor, (j,), "unit_cost_minor"))
+        set_(self, "segment_mix", _float_array(self.segment_mix, (s,), "segment_mix"))
+        set_(self, "sku_mix", _float_array(self.sku_mix, (j,), "sku_mix"))
+        set_(self, "a_seg", _float_array(self.a_seg, (s,), "a_seg"))
+        set_(self, "a_sku", _float_array(self.a_sku, (j,), "a_sku"))
+        set_(self, "log_e", _float_array(self.log_e, (s, c), "log_e"))
+        set_(self, "lift", _float_array(self.lift, (k,), "lift"))
+        set_(self, "segment_lift", _float_array(self.segment_lift, (s, k), "segment_lift"))
+        set_(self, "ladder", tuple(float(f) for f in self.ladder))
+        if ((self.sku_category < 0) | (self.sku_category >= c)).any():
+            raise ValueError("market: sku_category out of range")
+        if (self.list_price_minor <= 0).any() or (self.unit_cost_minor < 0).any():
+            raise ValueError("market: list prices must be positive and unit costs >= 0")
+        for name in ("segment_mix", "sku_mix"):
+            mix = getattr(self, name)
+            if (mix < 0).any() or abs(float(mix.sum()) - 1.0) > 1e-9:
+                raise ValueError(f"market: {name} must be non-negative and sum to 1")
+        ladder = np.array(self.ladder)
+        if not len(ladder) or (ladder <= 0).any() or (np.diff(ladder) <= 0).any():
+            raise ValueError("market: ladder must be positive and strictly increasing")
+        prices = self.prices
+        if (prices <= 0).any() or (np.diff(prices, axis=1) <= 0).any():
+            raise ValueError("market: candidate prices must be positive and distinct per SKU")
+        if k and (self.effective_prices <= 0).any():
+            raise ValueError("market: a promotion leaves a candidate price at or below zero")
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_segments(self) -> int:
+        """S."""
+        return len(self.segments)
+
+    @property
+    def n_skus(self) -> int:
+        """J."""
+        return len(self.skus)
+
+    @property
+    def n_promotions(self) -> int:
+        """K."""
+        return len(self.promotions)
+
+    @property
+    def n_prices(self) -> int:
+        """P, candidate prices per SKU."""
+        return len(self.ladder)
+
+    @property
+    def n_actions(self) -> int:
+        """A = P × (K + 1), candidate actions per SKU."""
+        return self.n_prices * (self.n_promotions + 1)
+
+    # ------------------------------------------------------------------ candidate set
+    @cached_property
+    def prices(self) -> IntArray:
+        """Candidate prices, shape (J, P), minor units: list × ladder fraction, rounded half up."""
+        exact = self.list_price_minor[:, None] * np.array(self.ladder)[None, :]
+        out: IntArray = np.floor(exact + 0.5 + 1e-9).astype(np.int64)
+        return out
+
+    @cached_property
+    def action_price_index(self) -> IntArray:
+        """Price index of each action, shape (A,)."""
+        out: IntArray = np.arange(self.n_actions, dtype=np.int64) % self.n_prices
+        return out
+
+    @cached_property
+    def action_promotion(self) -> IntArray:
+        """Promotion index of each action, shape (A,); -1 for no promotion."""
+        out: IntArray = np.arange(self.n_actions, dtype=np.int64) // self.n_prices - 1
+        return out
+
+    @cached_property
+    def action_prices(self) -> IntArray:
+        """Price of every action of every SKU, shape (J, A), minor units."""
+        out: IntArray = self.prices[:, self.action_price_index]
+        return out
+
+    @cached_property
+    def action_discounts(self) -> IntArray:
+        """Discount of every action of every SKU, shape (J, A), minor units."""
+        return self.discounts(self.action_promotion[None, :], self.action_prices)
+
+    @cached_property
+    def effective_prices(self) -> IntArray:
+        """Price the customer pays for every action of every SKU, shape (J, A), minor units."""
+        out: IntArray = self.action_prices - self.action_discounts
+        return out
+
+    def candidate_prices(self, sku: int) -> IntArray:
+        """The candidate prices of one SKU, shape (P,), minor units (a copy)."""
+        out: IntArray = self.prices[sku].copy()
+        return out
+
+    def action_index(self, sku: int, price_minor: int, promotion: int = -1) -> int:
+        """The action serving ``price_minor`` with ``promotion`` (-1: none) for SKU ``sku``.
+
+        Raises
+        ------
+        ValueError
+            If the price is not one of the SKU's candidate prices, or the promotion is unknown.
+        """
+        if not -1 <= promotion < self.n_promotions:
+            raise ValueError(f"unknown promotion index {promotion}")
+        hits = np.flatnonzero(self.prices[sku] == price_minor)
+        if not len(hits):
+            raise ValueError(f"price {price_minor} is not a candidate price of SKU {sku}")
+        return int((promotion + 1) * self.n_prices + hits[0])
+
+    def action(self, sku: int, action: int) -> tuple[int, int]:
+        """(price in minor units, promotion index or -1) of an action of SKU ``sku``."""
+        return int(self.action_prices[sku, action]), int(self.action_promotion[action])
+
+    # ------------------------------------------------------------------ economics
+    def discounts(self, promotion: ArrayLike, price_minor: ArrayLike) -> IntArray:
+        """Discount per unit, minor units, broadcast over ``promotion`` (-1: none) and prices."""
+        k, price = np.broadcast_arrays(
+            np.asarray(promotion, dtype=np.int64), np.asarray(price_minor, dtype=np.int64)
+        )
+        out = np.zeros(k.shape, dtype=np.int64)
+        for i, promo in enumerate(self.promotions):
+            mask = k == i
+            if mask.any():
+                out[mask] = promo.discounts(price[mask])
+        return out
+
+    def promotion_cost(self, promotion: ArrayLike) -> IntArray:
+        """Merchant's cost per purchase of each promotion index (-1: none, cost 0), minor units."""
+        costs = np.array([0, *(p.cost_minor for p in self.promotions)], dtype=np.int64)
+        out: IntArray = costs[np.asarray(promotion, dtype=np.int64) + 1]
+        return out
+
+    def margin(self, sku: ArrayLike, price_minor: ArrayLike, promotion: ArrayLike = -1) -> IntArray:
+        """Profit of a purchase: price − discount − unit cost − promotion cost (minor units).
+
+        Broadcasts over its arguments.
+        """
+        j = np.asarray(sku, dtype=np.int64)
+        price = np.asarray(price_minor, dtype=np.int64)
+        k = np.asarray(promotion, dtype=np.int64)
+        out: IntArray = (
+            price - self.discounts(k, price) - self.unit_cost_minor[j] - self.promotion_cost(k)
+        )
+        return out
+
+    def profit(
+        self, sku: ArrayLike, price_minor: ArrayLike, promotion: ArrayLike, converted: ArrayLike
+    ) -> IntArray:
+        """Realised profit of outcomes, minor units: :meth:`margin` if converted, else 0.
+
+        The free-shipping cost is borne only on a purchase; a visitor who does not buy
+        costs nothing. Broadcasts over its arguments.
+        """
+        bought = np.asarray(converted, dtype=bool)
+        out: IntArray = np.where(bought, self.margin(sku, price_minor, promotion), 0)
+        return out
+
+    def conversion_probability(
+        self, segment: ArrayLike, sku: ArrayLike, price_minor: ArrayLike, promotion: ArrayLike = -1
+    ) -> FloatArray:
+        """True P(buy) for visitors of ``segment`` on ``sku`` offered a price and promotion.
+
+        Parameters
+        ----------
+        segment, sku : int or array of int
+            Indices into :attr:`segments` and :attr:`skus`.
+        price_minor : int or array of int
+            Price offered before the promotion's discount, minor units (> 0; any price,
+            not only a candidate one).
+        promotion : int or array of int
+            Promotion index, -1 for none.
+
+        Returns
+        -------
+        ndarray
+            Probabilities in (0, 1), of the inputs' broadcast shape (0-d for scalars).
+        """
+        s = np.asarray(segment, dtype=np.int64)
+        j = np.asarray(sku, dtype=np.int64)
+        price = np.asarray(price_minor, dtype=np.int64)
+        k = np.asarray(promotion, dtype=np.int64)
+        effective = price - self.discounts(k, price)
+        if (effective <= 0).any():
+            raise ValueError("effective price must be positive")
+        return self._probability(s, j, effective / self.list_price_minor[j], k)
+
+    def _probability(
+        self, s: IntArray, j: IntArray, effective_ratio: FloatArray, k: IntArray
+    ) -> FloatArray:
+        lift = np.concatenate([[0.0], self.lift])[k + 1]
+        segment_lift = np.concatenate([np.zeros((self.n_segments, 1)), self.segment_lift], axis=1)
+        eta = (
+            self.a_seg[s]
+            + self.a_sku[j]
+            - np.exp(self.log_e[s, self.sku_category[j]]) * np.log(effective_ratio)
+            + lift
+            + segment_lift[s, k + 1]
+        )
+        out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * eta))  # logistic without overflow
+        return out
+
+    def expected_profit_at(
+        self, segment: ArrayLike, sku: ArrayLike, price_minor: ArrayLike, promotion: ArrayLike = -1
+    ) -> FloatArray:
+        """Expected profit per visitor at any price: P(buy) × margin, minor units (broadcast)."""
+        p = self.conversion_probability(segment, sku, price_minor, promotion)
+        out: FloatArray = p * self.margin(sku, price_minor, promotion)
+        return out
+
+    # ------------------------------------------------------------------ tables and oracle
+    @cached_property
+    def probability_table(self) -> FloatArray:
+        """P(buy) of every action, shape (S, J, A)."""
+        s = np.arange(self.n_segments)[:, None, None]
+        j = np.arange(self.n_skus)[None, :, None]
+        ratio = (self.effective_prices / self.list_price_minor[:, None])[None, :, :]
+        k = self.action_promotion[None, None, :]
+        return self._probability(s, j, ratio, k)
+
+    @cached_property
+    def margin_table(self) -> IntArray:
+        """Profit of a purchase for every action of every SKU, shape (J, A), minor units."""
+        j = np.arange(self.n_skus)[:, None]
+        return self.margin(j, self.action_prices, self.action_promotion[None, :])
+
+    @cached_property
+    def expected_profit_table(self) -> FloatArray:
+        """Expected profit per visitor of every action, shape (S, J, A), minor units."""
+        out: FloatArray = self.probability_table * self.margin_table[None, :, :]
+        return out
+
+    @cached_property
+    def oracle_actions(self) -> IntArray:
+        """The best candidate action per (segment, SKU), shape (S, J); ties: lowest index."""
+        out: IntArray = np.argmax(self.expected_profit_table, axis=2).astype(np.int64)
+        return out
+
+    def expected_profit(self, segment: ArrayLike, sku: ArrayLike, action: ArrayLike) -> FloatArray:
+        """Expected profit per visitor of candidate actions, minor units (broadcast)."""
+        out: FloatArray = self.expected_profit_table[
+            np.asarray(segment, dtype=np.int64),
+            np.asarray(sku, dtype=np.int64),
+            np.asarray(action, dtype=np.int64),
+        ]
+        return out
+
+    def oracle_action(self, segment: int, sku: int) -> int:
+        """The candidate action with the highest expected profit for (segment, SKU)."""
+        return int(self.oracle_actions[segment, sku])
+
+    def oracle_expected_profit(self, segment: int, sku: int) -> float:
+        """Best expected profit per visitor within the candidate set, minor units."""
+        return float(self.expected_profit_table[segment, sku, self.oracle_actions[segment, sku]])
+
+    def list_action(self, sku: int) -> int:
+        """The action serving the candidate price nearest list price, with no promotion."""
+        return int(np.argmin(np.abs(self.prices[sku] - self.list_price_minor[sku])))
+
+    # ------------------------------------------------------------------ customers
+    def visitors(self, n: int, seed: int) -> tuple[IntArray, IntArray]:
+        """A stream of ``n`` visitors: (segment index, SKU index), each of shape (n,).
+
+        Segments follow :attr:`segment_mix` and SKUs :attr:`sku_mix`, independently. The
+        same ``seed`` gives the same stream in every process; the first m visitors of a
+        longer stream are not those of a shorter one.
+        """
+        rng = np.random.default_rng([seed, 0])
+        segment = rng.choice(self.n_segments, size=n, p=self.segment_mix).astype(np.int64)
+        sku = rng.choice(self.n_skus, size=n, p=self.sku_mix).astype(np.int64)
+        return segment, sku
+
+    def purchase_draws(self, n: int, seed: int) -> FloatArray:
+        """Uniform draws in [0, 1), shape (n,): visitor t buys iff ``u[t] < P(buy)``.
+
+        Independent of :meth:`visitors` for the same ``seed``.
+        """
+        out: FloatArray = np.random.default_rng([seed, 1]).random(n)
+        return out
+
+    def play(
+        self, segment: ArrayLike, sku: ArrayLike, action: ArrayLike, u: ArrayLike
+    ) -> tuple[NDArray[np.bool_], IntArray]:
+        """Outcomes of candidate actions: (converted, realised profit in minor units)."""
+        s = np.asarray(segment, dtype=np.int64)
+        j = np.asarray(sku, dtype=np.int64)
+        a = np.asarray(action, dtype=np.int64)
+        converted: NDArray[np.bool_] = np.asarray(u) < self.probability_table[s, j, a]
+        profit: IntArray = np.where(converted, self.margin_table[j, a], 0)
+        return converted, profit
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def random(
+        cls,
+        n_segments: int = 5,
+        n_skus: int = 10,
+        n_categories: int = 2,
+        n_promotions: int = 2,
+        seed: int = 0,
+        *,
+        ladder: Sequence[float] = DEFAULT_LADDER,
+        base_conversion: tuple[float, float] = (0.10, 0.30),
+        elasticity: tuple[float, float] = (1.0, 3.0),
+        lift: tuple[float, float] = (0.0, 0.6),
+        segment_lift_sd: float = 0.0,
+        segment_sd: float = 0.25,
+        list_price_range: tuple[int, int] = (10, 60),
+        cost_share: tuple[float, float] = (0.40, 0.65),
+    ) -> Market:
+        """Draw a market with sensible defaults.
+
+        Parameters
+        ----------
+        n_segments, n_skus, n_categories, n_promotions : int
+            Sizes S, J, C and K. Promotions cycle through percent off (10, 15 or 20 %),
+            free shipping (cost 2.00–5.00) and amount off (5–10 % of the cheapest list price).
+        seed : int
+            Everything below is drawn from ``numpy.random.default_rng(seed)``.
+        ladder : sequence of float
+            Candidate price fractions of list price.
+        base_conversion : (float, float)
+            Range of P(buy) at list price without promotion for an average segment.
+        elasticity : (float, float)
+            Range of the elasticities exp(log_e): a category level drawn uniformly, then a
+            per-segment factor, clipped to the range.
+        lift : (float, float)
+            Range of the promotion lifts (logit scale).
+        segment_lift_sd : float
+            Standard deviation of the per-segment extra lift (0: none, as in the engine's model).
+        segment_sd : float
+            Standard deviation of the segment intercepts (they sum to zero).
+        list_price_range : (int, int)
+            List prices are whole major units in this range (× 100 minor units), so every
+            5 % ladder step is a whole number of minor units.
+        cost_share : (float, float)
+            Range of unit cost as a share of list price.
+        """
+        rng = np.random.default_rng(seed)
+        list_price = rng.integers(list_price_range[0], list_price_range[1] + 1, n_skus) * 100
+        unit_cost = np.round(list_price * rng.uniform(*cost_share, n_skus)).astype(np.int64)
+        a_seg = rng.normal(0.0, segment_sd, n_segments)
+        a_seg -= a_seg.mean()
+        base = rng.uniform(*base_conversion, n_skus)
+        a_sku = np.log(base / (1.0 - base))
+        category_e = rng.uniform(*elasticity, n_categories)
+        e = category_e[None, :] * np.exp(rng.normal(0.0, 0.15, (n_segments, n_categories)))
+        log_e = np.log(np.clip(e, *elasticity))
+        lowest = float(list_price.min()) * min(ladder)
+        promotions = []
+        for i in range(n_promotions):
+            kind = ("percent_off", "free_shipping", "amount_off")[i % 3]
+            if kind == "percent_off":
+                spec = PromotionSpec(
+                    f"promo{i}-pct", kind, percent_off=float(rng.choice([10.0, 15.0, 20.0]))
+                )
+            elif kind == "free_shipping":
+                cost = int(rng.integers(20, 51)) * 10
+                spec = PromotionSpec(f"promo{i}-ship", kind, shipping_cost_minor=cost)
+            else:
+                amount = max(1, round(lowest * rng.uniform(0.05, 0.10)))
+                spec = PromotionSpec(f"promo{i}-amt", kind, amount_off_minor=amount)
+            promotions.append(spec)
+        return cls(
+            segments=tuple(f"seg{i}" for i in range(n_segments)),
+            skus=tuple(f"SKU-{j:04d}" for j in range(n_skus)),
+            categories=tuple(f"cat{c}" for c in range(n_categories)),
+            sku_category=np.arange(n_skus) % n_categories,
+            list_price_minor=list_price,
+            unit_cost_minor=unit_cost,
+            segment_mix=rng.dirichlet(np.full(n_segments, 4.0)),
+            sku_mix=rng.dirichlet(np.full(n_skus, 4.0)),
+            a_seg=a_seg,
+            a_sku=a_sku,
+            log_e=log_e,
+            promotions=tuple(promotions),
+            lift=rng.uniform(*lift, n_promotions),
+            segment_lift=rng.normal(0.0, segment_lift_sd, (n_segments, n_promotions))
+            if segment_lift_sd > 0
+            else np.zeros((n_segments, n_promotions)),
+            ladder=tuple(float(f) for f in ladder),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (exact: floats survive a JSON round trip)."""
+        return {
+            "format": _FORMAT,
+            "segments": list(self.segments),
+            "skus": list(self.skus),
+            "categories": list(self.categories),
+            "sku_category": self.sku_category.tolist(),
+            "list_price_minor": self.list_price_minor.tolist(),
+            "unit_cost_minor": self.unit_cost_minor.tolist(),
+            "segment_mix": self.segment_mix.tolist(),
+            "sku_mix": self.sku_mix.tolist(),
+            "a_seg": self.a_seg.tolist(),
+            "a_sku": self.a_sku.tolist(),
+            "log_e": self.log_e.tolist(),
+            "promotions": [p.to_dict() for p in self.promotions],
+            "lift": self.lift.tolist(),
+            "segment_lift": self.segment_lift.tolist(),
+            "ladder": list(self.ladder),
+            "currency": self.currency,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Market:
+        """Rebuild the market :meth:`to_dict` described.
+
+        Raises
+        ------
+        ValueError
+            On an unknown format or inconsistent fields.
+        """
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"unknown market format {data.get('format')!r}")
+        n_segments = len(data["segments"])
+        n_promotions = len(data["promotions"])
+        segment_lift = np.array(data["segment_lift"], dtype=np.float64).reshape(
+            n_segments, n_promotions
+        )
+        return cls(
+            segments=tuple(data["segments"]),
+            skus=tuple(data["skus"]),
+            categories=tuple(data["categories"]),
+            sku_category=np.array(data["sku_category"], dtype=np.int64),
+            list_price_minor=np.array(data["list_price_minor"], dtype=np.int64),
+            unit_cost_minor=np.array(data["unit_cost_minor"], dtype=np.int64),
+            segment_mix=np.array(data["segment_mix"], dtype=np.float64),
+            sku_mix=np.array(data["sku_mix"], dtype=np.float64),
+            a_seg=np.array(data["a_seg"], dtype=np.float64),
+            a_sku=np.array(data["a_sku"], dtype=np.float64),
+            log_e=np.array(data["log_e"], dtype=np.float64).reshape(
+                n_segments, len(data["categories"])
+            ),
+            promotions=tuple(PromotionSpec.from_dict(p) for p in data["promotions"]),
+            lift=np.array(data["lift"], dtype=np.float64),
+            segment_lift=segment_lift,
+            ladder=tuple(float(f) for f in data["ladder"]),
+            currency=str(data.get("currency", "USD")),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Market):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------- scoring
+def checkpoints(n: int, n_points: int = 50) -> IntArray:
+    """Visitor counts at which learning curves are sampled: about ``n_points`` up to ``n``."""
+    out: IntArray = np.unique(np.linspace(0, n, n_points + 1).round().astype(np.int64))[1:]
+    return out
+
+
+def summarize(
+    expected: ArrayLike,
+    oracle_expected: ArrayLike,
+    realized: ArrayLike,
+    oracle_realized: ArrayLike,
+    n_points: int = 50,
+) -> dict[str, Any]:
+    """Totals and learning curves of one policy's run against the oracle on the same visitors.
+
+    Parameters
+    ----------
+    expected : array, shape (T,)
+        Expected profit of the action the policy served to each visitor (minor units).
+    oracle_expected : array, shape (T,)
+        The oracle's expected profit for each visitor.
+    realized, oracle_realized : array, shape (T,)
+        Realised profit of the policy and of the oracle on the same purchase draws.
+    n_points : int
+        Points of the learning curves.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``profit`` and ``expected_profit`` (totals), the oracle's
+        ``oracle_profit`` and ``oracle_expected_profit``, ``late_expected_profit`` and
+        ``late_oracle_expected_profit`` (last quarter of the visitors), ``t`` (checkpoints),
+        ``cum_profit``, ``cum_regret`` (oracle minus policy, realised),
+        ``cum_expected_regret`` and ``cum_oracle_expected_profit`` at each checkpoint.
+    """
+    e = np.asarray(expected, dtype=np.float64)
+    oe = np.asarray(oracle_expected, dtype=np.float64)
+    r = np.asarray(realized, dtype=np.float64)
+    orr = np.asarray(oracle_realized, dtype=np.float64)
+    n = len(e)
+    if not (len(oe) == len(r) == len(orr) == n) or n == 0:
+        raise ValueError("summarize: all series must have the same, positive length")
+    t = checkpoints(n, n_points)
+    late = slice(n - n // 4 if n >= 4 else 0, n)
+    cum_r, cum_or = np.cumsum(r), np.cumsum(orr)
+    cum_e, cum_oe = np.cumsum(e), np.cumsum(oe)
+    return {
+        "visitors": n,
+        "profit": float(r.sum()),
+        "expected_profit": float(e.sum()),
+        "oracle_profit": float(orr.sum()),
+        "oracle_expected_profit": float(oe.sum()),
+        "late_expected_profit": float(e[late].sum()),
+        "late_oracle_expected_profit": float(oe[late].sum()),
+        "t": t.tolist(),
+        "cum_profit": cum_r[t - 1].tolist(),
+        "cum_regret": (cum_or - cum_r)[t - 1].tolist(),
+        "cum_expected_regret": (cum_oe - cum_e)[t - 1].tolist(),
+        "cum_oracle_expected_profit": cum_oe[t - 1].tolist(),
+    }
+
+
+def stream_digest(segment: IntArray, sku: IntArray, u: FloatArray) -> str:
+    """Fingerprint of a visitor stream and its purchase draws (hex string).
+
+    Lets two processes check that they play exactly the same visitors and draws.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for values, dtype in ((segment, np.int64), (sku, np.int64), (u, np.float64)):
+        h.update(np.ascontiguousarray(values, dtype=dtype).tobytes())
+    return h.hexdigest()
