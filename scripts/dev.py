@@ -52,7 +52,7 @@ def serve(args: list[str]) -> None:
     ensure_env()
     cli = BIN / "pricing-engine"
     run(cli, "migrate")
-    run(cli, "seed-demo")
+    run(cli, "seed-demo", "--simulate", "2000")  # a living demo: traffic, an experiment, a model
     os.execv(str(cli), [str(cli), "serve", *args])
 
 
