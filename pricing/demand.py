@@ -452,6 +452,8 @@ class DemandModel:
             mu_global=stacked("mu_global"), sd_cat=stacked("sd_cat"), sd_seg=stacked("sd_seg"),
             mu_cat=stacked("mu_cat"), d=context_d, log_weights=np.zeros(d),
             meta={"model": MODEL_VERSION, "config_hash": self.config_hash,
+                  "promotion_prior": [float(self.model_config["promotion_lift"].mu),
+                                      float(self.model_config["promotion_lift"].sigma)],
                   "diagnostics": self.diagnostics_.to_dict(), "parameterisation": self.parameterisation_,
                   **(meta or {})},
         )  # fmt: skip

@@ -194,11 +194,25 @@ class DemandPosterior:
         )
 
     def promotion_lift(self, promotion: str | None) -> FloatArray:
-        """g draws, shape (D,); 0 for no promotion, population prior mean 0 for a new one."""
+        """g draws, shape (D,); 0 for no promotion.
+
+        A promotion the model has not seen draws from the lift's prior
+        (``meta["promotion_prior"]`` = [mu, sigma], default [0, 0.5]), deterministically
+        per name: some draws favour it, so Thompson sampling tries it on purpose (a lift
+        of exactly 0 would never beat the same price without the promotion's cost).
+        """
         if not promotion:
             return np.zeros(self.n_draws)
         i = self._index["promotion"].get(promotion)
-        return self.g[:, i] if i is not None else np.zeros(self.n_draws)
+        if i is not None:
+            return self.g[:, i]
+        mu, sigma = self.meta.get("promotion_prior", (0.0, 0.5))
+        return self._cold(
+            "promotion",
+            promotion,
+            np.full(self.n_draws, float(mu)),
+            np.full(self.n_draws, float(sigma)),
+        )
 
     def logit_terms(
         self, segment: str, sku: str, category: str | None = None

@@ -114,8 +114,23 @@ class Promotion:
         return 0
 
     def discounts(self, prices: NDArray[np.int64]) -> NDArray[np.int64]:
-        """:meth:`discount_minor` of each price, shape (n,)."""
-        return np.array([self.discount_minor(int(p)) for p in prices], dtype=np.int64)
+        """:meth:`discount_minor` of each price, shape (n,), in exact integer arithmetic."""
+        p = np.asarray(prices, dtype=np.int64)
+        if self.kind == "percent_off":
+            assert self.percent_off is not None
+            milli = int(
+                self.percent_off * 1000
+            )  # thousandths of a percent (the API allows 3 decimals)
+            if Decimal(milli) != self.percent_off * 1000:
+                return np.array([self.discount_minor(int(x)) for x in p], dtype=np.int64)
+            cut = (2 * p * milli + 100_000) // 200_000  # half up of p * milli / 100_000
+        elif self.kind == "amount_off":
+            assert self.amount_off_minor is not None
+            cut = np.full_like(p, self.amount_off_minor)
+        else:
+            cut = np.zeros_like(p)
+        out: NDArray[np.int64] = np.minimum(cut, p)
+        return out
 
     @property
     def cost_minor(self) -> int:

@@ -215,3 +215,23 @@ def test_the_model_learns_promotion_lift_and_context_effects():
     restored = type(post).from_bytes(post.to_bytes())
     assert restored.context_columns == ("device=mobile",)
     assert np.allclose(restored.d[:, 0], d, atol=1e-6)
+
+
+@pytest.mark.parametrize("percent", ["10", "12.5", "33.333", "99.999", "100", "0.001"])
+def test_vectorised_discounts_equal_the_decimal_definition(percent):
+    promotion = Promotion("P", "percent_off", percent_off=Decimal(percent))
+    prices = np.random.default_rng(0).integers(1, 10**7, size=2000)
+    expected = [promotion.discount_minor(int(p)) for p in prices]
+    assert promotion.discounts(prices).tolist() == expected
+
+
+def test_an_unseen_promotion_draws_its_lift_from_the_prior():
+    post = replace(
+        synthetic_posterior(n_draws=400), meta={"version": "v", "promotion_prior": [0.1, 0.5]}
+    )
+    lift = post.promotion_lift("NEW")
+    assert lift.std() == pytest.approx(0.5, rel=0.15) and lift.mean() == pytest.approx(
+        0.1, abs=0.08
+    )
+    assert np.array_equal(lift, post.promotion_lift("NEW"))  # the same draws every time
+    assert not np.array_equal(lift, post.promotion_lift("OTHER"))

@@ -1,0 +1,1453 @@
+"""The HTTP service under load on 127.0.0.1: quotes, outcome ingestion, freshness, memory.
+
+    python -m benchmarks.systems                  # full run (~6 min); writes docs/benchmarks.md + plot
+    python -m benchmarks.systems --quick --no-doc # smoke run (tiny sizes), prints only
+
+Every server is a real ``pricing-engine serve`` subprocess (one uvicorn worker) on a
+migrated SQLite database in a temporary directory, seeded with ``pricing-engine
+seed-demo``, API keys from ``pricing-engine create-key`` and a synthetic posterior
+snapshot (no PyMC fit) covering the demo's segments and SKUs.
+
+1. Quotes. ``POST /v1/quotes`` with one-line carts (random customer id, demo segment and
+   demo SKU). The baseline, measured in the same run with the same client and the same
+   request bodies, is a bare FastAPI app served by the same uvicorn: one async endpoint
+   that parses the JSON body and returns a body shaped and sized like a quote response.
+   Maximum throughput is a closed loop (32 connections; ``wrk`` when installed); latency
+   is then measured open-loop at fixed offered rates (25/50/75 % of the engine's maximum):
+   requests leave on a fixed schedule whatever the server does, and each latency counts
+   from its scheduled send time, so queueing in the client is not hidden.
+2. Outcome ingestion. ``POST /v1/outcomes/batch`` with 1,000 outcomes per request for
+   decisions created beforehand through 100-line quotes; outcomes stored per second.
+3. Freshness. ``serve --updater`` with ``PRICING_UPDATER_INTERVAL_SECONDS=0.5`` and
+   ``PRICING_SNAPSHOT_POLL_SECONDS=0.5``: seconds from an outcome batch's acknowledgement
+   until ``GET /v1/models`` shows it applied (database) and until the worker's served
+   posterior reflects it (``POST /v1/guardrails/preview`` reads the worker's in-memory
+   posterior; its expected conversion moves when the new weights are swapped in).
+4. Memory. VmRSS of the API worker with 10,000 SKUs x 20 segments (catalog loaded with the
+   service function ``catalog.import_products``) and a 500-draw posterior over them, after
+   a few seconds of quotes.
+
+Load generators, best first: ``wrk`` (Debian package) for the closed loop, and an asyncio
++ aiohttp open-loop generator run in ``benchmarks/.venv-peers`` (created on demand, never
+an engine dependency). Without them (``--quick`` never installs anything) a small
+in-process generator (httpx clients in threads) takes over, and the output says so. A
+short ``py-spy`` profile of the quote path is taken when py-spy is in the peers' venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.report import replace_section
+
+os.environ.setdefault("PYTENSOR_FLAGS", "compiledir=/tmp/ptc")
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = Path(__file__).resolve().parent / ".venv-peers"
+PLOT = ROOT / "docs" / "img" / "systems_latency.png"
+BEGIN, END = "<!-- systems:begin -->", "<!-- systems:end -->"
+ENGINE_CLI = Path(sys.executable).with_name("pricing-engine")
+TARGETS = {"ratio": 0.60, "p99_ms": 10.0, "outcomes_per_s": 5000.0, "freshness_s": 5.0,
+           "rss_mb": 500.0}  # fmt: skip
+LOAD_FRACTIONS = (0.25, 0.50, 0.75)
+CONNECTIONS = (4, 8, 16, 32)
+
+BARE_APP = r'''
+"""Baseline: one async JSON endpoint, no database, a response sized like a quote."""
+import datetime
+import uuid
+
+from fastapi import FastAPI, Request
+
+app = FastAPI()
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.post("/v1/quotes", status_code=201)
+async def quote(request: Request) -> dict[str, object]:
+    body = await request.json()
+    line = body["lines"][0]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "quote_id": str(uuid.uuid4()), "customer_id": body["customer_id"],
+        "segment": body.get("segment") or "default",
+        "expires_at": (now + datetime.timedelta(minutes=15)).isoformat(), "personalized": True,
+        "lines": [{
+            "line_no": 0, "sku": line["sku"], "quantity": line.get("quantity", 1), "currency": "USD",
+            "list_price": "21.99", "price": "20.99", "decision_id": str(uuid.uuid4()),
+            "propensity": 0.0123456789, "personalized": True, "fallback": False, "reasons": [],
+            "promotion": None, "discount": "0", "final_price": "20.99",
+        }],
+    }
+'''
+
+WRK_LUA = r"""
+local skus = {__SKUS__}
+local segments = {__SEGMENTS__}
+local token = "__TOKEN__"
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(__SEED__ + 7919 * tid)
+  wrk.headers["Content-Type"] = "application/json"
+  if token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
+end
+
+function request()
+  local body = string.format(
+    '{"customer_id":"c-%d","segment":"%s","lines":[{"sku":"%s","quantity":1}]}',
+    math.random(1, 1000000000), segments[math.random(#segments)], skus[math.random(#skus)])
+  return wrk.format("POST", "__PATH__", nil, body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %.0f, "p99_us": %.0f}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+#: Open- or closed-loop generator run in the peers' venv (asyncio + aiohttp).
+AIOHTTP_LOADGEN = r"""
+import asyncio, json, random, sys, time
+import aiohttp
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+cfg = json.loads(sys.argv[1])
+rng = random.Random(cfg["seed"])
+headers = {"Content-Type": "application/json"}
+if cfg["token"]:
+    headers["Authorization"] = "Bearer " + cfg["token"]
+
+def body():
+    return json.dumps({"customer_id": f"c-{rng.randrange(10**9)}", "segment": rng.choice(cfg["segments"]),
+                       "lines": [{"sku": rng.choice(cfg["skus"]), "quantity": 1}]})
+
+async def main():
+    latencies, errors = [], 0
+    connector = aiohttp.TCPConnector(limit=cfg["connections"])
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async def one(scheduled):
+            nonlocal errors
+            try:
+                async with session.post(cfg["url"], data=body(), headers=headers) as response:
+                    await response.read()
+                    ok = 200 <= response.status < 300
+            except Exception:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                errors += 1
+        start = time.perf_counter() + 0.05
+        if cfg["rate"]:
+            tasks, i, interval = [], 0, 1.0 / cfg["rate"]
+            while i * interval < cfg["duration"]:
+                scheduled = start + i * interval
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(scheduled)))
+                i += 1
+            await asyncio.gather(*tasks)
+        else:
+            deadline = start + cfg["duration"]
+            async def worker():
+                while time.perf_counter() < deadline:
+                    await one(time.perf_counter())
+            await asyncio.gather(*(worker() for _ in range(cfg["connections"])))
+        elapsed = time.perf_counter() - start
+    print(json.dumps({"latencies": latencies, "errors": errors, "elapsed": elapsed}))
+
+asyncio.run(main())
+"""
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class Load:
+    """One load run: what was offered, what came back."""
+
+    generator: str
+    target: str
+    offered_rps: float | None  # None: closed loop
+    seconds: float
+    completed: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        """Completed (2xx) requests per second."""
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+
+def _load_from_latencies(
+    generator: str, target: str, rate: float | None, seconds: float, latencies: Sequence[float],
+    errors: int,
+) -> Load:  # fmt: skip
+    lat = np.asarray(latencies, dtype=float) * 1000.0
+    p50 = float(np.percentile(lat, 50)) if lat.size else float("nan")
+    p99 = float(np.percentile(lat, 99)) if lat.size else float("nan")
+    return Load(generator, target, rate, seconds, int(lat.size), errors, p50, p99)
+
+
+@dataclass
+class Target:
+    """Where requests go and what they carry (one-line carts)."""
+
+    name: str
+    base_url: str
+    token: str
+    skus: list[str]
+    segments: list[str]
+    path: str = "/v1/quotes"
+
+    @property
+    def url(self) -> str:
+        """Full URL of the quote endpoint."""
+        return self.base_url + self.path
+
+
+def quote_body(rng: random.Random, skus: Sequence[str], segments: Sequence[str]) -> bytes:
+    """A one-line cart for a random customer."""
+    return json.dumps({
+        "customer_id": f"c-{rng.randrange(10**9)}", "segment": rng.choice(segments),
+        "lines": [{"sku": rng.choice(skus), "quantity": 1}],
+    }).encode()  # fmt: skip
+
+
+# --------------------------------------------------------------------------- load generators
+class Generator:
+    """Closed loop for throughput, open loop (fixed offered rate) for latency."""
+
+    name = "abstract"
+
+    def closed(self, target: Target, connections: int, seconds: float) -> Load:
+        """As many requests as ``connections`` clients can complete in ``seconds``."""
+        raise NotImplementedError
+
+    def open(self, target: Target, rate: float, seconds: float) -> Load:
+        """Requests sent every ``1 / rate`` seconds, latency from each scheduled send."""
+        raise NotImplementedError
+
+
+class InProcess(Generator):
+    """httpx clients in threads of this process (fallback when no peer tool is available).
+
+    Both loops share this interpreter's GIL, so the generator itself may limit what it
+    can measure (the benchmark says so in its output)."""
+
+    name = "in-process httpx threads (fallback)"
+
+    def _run(
+        self, target: Target, threads: int, seconds: float, rate: float | None
+    ) -> Load:
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if target.token:
+            headers["Authorization"] = f"Bearer {target.token}"
+        latencies: list[float] = []
+        errors = [0]
+        lock = threading.Lock()
+        counter = [0]
+        start = time.perf_counter() + 0.05
+        deadline = start + seconds
+
+        def next_slot() -> float | None:
+            with lock:
+                i = counter[0]
+                counter[0] += 1
+            assert rate is not None
+            scheduled = start + i / rate
+            return scheduled if scheduled < deadline else None
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            with httpx.Client(headers=headers, timeout=60.0) as client:
+                while True:
+                    if rate is None:
+                        scheduled = time.perf_counter()
+                        if scheduled >= deadline:
+                            return
+                    else:
+                        slot = next_slot()
+                        if slot is None:
+                            return
+                        scheduled = slot
+                        time.sleep(max(0.0, scheduled - time.perf_counter()))
+                    try:
+                        response = client.post(
+                            target.url, content=quote_body(rng, target.skus, target.segments)
+                        )
+                        ok = 200 <= response.status_code < 300
+                    except httpx.HTTPError:
+                        ok = False
+                    elapsed = time.perf_counter() - scheduled
+                    with lock:
+                        if ok:
+                            latencies.append(elapsed)
+                        else:
+                            errors[0] += 1
+
+        pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(seconds + 120)
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        return _load_from_latencies(self.name, target.name, rate, elapsed, latencies, errors[0])
+
+    def closed(self, target: Target, connections: int, seconds: float) -> Load:
+        """Closed loop with one thread per connection."""
+        return self._run(target, connections, seconds, None)
+
+    def open(self, target: Target, rate: float, seconds: float) -> Load:
+        """Paced threads taking scheduled slots (16 threads: enough below ~16 x 1/latency)."""
+        return self._run(target, 16, seconds, rate)
+
+
+class Peers(Generator):
+    """wrk for the closed loop; asyncio + aiohttp (peers' venv) for the open loop."""
+
+    def __init__(self, python: str | None, wrk: str | None, workdir: Path) -> None:
+        self.python = python
+        self.wrk = wrk
+        self.workdir = workdir
+        parts = []
+        if wrk:
+            parts.append("wrk 4 (closed loop)")
+        if python:
+            parts.append("asyncio+aiohttp open-loop generator in benchmarks/.venv-peers")
+        self.name = " + ".join(parts)
+        self._fallback = InProcess()
+
+    def _aiohttp(
+        self, target: Target, connections: int, seconds: float, rate: float | None
+    ) -> Load:
+        assert self.python is not None
+        cfg = {"url": target.url, "token": target.token, "skus": target.skus,
+               "segments": target.segments, "connections": connections, "duration": seconds,
+               "rate": rate, "seed": random.randrange(10**6)}  # fmt: skip
+        out = subprocess.run(
+            [self.python, "-c", AIOHTTP_LOADGEN, json.dumps(cfg)],
+            check=True, capture_output=True, text=True, timeout=seconds + 180,
+        )  # fmt: skip
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        return _load_from_latencies(
+            "aiohttp open loop" if rate else "aiohttp closed loop", target.name, rate,
+            float(data["elapsed"]), data["latencies"], int(data["errors"]),
+        )  # fmt: skip
+
+    def closed(self, target: Target, connections: int, seconds: float) -> Load:
+        """wrk when installed, else the aiohttp generator, else in-process threads."""
+        if self.wrk:
+            return run_wrk(self.wrk, target, connections, seconds, self.workdir)
+        if self.python:
+            return self._aiohttp(target, connections, seconds, None)
+        return self._fallback.closed(target, connections, seconds)
+
+    def open(self, target: Target, rate: float, seconds: float) -> Load:
+        """The aiohttp open-loop generator (64 connections at most), else in-process threads."""
+        if self.python:
+            return self._aiohttp(target, 64, seconds, rate)
+        return self._fallback.open(target, rate, seconds)
+
+
+def run_wrk(wrk: str, target: Target, connections: int, seconds: float, workdir: Path) -> Load:
+    """One closed-loop wrk run (one thread) with random one-line carts."""
+    script = workdir / f"wrk-{target.name}.lua"
+    lua_list: Callable[[Sequence[str]], str] = lambda xs: ", ".join(f'"{x}"' for x in xs)  # noqa: E731
+    script.write_text(
+        WRK_LUA.replace("__SKUS__", lua_list(target.skus))
+        .replace("__SEGMENTS__", lua_list(target.segments))
+        .replace("__TOKEN__", target.token)
+        .replace("__PATH__", target.path)
+        .replace("__SEED__", str(random.randrange(10**6)))
+    )
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+         "-s", str(script), target.base_url],
+        check=True, capture_output=True, text=True, timeout=seconds + 120,
+    )  # fmt: skip
+    line = next(x for x in out.stdout.splitlines() if x.startswith("WRKJSON "))
+    data = json.loads(line.removeprefix("WRKJSON "))
+    secs = data["duration_us"] / 1e6
+    ok = int(data["requests"]) - int(data["errors"])
+    return Load("wrk", target.name, None, secs, ok, int(data["errors"]),
+                data["p50_us"] / 1000, data["p99_us"] / 1000)  # fmt: skip
+
+
+def peer_python(install: bool) -> str | None:
+    """The peers' interpreter with aiohttp (and py-spy), created on demand when ``install``."""
+    python = PEERS / "bin" / "python"
+    if not install:
+        if python.exists() and _importable(str(python), "aiohttp"):
+            return str(python)
+        return None
+    if not python.exists():
+        subprocess.check_call([sys.executable, "-m", "venv", str(PEERS)])
+    if not _importable(str(python), "aiohttp") or not (PEERS / "bin" / "py-spy").exists():
+        subprocess.check_call([str(python), "-m", "pip", "install", "--quiet", "aiohttp", "py-spy"])
+    return str(python)
+
+
+def _importable(python: str, module: str) -> bool:
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+# --------------------------------------------------------------------------- servers
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """A server subprocess in its own process group: :meth:`start`, :meth:`wait`, :meth:`stop`."""
+
+    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str], port: int) -> None:
+        self.name = name
+        self.command = command
+        self.workdir = workdir
+        self.env = env
+        self.port = port
+        self.log = workdir / f"{name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server (uvicorn with one worker serves in this process)."""
+        assert self._process is not None, f"{self.name} was not started"
+        return self._process.pid
+
+    def start(self) -> Server:
+        """Spawn the process (in a new session, so its whole group can be stopped)."""
+        with open(self.log, "wb") as handle:
+            self._process = subprocess.Popen(
+                self.command, stdout=handle, stderr=subprocess.STDOUT, env=self.env,
+                cwd=self.workdir, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def wait(self, timeout: float = 180.0) -> Server:
+        """Block until ``/healthz`` answers 200."""
+        import httpx
+
+        assert self._process is not None, f"{self.name} was not started"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{self.name} exited with {self._process.returncode}:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer /healthz within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """Stop the process group (idempotent)."""
+        if self._process is not None:
+            stop(self._process)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTENSOR_FLAGS", "compiledir=/tmp/ptc")
+    env["PRICING_LOG_LEVEL"] = "warning"  # no access log line per request (same as the baseline)
+    env.update(extra)
+    return env
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def engine_server(name: str, db: Path, workdir: Path, *, updater: bool = False, **env: str) -> Server:
+    """``pricing-engine serve`` (one worker) on ``db``; not started yet."""
+    port = free_port()
+    command = [str(ENGINE_CLI), "serve", "--database-url", f"sqlite:///{db}",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    if updater:
+        command.append("--updater")
+    return Server(name, command, workdir, _env(**env), port)
+
+
+def bare_server(workdir: Path) -> Server:
+    """The baseline FastAPI app under the same uvicorn; not started yet."""
+    (workdir / "systems_bare.py").write_text(BARE_APP)
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "systems_bare:app", "--app-dir", str(workdir),
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    return Server("bare", command, workdir, _env(), port)
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB (MiB), from /proc."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn with one worker serves in-process; checked)."""
+    pids, frontier = [pid], [pid]
+    while frontier:
+        p = frontier.pop()
+        children = Path(f"/proc/{p}/task/{p}/children")
+        if children.exists():
+            found = [int(c) for c in children.read_text().split()]
+            pids += found
+            frontier += found
+    return pids
+
+
+# --------------------------------------------------------------------------- data
+def demo_catalog() -> tuple[list[str], dict[str, str]]:
+    """The demo's segment keys and SKU -> category."""
+    segments = [r["key"] for r in _demo_rows("segments.csv")]
+    skus = {r["sku"]: r["category"] for r in _demo_rows("catalog.csv")}
+    return segments, skus
+
+
+def _demo_rows(name: str) -> list[dict[str, str]]:
+    text = resources.files("api.demo").joinpath(name).read_text(encoding="utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def synthetic_posterior(
+    segments: Sequence[str], sku_category: dict[str, str], n_draws: int = 500, seed: int = 0
+) -> Any:
+    """A posterior of the engine's shape over these segments, SKUs and their categories
+    (every segment x category pair fitted), with a known centre, without running PyMC."""
+    from pricing.posterior import DemandPosterior
+
+    rng = np.random.default_rng(seed)
+    skus = tuple(sku_category)
+    categories = tuple(sorted(set(sku_category.values())))
+    pairs = tuple((s, c) for s in segments for c in categories)
+    d, intercept, log_e, spread = n_draws, -1.0, float(np.log(1.5)), 0.3
+    return DemandPosterior(
+        segments=tuple(segments), skus=skus, categories=categories, promotions=(),
+        sku_category=dict(sku_category), pairs=pairs,
+        a_seg=rng.normal(0.0, spread, (d, len(segments))), a_sku=rng.normal(intercept, spread, (d, len(skus))),
+        log_e=rng.normal(log_e, spread, (d, len(pairs))), g=np.zeros((d, 0)),
+        mu_a=rng.normal(intercept, 0.1, d), sd_a_sku=np.abs(rng.normal(0.5, 0.05, d)),
+        sd_a_seg=np.abs(rng.normal(0.3, 0.05, d)), mu_global=rng.normal(log_e, 0.1, d),
+        sd_cat=np.abs(rng.normal(0.3, 0.05, d)), sd_seg=np.abs(rng.normal(0.3, 0.05, d)),
+        mu_cat=rng.normal(log_e, 0.1, (d, len(categories))), log_weights=np.zeros(d),
+        meta={"version": "systems-benchmark"},
+    )  # fmt: skip
+
+
+def publish(db: Path, posterior: Any) -> int:
+    """Insert a published snapshot row for ``posterior`` (as a fit would); return its id."""
+    from api.db import make_engine, make_session_factory
+    from api.orm import ModelSnapshot, utcnow
+
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with make_session_factory(engine)() as session, session.begin():
+            row = ModelSnapshot(
+                status="published", method="synthetic", approximate=False, config_hash="systems",
+                model_config_json={}, sampler_config_json={},
+                data_watermark=utcnow() - timedelta(minutes=1), n_cells=1, n_trials=1,
+                n_conversions=0, diagnostics={"passed": True}, message="",
+                draws=posterior.to_bytes(), log_weights=posterior.log_weights.tobytes(),
+                ess=posterior.ess, weights_updated_at=utcnow(),
+            )  # fmt: skip
+            session.add(row)
+            session.flush()
+            return int(row.id)
+    finally:
+        engine.dispose()
+
+
+def prepare_demo(workdir: Path) -> tuple[Path, dict[str, str]]:
+    """Seeded demo database with a published posterior; keys by role (checkout, analyst,
+    merchandiser), all from the CLI."""
+    db = workdir / "demo.db"
+    url = f"sqlite:///{db}"
+    subprocess.run([str(ENGINE_CLI), "seed-demo", "--database-url", url], check=True,
+                   capture_output=True, env=_env(), timeout=300)  # fmt: skip
+    roles = ("checkout", "analyst", "merchandiser")
+    procs = {role: subprocess.Popen(
+        [str(ENGINE_CLI), "create-key", "--role", role, "--name", f"systems-{role}", "--database-url", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env()) for role in roles}  # fmt: skip
+    keys = {}
+    for role, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"create-key --role {role} failed: {err.decode()}")
+        keys[role] = out.decode().strip().splitlines()[-1]
+    segments, skus = demo_catalog()
+    publish(db, synthetic_posterior(segments, skus, 500, seed=1))
+    return db, keys
+
+
+def copy_db(source: Path, target: Path) -> Path:
+    """A consistent copy of a SQLite database (backup API, WAL included)."""
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(
+        sqlite3.connect(target)
+    ) as dst:
+        src.backup(dst)
+    return target
+
+
+def prepare_large(workdir: Path, n_skus: int, n_segments: int, n_draws: int) -> dict[str, Any]:
+    """Database with ``n_skus`` products in 20 categories and ``n_segments`` segments
+    (service functions), a checkout key and a published posterior over all of them."""
+    from api.db import make_engine, make_session_factory
+    from api.migrate import upgrade
+    from api.schemas import ProductImportItem, SegmentIn
+    from api.security import Role
+    from api.services import catalog, keys
+
+    db = workdir / "large.db"
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        upgrade(engine)
+        sessions = make_session_factory(engine)
+        segments = [f"seg{i:02d}" for i in range(n_segments)]
+        for key in segments:
+            with sessions() as session:
+                catalog.put_segment(session, key=key, data=SegmentIn(name=key), actor=None)
+        rng = np.random.default_rng(3)
+        sku_category = {f"SKU-{j:05d}": f"cat{j % 20:02d}" for j in range(n_skus)}
+        prices = rng.integers(300, 20_000, n_skus)
+        items = [ProductImportItem(sku=sku, name=f"Product {sku}", category=cat, currency="USD",
+                                   list_price=f"{p / 100:.2f}", unit_cost=f"{p * 0.55 / 100:.2f}")
+                 for (sku, cat), p in zip(sku_category.items(), prices, strict=True)]  # fmt: skip
+        started = time.perf_counter()
+        with sessions() as session:
+            catalog.import_products(session, items=items, actor=None)
+        import_seconds = time.perf_counter() - started
+        with sessions() as session:
+            key = keys.create_key(session, name="systems-checkout", role=Role.CHECKOUT, actor=None).key
+    finally:
+        engine.dispose()
+    publish(db, synthetic_posterior(segments, sku_category, n_draws, seed=2))
+    print(f"  large catalog: {n_skus:,} products imported in {import_seconds:.1f} s", flush=True)
+    return {"db": db, "key": key, "import_s": import_seconds, "skus": list(sku_category),
+            "segments": segments, "draws": n_draws}  # fmt: skip
+
+
+def count_decisions(db: Path) -> int:
+    """Rows in the decision log."""
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        n: int = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
+        return n
+
+
+# --------------------------------------------------------------------------- part 1: quotes
+@dataclass
+class QuoteResults:
+    """Throughput and latency of the engine and the baseline."""
+
+    connections: list[int] = field(default_factory=list)
+    engine_max: list[Load] = field(default_factory=list)
+    bare_max: list[Load] = field(default_factory=list)
+    engine_open: list[Load] = field(default_factory=list)
+    bare_open: list[Load] = field(default_factory=list)
+    decisions_before: list[int] = field(default_factory=list)
+    engine_rss_mb: float = float("nan")
+    bare_rss_mb: float = float("nan")
+    response_bytes: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def _best(runs: Sequence[Load]) -> Load:
+        clean = [x for x in runs if x.errors == 0] or list(runs)
+        return max(clean, key=lambda x: x.rps)
+
+    @property
+    def engine_best(self) -> Load:
+        """The engine's best closed-loop run without errors (if any was)."""
+        return self._best(self.engine_max)
+
+    @property
+    def bare_best(self) -> Load:
+        """The baseline's best closed-loop run without errors (if any was)."""
+        return self._best(self.bare_max)
+
+    @property
+    def engine_rps(self) -> float:
+        """Maximum throughput of the engine over the concurrency sweep."""
+        return self.engine_best.rps
+
+    @property
+    def bare_rps(self) -> float:
+        """Maximum throughput of the baseline over the concurrency sweep."""
+        return self.bare_best.rps
+
+
+def _response_size(target: Target) -> int:
+    import httpx
+
+    body = quote_body(random.Random(0), target.skus, target.segments)
+    headers = {"Content-Type": "application/json"}
+    if target.token:
+        headers["Authorization"] = f"Bearer {target.token}"
+    response = httpx.post(target.url, content=body, headers=headers, timeout=30)
+    response.raise_for_status()
+    return len(response.content)
+
+
+def run_quotes(
+    gen: Generator, engine: Target, bare: Target, db: Path, *, seconds: float,
+    connections: Sequence[int], fractions: Sequence[float], engine_pid: int, bare_pid: int,
+) -> QuoteResults:  # fmt: skip
+    """Max throughput (closed loop at each concurrency, alternating baseline and engine),
+    then fixed offered rates as fractions of the engine's maximum."""
+    res = QuoteResults(connections=list(connections))
+    res.response_bytes = {t.name: _response_size(t) for t in (engine, bare)}
+    if seconds >= 5:  # warm-up (skipped in quick runs)
+        gen.closed(bare, connections[0], 3.0)
+        gen.closed(engine, connections[0], 3.0)
+    for n in connections:
+        res.bare_max.append(_show(gen.closed(bare, n, seconds), f"{n} conns"))
+        res.decisions_before.append(count_decisions(db))
+        res.engine_max.append(_show(gen.closed(engine, n, seconds), f"{n} conns"))
+        if res.engine_max[-1].errors or res.engine_max[-1].rps < 0.5 * res.engine_rps:
+            drain(engine)
+    for fraction in fractions if res.engine_rps > 0 else ():
+        rate = fraction * res.engine_rps
+        res.engine_open.append(_show(gen.open(engine, rate, seconds)))
+        drain(engine)
+        res.bare_open.append(_show(gen.open(bare, rate, seconds)))
+    res.engine_rss_mb = rss_mb(engine_pid)[0]
+    res.bare_rss_mb = rss_mb(bare_pid)[0]
+    return res
+
+
+def drain(target: Target, limit: float = 60.0) -> float:
+    """Wait until a quote is answered within 0.5 s again (requests stuck behind SQLite's
+    10 s busy timeout finish first); seconds waited."""
+    import httpx
+
+    started = time.perf_counter()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {target.token}"}
+    rng = random.Random(2)
+    while time.perf_counter() - started < limit:
+        t0 = time.perf_counter()
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.post(target.url, content=quote_body(rng, target.skus, target.segments),
+                                  headers=headers, timeout=30)  # fmt: skip
+            if response.status_code < 300 and time.perf_counter() - t0 < 0.5:
+                break
+        time.sleep(0.5)
+    return time.perf_counter() - started
+
+
+def _show(load: Load, label: str = "") -> Load:
+    offered = label or "closed loop"
+    if load.offered_rps is not None:
+        offered = f"offered {load.offered_rps:7.1f}/s"
+    print(f"  {load.target:<6} {offered:<18} {load.rps:8.1f} req/s  p50 {load.p50_ms:7.2f} ms  "
+          f"p99 {load.p99_ms:8.2f} ms  errors {load.errors}  ({load.generator}, {load.seconds:.1f} s)",
+          flush=True)  # fmt: skip
+    return load
+
+
+# --------------------------------------------------------------------------- profile
+@dataclass
+class Profile:
+    """Summary of py-spy samples."""
+
+    samples: int
+    connections: int
+    functions: list[tuple[str, float, float]]  # (function, inclusive %, self %) of busy samples
+    packages: list[tuple[str, float]]  # (package, self %) of busy samples
+    idle_pct: float  # samples of waiting threads, left out of the shares
+
+
+def profile_quotes(
+    gen: Generator, engine: Target, pid: int, seconds: float, connections: int, workdir: Path
+) -> Profile | None:
+    """py-spy samples of the engine under closed-loop load."""
+    spy = PEERS / "bin" / "py-spy"
+    if not spy.exists():
+        return None
+    out = workdir / "profile.txt"
+    recorder = subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+         "--rate", "250", "--format", "raw", "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        gen.closed(engine, connections, seconds)
+        _, err = recorder.communicate(timeout=seconds + 60)
+    finally:
+        stop(recorder)
+    if recorder.returncode != 0 or not out.exists():
+        print(f"  py-spy failed: {err.decode(errors='replace')[-500:] if err else ''}")
+        return None
+    return summarise_profile(out.read_text(), connections)
+
+
+#: Innermost frames of a thread that waits (event loop in epoll, worker threads idle).
+IDLE_LEAVES = ("EpollSelector.select (selectors.py)", "Condition.wait (threading.py)",
+               "Event.wait (threading.py)", "Thread.join (threading.py)")  # fmt: skip
+#: Library frames worth naming next to the engine's own (api/, pricing/) in the summary.
+LIBRARY_FRAMES = ("SessionTransaction.commit (sqlalchemy/orm/session.py)",
+                  "DefaultDialect.do_execute (sqlalchemy/engine/default.py)",
+                  "DefaultDialect.do_commit (sqlalchemy/engine/default.py)",
+                  "serialize_response (fastapi/routing.py)", "_run_sync_endpoint (fastapi/telemetry/_api.py)",
+                  "H11Protocol.data_received (uvicorn/protocols/http/h11_impl.py)")  # fmt: skip
+
+
+def summarise_profile(raw: str, connections: int = 0, top: int = 16) -> Profile:
+    """Inclusive and self share per function, and self share per package, from py-spy's
+    collapsed stacks (``frame;frame;... count`` lines).
+
+    Samples whose innermost frame is a wait (:data:`IDLE_LEAVES`) are counted as idle and
+    left out; shares are of the remaining (busy) samples. The function list keeps the
+    engine's own code (api/, pricing/) and a few library entry points."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    packages: dict[str, int] = {}
+    busy = idle = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";")]
+        if frames[-1] in IDLE_LEAVES:
+            idle += count
+            continue
+        busy += count
+        for name in set(frames):
+            inclusive[name] = inclusive.get(name, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        package = _package(frames[-1])
+        packages[package] = packages.get(package, 0) + count
+    if not busy:
+        return Profile(idle, connections, [], [], 100.0 if idle else 0.0)
+    rows = [(name, 100 * n / busy, 100 * own.get(name, 0) / busy) for name, n in inclusive.items()
+            if _package(name) in ("api", "pricing") or name in LIBRARY_FRAMES]  # fmt: skip
+    rows.sort(key=lambda r: -r[1])
+    by_package = sorted(((k, 100 * v / busy) for k, v in packages.items()), key=lambda kv: -kv[1])
+    return Profile(busy + idle, connections, rows[:top], by_package[:8], 100 * idle / (busy + idle))
+
+
+def _package(name: str) -> str:
+    """Top-level package of a ``function (path)`` frame name (``stdlib`` for the rest)."""
+    path = name.rsplit(" (", 1)[-1].rstrip(")")
+    head = path.split("/", 1)[0].removesuffix(".py")
+    return "stdlib" if head in sys.stdlib_module_names else head
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/site-packages/pkg/mod.py:12)`` -> ``func (pkg/mod.py)``."""
+    func, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{func} ({path})"
+
+
+# --------------------------------------------------------------------------- part 2: outcomes
+def _post(client: Any, url: str, token: str, body: Any) -> Any:
+    response = client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+    if response.status_code >= 300:
+        raise RuntimeError(f"POST {url}: {response.status_code} {response.text[:500]}")
+    return response.json()
+
+
+def create_decisions(
+    client: Any, base: str, token: str, n: int, skus: Sequence[str], segments: Sequence[str],
+    lines_per_quote: int = 100,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """``n`` decisions through 100-line quotes; their quote lines."""
+    rng = random.Random(5)
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        k = min(lines_per_quote, n - len(out))
+        body = {"customer_id": f"bulk-{uuid.uuid4().hex[:12]}", "segment": rng.choice(segments),
+                "lines": [{"sku": skus[(len(out) + i) % len(skus)], "quantity": 1} for i in range(k)]}  # fmt: skip
+        out += _post(client, base + "/v1/quotes", token, body)["lines"]
+    return out
+
+
+def outcome_items(lines: Sequence[dict[str, Any]], rng: random.Random, p: float = 0.3) -> list[dict[str, Any]]:
+    """One outcome per quote line: converted with probability ``p`` at the final price."""
+    items = []
+    for line in lines:
+        if rng.random() < p:
+            items.append({"decision_id": line["decision_id"], "converted": True, "quantity": 1,
+                          "revenue": line["final_price"]})  # fmt: skip
+        else:
+            items.append({"decision_id": line["decision_id"], "converted": False})
+    return items
+
+
+def run_outcomes(base: str, token: str, batches: int, batch_size: int) -> dict[str, float]:
+    """Outcomes stored per second through ``POST /v1/outcomes/batch``, one client."""
+    import httpx
+
+    segments, skus = demo_catalog()
+    rng = random.Random(11)
+    with httpx.Client(timeout=300) as client:
+        started = time.perf_counter()
+        lines = create_decisions(client, base, token, batches * batch_size, list(skus), segments)
+        prepare_s = time.perf_counter() - started
+        bodies = [json.dumps({"outcomes": outcome_items(lines[i * batch_size:(i + 1) * batch_size], rng)}).encode()
+                  for i in range(batches)]  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        times, created = [], 0
+        for body in bodies:
+            t0 = time.perf_counter()
+            response = client.post(base + "/v1/outcomes/batch", content=body, headers=headers)
+            times.append(time.perf_counter() - t0)
+            if response.status_code != 200:
+                raise RuntimeError(f"outcome batch: {response.status_code} {response.text[:500]}")
+            created += int(response.json()["counts"].get("created", 0))
+    total = sum(times)
+    result = {"outcomes": float(batches * batch_size), "created": float(created), "seconds": total,
+              "per_s": created / total, "batch_p50_ms": 1000 * float(np.median(times)),
+              "batch_max_ms": 1000 * max(times), "decisions_s": prepare_s,
+              "batch_size": float(batch_size)}  # fmt: skip
+    print(f"  {created:,} outcomes in {batches} batches of {batch_size:,}: {result['per_s']:,.0f}/s "
+          f"(batch median {result['batch_p50_ms']:.0f} ms, max {result['batch_max_ms']:.0f} ms); "
+          f"{batches * batch_size:,} decisions created first in {prepare_s:.1f} s", flush=True)  # fmt: skip
+    return result
+
+
+# --------------------------------------------------------------------------- part 3: freshness
+def run_freshness(base: str, keys: dict[str, str], rounds: int, timeout: float = 30.0) -> dict[str, Any]:
+    """Seconds from an outcome batch's acknowledgement until it is applied (``GET /v1/models``)
+    and until the worker serves the new weights (guardrail preview's expected conversion)."""
+    import httpx
+
+    _segments, skus = demo_catalog()
+    probe_segment, probe_sku = "loyalty", next(iter(skus))
+    rng = random.Random(17)
+    preview = {"rules": [], "skus": [probe_sku], "segments": [probe_segment], "what_if_rounds": 0}
+    auth = {role: {"Authorization": f"Bearer {key}"} for role, key in keys.items()}
+
+    def applied(client: httpx.Client) -> int:
+        models = client.get(base + "/v1/models?limit=5", headers=auth["analyst"]).json()
+        return int(next(m["applied_outcomes"] for m in models if m["serving"]))
+
+    def served(client: httpx.Client) -> tuple[int | None, float | None]:
+        out = client.post(base + "/v1/guardrails/preview", json=preview, headers=auth["merchandiser"])
+        out.raise_for_status()
+        data = out.json()
+        return data["model_version"], data["lines"][0]["expected_conversion"]
+
+    db_lag: list[float] = []
+    served_lag: list[float] = []
+    with httpx.Client(timeout=60) as client:
+        deadline = time.monotonic() + 60
+        while served(client)[0] is None:  # the worker has loaded the snapshot
+            if time.monotonic() > deadline:
+                raise RuntimeError("the posterior was never served")
+            time.sleep(0.2)
+        for _ in range(rounds):
+            body = {"customer_id": f"fresh-{uuid.uuid4().hex[:10]}", "segment": probe_segment,
+                    "lines": [{"sku": sku, "quantity": 1} for sku in list(skus)[:10]]}  # fmt: skip
+            lines = _post(client, base + "/v1/quotes", keys["checkout"], body)["lines"]
+            before_applied, before_served = applied(client), served(client)[1]
+            outcomes = {"outcomes": outcome_items(lines, rng)}
+            _post(client, base + "/v1/outcomes/batch", keys["checkout"], outcomes)
+            acked = time.perf_counter()
+            t_db = t_served = None
+            while (t_db is None or t_served is None) and time.perf_counter() - acked < timeout:
+                if t_db is None and applied(client) > before_applied:
+                    t_db = time.perf_counter() - acked
+                if t_served is None and served(client)[1] != before_served:
+                    t_served = time.perf_counter() - acked
+                time.sleep(0.02)
+            if t_db is None or t_served is None:
+                raise RuntimeError(f"outcomes not reflected within {timeout:.0f} s")
+            db_lag.append(t_db)
+            served_lag.append(t_served)
+            print(f"  round {len(served_lag)}: applied after {t_db:.2f} s, served after {t_served:.2f} s",
+                  flush=True)  # fmt: skip
+        models = client.get(base + "/v1/models?limit=5", headers=auth["analyst"]).json()
+        serving = next(m for m in models if m["serving"])
+    return {"db": db_lag, "served": served_lag, "ess": serving["ess"],
+            "snapshots": len(models), "applied": serving["applied_outcomes"]}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- part 4: memory
+def run_memory(
+    gen: Generator, srv: Server, large: dict[str, Any], warm_seconds: float
+) -> dict[str, float]:
+    """RSS of one API worker with a large catalog and posterior, after some quotes."""
+    pids = _tree_pids(srv.pid)
+    loaded, _ = rss_mb(srv.pid)
+    target = Target("engine", srv.url, large["key"], large["skus"], large["segments"])
+    warm = _show(gen.closed(target, 8, warm_seconds), "8 conns")
+    if warm.completed == 0:
+        raise RuntimeError(f"no quote succeeded on the large catalog; see {srv.log}")
+    rss, hwm = rss_mb(srv.pid)
+    personalized = _personalized(target)
+    n_skus, n_segments = len(large["skus"]), len(large["segments"])
+    result = {"skus": float(n_skus), "segments": float(n_segments), "draws": float(large["draws"]),
+              "rss_loaded_mb": loaded, "rss_mb": rss, "hwm_mb": hwm, "quotes": float(warm.completed),
+              "processes": float(len(pids)), "import_s": large["import_s"],
+              "personalized": float(personalized)}  # fmt: skip
+    print(f"  {n_skus:,} SKUs x {n_segments} segments, {large['draws']} draws: RSS {loaded:.0f} MB after start, "
+          f"{rss:.0f} MB after {warm.completed:,} quotes (peak {hwm:.0f} MB); {len(pids)} process(es); "
+          f"personalized quotes: {personalized}", flush=True)  # fmt: skip
+    return result
+
+
+def import_rss_mb(modules: str) -> float:
+    """VmRSS (MB) of a fresh interpreter of the engine's venv right after ``import modules``."""
+    code = ("import re; import " + modules + "; print(re.search(r'VmRSS:\\s+(\\d+)', "
+            "open('/proc/self/status').read()).group(1))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env=_env(), timeout=300)  # fmt: skip
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def lp_cost(n_draws: int = 500, n_candidates: int = 51, repeats: int = 5) -> dict[str, float]:
+    """Time and peak allocation of the pacing LP for one quote line whose offer is paced
+    (the demo's COFFEE10): a 50-price ladder with the offer plus the best unpaid column."""
+    import tracemalloc
+
+    from pricing.pacing import lp_mixture
+
+    rng = np.random.default_rng(0)
+    reward = rng.random((n_draws, n_candidates))
+    spend = np.concatenate([np.zeros((n_draws, 1)), rng.random((n_draws, n_candidates - 1))], axis=1)
+    lp_mixture(reward, spend, 0.3)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        lp_mixture(reward, spend, 0.3)
+    seconds = (time.perf_counter() - started) / repeats
+    tracemalloc.start()
+    lp_mixture(reward, spend, 0.3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"ms": 1000 * seconds, "peak_mb": peak / 2**20, "draws": float(n_draws),
+            "candidates": float(n_candidates)}  # fmt: skip
+
+
+def _personalized(target: Target) -> bool:
+    import httpx
+
+    body = quote_body(random.Random(1), target.skus, target.segments)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {target.token}"}
+    line = httpx.post(target.url, content=body, headers=headers, timeout=30).json()["lines"][0]
+    return bool(line["personalized"]) and not bool(line["fallback"])
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(x: float, digits: int = 1) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def summary_rows(
+    quotes: QuoteResults, outcomes: dict[str, float], fresh: dict[str, Any], memory: dict[str, float]
+) -> list[tuple[str, str, str, bool]]:
+    """(metric, target, measured, met) per target."""
+    ratio = quotes.engine_rps / quotes.bare_rps if quotes.bare_rps else float("nan")
+    fresh_median = float(np.median(fresh["served"]))
+    fresh_max = max(fresh["served"])
+    best = quotes.connections[quotes.engine_max.index(quotes.engine_best)]
+    rows = [
+        ("quote throughput, engine / bare FastAPI (closed loop, max req/s over the concurrency sweep)",
+         f">= {TARGETS['ratio']:.2f}",
+         f"{ratio:.3f} ({_fmt(quotes.engine_rps)} at {best} connections / {_fmt(quotes.bare_rps)} req/s)",
+         ratio >= TARGETS["ratio"]),
+    ]  # fmt: skip
+    if quotes.engine_open:
+        half = min(quotes.engine_open, key=lambda x: abs((x.offered_rps or 0) - 0.5 * quotes.engine_rps))
+        offered = half.offered_rps or 0.0
+        errors = f", {half.errors} errors" if half.errors else ""
+        rows.append((f"quote p99 at {offered / quotes.engine_rps:.0%} of engine max ({_fmt(offered)} req/s offered)",
+                     f"<= {TARGETS['p99_ms']:.0f} ms", f"{half.p99_ms:.1f} ms (p50 {half.p50_ms:.1f} ms{errors})",
+                     half.p99_ms <= TARGETS["p99_ms"] and not half.errors))  # fmt: skip
+    else:
+        rows.append(("quote p99 at 50% of engine max", f"<= {TARGETS['p99_ms']:.0f} ms",
+                     "not measured: the engine completed no request", False))  # fmt: skip
+    return [
+        *rows,
+        (f"outcome ingestion, batches of {int(outcomes['batch_size']):,}", f">= {TARGETS['outcomes_per_s']:,.0f}/s",
+         f"{_fmt(outcomes['per_s'], 0)}/s", outcomes["per_s"] >= TARGETS["outcomes_per_s"]),
+        (f"freshness, ack -> served posterior (median / max of {len(fresh['served'])})",
+         f"<= {TARGETS['freshness_s']:.0f} s", f"{fresh_median:.2f} / {fresh_max:.2f} s",
+         fresh_max <= TARGETS["freshness_s"]),
+        (f"RSS of one API worker, {int(memory['skus']):,} SKUs x {int(memory['segments'])} segments, "
+         f"{int(memory['draws'])} draws", f"<= {TARGETS['rss_mb']:.0f} MB", f"{memory['rss_mb']:.0f} MB",
+         memory["rss_mb"] <= TARGETS["rss_mb"]),
+    ]  # fmt: skip
+
+
+def summary_table(rows: Sequence[tuple[str, str, str, bool]]) -> str:
+    """Markdown table of targets."""
+    out = ["| metric | target | measured | |", "|---|---|---|---|"]
+    out += [f"| {m} | {t} | {v} | {'met' if ok else '**missed**'} |" for m, t, v, ok in rows]
+    return "\n".join(out)
+
+
+def sweep_table(quotes: QuoteResults) -> str:
+    """Markdown table: closed-loop throughput at each concurrency, both servers."""
+    out = ["| connections | baseline req/s | baseline p99 ms | engine req/s | engine p50 ms | engine p99 ms "
+           "| engine errors | decisions logged before |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for n, b, e, d in zip(quotes.connections, quotes.bare_max, quotes.engine_max, quotes.decisions_before,
+                          strict=True):  # fmt: skip
+        out.append(f"| {n} | {b.rps:,.0f} | {b.p99_ms:.1f} | {e.rps:,.1f} | {e.p50_ms:.1f} | {e.p99_ms:,.1f} "
+                   f"| {e.errors} | {d:,} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def latency_table(quotes: QuoteResults) -> str:
+    """Markdown table: latency at each offered rate, engine and baseline."""
+    out = ["| offered req/s | % of engine max | engine achieved req/s | engine p50 ms | engine p99 ms "
+           "| bare p50 ms | bare p99 ms | errors (engine / bare) |",
+           "|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for e, b in zip(quotes.engine_open, quotes.bare_open, strict=True):
+        rate = e.offered_rps or 0.0
+        out.append(f"| {rate:.0f} | {rate / quotes.engine_rps:.0%} | {e.rps:.0f} | {e.p50_ms:.1f} | "
+                   f"{e.p99_ms:.1f} | {b.p50_ms:.1f} | {b.p99_ms:.1f} | {e.errors} / {b.errors} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def plot(quotes: QuoteResults, path: Path) -> None:
+    """Latency (p50, p99) vs offered load, engine and baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for loads, label, color in ((quotes.engine_open, "engine", "C0"), (quotes.bare_open, "bare FastAPI", "C1")):
+        x = [x.offered_rps or 0.0 for x in loads]
+        ax.plot(x, [x.p99_ms for x in loads], "o-", color=color, label=f"{label} p99")
+        ax.plot(x, [x.p50_ms for x in loads], "s--", color=color, label=f"{label} p50")
+    ax.axhline(TARGETS["p99_ms"], color="grey", lw=0.8, ls=":", label="p99 target (10 ms)")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (requests/s, open loop)")
+    ax.set_ylabel("latency (ms, from scheduled send)")
+    ax.set_title(f"POST /v1/quotes, 1-line carts; engine max {quotes.engine_rps:.0f} req/s "
+                 f"(closed loop)", fontsize=10)  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine(load_avg: tuple[float, float, float]) -> str:
+    """One line about the machine and its load when the run started."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{platform.machine()} {model}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+            f"load average at start {load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f} (1/5/15 min)")  # fmt: skip
+
+
+def write_doc(
+    rows: Sequence[tuple[str, str, str, bool]], quotes: QuoteResults, outcomes: dict[str, float],
+    fresh: dict[str, Any], memory: dict[str, float], profile: Profile | None, lp: dict[str, float],
+    gen: Generator, command: str, load_avg: tuple[float, float, float], seconds: float, elapsed: float,
+) -> None:  # fmt: skip
+    """Replace the systems section of docs/benchmarks.md."""
+    lines = [
+        BEGIN,
+        "## Systems: the HTTP service under load",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; run time {elapsed / 60:.1f} min",
+        f"- machine: {machine(load_avg)}; shared, so figures move between runs: ratios are against a baseline "
+        "measured in the same run",
+        f"- command: `{command}`",
+        f"- load generators: {gen.name}; all on 127.0.0.1, sharing the 2 cores with the server under test",
+        f"- servers: `pricing-engine serve --workers 1` (uvicorn, SQLite WAL in a temp dir, demo catalog of 30 SKUs x 5 "
+        "segments, synthetic 500-draw posterior, `PRICING_LOG_LEVEL=warning`) and the baseline, a bare FastAPI app "
+        "with one async endpoint that parses the body and returns a quote-shaped JSON "
+        f"({quotes.response_bytes.get('bare', 0)} bytes vs the engine's {quotes.response_bytes.get('engine', 0)}), "
+        "served by the same uvicorn with the same log level",
+        "",
+        summary_table(rows),
+        "",
+        "### Quotes",
+        "",
+        f"Maximum throughput: closed loop ({seconds:.0f} s per run) at each concurrency, baseline then engine; the "
+        "maximum is the best run without errors. Latency: open loop at fixed rates (fractions of the engine's "
+        f"maximum, {seconds:.0f} s each, at most 64 connections), the same absolute rates for both servers; latency "
+        "counts from each request's scheduled send time; errors are non-2xx responses, left out of the percentiles.",
+        "",
+        sweep_table(quotes),
+        "",
+        latency_table(quotes),
+        "",
+        f"![latency vs offered load](img/{PLOT.name})",
+        "",
+        f"RSS after the quote runs: engine {quotes.engine_rss_mb:.0f} MB, baseline {quotes.bare_rss_mb:.0f} MB.",
+        "",
+    ]
+    if profile:
+        lines += [
+            f"Where the time goes: py-spy (250 Hz, non-blocking; {profile.samples:,} samples of all threads) on the "
+            f"engine during a {min(seconds, 10.0):.0f} s closed-loop run at {profile.connections} connections. "
+            f"{profile.idle_pct:.0f} % of the samples were threads waiting (event loop in epoll, idle worker threads) "
+            "and are left out; the shares below are of the remaining samples: the stack contains the function "
+            "(inclusive) or ends in it (self). `_begin` is `BEGIN IMMEDIATE`, i.e. waiting for and taking SQLite's "
+            "write lock; `cmd_serve` is the event-loop thread (HTTP parsing, routing, JSON). Self time by package: "
+            + ", ".join(f"{k} {v:.0f} %" for k, v in profile.packages) + ".",
+            "",
+            "| function | inclusive % | self % |",
+            "|---|---:|---:|",
+            *[f"| `{name}` | {inc:.1f} | {own:.1f} |" for name, inc, own in profile.functions],
+            "",
+            f"The pacing LP alone, timed in-process on a line like the demo's paced `COFFEE10` offer "
+            f"({lp['draws']:.0f} draws x {lp['candidates']:.0f} candidates): {lp['ms']:.1f} ms per line and a "
+            f"{lp['peak_mb']:.0f} MB peak allocation (`pricing.pacing._single_budget` builds (draws, n, n) float64 "
+            "arrays).",
+            "",
+        ]
+    db_median = float(np.median(fresh["db"]))
+    lines += [
+        "### Outcome ingestion, freshness, memory",
+        "",
+        f"- ingestion: {int(outcomes['created']):,} outcomes (30 % converted) in batches of "
+        f"{int(outcomes['batch_size']):,} for decisions created beforehand through 100-line quotes; one client, "
+        f"sequential; batch latency median {outcomes['batch_p50_ms']:.0f} ms, max {outcomes['batch_max_ms']:.0f} ms.",
+        f"- freshness: `serve --updater`, updater interval 0.5 s, snapshot poll 0.5 s; {len(fresh['served'])} rounds "
+        "of 10 outcomes. Applied in the database (`GET /v1/models` `applied_outcomes` moves) after a median of "
+        f"{db_median:.2f} s; served by the worker (its in-memory posterior, read through "
+        f"`POST /v1/guardrails/preview`) after {float(np.median(fresh['served'])):.2f} s (max {max(fresh['served']):.2f} s). "
+        f"Polling every 20 ms; ESS afterwards {fresh['ess']:.0f} of 500, so no refit was triggered.",
+        f"- memory: {int(memory['skus']):,} SKUs in 20 categories x {int(memory['segments'])} segments (every pair "
+        f"fitted), {int(memory['draws'])} draws; VmRSS {memory['rss_loaded_mb']:.0f} MB after start-up with the "
+        f"snapshot loaded, {memory['rss_mb']:.0f} MB after {int(memory['quotes']):,} quotes (peak VmHWM "
+        f"{memory['hwm_mb']:.0f} MB); one process (uvicorn with one worker serves in-process). For scale, a fresh "
+        f"interpreter holds {memory['import_app_mb']:.0f} MB right after `import api.app`, {memory['import_pymc_mb']:.0f} "
+        f"MB after `import pymc` alone, and {memory['import_web_mb']:.0f} MB after importing FastAPI, SQLAlchemy, "
+        "NumPy, pydantic and uvicorn: the API worker carries PyMC (imported through `api.posterior_cache` -> "
+        "`api.services.models` -> `pricing.demand`) although it never fits. Catalog import of "
+        f"{int(memory['skus']):,} products through `catalog.import_products`: {memory['import_s']:.1f} s.",
+        "",
+        *findings(quotes),
+        END,
+    ]  # fmt: skip
+    replace_section(BEGIN, END, "\n".join(lines))
+
+
+def findings(quotes: QuoteResults) -> list[str]:
+    """What the run shows about the engine, with the evidence this run produced."""
+    worst = max(zip(quotes.connections, quotes.engine_max, strict=True), key=lambda ce: ce[1].p99_ms)
+    errors = sum(x.errors for x in quotes.engine_max) + sum(x.errors for x in quotes.engine_open)
+    return [
+        "### Findings",
+        "",
+        "- One SQLite write transaction per quote (`BEGIN IMMEDIATE` ... commit) serialises every quote of the "
+        "worker, and waiting writers poll SQLite's busy handler (sleeps of up to 100 ms, no queue), so whoever "
+        "arrives at the right moment wins: with two or more requests in flight the tail grows to seconds "
+        f"(worst engine p99 in the sweep {worst[1].p99_ms:,.0f} ms at {worst[0]} connections) while the median "
+        "stays in tens of milliseconds.",
+        "- With more requests in flight than the connection pool holds (`PRICING_DB_POOL_SIZE` 10 + 10 overflow) "
+        "the worker can stall until SQLite's 10 s busy timeout fails the waiting writers with 500 `database is "
+        "locked`: the quote that holds the write lock calls `GuardrailCache.get()` from inside the transaction "
+        "(through `ThompsonPricePolicy.decide`); when the 1 s cache is due, that blocks on the cache's lock, held "
+        "by a request that is refreshing the cache outside any transaction and waits for a pool connection, and "
+        "every pooled connection is held by a request waiting for the write lock. "
+        f"Non-2xx responses from the engine in this run: {errors:,}.",
+        "- The posterior-cache thread needs a pool connection too, so under the same load it stops refreshing "
+        "and the worker keeps serving old weights until the pool frees up.",
+        "",
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, a few seconds per part, no document, installs nothing")  # fmt: skip
+    parser.add_argument("--no-doc", action="store_true", help="print only")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per load run (default 15; 1 with --quick)")  # fmt: skip
+    parser.add_argument("--generator", choices=["auto", "inprocess"], default="auto",
+                        help="auto: wrk and the peers' aiohttp generator when available")  # fmt: skip
+    args = parser.parse_args(argv)
+    quick = args.quick
+    seconds = args.duration or (1.0 if quick else 15.0)
+    load_avg = os.getloadavg()
+    started = time.perf_counter()
+    print(f"systems benchmark ({'quick' if quick else 'full'}); {machine(load_avg)}", flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="pricing-systems-"))
+    servers: list[Server] = []
+
+    def launch(srv: Server) -> Server:
+        servers.append(srv)
+        return srv.start()
+
+    try:
+        if args.generator == "inprocess":
+            gen: Generator = InProcess()
+        else:
+            python = peer_python(install=not quick)
+            wrk = shutil.which("wrk")
+            gen = Peers(python, wrk, workdir) if (python or wrk) else InProcess()
+        if isinstance(gen, InProcess):
+            print("load generator: no wrk or peers' venv available: falling back to the in-process "
+                  "httpx-threads generator (it shares this process's GIL; figures are indicative)")  # fmt: skip
+        elif isinstance(gen, Peers) and not gen.python:
+            print(f"load generator: {gen.name}; open loop falls back to in-process httpx threads")
+        else:
+            print(f"load generator: {gen.name}")
+
+        db, keys = prepare_demo(workdir)
+        fresh_db = copy_db(db, workdir / "fresh.db")  # before part 1 logs anything
+        segments, skus = demo_catalog()
+        large = prepare_large(workdir, *((200, 5) if quick else (10_000, 20)), 500)
+        bare = launch(bare_server(workdir))
+        eng = launch(engine_server("engine", db, workdir))
+        upd = engine_server("engine-updater", fresh_db, workdir, updater=True,
+                            PRICING_UPDATER_INTERVAL_SECONDS="0.5", PRICING_SNAPSHOT_POLL_SECONDS="0.5")  # fmt: skip
+        big = engine_server("engine-large", large["db"], workdir)
+        if quick:  # start every server at once: quick timings mean nothing anyway
+            launch(upd)
+            launch(big)
+        bare.wait()
+        eng.wait()
+
+        print(f"[1/4] quotes: engine vs bare FastAPI ({seconds:.1f} s per run)", flush=True)
+        engine_t = Target("engine", eng.url, keys["checkout"], list(skus), segments)
+        bare_t = Target("bare", bare.url, "", list(skus), segments)
+        quotes = run_quotes(
+            gen, engine_t, bare_t, db, seconds=seconds,
+            connections=(8,) if quick else CONNECTIONS, fractions=(0.5,) if quick else LOAD_FRACTIONS,
+            engine_pid=eng.pid, bare_pid=bare.pid,
+        )  # fmt: skip
+        profile = None
+        if not quick:
+            print("  profiling the quote path (py-spy)...", flush=True)
+            best = quotes.connections[quotes.engine_max.index(quotes.engine_best)]
+            drain(engine_t)
+            profile = profile_quotes(gen, engine_t, eng.pid, min(seconds, 10.0), best, workdir)
+            if profile is not None:
+                for name, inc, own in profile.functions:
+                    print(f"    {inc:5.1f} % incl  {own:5.1f} % self  {name}")
+                print("    self time by package: " + ", ".join(f"{k} {v:.0f} %" for k, v in profile.packages))
+        print("[2/4] outcome ingestion", flush=True)
+        drain(engine_t)
+        outcomes = run_outcomes(eng.url, keys["checkout"], 2 if quick else 10, 200 if quick else 1000)
+        bare.stop()
+        eng.stop()
+
+        print("[3/4] freshness (serve --updater)", flush=True)
+        if not quick:
+            launch(upd)
+        fresh = run_freshness(upd.wait().url, keys, 1 if quick else 5)
+        upd.stop()
+
+        print("[4/4] memory", flush=True)
+        if not quick:
+            launch(big)
+        memory = run_memory(gen, big.wait(), large, seconds if quick else min(seconds, 10.0))
+        big.stop()
+        lp: dict[str, float] = {}
+        if not quick:
+            memory["import_app_mb"] = import_rss_mb("api.app")
+            memory["import_pymc_mb"] = import_rss_mb("pymc")
+            memory["import_web_mb"] = import_rss_mb("fastapi, sqlalchemy, numpy, pydantic, uvicorn")
+            print(f"  RSS right after import: api.app {memory['import_app_mb']:.0f} MB, pymc "
+                  f"{memory['import_pymc_mb']:.0f} MB, fastapi+sqlalchemy+numpy+pydantic+uvicorn "
+                  f"{memory['import_web_mb']:.0f} MB")  # fmt: skip
+            lp = lp_cost()
+            print(f"  pacing LP for one paced line ({lp['draws']:.0f} draws x {lp['candidates']:.0f} candidates): "
+                  f"{lp['ms']:.1f} ms, peak allocation {lp['peak_mb']:.0f} MB")  # fmt: skip
+
+        rows = summary_rows(quotes, outcomes, fresh, memory)
+        elapsed = time.perf_counter() - started
+        print()
+        print(summary_table(rows))
+        print()
+        print(sweep_table(quotes))
+        print()
+        print(latency_table(quotes))
+        print(f"\nrun time {elapsed:.0f} s")
+        if not (quick or args.no_doc):
+            plot(quotes, PLOT)
+            command = "python -m benchmarks.systems" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+            write_doc(rows, quotes, outcomes, fresh, memory, profile, lp, gen, command, load_avg,
+                      seconds, elapsed)  # fmt: skip
+            print(f"wrote {PLOT.relative_to(ROOT)} and the systems section of docs/benchmarks.md")
+    finally:
+        for srv in servers:
+            srv.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""benchmarks.promotions_joint: --quick smoke run, engine wiring and the result table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import promotions_joint
+from benchmarks.report import DOC
+from experiments.simulator import Market
+
+
+def _state(path: Path) -> tuple[bytes, int] | None:
+    return (path.read_bytes(), path.stat().st_mtime_ns) if path.exists() else None
+
+
+def test_quick_mode_prints_the_table_and_writes_nothing(capsys, monkeypatch):
+    before = _state(DOC), _state(promotions_joint.PLOT)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("--quick must not write the docs or the plot")
+
+    monkeypatch.setattr(promotions_joint, "replace_section", refuse)
+    monkeypatch.setattr(promotions_joint, "plot", refuse)
+    monkeypatch.setattr(promotions_joint, "start_peers", refuse)
+    assert promotions_joint.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "| policy | profit, % of oracle | expected profit, % of oracle |" in out
+    for policy in ("oracle", "engine", "static"):
+        assert f"| {policy} | " in out
+    assert "| oracle | 100.0 | 100.0 | 100.0 | 100.0 | 0 | 0 | 0.00 |" in out
+    assert "engine refits: 1 in all" in out
+    assert (_state(DOC), _state(promotions_joint.PLOT)) == before
+
+
+def test_engine_sees_exactly_the_simulator_candidates():
+    market = Market.random(4, 12, 2, 3, seed=5)
+    rules = promotions_joint.engine_guardrails(market)
+    offers = promotions_joint.engine_offers(market)
+    promotions_joint.check_wiring(market, rules, offers)  # raises on any mismatch
+    assert [o.promotion.key for o in offers] == [p.key for p in market.promotions]
+
+
+def test_settings_refit_on_a_doubling_schedule():
+    settings = promotions_joint.Settings(visitors=20_000, first_refit=500)
+    assert settings.refit_points() == [500, 1000, 2000, 4000, 8000, 16000]
+
+
+def _result(
+    policy: str,
+    seed: int,
+    profit: float,
+    expected: float,
+    oracle: float = 1000.0,
+    visitors: int = 100,
+) -> dict[str, Any]:
+    return {
+        "policy": policy, "seed": seed, "visitors": visitors, "profit": profit,
+        "expected_profit": expected, "oracle_profit": oracle, "oracle_expected_profit": oracle,
+        "late_expected_profit": expected / 4, "late_oracle_expected_profit": oracle / 4,
+        "seconds": 1.0,
+    }  # fmt: skip
+
+
+def test_aggregate_and_table_report_shares_of_oracle_and_of_the_gap():
+    results = [
+        _result("static", 1, 600.0, 600.0),
+        _result("static", 2, 600.0, 600.0),
+        _result("oracle", 1, 1000.0, 1000.0),
+        _result("oracle", 2, 1000.0, 1000.0),
+        _result("engine", 1, 900.0, 880.0),
+        _result("engine", 2, 920.0, 920.0),
+    ]
+    rows = {r["policy"]: r for r in promotions_joint.aggregate(results)}
+    assert rows["engine"]["pct"] == pytest.approx((91.0, 1.0))
+    assert rows["engine"]["pct_expected"] == pytest.approx((90.0, 2.0))
+    assert rows["engine"]["gap"][0] == pytest.approx(75.0)  # (900 - 600) / (1000 - 600)
+    assert rows["engine"]["regret"][0] == pytest.approx(0.9)  # USD: 90 minor units
+    assert rows["static"]["gap"] == pytest.approx((0.0, 0.0))
+    text = promotions_joint.table(list(rows.values()))
+    assert "| engine | 91.0 ± 1.0 | 90.0 ± 2.0 | 75.0 ± 5.0 |" in text
+    lines = promotions_joint.findings(results, [])
+    # Paired over seeds: +30 and +32 points.
+    assert any(
+        "engine vs static: +31.0 ± 1.0 points" in line and "ahead of" in line for line in lines
+    )
+    assert np.isnan(promotions_joint._mean_se(np.array([]))[0])

@@ -1,0 +1,49 @@
+"""benchmarks.systems --quick: real servers on 127.0.0.1, tiny sizes, prints its table, writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks import systems
+from benchmarks.report import DOC
+
+
+def _state(path: Path) -> Any:
+    return (path.read_bytes(), path.stat().st_mtime_ns) if path.exists() else None
+
+
+def test_quick_mode_prints_the_table_and_leaves_the_docs_alone(capsys, monkeypatch):
+    before = _state(DOC), _state(systems.PLOT)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("--quick --no-doc must not write docs/benchmarks.md")
+
+    monkeypatch.setattr(systems, "replace_section", refuse)
+    assert systems.main(["--quick", "--no-doc"]) == 0
+    out = capsys.readouterr().out
+    assert "| metric | target | measured | |" in out
+    for metric in ("quote throughput", "quote p99", "outcome ingestion", "freshness", "RSS of one API worker"):
+        assert f"| {metric}" in out, metric
+    assert "| offered req/s |" in out
+    assert (_state(DOC), _state(systems.PLOT)) == before
+
+
+def test_profile_summary_reads_py_spy_collapsed_stacks():
+    root = systems.ROOT
+    boot = "_bootstrap (/usr/lib/python3.11/threading.py:1002)"
+    raw = "\n".join([
+        f"{boot};post_quote ({root}/api/routes/quotes.py:38);create_quote ({root}/api/services/quotes.py:174);"
+        "DefaultDialect.do_execute (/venv/lib/python3.11/site-packages/sqlalchemy/engine/default.py:1192) 6",
+        f"{boot};post_quote ({root}/api/routes/quotes.py:38);decide ({root}/pricing/policy.py:231) 3",
+        f"{boot};loads (/usr/lib/python3.11/json/decoder.py:337) 1",
+        f"{boot};Condition.wait (/usr/lib/python3.11/threading.py:327) 10",
+        "not a stack line",
+    ])  # fmt: skip
+    profile = systems.summarise_profile(raw, connections=4)
+    assert profile.samples == 20 and profile.idle_pct == 50.0
+    by_name = {name: (inc, own) for name, inc, own in profile.functions}
+    assert by_name["post_quote (api/routes/quotes.py)"] == (90.0, 0.0)
+    assert by_name["DefaultDialect.do_execute (sqlalchemy/engine/default.py)"] == (60.0, 60.0)
+    assert "loads (json/decoder.py)" not in by_name  # neither engine code nor a named entry point
+    assert dict(profile.packages) == {"sqlalchemy": 60.0, "pricing": 30.0, "stdlib": 10.0}

@@ -1,0 +1,301 @@
+"""experiments.simulator: determinism, serialisation, oracle, demand and profit accounting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from experiments.simulator import Market, PromotionSpec, checkpoints, stream_digest, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def small_market(**overrides: Any) -> Market:
+    """A hand-made market: 2 segments, 2 SKUs, one promotion of each kind."""
+    fields: dict[str, Any] = {
+        "segments": ("new", "loyal"),
+        "skus": ("A", "B"),
+        "categories": ("tea",),
+        "sku_category": [0, 0],
+        "list_price_minor": [1000, 2000],
+        "unit_cost_minor": [400, 900],
+        "segment_mix": [0.5, 0.5],
+        "sku_mix": [0.25, 0.75],
+        "a_seg": [-0.2, 0.2],
+        "a_sku": [-1.5, -1.0],
+        "log_e": [[np.log(2.0)], [np.log(1.2)]],
+        "promotions": (
+            PromotionSpec("ten", "percent_off", percent_off=10.0),
+            PromotionSpec("ship", "free_shipping", shipping_cost_minor=300),
+            PromotionSpec("cut", "amount_off", amount_off_minor=150),
+        ),
+        "lift": [0.3, 0.5, 0.1],
+        "segment_lift": np.zeros((2, 3)),
+        "ladder": (0.8, 0.9, 1.0, 1.1, 1.2),
+    }
+    fields.update(overrides)
+    return Market(**fields)
+
+
+def sigmoid(x: Any) -> Any:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# ---------------------------------------------------------------------- determinism
+def test_same_seed_gives_the_same_market_and_streams():
+    a = Market.random(4, 6, 2, 3, seed=11)
+    b = Market.random(4, 6, 2, 3, seed=11)
+    assert a == b
+    np.testing.assert_array_equal(a.expected_profit_table, b.expected_profit_table)
+    for x, y in zip(a.visitors(1000, seed=5), b.visitors(1000, seed=5), strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.purchase_draws(1000, seed=5), b.purchase_draws(1000, seed=5))
+
+
+def test_other_seeds_give_other_markets_and_streams():
+    market = Market.random(4, 6, 2, 3, seed=11)
+    assert market != Market.random(4, 6, 2, 3, seed=12)
+    s1, j1 = market.visitors(1000, seed=5)
+    s2, j2 = market.visitors(1000, seed=6)
+    assert not (np.array_equal(s1, s2) and np.array_equal(j1, j2))
+    assert not np.array_equal(market.purchase_draws(1000, 5), market.purchase_draws(1000, 6))
+    # Visitors and purchase draws of one seed come from independent streams.
+    u = market.purchase_draws(1000, 5)
+    assert abs(np.corrcoef(u, s1)[0, 1]) < 0.1
+
+
+def test_stream_follows_the_arrival_mix():
+    market = Market.random(3, 4, 1, 1, seed=3)
+    segment, sku = market.visitors(60_000, seed=1)
+    np.testing.assert_allclose(
+        np.bincount(segment, minlength=3) / 60_000, market.segment_mix, atol=0.01
+    )
+    np.testing.assert_allclose(np.bincount(sku, minlength=4) / 60_000, market.sku_mix, atol=0.01)
+
+
+def test_stream_digest_tells_streams_apart():
+    market = Market.random(2, 3, 1, 1, seed=3)
+    s, j = market.visitors(100, seed=1)
+    u = market.purchase_draws(100, seed=1)
+    assert stream_digest(s, j, u) == stream_digest(s.copy(), j.copy(), u.copy())
+    assert stream_digest(s, j, u) != stream_digest(s, j, market.purchase_draws(100, seed=2))
+
+
+# ---------------------------------------------------------------------- serialisation
+def test_from_dict_of_to_dict_is_the_same_market_through_json():
+    market = Market.random(5, 10, 3, 4, seed=2, segment_lift_sd=0.2)
+    rebuilt = Market.from_dict(json.loads(json.dumps(market.to_dict())))
+    assert rebuilt == market
+    np.testing.assert_array_equal(rebuilt.expected_profit_table, market.expected_profit_table)
+    np.testing.assert_array_equal(rebuilt.oracle_actions, market.oracle_actions)
+    assert rebuilt.promotions == market.promotions
+
+
+def test_from_dict_rejects_an_unknown_format():
+    data = small_market().to_dict() | {"format": 99}
+    with pytest.raises(ValueError, match="format"):
+        Market.from_dict(data)
+
+
+def test_the_simulator_imports_without_the_engine_scipy_or_pymc():
+    code = (
+        "import sys; import experiments.simulator; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pricing', 'scipy', 'pymc', 'pytensor')]; "
+        "print(bad); sys.exit(bool(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------- candidate set and oracle
+def test_candidate_actions_are_the_ladder_times_no_promotion_and_each_promotion():
+    market = small_market()
+    assert market.n_actions == 5 * 4
+    np.testing.assert_array_equal(market.prices[1], [1600, 1800, 2000, 2200, 2400])
+    assert market.action(1, 0) == (1600, -1)
+    assert market.action(1, 5 + 2) == (2000, 0)
+    assert market.action(1, 3 * 5 + 4) == (2400, 2)
+    for a in range(market.n_actions):
+        price, promotion = market.action(0, a)
+        assert market.action_index(0, price, promotion) == a
+    with pytest.raises(ValueError, match="not a candidate"):
+        market.action_index(0, 1234)
+    assert market.list_action(1) == 2
+
+
+def test_oracle_is_the_argmax_of_expected_profit_by_brute_force():
+    market = Market.random(3, 5, 2, 3, seed=4, segment_lift_sd=0.3)
+    for s in range(market.n_segments):
+        for j in range(market.n_skus):
+            values = []
+            for a in range(market.n_actions):
+                price, k = market.action(j, a)
+                # Independent path: the closed form, term by term.
+                promo = market.promotions[k] if k >= 0 else None
+                discount = promo.discount_minor(price) if promo else 0
+                cost = promo.cost_minor if promo else 0
+                eta = (
+                    market.a_seg[s]
+                    + market.a_sku[j]
+                    - np.exp(market.log_e[s, market.sku_category[j]])
+                    * np.log((price - discount) / market.list_price_minor[j])
+                    + (market.lift[k] + market.segment_lift[s, k] if promo else 0.0)
+                )
+                margin = price - discount - market.unit_cost_minor[j] - cost
+                values.append(sigmoid(eta) * margin)
+                assert float(market.expected_profit(s, j, a)) == pytest.approx(
+                    values[-1], rel=1e-12
+                )
+                assert float(market.expected_profit_at(s, j, price, k)) == pytest.approx(
+                    values[-1], rel=1e-12
+                )
+            best = int(np.argmax(values))
+            assert market.oracle_action(s, j) == best
+            assert market.oracle_expected_profit(s, j) == pytest.approx(max(values), rel=1e-12)
+
+
+def test_random_market_has_the_documented_ranges():
+    market = Market.random(20, 50, 4, 3, seed=9)
+    at_list = market.probability_table[:, np.arange(50), [market.list_action(j) for j in range(50)]]
+    assert at_list.min() > 0.05 and at_list.max() < 0.45
+    assert 0.10 < np.median(at_list) < 0.30
+    e = np.exp(market.log_e)
+    assert e.min() >= 1.0 - 1e-12 and e.max() <= 3.0 + 1e-12
+    assert (market.lift >= 0).all() and (market.lift <= 0.6).all()
+    assert (market.list_price_minor % 100 == 0).all()
+    assert [p.kind for p in market.promotions] == ["percent_off", "free_shipping", "amount_off"]
+    assert (market.unit_cost_minor < market.list_price_minor).all()
+
+
+# ---------------------------------------------------------------------- demand
+def test_conversion_probability_follows_the_model_form():
+    market = small_market()
+    # Segment "loyal", SKU B, price 2200 with 10 % off: pays 1980 of a 2000 list price.
+    p = float(market.conversion_probability(1, 1, 2200, 0))
+    eta = 0.2 - 1.0 - 1.2 * np.log(1980 / 2000) + 0.3
+    assert p == pytest.approx(sigmoid(eta), rel=1e-12)
+    # Vectorised over visitors, and lower at a higher price.
+    probs = market.conversion_probability([0, 1], [0, 1], [1000, 1000], [-1, -1])
+    assert probs.shape == (2,)
+    assert float(market.conversion_probability(0, 0, 1200)) < float(
+        market.conversion_probability(0, 0, 1000)
+    )
+
+
+def test_empirical_conversion_frequency_matches_the_probability():
+    market = Market.random(3, 4, 2, 2, seed=8)
+    n = 200_000
+    segment, sku = market.visitors(n, seed=21)
+    u = market.purchase_draws(n, seed=21)
+    action = np.random.default_rng(0).integers(market.n_actions, size=n)
+    converted, _ = market.play(segment, sku, action, u)
+    p = market.probability_table[segment, sku, action]
+    # Overall, and in the busiest (segment, SKU, action) cell.
+    z = (converted.sum() - p.sum()) / np.sqrt((p * (1 - p)).sum())
+    assert abs(z) < 4
+    key = (segment * market.n_skus + sku) * market.n_actions + action
+    busiest = np.bincount(key).argmax()
+    cell = key == busiest
+    q = p[cell][0]
+    z_cell = (converted[cell].mean() - q) / np.sqrt(q * (1 - q) / cell.sum())
+    assert abs(z_cell) < 4
+
+
+def test_same_draws_same_outcome_where_actions_coincide():
+    market = Market.random(2, 3, 1, 2, seed=5)
+    segment, sku = market.visitors(500, seed=1)
+    u = market.purchase_draws(500, seed=1)
+    a = market.oracle_actions[segment, sku]
+    b = a.copy()
+    b[::2] = 0
+    ca, pa = market.play(segment, sku, a, u)
+    cb, pb = market.play(segment, sku, b, u)
+    same = a == b
+    np.testing.assert_array_equal(ca[same], cb[same])
+    np.testing.assert_array_equal(pa[same], pb[same])
+
+
+# ---------------------------------------------------------------------- profit accounting
+def test_profit_of_each_promotion_kind():
+    market = small_market()
+    # No promotion: price - unit cost on a purchase.
+    assert int(market.profit(0, 1100, -1, True)) == 1100 - 400
+    # 10 % off 1100 = 110: price - discount - cost.
+    assert int(market.profit(0, 1100, 0, True)) == 1100 - 110 - 400
+    # Free shipping: price - cost - shipping on a purchase...
+    assert int(market.profit(0, 1100, 1, True)) == 1100 - 400 - 300
+    # ...and nothing at all without one (shipping is borne only on a purchase).
+    assert int(market.profit(0, 1100, 1, False)) == 0
+    # Amount off 150.
+    assert int(market.profit(1, 2000, 2, True)) == 2000 - 150 - 900
+    # A purchase can lose money: cheap price plus shipping.
+    assert int(market.profit(0, 800, 1, True)) == 800 - 400 - 300
+    assert int(market.profit(0, 600, 1, True)) == -100
+    np.testing.assert_array_equal(
+        market.profit([0, 0, 1], [1000, 1000, 2000], [1, 1, -1], [True, False, True]),
+        [300, 0, 1100],
+    )
+
+
+def test_play_charges_shipping_only_to_buyers():
+    market = small_market()
+    action = market.action_index(0, 1000, 1)  # free shipping at list price
+    converted, profit = market.play([0, 0], [0, 0], [action, action], [0.0, 0.999999])
+    assert converted.tolist() == [True, False]
+    assert profit.tolist() == [1000 - 400 - 300, 0]
+    p = float(market.probability_table[0, 0, action])
+    assert float(market.expected_profit(0, 0, action)) == pytest.approx(p * 300)
+
+
+def test_percent_discounts_round_half_up_like_the_engine():
+    from pricing.promotions import Promotion
+
+    for percent in (10.0, 12.5, 15.0, 33.33, 50.0, 100.0):
+        ours = PromotionSpec("p", "percent_off", percent_off=percent)
+        engine = Promotion("p", "percent_off", percent_off=Decimal(str(percent)))
+        prices = np.arange(1, 3000, 7, dtype=np.int64)
+        expected = [engine.discount_minor(int(p)) for p in prices]
+        np.testing.assert_array_equal(ours.discounts(prices), expected)
+    assert PromotionSpec("p", "percent_off", percent_off=10.0).discount_minor(1005) == 101
+    assert PromotionSpec("c", "amount_off", amount_off_minor=500).discount_minor(300) == 300
+
+
+def test_invalid_markets_are_rejected():
+    with pytest.raises(ValueError, match="at or below zero"):
+        small_market(promotions=(PromotionSpec("big", "amount_off", amount_off_minor=800),),
+                     lift=[0.1], segment_lift=np.zeros((2, 1)))  # fmt: skip
+    with pytest.raises(ValueError, match="strictly increasing"):
+        small_market(ladder=(1.0, 0.9))
+    with pytest.raises(ValueError, match="sum to 1"):
+        small_market(segment_mix=[0.5, 0.6])
+    with pytest.raises(ValueError, match="shape"):
+        small_market(a_sku=[0.0])
+    with pytest.raises(ValueError, match="2 decimals"):
+        PromotionSpec("p", "percent_off", percent_off=12.345)
+
+
+# ---------------------------------------------------------------------- scoring
+def test_summarize_totals_and_curves_agree():
+    rng = np.random.default_rng(0)
+    n = 1000
+    oracle_e = rng.uniform(1, 2, n)
+    expected = oracle_e - rng.uniform(0, 1, n)
+    oracle_r = rng.integers(0, 300, n).astype(float)
+    realized = rng.integers(0, 300, n).astype(float)
+    out = summarize(expected, oracle_e, realized, oracle_r, n_points=50)
+    assert out["t"] == checkpoints(n, 50).tolist() and out["t"][-1] == n and len(out["t"]) == 50
+    assert out["cum_profit"][-1] == pytest.approx(realized.sum())
+    assert out["cum_regret"][-1] == pytest.approx(oracle_r.sum() - realized.sum())
+    assert out["cum_expected_regret"][-1] == pytest.approx(oracle_e.sum() - expected.sum())
+    assert out["late_expected_profit"] == pytest.approx(expected[750:].sum())
+    assert out["cum_oracle_expected_profit"][-1] == pytest.approx(oracle_e.sum())
+    json.dumps(out)  # serialisable
+    with pytest.raises(ValueError):
+        summarize(expected[:10], oracle_e, realized, oracle_r)
