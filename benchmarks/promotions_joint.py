@@ -840,10 +840,9 @@ def notes(results: list[dict[str, Any]], settings: Settings) -> list[str]:
         "price ratio, additive segment and SKU intercepts, one lift per promotion), so its hierarchical "
         "model pools across segments and SKUs correctly; the peers assume nothing about demand. A "
         "misspecified market (`Market.random(segment_lift_sd=...)`) is not part of this run.",
-        "Promotion cold start: a promotion absent from the fitted cells gets a lift of exactly 0 in every "
-        "posterior draw (`DemandPosterior.promotion_lift`), not a draw from its N(0, 0.5) prior, so "
-        "Thompson sampling does not explore it on purpose; free shipping (cost, no price cut) is then "
-        "dominated and only the ε branch tries it until the next refit includes its data.",
+        "Promotion cold start: a promotion absent from the fitted cells draws its lift from the prior "
+        "N(0, 0.5) (`DemandPosterior.promotion_lift`), so Thompson sampling tries it on purpose before "
+        "the next refit includes its data.",
         "Peers are run with the settings stated above and not tuned further; LinTS alpha 0.25 is set near the "
         "reward noise (profit / list price of a Bernoulli purchase), MABWiser's default of 1 explores more.",
     ]
