@@ -706,7 +706,7 @@ def write_doc(
         *(["Notes on misses and fairness:", ""] if notes else []),
         *(f"- {n}" for n in notes),
         *([""] if notes else []),
-        "![Cumulative regret and profit rate vs visitors](img/promotions_joint.png)",
+        f"![Cumulative regret and profit rate vs visitors](img/{PLOT.name})",
         "",
         END,
     ])  # fmt: skip
@@ -907,7 +907,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--peer-python", help="python of an environment with the peers installed")
     parser.add_argument("--no-doc", action="store_true", help="print only, write no files")
+    for name, default in (("segments", 5), ("skus", 10), ("categories", 2), ("promotions", 2),
+                          ("first-refit", 500)):  # fmt: skip
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument(
+        "--section", default="promotions-joint",
+        help="doc section and plot name (the decision-quality run uses its own)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    global BEGIN, END, PLOT
+    BEGIN, END = f"<!-- {args.section}:begin -->", f"<!-- {args.section}:end -->"
+    PLOT = PLOT.with_name(f"{args.section.replace('-', '_')}.png")
     if args.quick:
         settings = Settings(
             segments=2, skus=3, categories=1, promotions=2, visitors=args.visitors or 300,
@@ -916,10 +926,12 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     else:
         settings = Settings(
+            segments=args.segments, skus=args.skus, categories=args.categories,
+            promotions=args.promotions, first_refit=args.first_refit,
             visitors=args.visitors or Settings.visitors,
             seeds=tuple(range(1, 1 + (args.seeds or 3))),
             peers=() if args.no_peers else PEER_POLICIES,
-        )
+        )  # fmt: skip
     start = time.perf_counter()
     results, fits = run(settings, args.peer_python, verbose=True)
     seconds = time.perf_counter() - start
@@ -930,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {seconds:.1f} s")
     if args.quick or args.no_doc:
         return 0
-    plot(results)
+    plot(results, PLOT)
     command = "python -m benchmarks.promotions_joint" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
     )
