@@ -76,6 +76,10 @@ TARGETS = {"ratio": 0.60, "p99_ms": 10.0, "outcomes_per_s": 5000.0, "freshness_s
            "rss_mb": 500.0}  # fmt: skip
 LOAD_FRACTIONS = (0.25, 0.50, 0.75)
 CONNECTIONS = (4, 8, 16, 32)
+#: Refit threshold of the freshness server: low, so that the measurement stays on the online
+#: reweighting path (the synthetic posterior's ESS falls below the default 50 % within ~40
+#: outcomes, and the updater would then try a PyMC refit inside the API process).
+FRESH_ESS_FRACTION = 0.05
 
 BARE_APP = r'''
 """Baseline: one async JSON endpoint, no database, a response sized like a quote."""
@@ -971,10 +975,12 @@ def run_outcomes(base: str, token: str, batches: int, batch_size: int) -> dict[s
     result = {"outcomes": float(batches * batch_size), "created": float(created), "seconds": total,
               "per_s": created / total, "batch_p50_ms": 1000 * float(np.median(times)),
               "batch_max_ms": 1000 * max(times), "decisions_s": prepare_s,
-              "batch_size": float(batch_size)}  # fmt: skip
+              "batch_size": float(batch_size),
+              "promoted": float(sum(1 for line in lines if line.get("promotion")))}  # fmt: skip
     print(f"  {created:,} outcomes in {batches} batches of {batch_size:,}: {result['per_s']:,.0f}/s "
           f"(batch median {result['batch_p50_ms']:.0f} ms, max {result['batch_max_ms']:.0f} ms); "
-          f"{batches * batch_size:,} decisions created first in {prepare_s:.1f} s", flush=True)  # fmt: skip
+          f"{batches * batch_size:,} decisions created first in {prepare_s:.1f} s, "
+          f"{int(result['promoted']):,} of them with a promotion", flush=True)  # fmt: skip
     return result
 
 
@@ -1276,12 +1282,15 @@ def write_doc(
         "",
         f"- ingestion: {int(outcomes['created']):,} outcomes (30 % converted) in batches of "
         f"{int(outcomes['batch_size']):,} for decisions created beforehand through 100-line quotes; one client, "
-        f"sequential; batch latency median {outcomes['batch_p50_ms']:.0f} ms, max {outcomes['batch_max_ms']:.0f} ms.",
+        f"sequential; batch latency median {outcomes['batch_p50_ms']:.0f} ms, max {outcomes['batch_max_ms']:.0f} ms. "
+        f"{int(outcomes['promoted']):,} of the decisions carried a promotion (the demo's `FREESHIP` applies to "
+        "every line of a 100-line cart), and each of their outcomes settles the offer (see Findings).",
         f"- freshness: `serve --updater`, updater interval 0.5 s, snapshot poll 0.5 s; {len(fresh['served'])} rounds "
         "of 10 outcomes. Applied in the database (`GET /v1/models` `applied_outcomes` moves) after a median of "
         f"{db_median:.2f} s; served by the worker (its in-memory posterior, read through "
         f"`POST /v1/guardrails/preview`) after {float(np.median(fresh['served'])):.2f} s (max {max(fresh['served']):.2f} s). "
-        f"Polling every 20 ms; ESS afterwards {fresh['ess']:.0f} of 500, so no refit was triggered.",
+        f"Polling every 20 ms. ESS afterwards {fresh['ess']:.0f} of 500; `PRICING_REFIT_ESS_FRACTION={FRESH_ESS_FRACTION}` "
+        f"keeps the updater from refitting during the measurement (model versions at the end: {fresh['snapshots']}).",
         f"- memory: {int(memory['skus']):,} SKUs in 20 categories x {int(memory['segments'])} segments (every pair "
         f"fitted), {int(memory['draws'])} draws; VmRSS {memory['rss_loaded_mb']:.0f} MB after start-up with the "
         f"snapshot loaded, {memory['rss_mb']:.0f} MB after {int(memory['quotes']):,} quotes (peak VmHWM "
@@ -1302,6 +1311,18 @@ def findings(quotes: QuoteResults) -> list[str]:
     """What the run shows about the engine, with the evidence this run produced."""
     worst = max(zip(quotes.connections, quotes.engine_max, strict=True), key=lambda ce: ce[1].p99_ms)
     errors = sum(x.errors for x in quotes.engine_max) + sum(x.errors for x in quotes.engine_open)
+    collapsed = [x for x in quotes.engine_open if x.errors]
+    collapse = []
+    if collapsed:
+        x = collapsed[0]
+        offered = x.offered_rps or 0.0
+        collapse = [
+            f"- Open loop at {offered:.0f} req/s ({offered / quotes.engine_rps:.0%} of the closed-loop maximum) the "
+            "engine fell into that stall and did not recover while the load lasted: requests queued beyond the pool, "
+            f"{x.errors:,} of them failed, the rest completed at {x.rps:.1f} req/s with a median of "
+            f"{x.p50_ms / 1000:.1f} s (the baseline at the same rate: p99 "
+            f"{quotes.bare_open[quotes.engine_open.index(x)].p99_ms:.1f} ms).",
+        ]  # fmt: skip
     return [
         "### Findings",
         "",
@@ -1317,8 +1338,18 @@ def findings(quotes: QuoteResults) -> list[str]:
         "by a request that is refreshing the cache outside any transaction and waits for a pool connection, and "
         "every pooled connection is held by a request waiting for the write lock. "
         f"Non-2xx responses from the engine in this run: {errors:,}.",
+        *collapse,
+        "- Outcome batches slow down with the share of decisions that carry a promotion: `promotions.settle()` runs "
+        "two ORM-enabled `UPDATE`s per such outcome, and SQLAlchemy's default `synchronize_session` ('auto', i.e. "
+        "evaluate) scans every object in the session's identity map (the batch's 1,000 decisions and outcomes just "
+        "loaded) for each of them: O(promoted x batch) per request. A one-off py-spy profile of a batch run put "
+        "about three quarters of its samples in `_BulkORMUpdate._do_post_synchronize_evaluate`.",
         "- The posterior-cache thread needs a pool connection too, so under the same load it stops refreshing "
         "and the worker keeps serving old weights until the pool frees up.",
+        "- With the default `PRICING_REFIT_ESS_FRACTION` (0.5), once the weights' ESS drops below half the draws "
+        "the updater inside `serve --updater` calls `refit()` on every pass; while the new outcomes are younger "
+        "than the 30 s data lag it raises `no outcomes recorded yet` (a traceback in the log every 0.5 s, as no "
+        "attempt is recorded to throttle retries), and after that it runs a PyMC fit in the API worker's process.",
         "",
     ]  # fmt: skip
 
@@ -1372,7 +1403,8 @@ def main(argv: list[str] | None = None) -> int:
         bare = launch(bare_server(workdir))
         eng = launch(engine_server("engine", db, workdir))
         upd = engine_server("engine-updater", fresh_db, workdir, updater=True,
-                            PRICING_UPDATER_INTERVAL_SECONDS="0.5", PRICING_SNAPSHOT_POLL_SECONDS="0.5")  # fmt: skip
+                            PRICING_UPDATER_INTERVAL_SECONDS="0.5", PRICING_SNAPSHOT_POLL_SECONDS="0.5",
+                            PRICING_REFIT_ESS_FRACTION=str(FRESH_ESS_FRACTION))  # fmt: skip
         big = engine_server("engine-large", large["db"], workdir)
         if quick:  # start every server at once: quick timings mean nothing anyway
             launch(upd)

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +29,11 @@ __all__ = ["ContextFeature", "ContextSchema", "ContextSchemaError"]
 
 MAX_FEATURES = 20
 MAX_LEVELS = 50
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """A finite int or float (booleans are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class ContextSchemaError(ValueError):
@@ -176,11 +181,7 @@ class ContextSchema:
         for f in self.features:
             value = context.get(f.name)
             if f.kind == "numeric":
-                if (
-                    isinstance(value, int | float)
-                    and not isinstance(value, bool)
-                    and math.isfinite(value)
-                ):
+                if _is_number(value):
                     values[f.name] = value
             elif isinstance(value, str) and value in f.levels:
                 values[f.name] = value
@@ -193,11 +194,7 @@ class ContextSchema:
         for f in self.features:
             value = context.get(f.name)
             if f.kind == "numeric":
-                if (
-                    isinstance(value, int | float)
-                    and not isinstance(value, bool)
-                    and math.isfinite(value)
-                ):
+                if _is_number(value):
                     x[col] = (float(value) - f.center) / f.scale
                 col += 1
             else:
