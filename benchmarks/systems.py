@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
@@ -285,9 +285,7 @@ class InProcess(Generator):
 
     name = "in-process httpx threads (fallback)"
 
-    def _run(
-        self, target: Target, threads: int, seconds: float, rate: float | None
-    ) -> Load:
+    def _run(self, target: Target, threads: int, seconds: float, rate: float | None) -> Load:
         import httpx
 
         headers = {"Content-Type": "application/json"}
@@ -454,7 +452,9 @@ def free_port() -> int:
 class Server:
     """A server subprocess in its own process group: :meth:`start`, :meth:`wait`, :meth:`stop`."""
 
-    def __init__(self, name: str, command: list[str], workdir: Path, env: dict[str, str], port: int) -> None:
+    def __init__(
+        self, name: str, command: list[str], workdir: Path, env: dict[str, str], port: int
+    ) -> None:
         self.name = name
         self.command = command
         self.workdir = workdir
@@ -526,7 +526,9 @@ def stop(process: subprocess.Popen[Any]) -> None:
             process.wait(timeout=10)
 
 
-def engine_server(name: str, db: Path, workdir: Path, *, updater: bool = False, **env: str) -> Server:
+def engine_server(
+    name: str, db: Path, workdir: Path, *, updater: bool = False, **env: str
+) -> Server:
     """``pricing-engine serve`` (one worker) on ``db``; not started yet."""
     port = free_port()
     command = [str(ENGINE_CLI), "serve", "--database-url", f"sqlite:///{db}",
@@ -653,9 +655,10 @@ def prepare_demo(workdir: Path) -> tuple[Path, dict[str, str]]:
 
 def copy_db(source: Path, target: Path) -> Path:
     """A consistent copy of a SQLite database (backup API, WAL included)."""
-    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(
-        sqlite3.connect(target)
-    ) as dst:
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
         src.backup(dst)
     return target
 
@@ -689,7 +692,9 @@ def prepare_large(workdir: Path, n_skus: int, n_segments: int, n_draws: int) -> 
             catalog.import_products(session, items=items, actor=None)
         import_seconds = time.perf_counter() - started
         with sessions() as session:
-            key = keys.create_key(session, name="systems-checkout", role=Role.CHECKOUT, actor=None).key
+            key = keys.create_key(
+                session, name="systems-checkout", role=Role.CHECKOUT, actor=None
+            ).key
     finally:
         engine.dispose()
     publish(db, synthetic_posterior(segments, sku_category, n_draws, seed=2))
@@ -826,27 +831,41 @@ class Profile:
     idle_pct: float  # samples of waiting threads, left out of the shares
 
 
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path) -> Iterator[bool]:
+    """Record py-spy samples of ``pid`` into ``out`` (raw collapsed stacks) while the block
+    runs; yields False (and records nothing) when py-spy is not in the peers' venv."""
+    spy = PEERS / "bin" / "py-spy"
+    if not spy.exists():
+        yield False
+        return
+    recorder = subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+         "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        yield True
+    finally:
+        if recorder.poll() is None:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        try:
+            recorder.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop(recorder)
+
+
 def profile_quotes(
     gen: Generator, engine: Target, pid: int, seconds: float, connections: int, workdir: Path
 ) -> Profile | None:
     """py-spy samples of the engine under closed-loop load."""
-    spy = PEERS / "bin" / "py-spy"
-    if not spy.exists():
-        return None
-    out = workdir / "profile.txt"
-    recorder = subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-         "--rate", "250", "--format", "raw", "--nonblocking", "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        time.sleep(0.5)
-        gen.closed(engine, connections, seconds)
-        _, err = recorder.communicate(timeout=seconds + 60)
-    finally:
-        stop(recorder)
-    if recorder.returncode != 0 or not out.exists():
-        print(f"  py-spy failed: {err.decode(errors='replace')[-500:] if err else ''}")
+    out = workdir / "profile-quotes.txt"
+    with py_spy(pid, out) as recording:
+        if recording:
+            gen.closed(engine, connections, seconds)
+    if not out.exists():
+        print("  no profile (py-spy unavailable or failed)")
         return None
     return summarise_profile(out.read_text(), connections)
 
@@ -859,7 +878,8 @@ LIBRARY_FRAMES = ("SessionTransaction.commit (sqlalchemy/orm/session.py)",
                   "DefaultDialect.do_execute (sqlalchemy/engine/default.py)",
                   "DefaultDialect.do_commit (sqlalchemy/engine/default.py)",
                   "serialize_response (fastapi/routing.py)", "_run_sync_endpoint (fastapi/telemetry/_api.py)",
-                  "H11Protocol.data_received (uvicorn/protocols/http/h11_impl.py)")  # fmt: skip
+                  "H11Protocol.data_received (uvicorn/protocols/http/h11_impl.py)",
+                  "_BulkORMUpdate._do_post_synchronize_evaluate (sqlalchemy/orm/bulk_persistence.py)")  # fmt: skip
 
 
 def summarise_profile(raw: str, connections: int = 0, top: int = 16) -> Profile:
@@ -938,7 +958,9 @@ def create_decisions(
     return out
 
 
-def outcome_items(lines: Sequence[dict[str, Any]], rng: random.Random, p: float = 0.3) -> list[dict[str, Any]]:
+def outcome_items(
+    lines: Sequence[dict[str, Any]], rng: random.Random, p: float = 0.3
+) -> list[dict[str, Any]]:
     """One outcome per quote line: converted with probability ``p`` at the final price."""
     items = []
     for line in lines:
@@ -950,19 +972,19 @@ def outcome_items(lines: Sequence[dict[str, Any]], rng: random.Random, p: float 
     return items
 
 
-def run_outcomes(base: str, token: str, batches: int, batch_size: int) -> dict[str, float]:
-    """Outcomes stored per second through ``POST /v1/outcomes/batch``, one client."""
+def run_outcomes(
+    base: str, token: str, batches: int, batch_size: int, *, profile_pid: int | None = None,
+    workdir: Path | None = None,
+) -> tuple[dict[str, float], Profile | None]:  # fmt: skip
+    """Outcomes stored per second through ``POST /v1/outcomes/batch``, one client; with
+    ``profile_pid``, three more batches are then posted under py-spy (not timed)."""
     import httpx
 
     segments, skus = demo_catalog()
     rng = random.Random(11)
-    with httpx.Client(timeout=300) as client:
-        started = time.perf_counter()
-        lines = create_decisions(client, base, token, batches * batch_size, list(skus), segments)
-        prepare_s = time.perf_counter() - started
-        bodies = [json.dumps({"outcomes": outcome_items(lines[i * batch_size:(i + 1) * batch_size], rng)}).encode()
-                  for i in range(batches)]  # fmt: skip
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def post_all(bodies: Sequence[bytes]) -> tuple[list[float], int]:
         times, created = [], 0
         for body in bodies:
             t0 = time.perf_counter()
@@ -971,6 +993,28 @@ def run_outcomes(base: str, token: str, batches: int, batch_size: int) -> dict[s
             if response.status_code != 200:
                 raise RuntimeError(f"outcome batch: {response.status_code} {response.text[:500]}")
             created += int(response.json()["counts"].get("created", 0))
+        return times, created
+
+    def encode(lines: Sequence[dict[str, Any]]) -> list[bytes]:
+        return [json.dumps({"outcomes": outcome_items(lines[i:i + batch_size], rng)}).encode()
+                for i in range(0, len(lines), batch_size)]  # fmt: skip
+
+    profile = None
+    with httpx.Client(timeout=300) as client:
+        started = time.perf_counter()
+        lines = create_decisions(client, base, token, batches * batch_size, list(skus), segments)
+        prepare_s = time.perf_counter() - started
+        times, created = post_all(encode(lines))
+        if profile_pid is not None and workdir is not None:
+            extra = encode(
+                create_decisions(client, base, token, 3 * batch_size, list(skus), segments)
+            )
+            out = workdir / "profile-outcomes.txt"
+            with py_spy(profile_pid, out) as recording:
+                if recording:
+                    post_all(extra)
+            if out.exists():
+                profile = summarise_profile(out.read_text(), 1)
     total = sum(times)
     result = {"outcomes": float(batches * batch_size), "created": float(created), "seconds": total,
               "per_s": created / total, "batch_p50_ms": 1000 * float(np.median(times)),
@@ -981,11 +1025,16 @@ def run_outcomes(base: str, token: str, batches: int, batch_size: int) -> dict[s
           f"(batch median {result['batch_p50_ms']:.0f} ms, max {result['batch_max_ms']:.0f} ms); "
           f"{batches * batch_size:,} decisions created first in {prepare_s:.1f} s, "
           f"{int(result['promoted']):,} of them with a promotion", flush=True)  # fmt: skip
-    return result
+    if profile is not None:
+        for name, inc, own in profile.functions[:8]:
+            print(f"    {inc:5.1f} % incl  {own:5.1f} % self  {name}")
+    return result, profile
 
 
 # --------------------------------------------------------------------------- part 3: freshness
-def run_freshness(base: str, keys: dict[str, str], rounds: int, timeout: float = 30.0) -> dict[str, Any]:
+def run_freshness(
+    base: str, keys: dict[str, str], rounds: int, timeout: float = 30.0
+) -> dict[str, Any]:
     """Seconds from an outcome batch's acknowledgement until it is applied (``GET /v1/models``)
     and until the worker serves the new weights (guardrail preview's expected conversion)."""
     import httpx
@@ -1001,7 +1050,9 @@ def run_freshness(base: str, keys: dict[str, str], rounds: int, timeout: float =
         return int(next(m["applied_outcomes"] for m in models if m["serving"]))
 
     def served(client: httpx.Client) -> tuple[int | None, float | None]:
-        out = client.post(base + "/v1/guardrails/preview", json=preview, headers=auth["merchandiser"])
+        out = client.post(
+            base + "/v1/guardrails/preview", json=preview, headers=auth["merchandiser"]
+        )
         out.raise_for_status()
         data = out.json()
         return data["model_version"], data["lines"][0]["expected_conversion"]
@@ -1083,7 +1134,9 @@ def lp_cost(n_draws: int = 500, n_candidates: int = 51, repeats: int = 5) -> dic
 
     rng = np.random.default_rng(0)
     reward = rng.random((n_draws, n_candidates))
-    spend = np.concatenate([np.zeros((n_draws, 1)), rng.random((n_draws, n_candidates - 1))], axis=1)
+    spend = np.concatenate(
+        [np.zeros((n_draws, 1)), rng.random((n_draws, n_candidates - 1))], axis=1
+    )
     lp_mixture(reward, spend, 0.3)
     started = time.perf_counter()
     for _ in range(repeats):
@@ -1112,7 +1165,10 @@ def _fmt(x: float, digits: int = 1) -> str:
 
 
 def summary_rows(
-    quotes: QuoteResults, outcomes: dict[str, float], fresh: dict[str, Any], memory: dict[str, float]
+    quotes: QuoteResults,
+    outcomes: dict[str, float],
+    fresh: dict[str, Any],
+    memory: dict[str, float],
 ) -> list[tuple[str, str, str, bool]]:
     """(metric, target, measured, met) per target."""
     ratio = quotes.engine_rps / quotes.bare_rps if quotes.bare_rps else float("nan")
@@ -1126,7 +1182,9 @@ def summary_rows(
          ratio >= TARGETS["ratio"]),
     ]  # fmt: skip
     if quotes.engine_open:
-        half = min(quotes.engine_open, key=lambda x: abs((x.offered_rps or 0) - 0.5 * quotes.engine_rps))
+        half = min(
+            quotes.engine_open, key=lambda x: abs((x.offered_rps or 0) - 0.5 * quotes.engine_rps)
+        )
         offered = half.offered_rps or 0.0
         errors = f", {half.errors} errors" if half.errors else ""
         rows.append((f"quote p99 at {offered / quotes.engine_rps:.0%} of engine max ({_fmt(offered)} req/s offered)",
@@ -1187,7 +1245,10 @@ def plot(quotes: QuoteResults, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
-    for loads, label, color in ((quotes.engine_open, "engine", "C0"), (quotes.bare_open, "bare FastAPI", "C1")):
+    for loads, label, color in (
+        (quotes.engine_open, "engine", "C0"),
+        (quotes.bare_open, "bare FastAPI", "C1"),
+    ):
         x = [x.offered_rps or 0.0 for x in loads]
         ax.plot(x, [x.p99_ms for x in loads], "o-", color=color, label=f"{label} p99")
         ax.plot(x, [x.p50_ms for x in loads], "s--", color=color, label=f"{label} p50")
@@ -1219,7 +1280,8 @@ def machine(load_avg: tuple[float, float, float]) -> str:
 
 def write_doc(
     rows: Sequence[tuple[str, str, str, bool]], quotes: QuoteResults, outcomes: dict[str, float],
-    fresh: dict[str, Any], memory: dict[str, float], profile: Profile | None, lp: dict[str, float],
+    fresh: dict[str, Any], memory: dict[str, float], profile: Profile | None,
+    outcome_profile: Profile | None, lp: dict[str, float],
     gen: Generator, command: str, load_avg: tuple[float, float, float], seconds: float, elapsed: float,
 ) -> None:  # fmt: skip
     """Replace the systems section of docs/benchmarks.md."""
@@ -1264,7 +1326,8 @@ def write_doc(
             "and are left out; the shares below are of the remaining samples: the stack contains the function "
             "(inclusive) or ends in it (self). `_begin` is `BEGIN IMMEDIATE`, i.e. waiting for and taking SQLite's "
             "write lock; `cmd_serve` is the event-loop thread (HTTP parsing, routing, JSON). Self time by package: "
-            + ", ".join(f"{k} {v:.0f} %" for k, v in profile.packages) + ".",
+            + ", ".join(f"{k} {v:.0f} %" for k, v in profile.packages)
+            + ".",
             "",
             "| function | inclusive % | self % |",
             "|---|---:|---:|",
@@ -1285,6 +1348,9 @@ def write_doc(
         f"sequential; batch latency median {outcomes['batch_p50_ms']:.0f} ms, max {outcomes['batch_max_ms']:.0f} ms. "
         f"{int(outcomes['promoted']):,} of the decisions carried a promotion (the demo's `FREESHIP` applies to "
         "every line of a 100-line cart), and each of their outcomes settles the offer (see Findings).",
+        *([f"  py-spy over three more batches (not timed; {outcome_profile.idle_pct:.0f} % idle samples left out): "
+           + "; ".join(f"`{name}` {inc:.0f} %" for name, inc, _own in outcome_profile.functions[:7]) + " (inclusive)."]
+          if outcome_profile else []),
         f"- freshness: `serve --updater`, updater interval 0.5 s, snapshot poll 0.5 s; {len(fresh['served'])} rounds "
         "of 10 outcomes. Applied in the database (`GET /v1/models` `applied_outcomes` moves) after a median of "
         f"{db_median:.2f} s; served by the worker (its in-memory posterior, read through "
@@ -1309,7 +1375,9 @@ def write_doc(
 
 def findings(quotes: QuoteResults) -> list[str]:
     """What the run shows about the engine, with the evidence this run produced."""
-    worst = max(zip(quotes.connections, quotes.engine_max, strict=True), key=lambda ce: ce[1].p99_ms)
+    worst = max(
+        zip(quotes.connections, quotes.engine_max, strict=True), key=lambda ce: ce[1].p99_ms
+    )
     errors = sum(x.errors for x in quotes.engine_max) + sum(x.errors for x in quotes.engine_open)
     collapsed = [x for x in quotes.engine_open if x.errors]
     collapse = []
@@ -1328,9 +1396,9 @@ def findings(quotes: QuoteResults) -> list[str]:
         "",
         "- One SQLite write transaction per quote (`BEGIN IMMEDIATE` ... commit) serialises every quote of the "
         "worker, and waiting writers poll SQLite's busy handler (sleeps of up to 100 ms, no queue), so whoever "
-        "arrives at the right moment wins: with two or more requests in flight the tail grows to seconds "
-        f"(worst engine p99 in the sweep {worst[1].p99_ms:,.0f} ms at {worst[0]} connections) while the median "
-        "stays in tens of milliseconds.",
+        "arrives at the right moment wins: with several requests in flight the tail grows to seconds (engine "
+        f"p99 {quotes.engine_max[0].p99_ms:,.0f} ms already at {quotes.connections[0]} connections, worst "
+        f"{worst[1].p99_ms:,.0f} ms at {worst[0]}) while the median stays in tens of milliseconds.",
         "- With more requests in flight than the connection pool holds (`PRICING_DB_POOL_SIZE` 10 + 10 overflow) "
         "the worker can stall until SQLite's 10 s busy timeout fails the waiting writers with 500 `database is "
         "locked`: the quote that holds the write lock calls `GuardrailCache.get()` from inside the transaction "
@@ -1340,10 +1408,10 @@ def findings(quotes: QuoteResults) -> list[str]:
         f"Non-2xx responses from the engine in this run: {errors:,}.",
         *collapse,
         "- Outcome batches slow down with the share of decisions that carry a promotion: `promotions.settle()` runs "
-        "two ORM-enabled `UPDATE`s per such outcome, and SQLAlchemy's default `synchronize_session` ('auto', i.e. "
-        "evaluate) scans every object in the session's identity map (the batch's 1,000 decisions and outcomes just "
-        "loaded) for each of them: O(promoted x batch) per request. A one-off py-spy profile of a batch run put "
-        "about three quarters of its samples in `_BulkORMUpdate._do_post_synchronize_evaluate`.",
+        "two ORM-enabled `UPDATE`s per such outcome, and with SQLAlchemy's default `synchronize_session` ('auto', "
+        "i.e. evaluate) each `UPDATE decisions` walks every `Decision` in the session's identity map (the batch's "
+        "1,000, just loaded) to find the matching one: O(promoted x batch) per request (`_BulkORMUpdate._do_post_synchronize_evaluate` "
+        "in the ingestion profile above).",
         "- The posterior-cache thread needs a pool connection too, so under the same load it stops refreshing "
         "and the worker keeps serving old weights until the pool frees up.",
         "- With the default `PRICING_REFIT_ESS_FRACTION` (0.5), once the weights' ESS drops below half the draws "
@@ -1429,10 +1497,16 @@ def main(argv: list[str] | None = None) -> int:
             if profile is not None:
                 for name, inc, own in profile.functions:
                     print(f"    {inc:5.1f} % incl  {own:5.1f} % self  {name}")
-                print("    self time by package: " + ", ".join(f"{k} {v:.0f} %" for k, v in profile.packages))
+                print(
+                    "    self time by package: "
+                    + ", ".join(f"{k} {v:.0f} %" for k, v in profile.packages)
+                )
         print("[2/4] outcome ingestion", flush=True)
         drain(engine_t)
-        outcomes = run_outcomes(eng.url, keys["checkout"], 2 if quick else 10, 200 if quick else 1000)
+        outcomes, outcome_profile = run_outcomes(
+            eng.url, keys["checkout"], 2 if quick else 10, 200 if quick else 1000,
+            profile_pid=None if quick else eng.pid, workdir=workdir,
+        )  # fmt: skip
         bare.stop()
         eng.stop()
 
@@ -1470,9 +1544,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrun time {elapsed:.0f} s")
         if not (quick or args.no_doc):
             plot(quotes, PLOT)
-            command = "python -m benchmarks.systems" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-            write_doc(rows, quotes, outcomes, fresh, memory, profile, lp, gen, command, load_avg,
-                      seconds, elapsed)  # fmt: skip
+            command = "python -m benchmarks.systems" + "".join(
+                f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+            )
+            write_doc(rows, quotes, outcomes, fresh, memory, profile, outcome_profile, lp, gen, command,
+                      load_avg, seconds, elapsed)  # fmt: skip
             print(f"wrote {PLOT.relative_to(ROOT)} and the systems section of docs/benchmarks.md")
     finally:
         for srv in servers:

@@ -23,7 +23,13 @@ def test_quick_mode_prints_the_table_and_leaves_the_docs_alone(capsys, monkeypat
     assert systems.main(["--quick", "--no-doc"]) == 0
     out = capsys.readouterr().out
     assert "| metric | target | measured | |" in out
-    for metric in ("quote throughput", "quote p99", "outcome ingestion", "freshness", "RSS of one API worker"):
+    for metric in (
+        "quote throughput",
+        "quote p99",
+        "outcome ingestion",
+        "freshness",
+        "RSS of one API worker",
+    ):
         assert f"| {metric}" in out, metric
     assert "| offered req/s |" in out
     assert (_state(DOC), _state(systems.PLOT)) == before
