@@ -130,6 +130,10 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             engine.dispose()
             raise NotMigratedError(migrations.describe())
         log.info("serving with %s", migrations.describe())
+        # Load the quote path's caches before the first request (later refreshes never block).
+        state.guardrails.get()
+        state.context_schema.get()
+        state.experiments.get()
         state.posterior.start()
         if updater is not None:
             updater.start()

@@ -178,7 +178,8 @@ class Decision(Base):
     learn: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (
-        Index("ix_decisions_sku_time", "sku", "created_at"),
+        # Covers today's last price and served range per SKU (read on every quote).
+        Index("ix_decisions_sku_time_price", "sku", "created_at", "price_minor"),
         Index("ix_decisions_customer_sku_expiry", "customer_id", "sku", "expires_at"),
         Index("ix_decisions_promotion_open", "promotion", "settled", "outcome_deadline"),
         Index("ix_decisions_outcome_deadline", "outcome_deadline"),

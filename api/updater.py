@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -63,6 +64,7 @@ class Updater:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     last_refit_failure: str | None = None
+    _failed_at: float | None = None
 
     def refit_reason(self) -> str | None:
         """Why a refit is due now, or None."""
@@ -93,6 +95,9 @@ class Updater:
     def step(self) -> tuple[UpdateResult, RefitResult | None]:
         """Apply new outcomes, then refit if due."""
         update = apply_new_outcomes(self.sessions, missing_outcome=self.missing_outcome)
+        backoff = max(60.0, self.interval * 30)
+        if self._failed_at is not None and time.monotonic() - self._failed_at < backoff:
+            return update, None  # a refit just failed: do not retry on every pass
         reason = self.refit_reason()
         result = None
         if reason is not None:
@@ -104,9 +109,11 @@ class Updater:
                     missing_outcome=self.missing_outcome,
                 )
                 self.last_refit_failure = None if result.published else result.message
+                self._failed_at = None if result.published else time.monotonic()
             except Exception as exc:
                 log.exception("refit failed")
                 self.last_refit_failure = str(exc)
+                self._failed_at = time.monotonic()
         return update, result
 
     def run_forever(self) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.cache import TTLCache
 from api.errors import ApiError
 from api.orm import ContextSchemaVersion
 from api.security import Principal
@@ -72,27 +71,8 @@ def put_context_schema(
     return out
 
 
-class ContextSchemaCache:
-    """The schema for the quote path, re-read at most every ``ttl`` seconds."""
+class ContextSchemaCache(TTLCache[tuple[int | None, ContextSchema]]):
+    """The schema ``(version, schema)`` for the quote path, re-read at most every ``ttl`` s."""
 
     def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
-        self._sessions = sessions
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._loaded_at = -1e9
-        self._value: tuple[int | None, ContextSchema] = (None, ContextSchema())
-
-    def invalidate(self) -> None:
-        """Re-read on the next :meth:`get`."""
-        self._loaded_at = -1e9
-
-    def get(self) -> tuple[int | None, ContextSchema]:
-        """``(version, schema)``."""
-        if time.monotonic() - self._loaded_at < self._ttl:
-            return self._value
-        with self._lock:
-            if time.monotonic() - self._loaded_at >= self._ttl:
-                with self._sessions() as session:
-                    self._value = current_schema(session)
-                self._loaded_at = time.monotonic()
-        return self._value
+        super().__init__(sessions, current_schema, ttl)

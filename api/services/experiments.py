@@ -18,8 +18,6 @@ experiment in the same layer (or either without a layer) is refused.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -28,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.cache import TTLCache
 from api.errors import ApiError, FieldProblem
 from api.orm import (
     Decision,
@@ -280,35 +279,24 @@ class QuoteExperiment:
         return ";".join(f"{k}:{v}" for k, v in self.assignments)[:64]
 
 
-class ExperimentCache:
+def _running(session: Session) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    rows = session.scalars(
+        select(Experiment)
+        .where(Experiment.status == "running")
+        .order_by(Experiment.started_at, Experiment.key)
+    )
+    return [(r.key, r.salt, list(r.variants)) for r in rows]
+
+
+class ExperimentCache(TTLCache[list[tuple[str, str, list[dict[str, Any]]]]]):
     """Running experiments for the quote path, re-read at most every ``ttl`` seconds."""
 
     def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
-        self._sessions = sessions
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._loaded_at = -1e9
-        self._running: list[tuple[str, str, list[dict[str, Any]]]] = []
-
-    def invalidate(self) -> None:
-        """Re-read on the next use."""
-        self._loaded_at = -1e9
-
-    def _experiments(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
-        if time.monotonic() - self._loaded_at >= self._ttl:
-            with self._lock, self._sessions() as session:
-                rows = session.scalars(
-                    select(Experiment)
-                    .where(Experiment.status == "running")
-                    .order_by(Experiment.started_at, Experiment.key)
-                )
-                self._running = [(r.key, r.salt, list(r.variants)) for r in rows]
-                self._loaded_at = time.monotonic()
-        return self._running
+        super().__init__(sessions, _running, ttl)
 
     def for_unit(self, unit_id: str) -> QuoteExperiment | None:
         """Assignments of ``unit_id`` in every running experiment (None when none runs)."""
-        running = self._experiments()
+        running = self.get()
         if not running:
             return None
         assignments = []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -20,6 +18,7 @@ from pydantic import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.cache import TTLCache
 from api.errors import ApiError, FieldProblem
 from api.orm import GuardrailVersion, Product, utcnow
 from api.schemas import IDENTIFIER_PATTERN, Money
@@ -256,42 +255,22 @@ def rules_from_stored(
     return GuardrailSet(rules=tuple(rules), kill_switch=kill_switch)
 
 
-class GuardrailCache:
-    """The active guardrails for the quote path, re-read at most every ``ttl`` seconds."""
+def _load_active(session: Session) -> tuple[int | None, GuardrailSet]:
+    row = active_version(session)
+    if row is None:
+        return None, GuardrailSet()
+    skus = [r.get("target") for r in row.rules if r.get("scope") == "sku"]
+    rows = session.execute(select(Product.sku, Product.currency).where(Product.sku.in_(skus)))
+    currencies = {sku: currency for sku, currency in rows}
+    return row.id, rules_from_stored(row.rules, currencies, row.kill_switch)
+
+
+class GuardrailCache(TTLCache[tuple[int | None, GuardrailSet]]):
+    """The active guardrails ``(version, rules)`` for the quote path, re-read at most every
+    ``ttl`` seconds (version None and an empty set when none was ever set)."""
 
     def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
-        self._sessions = sessions
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._loaded_at = -1e9
-        self._value: tuple[int | None, GuardrailSet] = (None, GuardrailSet())
-
-    def invalidate(self) -> None:
-        """Re-read on the next :meth:`get` (after a change made by this worker)."""
-        self._loaded_at = -1e9
-
-    def get(self) -> tuple[int | None, GuardrailSet]:
-        """``(version, rules)``; version None and an empty set when none was ever set."""
-        if time.monotonic() - self._loaded_at < self._ttl:
-            return self._value
-        with self._lock:
-            if time.monotonic() - self._loaded_at >= self._ttl:
-                with self._sessions() as session:
-                    row = active_version(session)
-                    if row is None:
-                        self._value = (None, GuardrailSet())
-                    else:
-                        skus = [r.get("target") for r in row.rules if r.get("scope") == "sku"]
-                        rows = session.execute(
-                            select(Product.sku, Product.currency).where(Product.sku.in_(skus))
-                        )
-                        currencies = {sku: currency for sku, currency in rows}
-                        self._value = (
-                            row.id,
-                            rules_from_stored(row.rules, currencies, row.kill_switch),
-                        )
-                self._loaded_at = time.monotonic()
-        return self._value
+        super().__init__(sessions, _load_active, ttl)
 
 
 def money_text(minor: int, currency: str) -> str:

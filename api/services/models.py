@@ -27,7 +27,6 @@ from api.orm import AppliedDecision, Decision, ModelPrior, ModelSnapshot, Outcom
 from api.services.context import current_schema
 from pricing.cells import CellRecord, Cells
 from pricing.context import ContextSchema
-from pricing.demand import DemandModel
 from pricing.posterior import DemandPosterior
 
 __all__ = [
@@ -166,6 +165,8 @@ def refit(
         priors = latest_priors(session)
     if len(cells) == 0:
         raise ValueError("no outcomes recorded yet: nothing to fit")
+    from pricing.demand import DemandModel  # PyMC: only where a fit runs, not in API workers
+
     model = DemandModel(model_config=priors | (model_config or {}), sampler_config=sampler_config)
     model.fit(cells, progressbar=progressbar)
     diagnostics = model.diagnostics_

@@ -511,8 +511,14 @@ def settle(session: Session, decision: Decision, *, converted: bool, discount_mi
     """Settle an offer's hold when its outcome is stored (same transaction as the outcome)."""
     if decision.promotion is None:
         return
+    # Plain UPDATEs: synchronising the session's loaded objects made batch ingestion
+    # quadratic (promoted outcomes x decisions loaded), found by benchmarks/systems.py.
+    plain = {"synchronize_session": False}
     session.execute(
-        update(Decision).where(Decision.id == decision.id).values(settled=True, redeemed=converted)
+        update(Decision)
+        .where(Decision.id == decision.id)
+        .values(settled=True, redeemed=converted)
+        .execution_options(**plain)
     )
     session.execute(
         update(PromotionUsage)
@@ -522,6 +528,7 @@ def settle(session: Session, decision: Decision, *, converted: bool, discount_mi
             redemptions=PromotionUsage.redemptions + int(converted),
             settled_offers=PromotionUsage.settled_offers + 1,
         )
+        .execution_options(**plain)
     )
 
 

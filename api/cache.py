@@ -1,0 +1,63 @@
+"""A value read from the database and kept for a short time, safe on the quote path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["TTLCache"]
+
+T = TypeVar("T")
+
+
+class TTLCache(Generic[T]):
+    """``load(session)``, re-read at most every ``ttl`` seconds.
+
+    Once a value is loaded, a refresh never makes a caller wait: the thread that takes the
+    refresh reads the database while the others keep the current value. Waiting here would
+    deadlock the pool: a request inside a write transaction (holding a connection) would
+    wait for this lock while its holder waits for a free connection. The first load does
+    block (there is no value to serve yet); the app warms its caches before serving.
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], load: Callable[[Session], T], ttl: float = 1.0
+    ) -> None:
+        self._sessions = sessions
+        self._load = load
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._loaded_at = -1e9
+        self._value: T | None = None
+        self._loaded = False
+
+    def invalidate(self) -> None:
+        """Re-read on the next :meth:`get` (after a change made by this worker)."""
+        self._loaded_at = -1e9
+
+    def _reload(self) -> None:
+        with self._sessions() as session:
+            self._value = self._load(session)
+        self._loaded = True
+        self._loaded_at = time.monotonic()
+
+    def get(self) -> T:
+        """The value, refreshed when older than ``ttl``."""
+        if self._loaded and time.monotonic() - self._loaded_at < self._ttl:
+            return self._value  # type: ignore[return-value]
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._reload()
+            return self._value  # type: ignore[return-value]
+        if self._lock.acquire(blocking=False):
+            try:
+                if time.monotonic() - self._loaded_at >= self._ttl:
+                    self._reload()
+            finally:
+                self._lock.release()
+        return self._value  # type: ignore[return-value]
