@@ -253,6 +253,11 @@ class GuardrailSet:
         if "ceiling" not in v and "max_increase" not in v:
             # No rule allows prices above list: never more than the list price.
             highs.append((product.list_price, "list_price"))
+        if "floor" not in v:
+            # No rule allows selling at a loss: never below the unit cost (a merchandiser
+            # who wants a loss leader sets a floor). Capped at list so a SKU costing more
+            # than its list price can still be sold at list.
+            lows.append((min(product.unit_cost, product.list_price), "unit_cost"))
         low = max(x for x, _ in lows)
         high = min(x for x, _ in highs)
         binding = {
