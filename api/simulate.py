@@ -28,7 +28,7 @@ from api.db import read_only
 from api.orm import Experiment, Product, Segment
 from api.posterior_cache import PosteriorCache
 from api.schemas import OutcomeIn, QuoteRequest
-from api.services.context import current_schema
+from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache, ExperimentIn, put_experiment, set_status
 from api.services.guardrails import GuardrailCache
 from api.services.models import DATA_LAG, refit
@@ -117,6 +117,7 @@ def simulate(
     posterior.refresh()
     guardrails = GuardrailCache(reader)
     experiments = ExperimentCache(reader)
+    schemas = ContextSchemaCache(reader)
 
     def serving() -> Any:
         served = posterior.served
@@ -145,8 +146,7 @@ def simulate(
             "customer_id": customer, "segment": segment, "channel": "web",
             "lines": [{"sku": p.sku, "quantity": 1} for p in lines],
         })  # fmt: skip
-        with reader() as session:
-            _version, schema = current_schema(session)
+        _version, schema = schemas.get()
         with sessions() as session:
             quote = create_quote(
                 session, request=request, policy=policy,
