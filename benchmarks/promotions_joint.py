@@ -66,7 +66,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ from numpy.typing import NDArray
 from benchmarks.report import DOC, replace_section
 from experiments.simulator import Market, stream_digest, summarize
 from pricing.cells import CellRecord, Cells
+from pricing.context import ContextSchema
 from pricing.demand import DemandModel
 from pricing.guardrails import GuardrailSet, ProductFacts, Rule
 from pricing.policy import LineContext, ThompsonPricePolicy
@@ -84,6 +85,7 @@ from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer, Promotion
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
 PEERS = Path(__file__).resolve().parent / ".venv-peers"
 PEER_PACKAGES = ("vowpalwabbit", "mabwiser", "numpy")
 PLOT = DOC.parent / "img" / "promotions_joint.png"
@@ -107,7 +109,7 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def vw_policy(market, seg, sku, u, seed, args):
+def vw_policy(market, seg, sku, ctx, u, seed, args):
     import vowpalwabbit
 
     vw = vowpalwabbit.Workspace(f"{args} -q sa --quiet --random_seed {seed}")
@@ -121,14 +123,18 @@ def vw_policy(market, seg, sku, u, seed, args):
             ratio = market.action_prices[j, a] / market.list_price_minor[j]
             rows.append(f"|a p{i} k{o} p{i}k{o} r:{ratio:.4f}")
         lines.append(rows)
+    shared = [
+        "".join(f" {name}={level}" for name, level in market.context_values(x).items())
+        for x in range(market.n_contexts)
+    ]
     actions = np.empty(T, dtype=np.int64)
     for t in range(T):
         s, j = int(seg[t]), int(sku[t])
-        example = [f"shared |s seg{s} sku{j}", *lines[j]]
+        example = [f"shared |s seg{s} sku{j}{shared[int(ctx[t])]}", *lines[j]]
         pmf = np.asarray(vw.predict(example), dtype=np.float64)
         cdf = np.cumsum(pmf)
         a = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), A - 1)
-        bought = u[t] < market.probability_table[s, j, a]
+        bought = u[t] < market.context_probability_table[ctx[t], s, j, a]
         profit = float(market.margin_table[j, a]) if bought else 0.0
         cost = -profit / float(market.list_price_minor[j])
         example[1 + a] = f"0:{cost:.6f}:{max(pmf[a] / cdf[-1], 1e-6):.6f} " + lines[j][a]
@@ -138,13 +144,20 @@ def vw_policy(market, seg, sku, u, seed, args):
     return actions
 
 
-def lints_policy(market, seg, sku, u, seed, alpha, batch):
+def lints_policy(market, seg, sku, ctx, u, seed, alpha, batch):
     from mabwiser.mab import MAB, LearningPolicy
 
     S, J, A = market.n_segments, market.n_skus, market.n_actions
-    context = np.zeros((T, S + J))
+    levels = market.context_levels[ctx]  # (T, F): one-hot of every non-reference level
+    width = [len(f.levels) - 1 for f in market.context_features]
+    context = np.zeros((T, S + J + sum(width)))
     context[np.arange(T), seg] = 1.0
     context[np.arange(T), S + sku] = 1.0
+    col = S + J
+    for i, w in enumerate(width):
+        hit = levels[:, i] > 0
+        context[np.flatnonzero(hit), col + levels[hit, i] - 1] = 1.0
+        col += w
     mab = MAB(arms=list(range(A)), learning_policy=LearningPolicy.LinTS(alpha=alpha), seed=seed)
     rng = np.random.default_rng([seed, 23])
     actions = np.empty(T, dtype=np.int64)
@@ -155,7 +168,7 @@ def lints_policy(market, seg, sku, u, seed, alpha, batch):
         else:
             chosen = np.asarray(mab.predict(context[start:stop]), dtype=np.int64).reshape(-1)
         s, j = seg[start:stop], sku[start:stop]
-        _, profit = market.play(s, j, chosen, u[start:stop])
+        _, profit = market.play(s, j, chosen, u[start:stop], ctx[start:stop])
         reward = profit / market.list_price_minor[j]
         if start == 0:
             mab.fit(chosen.tolist(), reward.tolist(), context[start:stop])
@@ -170,35 +183,45 @@ for run in config["runs"]:
     market = Market.from_dict(run["market"])
     seed = int(run["seed"])
     seg, sku = market.visitors(T, seed)
+    ctx = market.contexts(T, seed)
     u = market.purchase_draws(T, seed)
-    digest = stream_digest(seg, sku, u)
+    digest = stream_digest(seg, sku, u, ctx)
     if digest != run["digest"]:
         raise SystemExit(f"stream mismatch for seed {seed}: {digest} != {run['digest']}")
-    oracle = market.oracle_actions[seg, sku]
-    oracle_expected = market.expected_profit(seg, sku, oracle)
-    _, oracle_realized = market.play(seg, sku, oracle, u)
+    oracle = market.oracle(seg, sku, ctx)
+    oracle_expected = market.expected_profit(seg, sku, oracle, ctx)
+    _, oracle_realized = market.play(seg, sku, oracle, u, ctx)
     for name in config["policies"]:
         start = time.perf_counter()
         if name == "vw-epsilon":
-            actions = vw_policy(market, seg, sku, u, seed, "--cb_explore_adf --epsilon 0.05")
+            actions = vw_policy(market, seg, sku, ctx, u, seed, "--cb_explore_adf --epsilon 0.05")
         elif name == "vw-squarecb":
-            actions = vw_policy(market, seg, sku, u, seed, "--cb_explore_adf --squarecb")
+            actions = vw_policy(market, seg, sku, ctx, u, seed, "--cb_explore_adf --squarecb")
         elif name == "mabwiser-lints":
             actions = lints_policy(
-                market, seg, sku, u, seed, float(config["lints_alpha"]), int(config["lints_batch"])
+                market, seg, sku, ctx, u, seed, float(config["lints_alpha"]),
+                int(config["lints_batch"]),
             )
         else:
             raise SystemExit(f"unknown peer {name}")
         seconds = time.perf_counter() - start
-        _, realized = market.play(seg, sku, actions, u)
+        _, realized = market.play(seg, sku, actions, u, ctx)
         summary = summarize(
-            market.expected_profit(seg, sku, actions), oracle_expected, realized, oracle_realized,
+            market.expected_profit(seg, sku, actions, ctx), oracle_expected, realized,
+            oracle_realized,
             n_points,
         )
         summary.update(policy=name, seed=seed, seconds=seconds, digest=digest)
         results.append(summary)
         log(f"  peers: seed {seed} {name:<15} {seconds:6.1f} s  "
             f"{100 * summary['profit'] / summary['oracle_profit']:.1f} % of oracle profit")
+    if run.get("save"):  # one file per seed, written whole, so a long run can be resumed
+        done = [r for r in results if r["seed"] == seed]
+        tmp = run["save"] + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"settings": run["key"], "results": done}, fh)
+        import os
+        os.replace(tmp, run["save"])
 print(json.dumps(results))
 """
 
@@ -222,20 +245,34 @@ class Settings:
     peers: tuple[str, ...] = PEER_POLICIES
     lints_alpha: float = 0.25
     lints_batch: int = 10
+    context_features: int = 0
 
     def describe(self) -> str:
         """One line with the chosen sizes."""
         return (
             f"{self.segments} segments x {self.skus} SKUs x {self.categories} categories, "
-            f"{self.promotions} promotions, T = {self.visitors:,} visitors, seeds {list(self.seeds)}; "
+            f"{self.promotions} promotions, {self.context_features} context features, "
+            f"T = {self.visitors:,} visitors, seeds {list(self.seeds)}; "
             f"engine refits after {self.first_refit:,} x 2^k visitors, NUTS {self.chains} chains x "
             f"{self.draws} draws ({self.tune} tuning), {self.posterior_draws} posterior draws; "
             f"peers: {', '.join(self.peers) if self.peers else 'none'}"
         )
 
+    def key(self) -> dict[str, Any]:
+        """Everything but the seeds, as saved with each seed's results (to resume a run)."""
+        out = asdict(self)
+        del out["seeds"]
+        out["peers"] = list(self.peers)
+        if not self.context_features:  # results saved before context features existed stay valid
+            del out["context_features"]
+        return out
+
     def market(self, seed: int) -> Market:
         """The market of one seed."""
-        return Market.random(self.segments, self.skus, self.categories, self.promotions, seed)
+        return Market.random(
+            self.segments, self.skus, self.categories, self.promotions, seed,
+            n_context_features=self.context_features,
+        )  # fmt: skip
 
     def refit_points(self) -> list[int]:
         """Visitor counts after which the engine refits (a doubling schedule below T)."""
@@ -244,6 +281,16 @@ class Settings:
             out.append(t)
             t *= 2
         return out
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One seed's visitors: segment, SKU and context indices and purchase draws, each (T,)."""
+
+    segment: IntArray
+    sku: IntArray
+    context: IntArray
+    u: FloatArray
 
 
 @dataclass
@@ -318,14 +365,16 @@ def check_wiring(market: Market, rules: GuardrailSet, offers: tuple[Offer, ...])
 
 def run_engine(
     market: Market,
-    segment: IntArray,
-    sku: IntArray,
-    u: FloatArray,
+    v: Stream,
     seed: int,
     settings: Settings,
     progress: Callable[[int, str], Any] | None = None,
 ) -> EngineRun:
-    """Play the stream with ThompsonPricePolicy, refitting the demand model on a doubling schedule."""
+    """Play the stream with ThompsonPricePolicy, refitting the demand model on a doubling schedule.
+
+    Each visitor's request carries its context (``market.context_values``), which the
+    engine sees through the declared schema (``market.context_schema()``) like the API's.
+    """
     logging.getLogger("pymc").setLevel(logging.WARNING)  # one line per refit is enough
     rules = engine_guardrails(market)
     offers = engine_offers(market)
@@ -339,28 +388,16 @@ def run_engine(
         seed=seed,
     )
     promotion_index = {o.promotion.key: k for k, o in enumerate(offers)}
-    lines = {
-        (s, j): LineContext(
-            segment=market.segments[s],
-            sku=market.skus[j],
-            category=market.categories[int(market.sku_category[j])],
-            currency=market.currency,
-            list_price_minor=int(market.list_price_minor[j]),
-            unit_cost_minor=int(market.unit_cost_minor[j]),
-            offers=offers,
-        )
-        for s in range(market.n_segments)
-        for j in range(market.n_skus)
-    }
-    shape = (market.n_segments, market.n_skus, market.n_actions)
+    contexts = [market.context_values(x) for x in range(market.n_contexts)]
+    lines: dict[tuple[int, int, int], LineContext] = {}
+    shape = (market.n_contexts, market.n_segments, market.n_skus, market.n_actions)
     trials = np.zeros(shape, dtype=np.int64)
     conversions = np.zeros(shape, dtype=np.int64)
     refits = set(settings.refit_points())
-    run = EngineRun(
-        actions=np.empty(len(segment), dtype=np.int64), explored=np.zeros(len(segment), dtype=bool)
-    )
+    n = len(v.segment)
+    run = EngineRun(actions=np.empty(n, dtype=np.int64), explored=np.zeros(n, dtype=bool))
     start = time.perf_counter()
-    for t in range(len(segment)):
+    for t in range(n):
         if t in refits:
             fit = _refit(market, trials, conversions, seed, len(run.fits), settings)
             served[0] = (fit.pop("version"), fit.pop("posterior"))
@@ -372,13 +409,25 @@ def run_engine(
                     f"refit at {t:,}: {fit['cells']} cells, {fit['seconds']:.1f} s, "
                     f"{fit['divergences']} div.",
                 )
-        s, j = int(segment[t]), int(sku[t])
-        decision = policy.decide(lines[s, j])
+        s, j, x = int(v.segment[t]), int(v.sku[t]), int(v.context[t])
+        line = lines.get((s, j, x))
+        if line is None:
+            line = lines[s, j, x] = LineContext(
+                segment=market.segments[s],
+                sku=market.skus[j],
+                category=market.categories[int(market.sku_category[j])],
+                currency=market.currency,
+                list_price_minor=int(market.list_price_minor[j]),
+                unit_cost_minor=int(market.unit_cost_minor[j]),
+                features=contexts[x],
+                offers=offers,
+            )
+        decision = policy.decide(line)
         k = -1 if decision.promotion is None else promotion_index[decision.promotion]
         a = market.action_index(j, decision.price_minor, k)
-        bought = bool(u[t] < market.probability_table[s, j, a])
-        trials[s, j, a] += 1
-        conversions[s, j, a] += bought
+        bought = bool(v.u[t] < market.context_probability_table[x, s, j, a])
+        trials[x, s, j, a] += 1
+        conversions[x, s, j, a] += bought
         run.actions[t] = a
         run.explored[t] = "exploration" in decision.reasons
         if progress is not None:
@@ -395,11 +444,16 @@ def _refit(
     number: int,
     settings: Settings,
 ) -> dict[str, Any]:
-    """Fit the demand model to the cells so far and return its posterior and diagnostics."""
+    """Fit the demand model to the cells so far and return its posterior and diagnostics.
+
+    ``trials`` and ``conversions`` have shape (X, S, J, A): context, segment, SKU, action.
+    """
+    schema = ContextSchema.from_dict(market.context_schema())
+    encoded = [tuple(schema.encode(market.context_values(x))) for x in range(market.n_contexts)]
     records = []
     ratio = market.effective_prices / market.list_price_minor[:, None]  # (J, A)
     keys = ["", *(p.key for p in market.promotions)]
-    for s, j, a in zip(*np.nonzero(trials), strict=True):
+    for x, s, j, a in zip(*np.nonzero(trials), strict=True):
         records.append(
             CellRecord(
                 market.segments[s],
@@ -407,11 +461,12 @@ def _refit(
                 market.categories[int(market.sku_category[j])],
                 float(ratio[j, a]),
                 keys[int(market.action_promotion[a]) + 1],
-                int(trials[s, j, a]),
-                int(conversions[s, j, a]),
+                int(trials[x, s, j, a]),
+                int(conversions[x, s, j, a]),
+                context=encoded[x],
             )
         )
-    cells = Cells.from_records(records)
+    cells = Cells.from_records(records, context_columns=schema.columns)
     model = DemandModel(
         sampler_config={
             "method": "nuts",
@@ -425,9 +480,10 @@ def _refit(
     ).fit(cells)
     d = model.diagnostics_
     version = f"sim-{seed}-{number}"
+    meta = {"version": version, "context_schema": schema.to_dict()}
     return {
         "version": version,
-        "posterior": model.posterior(settings.posterior_draws, meta={"version": version}),
+        "posterior": model.posterior(settings.posterior_draws, meta=meta),
         "cells": len(cells),
         "seconds": d.seconds,
         "divergences": d.divergences,
@@ -715,49 +771,95 @@ def write_doc(
 
 # ---------------------------------------------------------------------- driver
 def run(
-    settings: Settings, peer_interpreter: str | None, verbose: bool = True
+    settings: Settings,
+    peer_interpreter: str | None,
+    verbose: bool = True,
+    cache: Path | None = None,
+    resume: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Play every seed with every policy; return (per-run summaries, engine fit log)."""
+    """Play every seed with every policy; return (per-run summaries, engine fit log).
+
+    The peers play in a subprocess while the engine plays in this one. With ``cache``, each
+    seed's results are written to ``cache/engine-seed{N}.json`` and ``cache/peers-seed{N}.json``
+    as soon as that seed is done; with ``resume`` too, seeds whose files exist and were made
+    with the same settings are read back instead of played again (a long run can be resumed).
+    """
     print(f"settings: {settings.describe()}", flush=True)
+    key = settings.key()
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def saved(kind: str, seed: int) -> dict[str, Any] | None:
+        if cache is None or not resume:
+            return None
+        path = cache / f"{kind}-seed{seed}.json"
+        if not path.exists():
+            return None
+        data: dict[str, Any] = json.loads(path.read_text())
+        if data.get("settings") != key:
+            print(f"{path.name}: made with other settings; playing seed {seed} again", flush=True)
+            return None
+        print(f"{path.name}: reusing the saved results of seed {seed}", flush=True)
+        return data
+
     streams = {}
     for seed in settings.seeds:
         market = settings.market(seed)
         segment, sku = market.visitors(settings.visitors, seed)
         u = market.purchase_draws(settings.visitors, seed)
-        streams[seed] = (market, segment, sku, u)
-    proc = None
-    if settings.peers:
-        try:
-            python = peer_python(peer_interpreter)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"peers unavailable ({exc}); running without them", flush=True)
-        else:
-            runs = [
-                {"seed": seed, "market": m.to_dict(), "digest": stream_digest(g, k, u)}
-                for seed, (m, g, k, u) in streams.items()
-            ]
-            proc = start_peers(python, runs, settings)
+        streams[seed] = (market, Stream(segment, sku, market.contexts(settings.visitors, seed), u))
     results: list[dict[str, Any]] = []
     fits: list[dict[str, Any]] = []
-    for seed, (market, segment, sku, u) in streams.items():
+    proc = None
+    if settings.peers:
+        runs = []
+        for seed, (m, v) in streams.items():
+            old = saved("peers", seed)
+            if old is not None:
+                results += old["results"]
+                continue
+            digest = stream_digest(v.segment, v.sku, v.u, v.context)
+            runs.append({"seed": seed, "market": m.to_dict(), "digest": digest,
+                         "key": key, "save": str(cache / f"peers-seed{seed}.json") if cache else None})  # fmt: skip
+        if runs:
+            try:
+                python = peer_python(peer_interpreter)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(f"peers unavailable ({exc}); running without them", flush=True)
+            else:
+                proc = start_peers(python, runs, settings)
+    for seed, (market, v) in streams.items():
+        old = saved("engine", seed)
+        if old is not None:
+            results += old["results"]
+            fits += old["fits"]
+            continue
+        done: list[dict[str, Any]] = []
         list_actions = np.array([market.list_action(j) for j in range(market.n_skus)])
-        oracle = market.oracle_actions[segment, sku]
-        results.append(score(market, segment, sku, u, list_actions[sku], settings.n_points))
-        results[-1].update(policy="static", seed=seed, seconds=0.0)
-        results.append(score(market, segment, sku, u, oracle, settings.n_points))
-        results[-1].update(policy="oracle", seed=seed, seconds=0.0)
+        oracle = market.oracle(v.segment, v.sku, v.context)
+        done.append(score(market, v, list_actions[v.sku], settings.n_points))
+        done[-1].update(policy="static", seed=seed, seconds=0.0)
+        done.append(score(market, v, oracle, settings.n_points))
+        done[-1].update(policy="oracle", seed=seed, seconds=0.0)
         bar = _progress(settings.visitors, f"engine seed {seed}", verbose)
-        engine = run_engine(market, segment, sku, u, seed, settings, bar)
+        engine = run_engine(market, v, seed, settings, bar)
         bar(-1, "")
-        results.append(score(market, segment, sku, u, engine.actions, settings.n_points))
-        results[-1].update(
+        done.append(score(market, v, engine.actions, settings.n_points))
+        done[-1].update(
             policy="engine",
             seed=seed,
             seconds=engine.seconds,
-            late=engine_late_diagnostics(market, segment, sku, engine),
+            late=engine_late_diagnostics(market, v, engine),
         )
-        fits += [{"seed": seed, **f} for f in engine.fits]
-        print(_line(results[-1]), flush=True)
+        seed_fits = [{"seed": seed, **f} for f in engine.fits]
+        print(_line(done[-1]), flush=True)
+        if cache is not None:
+            path = cache / f"engine-seed{seed}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"settings": key, "results": done, "fits": seed_fits}))
+            tmp.replace(path)
+        results += done
+        fits += seed_fits
     if proc is not None:
         for r in collect_peers(proc):
             results.append(r)
@@ -765,30 +867,21 @@ def run(
     return results, fits
 
 
-def score(
-    market: Market,
-    segment: IntArray,
-    sku: IntArray,
-    u: FloatArray,
-    actions: IntArray,
-    n_points: int,
-) -> dict[str, Any]:
+def score(market: Market, v: Stream, actions: IntArray, n_points: int) -> dict[str, Any]:
     """:func:`experiments.simulator.summarize` of candidate actions played on a stream."""
-    oracle = market.oracle_actions[segment, sku]
-    _, oracle_realized = market.play(segment, sku, oracle, u)
-    _, realized = market.play(segment, sku, actions, u)
+    oracle = market.oracle(v.segment, v.sku, v.context)
+    _, oracle_realized = market.play(v.segment, v.sku, oracle, v.u, v.context)
+    _, realized = market.play(v.segment, v.sku, actions, v.u, v.context)
     return summarize(
-        market.expected_profit(segment, sku, actions),
-        market.expected_profit(segment, sku, oracle),
+        market.expected_profit(v.segment, v.sku, actions, v.context),
+        market.expected_profit(v.segment, v.sku, oracle, v.context),
         realized,
         oracle_realized,
         n_points,
     )
 
 
-def engine_late_diagnostics(
-    market: Market, segment: IntArray, sku: IntArray, engine: EngineRun
-) -> dict[str, float]:
+def engine_late_diagnostics(market: Market, v: Stream, engine: EngineRun) -> dict[str, float]:
     """Where the engine's last-quarter expected regret comes from.
 
     Returns
@@ -799,11 +892,11 @@ def engine_late_diagnostics(
         whose action came from the ε-uniform branch; ``regret_explored``: share of the
         last-quarter expected regret incurred on those visitors.
     """
-    n = len(segment)
+    n = len(v.segment)
     late = slice(n - n // 4, n)
-    s, j, a = segment[late], sku[late], engine.actions[late]
-    oracle = market.oracle_actions[s, j]
-    regret = market.expected_profit(s, j, oracle) - market.expected_profit(s, j, a)
+    s, j, x, a = v.segment[late], v.sku[late], v.context[late], engine.actions[late]
+    oracle = market.oracle(s, j, x)
+    regret = market.expected_profit(s, j, oracle, x) - market.expected_profit(s, j, a, x)
     explored = engine.explored[late]
     total = float(regret.sum())
     return {
@@ -908,11 +1001,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-python", help="python of an environment with the peers installed")
     parser.add_argument("--no-doc", action="store_true", help="print only, write no files")
     for name, default in (("segments", 5), ("skus", 10), ("categories", 2), ("promotions", 2),
-                          ("first-refit", 500)):  # fmt: skip
+                          ("first-refit", 500), ("context-features", 0)):  # fmt: skip
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument(
         "--section", default="promotions-joint",
         help="doc section and plot name (the decision-quality run uses its own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="reuse the per-seed results saved in benchmarks/results/<section>/ by an earlier run "
+        "with the same settings (a long run can be stopped and continued)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     global BEGIN, END, PLOT
@@ -922,7 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(
             segments=2, skus=3, categories=1, promotions=2, visitors=args.visitors or 300,
             seeds=tuple(range(1, 1 + (args.seeds or 1))), first_refit=150, draws=100, tune=100,
-            posterior_draws=200, n_points=10, peers=(),
+            posterior_draws=200, n_points=10, peers=(), context_features=args.context_features,
         )  # fmt: skip
     else:
         settings = Settings(
@@ -930,10 +1028,11 @@ def main(argv: list[str] | None = None) -> int:
             promotions=args.promotions, first_refit=args.first_refit,
             visitors=args.visitors or Settings.visitors,
             seeds=tuple(range(1, 1 + (args.seeds or 3))),
-            peers=() if args.no_peers else PEER_POLICIES,
+            peers=() if args.no_peers else PEER_POLICIES, context_features=args.context_features,
         )  # fmt: skip
     start = time.perf_counter()
-    results, fits = run(settings, args.peer_python, verbose=True)
+    cache = None if args.quick or args.no_doc else RESULTS / args.section
+    results, fits = run(settings, args.peer_python, verbose=True, cache=cache, resume=args.resume)
     seconds = time.perf_counter() - start
     rows = aggregate(results)
     print(table(rows))
@@ -944,7 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plot(results, PLOT)
     command = "python -m benchmarks.promotions_joint" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"
     )
     write_doc(results, rows, fits, settings, command, seconds, notes(results, settings))
     print(f"written to {DOC} and {PLOT}")

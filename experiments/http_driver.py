@@ -51,9 +51,15 @@ def _check(response: Any, what: str) -> Any:
 
 
 def setup(client: Client, market: Market, admin_key: str) -> None:
-    """Load the market into the engine: segments, SKUs, promotions and guardrails whose
-    price range is the simulator's candidate range (USD, two decimals)."""
+    """Load the market into the engine: segments, SKUs, promotions, the context schema (when
+    the market has context features) and guardrails whose price range is the simulator's
+    candidate range (USD, two decimals)."""
     headers = {"Authorization": f"Bearer {admin_key}"}
+    if market.context_features:
+        _check(
+            client.put("/v1/context-schema", json=market.context_schema(), headers=headers),
+            "context schema",
+        )
     for segment in market.segments:
         _check(
             client.put(f"/v1/segments/{segment}", json={"name": segment}, headers=headers), segment
@@ -136,10 +142,12 @@ def drive(
     """
     headers = {"Authorization": f"Bearer {checkout_key}"}
     segment_idx, sku_idx = market.visitors(visitors, seed)
+    context_idx = market.contexts(visitors, seed)
+    contexts = [market.context_values(x) for x in range(market.n_contexts)]
     draws = np.random.default_rng([seed, 7]).random(visitors)
     promotion_index = {spec.key: k for k, spec in enumerate(market.promotions)}
-    table = market.expected_profit_table
-    oracle = table.max(axis=2)
+    table = market.context_expected_profit_table  # (X, S, J, A)
+    oracle = table.max(axis=3)
     pending: list[dict[str, Any]] = []
     purchases = realized = promotions = 0
     expected = oracle_sum = static_sum = 0.0
@@ -156,23 +164,25 @@ def drive(
             pending.clear()
 
     for t in range(visitors):
-        s, j = int(segment_idx[t]), int(sku_idx[t])
-        body = {
+        s, j, x = int(segment_idx[t]), int(sku_idx[t]), int(context_idx[t])
+        body: dict[str, Any] = {
             "customer_id": f"sim-{seed}-{t}",
             "segment": market.segments[s],
             "lines": [{"sku": market.skus[j]}],
         }
+        if contexts[x]:
+            body["context"] = contexts[x]
         line = _check(client.post("/v1/quotes", json=body, headers=headers), "quote")["lines"][0]
         price = round(float(line["price"]) * 100)
         k = promotion_index.get(line["promotion"], -1) if line["promotion"] else -1
         promotions += k >= 0
-        p_buy = float(market.conversion_probability(s, j, price, k))
+        p_buy = float(market.conversion_probability(s, j, price, k, x))
         bought = bool(draws[t] < p_buy)
         margin = int(market.margin(j, price, k))
         expected += p_buy * margin
-        oracle_sum += float(oracle[s, j])
+        oracle_sum += float(oracle[x, s, j])
         static_sum += float(
-            table[s, j, market.action_index(j, int(market.list_price_minor[j]), -1)]
+            table[x, s, j, market.action_index(j, int(market.list_price_minor[j]), -1)]
         )
         if bought:
             purchases += 1

@@ -8,13 +8,16 @@ from the candidate set (the oracle) earns.
 
 Demand follows the engine's own model form (:mod:`pricing.demand`)::
 
-    P(buy | s, j, p, k) = sigmoid(a_seg[s] + a_sku[j] − e[s, c(j)] · log(p_eff / list_j)
-                                  + lift[k] + segment_lift[s, k])
+    P(buy | s, j, p, k, x) = sigmoid(a_seg[s] + a_sku[j] − e[s, c(j)] · log(p_eff / list_j)
+                                     + lift[k] + segment_lift[s, k] + offset[x])
 
 with ``p_eff = p − discount_k(p)`` the price the customer pays, ``e = exp(log_e) > 0``
 the elasticity of segment ``s`` in the SKU's category ``c(j)``, and no lift for "no
 promotion". The per-segment lift is zero by default (the engine's model has none); set
-it to test the engine under a misspecified model.
+it to test the engine under a misspecified model. ``x`` is the visitor's request context,
+a combination of levels of categorical features (device, traffic source, ...), and
+``offset[x]`` the sum of its levels' effects (the engine's ``x·d``); a market without
+context features has the single context 0 with offset 0.
 
 Profit of one visitor, in integer minor units, is
 
@@ -67,8 +70,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "CONTEXT_CATALOGUE",
     "DEFAULT_LADDER",
     "KINDS",
+    "ContextFeatureSpec",
     "Market",
     "PromotionSpec",
     "checkpoints",
@@ -83,6 +88,12 @@ KINDS = ("percent_off", "amount_off", "free_shipping")
 #: Candidate prices as fractions of list price: 0.70, 0.75, ..., 1.30 (13 steps).
 DEFAULT_LADDER: tuple[float, ...] = tuple(round(0.7 + 0.05 * i, 10) for i in range(13))
 _FORMAT = 1
+#: Features that :meth:`Market.random` draws from, in order: name and levels (reference first).
+CONTEXT_CATALOGUE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("device", ("desktop", "mobile", "tablet")),
+    ("traffic_source", ("direct", "search", "email")),
+    ("returning", ("no", "yes")),
+)
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,69 @@ class PromotionSpec:
         )
 
 
+@dataclass(frozen=True)
+class ContextFeatureSpec:
+    """A categorical request-context feature and its true effect on demand.
+
+    Visitors carry one level of every feature (drawn independently by :attr:`mix`); the
+    purchase logit moves by the level's :attr:`effect`, the same for every segment, SKU
+    and price (the engine's ``x·d`` term). Features are categorical so that the engine's
+    cells, which group decisions by context, stay finite.
+
+    Attributes
+    ----------
+    name : str
+        Key in the quote's ``context`` (an identifier).
+    levels : tuple of str
+        At least two levels; the first is the reference (effect 0).
+    mix : tuple of float
+        Probability of each level among visitors (sums to 1).
+    effect : tuple of float
+        Logit shift of each level; ``effect[0]`` must be 0.
+    """
+
+    name: str
+    levels: tuple[str, ...]
+    mix: tuple[float, ...]
+    effect: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.levels)
+        if not self.name.isidentifier():
+            raise ValueError(f"context feature {self.name!r}: name must be an identifier")
+        if n < 2 or len(set(self.levels)) != n:
+            raise ValueError(f"context feature {self.name!r}: needs at least two distinct levels")
+        if len(self.mix) != n or len(self.effect) != n:
+            raise ValueError(
+                f"context feature {self.name!r}: mix and effect need one entry per level"
+            )
+        if min(self.mix) < 0 or abs(sum(self.mix) - 1.0) > 1e-9:
+            raise ValueError(
+                f"context feature {self.name!r}: mix must be non-negative and sum to 1"
+            )
+        if self.effect[0] != 0.0 or not all(np.isfinite(self.effect)):
+            raise ValueError(f"context feature {self.name!r}: effects must be finite, the first 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form; :meth:`from_dict` reverses it."""
+        return {
+            "name": self.name,
+            "levels": list(self.levels),
+            "mix": [float(m) for m in self.mix],
+            "effect": [float(e) for e in self.effect],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ContextFeatureSpec:
+        """Read what :meth:`to_dict` wrote."""
+        return cls(
+            name=str(data["name"]),
+            levels=tuple(str(v) for v in data["levels"]),
+            mix=tuple(float(m) for m in data["mix"]),
+            effect=tuple(float(e) for e in data["effect"]),
+        )
+
+
 def _float_array(values: Any, shape: tuple[int, ...], name: str) -> FloatArray:
     out = np.array(values, dtype=np.float64)
     if out.shape != shape:
@@ -230,6 +304,13 @@ class Market:
         Candidate prices as strictly increasing fractions of list price.
     currency : str
         ISO 4217 code of every money field.
+    context_features : tuple of ContextFeatureSpec, length F
+        Request-context features; their level combinations are the X contexts, indexed in
+        mixed radix with the first feature slowest (X = 1 when F = 0).
+
+    Tables indexed by context have a leading axis of length X; those without it (e.g.
+    :attr:`probability_table`) are for context 0, every feature at its reference level,
+    which is the whole market when there are no context features.
     """
 
     segments: tuple[str, ...]
@@ -248,6 +329,7 @@ class Market:
     segment_lift: FloatArray
     ladder: tuple[float, ...] = DEFAULT_LADDER
     currency: str = "USD"
+    context_features: tuple[ContextFeatureSpec, ...] = ()
 
     def __post_init__(self) -> None:
         s, j, c, k = len(self.segments), len(self.skus), len(self.categories), len(self.promotions)
@@ -258,6 +340,7 @@ class Market:
             ("skus", self.skus),
             ("categories", self.categories),
             ("promotions", tuple(p.key for p in self.promotions)),
+            ("context features", tuple(f.name for f in self.context_features)),
         ):
             if len(set(labels)) != len(labels):
                 raise ValueError(f"market: {name} must be unique")
@@ -273,6 +356,7 @@ class Market:
         set_(self, "lift", _float_array(self.lift, (k,), "lift"))
         set_(self, "segment_lift", _float_array(self.segment_lift, (s, k), "segment_lift"))
         set_(self, "ladder", tuple(float(f) for f in self.ladder))
+        set_(self, "context_features", tuple(self.context_features))
         if ((self.sku_category < 0) | (self.sku_category >= c)).any():
             raise ValueError("market: sku_category out of range")
         if (self.list_price_minor <= 0).any() or (self.unit_cost_minor < 0).any():
@@ -315,6 +399,54 @@ class Market:
     def n_actions(self) -> int:
         """A = P × (K + 1), candidate actions per SKU."""
         return self.n_prices * (self.n_promotions + 1)
+
+    @property
+    def n_contexts(self) -> int:
+        """X, the number of level combinations of the context features (1 without features)."""
+        return int(np.prod([len(f.levels) for f in self.context_features], dtype=np.int64))
+
+    # ------------------------------------------------------------------ context
+    @cached_property
+    def context_levels(self) -> IntArray:
+        """Level index of every feature in every context, shape (X, F)."""
+        sizes = [len(f.levels) for f in self.context_features]
+        out: IntArray = np.array(
+            np.unravel_index(np.arange(self.n_contexts), sizes) if sizes else np.zeros((0, 1)),
+            dtype=np.int64,
+        ).T.reshape(self.n_contexts, len(sizes))
+        return out
+
+    @cached_property
+    def context_offset(self) -> FloatArray:
+        """Logit shift of every context, shape (X,): the sum of its levels' effects."""
+        out = np.zeros(self.n_contexts)
+        for i, f in enumerate(self.context_features):
+            out += np.asarray(f.effect)[self.context_levels[:, i]]
+        return out
+
+    @cached_property
+    def context_mix(self) -> FloatArray:
+        """Probability of every context among visitors, shape (X,) (features independent)."""
+        out = np.ones(self.n_contexts)
+        for i, f in enumerate(self.context_features):
+            out *= np.asarray(f.mix)[self.context_levels[:, i]]
+        return out
+
+    def context_values(self, context: int) -> dict[str, str]:
+        """The request ``context`` a visitor in context ``context`` sends: feature → level."""
+        return {
+            f.name: f.levels[int(self.context_levels[context, i])]
+            for i, f in enumerate(self.context_features)
+        }
+
+    def context_schema(self) -> dict[str, Any]:
+        """The engine's declaration of these features (``PUT /v1/context-schema`` body)."""
+        return {
+            "features": [
+                {"name": f.name, "kind": "categorical", "levels": list(f.levels)}
+                for f in self.context_features
+            ]
+        }
 
     # ------------------------------------------------------------------ candidate set
     @cached_property
@@ -422,7 +554,12 @@ class Market:
         return out
 
     def conversion_probability(
-        self, segment: ArrayLike, sku: ArrayLike, price_minor: ArrayLike, promotion: ArrayLike = -1
+        self,
+        segment: ArrayLike,
+        sku: ArrayLike,
+        price_minor: ArrayLike,
+        promotion: ArrayLike = -1,
+        context: ArrayLike = 0,
     ) -> FloatArray:
         """True P(buy) for visitors of ``segment`` on ``sku`` offered a price and promotion.
 
@@ -435,6 +572,8 @@ class Market:
             not only a candidate one).
         promotion : int or array of int
             Promotion index, -1 for none.
+        context : int or array of int
+            Context index (0: every feature at its reference level).
 
         Returns
         -------
@@ -448,10 +587,16 @@ class Market:
         effective = price - self.discounts(k, price)
         if (effective <= 0).any():
             raise ValueError("effective price must be positive")
-        return self._probability(s, j, effective / self.list_price_minor[j], k)
+        x = np.asarray(context, dtype=np.int64)
+        return self._probability(s, j, effective / self.list_price_minor[j], k, x)
 
     def _probability(
-        self, s: IntArray, j: IntArray, effective_ratio: FloatArray, k: IntArray
+        self,
+        s: IntArray,
+        j: IntArray,
+        effective_ratio: FloatArray,
+        k: IntArray,
+        x: IntArray | int = 0,
     ) -> FloatArray:
         lift = np.concatenate([[0.0], self.lift])[k + 1]
         segment_lift = np.concatenate([np.zeros((self.n_segments, 1)), self.segment_lift], axis=1)
@@ -461,27 +606,40 @@ class Market:
             - np.exp(self.log_e[s, self.sku_category[j]]) * np.log(effective_ratio)
             + lift
             + segment_lift[s, k + 1]
+            + self.context_offset[x]
         )
         out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * eta))  # logistic without overflow
         return out
 
     def expected_profit_at(
-        self, segment: ArrayLike, sku: ArrayLike, price_minor: ArrayLike, promotion: ArrayLike = -1
+        self,
+        segment: ArrayLike,
+        sku: ArrayLike,
+        price_minor: ArrayLike,
+        promotion: ArrayLike = -1,
+        context: ArrayLike = 0,
     ) -> FloatArray:
         """Expected profit per visitor at any price: P(buy) × margin, minor units (broadcast)."""
-        p = self.conversion_probability(segment, sku, price_minor, promotion)
+        p = self.conversion_probability(segment, sku, price_minor, promotion, context)
         out: FloatArray = p * self.margin(sku, price_minor, promotion)
         return out
 
     # ------------------------------------------------------------------ tables and oracle
     @cached_property
+    def context_probability_table(self) -> FloatArray:
+        """P(buy) of every action in every context, shape (X, S, J, A)."""
+        s = np.arange(self.n_segments)[None, :, None, None]
+        j = np.arange(self.n_skus)[None, None, :, None]
+        ratio = (self.effective_prices / self.list_price_minor[:, None])[None, None, :, :]
+        k = self.action_promotion[None, None, None, :]
+        x = np.arange(self.n_contexts)[:, None, None, None]
+        return self._probability(s, j, ratio, k, x)
+
+    @property
     def probability_table(self) -> FloatArray:
-        """P(buy) of every action, shape (S, J, A)."""
-        s = np.arange(self.n_segments)[:, None, None]
-        j = np.arange(self.n_skus)[None, :, None]
-        ratio = (self.effective_prices / self.list_price_minor[:, None])[None, :, :]
-        k = self.action_promotion[None, None, :]
-        return self._probability(s, j, ratio, k)
+        """P(buy) of every action in context 0, shape (S, J, A)."""
+        out: FloatArray = self.context_probability_table[0]
+        return out
 
     @cached_property
     def margin_table(self) -> IntArray:
@@ -490,33 +648,60 @@ class Market:
         return self.margin(j, self.action_prices, self.action_promotion[None, :])
 
     @cached_property
+    def context_expected_profit_table(self) -> FloatArray:
+        """Expected profit per visitor of every action in every context, shape (X, S, J, A),
+        minor units."""
+        out: FloatArray = self.context_probability_table * self.margin_table[None, None, :, :]
+        return out
+
+    @property
     def expected_profit_table(self) -> FloatArray:
-        """Expected profit per visitor of every action, shape (S, J, A), minor units."""
-        out: FloatArray = self.probability_table * self.margin_table[None, :, :]
+        """Expected profit per visitor of every action in context 0, shape (S, J, A), minor units."""
+        out: FloatArray = self.context_expected_profit_table[0]
         return out
 
     @cached_property
-    def oracle_actions(self) -> IntArray:
-        """The best candidate action per (segment, SKU), shape (S, J); ties: lowest index."""
-        out: IntArray = np.argmax(self.expected_profit_table, axis=2).astype(np.int64)
+    def context_oracle_actions(self) -> IntArray:
+        """The best candidate action per (context, segment, SKU), shape (X, S, J); ties: lowest
+        index."""
+        out: IntArray = np.argmax(self.context_expected_profit_table, axis=3).astype(np.int64)
         return out
 
-    def expected_profit(self, segment: ArrayLike, sku: ArrayLike, action: ArrayLike) -> FloatArray:
+    @property
+    def oracle_actions(self) -> IntArray:
+        """The best candidate action per (segment, SKU) in context 0, shape (S, J)."""
+        out: IntArray = self.context_oracle_actions[0]
+        return out
+
+    def oracle(self, segment: ArrayLike, sku: ArrayLike, context: ArrayLike = 0) -> IntArray:
+        """The oracle's action for visitors (broadcast over segment, SKU and context indices)."""
+        out: IntArray = self.context_oracle_actions[
+            np.asarray(context, dtype=np.int64),
+            np.asarray(segment, dtype=np.int64),
+            np.asarray(sku, dtype=np.int64),
+        ]
+        return out
+
+    def expected_profit(
+        self, segment: ArrayLike, sku: ArrayLike, action: ArrayLike, context: ArrayLike = 0
+    ) -> FloatArray:
         """Expected profit per visitor of candidate actions, minor units (broadcast)."""
-        out: FloatArray = self.expected_profit_table[
+        out: FloatArray = self.context_expected_profit_table[
+            np.asarray(context, dtype=np.int64),
             np.asarray(segment, dtype=np.int64),
             np.asarray(sku, dtype=np.int64),
             np.asarray(action, dtype=np.int64),
         ]
         return out
 
-    def oracle_action(self, segment: int, sku: int) -> int:
-        """The candidate action with the highest expected profit for (segment, SKU)."""
-        return int(self.oracle_actions[segment, sku])
+    def oracle_action(self, segment: int, sku: int, context: int = 0) -> int:
+        """The candidate action with the highest expected profit for (segment, SKU, context)."""
+        return int(self.context_oracle_actions[context, segment, sku])
 
-    def oracle_expected_profit(self, segment: int, sku: int) -> float:
+    def oracle_expected_profit(self, segment: int, sku: int, context: int = 0) -> float:
         """Best expected profit per visitor within the candidate set, minor units."""
-        return float(self.expected_profit_table[segment, sku, self.oracle_actions[segment, sku]])
+        table = self.context_expected_profit_table[context, segment, sku]
+        return float(table[self.context_oracle_actions[context, segment, sku]])
 
     def list_action(self, sku: int) -> int:
         """The action serving the candidate price nearest list price, with no promotion."""
@@ -535,6 +720,18 @@ class Market:
         sku = rng.choice(self.n_skus, size=n, p=self.sku_mix).astype(np.int64)
         return segment, sku
 
+    def contexts(self, n: int, seed: int) -> IntArray:
+        """The context index of each of ``n`` visitors, shape (n,), following :attr:`context_mix`.
+
+        From a third stream of ``seed``: adding context features to a market leaves its
+        :meth:`visitors` and :meth:`purchase_draws` unchanged. All zeros without features.
+        """
+        if not self.context_features:
+            return np.zeros(n, dtype=np.int64)
+        rng = np.random.default_rng([seed, 2])
+        out: IntArray = rng.choice(self.n_contexts, size=n, p=self.context_mix).astype(np.int64)
+        return out
+
     def purchase_draws(self, n: int, seed: int) -> FloatArray:
         """Uniform draws in [0, 1), shape (n,): visitor t buys iff ``u[t] < P(buy)``.
 
@@ -544,13 +741,19 @@ class Market:
         return out
 
     def play(
-        self, segment: ArrayLike, sku: ArrayLike, action: ArrayLike, u: ArrayLike
+        self,
+        segment: ArrayLike,
+        sku: ArrayLike,
+        action: ArrayLike,
+        u: ArrayLike,
+        context: ArrayLike = 0,
     ) -> tuple[NDArray[np.bool_], IntArray]:
         """Outcomes of candidate actions: (converted, realised profit in minor units)."""
         s = np.asarray(segment, dtype=np.int64)
         j = np.asarray(sku, dtype=np.int64)
         a = np.asarray(action, dtype=np.int64)
-        converted: NDArray[np.bool_] = np.asarray(u) < self.probability_table[s, j, a]
+        x = np.asarray(context, dtype=np.int64)
+        converted: NDArray[np.bool_] = np.asarray(u) < self.context_probability_table[x, s, j, a]
         profit: IntArray = np.where(converted, self.margin_table[j, a], 0)
         return converted, profit
 
@@ -572,6 +775,8 @@ class Market:
         segment_sd: float = 0.25,
         list_price_range: tuple[int, int] = (10, 60),
         cost_share: tuple[float, float] = (0.40, 0.65),
+        n_context_features: int = 0,
+        context_effect: tuple[float, float] = (-0.5, 0.5),
     ) -> Market:
         """Draw a market with sensible defaults.
 
@@ -600,6 +805,12 @@ class Market:
             5 % ladder step is a whole number of minor units.
         cost_share : (float, float)
             Range of unit cost as a share of list price.
+        n_context_features : int
+            How many of :data:`CONTEXT_CATALOGUE`'s features visitors carry (0 to 3). They
+            are drawn from a separate stream of ``seed``: the rest of the market is the
+            same with or without them.
+        context_effect : (float, float)
+            Range of each non-reference level's effect on the logit.
         """
         rng = np.random.default_rng(seed)
         list_price = rng.integers(list_price_range[0], list_price_range[1] + 1, n_skus) * 100
@@ -611,6 +822,16 @@ class Market:
         category_e = rng.uniform(*elasticity, n_categories)
         e = category_e[None, :] * np.exp(rng.normal(0.0, 0.15, (n_segments, n_categories)))
         log_e = np.log(np.clip(e, *elasticity))
+        if not 0 <= n_context_features <= len(CONTEXT_CATALOGUE):
+            raise ValueError(f"n_context_features must lie in 0..{len(CONTEXT_CATALOGUE)}")
+        context_rng = np.random.default_rng([seed, 3])
+        context_features = []
+        for name, levels in CONTEXT_CATALOGUE[:n_context_features]:
+            mix = context_rng.dirichlet(np.full(len(levels), 5.0))
+            effect = (0.0, *context_rng.uniform(*context_effect, len(levels) - 1))
+            context_features.append(
+                ContextFeatureSpec(name, levels, tuple(mix.tolist()), tuple(map(float, effect)))
+            )
         lowest = float(list_price.min()) * min(ladder)
         promotions = []
         for i in range(n_promotions):
@@ -644,6 +865,7 @@ class Market:
             if segment_lift_sd > 0
             else np.zeros((n_segments, n_promotions)),
             ladder=tuple(float(f) for f in ladder),
+            context_features=tuple(context_features),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -666,6 +888,7 @@ class Market:
             "segment_lift": self.segment_lift.tolist(),
             "ladder": list(self.ladder),
             "currency": self.currency,
+            "context_features": [f.to_dict() for f in self.context_features],
         }
 
     @classmethod
@@ -703,6 +926,9 @@ class Market:
             segment_lift=segment_lift,
             ladder=tuple(float(f) for f in data["ladder"]),
             currency=str(data.get("currency", "USD")),
+            context_features=tuple(
+                ContextFeatureSpec.from_dict(f) for f in data.get("context_features", [])
+            ),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -776,12 +1002,18 @@ def summarize(
     }
 
 
-def stream_digest(segment: IntArray, sku: IntArray, u: FloatArray) -> str:
+def stream_digest(
+    segment: IntArray, sku: IntArray, u: FloatArray, context: IntArray | None = None
+) -> str:
     """Fingerprint of a visitor stream and its purchase draws (hex string).
 
-    Lets two processes check that they play exactly the same visitors and draws.
+    Lets two processes check that they play exactly the same visitors and draws. The
+    context indices count only when some visitor is outside context 0, so a stream without
+    context features has the digest it had before contexts existed.
     """
     h = hashlib.blake2b(digest_size=8)
     for values, dtype in ((segment, np.int64), (sku, np.int64), (u, np.float64)):
         h.update(np.ascontiguousarray(values, dtype=dtype).tobytes())
+    if context is not None and np.any(context):
+        h.update(np.ascontiguousarray(context, dtype=np.int64).tobytes())
     return h.hexdigest()

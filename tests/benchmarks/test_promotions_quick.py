@@ -26,8 +26,9 @@ def test_quick_mode_prints_the_table_and_writes_nothing(capsys, monkeypatch):
     monkeypatch.setattr(promotions_joint, "replace_section", refuse)
     monkeypatch.setattr(promotions_joint, "plot", refuse)
     monkeypatch.setattr(promotions_joint, "start_peers", refuse)
-    assert promotions_joint.main(["--quick"]) == 0
+    assert promotions_joint.main(["--quick", "--context-features", "1"]) == 0
     out = capsys.readouterr().out
+    assert "1 context features" in out  # visitors carry a device; the engine's cells and x·d see it
     assert "| policy | profit, % of oracle | expected profit, % of oracle |" in out
     for policy in ("oracle", "engine", "static"):
         assert f"| {policy} | " in out
@@ -88,3 +89,38 @@ def test_aggregate_and_table_report_shares_of_oracle_and_of_the_gap():
         "engine vs static: +31.0 ± 1.0 points" in line and "ahead of" in line for line in lines
     )
     assert np.isnan(promotions_joint._mean_se(np.array([]))[0])
+
+
+def test_settings_key_leaves_out_context_only_when_there_is_none():
+    plain = promotions_joint.Settings(seeds=(1, 2)).key()
+    assert (
+        "seeds" not in plain and "context_features" not in plain
+    )  # results saved before still match
+    assert promotions_joint.Settings(context_features=2).key()["context_features"] == 2
+
+
+def test_refit_cells_carry_the_encoded_context(monkeypatch):
+    market = Market.random(2, 2, 1, 1, seed=4, n_context_features=2)
+    shape = (market.n_contexts, 2, 2, market.n_actions)
+    trials = np.zeros(shape, dtype=np.int64)
+    trials[5, 1, 0, 3] = 7  # context 5 = 1 × 3 + 2: device=mobile, traffic_source=email
+    seen = {}
+
+    class Fake:
+        def __init__(self, **_kwargs):
+            pass
+
+        def fit(self, cells):
+            seen["cells"] = cells
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(promotions_joint, "DemandModel", Fake)
+    with pytest.raises(RuntimeError, match="stop here"):
+        promotions_joint._refit(
+            market, trials, np.zeros_like(trials), 1, 0, promotions_joint.Settings()
+        )
+    cells = seen["cells"]
+    assert cells.context_columns == (
+        "device=mobile", "device=tablet", "traffic_source=search", "traffic_source=email",
+    )  # fmt: skip
+    assert cells.context.tolist() == [[1.0, 0.0, 0.0, 1.0]]

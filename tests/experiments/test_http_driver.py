@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import func, select
 
 from api.orm import Decision, ModelSnapshot, Outcome
@@ -18,7 +20,7 @@ def test_http_driver_closes_the_loop_with_learning(api, sessions, monkeypatch):
 
     # In production a fit leaves the last 30 s to open transactions; here nothing else writes.
     monkeypatch.setattr(models, "DATA_LAG", timedelta(0))
-    market = Market.random(2, 3, 1, 1, seed=3)
+    market = Market.random(2, 3, 1, 1, seed=3, n_context_features=1)  # visitors send "device"
     setup(api.client, market, api.keys[Role.ADMIN])
     updater = Updater(
         sessions, min_outcomes=150, sampler_config={"method": "advi", "advi_iterations": 5000}
@@ -44,6 +46,7 @@ def test_http_driver_closes_the_loop_with_learning(api, sessions, monkeypatch):
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Decision)) == 600
         assert session.scalar(select(func.count()).select_from(Outcome)) == 600
+        keys = set(session.scalars(select(Decision.context_key).distinct()))
         published = session.scalar(
             select(func.count())
             .select_from(ModelSnapshot)
@@ -52,3 +55,8 @@ def test_http_driver_closes_the_loop_with_learning(api, sessions, monkeypatch):
     assert published >= 1  # the updater refitted from the driven traffic
     assert any(applied for _, applied, _ in steps[1:])  # and then reweighted with new outcomes
     assert len(result.curve) == 3
+    # Each decision was logged under the visitor's declared context.
+    assert keys == {
+        json.dumps({"device": level}, separators=(",", ":"))
+        for level in market.context_features[0].levels
+    }

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from experiments.simulator import Market, PromotionSpec, checkpoints, stream_digest, summarize
+from experiments.simulator import (
+    ContextFeatureSpec,
+    Market,
+    PromotionSpec,
+    checkpoints,
+    stream_digest,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -299,3 +306,125 @@ def test_summarize_totals_and_curves_agree():
     json.dumps(out)  # serialisable
     with pytest.raises(ValueError):
         summarize(expected[:10], oracle_e, realized, oracle_r)
+
+
+# ---------------------------------------------------------------------- context features
+DEVICE = ContextFeatureSpec("device", ("desktop", "mobile"), (0.6, 0.4), (0.0, -0.8))
+RETURNING = ContextFeatureSpec("returning", ("no", "yes", "vip"), (0.5, 0.3, 0.2), (0.0, 0.5, 1.5))
+
+
+def test_context_offset_adds_the_levels_effects_in_mixed_radix_order():
+    market = small_market(context_features=(DEVICE, RETURNING))
+    assert market.n_contexts == 6
+    # Context 4 = device level 1 (mobile), returning level 1 (yes): the first feature is slowest.
+    assert market.context_values(4) == {"device": "mobile", "returning": "yes"}
+    assert market.context_offset[4] == pytest.approx(-0.8 + 0.5)
+    assert market.context_mix[4] == pytest.approx(0.4 * 0.3)
+    assert market.context_mix.sum() == pytest.approx(1.0)
+    assert market.context_offset[0] == 0.0 and market.context_values(0) == {
+        "device": "desktop",
+        "returning": "no",
+    }
+
+
+def test_context_shifts_the_logit_and_context_zero_is_the_plain_market():
+    plain = small_market()
+    market = small_market(context_features=(DEVICE, RETURNING))
+    np.testing.assert_array_equal(plain.probability_table, market.probability_table)
+    s, j, price, k = 1, 0, 900, 0
+    base = float(plain.conversion_probability(s, j, price, k))
+    for x in range(market.n_contexts):
+        expected = sigmoid(np.log(base / (1 - base)) + market.context_offset[x])
+        assert float(market.conversion_probability(s, j, price, k, x)) == pytest.approx(expected)
+        a = market.action_index(j, price, k)
+        assert market.context_probability_table[x, s, j, a] == pytest.approx(expected)
+
+
+def test_the_oracle_depends_on_the_context_and_is_its_argmax():
+    market = small_market(context_features=(DEVICE, RETURNING))
+    table = market.context_expected_profit_table
+    assert table.shape == (6, 2, 2, market.n_actions)
+    for x in range(6):
+        for s in range(2):
+            for j in range(2):
+                best = market.oracle_action(s, j, x)
+                assert table[x, s, j, best] == table[x, s, j].max()
+                assert market.oracle_expected_profit(s, j, x) == table[x, s, j].max()
+    # Buyers who convert more readily bear higher prices: the oracle's price differs by context.
+    assert (
+        len({int(market.action_prices[0, a]) for a in market.context_oracle_actions[:, 0, 0]}) > 1
+    )
+    x = np.array([0, 5, 3])
+    np.testing.assert_array_equal(
+        market.oracle(np.array([0, 0, 1]), np.array([1, 1, 0]), x),
+        market.context_oracle_actions[x, [0, 0, 1], [1, 1, 0]],
+    )
+
+
+def test_contexts_follow_the_mix_and_leave_the_other_streams_alone():
+    market = small_market(context_features=(DEVICE, RETURNING))
+    x = market.contexts(60_000, seed=4)
+    freq = np.bincount(x, minlength=6) / len(x)
+    np.testing.assert_allclose(freq, market.context_mix, atol=0.01)
+    np.testing.assert_array_equal(x, market.contexts(60_000, seed=4))
+    for a, b in zip(small_market().visitors(500, 4), market.visitors(500, 4), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not small_market().contexts(10, 4).any()
+    # The digest counts contexts only when there are some.
+    seg, sku = market.visitors(100, 4)
+    u = market.purchase_draws(100, 4)
+    assert stream_digest(seg, sku, u, np.zeros(100, dtype=np.int64)) == stream_digest(seg, sku, u)
+    assert stream_digest(seg, sku, u, market.contexts(100, 4)) != stream_digest(seg, sku, u)
+
+
+def test_play_uses_each_visitors_context():
+    market = small_market(context_features=(DEVICE, RETURNING))
+    n = 5000
+    s, j = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    a = np.full(n, market.action_index(0, 1000))
+    u = np.random.default_rng(3).random(n)
+    low, _ = market.play(s, j, a, u, np.full(n, 3))  # mobile, not returning: -0.8
+    high, _ = market.play(s, j, a, u, np.full(n, 2))  # desktop, vip: +1.5
+    assert high.mean() > low.mean()
+    assert (high >= low).all()  # same draws, higher probability: coupled outcomes
+
+
+def test_context_schema_is_what_the_engine_accepts_and_encodes():
+    from pricing.context import ContextSchema
+
+    market = small_market(context_features=(DEVICE, RETURNING))
+    schema = ContextSchema.from_dict(market.context_schema())
+    assert schema.columns == ("device=mobile", "returning=yes", "returning=vip")
+    assert schema.encode(market.context_values(5)).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_random_markets_with_context_keep_everything_else():
+    plain = Market.random(3, 4, 2, 2, seed=9)
+    rich = Market.random(3, 4, 2, 2, seed=9, n_context_features=3)
+    assert [f.name for f in rich.context_features] == ["device", "traffic_source", "returning"]
+    assert rich.n_contexts == 18
+    assert plain.to_dict() | {"context_features": []} == rich.to_dict() | {"context_features": []}
+    assert Market.from_dict(json.loads(json.dumps(rich.to_dict()))) == rich
+    for f in rich.context_features:
+        assert f.effect[0] == 0.0 and all(-0.5 <= e <= 0.5 for e in f.effect)
+    with pytest.raises(ValueError, match="n_context_features"):
+        Market.random(2, 2, 1, 1, seed=1, n_context_features=4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"levels": ("a",), "mix": (1.0,), "effect": (0.0,)}, "two distinct levels"),
+        ({"levels": ("a", "a"), "mix": (0.5, 0.5), "effect": (0.0, 0.1)}, "two distinct levels"),
+        ({"levels": ("a", "b"), "mix": (0.5, 0.6), "effect": (0.0, 0.1)}, "sum to 1"),
+        ({"levels": ("a", "b"), "mix": (0.5, 0.5), "effect": (0.2, 0.1)}, "the first 0"),
+        ({"levels": ("a", "b"), "mix": (0.5, 0.5), "effect": (0.0,)}, "one entry per level"),
+        ({"name": "not ok", "levels": ("a", "b"), "mix": (0.5, 0.5), "effect": (0.0, 0.1)},
+         "identifier"),
+    ],
+)  # fmt: skip
+def test_invalid_context_features_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ContextFeatureSpec(**({"name": "device"} | kwargs))
+    with pytest.raises(ValueError, match="context features must be unique"):
+        small_market(context_features=(DEVICE, DEVICE))
