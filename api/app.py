@@ -70,7 +70,11 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         at the latest migration.
     """
     settings = settings or get_settings()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        write_wait_seconds=settings.db_write_wait_seconds,
+    )
     sessions = make_session_factory(engine)
     posterior = PosteriorCache(read_only(sessions), poll_seconds=settings.snapshot_poll_seconds)
     guardrails = GuardrailCache(read_only(sessions))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -9,10 +10,66 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["READ_ONLY", "make_engine", "make_session_factory", "read_only", "session_scope"]
+__all__ = [
+    "READ_ONLY",
+    "DatabaseBusyError",
+    "make_engine",
+    "make_session_factory",
+    "read_only",
+    "session_scope",
+]
 
 #: Execution option marking a connection that only reads.
 READ_ONLY = "pricing_read_only"
+
+
+class DatabaseBusyError(RuntimeError):
+    """No write transaction could start in time: the database is overloaded (HTTP 503)."""
+
+
+class _WriterQueue:
+    """Hands SQLite's single write lock to this process's threads in turn.
+
+    Without it, every thread that wants to write issues ``BEGIN IMMEDIATE`` and, while
+    another holds the lock, polls in SQLite's busy handler, which sleeps up to 100 ms
+    between tries: the first to poll after a commit wins, and under load a quote can wait
+    seconds while later ones pass it. Here writers wait on a lock that is released the
+    moment the transaction ends (after the DBAPI commit or rollback), so they go in turn
+    without sleeping. Other processes still meet the busy handler.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._holder: Any = None  # the DBAPI connection inside a write transaction
+
+    def acquire(self, dbapi_connection: Any) -> None:
+        if self._holder is dbapi_connection:  # already ours (a second BEGIN would fail anyway)
+            return
+        if not self._lock.acquire(timeout=self.timeout):
+            raise DatabaseBusyError(f"no write slot within {self.timeout:g} s; retry later")
+        self._holder = dbapi_connection
+
+    def release(self, dbapi_connection: Any) -> None:
+        # The dialect is handed the pool's proxy on commit/rollback and the raw connection on close.
+        dbapi_connection = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
+        if self._holder is dbapi_connection:
+            self._holder = None
+            self._lock.release()
+
+    def install(self, engine: Engine) -> None:
+        """Release on the dialect's commit, rollback and close of the holding connection."""
+        dialect = engine.dialect
+        for name in ("do_commit", "do_rollback", "do_close"):
+            original = getattr(dialect, name)
+
+            def wrapped(dbapi_connection: Any, _original: Any = original) -> None:
+                try:
+                    _original(dbapi_connection)
+                finally:
+                    self.release(dbapi_connection)
+
+            setattr(dialect, name, wrapped)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -26,7 +83,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, write_wait_seconds: float = 10.0) -> Engine:
     """Create an engine for ``url`` with the settings each backend needs.
 
     Parameters
@@ -35,6 +92,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         SQLAlchemy URL (``sqlite:///path.db`` or ``postgresql+psycopg://...``).
     pool_size : int
         Connections kept per process (PostgreSQL; SQLite uses one per thread).
+    write_wait_seconds : float
+        SQLite: how long a write transaction waits for its turn (s) before
+        :class:`DatabaseBusyError`; writers of one engine queue in-process (:class:`_WriterQueue`).
 
     Returns
     -------
@@ -56,12 +116,23 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         def _no_autobegin(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
 
+        writers = _WriterQueue(write_wait_seconds)
+        writers.install(engine)
+
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            # Writers take the write lock up front; readers (read_only sessions) start a
-            # deferred transaction, which in WAL mode never blocks or waits for writers.
-            read_only = conn.get_execution_options().get(READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            # Writers take the write lock up front, in turn; readers (read_only sessions)
+            # start a deferred transaction, which in WAL mode never blocks or waits for writers.
+            if conn.get_execution_options().get(READ_ONLY, False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            dbapi_connection = conn.connection.dbapi_connection
+            writers.acquire(dbapi_connection)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                writers.release(dbapi_connection)
+                raise
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

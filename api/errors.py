@@ -14,7 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.db import DatabaseBusyError
 
 __all__ = ["ApiError", "FieldProblem", "install_error_handlers"]
 
@@ -121,6 +124,26 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
             status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
+        )
+
+    @app.exception_handler(DatabaseBusyError)
+    async def _busy(_request: Request, exc: DatabaseBusyError) -> JSONResponse:
+        return JSONResponse(
+            status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "1"}
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
+        # Another process held SQLite's write lock past the busy timeout: overload, not a bug.
+        if "database is locked" in str(exc.orig):
+            return JSONResponse(
+                status_code=503,
+                content={"detail": "the database is busy; retry later"},
+                headers={"Retry-After": "1"},
+            )
+        log.exception("database error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            status_code=500, content={"detail": "internal error; it has been logged"}
         )
 
     @app.exception_handler(Exception)

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         Segment used when a quote names none.
     db_pool_size : int
         Connections kept open per worker (PostgreSQL).
+    db_write_wait_seconds : float
+        SQLite: how long a write transaction waits for its turn before the request gets 503
+        with Retry-After (seconds; writers of a worker queue in-process).
     snapshot_poll_seconds : float
         How often a worker checks for a new posterior snapshot or new weights (s).
     run_updater : bool
@@ -77,6 +80,7 @@ class Settings(BaseSettings):
     max_import_rows: int = Field(default=50_000, ge=1)
     default_segment: str = Field(default="default", min_length=1, max_length=64)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_write_wait_seconds: float = Field(default=10.0, gt=0, le=600)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

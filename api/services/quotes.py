@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from api.errors import ApiError, FieldProblem
 from api.orm import (
@@ -33,34 +33,31 @@ __all__ = ["create_quote"]
 log = logging.getLogger("pricing.quotes")
 
 
-def _last_prices(session: Session, skus: set[str], since: datetime) -> dict[str, int]:
-    """Last price served today per SKU (for the per-period change cap)."""
-    latest = (
-        select(Decision.sku, func.max(Decision.created_at).label("at"))
-        .where(Decision.sku.in_(skus), Decision.created_at >= since)
-        .group_by(Decision.sku)
-        .subquery()
-    )
-    rows = session.execute(
-        select(Decision.sku, Decision.price_minor).join(
-            latest, (Decision.sku == latest.c.sku) & (Decision.created_at == latest.c.at)
-        )
-    )
-    return {sku: price for sku, price in rows}
+def _price_history(
+    session: Session, skus: set[str], since: datetime
+) -> dict[str, tuple[int, int, int]]:
+    """(last, lowest, highest) price served since ``since`` per SKU, to any segment.
 
-
-def _served_range(session: Session, skus: set[str], since: datetime) -> dict[str, tuple[int, int]]:
-    """(lowest, highest) price served today per SKU, to any segment.
-
-    Every segment's prices count, the line's own segment's included: otherwise one
-    segment could drift away while the others stand still (found by the API test).
+    The last price feeds the per-period change cap; the range the cross-segment spread
+    cap. Every segment's prices count, the line's own segment's included: otherwise one
+    segment could drift away while the others stand still (found by the API test). One
+    statement, answered from the covering index ``ix_decisions_sku_time_price``.
     """
+    later = aliased(Decision)
+    last = (
+        select(later.price_minor)
+        .where(later.sku == Decision.sku, later.created_at >= since)
+        .order_by(later.created_at.desc(), later.price_minor.desc())
+        .limit(1)
+        .correlate(Decision)
+        .scalar_subquery()
+    )
     rows = session.execute(
-        select(Decision.sku, func.min(Decision.price_minor), func.max(Decision.price_minor))
+        select(Decision.sku, last, func.min(Decision.price_minor), func.max(Decision.price_minor))
         .where(Decision.sku.in_(skus), Decision.created_at >= since)
         .group_by(Decision.sku)
     )
-    return {sku: (int(lo), int(hi)) for sku, lo, hi in rows}
+    return {sku: (int(lp), int(lo), int(hi)) for sku, lp, lo, hi in rows}
 
 
 def _sticky(
@@ -191,18 +188,21 @@ def create_quote(
         quote_id = uuid.uuid4()
         expires_at = now + ttl
         sticky = _sticky(session, request.customer_id, skus, now) if allowed else {}
-        reported = set(
-            session.scalars(
-                select(Outcome.decision_id).where(
-                    Outcome.decision_id.in_([d.id for d in sticky.values()])
+        reported = (
+            set(
+                session.scalars(
+                    select(Outcome.decision_id).where(
+                        Outcome.decision_id.in_([d.id for d in sticky.values()])
+                    )
                 )
             )
+            if sticky
+            else set()
         )
         period_start = now.replace(
             hour=0, minute=0, second=0, microsecond=0
         )  # guardrail period: UTC day
-        last_prices = _last_prices(session, skus, period_start)
-        served_range = _served_range(session, skus, period_start)
+        history = _price_history(session, skus, period_start)
         window = outcome_window or ttl
         schema = context_schema or ContextSchema()
         context_key = schema.key(request.context)
@@ -243,8 +243,8 @@ def create_quote(
                 quantity=line.quantity,
                 personalization_allowed=allowed,
                 features=request.context,
-                last_price_minor=last_prices.get(product.sku),
-                other_segment_prices=served_range.get(product.sku),
+                last_price_minor=history[product.sku][0] if product.sku in history else None,
+                other_segment_prices=history[product.sku][1:] if product.sku in history else None,
                 offers=book.offers_for(
                     segment=segment_key, sku=product.sku, category=product.category,
                     currency=product.currency, cart_value_minor=cart_value[product.currency],

@@ -1,0 +1,129 @@
+"""SQLite writers of one process queue for the write lock instead of polling for it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from api.db import DatabaseBusyError, make_engine, make_session_factory
+from api.migrate import upgrade
+from api.security import Role
+from api.services.keys import create_key
+from api.settings import load_settings
+from tests.conftest import Api
+
+
+@pytest.fixture
+def lite(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}", write_wait_seconds=0.3)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (i INTEGER)")
+    yield engine
+    engine.dispose()
+
+
+def _count(engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM t")).scalar_one())
+
+
+def test_concurrent_writers_all_commit(lite):
+    sessions = make_session_factory(lite)
+    errors = []
+
+    def write(i: int) -> None:
+        try:
+            for _ in range(25):
+                with sessions() as session, session.begin():
+                    session.execute(text("INSERT INTO t VALUES (:i)"), {"i": i})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and _count(lite) == 200
+
+
+def test_a_writer_that_cannot_get_its_turn_fails_fast_with_database_busy(lite):
+    """The second writer waits on the in-process queue (0.3 s here), not SQLite's 10 s busy
+    timeout, and gets DatabaseBusyError rather than 'database is locked'."""
+    sessions = make_session_factory(lite)
+    holder = sessions()
+    holder.begin()
+    holder.execute(text("INSERT INTO t VALUES (1)"))
+    with pytest.raises(DatabaseBusyError), sessions() as other, other.begin():
+        other.execute(text("INSERT INTO t VALUES (2)"))
+    holder.commit()
+    holder.close()
+    with sessions() as session, session.begin():  # the turn passed on after the commit
+        session.execute(text("INSERT INTO t VALUES (3)"))
+    assert _count(lite) == 2
+
+
+@pytest.mark.parametrize("ending", ["rollback", "error", "close", "invalidate"])
+def test_the_turn_passes_on_however_the_transaction_ends(lite, ending):
+    sessions = make_session_factory(lite)
+    session = sessions()
+    session.begin()
+    session.execute(text("INSERT INTO t VALUES (1)"))
+    if ending == "rollback":
+        session.rollback()
+    elif ending == "error":
+        with pytest.raises(Exception, match="no such table"):
+            session.execute(text("INSERT INTO missing VALUES (1)"))
+        session.rollback()
+    elif ending == "invalidate":
+        session.connection().invalidate()
+    session.close()
+    with sessions() as other, other.begin():
+        other.execute(text("INSERT INTO t VALUES (2)"))
+    assert _count(lite) == 1
+
+
+def test_readers_never_queue_behind_a_writer(lite):
+    from api.db import read_only
+
+    sessions = make_session_factory(lite)
+    holder = sessions()
+    holder.begin()
+    holder.execute(text("INSERT INTO t VALUES (1)"))
+    with read_only(sessions)() as reader, reader.begin():
+        assert reader.execute(text("SELECT count(*) FROM t")).scalar_one() == 0
+    holder.rollback()
+    holder.close()
+
+
+def test_an_overloaded_database_answers_503_with_retry_after(tmp_path):
+    """A quote that cannot write in time is refused with 503 (retry), never a 500; nothing is logged."""
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with make_session_factory(engine)() as session:
+        keys = {
+            role: create_key(session, name=role.value, role=role, actor=None).key for role in Role
+        }
+    engine.dispose()
+    app = create_app(load_settings(database_url=url, db_write_wait_seconds=0.2))
+    with TestClient(app) as client:
+        api = Api(client, keys)
+        api.segment("default")
+        api.product("TEA-1", "10.00", "4.00")
+        holder = make_session_factory(app.state.pricing.engine)()
+        holder.begin()
+        holder.execute(text("SELECT 1"))  # a write transaction of this worker holds the turn
+        body = {"customer_id": "c-9", "lines": [{"sku": "TEA-1", "quantity": 1}]}
+        response = api.post("/v1/quotes", Role.CHECKOUT, json=body)
+        holder.rollback()
+        holder.close()
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"
+        assert api.post("/v1/quotes", Role.CHECKOUT, json=body).status_code == 201
+        assert len(api.get("/v1/decisions").json()["items"]) == 1
