@@ -226,6 +226,11 @@ print(json.dumps(results))
 """
 
 
+#: Settings that change what the peers play (their results can be shared across engine variants).
+PEER_FIELDS = frozenset({"segments", "skus", "categories", "promotions", "visitors", "n_points",
+                         "peers", "lints_alpha", "lints_batch", "context_features"})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Settings:
     """Sizes and sampler settings of one benchmark run."""
@@ -246,6 +251,7 @@ class Settings:
     lints_alpha: float = 0.25
     lints_batch: int = 10
     context_features: int = 0
+    engine_epsilon: float = 0.05
 
     def describe(self) -> str:
         """One line with the chosen sizes."""
@@ -253,7 +259,7 @@ class Settings:
             f"{self.segments} segments x {self.skus} SKUs x {self.categories} categories, "
             f"{self.promotions} promotions, {self.context_features} context features, "
             f"T = {self.visitors:,} visitors, seeds {list(self.seeds)}; "
-            f"engine refits after {self.first_refit:,} x 2^k visitors, NUTS {self.chains} chains x "
+            f"engine ε = {self.engine_epsilon:g}, refits after {self.first_refit:,} x 2^k visitors, NUTS {self.chains} chains x "
             f"{self.draws} draws ({self.tune} tuning), {self.posterior_draws} posterior draws; "
             f"peers: {', '.join(self.peers) if self.peers else 'none'}"
         )
@@ -263,9 +269,17 @@ class Settings:
         out = asdict(self)
         del out["seeds"]
         out["peers"] = list(self.peers)
-        if not self.context_features:  # results saved before context features existed stay valid
+        # Results saved before these settings existed stay valid while they keep their defaults.
+        if not self.context_features:
             del out["context_features"]
+        if self.engine_epsilon == 0.05:
+            del out["engine_epsilon"]
         return out
+
+    def peer_key(self) -> dict[str, Any]:
+        """The part of :meth:`key` that the peers' results depend on."""
+        key = self.key()
+        return {k: v for k, v in key.items() if k in PEER_FIELDS}
 
     def market(self, seed: int) -> Market:
         """The market of one seed."""
@@ -383,7 +397,7 @@ def run_engine(
     policy = ThompsonPricePolicy(
         lambda: served[0],
         lambda: rules,
-        epsilon=0.05,
+        epsilon=settings.engine_epsilon,
         n_prices=market.n_prices,
         seed=seed,
     )
@@ -745,7 +759,7 @@ def write_doc(
         "elasticities 1-3, promotion lifts 0-0.6 on the logit scale; candidate actions are 13 prices "
         "(list × 0.70 ... 1.30) × (no promotion + each promotion). Every policy sees the same "
         "visitors and the same purchase draws.",
-        "- engine: `ThompsonPricePolicy` (ε = 0.05) with an offer per promotion and a guardrail ladder equal "
+        f"- engine: `ThompsonPricePolicy` (ε = {settings.engine_epsilon:g}) with an offer per promotion and a guardrail ladder equal "
         "to the candidate prices; list price until the first refit; no publication gate. Peers: Vowpal "
         "Wabbit `--cb_explore_adf` with `--epsilon 0.05` or `--squarecb` (`-q sa`, learning every visitor, "
         "cost = −profit / list price), MABWiser LinTS (alpha 0.25, an arm per action, one-hot segment + SKU "
@@ -776,6 +790,7 @@ def run(
     verbose: bool = True,
     cache: Path | None = None,
     resume: bool = False,
+    peers_from: Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Play every seed with every policy; return (per-run summaries, engine fit log).
 
@@ -783,6 +798,8 @@ def run(
     seed's results are written to ``cache/engine-seed{N}.json`` and ``cache/peers-seed{N}.json``
     as soon as that seed is done; with ``resume`` too, seeds whose files exist and were made
     with the same settings are read back instead of played again (a long run can be resumed).
+    ``peers_from`` is another run's folder whose peers' results are used (an engine variant
+    on the same markets and visitors needs not replay the peers).
     """
     print(f"settings: {settings.describe()}", flush=True)
     key = settings.key()
@@ -790,14 +807,20 @@ def run(
         cache.mkdir(parents=True, exist_ok=True)
 
     def saved(kind: str, seed: int) -> dict[str, Any] | None:
-        if cache is None or not resume:
+        folder = peers_from if kind == "peers" and peers_from is not None else cache
+        if folder is None or not (resume or folder is peers_from):
             return None
-        path = cache / f"{kind}-seed{seed}.json"
+        path = folder / f"{kind}-seed{seed}.json"
         if not path.exists():
             return None
         data: dict[str, Any] = json.loads(path.read_text())
-        if data.get("settings") != key:
-            print(f"{path.name}: made with other settings; playing seed {seed} again", flush=True)
+        made = data.get("settings", {})
+        if kind == "peers":
+            same = {k: v for k, v in made.items() if k in PEER_FIELDS} == settings.peer_key()
+        else:
+            same = made == key
+        if not same:
+            print(f"{path}: made with other settings; playing seed {seed} again", flush=True)
             return None
         print(f"{path.name}: reusing the saved results of seed {seed}", flush=True)
         return data
@@ -817,6 +840,9 @@ def run(
             old = saved("peers", seed)
             if old is not None:
                 results += old["results"]
+                continue
+            if peers_from is not None:
+                print(f"{peers_from}: no peers' results for seed {seed} (yet)", flush=True)
                 continue
             digest = stream_digest(v.segment, v.sku, v.u, v.context)
             runs.append({"seed": seed, "market": m.to_dict(), "digest": digest,
@@ -920,7 +946,7 @@ def notes(results: list[dict[str, Any]], settings: Settings) -> list[str]:
             f"Engine misses, last quarter of the visitors: it served the oracle's exact action to "
             f"{mean('oracle_action'):.0f} % of visitors and the oracle's promotion choice to "
             f"{mean('oracle_option'):.0f} %; {mean('explored'):.1f} % of its decisions came from the "
-            f"ε = 0.05 uniform branch and those carried {mean('regret_explored'):.0f} % of its "
+            f"ε = {settings.engine_epsilon:g} uniform branch and those carried {mean('regret_explored'):.0f} % of its "
             "last-quarter regret (a uniform pick among 13 prices × (1 + K) options is costly); the rest "
             "is posterior uncertainty and misestimated demand."
         )
@@ -1004,6 +1030,15 @@ def main(argv: list[str] | None = None) -> int:
                           ("first-refit", 500), ("context-features", 0)):  # fmt: skip
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument(
+        "--engine-epsilon",
+        type=float,
+        default=0.05,
+        help="the engine's uniform-exploration share (production default 0.05)",
+    )
+    parser.add_argument("--peers-from", metavar="SECTION",
+                        help="use the peers' results saved by the run of another section (same "
+                        "markets and visitors) instead of playing them")  # fmt: skip
+    parser.add_argument(
         "--section", default="promotions-joint",
         help="doc section and plot name (the decision-quality run uses its own)",
     )  # fmt: skip
@@ -1029,10 +1064,13 @@ def main(argv: list[str] | None = None) -> int:
             visitors=args.visitors or Settings.visitors,
             seeds=tuple(range(1, 1 + (args.seeds or 3))),
             peers=() if args.no_peers else PEER_POLICIES, context_features=args.context_features,
+            engine_epsilon=args.engine_epsilon,
         )  # fmt: skip
     start = time.perf_counter()
     cache = None if args.quick or args.no_doc else RESULTS / args.section
-    results, fits = run(settings, args.peer_python, verbose=True, cache=cache, resume=args.resume)
+    peers_from = RESULTS / args.peers_from if args.peers_from else None
+    results, fits = run(settings, args.peer_python, verbose=True, cache=cache, resume=args.resume,
+                        peers_from=peers_from)  # fmt: skip
     seconds = time.perf_counter() - start
     rows = aggregate(results)
     print(table(rows))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,38 @@ def test_refit_cells_carry_the_encoded_context(monkeypatch):
         "device=mobile", "device=tablet", "traffic_source=search", "traffic_source=email",
     )  # fmt: skip
     assert cells.context.tolist() == [[1.0, 0.0, 0.0, 1.0]]
+
+
+def test_an_engine_variant_reuses_the_peers_of_another_run(tmp_path, monkeypatch, capsys):
+    """--peers-from: peers' results saved by another section's run count if their settings
+    match; the engine variant's own ε does not matter to them."""
+    settings = promotions_joint.Settings(
+        segments=2, skus=2, categories=1, promotions=1, visitors=40, seeds=(1,), first_refit=10**6,
+        n_points=4, engine_epsilon=0.01,
+    )  # fmt: skip
+    other = tmp_path / "other"
+    other.mkdir()
+    peer_result = {"policy": "vw-epsilon", "seed": 1, "visitors": 40, "profit": 1.0,
+                   "expected_profit": 1.0, "oracle_profit": 2.0, "oracle_expected_profit": 2.0,
+                   "late_expected_profit": 0.5, "late_oracle_expected_profit": 1.0}  # fmt: skip
+    made_by = promotions_joint.Settings(**{**settings.__dict__, "engine_epsilon": 0.05}).key()
+    (other / "peers-seed1.json").write_text(
+        json.dumps({"settings": made_by, "results": [peer_result]})
+    )
+    monkeypatch.setattr(promotions_joint, "start_peers", lambda *a, **k: pytest.fail("replayed"))
+    results, _ = promotions_joint.run(
+        settings, None, verbose=False, cache=tmp_path / "mine", peers_from=other
+    )
+    assert {r["policy"] for r in results} == {"static", "oracle", "engine", "vw-epsilon"}
+    assert (
+        "engine_epsilon"
+        in json.loads((tmp_path / "mine" / "engine-seed1.json").read_text())["settings"]
+    )
+    # Peers made on another market size are not used.
+    wrong = {**made_by, "skus": 3}
+    (other / "peers-seed1.json").write_text(
+        json.dumps({"settings": wrong, "results": [peer_result]})
+    )
+    results, _ = promotions_joint.run(settings, None, verbose=False, peers_from=other)
+    assert "vw-epsilon" not in {r["policy"] for r in results}
+    assert "made with other settings" in capsys.readouterr().out
