@@ -6,8 +6,10 @@ redemption accounting), refits the demand model half-way so the second half is p
 Thompson sampling, and leaves a running experiment (list price vs engine), a published
 model, promotions with spend, and a decision log to analyse.
 
-Customers follow a known logistic demand per segment, SKU and category (seeded), the
-same form the engine fits, with a promotion lift; the truth is stored in nothing the
+Customers are the market simulator's (:func:`demo_market` builds an
+:class:`experiments.simulator.Market` over the demo catalog): a known logistic demand per
+segment, SKU and category (seeded), the same form the engine fits, with a promotion lift,
+evaluated at the final price each line was served; the truth is stored in nothing the
 engine can read.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,35 +36,74 @@ from api.services.experiments import ExperimentCache, ExperimentIn, put_experime
 from api.services.guardrails import GuardrailCache
 from api.services.models import DATA_LAG, refit
 from api.services.outcomes import record_outcome
+from api.services.promotions import load_active
 from api.services.quotes import create_quote
+from experiments.simulator import Market, PromotionSpec
 from pricing.money import from_minor
 from pricing.policy import ListPricePolicy, PricePolicy, ThompsonPricePolicy
+from pricing.promotions import Promotion
 
-__all__ = ["DemoTruth", "SimulationReport", "simulate"]
+__all__ = ["SimulationReport", "demo_market", "simulate"]
 
 DEMO_EXPERIMENT = "engine-vs-list"
 
 
-@dataclass(frozen=True)
-class DemoTruth:
-    """Ground truth of the simulated customers (logit scale)."""
+def _draw(seed: int, *parts: str) -> float:
+    """A standard normal fixed by ``seed`` and the names (stable across runs and catalogs)."""
+    key = zlib.crc32("|".join((str(seed), *parts)).encode())
+    return float(np.random.default_rng(key).standard_normal())
 
-    seed: int = 7
-    base: float = -1.3
-    promotion_lift: float = 0.35
 
-    def _draw(self, *parts: str) -> float:
-        key = zlib.crc32("|".join((str(self.seed), *parts)).encode())
-        return float(np.random.default_rng(key).standard_normal())
+def demo_market(
+    products: Sequence[Product],
+    segments: Sequence[str],
+    promotions: Sequence[Promotion],
+    *,
+    seed: int = 7,
+    base: float = -1.3,
+    promotion_lift: float = 0.35,
+) -> Market:
+    """The demo's customers as a :class:`~experiments.simulator.Market` over the catalog.
 
-    def probability(
-        self, segment: str, sku: str, category: str, paid_ratio: float, promoted: bool
-    ) -> float:
-        """P(buy) for a visitor of ``segment`` offered ``sku`` at ``paid_ratio`` x list."""
-        elasticity = math.exp(math.log(1.8) + 0.35 * self._draw("e", segment, category))
-        eta = (self.base + 0.35 * self._draw("seg", segment) + 0.5 * self._draw("sku", sku)
-               - elasticity * math.log(paid_ratio) + (self.promotion_lift if promoted else 0.0))  # fmt: skip
-        return 1.0 / (1.0 + math.exp(-eta))
+    Per name, a fixed normal draw sets each parameter, so the truth of a segment or SKU
+    does not change when others are added: segment intercept 0.35 z, SKU intercept
+    ``base`` + 0.5 z, elasticity 1.8 · exp(0.35 z) per (segment, category), and the same
+    framing lift for every promotion. Segments arrive with weights falling linearly from 2
+    to 1 in the order given; SKUs uniformly.
+    """
+    skus = [p.sku for p in products]
+    categories = sorted({p.category for p in products})
+    specs = []
+    for promo in promotions:
+        if promo.kind == "percent_off":
+            percent = round(float(promo.percent_off or 0), 2)  # the spec keeps two decimals
+            specs.append(PromotionSpec(promo.key, promo.kind, percent_off=percent))
+        elif promo.kind == "amount_off":
+            amount = int(promo.amount_off_minor or 0)
+            specs.append(PromotionSpec(promo.key, promo.kind, amount_off_minor=amount))
+        else:
+            cost = int(promo.shipping_cost_minor or 0)
+            specs.append(PromotionSpec(promo.key, promo.kind, shipping_cost_minor=cost))
+    weights = np.linspace(2.0, 1.0, len(segments))
+    return Market(
+        segments=tuple(segments),
+        skus=tuple(skus),
+        categories=tuple(categories),
+        sku_category=np.array([categories.index(p.category) for p in products]),
+        list_price_minor=np.array([p.list_price_minor for p in products]),
+        unit_cost_minor=np.array([p.unit_cost_minor for p in products]),
+        segment_mix=weights / weights.sum(),
+        sku_mix=np.full(len(skus), 1.0 / len(skus)),
+        a_seg=np.array([0.35 * _draw(seed, "seg", s) for s in segments]),
+        a_sku=np.array([base + 0.5 * _draw(seed, "sku", sku) for sku in skus]),
+        log_e=np.array(
+            [[math.log(1.8) + 0.35 * _draw(seed, "e", s, c) for c in categories] for s in segments]
+        ),
+        promotions=tuple(specs),
+        lift=np.full(len(specs), promotion_lift),
+        segment_lift=np.zeros((len(segments), len(specs))),
+        currency=products[0].currency if products else "USD",
+    )
 
 
 @dataclass(frozen=True)
@@ -106,13 +148,15 @@ def simulate(
     n_prices: int = 50,
 ) -> SimulationReport:
     """Run ``visitors`` simulated customers through the engine (see the module docstring)."""
-    truth = DemoTruth(seed=seed)
     rng = np.random.default_rng(seed)
     _experiment(sessions)
     reader = read_only(sessions)
     with reader() as session:
         products = list(session.scalars(select(Product).where(Product.active.is_(True))))
         segments = list(session.scalars(select(Segment.key).where(Segment.active.is_(True))))
+        market = demo_market(products, segments, load_active(session), seed=seed)
+    sku_index = {sku: j for j, sku in enumerate(market.skus)}
+    promotion_index = {spec.key: k for k, spec in enumerate(market.promotions)}
     posterior = PosteriorCache(reader, poll_seconds=3600)
     posterior.refresh()
     guardrails = GuardrailCache(reader)
@@ -130,14 +174,13 @@ def simulate(
     refit_note = "no refit"
     decisions = conversions = 0
     half = visitors // 2
-    weights = np.linspace(2.0, 1.0, len(segments))
-    weights /= weights.sum()
     for t in tqdm(range(visitors), desc="simulating visitors", disable=not progress):
         if t == half:
             refit_note = _refit(sessions, sampler_config)
             posterior.refresh()
         customer = f"sim-{seed}-{t}"
-        segment = segments[int(rng.choice(len(segments), p=weights))]
+        s = int(rng.choice(len(segments), p=market.segment_mix))
+        segment = segments[s]
         n_lines = 1 + int(rng.random() < 0.3)
         lines = [products[int(i)] for i in rng.choice(len(products), size=n_lines, replace=False)]
         assigned = experiments.for_unit(customer)
@@ -158,8 +201,9 @@ def simulate(
             decisions += 1
             paid = line.final_price if line.final_price is not None else line.price
             ratio = float(paid / from_minor(product.list_price_minor, product.currency))
-            bought = rng.random() < truth.probability(segment, product.sku, product.category, ratio,
-                                                      line.promotion is not None)  # fmt: skip
+            k = promotion_index.get(line.promotion, -1) if line.promotion is not None else -1
+            p_buy = float(market.probability_at_ratio(s, sku_index[product.sku], ratio, k))
+            bought = rng.random() < p_buy
             conversions += int(bought)
             outcome = OutcomeIn(
                 decision_id=line.decision_id, converted=bool(bought), quantity=int(bought),

@@ -611,6 +611,30 @@ class Market:
         out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * eta))  # logistic without overflow
         return out
 
+    def probability_at_ratio(
+        self,
+        segment: ArrayLike,
+        sku: ArrayLike,
+        effective_ratio: ArrayLike,
+        promotion: ArrayLike = -1,
+        context: ArrayLike = 0,
+    ) -> FloatArray:
+        """True P(buy) when the customer pays ``effective_ratio`` × list price (broadcast).
+
+        For prices that are not candidates, e.g. a final price served by a running engine
+        after its own discount; ``promotion`` (-1: none) only adds its lift here.
+        """
+        ratio = np.asarray(effective_ratio, dtype=np.float64)
+        if (ratio <= 0).any():
+            raise ValueError("effective ratio must be positive")
+        return self._probability(
+            np.asarray(segment, dtype=np.int64),
+            np.asarray(sku, dtype=np.int64),
+            ratio,
+            np.asarray(promotion, dtype=np.int64),
+            np.asarray(context, dtype=np.int64),
+        )
+
     def expected_profit_at(
         self,
         segment: ArrayLike,
