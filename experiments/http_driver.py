@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -202,3 +202,77 @@ def drive(
     return DriveResult(
         visitors, purchases, realized, expected, oracle_sum, static_sum, promotions, curve
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Drive a running server with simulated customers (``python -m experiments.http_driver``).
+
+    With ``--admin-key`` the market's catalog, segments, promotions, context schema and
+    guardrails are loaded first (:func:`setup`); learning is the server's own (run it with
+    ``serve --updater`` or a ``pricing-engine worker``). Prints the expected profit of what
+    was served as a share of the oracle's, every ``--every`` visitors and at the end.
+    """
+    import argparse
+    import json
+
+    import httpx
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    parser.add_argument("--checkout-key", required=True, help="API key with the checkout role")
+    parser.add_argument("--admin-key", help="admin key: load the market into the server first")
+    parser.add_argument("--visitors", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1, help="the visitor stream's seed")
+    parser.add_argument("--market-seed", type=int, default=1)
+    for name, default in (("segments", 5), ("skus", 10), ("categories", 2), ("promotions", 2),
+                          ("context-features", 0), ("outcome-batch", 50), ("every", 500)):  # fmt: skip
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    market = Market.random(
+        args.segments, args.skus, args.categories, args.promotions, args.market_seed,
+        n_context_features=args.context_features,
+    )  # fmt: skip
+    with httpx.Client(base_url=args.url, timeout=30.0) as http:
+        client = cast(Client, http)  # httpx's methods take fixed keywords, not **kwargs
+        if args.admin_key:
+            setup(client, market, args.admin_key)
+        bar = tqdm(total=args.visitors, desc="visitors", disable=args.json)
+
+        def between(t: int) -> None:
+            bar.update(t - bar.n)
+
+        result = drive(
+            client, market, args.checkout_key, visitors=args.visitors, seed=args.seed,
+            outcome_batch=args.outcome_batch, between=between, every=args.every,
+        )  # fmt: skip
+        bar.close()
+    static_share = (
+        result.static_expected / result.oracle_expected if result.oracle_expected else float("nan")
+    )
+    summary = {
+        "visitors": result.visitors,
+        "purchases": result.purchases,
+        "promotions_served": result.promotions_served,
+        "realized_profit_minor": result.realized_profit,
+        "expected_share_of_oracle": result.expected_share_of_oracle,
+        "static_share_of_oracle": static_share,
+        "curve": result.curve,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for t, share in result.curve:
+            print(f"after {t:>8,} visitors: {100 * share:5.1f} % of the oracle's expected profit")
+        print(
+            f"{result.visitors:,} visitors, {result.purchases:,} purchases, "
+            f"{result.promotions_served:,} promotions served; expected profit "
+            f"{100 * result.expected_share_of_oracle:.1f} % of the oracle's "
+            f"(list price: {100 * static_share:.1f} %)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -84,3 +85,35 @@ def test_demo_serves_list_prices_and_a_crash_keeps_decisions_and_outcomes(db_url
 def test_serve_refuses_an_unmigrated_database(tmp_path, capsys):
     assert cli(["serve", "--database-url", f"sqlite:///{tmp_path / 'new.db'}"]) == 2
     assert "pricing-engine migrate" in capsys.readouterr().err
+
+
+def test_http_driver_against_a_running_server(db_url, capsys, tmp_path):
+    """python -m experiments.http_driver: load a market into a real server, send visitors
+    through quote -> simulated purchase -> outcome, every decision and outcome stored."""
+    from sqlalchemy import func, select
+
+    from api.db import make_engine, make_session_factory
+    from api.orm import Decision, Outcome
+    from experiments import http_driver
+
+    keys = {}
+    for role in ("admin", "checkout"):
+        assert (
+            cli(["create-key", "--role", role, "--name", f"drv-{role}", "--database-url", db_url])
+            == 0
+        )
+        keys[role] = capsys.readouterr().out.strip().splitlines()[-1]
+    with _server(db_url) as base:
+        argv = ["--url", base, "--admin-key", keys["admin"], "--checkout-key", keys["checkout"],
+                "--visitors", "120", "--segments", "2", "--skus", "3", "--context-features", "1",
+                "--every", "40", "--json"]  # fmt: skip
+        assert http_driver.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["visitors"] == 120 and len(result["curve"]) == 3
+    assert 0 < result["expected_share_of_oracle"] <= 1
+    engine = make_engine(db_url)
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Decision)) == 120
+        assert session.scalar(select(func.count()).select_from(Outcome)) == 120
+        assert session.scalar(select(func.count()).where(Decision.context_key != "")) == 120
+    engine.dispose()
