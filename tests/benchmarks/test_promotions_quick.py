@@ -160,3 +160,23 @@ def test_an_engine_variant_reuses_the_peers_of_another_run(tmp_path, monkeypatch
     results, _ = promotions_joint.run(settings, None, verbose=False, peers_from=other)
     assert "vw-epsilon" not in {r["policy"] for r in results}
     assert "made with other settings" in capsys.readouterr().out
+
+
+def test_targets_compare_the_engine_with_97_percent_and_half_the_best_peers_regret():
+    results = [
+        _result("oracle", 1, 1000.0, 1000.0), _result("oracle", 2, 1000.0, 1000.0),
+        _result("engine", 1, 975.0, 975.0), _result("engine", 2, 965.0, 965.0),
+        _result("vw-epsilon", 1, 900.0, 900.0), _result("vw-epsilon", 2, 900.0, 900.0),
+        _result("mabwiser-lints", 1, 850.0, 850.0), _result("mabwiser-lints", 2, 850.0, 850.0),
+    ]  # fmt: skip
+    lines = promotions_joint.targets(promotions_joint.aggregate(results))
+    assert "| engine profit >= 97 % of the oracle's | 97.0 % ± 0.5 | met |" in lines
+    # Regret 30 vs vw-epsilon's 100 minor units per seed: 0.30 of the best peer's.
+    assert any(
+        line.startswith("| engine regret <= 0.5 × the best peer's | 0.30 × vw-epsilon's")
+        and line.endswith("| met |")
+        for line in lines
+    )
+    lines = promotions_joint.targets(promotions_joint.aggregate(results[:2] + results[4:6] + [
+        _result("engine", 1, 950.0, 950.0), _result("engine", 2, 960.0, 960.0)]))  # fmt: skip
+    assert any("**missed**" in line and "97 %" in line for line in lines)
