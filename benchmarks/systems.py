@@ -1401,9 +1401,9 @@ def findings(quotes: QuoteResults) -> list[str]:
         "whose sleeps of up to 100 ms had let unlucky quotes wait seconds (p99 1,585 ms at 4 connections in the "
         "run of 2026-11-26 22:43, before the queue); a quote that cannot start writing within `PRICING_DB_WRITE_WAIT_SECONDS` (10 s) gets 503 "
         f"with `Retry-After`. Non-2xx responses from the engine in this run: {errors:,}.",
-        "- Where the time goes is in the profile above: about a dozen statements per quote through the ORM "
+        "- Where the time goes is in the profile above: about ten SQL statements per quote through the ORM "
         "(segment, products, sticky decisions, the day's price history, promotions, usage rows locked for "
-        "update, open holds, the insert and commit), then the Thompson draw and, for a paced offer, the pacing "
+        "update, open holds, the customer's redemptions, the insert), then the Thompson draw and, for a paced offer, the pacing "
         "LP. The bare endpoint does none of this, so the 60 % target is out of reach for a design that logs "
         "each decision durably before answering; what would move it: several workers on PostgreSQL (writes in "
         "parallel), batching the commits of concurrent quotes (group commit), and keeping running totals of "
