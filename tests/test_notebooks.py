@@ -19,7 +19,9 @@ def demo_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.mark.parametrize("name", ["experiment_review.ipynb", "demand_posteriors.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["experiment_review.ipynb", "demand_posteriors.ipynb", "market_simulator.ipynb"]
+)
 def test_notebook_executes(demo_database: str, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import nbformat
     from nbclient import NotebookClient
