@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from api.db import make_engine, make_session_factory, read_only
 from api.deps import AppState
 from api.errors import install_error_handlers
+from api.hot.promotions import sweep
+from api.hot.refresher import Every, OutcomeFeed, Refresher
 from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
@@ -28,6 +30,7 @@ from api.routes import promotions as promotion_routes
 from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache
 from api.services.guardrails import GuardrailCache, rules_for_version
+from api.services.quotes import QuoteService
 from api.settings import Settings, get_settings
 from api.updater import Updater
 from pricing import __version__
@@ -74,10 +77,25 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         settings.database_url,
         pool_size=settings.db_pool_size,
         write_wait_seconds=settings.db_write_wait_seconds,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
     sessions = make_session_factory(engine)
-    posterior = PosteriorCache(read_only(sessions), poll_seconds=settings.snapshot_poll_seconds)
-    guardrails = GuardrailCache(read_only(sessions))
+    reader = read_only(sessions)
+    posterior = PosteriorCache(reader, poll_seconds=settings.snapshot_poll_seconds)
+    guardrails = GuardrailCache(reader)
+    context_schema = ContextSchemaCache(reader)
+    experiments = ExperimentCache(reader)
+    quote_service = QuoteService.build(
+        sessions, guardrails=guardrails, context_schema=context_schema,
+        default_segment=settings.default_segment,
+        ttl=timedelta(seconds=settings.quote_ttl_seconds),
+        outcome_window=timedelta(seconds=settings.outcome_window_seconds),
+        lease_seconds=settings.promotion_lease_seconds, max_rows=settings.writer_max_rows,
+    )  # fmt: skip
+    hot_catalog, prices, promotions = (
+        quote_service.catalog, quote_service.prices, quote_service.promotions
+    )  # fmt: skip
+    sticky, writer = quote_service.sticky, quote_service.writer
 
     def serving() -> tuple[str, DemandPosterior] | None:
         served = posterior.served
@@ -105,12 +123,18 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         settings=settings,
         engine=engine,
         sessions=sessions,
-        read_sessions=read_only(sessions),
+        read_sessions=reader,
         policy=policy or ListPricePolicy(),
         posterior=posterior,
         guardrails=guardrails,
-        context_schema=ContextSchemaCache(read_only(sessions)),
-        experiments=ExperimentCache(read_only(sessions)),
+        context_schema=context_schema,
+        experiments=experiments,
+        catalog=hot_catalog,
+        prices=prices,
+        promotions=promotions,
+        sticky=sticky,
+        writer=writer,
+        quotes=quote_service,
         policy_factory=variant_policy,
         metrics=Metrics(),
     )
@@ -134,10 +158,26 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             engine.dispose()
             raise NotMigratedError(migrations.describe())
         log.info("serving with %s", migrations.describe())
-        # Load the quote path's caches before the first request (later refreshes never block).
-        state.guardrails.get()
-        state.context_schema.get()
-        state.experiments.get()
+        # Load the quote path's state before the first request; from then on the refresher
+        # thread keeps it fresh and requests never read it from the database.
+        for cache in (guardrails, context_schema, experiments):
+            cache.get()
+            cache.background = True
+        quote_service.warm()
+        refresher = Refresher(
+            {
+                "guardrails": guardrails.refresh,
+                "context_schema": context_schema.refresh,
+                "experiments": experiments.refresh,
+                "catalog": hot_catalog.refresh,
+                "prices": prices.refresh,
+                "promotions": promotions.refresh,
+                "outcomes": OutcomeFeed(reader, sticky.mark_reported),
+                "sweep": Every(settings.sweep_seconds, lambda: sweep(sessions)),
+            },
+            interval=settings.refresh_seconds,
+        )
+        refresher.start()
         state.posterior.start()
         if updater is not None:
             updater.start()
@@ -146,7 +186,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         finally:
             if updater is not None:
                 updater.stop()
+            refresher.stop()
             state.posterior.stop()
+            quote_service.close()
             engine.dispose()
 
     app = FastAPI(

@@ -17,11 +17,12 @@ T = TypeVar("T")
 class TTLCache(Generic[T]):
     """``load(session)``, re-read at most every ``ttl`` seconds.
 
-    Once a value is loaded, a refresh never makes a caller wait: the thread that takes the
-    refresh reads the database while the others keep the current value. Waiting here would
-    deadlock the pool: a request inside a write transaction (holding a connection) would
-    wait for this lock while its holder waits for a free connection. The first load does
-    block (there is no value to serve yet); the app warms its caches before serving.
+    In the API the worker's refresher thread calls :meth:`refresh` and marks the cache
+    ``background``: :meth:`get` then never reads the database. Without a refresher (a
+    simulation, a test), :meth:`get` refreshes a stale value itself, but never makes a
+    caller wait: the thread that takes the refresh reads while the others keep the current
+    value (waiting could deadlock the pool). The first load does block (there is no value
+    to serve yet); the app warms its caches before serving.
     """
 
     def __init__(
@@ -34,10 +35,21 @@ class TTLCache(Generic[T]):
         self._loaded_at = -1e9
         self._value: T | None = None
         self._loaded = False
+        #: Set when a background thread refreshes the value: :meth:`get` never reads.
+        self.background = False
 
     def invalidate(self) -> None:
-        """Re-read on the next :meth:`get` (after a change made by this worker)."""
+        """Re-read now (after a change made by this worker: the caller pays the read)."""
         self._loaded_at = -1e9
+        if self.background:
+            with self._lock:
+                self._reload()
+
+    def refresh(self) -> None:
+        """Re-read if older than ``ttl`` (the refresher's job)."""
+        if time.monotonic() - self._loaded_at >= self._ttl:
+            with self._lock:
+                self._reload()
 
     def _reload(self) -> None:
         with self._sessions() as session:
@@ -47,7 +59,7 @@ class TTLCache(Generic[T]):
 
     def get(self) -> T:
         """The value, refreshed when older than ``ttl``."""
-        if self._loaded and time.monotonic() - self._loaded_at < self._ttl:
+        if self._loaded and (self.background or time.monotonic() - self._loaded_at < self._ttl):
             return self._value  # type: ignore[return-value]
         if not self._loaded:
             with self._lock:

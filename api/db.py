@@ -72,18 +72,29 @@ class _WriterQueue:
             setattr(dialect, name, wrapped)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers run while one writer commits; NORMAL sync is durable in WAL mode
-    # against process crashes (the OS keeps the log), and fast.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run while one writer commits. synchronous=NORMAL is durable in
+        # WAL mode against process kills (the OS keeps the log) but may lose the last
+        # transactions on power loss; FULL syncs the log on every commit (once per group
+        # commit of the writer) and survives power loss too.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    return apply
 
 
-def make_engine(url: str, *, pool_size: int = 10, write_wait_seconds: float = 10.0) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    write_wait_seconds: float = 10.0,
+    sqlite_synchronous: str = "NORMAL",
+) -> Engine:
     """Create an engine for ``url`` with the settings each backend needs.
 
     Parameters
@@ -95,6 +106,8 @@ def make_engine(url: str, *, pool_size: int = 10, write_wait_seconds: float = 10
     write_wait_seconds : float
         SQLite: how long a write transaction waits for its turn (s) before
         :class:`DatabaseBusyError`; writers of one engine queue in-process (:class:`_WriterQueue`).
+    sqlite_synchronous : {"NORMAL", "FULL"}
+        SQLite's ``PRAGMA synchronous`` (the service uses ``PRICING_SQLITE_SYNCHRONOUS``).
 
     Returns
     -------
@@ -108,7 +121,9 @@ def make_engine(url: str, *, pool_size: int = 10, write_wait_seconds: float = 10
             pool_size=pool_size,
             max_overflow=pool_size,
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        if sqlite_synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"sqlite_synchronous must be NORMAL or FULL, got {sqlite_synchronous!r}")
+        event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
 
         # pysqlite's own transaction handling defers BEGIN until the first write, which
         # lets two writers deadlock on lock upgrade; issue BEGIN ourselves instead.

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
+from api.hot.catalog import CatalogCache
+from api.hot.prices import PriceAggregates
+from api.hot.promotions import PromotionBook
+from api.hot.sticky import StickyMap
 from api.metrics import Metrics
 from api.posterior_cache import PosteriorCache
 from api.security import Principal, Role
@@ -20,7 +25,9 @@ from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache, QuoteExperiment
 from api.services.guardrails import GuardrailCache
 from api.services.keys import authenticate
+from api.services.quotes import QuoteService
 from api.settings import Settings
+from api.writer import GroupWriter
 from pricing.policy import ListPricePolicy, PricePolicy
 
 __all__ = ["AppState", "PrincipalDep", "SessionDep", "StateDep", "require"]
@@ -42,6 +49,12 @@ class AppState:
     guardrails: GuardrailCache
     context_schema: ContextSchemaCache
     experiments: ExperimentCache
+    catalog: CatalogCache
+    prices: PriceAggregates
+    promotions: PromotionBook
+    sticky: StickyMap
+    writer: GroupWriter
+    quotes: QuoteService
     #: Builds the engine's policy with a variant's overrides (guardrail version, epsilon).
     policy_factory: Callable[[int | None, float | None], PricePolicy] | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -51,13 +64,28 @@ class AppState:
     _auth_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
     _auth_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def catalog_changed(self) -> None:
+        """Re-read the catalog now (after a change made through this worker)."""
+        self.catalog.refresh(force=True)
+
+    def promotions_changed(self) -> None:
+        """Re-read promotions now and take leases on new capped ones."""
+        self.promotions.refresh()
+
+    def cached_principal(self, key: str) -> tuple[bool, Principal | None]:
+        """(hit, principal) from the few-second authentication cache, without a read."""
+        with self._auth_lock:
+            hit = self._auth_cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < AUTH_CACHE_SECONDS:
+            return True, hit[1]
+        return False, None
+
     def principal_for(self, key: str) -> Principal | None:
         """Authenticate ``key``, caching the answer for a few seconds per worker."""
         now = time.monotonic()
-        with self._auth_lock:
-            hit = self._auth_cache.get(key)
-        if hit is not None and now - hit[0] < AUTH_CACHE_SECONDS:
-            return hit[1]
+        known, principal = self.cached_principal(key)
+        if known:
+            return principal
         with self.read_sessions() as session:
             principal = authenticate(session, key=key)
         with self._auth_lock:
@@ -95,7 +123,7 @@ class AppState:
             self._auth_cache.clear()
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     """The :class:`AppState` of the app serving ``request``."""
     state: AppState = request.app.state.pricing
     return state
@@ -118,15 +146,21 @@ def get_session(request: Request, state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(request: Request, state: StateDep) -> Principal:
-    """Authenticate the ``Authorization: Bearer <key>`` header (401 when missing or wrong)."""
+async def get_principal(request: Request, state: StateDep) -> Principal:
+    """Authenticate the ``Authorization: Bearer <key>`` header (401 when missing or wrong).
+
+    A key seen in the last few seconds is answered from memory; otherwise the key table
+    is read in the thread pool (never on the event loop).
+    """
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(
             401, "missing API key: send 'Authorization: Bearer <key>'", headers=_CHALLENGE
         )
-    principal = state.principal_for(key.strip())
+    known, principal = state.cached_principal(key.strip())
+    if not known:
+        principal = await run_in_threadpool(state.principal_for, key.strip())
     if principal is None:
         raise ApiError(401, "invalid or revoked API key", headers=_CHALLENGE)
     return principal
@@ -135,11 +169,11 @@ def get_principal(request: Request, state: StateDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
+def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """Dependency allowing ``roles`` (and ``admin``, which may do everything); else 403."""
     allowed = {*roles, Role.ADMIN}
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise ApiError(403, f"role {principal.role.value!r} may not do this; allowed: {names}")

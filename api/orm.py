@@ -7,7 +7,7 @@ stored in UTC and always come back timezone-aware, on SQLite as on PostgreSQL.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -47,9 +48,12 @@ __all__ = [
     "PriceHistory",
     "Product",
     "Promotion",
+    "PromotionCustomerUsage",
+    "PromotionLease",
     "PromotionUsage",
     "PromotionVersion",
     "Segment",
+    "SkuDailyPrices",
     "UTCDateTime",
     "utcnow",
 ]
@@ -143,9 +147,9 @@ class Decision(Base):
     line_no: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(index=True)
     expires_at: Mapped[datetime] = mapped_column()
-    customer_id: Mapped[str] = mapped_column(String(128), index=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
     segment: Mapped[str] = mapped_column(ForeignKey("segments.key"))
-    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), index=True)
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
     quantity: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     list_price_minor: Mapped[int] = mapped_column(BigInteger)
@@ -174,14 +178,22 @@ class Decision(Base):
     outcome_deadline: Mapped[datetime | None] = mapped_column(default=None)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)
     redeemed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The offer's hold still counts in its promotion's running totals (until its outcome
+    #: settles it or its outcome window closes).
+    hold_open: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Per-customer limit period the offer counts in (``campaign`` or ``YYYY-MM-DD``).
+    promotion_period: Mapped[str | None] = mapped_column(String(16), default=None)
+    #: Lease the offer's budget came from.
+    lease_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     #: False for holdout traffic: logged and reported, never learned from.
     learn: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (
-        # Covers today's last price and served range per SKU (read on every quote).
-        Index("ix_decisions_sku_time_price", "sku", "created_at", "price_minor"),
+        Index("ix_decisions_sku_time", "sku", "created_at"),
+        # Sticky quotes and per-customer limits: one customer's recent decisions.
         Index("ix_decisions_customer_sku_expiry", "customer_id", "sku", "expires_at"),
-        Index("ix_decisions_promotion_open", "promotion", "settled", "outcome_deadline"),
+        # The sweeper's expired holds.
+        Index("ix_decisions_hold_open", "hold_open", "outcome_deadline"),
         Index("ix_decisions_outcome_deadline", "outcome_deadline"),
         CheckConstraint(
             "discount_minor >= 0 AND discount_minor <= price_minor", name="discount_in_price"
@@ -365,10 +377,12 @@ class PromotionVersion(Base):
 
 
 class PromotionUsage(Base):
-    """Settled spend and redemptions of a promotion, and its eligible traffic (for pacing).
+    """Running totals of a promotion: settled spend and redemptions, open holds, what is
+    allocated to leases, and eligible traffic (for pacing).
 
-    The row is locked (``SELECT ... FOR UPDATE``) by every quote that may offer the
-    promotion under a cap, and updated by outcomes in their own transaction.
+    ``allocated_minor`` = spent + open holds + unused parts of open leases, and likewise
+    ``allocated_offers`` for the redemption cap; a lease is granted only while it fits
+    under the budget / cap (one conditional ``UPDATE``), so offers never exceed them.
     """
 
     __tablename__ = "promotion_usage"
@@ -379,6 +393,74 @@ class PromotionUsage(Base):
     settled_offers: Mapped[int] = mapped_column(BigInteger, default=0)
     eligible_visits: Mapped[int] = mapped_column(BigInteger, default=0)
     first_eligible_at: Mapped[datetime | None] = mapped_column(default=None)
+    held_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    open_offers: Mapped[int] = mapped_column(BigInteger, default=0)
+    allocated_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    allocated_offers: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PromotionLease(Base):
+    """A slice of a capped promotion's budget and redemptions taken by one worker.
+
+    The worker spends it from memory; each offer it commits adds to ``used_*`` in the
+    same transaction (only while the lease is open and the offer fits). Closing the lease
+    (returned by its worker, or expired and reclaimed by anyone) gives the unused part
+    back to the promotion's free budget.
+    """
+
+    __tablename__ = "promotion_leases"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    key: Mapped[str] = mapped_column(ForeignKey("promotions.key"), index=True)
+    worker: Mapped[str] = mapped_column(String(64))
+    budget_minor: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    offers: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    used_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_offers: Mapped[int] = mapped_column(BigInteger, default=0)
+    granted_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_promotion_leases_open", "closed_at", "expires_at"),)
+
+
+class PromotionCustomerUsage(Base):
+    """Offers counted against a customer's per-period limit (open or redeemed)."""
+
+    __tablename__ = "promotion_customer_usage"
+
+    key: Mapped[str] = mapped_column(ForeignKey("promotions.key"))
+    customer_id: Mapped[str] = mapped_column(String(128))
+    period: Mapped[str] = mapped_column(String(16))
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (PrimaryKeyConstraint("key", "customer_id", "period"),)
+
+
+class SkuDailyPrices(Base):
+    """Running price aggregates per SKU and UTC day, maintained with the decisions.
+
+    What guardrails (the daily anchor) and the EU prior-price rule read: the quote path
+    never scans the decision log.
+    """
+
+    __tablename__ = "sku_daily_prices"
+
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
+    day: Mapped[date] = mapped_column(Date)
+    first_at: Mapped[datetime] = mapped_column()
+    last_at: Mapped[datetime] = mapped_column()
+    last_price_minor: Mapped[int] = mapped_column(BigInteger)
+    low_minor: Mapped[int] = mapped_column(BigInteger)
+    high_minor: Mapped[int] = mapped_column(BigInteger)
+    low_final_minor: Mapped[int] = mapped_column(BigInteger)
+    decisions: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (
+        PrimaryKeyConstraint("sku", "day"),
+        Index("ix_sku_daily_prices_day_updated", "day", "updated_at"),
+    )
 
 
 class ContextSchemaVersion(Base):

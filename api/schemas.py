@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     ValidationInfo,
@@ -257,6 +258,13 @@ class QuoteLinePublic(BaseModel):
     promotion: str | None = None
     discount: Money = Decimal(0)
     final_price: Money | None = None
+    #: The policy that decided (metrics label; not part of the response body).
+    _policy: str = PrivateAttr(default="")
+
+    @property
+    def policy_name(self) -> str:
+        """Name of the policy that decided this line (``sticky/1`` for a repeat)."""
+        return self._policy or "sticky/1"
 
 
 class QuoteResponse(BaseModel):

@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     missing_outcome : str
         What learning assumes when the window closes without an outcome:
         ``non_conversion`` (default), ``conversion`` or ``ignore`` (never learned from).
+    refresh_seconds : float
+        How often a worker re-reads the quote path's state in the background (catalog,
+        guardrails, promotions, daily price aggregates): workers converge within it (s).
+    sweep_seconds : float
+        How often a worker releases expired promotion holds and leases (s).
+    promotion_lease_seconds : float
+        Lifetime of a worker's lease on a capped promotion's budget (s); retired at half.
+    writer_max_rows : int
+        Most rows the group writer commits in one transaction.
+    sqlite_synchronous : str
+        SQLite ``PRAGMA synchronous``: ``NORMAL`` (a committed transaction survives a
+        process kill, the last ones may be lost on power loss) or ``FULL`` (also survives
+        power loss; one fsync per group commit).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -98,6 +111,11 @@ class Settings(BaseSettings):
     missing_outcome: str = Field(
         default="non_conversion", pattern="^(non_conversion|conversion|ignore)$"
     )
+    refresh_seconds: float = Field(default=0.5, gt=0, le=60)
+    sweep_seconds: float = Field(default=1.0, gt=0, le=3600)
+    promotion_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
+    sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
 
     @field_validator("outcome_window_seconds")
     @classmethod

@@ -37,7 +37,7 @@ from api.services.guardrails import GuardrailCache
 from api.services.models import DATA_LAG, refit
 from api.services.outcomes import record_outcome
 from api.services.promotions import load_active
-from api.services.quotes import create_quote
+from api.services.quotes import QuoteService
 from experiments.simulator import Market, PromotionSpec
 from pricing.money import from_minor
 from pricing.policy import ListPricePolicy, PricePolicy, ThompsonPricePolicy
@@ -167,6 +167,8 @@ def simulate(
         served = posterior.served
         return (str(served.snapshot_id), served.posterior) if served is not None else None
 
+    quotes = QuoteService.build(sessions, guardrails=guardrails, context_schema=schemas)
+    quotes.warm()
     engine: PricePolicy = ThompsonPricePolicy(
         serving, lambda: guardrails.get()[1], epsilon=epsilon, n_prices=n_prices, seed=seed
     )
@@ -189,14 +191,9 @@ def simulate(
             "customer_id": customer, "segment": segment, "channel": "web",
             "lines": [{"sku": p.sku, "quantity": 1} for p in lines],
         })  # fmt: skip
-        _version, schema = schemas.get()
-        with sessions() as session:
-            quote = create_quote(
-                session, request=request, policy=policy,
-                default_segment=segment, ttl=timedelta(minutes=15),
-                guardrail_version=guardrails.get()[0], outcome_window=timedelta(hours=1),
-                context_schema=schema, experiment=assigned,
-            )  # fmt: skip
+        quote = quotes.create_sync(
+            request, policy=policy, experiment=assigned, guardrail_version=guardrails.get()[0]
+        )
         for line, product in zip(quote.lines, lines, strict=True):
             decisions += 1
             paid = line.final_price if line.final_price is not None else line.price
@@ -211,6 +208,7 @@ def simulate(
             )  # fmt: skip
             with sessions() as session:
                 record_outcome(session, data=outcome)
+    quotes.close()
     return SimulationReport(visitors, decisions, conversions, refit_note, DEMO_EXPERIMENT)
 
 

@@ -87,7 +87,7 @@ def engine_latency(n: int, n_draws: int = 500, n_prices: int = 50) -> dict[str, 
     times = []
     for t in range(n + 200):
         line = LineContext(
-            f"seg{t % 20}", f"SKU-{t % 50:03d}", "cat", "USD", 1999, 900, last_price_minor=None
+            f"seg{t % 20}", f"SKU-{t % 50:03d}", "cat", "USD", 1999, 900, anchor_price_minor=None
         )
         start = time.perf_counter()
         decision = policy.decide(line)

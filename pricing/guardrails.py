@@ -72,7 +72,8 @@ class Rule:
     max_discount, max_increase : float, optional
         Largest cut / rise vs list price (fractions).
     max_change : float, optional
-        Largest change vs the last price served for the SKU in the current period (fraction).
+        Largest change vs the SKU's daily anchor price (fraction): the close of the last
+        UTC day it sold (see :class:`ProductFacts`).
     ending : int, optional
         Required last two minor digits (99 for prices like 4.99).
     step : int, optional
@@ -81,7 +82,9 @@ class Rule:
         True: no personalization for this scope (everyone gets the list price).
     segment_gap : float, optional
         Largest ratio between the highest and lowest price served to different segments
-        for one SKU in the current period (1.1 = at most 10% apart).
+        for one SKU in one UTC day (1.1 = at most 10% apart). Held without coordination
+        between workers: every price lies within ``anchor / sqrt(gap)`` and
+        ``anchor * sqrt(gap)``, so any two prices of the day are within the gap.
     """
 
     scope: Scope
@@ -134,16 +137,18 @@ class Rule:
 class ProductFacts:
     """What guardrails need to know about a SKU (money in minor units).
 
-    ``last_price`` is the last price served in the current period; ``other_segment_prices``
-    the (lowest, highest) price served to any segment in the period.
+    ``anchor_price`` is the price the day's caps are measured from: the SKU's close (last
+    price served) on the most recent earlier UTC day it sold, or its non-personalized price
+    when it has not sold in the last 30 days. Every worker derives the same anchor from
+    the shared daily aggregates, so ``max_change`` and ``segment_gap`` hold across any
+    number of workers without a lock (docs/architecture.md). None: the caps do not bind.
     """
 
     sku: str
     category: str
     list_price: int
     unit_cost: int
-    last_price: int | None = None
-    other_segment_prices: tuple[int, int] | None = None
+    anchor_price: int | None = None
 
 
 @dataclass(frozen=True)
@@ -232,24 +237,15 @@ class GuardrailSet:
         if "max_increase" in v:
             highs.append((math.floor(product.list_price * (1 + float(v["max_increase"])) + 1e-9),
                           f"{src['max_increase']}.max_increase"))  # fmt: skip
-        if "max_change" in v and product.last_price is not None:
-            change = float(v["max_change"])
-            lows.append(
-                (
-                    math.ceil(product.last_price * (1 - change) - 1e-9),
-                    f"{src['max_change']}.max_change",
-                )
-            )
-            highs.append(
-                (
-                    math.floor(product.last_price * (1 + change) + 1e-9),
-                    f"{src['max_change']}.max_change",
-                )
-            )
-        if "segment_gap" in v and product.other_segment_prices is not None:
-            gap, (lowest, highest) = float(v["segment_gap"]), product.other_segment_prices
-            lows.append((math.ceil(highest / gap - 1e-9), f"{src['segment_gap']}.segment_gap"))
-            highs.append((math.floor(lowest * gap + 1e-9), f"{src['segment_gap']}.segment_gap"))
+        anchor = product.anchor_price
+        if "max_change" in v and anchor is not None:
+            change, name = float(v["max_change"]), f"{src['max_change']}.max_change"
+            lows.append((math.ceil(anchor * (1 - change) - 1e-9), name))
+            highs.append((math.floor(anchor * (1 + change) + 1e-9), name))
+        if "segment_gap" in v and anchor is not None:
+            half, name = math.sqrt(float(v["segment_gap"])), f"{src['segment_gap']}.segment_gap"
+            lows.append((math.ceil(anchor / half - 1e-9), name))
+            highs.append((math.floor(anchor * half + 1e-9), name))
         if "ceiling" not in v and "max_increase" not in v:
             # No rule allows prices above list: never more than the list price.
             highs.append((product.list_price, "list_price"))

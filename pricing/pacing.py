@@ -28,13 +28,21 @@ checks the closed form against ``linprog``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linprog
 
-__all__ = ["PacedChoice", "choose_paced", "lp_choice_probabilities", "lp_mixture", "spend_rate"]
+__all__ = [
+    "PacedChoice",
+    "choose_paced",
+    "lp_choice_probabilities",
+    "lp_mixture",
+    "pacing_rate",
+    "spend_rate",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -58,6 +66,47 @@ def spend_rate(remaining_budget: float, remaining_decisions: float) -> float:
     if remaining_decisions <= 0:
         return float("inf")
     return max(float(remaining_budget), 0.0) / float(remaining_decisions)
+
+
+def pacing_rate(
+    *,
+    budget: float,
+    spent: float,
+    held: float,
+    redemptions: int,
+    settled_offers: int,
+    eligible_visits: int,
+    first_eligible_at: datetime | None,
+    ends_at: datetime,
+    now: datetime,
+) -> float:
+    """Expected spend allowed per eligible decision now (Ferreira et al.'s TS-update rate).
+
+    Parameters
+    ----------
+    budget, spent, held : float
+        The promotion's budget, settled spend and budget held by open offers (money).
+    redemptions, settled_offers : int
+        Open offers redeem at the share seen so far, Laplace-smoothed:
+        ``(redemptions + 1) / (settled_offers + 2)`` of ``held`` counts as spent.
+    eligible_visits : int
+        Eligible decisions since ``first_eligible_at``: the traffic-rate estimate.
+    ends_at, now : datetime
+        End of the campaign and the present (UTC).
+
+    Returns
+    -------
+    float
+        Money per eligible decision; ``inf`` before any traffic (nothing to pace on yet).
+    """
+    if first_eligible_at is None or eligible_visits == 0:
+        return float("inf")
+    redeem_share = (redemptions + 1) / (settled_offers + 2)
+    remaining = budget - spent - held * redeem_share
+    seconds_left = (ends_at - now).total_seconds()
+    elapsed = max((now - first_eligible_at).total_seconds(), 60.0)
+    expected = eligible_visits / elapsed * max(seconds_left, 0.0)
+    return spend_rate(remaining, max(expected, 1.0))
 
 
 def _single_budget(reward: FloatArray, spend: FloatArray, rate: float) -> FloatArray:

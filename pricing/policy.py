@@ -7,7 +7,11 @@ changing the service or the API contract.
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -20,7 +24,112 @@ from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer
 from pricing.thompson import choose
 
-__all__ = ["LineContext", "ListPricePolicy", "PriceDecision", "PricePolicy", "ThompsonPricePolicy"]
+__all__ = [
+    "LineContext",
+    "ListPricePolicy",
+    "PacingCache",
+    "PriceDecision",
+    "PricePolicy",
+    "ThompsonPricePolicy",
+    "quantize_rate",
+]
+
+#: Pacing rates are solved on a grid of this relative step: the LP of a line is re-solved
+#: only when its rate moves by a step, never on the tiny moves of every quote.
+RATE_STEP = 1.02
+
+
+def quantize_rate(rate: float) -> float:
+    """The grid rate at or just below ``rate`` (money per decision; 0 and inf unchanged)."""
+    if rate <= 0 or not math.isfinite(rate):
+        return float(rate)
+    return float(RATE_STEP ** math.floor(math.log(rate) / math.log(RATE_STEP) + 1e-9))
+
+
+def _features_key(features: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in features.items()))
+
+
+class PacingCache:
+    """Pacing LP solutions per line, for the current snapshot and pacing rates.
+
+    A solution depends only on the posterior draws, the candidates of the line (segment,
+    SKU, context, prices, promotions, quantity) and the pacing rates. The cache keeps the
+    newest solution per line: when a line's rates move, the quote uses the solution it
+    has (its propensity is that of the solution used) and the new one is solved in the
+    background. Only a line never seen with this snapshot is solved in the request.
+
+    Parameters
+    ----------
+    max_lines : int
+        Lines kept (least recently used are dropped).
+    """
+
+    def __init__(self, max_lines: int = 20_000) -> None:
+        self.max_lines = max_lines
+        self._solutions: OrderedDict[tuple[object, ...], tuple[bytes, NDArray[np.float64]]] = (
+            OrderedDict()
+        )
+        self._pending: set[tuple[object, ...]] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pacing-lp")
+        self.solved_inline = 0
+        self.solved_background = 0
+
+    def _store(self, key: tuple[object, ...], rates: bytes, x: NDArray[np.float64]) -> None:
+        with self._lock:
+            self._solutions[key] = (rates, x)
+            self._solutions.move_to_end(key)
+            while len(self._solutions) > self.max_lines:
+                self._solutions.popitem(last=False)
+
+    def _background(
+        self,
+        key: tuple[object, ...],
+        reward: NDArray[np.float64],
+        spend: NDArray[np.float64],
+        rates: NDArray[np.float64],
+    ) -> None:
+        try:
+            self._store(key, rates.tobytes(), lp_mixture(reward, spend, rates))
+            self.solved_background += 1
+        finally:
+            with self._lock:
+                self._pending.discard(key)
+
+    def solve(
+        self,
+        key: tuple[object, ...],
+        reward: NDArray[np.float64],
+        spend: NDArray[np.float64],
+        rates: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """The LP mixture to use for a line, shape (D, n) like ``reward``.
+
+        Exact for ``rates`` when cached or never seen; otherwise the line's newest
+        solution, while the one for ``rates`` is computed in the background.
+        """
+        wanted = rates.tobytes()
+        with self._lock:
+            hit = self._solutions.get(key)
+            if hit is not None:
+                self._solutions.move_to_end(key)
+        if hit is None:
+            x = lp_mixture(reward, spend, rates)
+            self._store(key, wanted, x)
+            self.solved_inline += 1
+            return x
+        if hit[0] != wanted:
+            with self._lock:
+                start = key not in self._pending
+                self._pending.add(key)
+            if start:
+                self._pool.submit(self._background, key, reward, spend, rates)
+        return hit[1]
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until background solutions are done (tests and benchmarks)."""
+        self._pool.submit(lambda: None).result(timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +156,9 @@ class LineContext:
         False when the customer opted out or personalization is switched off.
     features : Mapping[str, object]
         Declared context features (never protected attributes).
-    last_price_minor : int or None
-        Last price served for this SKU in the current guardrail period (minor units).
-    other_segment_prices : (int, int) or None
-        Lowest and highest price served to any segment for this SKU in the period.
+    anchor_price_minor : int or None
+        The SKU's daily anchor price, from which ``max_change`` and ``segment_gap`` are
+        measured (minor units; see :class:`~pricing.guardrails.ProductFacts`).
     offers : tuple of Offer
         Eligible promotions within their limits; the policy may pick one (or none).
     """
@@ -64,8 +172,7 @@ class LineContext:
     quantity: int = 1
     personalization_allowed: bool = True
     features: Mapping[str, object] = field(default_factory=dict)
-    last_price_minor: int | None = None
-    other_segment_prices: tuple[int, int] | None = None
+    anchor_price_minor: int | None = None
     offers: tuple[Offer, ...] = ()
 
 
@@ -188,7 +295,8 @@ class ThompsonPricePolicy:
     n_prices : int
         Largest candidate ladder.
     seed : int, optional
-        Seed of the policy's random generator (one generator per policy).
+        Seed of the policy's random generators: each thread that decides gets its own
+        generator, spawned from this seed (a NumPy ``Generator`` is not thread-safe).
     paced_prices : int
         Most ladder prices offered with a budget-paced promotion (keeps the per-draw LP
         small: 500 draws x 51 candidates cost ~20 ms, x 13 about 1 ms).
@@ -221,10 +329,23 @@ class ThompsonPricePolicy:
         self.epsilon = epsilon
         self.n_prices = n_prices
         self.paced_prices = paced_prices
-        self._rng = np.random.default_rng(seed)
+        self._seed = np.random.SeedSequence(seed)
+        self._local = threading.local()
+        self._spawn_lock = threading.Lock()
+        self.lp_cache = PacingCache()
         # Ladders depend only on the rules and the product facts: cache them per rule set.
         self._ladder_rules: GuardrailSet | None = None
         self._ladders: dict[ProductFacts, _Ladder] = {}
+
+    @property
+    def _rng(self) -> np.random.Generator:
+        """This thread's generator (created on first use from the policy's seed)."""
+        rng: np.random.Generator | None = getattr(self._local, "rng", None)
+        if rng is None:
+            with self._spawn_lock:
+                child = self._seed.spawn(1)[0]
+            rng = self._local.rng = np.random.default_rng(child)
+        return rng
 
     def _deterministic(
         self, price: int, reasons: tuple[str, ...], *, fallback: bool = False
@@ -241,8 +362,7 @@ class ThompsonPricePolicy:
             line.category,
             line.list_price_minor,
             line.unit_cost_minor,
-            line.last_price_minor,
-            line.other_segment_prices,
+            line.anchor_price_minor,
         )
         ladder = self._ladders.get(facts)
         if ladder is None:
@@ -255,7 +375,7 @@ class ThompsonPricePolicy:
             # Only the per-period caps (change, segment gap) can empty a validated set:
             # serve the statically allowed price nearest to list, and say so.
             static = rules.reference_price(
-                replace(facts, last_price=None, other_segment_prices=None)
+                replace(facts, anchor_price=None)
             )
             price = static if static is not None else line.list_price_minor
             return self._deterministic(
@@ -384,13 +504,15 @@ class ThompsonPricePolicy:
                 spend[:, cols, m] = p[:, cols] * (discounts[cols] * q + cost[cols])[None, :]
             rates = np.array(
                 [
-                    x.pacing_rate_minor
+                    quantize_rate(x.pacing_rate_minor)
                     for x in options
                     if x is not None and x.pacing_rate_minor is not None
                 ],
                 dtype=np.float64,
             )
-            mixtures = lp_mixture(reward, spend, rates)
+            key = (version, line.segment, line.sku, _features_key(line.features), q,
+                   prices.tobytes(), discounts.tobytes(), option.tobytes())  # fmt: skip
+            mixtures = self.lp_cache.solve(key, reward, spend, rates)
             paced_choice = choose_paced(mixtures, arrays["weights"], self.epsilon, self._rng)
             index, propensity, explored = (
                 paced_choice.index, paced_choice.propensity, paced_choice.explored

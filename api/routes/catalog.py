@@ -52,10 +52,16 @@ _IMPORT_BODY: dict[str, Any] = {
 
 @router.put("/products/{sku}", response_model=ProductPublic)
 def put_product(
-    sku: SkuPath, body: ProductIn, session: SessionDep, response: Response, actor: Merchandiser
+    sku: SkuPath,
+    body: ProductIn,
+    session: SessionDep,
+    state: StateDep,
+    response: Response,
+    actor: Merchandiser,
 ) -> ProductPublic:
     """Create or replace a product (201 when created, 200 when replaced); audited."""
     product, created = catalog.put_product(session, sku=sku, data=body, actor=actor)
+    state.catalog_changed()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return product
 
@@ -109,7 +115,9 @@ async def import_products(
         raise ApiError(
             415, f"unsupported content type {content_type!r}; send application/json or text/csv"
         )
-    return await run_in_threadpool(catalog.import_products, session, items=items, actor=actor)
+    result = await run_in_threadpool(catalog.import_products, session, items=items, actor=actor)
+    await run_in_threadpool(state.catalog_changed)
+    return result
 
 
 @router.get("/products", response_model=ProductPage)
@@ -149,15 +157,25 @@ def get_segment(key: KeyPath, session: SessionDep, _: Reader) -> SegmentPublic:
 
 @router.put("/segments/{key}", response_model=SegmentPublic)
 def put_segment(
-    key: KeyPath, body: SegmentIn, session: SessionDep, response: Response, actor: Merchandiser
+    key: KeyPath,
+    body: SegmentIn,
+    session: SessionDep,
+    state: StateDep,
+    response: Response,
+    actor: Merchandiser,
 ) -> SegmentPublic:
     """Create or replace a segment (201 when created); audited."""
     segment, created = catalog.put_segment(session, key=key, data=body, actor=actor)
+    state.catalog_changed()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return segment
 
 
 @router.delete("/segments/{key}", response_model=SegmentPublic)
-def delete_segment(key: KeyPath, session: SessionDep, actor: Merchandiser) -> SegmentPublic:
+def delete_segment(
+    key: KeyPath, session: SessionDep, state: StateDep, actor: Merchandiser
+) -> SegmentPublic:
     """Deactivate a segment; its decisions keep their history."""
-    return catalog.deactivate_segment(session, key=key, actor=actor)
+    segment = catalog.deactivate_segment(session, key=key, actor=actor)
+    state.catalog_changed()
+    return segment

@@ -44,13 +44,19 @@ SCHEMA_EXAMPLE = {
     responses={200: {"description": "Updated (new version)"}, 201: {"description": "Created"}},
 )
 def put_promotion_route(
-    key: Key, body: PromotionIn, session: SessionDep, response: Response, actor: Merchandiser
+    key: Key,
+    body: PromotionIn,
+    session: SessionDep,
+    state: StateDep,
+    response: Response,
+    actor: Merchandiser,
 ) -> PromotionPublic:
     """Create or replace a promotion; every change is a new version, audited.
 
     Deactivate with ``"active": false`` (history is kept; promotions are never deleted).
     """
     promotion, created = put_promotion(session, key=key, body=body, actor=actor)
+    state.promotions_changed()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return promotion
 

@@ -1,13 +1,12 @@
-"""Checkout: quotes and outcomes."""
+"""Checkout: quotes and outcomes (async: they wait on the worker's group writer)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.deps import SessionDep, StateDep, require
+from api.deps import StateDep, require
 from api.errors import ApiError
 from api.schemas import (
     OutcomeBatchIn,
@@ -18,38 +17,43 @@ from api.schemas import (
     QuoteResponse,
 )
 from api.security import Principal, Role
-from api.services.outcomes import record_outcome, record_outcomes
-from api.services.quotes import create_quote
+from api.services.outcomes import OutcomeJob, batch_result, outcome_items, single_result
+from api.writer import WriteUnavailableError
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 Checkout = Annotated[Principal, Depends(require(Role.CHECKOUT))]
+_RETRY = {"Retry-After": "1"}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"description": "Could not be committed; nothing was shown or stored. Retry."}}
 
 
-@router.post("/quotes", response_model=QuoteResponse, status_code=status.HTTP_201_CREATED)
-def post_quote(
-    body: QuoteRequest, state: StateDep, session: SessionDep, _: Checkout
-) -> QuoteResponse:
-    """Price every line of a cart; each line's decision is logged before the response."""
+def _unavailable(what: str) -> ApiError:
+    return ApiError(503, f"{what} could not be committed; retry", headers=_RETRY)
+
+
+@router.post(
+    "/quotes",
+    response_model=QuoteResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses=_UNAVAILABLE,
+)
+async def post_quote(body: QuoteRequest, state: StateDep, _: Checkout) -> QuoteResponse:
+    """Price every line of a cart; each line's decision is committed before the response."""
     if len(body.lines) > state.settings.max_quote_lines:
         raise ApiError.field(
             422, ["body", "lines"], f"at most {state.settings.max_quote_lines} lines per quote"
         )
     experiment = state.experiments.for_unit(body.customer_id)
-    quote = create_quote(
-        session,
-        request=body,
-        policy=state.policy_for(experiment),
-        experiment=experiment,
-        default_segment=state.settings.default_segment,
-        ttl=timedelta(seconds=state.settings.quote_ttl_seconds),
-        guardrail_version=state.guardrails.get()[0],
-        outcome_window=timedelta(seconds=state.settings.outcome_window_seconds),
-        context_schema=state.context_schema.get()[1],
-    )
+    try:
+        quote = await state.quotes.create(
+            body,
+            policy=state.policy_for(experiment),
+            experiment=experiment,
+            guardrail_version=state.guardrails.get()[0],
+        )
+    except WriteUnavailableError:
+        raise _unavailable("the quote") from None
     for line in quote.lines:
-        state.metrics.decisions.labels(
-            state.policy.__class__.__name__, str(line.personalized)
-        ).inc()
+        state.metrics.decisions.labels(line.policy_name, str(line.personalized)).inc()
     return quote
 
 
@@ -61,14 +65,20 @@ def post_quote(
         200: {"description": "Identical retry: the stored outcome"},
         404: {"description": "Unknown decision"},
         409: {"description": "A different outcome is already stored"},
+        **_UNAVAILABLE,
     },
 )
-def post_outcome(
-    body: OutcomeIn, state: StateDep, session: SessionDep, response: Response, _: Checkout
+async def post_outcome(
+    body: OutcomeIn, state: StateDep, response: Response, _: Checkout
 ) -> OutcomePublic:
     """Report what happened to one decision. Acknowledged only after it is committed."""
+    items = outcome_items([body])
     try:
-        outcome, created = record_outcome(session, data=body)
+        await state.writer.write_async(OutcomeJob(items, state.sticky.mark_reported))
+    except WriteUnavailableError:
+        raise _unavailable("the outcome") from None
+    try:
+        outcome, created = single_result(items[0])
     except ApiError as exc:
         label = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid")
         state.metrics.outcomes.labels(label).inc()
@@ -79,18 +89,21 @@ def post_outcome(
     return outcome
 
 
-@router.post("/outcomes/batch", response_model=OutcomeBatchOut)
-def post_outcome_batch(
-    body: OutcomeBatchIn, state: StateDep, session: SessionDep, _: Checkout
-) -> OutcomeBatchOut:
-    """Report up to 1,000 outcomes in one transaction; each item gets its own status."""
+@router.post("/outcomes/batch", response_model=OutcomeBatchOut, responses=_UNAVAILABLE)
+async def post_outcome_batch(body: OutcomeBatchIn, state: StateDep, _: Checkout) -> OutcomeBatchOut:
+    """Report up to 1,000 outcomes at once; each item gets its own status."""
     if len(body.outcomes) > state.settings.max_outcome_batch:
         raise ApiError.field(
             422,
             ["body", "outcomes"],
             f"at most {state.settings.max_outcome_batch} outcomes per batch",
         )
-    result = record_outcomes(session, outcomes=body.outcomes)
+    items = outcome_items(body.outcomes)
+    try:
+        await state.writer.write_async(OutcomeJob(items, state.sticky.mark_reported))
+    except WriteUnavailableError:
+        raise _unavailable("the outcomes") from None
+    result = batch_result(items)
     for name, count in result.counts.items():
         state.metrics.outcomes.labels(name).inc(count)
     return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from sqlalchemy import Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,10 +21,17 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError, FieldProblem
 from api.orm import Decision, Outcome, utcnow
 from api.schemas import BatchItemResult, OutcomeBatchOut, OutcomeIn, OutcomePublic
-from api.services.promotions import outcome_discount, settle
+from api.services.promotions import outcome_discount, settle_many
 from pricing.money import MoneyError, from_minor, to_minor
 
-__all__ = ["record_outcome", "record_outcomes"]
+__all__ = [
+    "OutcomeJob",
+    "batch_result",
+    "outcome_items",
+    "record_outcome",
+    "record_outcomes",
+    "single_result",
+]
 
 Status = Literal["created", "duplicate", "conflict", "not_found", "invalid"]
 
@@ -53,7 +60,15 @@ class _Item:
     error: str | None = None
     row: dict[str, Any] | None = None
     stored: Outcome | None = None
-    decision: Decision | None = None
+    decision: Any = None
+
+
+#: The decision columns an outcome needs.
+_DECISION_COLUMNS = (
+    Decision.id, Decision.currency, Decision.promotion, Decision.promotion_reserved_minor,
+    Decision.discount_minor, Decision.promotion_cost_minor, Decision.quantity,
+    Decision.outcome_deadline, Decision.customer_id, Decision.promotion_period,
+)  # fmt: skip
 
 
 def _insert_ignoring_duplicates(session: Session) -> Insert:
@@ -77,9 +92,17 @@ def _same(stored: Outcome, row: dict[str, Any]) -> bool:
 
 
 def _process(session: Session, items: Sequence[_Item]) -> None:
-    """Validate against decisions, insert, and classify every item (inside a transaction)."""
-    ids = {item.data.decision_id for item in items}
-    decisions = {d.id: d for d in session.scalars(select(Decision).where(Decision.id.in_(ids)))}
+    """Validate against decisions, insert, settle and classify every item (in a transaction).
+
+    A fixed number of statements per batch, whatever its size: one read of the decisions,
+    one multi-row insert, one read of what is stored, and the settlement's bulk updates.
+    """
+    ids = list({item.data.decision_id for item in items})
+    decisions = {
+        row.id: row
+        for chunk in range(0, len(ids), 5000)
+        for row in session.execute(select(*_DECISION_COLUMNS).where(Decision.id.in_(ids[chunk:chunk + 5000])))
+    }
     now = utcnow()
     rows: list[dict[str, Any]] = []
     claimed: set[uuid.UUID] = set()
@@ -124,10 +147,12 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
         session.execute(_insert_ignoring_duplicates(session), rows)
     stored = {
         o.decision_id: o
+        for chunk in range(0, len(rows), 5000)
         for o in session.scalars(
-            select(Outcome).where(Outcome.decision_id.in_([r["decision_id"] for r in rows]))
+            select(Outcome).where(Outcome.decision_id.in_([r["decision_id"] for r in rows[chunk:chunk + 5000]]))
         )
     }
+    created = []
     for item in items:
         if item.status is not None or item.row is None:
             continue
@@ -136,34 +161,57 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
         if outcome.id == item.row["id"]:
             item.status = "created"
             if item.decision is not None and item.decision.promotion is not None:
-                settle(
-                    session, item.decision, converted=outcome.converted,
-                    discount_minor=outcome.discount_minor,
-                )  # fmt: skip
+                created.append((item.decision, outcome))
         elif _same(outcome, item.row):
             item.status = "duplicate"
         else:
             item.status = "conflict"
             item.error = "a different outcome is already stored for this decision"
+    if created:
+        settle_many(session, created)
 
 
-def record_outcome(session: Session, *, data: OutcomeIn) -> tuple[OutcomePublic, bool]:
-    """Store one outcome idempotently; committed before returning.
+class OutcomeJob:
+    """Outcomes for the group writer: one request's items (a single outcome or a batch)."""
 
-    Returns
-    -------
-    tuple
-        The stored outcome and whether this call created it (False: identical retry).
+    kind: ClassVar[str] = "outcome"
 
-    Raises
-    ------
-    ApiError
-        404 for an unknown decision, 409 (with the stored outcome) for a conflicting
-        second outcome, 422 for a currency or revenue that does not fit the decision.
-    """
-    item = _Item(0, data)
-    with session.begin():
-        _process(session, [item])
+    def __init__(self, items: list[_Item], on_commit: Any = None) -> None:
+        self.items = items
+        self.on_commit = on_commit
+
+    @property
+    def rows(self) -> int:
+        """Rows this job counts for in a batch."""
+        return max(1, len(self.items))
+
+    @classmethod
+    def write_batch(cls, session: Session, jobs: Sequence[Any]) -> None:
+        """Process every job's items together (their statuses land on the items)."""
+        _process(session, [item for job in jobs for item in job.items])
+
+    def result(self) -> list[_Item]:
+        """The classified items."""
+        return self.items
+
+    def committed(self) -> None:
+        """Tell the worker's sticky map which decisions now have outcomes."""
+        if self.on_commit is not None:
+            self.on_commit([i.data.decision_id for i in self.items if i.status == "created"])
+
+    def failed(self, error: BaseException) -> None:
+        """Nothing was stored; the caller answers 503."""
+        for item in self.items:
+            item.status, item.stored = None, None
+
+
+def outcome_items(outcomes: Sequence[OutcomeIn]) -> list[_Item]:
+    """Items for :class:`OutcomeJob`, in request order."""
+    return [_Item(i, data) for i, data in enumerate(outcomes)]
+
+
+def single_result(item: _Item) -> tuple[OutcomePublic, bool]:
+    """The response of ``POST /v1/outcomes`` for a processed item (raises the 4xx errors)."""
     if item.status == "not_found":
         raise ApiError.field(404, ["body", "decision_id"], item.error or "", "not_found")
     if item.status == "invalid":
@@ -181,15 +229,8 @@ def record_outcome(session: Session, *, data: OutcomeIn) -> tuple[OutcomePublic,
     return public, item.status == "created"
 
 
-def record_outcomes(session: Session, *, outcomes: Sequence[OutcomeIn]) -> OutcomeBatchOut:
-    """Store a batch in one transaction and report each item's status.
-
-    Items that are new are created; identical retries are ``duplicate``; the rest are
-    reported (``conflict``, ``not_found``, ``invalid``) without affecting the others.
-    """
-    items = [_Item(i, data) for i, data in enumerate(outcomes)]
-    with session.begin():
-        _process(session, items)
+def batch_result(items: Sequence[_Item]) -> OutcomeBatchOut:
+    """The response of ``POST /v1/outcomes/batch`` for processed items."""
     results = []
     counts: dict[str, int] = {}
     for item in items:
@@ -205,3 +246,31 @@ def record_outcomes(session: Session, *, outcomes: Sequence[OutcomeIn]) -> Outco
             )
         )
     return OutcomeBatchOut(results=results, counts=counts)
+
+
+def record_outcome(session: Session, *, data: OutcomeIn) -> tuple[OutcomePublic, bool]:
+    """Store one outcome idempotently in its own transaction (callers without a writer).
+
+    Returns
+    -------
+    tuple
+        The stored outcome and whether this call created it (False: identical retry).
+
+    Raises
+    ------
+    ApiError
+        404 for an unknown decision, 409 (with the stored outcome) for a conflicting
+        second outcome, 422 for a currency or revenue that does not fit the decision.
+    """
+    item = _Item(0, data)
+    with session.begin():
+        _process(session, [item])
+    return single_result(item)
+
+
+def record_outcomes(session: Session, *, outcomes: Sequence[OutcomeIn]) -> OutcomeBatchOut:
+    """Store a batch in one transaction and report each item's status (without a writer)."""
+    items = outcome_items(outcomes)
+    with session.begin():
+        _process(session, items)
+    return batch_result(items)

@@ -1,48 +1,52 @@
-"""Promotions: the catalog (versioned, audited), the limits a quote must respect, and
-redemption accounting from outcomes.
+"""Promotions: the catalog (versioned, audited), its usage, and redemption accounting.
 
-Hard caps are enforced in the database, never in a worker's memory:
-
-- every quote that may offer a capped promotion locks its ``promotion_usage`` row
-  (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
-  serialises writers) and reads settled spend plus the budget *held* by open offers;
-- an offer holds ``discount × quantity + cost`` until its outcome arrives or its outcome
-  window closes, so concurrent quotes can never promise more than the budget, the
-  redemption cap or a customer's limit;
-- outcomes settle the hold in their own transaction: spend and redemptions grow by what was
-  actually given, and the decision is marked settled/redeemed.
+Hard caps are enforced in the database without a per-quote lock (api/hot/promotions.py):
+workers spend leased slices of a capped promotion's budget and redemptions, every offer
+holds ``discount × quantity + cost`` until its outcome arrives or its outcome window
+closes, and the running totals in ``promotion_usage`` move in the writer's transactions.
+Outcomes settle holds here (:func:`settle_many`): spend and redemptions grow by what was
+actually given, the decision is marked settled/redeemed, and what the hold did not use
+returns to the free budget.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, FieldProblem
-from api.orm import Decision, Product, PromotionUsage, PromotionVersion, Segment, utcnow
+from api.hot.promotions import release_holds
+from api.orm import (
+    Decision,
+    Product,
+    PromotionCustomerUsage,
+    PromotionUsage,
+    PromotionVersion,
+    Segment,
+    utcnow,
+)
 from api.orm import Promotion as PromotionRow
 from api.schemas import IDENTIFIER_PATTERN, CurrencyCode, Money
 from api.security import Principal
 from api.services.audit import SYSTEM, record_change
 from pricing.money import CURRENCY_EXPONENTS, MoneyError, from_minor, to_minor
-from pricing.pacing import spend_rate
-from pricing.promotions import Offer, Promotion
+from pricing.pacing import pacing_rate
+from pricing.promotions import Promotion
 
 __all__ = [
-    "OfferBook",
     "PromotionIn",
     "PromotionPublic",
     "get_promotion",
     "list_promotions",
     "load_active",
     "put_promotion",
+    "settle_many",
 ]
 
 Name = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
@@ -288,14 +292,23 @@ def put_promotion(
 
 def _usage(session: Session, promotion: Promotion, now: datetime) -> UsagePublic:
     usage = session.get(PromotionUsage, promotion.key)
-    held, open_offers = _open_holds(session, [promotion.key], now).get(promotion.key, (0, 0))
     c = promotion.currency
     spent = usage.spent_minor if usage else 0
+    held = usage.held_minor if usage else 0
     remaining = None if promotion.budget_minor is None else promotion.budget_minor - spent - held
-    rate = _pacing_rate(promotion, usage, held, now) if promotion.paced else None
+    rate = None
+    if promotion.paced and usage is not None:
+        assert promotion.budget_minor is not None and promotion.ends_at is not None
+        rate = pacing_rate(
+            budget=promotion.budget_minor, spent=usage.spent_minor, held=usage.held_minor,
+            redemptions=usage.redemptions, settled_offers=usage.settled_offers,
+            eligible_visits=usage.eligible_visits, first_eligible_at=usage.first_eligible_at,
+            ends_at=promotion.ends_at, now=now,
+        )  # fmt: skip
     return UsagePublic(
         spent=_text(spent, c), held=_text(held, c), remaining_budget=_text(remaining, c),
-        redemptions=usage.redemptions if usage else 0, open_offers=open_offers,
+        redemptions=usage.redemptions if usage else 0,
+        open_offers=usage.open_offers if usage else 0,
         eligible_visits=usage.eligible_visits if usage else 0,
         pacing_rate=None if rate is None or rate == float("inf") or c is None
         else str(from_minor(int(rate), c)),
@@ -336,203 +349,73 @@ def load_active(session: Session) -> list[Promotion]:
     return [Promotion.from_dict(r.definition) for r in rows]
 
 
-# --------------------------------------------------------------------------- limits
-def _open_holds(session: Session, keys: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
-    """Budget held and offers open per promotion: unsettled offers inside their window."""
-    rows = session.execute(
-        select(Decision.promotion, func.sum(Decision.promotion_reserved_minor), func.count())
-        .where(
-            Decision.promotion.in_(keys),
-            Decision.settled.is_(False),
-            Decision.outcome_deadline > now,
-        )
-        .group_by(Decision.promotion)
-    )
-    return {k: (int(held or 0), int(n)) for k, held, n in rows if k is not None}
-
-
-def _pacing_rate(
-    promotion: Promotion, usage: PromotionUsage | None, held: int, now: datetime
-) -> float | None:
-    """Expected spend allowed per eligible decision (Ferreira et al.'s TS-update rate)."""
-    if not promotion.paced or usage is None:
-        return None
-    assert promotion.budget_minor is not None and promotion.ends_at is not None
-    # Open offers redeem at the rate seen so far (Laplace-smoothed), so count that share.
-    redeem_share = (usage.redemptions + 1) / (usage.settled_offers + 2)
-    remaining = promotion.budget_minor - usage.spent_minor - held * redeem_share
-    seconds_left = (promotion.ends_at - now).total_seconds()
-    if usage.first_eligible_at is None or usage.eligible_visits == 0:
-        return float("inf")  # no traffic seen yet: nothing to pace on (hard caps still hold)
-    elapsed = max((now - usage.first_eligible_at).total_seconds(), 60.0)
-    expected = usage.eligible_visits / elapsed * max(seconds_left, 0.0)
-    return spend_rate(remaining, max(expected, 1.0))
-
-
-def _period_start(promotion: Promotion, now: datetime) -> datetime:
-    if promotion.per_customer_period == "day":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return promotion.starts_at or datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class _State:
-    promotion: Promotion
-    free_budget: int | None
-    offers_left: int | None
-    customer_left: int | None
-    rate: float | None
-    eligible_lines: int = 0
-
-
-@dataclass
-class OfferBook:
-    """The offers a quote may make, kept consistent across the lines of one cart.
-
-    Built inside the quote transaction by :meth:`open`, which locks the usage rows of the
-    capped promotions; :meth:`offers_for` gives a line its offers and :meth:`take` books
-    the chosen one, so later lines see what is left; :meth:`close` records eligible traffic.
-    """
-
-    promotions: list[Promotion]
-    states: dict[str, _State] = field(default_factory=dict)
-    taken: list[Promotion] = field(default_factory=list)
-
-    @classmethod
-    def open(
-        cls, session: Session, *, promotions: list[Promotion], customer_id: str, now: datetime
-    ) -> OfferBook:
-        """Lock and read the usage of every capped promotion (sorted keys: no deadlock)."""
-        book = cls(promotions)
-        capped = sorted(p.key for p in promotions if p.capped or p.paced)
-        usage: dict[str, PromotionUsage] = {}
-        if capped:
-            usage = {
-                u.key: u
-                for u in session.scalars(
-                    select(PromotionUsage).where(PromotionUsage.key.in_(capped))
-                    .order_by(PromotionUsage.key).with_for_update()
-                )
-            }  # fmt: skip
-        holds = _open_holds(session, capped, now) if capped else {}
-        per_customer = [p for p in promotions if p.per_customer_limit is not None]
-        counts: dict[str, int] = {}
-        if per_customer:
-            since = min(_period_start(p, now) for p in per_customer)
-            rows = session.execute(
-                select(Decision.promotion, Decision.created_at).where(
-                    Decision.customer_id == customer_id,
-                    Decision.promotion.in_([p.key for p in per_customer]),
-                    Decision.created_at >= since,
-                    Decision.redeemed.is_(True)
-                    | (Decision.settled.is_(False) & (Decision.outcome_deadline > now)),
-                )
-            )
-            starts = {p.key: _period_start(p, now) for p in per_customer}
-            for key, created in rows:
-                if key is not None and created >= starts[key]:
-                    counts[key] = counts.get(key, 0) + 1
-        for p in promotions:
-            u = usage.get(p.key)
-            held, open_offers = holds.get(p.key, (0, 0))
-            spent = u.spent_minor if u else 0
-            redemptions = u.redemptions if u else 0
-            book.states[p.key] = _State(
-                p,
-                None if p.budget_minor is None else p.budget_minor - spent - held,
-                None if p.redemption_cap is None else p.redemption_cap - redemptions - open_offers,
-                None
-                if p.per_customer_limit is None
-                else p.per_customer_limit - counts.get(p.key, 0),
-                _pacing_rate(p, u, held, now),
-            )
-        return book
-
-    def offers_for(
-        self,
-        *,
-        segment: str,
-        sku: str,
-        category: str,
-        currency: str,
-        cart_value_minor: int,
-        channel: str | None,
-        now: datetime,
-    ) -> tuple[Offer, ...]:
-        """Offers for one line: eligible, within every limit, compatible with the cart."""
-        out = []
-        exclusive_taken = any(p.exclusive for p in self.taken)
-        for p in self.promotions:
-            if p.ineligibility(segment=segment, sku=sku, category=category, currency=currency,
-                               cart_value_minor=cart_value_minor, channel=channel, now=now):  # fmt: skip
-                continue
-            state = self.states[p.key]
-            state.eligible_lines += 1
-            others = [t for t in self.taken if t.key != p.key]
-            if others and (p.exclusive or exclusive_taken):
-                continue  # an exclusive promotion is never combined with another one
-            if state.offers_left is not None and state.offers_left <= 0:
-                continue
-            if state.customer_left is not None and state.customer_left <= 0:
-                continue
-            if state.free_budget is not None and state.free_budget <= p.cost_minor:
-                continue
-            rate = state.rate if state.rate is not None and state.rate != float("inf") else None
-            out.append(Offer(p, state.free_budget, rate))
-        return tuple(out)
-
-    def take(self, key: str, reserve_minor: int) -> None:
-        """Book an offer made on a line: its hold, one offer and one customer use."""
-        state = self.states[key]
-        if state.free_budget is not None:
-            state.free_budget -= reserve_minor
-        if state.offers_left is not None:
-            state.offers_left -= 1
-        if state.customer_left is not None:
-            state.customer_left -= 1
-        self.taken.append(state.promotion)
-
-    def close(self, session: Session, now: datetime) -> None:
-        """Count eligible lines (the pacing LP's traffic estimate) in the usage rows."""
-        for key, state in self.states.items():
-            if state.eligible_lines and state.promotion.paced:
-                session.execute(
-                    update(PromotionUsage)
-                    .where(PromotionUsage.key == key)
-                    .values(
-                        eligible_visits=PromotionUsage.eligible_visits + state.eligible_lines,
-                        first_eligible_at=func.coalesce(PromotionUsage.first_eligible_at, now),
-                    )
-                )
-
-
 # --------------------------------------------------------------------------- outcomes
-def settle(session: Session, decision: Decision, *, converted: bool, discount_minor: int) -> None:
-    """Settle an offer's hold when its outcome is stored (same transaction as the outcome)."""
-    if decision.promotion is None:
+def settle_many(session: Session, settled: Sequence[tuple[Any, Any]]) -> None:
+    """Settle the offers of newly stored outcomes (same transaction as the outcomes).
+
+    Parameters
+    ----------
+    settled : sequence of (decision, outcome)
+        Decisions carrying a promotion (rows with ``id``, ``promotion``,
+        ``promotion_reserved_minor``, ``customer_id``, ``promotion_period``) and their
+        outcomes (``converted``, ``discount_minor``).
+    """
+    if not settled:
         return
-    # Plain UPDATEs: synchronising the session's loaded objects made batch ingestion
-    # quadratic (promoted outcomes x decisions loaded), found by benchmarks/systems.py.
     plain = {"synchronize_session": False}
-    session.execute(
-        update(Decision)
-        .where(Decision.id == decision.id)
-        .values(settled=True, redeemed=converted)
-        .execution_options(**plain)
-    )
-    session.execute(
-        update(PromotionUsage)
-        .where(PromotionUsage.key == decision.promotion)
-        .values(
-            spent_minor=PromotionUsage.spent_minor + discount_minor,
-            redemptions=PromotionUsage.redemptions + int(converted),
-            settled_offers=PromotionUsage.settled_offers + 1,
+    ids = [d.id for d, _ in settled]
+    was_open = set(
+        session.scalars(
+            update(Decision).where(Decision.id.in_(ids), Decision.hold_open.is_(True))
+            .values(hold_open=False).returning(Decision.id).execution_options(**plain)
         )
-        .execution_options(**plain)
-    )
+    )  # fmt: skip
+    for converted in (True, False):
+        chosen = [d.id for d, o in settled if bool(o.converted) is converted]
+        if chosen:
+            session.execute(
+                update(Decision).where(Decision.id.in_(chosen))
+                .values(settled=True, redeemed=converted).execution_options(**plain)
+            )  # fmt: skip
+    release_holds(session, [
+        (d.promotion, int(d.promotion_reserved_minor), d.customer_id, d.promotion_period,
+         (bool(o.converted), int(o.discount_minor)))
+        for d, o in settled if d.id in was_open
+    ])  # fmt: skip
+    totals: dict[str, list[int]] = {}  # spent, redemptions, settled, late allocated, late offers
+    customers: dict[tuple[str, str, str], int] = {}
+    for d, o in settled:
+        t = totals.setdefault(d.promotion, [0, 0, 0, 0, 0])
+        t[0] += int(o.discount_minor)
+        t[1] += int(bool(o.converted))
+        t[2] += 1
+        if d.id not in was_open:  # late: its hold was already released, so what it gave
+            t[3] += int(o.discount_minor)  # is allocated again (it is spent)
+            t[4] += int(bool(o.converted))
+            if o.converted and d.promotion_period is not None:
+                slot = (d.promotion, d.customer_id, d.promotion_period)
+                customers[slot] = customers.get(slot, 0) + 1
+    for key in sorted(totals):
+        spent, redeemed, n, late_money, late_offers = totals[key]
+        session.execute(
+            update(PromotionUsage).where(PromotionUsage.key == key).values(
+                spent_minor=PromotionUsage.spent_minor + spent,
+                redemptions=PromotionUsage.redemptions + redeemed,
+                settled_offers=PromotionUsage.settled_offers + n,
+                allocated_minor=PromotionUsage.allocated_minor + late_money,
+                allocated_offers=PromotionUsage.allocated_offers + late_offers,
+            ).execution_options(**plain)
+        )  # fmt: skip
+    for (key, customer, period), n in sorted(customers.items()):
+        session.execute(
+            update(PromotionCustomerUsage).where(
+                PromotionCustomerUsage.key == key, PromotionCustomerUsage.customer_id == customer,
+                PromotionCustomerUsage.period == period,
+            ).values(used=PromotionCustomerUsage.used + n).execution_options(**plain)
+        )  # fmt: skip
 
 
-def outcome_discount(decision: Decision, *, converted: bool, quantity: int,
+def outcome_discount(decision: Any, *, converted: bool, quantity: int,
                      reported: Decimal | None) -> tuple[int | None, str | None]:  # fmt: skip
     """Promotion money given on an outcome (minor units), or an error message.
 

@@ -1,179 +1,187 @@
-"""Quotes: price each cart line and log every decision, in the transaction that returns it."""
+"""Quotes: load the cart's context from memory, price it with a pure function, group-commit.
+
+:class:`QuoteService` splits a quote into three parts with one job each:
+
+1. :meth:`QuoteService.load`: validate the cart against the in-memory catalog and gather
+   what pricing needs from the caches (guardrails, promotions and this worker's leases,
+   daily price anchors, sticky quotes). The only database read is an indexed look-up of
+   one customer's unexpired decisions and promotion counts, when the worker's own map
+   cannot answer (:func:`api.hot.sticky.load_customer`);
+2. :func:`pricing.cart.price_cart`: decide every line (no session, no ORM);
+3. the worker's :class:`~api.writer.GroupWriter` commits the decision rows with others
+   in one transaction; the response is released only after that commit. When the
+   writer refuses an offer (a customer limit or lease taken meanwhile by another worker)
+   the cart is priced again without it.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased
+from starlette.concurrency import run_in_threadpool
 
+from api.cache import TTLCache
 from api.errors import ApiError, FieldProblem
-from api.orm import (
-    Decision,
-    DecisionAssignment,
-    ExperimentExposure,
-    Outcome,
-    Product,
-    Segment,
-    utcnow,
-)
+from api.hot.catalog import CatalogCache
+from api.hot.prices import PriceAggregates
+from api.hot.promotions import LeaseSpend, PromotionBook, period_key
+from api.hot.sticky import StickyMap, load_customer
+from api.orm import utcnow
 from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
 from api.services.experiments import QuoteExperiment
-from api.services.promotions import OfferBook, load_active
+from api.services.quote_writes import OfferClaim, OfferRejectedError, QuoteJob
+from api.writer import GroupWriter
+from pricing.cart import CartItem, PricedLine, StickyQuote, price_cart
 from pricing.context import ContextSchema
+from pricing.guardrails import GuardrailSet
+from pricing.guardrails import ProductFacts as GuardrailFacts
 from pricing.money import from_minor
-from pricing.policy import LineContext, PriceDecision, PricePolicy
+from pricing.offers import OfferBook
+from pricing.policy import PricePolicy
+from pricing.promotions import Promotion
 
-__all__ = ["create_quote"]
+__all__ = ["QuoteService"]
 
 log = logging.getLogger("pricing.quotes")
 
-
-def _price_history(
-    session: Session, skus: set[str], since: datetime
-) -> dict[str, tuple[int, int, int]]:
-    """(last, lowest, highest) price served since ``since`` per SKU, to any segment.
-
-    The last price feeds the per-period change cap; the range the cross-segment spread
-    cap. Every segment's prices count, the line's own segment's included: otherwise one
-    segment could drift away while the others stand still (found by the API test). One
-    statement, answered from the covering index ``ix_decisions_sku_time_price``.
-    """
-    later = aliased(Decision)
-    last = (
-        select(later.price_minor)
-        .where(later.sku == Decision.sku, later.created_at >= since)
-        .order_by(later.created_at.desc(), later.price_minor.desc())
-        .limit(1)
-        .correlate(Decision)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(Decision.sku, last, func.min(Decision.price_minor), func.max(Decision.price_minor))
-        .where(Decision.sku.in_(skus), Decision.created_at >= since)
-        .group_by(Decision.sku)
-    )
-    return {sku: (int(lp), int(lo), int(hi)) for sku, lp, lo, hi in rows}
+#: Times a cart is priced again when the writer refuses one of its offers.
+MAX_ATTEMPTS = 3
 
 
-def _sticky(
-    session: Session, customer_id: str, skus: set[str], now: datetime
-) -> dict[str, Decision]:
-    """Unexpired decisions for this customer and these SKUs (newest per SKU)."""
-    rows = session.scalars(
-        select(Decision)
-        .where(
-            Decision.customer_id == customer_id, Decision.sku.in_(skus), Decision.expires_at > now
-        )
-        .order_by(Decision.created_at)
-    )
-    return {d.sku: d for d in rows}
+@dataclass
+class _Cart:
+    """What :meth:`QuoteService.load` gathers for one quote."""
+
+    request: QuoteRequest
+    segment: str
+    now: datetime
+    items: list[CartItem]
+    allowed: bool
+    promotions: list[Promotion]
+    sticky: dict[str, StickyQuote]
+    missing: list[str]
+    customer_used: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> list[tuple[str, str]]:
+        return [(p.key, period_key(p, self.now)) for p in self.promotions
+                if p.per_customer_limit is not None]  # fmt: skip
 
 
-def _record_assignments(
-    session: Session,
-    experiment: QuoteExperiment,
-    unit_id: str,
-    decisions: list[Decision],
-    now: datetime,
-) -> None:
-    """Each decision's variants, and the unit's first exposure per experiment (once)."""
-    session.add_all(
-        DecisionAssignment(decision_id=d.id, experiment_key=key, variant=variant)
-        for d in decisions
-        for key, variant in experiment.assignments
-    )
-    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(
-        module.insert(ExperimentExposure).on_conflict_do_nothing(
-            index_elements=["experiment_key", "unit_id"]
-        ),
-        [{"experiment_key": key, "unit_id": unit_id, "variant": variant, "first_seen_at": now}
-         for key, variant in experiment.assignments],
-    )  # fmt: skip
-
-
-def _line_from(decision: Decision, line_no: int) -> QuoteLinePublic:
-    trail = decision.guardrail_trail or {}
-    return QuoteLinePublic(
-        line_no=line_no,
-        sku=decision.sku,
-        quantity=decision.quantity,
-        currency=decision.currency,
-        list_price=from_minor(decision.list_price_minor, decision.currency),
-        price=from_minor(decision.price_minor, decision.currency),
-        decision_id=decision.id,
-        propensity=decision.propensity,
-        personalized=decision.personalized,
-        fallback=bool(trail.get("fallback", False)),
-        reasons=list(trail.get("reasons", [])),
-        promotion=decision.promotion,
-        discount=from_minor(decision.discount_minor, decision.currency),
-        final_price=from_minor(decision.price_minor - decision.discount_minor, decision.currency),
-    )
-
-
-def create_quote(
-    session: Session,
-    *,
-    request: QuoteRequest,
-    policy: PricePolicy,
-    default_segment: str,
-    ttl: timedelta,
-    guardrail_version: int | None = None,
-    outcome_window: timedelta | None = None,
-    context_schema: ContextSchema | None = None,
-    experiment: QuoteExperiment | None = None,
-) -> QuoteResponse:
-    """Price every line of ``request`` and log one decision per line.
-
-    The decisions are committed before this returns, so a price is never shown that is
-    not in the log.
+class QuoteService:
+    """Prices carts for one worker (see the module docstring).
 
     Parameters
     ----------
-    session : Session
-        A session with no open transaction.
-    request : QuoteRequest
-        Validated request.
-    policy : PricePolicy
-        Decides each line's price and propensity.
+    catalog, prices, promotions, sticky
+        The worker's in-memory state (api/hot/).
+    writer : GroupWriter
+        The worker's writer.
+    read_sessions : sessionmaker
+        For the customer look-up.
+    guardrails : TTLCache of (version, GuardrailSet)
+        The active guardrails (the anchor of a SKU that has not sold lately is its
+        non-personalized price under them).
+    context_schema : TTLCache of (version, ContextSchema)
     default_segment : str
-        Segment used when the request names none.
-    ttl : timedelta
-        How long the quote is valid. A SKU quoted to the same customer before its
-        ``expires_at`` keeps its price: the earlier decision is returned again.
-    guardrail_version : int, optional
-        Guardrail version in force, recorded in each decision's trail.
-    outcome_window : timedelta, optional
-        Outcome window (default: the TTL); sets each decision's ``outcome_deadline``.
-    context_schema : ContextSchema, optional
-        Declared context features; each decision stores their values as ``context_key``.
-    experiment : QuoteExperiment, optional
-        The customer's assignments in running experiments: recorded with each decision
-        (and the first exposure per experiment); a control gets no promotions, a holdout's
-        decisions are not learned from. ``policy`` must already be the variant's policy.
-
-    Raises
-    ------
-    ApiError
-        422 naming ``segment`` when it is unknown or inactive, and ``lines[i].sku`` for
-        each unknown or inactive SKU.
+    ttl, outcome_window : timedelta
+        Quote validity and outcome window.
     """
-    segment_key = request.segment or default_segment
-    skus = {line.sku for line in request.lines}
-    now = utcnow()
-    with session.begin():
-        segment = session.get(Segment, segment_key)
-        products = {p.sku: p for p in session.scalars(select(Product).where(Product.sku.in_(skus)))}
+
+    def __init__(
+        self,
+        *,
+        catalog: CatalogCache,
+        prices: PriceAggregates,
+        promotions: PromotionBook,
+        sticky: StickyMap,
+        writer: GroupWriter,
+        read_sessions: Any,
+        guardrails: TTLCache[tuple[int | None, GuardrailSet]],
+        context_schema: TTLCache[tuple[int | None, ContextSchema]],
+        default_segment: str,
+        ttl: timedelta,
+        outcome_window: timedelta,
+    ) -> None:
+        self.catalog = catalog
+        self.prices = prices
+        self.promotions = promotions
+        self.sticky = sticky
+        self.writer = writer
+        self.read_sessions = read_sessions
+        self.guardrails = guardrails
+        self.context_schema = context_schema
+        self.default_segment = default_segment
+        self.ttl = ttl
+        self.outcome_window = max(outcome_window, ttl)
+        self._reference_rules: GuardrailSet | None = None
+        self._reference: dict[tuple[str, int, int], int | None] = {}
+
+    @classmethod
+    def build(
+        cls,
+        sessions: Any,
+        *,
+        guardrails: TTLCache[tuple[int | None, GuardrailSet]],
+        context_schema: TTLCache[tuple[int | None, ContextSchema]],
+        default_segment: str = "default",
+        ttl: timedelta = timedelta(minutes=15),
+        outcome_window: timedelta = timedelta(hours=1),
+        lease_seconds: float = 30.0,
+        max_rows: int = 2000,
+    ) -> QuoteService:
+        """A service with fresh in-memory state and its own writer (not yet loaded).
+
+        Call :meth:`warm` before the first quote.
+        """
+        from api.db import read_only
+
+        reader = read_only(sessions)
+        return cls(
+            catalog=CatalogCache(reader), prices=PriceAggregates(reader),
+            promotions=PromotionBook(sessions, reader, lease_seconds=lease_seconds),
+            sticky=StickyMap(), writer=GroupWriter(sessions, max_rows=max_rows),
+            read_sessions=reader, guardrails=guardrails, context_schema=context_schema,
+            default_segment=default_segment, ttl=ttl, outcome_window=outcome_window,
+        )  # fmt: skip
+
+    def warm(self) -> None:
+        """Load the catalog, price aggregates and promotions (and take leases); start the writer."""
+        self.catalog.refresh(force=True)
+        self.prices.refresh()
+        self.promotions.refresh()
+        self.writer.start()
+
+    def close(self) -> None:
+        """Stop the writer and return this worker's leases."""
+        self.writer.stop()
+        self.promotions.release_all()
+
+    # ------------------------------------------------------------------ 1. load
+    def _anchor(self, rules: GuardrailSet, item: CartItem, today: Any) -> int | None:
+        anchor = self.prices.anchor(item.sku, today)
+        if anchor is not None:
+            return anchor
+        if rules is not self._reference_rules:
+            self._reference_rules, self._reference = rules, {}
+        key = (item.sku, item.list_price_minor, item.unit_cost_minor)
+        if key not in self._reference:
+            facts = GuardrailFacts(item.sku, item.category, item.list_price_minor, item.unit_cost_minor)
+            self._reference[key] = rules.reference_price(facts)
+        return self._reference[key]
+
+    def load(self, request: QuoteRequest, experiment: QuoteExperiment | None) -> _Cart:
+        """Validate the cart and gather its context from memory (422s name the fields)."""
+        segment = request.segment or self.default_segment
+        products, segments = self.catalog.products, self.catalog.segments
         problems = []
-        if segment is None or not segment.active:
-            state = "unknown" if segment is None else "inactive"
-            problems.append(FieldProblem(["body", "segment"], f"{state} segment {segment_key!r}"))
+        if not segments.get(segment, False):
+            state = "unknown" if segment not in segments else "inactive"
+            problems.append(FieldProblem(["body", "segment"], f"{state} segment {segment!r}"))
         for index, line in enumerate(request.lines):
             product = products.get(line.sku)
             if product is None or not product.active:
@@ -183,142 +191,260 @@ def create_quote(
                 )
         if problems:
             raise ApiError(422, problems)
-
-        allowed = request.consent is None or request.consent.personalization
-        quote_id = uuid.uuid4()
-        expires_at = now + ttl
-        sticky = _sticky(session, request.customer_id, skus, now) if allowed else {}
-        reported = (
-            set(
-                session.scalars(
-                    select(Outcome.decision_id).where(
-                        Outcome.decision_id.in_([d.id for d in sticky.values()])
-                    )
-                )
-            )
-            if sticky
-            else set()
-        )
-        period_start = now.replace(
-            hour=0, minute=0, second=0, microsecond=0
-        )  # guardrail period: UTC day
-        history = _price_history(session, skus, period_start)
-        window = outcome_window or ttl
-        schema = context_schema or ContextSchema()
-        context_key = schema.key(request.context)
-        offers_allowed = allowed and not (experiment is not None and experiment.control)
-        promotions = load_active(session) if offers_allowed else []
-        book = (
-            OfferBook.open(session, promotions=promotions, customer_id=request.customer_id, now=now)
-            if promotions
-            else None
-        )
-        cart_value: dict[str, int] = {}
+        now = utcnow()
+        today = now.date()
+        rules = self.guardrails.get()[1]
+        items = []
         for line in request.lines:
-            product = products[line.sku]
-            cart_value[product.currency] = (
-                cart_value.get(product.currency, 0) + product.list_price_minor * line.quantity
-            )
-        out_lines = []
-        decisions = []
-        for index, line in enumerate(request.lines):
-            product = products[line.sku]
-            previous = sticky.get(product.sku)
-            if previous is not None and previous.segment != segment_key:
-                previous = None
-            if (
-                previous is not None
-                and previous.id not in reported
-                and previous.quantity == line.quantity
-            ):
-                out_lines.append(_line_from(previous, index))
-                continue
-            context = LineContext(
-                segment=segment_key,
-                sku=product.sku,
-                category=product.category,
-                currency=product.currency,
-                list_price_minor=product.list_price_minor,
-                unit_cost_minor=product.unit_cost_minor,
-                quantity=line.quantity,
-                personalization_allowed=allowed,
-                features=request.context,
-                last_price_minor=history[product.sku][0] if product.sku in history else None,
-                other_segment_prices=history[product.sku][1:] if product.sku in history else None,
-                offers=book.offers_for(
-                    segment=segment_key, sku=product.sku, category=product.category,
-                    currency=product.currency, cart_value_minor=cart_value[product.currency],
-                    channel=request.channel, now=now,
-                ) if book is not None and previous is None else (),
+            p = products[line.sku]
+            item = CartItem(p.sku, line.quantity, p.category, p.currency, p.list_price_minor,
+                            p.unit_cost_minor)  # fmt: skip
+            items.append(CartItem(item.sku, item.quantity, item.category, item.currency,
+                                  item.list_price_minor, item.unit_cost_minor,
+                                  self._anchor(rules, item, today)))  # fmt: skip
+        allowed = request.consent is None or request.consent.personalization
+        offers_allowed = allowed and not (experiment is not None and experiment.control)
+        promotions = list(self.promotions.active) if offers_allowed else []
+        sticky, missing = (
+            self.sticky.lookup(request.customer_id, [i.sku for i in items], now)
+            if allowed else ({}, [])
+        )  # fmt: skip
+        return _Cart(request, segment, now, items, allowed, promotions, sticky, missing)
+
+    def needs_lookup(self, cart: _Cart) -> bool:
+        """Whether the customer look-up must read the log (the map cannot answer)."""
+        return bool(cart.missing) or bool(cart.limits)
+
+    def lookup(self, cart: _Cart) -> None:
+        """Read the customer's unexpired decisions and promotion counts (indexed)."""
+        with self.read_sessions() as session:
+            found, used = load_customer(
+                session, customer=cart.request.customer_id, skus=cart.missing, now=cart.now,
+                limits=cart.limits,
             )  # fmt: skip
-            try:
-                if previous is not None:
-                    # Same price until the earlier quote expires; a new decision, so a second
-                    # purchase is counted. Not a policy choice: propensity 1, policy "sticky/1".
-                    decision = PriceDecision(previous.price_minor, 1.0, previous.personalized, "sticky/1",
-                                             ("sticky_quote",), previous.model_version, False, 1)  # fmt: skip
-                else:
-                    decision = policy.decide(context)
-            except Exception:  # a failing model never fails checkout: list price, flagged
-                log.exception("price policy failed for %s; serving the list price", product.sku)
-                decision = PriceDecision(product.list_price_minor, 1.0, False, "fallback", ("policy_error",),
-                                         None, True, 1)  # fmt: skip
-            if decision.promotion is not None:
-                assert book is not None
-                book.take(decision.promotion, decision.reserve_minor)
+        cart.sticky.update(found)
+        cart.customer_used = used
+        if found:
+            self.sticky.put(cart.request.customer_id, list(found.items()))
+
+    # ------------------------------------------------------------------ 2. decide
+    def decide(
+        self,
+        cart: _Cart,
+        *,
+        policy: PricePolicy,
+        experiment: QuoteExperiment | None,
+        guardrail_version: int | None,
+        excluded: frozenset[str] = frozenset(),
+    ) -> QuoteJob:
+        """Price the cart (pure) and build the writer's job; nothing is written yet."""
+        request, now = cart.request, cart.now
+        promotions = [p for p in cart.promotions if p.key not in excluded]
+        allowances, leases = self.promotions.allowances(promotions, cart.customer_used, now)
+        book = OfferBook(promotions, allowances) if promotions else None
+        schema = self.context_schema.get()[1]
+        lines = price_cart(
+            cart.items, policy=policy, segment=cart.segment, now=now,
+            personalization_allowed=cart.allowed, features=request.context, sticky=cart.sticky,
+            book=book, channel=request.channel,
+        )  # fmt: skip
+        return self._job(cart, lines, book, leases, schema, experiment, guardrail_version)
+
+    def _job(
+        self,
+        cart: _Cart,
+        lines: list[PricedLine],
+        book: OfferBook | None,
+        leases: dict[str, uuid.UUID | None],
+        schema: ContextSchema,
+        experiment: QuoteExperiment | None,
+        guardrail_version: int | None,
+    ) -> QuoteJob:
+        request, now = cart.request, cart.now
+        quote_id = uuid.uuid4()
+        expires_at = now + self.ttl
+        deadline = now + self.outcome_window
+        context_key = schema.key(request.context)
+        context = dict(request.context)
+        variant = experiment.label if experiment is not None else None
+        learn = not (experiment is not None and experiment.holdout)
+        by_key = {p.key: p for p in cart.promotions}
+        rows: list[dict[str, Any]] = []
+        out_lines: list[QuoteLinePublic] = []
+        offers: list[OfferClaim] = []
+        spends: list[LeaseSpend] = []
+        sticky_new: list[tuple[str, StickyQuote]] = []
+        observed: list[tuple[str, datetime, int, int]] = []
+        for line in lines:
+            item = line.item
+            if line.repeat is not None:
+                previous = line.repeat
+                out_lines.append(_public_line(
+                    line.index, item, previous.decision_id, previous.price_minor,
+                    previous.propensity, previous.personalized, previous.fallback,
+                    list(previous.reasons), previous.promotion, previous.discount_minor,
+                ))  # fmt: skip
+                continue
+            decision = line.decision
+            assert decision is not None
             decision_id = uuid.uuid4()
-            row = Decision(
-                id=decision_id,
-                quote_id=quote_id,
-                line_no=index,
-                created_at=now,
-                expires_at=previous.expires_at if previous is not None else expires_at,
-                customer_id=request.customer_id,
-                segment=segment_key,
-                sku=product.sku,
-                quantity=line.quantity,
-                currency=product.currency,
-                list_price_minor=product.list_price_minor,
-                price_minor=decision.price_minor,
-                unit_cost_minor=product.unit_cost_minor,
-                promotion=decision.promotion,
-                promotion_version=decision.promotion_version,
-                discount_minor=decision.discount_minor,
-                promotion_cost_minor=decision.promotion_cost_minor,
-                promotion_reserved_minor=decision.reserve_minor,
-                outcome_deadline=now + window,
-                context_key=context_key,
-                channel=request.channel,
-                settled=False,
-                redeemed=False,
-                propensity=decision.propensity,
-                personalized=decision.personalized,
-                policy=decision.policy,
-                model_version=decision.model_version,
-                experiment_variant=experiment.label if experiment is not None else None,
-                learn=not (experiment is not None and experiment.holdout),
-                jurisdiction=request.jurisdiction,
-                context=dict(request.context),
-                guardrail_trail={
-                    "reasons": list(decision.reasons),
-                    "fallback": decision.fallback,
-                    "guardrail_version": guardrail_version,
-                    "candidates": decision.candidates,
+            line_expires = line.expires_at or expires_at
+            period = None
+            lease_id = None
+            if decision.promotion is not None:
+                promotion = by_key[decision.promotion]
+                lease_id = leases.get(decision.promotion)
+                period = period_key(promotion, now)
+                offers.append(OfferClaim(decision.promotion, decision.reserve_minor, lease_id,
+                                         request.customer_id, period,
+                                         promotion.per_customer_limit))  # fmt: skip
+                spends.append(self.promotions.spend(decision.promotion, lease_id, decision.reserve_minor))
+            rows.append({
+                "id": decision_id, "quote_id": quote_id, "line_no": line.index, "created_at": now,
+                "expires_at": line_expires, "customer_id": request.customer_id,
+                "segment": cart.segment, "sku": item.sku, "quantity": item.quantity,
+                "currency": item.currency, "list_price_minor": item.list_price_minor,
+                "price_minor": decision.price_minor, "unit_cost_minor": item.unit_cost_minor,
+                "promotion": decision.promotion, "promotion_version": decision.promotion_version,
+                "discount_minor": decision.discount_minor,
+                "promotion_cost_minor": decision.promotion_cost_minor,
+                "promotion_reserved_minor": decision.reserve_minor, "outcome_deadline": deadline,
+                "context_key": context_key, "channel": request.channel, "settled": False,
+                "redeemed": False, "hold_open": decision.promotion is not None,
+                "promotion_period": period, "lease_id": lease_id,
+                "propensity": decision.propensity, "personalized": decision.personalized,
+                "policy": decision.policy, "model_version": decision.model_version,
+                "experiment_variant": variant, "learn": learn,
+                "jurisdiction": request.jurisdiction, "context": context,
+                "guardrail_trail": {
+                    "reasons": list(decision.reasons), "fallback": decision.fallback,
+                    "guardrail_version": guardrail_version, "candidates": decision.candidates,
+                    "anchor_price_minor": item.anchor_price_minor,
                 },
-            )
-            decisions.append(row)
-            out_lines.append(_line_from(row, index))
-        if book is not None:
-            book.close(session, now)
-        session.add_all(decisions)
+            })  # fmt: skip
+            final = decision.price_minor - decision.discount_minor
+            observed.append((item.sku, now, decision.price_minor, final))
+            public = _public_line(
+                line.index, item, decision_id, decision.price_minor, decision.propensity,
+                decision.personalized, decision.fallback, list(decision.reasons),
+                decision.promotion, decision.discount_minor,
+            )  # fmt: skip
+            public._policy = decision.policy
+            out_lines.append(public)
+            if cart.allowed:
+                sticky_new.append((item.sku, StickyQuote(
+                    decision_id, cart.segment, item.quantity, decision.price_minor,
+                    decision.personalized, decision.model_version, line_expires, False,
+                    decision.propensity, decision.fallback, tuple(decision.reasons),
+                    decision.promotion, decision.discount_minor,
+                )))  # fmt: skip
+        for sku, at, price, final in observed:
+            self.prices.observe(sku, at, price, final)
+        assignments: list[dict[str, Any]] = []
+        exposures: list[dict[str, Any]] = []
         if experiment is not None and experiment.assignments:
-            session.flush()
-            _record_assignments(session, experiment, request.customer_id, decisions, now)
-    return QuoteResponse(
-        quote_id=quote_id,
-        customer_id=request.customer_id,
-        segment=segment_key,
-        expires_at=expires_at,
-        personalized=any(line.personalized for line in out_lines),
-        lines=out_lines,
-    )
+            assignments = [{"decision_id": r["id"], "experiment_key": key, "variant": variant_name}
+                           for r in rows for key, variant_name in experiment.assignments]  # fmt: skip
+            exposures = [{"experiment_key": key, "unit_id": request.customer_id,
+                          "variant": variant_name, "first_seen_at": now}
+                         for key, variant_name in experiment.assignments]  # fmt: skip
+        eligible = dict(book.eligible) if book is not None else {}
+        response = QuoteResponse(
+            quote_id=quote_id, customer_id=request.customer_id, segment=cart.segment,
+            expires_at=expires_at, personalized=any(x.personalized for x in out_lines),
+            lines=out_lines,
+        )  # fmt: skip
+        customer = request.customer_id
+
+        def on_commit() -> None:
+            for spend in spends:
+                self.promotions.settle_spend(spend, committed=True)
+            self.promotions.note_eligible(eligible)
+            self.sticky.put(customer, sticky_new)
+
+        def on_failure() -> None:
+            for spend in spends:
+                self.promotions.settle_spend(spend, committed=False)
+
+        return QuoteJob(rows, assignments, exposures, offers, observed, eligible, now, response,
+                        on_commit, on_failure)  # fmt: skip
+
+    # ------------------------------------------------------------------ 3. write
+    async def create(
+        self,
+        request: QuoteRequest,
+        *,
+        policy: PricePolicy,
+        experiment: QuoteExperiment | None = None,
+        guardrail_version: int | None = None,
+    ) -> QuoteResponse:
+        """Price and log a cart; returns once its decisions are committed.
+
+        Raises
+        ------
+        ApiError
+            422 naming ``segment`` or ``lines[i].sku``.
+        WriteUnavailableError
+            The decisions could not be committed (the API answers 503).
+        """
+        cart = self.load(request, experiment)
+        if self.needs_lookup(cart):
+            await run_in_threadpool(self.lookup, cart)
+        excluded: frozenset[str] = frozenset()
+        for attempt in range(MAX_ATTEMPTS):
+            job = self.decide(cart, policy=policy, experiment=experiment,
+                              guardrail_version=guardrail_version, excluded=excluded)  # fmt: skip
+            try:
+                response: QuoteResponse = await self.writer.write_async(job)
+                return response
+            except OfferRejectedError as exc:
+                if attempt == MAX_ATTEMPTS - 1:
+                    excluded = frozenset(p.key for p in cart.promotions)
+                else:
+                    excluded = excluded | exc.keys
+        job = self.decide(cart, policy=policy, experiment=experiment,
+                          guardrail_version=guardrail_version, excluded=excluded)  # fmt: skip
+        response = await self.writer.write_async(job)
+        return response
+
+    def create_sync(
+        self,
+        request: QuoteRequest,
+        *,
+        policy: PricePolicy,
+        experiment: QuoteExperiment | None = None,
+        guardrail_version: int | None = None,
+    ) -> QuoteResponse:
+        """:meth:`create` for callers without an event loop (simulations, the CLI)."""
+        cart = self.load(request, experiment)
+        if self.needs_lookup(cart):
+            self.lookup(cart)
+        excluded: frozenset[str] = frozenset()
+        for _attempt in range(MAX_ATTEMPTS):
+            job = self.decide(cart, policy=policy, experiment=experiment,
+                              guardrail_version=guardrail_version, excluded=excluded)  # fmt: skip
+            try:
+                response: QuoteResponse = self.writer.write(job)
+                return response
+            except OfferRejectedError as exc:
+                excluded = excluded | exc.keys
+        job = self.decide(cart, policy=policy, experiment=experiment,
+                          guardrail_version=guardrail_version,
+                          excluded=frozenset(p.key for p in cart.promotions))  # fmt: skip
+        response = self.writer.write(job)
+        return response
+
+
+def _public_line(
+    index: int, item: CartItem, decision_id: Any, price: int, propensity: float,
+    personalized: bool, fallback: bool, reasons: list[str], promotion: str | None, discount: int,
+) -> QuoteLinePublic:  # fmt: skip
+    currency = item.currency
+    return QuoteLinePublic(
+        line_no=index, sku=item.sku, quantity=item.quantity, currency=currency,
+        list_price=from_minor(item.list_price_minor, currency), price=from_minor(price, currency),
+        decision_id=decision_id, propensity=propensity, personalized=personalized,
+        fallback=fallback, reasons=reasons, promotion=promotion,
+        discount=from_minor(discount, currency), final_price=from_minor(price - discount, currency),
+    )  # fmt: skip
+

@@ -103,11 +103,7 @@ rule_kwargs = st.fixed_dictionaries({
 def scenarios(draw):
     list_price = draw(st.integers(200, 2500))
     cost = draw(st.integers(0, list_price))
-    last = draw(st.none() | st.integers(100, 3000))
-    others = draw(
-        st.none()
-        | st.tuples(st.integers(100, 3000), st.integers(0, 500)).map(lambda t: (t[0], t[0] + t[1]))
-    )
+    anchor = draw(st.none() | st.integers(100, 3000))
     rules = []
     for scope, target in (("global", None), ("category", "tea"), ("sku", "TEA-1")):
         if draw(st.booleans()):
@@ -116,7 +112,7 @@ def scenarios(draw):
                 kwargs["floor"], kwargs["ceiling"] = kwargs["ceiling"], kwargs["floor"]
             rules.append(Rule(scope, target, **kwargs))
     return (
-        ProductFacts("TEA-1", "tea", list_price, cost, last, others),
+        ProductFacts("TEA-1", "tea", list_price, cost, anchor),
         GuardrailSet(rules=tuple(rules)),
         draw(st.booleans()),
     )
@@ -138,17 +134,18 @@ def violations(price, facts, rules):
         out.append("max_increase")
     if "max_increase" not in v and "ceiling" not in v and price > facts.list_price:
         out.append("above_list")
+    anchor = facts.anchor_price
     if (
         "max_change" in v
-        and facts.last_price is not None
-        and abs(price - facts.last_price) > facts.last_price * v["max_change"] + 1e-6
+        and anchor is not None
+        and abs(price - anchor) > anchor * v["max_change"] + 1e-6
     ):
         out.append("max_change")
-    if "segment_gap" in v and facts.other_segment_prices is not None:
-        lowest, highest = facts.other_segment_prices
-        # The new price stays within the gap of every price already served (the earlier
-        # prices may themselves be further apart if the rule was tightened during the day).
-        if price > v["segment_gap"] * lowest + 1e-6 or price * v["segment_gap"] < highest - 1e-6:
+    if "segment_gap" in v and anchor is not None:
+        # Within sqrt(gap) of the day's anchor either way: any two prices of the day,
+        # whichever worker served them, are within the gap of each other.
+        half = math.sqrt(v["segment_gap"])
+        if price > anchor * half + 1e-6 or price * half < anchor - 1e-6:
             out.append("segment_gap")
     if "ending" in v and price % 100 != v["ending"]:
         out.append("ending")
@@ -164,8 +161,8 @@ def test_no_personalized_price_ever_violates_a_guardrail(scenario, seed):
     posterior = synthetic_posterior(n_draws=60, seed=seed % 1000, spread=1.0)
     policy = ThompsonPricePolicy(lambda: ("v1", posterior), lambda: rules, epsilon=0.1, seed=seed)
     line = LineContext("default", "TEA-1", "tea", "USD", facts.list_price, facts.unit_cost,
-                       personalization_allowed=consent, last_price_minor=facts.last_price,
-                       other_segment_prices=facts.other_segment_prices)  # fmt: skip
+                       personalization_allowed=consent,
+                       anchor_price_minor=facts.anchor_price)  # fmt: skip
     decision = policy.decide(line)
     assert 0 < decision.propensity <= 1
     if decision.personalized:
@@ -200,7 +197,7 @@ def test_the_kill_switch_gives_list_price_everywhere(scenario):
         "USD",
         facts.list_price,
         facts.unit_cost,
-        last_price_minor=facts.last_price,
+        anchor_price_minor=facts.anchor_price,
     )
     decision = policy.decide(line)
     if not decision.fallback:

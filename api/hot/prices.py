@@ -1,0 +1,135 @@
+"""Per-SKU daily price aggregates: this worker's view, kept in step with the database.
+
+The worker's own decisions are folded in when they are decided (:meth:`observe`), and
+persisted by the writer in the same transaction as the decisions
+(:func:`upsert_daily_prices`); :meth:`PriceAggregates.refresh` re-reads the rows that
+changed (any worker's), so all workers converge within one refresh interval.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.orm import SkuDailyPrices, utcnow
+from pricing.daily_prices import WINDOW_DAYS, DayPrices, PriceBook
+
+__all__ = ["PriceAggregates", "upsert_daily_prices"]
+
+#: Rows whose ``updated_at`` is this close to the last refresh are read again (clock
+#: skew between workers, and commits that land after their timestamp).
+OVERLAP = timedelta(seconds=5)
+
+
+def _row(r: Any) -> DayPrices:
+    return DayPrices(r.sku, r.day, r.first_at, r.last_at, int(r.last_price_minor), int(r.low_minor),
+                     int(r.high_minor), int(r.low_final_minor), int(r.decisions))  # fmt: skip
+
+
+class PriceAggregates:
+    """A thread-safe :class:`~pricing.daily_prices.PriceBook` synchronised with the database.
+
+    Parameters
+    ----------
+    sessions : sessionmaker
+        Read-only sessions.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], window: int = WINDOW_DAYS) -> None:
+        self._sessions = sessions
+        self._lock = threading.Lock()
+        self._book = PriceBook(window)
+        self._since: datetime | None = None
+        self._today: date | None = None
+
+    def observe(self, sku: str, at: datetime, price_minor: int, final_minor: int) -> None:
+        """Fold one of this worker's decisions in (before it is committed)."""
+        with self._lock:
+            self._book.observe(sku, at, price_minor, final_minor)
+
+    def anchor(self, sku: str, today: date) -> int | None:
+        """The SKU's anchor for ``today`` (close of its last earlier selling day)."""
+        with self._lock:
+            return self._book.anchor(sku, today)
+
+    def anchors(self, skus: Iterable[str], today: date) -> dict[str, int | None]:
+        """:meth:`anchor` of several SKUs under one lock."""
+        with self._lock:
+            return {sku: self._book.anchor(sku, today) for sku in skus}
+
+    def prior_low(self, sku: str, today: date) -> int | None:
+        """Lowest price paid in the last 30 days (today's earlier prices included)."""
+        with self._lock:
+            return self._book.prior_low(sku, today)
+
+    def day(self, sku: str, day: date) -> DayPrices | None:
+        """The aggregate row of ``sku`` on ``day`` as this worker knows it."""
+        with self._lock:
+            return self._book.day(sku, day)
+
+    def refresh(self, now: datetime | None = None) -> int:
+        """Re-read rows changed since the last refresh (the whole window the first time)."""
+        now = now or utcnow()
+        query = select(SkuDailyPrices)
+        if self._since is None:
+            query = query.where(SkuDailyPrices.day >= (now - timedelta(days=self._book.window + 1)).date())
+        else:
+            query = query.where(
+                SkuDailyPrices.day >= (self._since - OVERLAP).date(),
+                SkuDailyPrices.updated_at >= self._since - OVERLAP,
+            )
+        with self._sessions() as session:
+            rows = [_row(r) for r in session.scalars(query)]
+        with self._lock:
+            self._book.merge(rows)
+            if self._today != now.date():
+                self._book.forget_before(now.date())
+                self._today = now.date()
+        self._since = now
+        return len(rows)
+
+
+def upsert_daily_prices(session: Session, rows: Sequence[DayPrices], now: datetime) -> None:
+    """Fold a batch's per-(SKU, day) aggregates into ``sku_daily_prices`` (one statement).
+
+    ``rows`` are this batch's own aggregates (``decisions`` = this batch's count); the
+    stored row keeps the minimum, maximum, latest and the sum.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    least = func.least if dialect == "postgresql" else func.min
+    greatest = func.greatest if dialect == "postgresql" else func.max
+    table = SkuDailyPrices.__table__
+    statement = module.insert(table)
+    new = statement.excluded
+    later = (new.last_at > table.c.last_at) | (
+        (new.last_at == table.c.last_at) & (new.last_price_minor > table.c.last_price_minor)
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["sku", "day"],
+        set_={
+            "first_at": least(table.c.first_at, new.first_at),
+            "last_at": greatest(table.c.last_at, new.last_at),
+            "last_price_minor": case((later, new.last_price_minor), else_=table.c.last_price_minor),
+            "low_minor": least(table.c.low_minor, new.low_minor),
+            "high_minor": greatest(table.c.high_minor, new.high_minor),
+            "low_final_minor": least(table.c.low_final_minor, new.low_final_minor),
+            "decisions": table.c.decisions + new.decisions,
+            "updated_at": new.updated_at,
+        },
+    )
+    session.execute(
+        statement,
+        [{"sku": r.sku, "day": r.day, "first_at": r.first_at, "last_at": r.last_at,
+          "last_price_minor": r.last_price, "low_minor": r.low, "high_minor": r.high,
+          "low_final_minor": r.low_final, "decisions": r.decisions, "updated_at": now}
+         for r in sorted(rows, key=lambda r: (r.sku, r.day))],
+    )  # fmt: skip

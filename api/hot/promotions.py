@@ -1,0 +1,423 @@
+"""Active promotions, their running totals, and this worker's leases on capped ones.
+
+Caps without a per-quote lock: for each promotion with a budget or a redemption cap,
+the worker holds a **lease**, a slice of what is still free, granted by one conditional
+``UPDATE promotion_usage SET allocated = allocated + slice WHERE budget - allocated >=
+slice`` (:meth:`PromotionBook.maintain`). Quotes spend the slice from memory
+(:meth:`PromotionBook.allowances` / :meth:`spend`); the writer adds each committed offer
+to the lease's ``used_*`` only while it fits (api/services/quote_writes.py), so the
+database never lets offers exceed a lease, and leases never exceed the budget or cap.
+
+A lease is retired at half its lifetime or when it runs low, and returned (its unused
+part given back) once no write that uses it is in flight; a new one is taken at once. A
+worker that dies leaves its lease to expire: the sweeper of any worker closes expired
+leases and gives their unused part back (:func:`sweep`).
+
+Running totals in ``promotion_usage``: ``allocated_*`` (spent + open holds + unused
+lease slices), ``held_minor`` / ``open_offers`` (open holds), spend and redemptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.orm import Decision, PromotionCustomerUsage, PromotionLease, PromotionUsage, utcnow
+from api.orm import Promotion as PromotionRow
+from pricing.offers import Allowance
+from pricing.pacing import pacing_rate
+from pricing.promotions import Promotion
+
+__all__ = ["LeaseSpend", "PromotionBook", "Usage", "period_key", "release_holds", "sweep"]
+
+log = logging.getLogger("pricing.promotions")
+
+
+def period_key(promotion: Promotion, at: datetime) -> str:
+    """The per-customer limit period an offer made at ``at`` counts in."""
+    return at.date().isoformat() if promotion.per_customer_period == "day" else "campaign"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A promotion's running totals as last read (money in minor units)."""
+
+    spent: int = 0
+    redemptions: int = 0
+    settled_offers: int = 0
+    held: int = 0
+    open_offers: int = 0
+    eligible_visits: int = 0
+    first_eligible_at: datetime | None = None
+    allocated_minor: int = 0
+    allocated_offers: int = 0
+
+
+@dataclass
+class _Lease:
+    id: uuid.UUID
+    key: str
+    budget: int | None
+    offers: int | None
+    budget_left: int | None
+    offers_left: int | None
+    retire_at: datetime
+    expires_at: datetime
+    in_flight: int = 0
+    retired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSpend:
+    """What one offer took from a lease (for the writer, and a refund on failure)."""
+
+    key: str
+    lease_id: uuid.UUID | None
+    reserve_minor: int
+
+
+@dataclass
+class PromotionBook:
+    """This worker's promotions state (see the module docstring).
+
+    Parameters
+    ----------
+    sessions : sessionmaker
+        Write sessions (leases are granted and returned in their own transactions).
+    read_sessions : sessionmaker
+        Read-only sessions.
+    worker : str
+        This worker's name in the lease table.
+    lease_seconds : float
+        Lifetime of a lease; it is retired at half of it.
+    slice_fraction : float
+        Share of what is free that one lease takes.
+    """
+
+    sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
+    worker: str = field(default_factory=lambda: f"w-{uuid.uuid4().hex[:12]}")
+    lease_seconds: float = 30.0
+    slice_fraction: float = 0.25
+    active: list[Promotion] = field(default_factory=list)
+    usage: dict[str, Usage] = field(default_factory=dict)
+    _leases: dict[str, _Lease] = field(default_factory=dict)
+    _retired: list[_Lease] = field(default_factory=list)
+    _eligible: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
+    _signature: object = None
+
+    # ------------------------------------------------------------------ reading
+    def refresh(self, now: datetime | None = None) -> None:
+        """Re-read active promotions and running totals, then keep the leases topped up."""
+        now = now or utcnow()
+        with self._refresh_lock:
+            with self.read_sessions() as session:
+                signature = session.execute(
+                    select(func.count(), func.max(PromotionRow.updated_at), func.max(PromotionRow.version))
+                ).one()
+                if signature != self._signature:
+                    rows = session.scalars(select(PromotionRow).where(PromotionRow.active.is_(True)))
+                    self.active = [Promotion.from_dict(r.definition) for r in rows]
+                    self._signature = signature
+                usage = {
+                    u.key: Usage(u.spent_minor, u.redemptions, u.settled_offers, u.held_minor,
+                                 u.open_offers, u.eligible_visits, u.first_eligible_at,
+                                 u.allocated_minor, u.allocated_offers)
+                    for u in session.scalars(select(PromotionUsage))
+                }  # fmt: skip
+            with self._lock:
+                self.usage = usage
+                self._eligible.clear()
+            self.maintain(now)
+
+    def note_eligible(self, counts: dict[str, int]) -> None:
+        """Eligible lines this worker saw since the last refresh (pacing traffic)."""
+        with self._lock:
+            for key, n in counts.items():
+                self._eligible[key] = self._eligible.get(key, 0) + n
+
+    def rate(self, promotion: Promotion, now: datetime) -> float | None:
+        """The promotion's pacing rate now (None when it is not paced)."""
+        if not promotion.paced:
+            return None
+        assert promotion.budget_minor is not None and promotion.ends_at is not None
+        u = self.usage.get(promotion.key) or Usage()
+        extra = self._eligible.get(promotion.key, 0)
+        first = u.first_eligible_at or (now if extra else None)
+        return pacing_rate(
+            budget=promotion.budget_minor, spent=u.spent, held=u.held,
+            redemptions=u.redemptions, settled_offers=u.settled_offers,
+            eligible_visits=u.eligible_visits + extra, first_eligible_at=first,
+            ends_at=promotion.ends_at, now=now,
+        )  # fmt: skip
+
+    def allowances(
+        self, promotions: Sequence[Promotion], customer_used: dict[str, int], now: datetime
+    ) -> tuple[dict[str, Allowance], dict[str, uuid.UUID | None]]:
+        """What each promotion allows one cart now, and the lease each would spend.
+
+        A capped promotion without a usable lease allows nothing (its lease is on the way).
+        """
+        out: dict[str, Allowance] = {}
+        leases: dict[str, uuid.UUID | None] = {}
+        with self._lock:
+            for p in promotions:
+                needs_lease = p.budget_minor is not None or p.redemption_cap is not None
+                lease = self._leases.get(p.key) if needs_lease else None
+                if needs_lease and (lease is None or lease.retired or now >= lease.retire_at):
+                    out[p.key] = Allowance(free_budget_minor=0, offers_left=0)
+                    leases[p.key] = None
+                    continue
+                customer_left = (
+                    None if p.per_customer_limit is None
+                    else p.per_customer_limit - customer_used.get(p.key, 0)
+                )  # fmt: skip
+                out[p.key] = Allowance(
+                    free_budget_minor=lease.budget_left if lease is not None else None,
+                    offers_left=lease.offers_left if lease is not None else None,
+                    customer_left=customer_left,
+                    pacing_rate_minor=None,
+                )
+                leases[p.key] = lease.id if lease is not None else None
+        for p in promotions:
+            if p.paced:
+                out[p.key].pacing_rate_minor = self.rate(p, now)
+        return out, leases
+
+    # ------------------------------------------------------------------ spending
+    def spend(self, key: str, lease_id: uuid.UUID | None, reserve_minor: int) -> LeaseSpend:
+        """Take one offer's hold from this worker's lease (before the commit)."""
+        with self._lock:
+            lease = self._find(key, lease_id)
+            if lease is not None:
+                if lease.budget_left is not None:
+                    lease.budget_left -= reserve_minor
+                if lease.offers_left is not None:
+                    lease.offers_left -= 1
+                lease.in_flight += 1
+        return LeaseSpend(key, lease_id, reserve_minor)
+
+    def settle_spend(self, spend: LeaseSpend, *, committed: bool) -> None:
+        """After the write: on failure give the hold back to the lease (memory only)."""
+        with self._lock:
+            lease = self._find(spend.key, spend.lease_id)
+            if lease is None:
+                return
+            lease.in_flight -= 1
+            if not committed:
+                if lease.budget_left is not None:
+                    lease.budget_left += spend.reserve_minor
+                if lease.offers_left is not None:
+                    lease.offers_left += 1
+
+    def _find(self, key: str, lease_id: uuid.UUID | None) -> _Lease | None:
+        if lease_id is None:
+            return None
+        lease = self._leases.get(key)
+        if lease is not None and lease.id == lease_id:
+            return lease
+        return next((x for x in self._retired if x.id == lease_id), None)
+
+    # ------------------------------------------------------------------ leases
+    def _low(self, lease: _Lease) -> bool:
+        low_budget = (
+            lease.budget is not None and lease.budget_left is not None
+            and lease.budget_left <= lease.budget // 4
+        )  # fmt: skip
+        low_offers = (
+            lease.offers is not None and lease.offers_left is not None
+            and lease.offers_left <= lease.offers // 4
+        )  # fmt: skip
+        return low_budget or low_offers
+
+    def maintain(self, now: datetime | None = None) -> None:
+        """Retire aging or low leases, return retired ones, and take new ones."""
+        now = now or utcnow()
+        active = {p.key: p for p in self.active if p.budget_minor is not None or p.redemption_cap is not None}
+        with self._lock:
+            for key, lease in list(self._leases.items()):
+                if key not in active or now >= lease.retire_at or self._low(lease):
+                    lease.retired = True
+                    self._retired.append(lease)
+                    del self._leases[key]
+            closable = [x for x in self._retired if x.in_flight == 0]
+            self._retired = [x for x in self._retired if x.in_flight > 0]
+            wanted = [p for key, p in active.items() if key not in self._leases]
+        for lease in closable:
+            try:
+                _close_lease(self.sessions, lease.id, now)
+            except Exception:  # an unreturned lease expires and is reclaimed by the sweeper
+                log.exception("could not return lease %s of %s", lease.id, lease.key)
+        for promotion in wanted:
+            try:
+                granted = self._grant(promotion, now)
+            except Exception:
+                log.exception("could not lease promotion %s", promotion.key)
+                continue
+            if granted is not None:
+                with self._lock:
+                    self._leases[promotion.key] = granted
+
+    def _grant(self, promotion: Promotion, now: datetime) -> _Lease | None:
+        budget, cap = promotion.budget_minor, promotion.redemption_cap
+        with self.sessions() as session, session.begin():
+            usage = session.get(PromotionUsage, promotion.key)
+            if usage is None:
+                return None
+            take_budget = take_offers = None
+            if budget is not None:
+                free = budget - usage.allocated_minor
+                if free <= promotion.cost_minor:
+                    return None
+                take_budget = min(free, max(int(free * self.slice_fraction), budget // 100, 1))
+            if cap is not None:
+                free_offers = cap - usage.allocated_offers
+                if free_offers <= 0:
+                    return None
+                take_offers = min(free_offers, max(int(free_offers * self.slice_fraction), 1))
+            conditions = [PromotionUsage.key == promotion.key]
+            values: dict[str, object] = {}
+            if take_budget is not None and budget is not None:
+                conditions.append(PromotionUsage.allocated_minor + take_budget <= budget)
+                values["allocated_minor"] = PromotionUsage.allocated_minor + take_budget
+            if take_offers is not None and cap is not None:
+                conditions.append(PromotionUsage.allocated_offers + take_offers <= cap)
+                values["allocated_offers"] = PromotionUsage.allocated_offers + take_offers
+            result: Any = session.execute(
+                update(PromotionUsage).where(*conditions).values(**values)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if result.rowcount != 1:
+                return None  # another worker took it first: try again next refresh
+            lease_id = uuid.uuid4()
+            expires = now + timedelta(seconds=self.lease_seconds)
+            session.add(PromotionLease(
+                id=lease_id, key=promotion.key, worker=self.worker, budget_minor=take_budget,
+                offers=take_offers, used_minor=0, used_offers=0, granted_at=now, expires_at=expires,
+            ))  # fmt: skip
+        return _Lease(lease_id, promotion.key, take_budget, take_offers, take_budget, take_offers,
+                      now + timedelta(seconds=self.lease_seconds / 2), expires)  # fmt: skip
+
+    def release_all(self, now: datetime | None = None) -> None:
+        """Return every lease (at shutdown)."""
+        now = now or utcnow()
+        with self._lock:
+            leases = [*self._leases.values(), *self._retired]
+            self._leases, self._retired = {}, []
+        for lease in leases:
+            try:
+                _close_lease(self.sessions, lease.id, now)
+            except Exception:
+                log.exception("could not return lease %s", lease.id)
+
+
+def _close_lease(sessions: sessionmaker[Session], lease_id: uuid.UUID, now: datetime) -> None:
+    with sessions() as session, session.begin():
+        _close(session, [lease_id], now)
+
+
+def _close(session: Session, lease_ids: Sequence[uuid.UUID], now: datetime) -> int:
+    """Close open leases and give their unused part back; returns how many were closed."""
+    closed = 0
+    for lease_id in lease_ids:
+        row = session.execute(
+            update(PromotionLease)
+            .where(PromotionLease.id == lease_id, PromotionLease.closed_at.is_(None))
+            .values(closed_at=now)
+            .returning(PromotionLease.key, PromotionLease.budget_minor, PromotionLease.used_minor,
+                       PromotionLease.offers, PromotionLease.used_offers)
+            .execution_options(synchronize_session=False)
+        ).first()  # fmt: skip
+        if row is None:
+            continue
+        key, budget, used, offers, used_offers = row
+        session.execute(
+            update(PromotionUsage).where(PromotionUsage.key == key).values(
+                allocated_minor=PromotionUsage.allocated_minor - ((budget or 0) - used),
+                allocated_offers=PromotionUsage.allocated_offers - ((offers or 0) - used_offers),
+            ).execution_options(synchronize_session=False)
+        )  # fmt: skip
+        closed += 1
+    return closed
+
+
+def sweep(sessions: sessionmaker[Session], now: datetime | None = None, *, grace: float = 5.0) -> tuple[int, int]:
+    """Close expired leases and expired holds (any worker may run it, concurrently).
+
+    Returns
+    -------
+    tuple of int
+        (leases closed, holds released).
+    """
+    now = now or utcnow()
+    with sessions() as session, session.begin():
+        expired = list(session.scalars(
+            select(PromotionLease.id).where(
+                PromotionLease.closed_at.is_(None),
+                PromotionLease.expires_at < now - timedelta(seconds=grace),
+            ).limit(1000)
+        ))  # fmt: skip
+        leases = _close(session, expired, now)
+    with sessions() as session, session.begin():
+        rows = session.execute(
+            update(Decision)
+            .where(Decision.id.in_(
+                select(Decision.id).where(Decision.hold_open.is_(True), Decision.outcome_deadline <= now)
+                .limit(5000).scalar_subquery()
+            ), Decision.hold_open.is_(True))
+            .values(hold_open=False)
+            .returning(Decision.promotion, Decision.promotion_reserved_minor, Decision.customer_id,
+                       Decision.promotion_period)
+            .execution_options(synchronize_session=False)
+        ).all()  # fmt: skip
+        release_holds(session, [(key, reserved, customer, period, None) for key, reserved, customer, period in rows if key])
+    return leases, len(rows)
+
+
+def release_holds(
+    session: Session,
+    holds: Sequence[tuple[str, int, str, str | None, tuple[bool, int] | None]],
+) -> None:
+    """Update running totals for holds that just closed.
+
+    ``holds``: (promotion, reserved, customer, period, settlement) where settlement is
+    None for an expired offer and (converted, money given) for one settled by its outcome.
+    """
+    totals: dict[str, list[int]] = {}
+    customers: dict[tuple[str, str, str], int] = {}
+    for key, reserved, customer, period, settlement in holds:
+        t = totals.setdefault(key, [0, 0, 0, 0])  # held, open offers, allocated, allocated offers
+        converted, given = settlement if settlement is not None else (False, 0)
+        t[0] += reserved
+        t[1] += 1
+        t[2] += reserved - given  # what was given stays allocated: it is spent
+        t[3] += 1 - int(converted)  # a redemption keeps its place under the cap
+        if period is not None and not converted:
+            customers[(key, customer, period)] = customers.get((key, customer, period), 0) + 1
+    for key, (held, n, allocated, offers) in sorted(totals.items()):
+        session.execute(
+            update(PromotionUsage).where(PromotionUsage.key == key).values(
+                held_minor=PromotionUsage.held_minor - held,
+                open_offers=PromotionUsage.open_offers - n,
+                allocated_minor=PromotionUsage.allocated_minor - allocated,
+                allocated_offers=PromotionUsage.allocated_offers - offers,
+            ).execution_options(synchronize_session=False)
+        )  # fmt: skip
+    for (key, customer, period), n in sorted(customers.items()):
+        session.execute(
+            update(PromotionCustomerUsage).where(
+                PromotionCustomerUsage.key == key, PromotionCustomerUsage.customer_id == customer,
+                PromotionCustomerUsage.period == period,
+            ).values(used=PromotionCustomerUsage.used - n)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip

@@ -1,0 +1,147 @@
+"""Sticky quotes: this worker's recent decisions per customer, with the log as fallback.
+
+A SKU quoted to a customer keeps its price until the quote expires. The map holds this
+worker's own decisions (added after they commit) and what an indexed read of the log
+returned (:func:`load_customer`, by customer × SKU × expiry), so a lookup costs the same
+on a busy day as on an empty one. Outcomes recorded by any worker mark entries reported
+within one refresh (:meth:`StickyMap.mark_reported`).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.orm import Decision, Outcome, PromotionCustomerUsage
+from pricing.cart import StickyQuote
+
+__all__ = ["StickyMap", "load_customer"]
+
+
+class StickyMap:
+    """Customer → SKU → :class:`~pricing.cart.StickyQuote`, least recently used dropped.
+
+    Parameters
+    ----------
+    max_customers : int
+        Customers kept.
+    """
+
+    def __init__(self, max_customers: int = 200_000) -> None:
+        self.max_customers = max_customers
+        self._map: OrderedDict[str, dict[str, StickyQuote]] = OrderedDict()
+        self._by_decision: dict[uuid.UUID, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(
+        self, customer: str, skus: Iterable[str], now: datetime
+    ) -> tuple[dict[str, StickyQuote], list[str]]:
+        """Unexpired entries for ``skus``, and the SKUs this map cannot answer for."""
+        found: dict[str, StickyQuote] = {}
+        missing: list[str] = []
+        with self._lock:
+            entries = self._map.get(customer)
+            if entries is not None:
+                self._map.move_to_end(customer)
+            for sku in skus:
+                entry = entries.get(sku) if entries is not None else None
+                if entry is not None and entry.expires_at > now:
+                    found[sku] = entry
+                else:
+                    missing.append(sku)
+        return found, missing
+
+    def put(self, customer: str, entries: Sequence[tuple[str, StickyQuote]]) -> None:
+        """Remember decisions (newest wins per SKU)."""
+        if not entries:
+            return
+        with self._lock:
+            current = self._map.setdefault(customer, {})
+            self._map.move_to_end(customer)
+            for sku, entry in entries:
+                old = current.get(sku)
+                if old is not None and old.expires_at > entry.expires_at and not old.reported:
+                    continue
+                current[sku] = entry
+                if isinstance(entry.decision_id, uuid.UUID):
+                    self._by_decision[entry.decision_id] = (customer, sku)
+            while len(self._map) > self.max_customers:
+                _, dropped = self._map.popitem(last=False)
+                for entry in dropped.values():
+                    if isinstance(entry.decision_id, uuid.UUID):
+                        self._by_decision.pop(entry.decision_id, None)
+
+    def mark_reported(self, decision_ids: Iterable[uuid.UUID]) -> None:
+        """An outcome is stored for these decisions: a repeat becomes a new decision."""
+        with self._lock:
+            for decision_id in decision_ids:
+                where = self._by_decision.pop(decision_id, None)
+                if where is None:
+                    continue
+                entries = self._map.get(where[0])
+                entry = entries.get(where[1]) if entries is not None else None
+                if entries is not None and entry is not None and entry.decision_id == decision_id:
+                    entries[where[1]] = replace(entry, reported=True)
+
+
+def load_customer(
+    session: Session,
+    *,
+    customer: str,
+    skus: Sequence[str],
+    now: datetime,
+    limits: Sequence[tuple[str, str]] = (),
+) -> tuple[dict[str, StickyQuote], dict[str, int]]:
+    """One customer's unexpired decisions for ``skus`` and promotion counts (indexed reads).
+
+    Parameters
+    ----------
+    limits : sequence of (promotion key, period)
+        Per-customer limits whose counters to read.
+
+    Returns
+    -------
+    tuple
+        Newest unexpired decision per SKU (reported or not), and the customer's count per
+        promotion key.
+    """
+    sticky: dict[str, StickyQuote] = {}
+    if skus:
+        rows = session.execute(
+            select(Decision.id, Decision.sku, Decision.segment, Decision.quantity,
+                   Decision.price_minor, Decision.personalized, Decision.model_version,
+                   Decision.expires_at, Outcome.id, Decision.propensity, Decision.guardrail_trail,
+                   Decision.promotion, Decision.discount_minor)
+            .outerjoin(Outcome, Outcome.decision_id == Decision.id)
+            .where(Decision.customer_id == customer, Decision.sku.in_(skus),
+                   Decision.expires_at > now)
+            .order_by(Decision.created_at)
+        )  # fmt: skip
+        for (d_id, sku, segment, quantity, price, personalized, version, expires, outcome,
+             propensity, trail, promotion, discount) in rows:  # fmt: skip
+            trail = trail or {}
+            sticky[sku] = StickyQuote(
+                d_id, segment, quantity, price, personalized, version, expires,
+                outcome is not None, propensity, bool(trail.get("fallback", False)),
+                tuple(trail.get("reasons", [])), promotion, discount,
+            )  # fmt: skip
+    used: dict[str, int] = {}
+    if limits:
+        keys = [k for k, _ in limits]
+        periods = dict(limits)
+        for key, period, n in session.execute(
+            select(PromotionCustomerUsage.key, PromotionCustomerUsage.period,
+                   PromotionCustomerUsage.used)
+            .where(PromotionCustomerUsage.customer_id == customer,
+                   PromotionCustomerUsage.key.in_(keys))
+        ):  # fmt: skip
+            if periods.get(key) == period:
+                used[key] = int(n)
+    return sticky, used

@@ -1,0 +1,259 @@
+"""What a quote writes, and how the writer writes many quotes in one transaction.
+
+A :class:`QuoteJob` carries the decision rows of one quote, its experiment rows, its
+offers and its price observations. :meth:`QuoteJob.write_batch` writes a whole batch:
+
+1. per-customer limits: one conditional upsert per offer
+   (``used = used + 1 WHERE used + 1 <= limit``); a quote whose claim fails is
+   **rejected** alone (its other claims undone) and re-decided by its request without
+   that promotion;
+2. leases: the batch's holds per lease in one conditional ``UPDATE`` (only while the
+   lease is open and the holds fit); if that fails, quote by quote;
+3. decisions, assignments and exposures: multi-row inserts;
+4. running totals: open holds and eligible traffic per promotion, and the per-SKU daily
+   price aggregates (api/hot/prices.py), one statement each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from api.hot.prices import upsert_daily_prices
+from api.orm import (
+    Decision,
+    DecisionAssignment,
+    ExperimentExposure,
+    PromotionCustomerUsage,
+    PromotionLease,
+    PromotionUsage,
+)
+from pricing.daily_prices import DayPrices, PriceBook
+
+__all__ = ["OfferClaim", "OfferRejectedError", "QuoteJob"]
+
+
+class OfferRejectedError(Exception):
+    """A quote's offers no longer fit (a customer limit or a lease): re-decide without them."""
+
+    def __init__(self, keys: set[str]) -> None:
+        super().__init__(f"offers no longer available: {', '.join(sorted(keys))}")
+        self.keys = keys
+
+
+@dataclass(frozen=True, slots=True)
+class OfferClaim:
+    """One offer of a quote: its promotion, hold and limits."""
+
+    key: str
+    reserve_minor: int
+    lease_id: uuid.UUID | None
+    customer_id: str
+    period: str | None
+    customer_limit: int | None
+
+
+@dataclass
+class QuoteJob:
+    """One quote's rows for the group writer (see the module docstring)."""
+
+    decisions: list[dict[str, Any]]
+    assignments: list[dict[str, Any]]
+    exposures: list[dict[str, Any]]
+    offers: list[OfferClaim]
+    prices: list[tuple[str, datetime, int, int]]
+    eligible: dict[str, int]
+    now: datetime
+    response: Any
+    on_commit: Callable[[], None] | None = None
+    on_failure: Callable[[], None] | None = None
+    rejected: set[str] = field(default_factory=set)
+
+    kind: ClassVar[str] = "quote"
+
+    @property
+    def rows(self) -> int:
+        """Rows this job counts for in a batch."""
+        return max(1, len(self.decisions))
+
+    def result(self) -> Any:
+        """The response, or :class:`OfferRejectedError` when the quote must be re-decided."""
+        if self.rejected:
+            raise OfferRejectedError(self.rejected)
+        return self.response
+
+    def committed(self) -> None:
+        """After the commit (or after a rejection, which wrote nothing)."""
+        if self.rejected:
+            if self.on_failure is not None:
+                self.on_failure()
+        elif self.on_commit is not None:
+            self.on_commit()
+
+    def failed(self, error: BaseException) -> None:
+        """Nothing was committed."""
+        del error
+        if self.on_failure is not None:
+            self.on_failure()
+
+    # ------------------------------------------------------------------ batch
+    @classmethod
+    def write_batch(cls, session: Session, jobs: Sequence[Any]) -> None:
+        """Write ``jobs`` (QuoteJobs) inside the open transaction."""
+        batch: list[QuoteJob] = list(jobs)
+        now = max(j.now for j in batch)
+        dialect = session.get_bind().dialect.name
+        module: Any = postgresql if dialect == "postgresql" else sqlite
+        for job in batch:
+            _claim_customer_limits(session, module, job)
+        _use_leases(session, [j for j in batch if not j.rejected])
+        accepted = [j for j in batch if not j.rejected]
+        decisions = [row for j in accepted for row in j.decisions]
+        if decisions:
+            session.execute(insert(Decision), decisions)
+        assignments = [row for j in accepted for row in j.assignments]
+        if assignments:
+            session.execute(insert(DecisionAssignment), assignments)
+        exposures = [row for j in accepted for row in j.exposures]
+        if exposures:
+            session.execute(
+                module.insert(ExperimentExposure).on_conflict_do_nothing(
+                    index_elements=["experiment_key", "unit_id"]
+                ),
+                _unique(exposures, ("experiment_key", "unit_id")),
+            )
+        _promotion_totals(session, accepted, now)
+        book = PriceBook()
+        for job in accepted:
+            for sku, at, price, final in job.prices:
+                book.observe(sku, at, price, final)
+        days: list[DayPrices] = [
+            row for job in accepted for sku, at, _p, _f in job.prices
+            if (row := book.day(sku, at.date())) is not None
+        ]  # fmt: skip
+        upsert_daily_prices(session, _unique_days(days), now)
+
+
+def _unique(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        seen.setdefault(tuple(row[k] for k in keys), row)
+    return sorted(seen.values(), key=lambda r: tuple(str(r[k]) for k in keys))
+
+
+def _unique_days(rows: list[DayPrices]) -> list[DayPrices]:
+    return list({(r.sku, r.day): r for r in rows}.values())
+
+
+def _claim_customer_limits(session: Session, module: Any, job: QuoteJob) -> None:
+    claimed: list[OfferClaim] = []
+    table = PromotionCustomerUsage.__table__
+    for offer in job.offers:
+        if offer.customer_limit is None or offer.period is None:
+            continue
+        statement = module.insert(table).values(
+            key=offer.key, customer_id=offer.customer_id, period=offer.period, used=1
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["key", "customer_id", "period"],
+            set_={"used": table.c.used + 1},
+            where=table.c.used + 1 <= offer.customer_limit,
+        ).returning(table.c.used)
+        if session.execute(statement).first() is None:
+            job.rejected.add(offer.key)
+            break
+        claimed.append(offer)
+    if job.rejected:
+        for offer in claimed:
+            session.execute(
+                update(PromotionCustomerUsage).where(
+                    PromotionCustomerUsage.key == offer.key,
+                    PromotionCustomerUsage.customer_id == offer.customer_id,
+                    PromotionCustomerUsage.period == offer.period,
+                ).values(used=PromotionCustomerUsage.used - 1)
+            )  # fmt: skip
+
+
+def _lease_update(session: Session, lease_id: uuid.UUID, money: int, offers: int) -> bool:
+    lease = PromotionLease
+    result: Any = session.execute(
+        update(lease)
+        .where(
+            lease.id == lease_id, lease.closed_at.is_(None),
+            lease.budget_minor.is_(None) | (lease.used_minor + money <= lease.budget_minor),
+            lease.offers.is_(None) | (lease.used_offers + offers <= lease.offers),
+        )
+        .values(used_minor=lease.used_minor + money, used_offers=lease.used_offers + offers)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    return bool(result.rowcount == 1)
+
+
+def _undo_claims(session: Session, job: QuoteJob) -> None:
+    for offer in job.offers:
+        if offer.customer_limit is not None and offer.period is not None:
+            session.execute(
+                update(PromotionCustomerUsage).where(
+                    PromotionCustomerUsage.key == offer.key,
+                    PromotionCustomerUsage.customer_id == offer.customer_id,
+                    PromotionCustomerUsage.period == offer.period,
+                ).values(used=PromotionCustomerUsage.used - 1)
+            )  # fmt: skip
+
+
+def _use_leases(session: Session, jobs: list[QuoteJob]) -> None:
+    by_lease: dict[uuid.UUID, list[tuple[QuoteJob, OfferClaim]]] = {}
+    for job in jobs:
+        for offer in job.offers:
+            if offer.lease_id is not None:
+                by_lease.setdefault(offer.lease_id, []).append((job, offer))
+    counted: list[tuple[QuoteJob, OfferClaim]] = []
+    for lease_id in sorted(by_lease):  # one lock order for every writer: no deadlock
+        uses = [(j, o) for j, o in by_lease[lease_id] if not j.rejected]
+        if not uses:
+            continue
+        if _lease_update(session, lease_id, sum(o.reserve_minor for _, o in uses), len(uses)):
+            counted += uses
+            continue
+        for job, offer in uses:  # the batch does not fit: quote by quote
+            if job.rejected:
+                continue
+            if _lease_update(session, lease_id, offer.reserve_minor, 1):
+                counted.append((job, offer))
+            else:
+                job.rejected.add(offer.key)
+                _undo_claims(session, job)
+    for job, offer in counted:  # a quote rejected on one lease gives back what it used
+        if job.rejected and offer.lease_id is not None:
+            _lease_update(session, offer.lease_id, -offer.reserve_minor, -1)
+
+
+def _promotion_totals(session: Session, jobs: list[QuoteJob], now: datetime) -> None:
+    totals: dict[str, list[int]] = {}
+    for job in jobs:
+        for offer in job.offers:
+            t = totals.setdefault(offer.key, [0, 0, 0])
+            t[0] += offer.reserve_minor
+            t[1] += 1
+        for key, n in job.eligible.items():
+            totals.setdefault(key, [0, 0, 0])[2] += n
+    for key in sorted(totals):
+        held, offers, eligible = totals[key]
+        values: dict[str, Any] = {
+            "held_minor": PromotionUsage.held_minor + held,
+            "open_offers": PromotionUsage.open_offers + offers,
+        }
+        if eligible:
+            values["eligible_visits"] = PromotionUsage.eligible_visits + eligible
+            values["first_eligible_at"] = func.coalesce(PromotionUsage.first_eligible_at, now)
+        session.execute(
+            update(PromotionUsage).where(PromotionUsage.key == key).values(**values)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip

@@ -1,0 +1,218 @@
+"""One writer per worker: group commit of everything the quote path and outcomes produce.
+
+Requests never open a write transaction. They hand a :class:`Job` to the worker's
+:class:`GroupWriter` and wait for its future. The writer thread takes every job that is
+ready (up to ``max_rows`` rows), writes them all in **one transaction** — jobs of one kind
+together, with multi-row statements — commits, and only then resolves the futures: a
+price is never shown, and an outcome never acknowledged, before its rows are committed.
+
+If the batch fails, the writer retries each of its jobs alone, so one bad job (say a
+constraint violation) cannot fail the others; a job that still fails gets its own
+exception. When the database itself cannot commit (locked, unreachable, disk full), every
+waiting job fails with :class:`WriteUnavailableError`, which the API answers with 503 and
+``Retry-After``, never with a price.
+
+SQLite: one ``BEGIN IMMEDIATE`` per batch (api/db.py); PostgreSQL: multi-row inserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import DatabaseBusyError
+
+__all__ = ["GroupWriter", "Job", "WriteUnavailableError"]
+
+log = logging.getLogger("pricing.writer")
+
+J = TypeVar("J", bound="Job")
+
+
+class WriteUnavailableError(RuntimeError):
+    """The writer could not commit: the caller must not show or acknowledge anything."""
+
+
+class Job(Protocol):
+    """Rows to write. Jobs of one class are written together by :meth:`write_batch`."""
+
+    @property
+    def rows(self) -> int:
+        """Rows the job counts for towards a batch's size."""
+        ...
+
+    #: Group key: jobs with the same ``kind`` are written by one ``write_batch`` call.
+    kind: ClassVar[str]
+
+    @classmethod
+    def write_batch(cls, session: Session, jobs: Sequence[Any]) -> None:
+        """Write ``jobs`` (all of this class) inside the writer's open transaction.
+
+        A job that must be refused on its own (not the batch) stores its error with
+        :meth:`reject` and writes nothing; raising fails the whole batch.
+        """
+        ...
+
+    def result(self) -> Any:
+        """What the waiting request gets once the batch is committed."""
+        ...
+
+    def committed(self) -> None:
+        """Called by the writer thread after the commit (update in-memory state)."""
+        ...
+
+    def failed(self, error: BaseException) -> None:
+        """Called when the job's rows were not committed (return leased budget...)."""
+        ...
+
+
+class GroupWriter:
+    """The worker's single writer thread.
+
+    Parameters
+    ----------
+    sessions : sessionmaker
+        Write sessions (on SQLite each transaction starts with ``BEGIN IMMEDIATE``).
+    max_rows : int
+        Most rows per transaction.
+    linger_seconds : float
+        How long the writer waits for more jobs once it has one (0: it commits whatever
+        is ready; jobs that arrive during a commit go in the next one).
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], *, max_rows: int = 2000, linger_seconds: float = 0.0
+    ) -> None:
+        self._sessions = sessions
+        self.max_rows = max_rows
+        self.linger = linger_seconds
+        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.jobs_written = 0
+        #: Test hook: called inside each transaction just before commit.
+        self.before_commit: Callable[[Session], None] | None = None
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=timeout)
+
+    def submit(self, job: Job) -> Future[Any]:
+        """Queue ``job``; the future resolves to ``job.result()`` after the commit."""
+        future: Future[Any] = Future()
+        if self._thread is None:
+            self.start()
+        self._queue.put((job, future))
+        return future
+
+    def write(self, job: Job, timeout: float | None = None) -> Any:
+        """Submit ``job`` and wait for it (blocking callers: CLI, simulations, tests)."""
+        return self.submit(job).result(timeout=timeout)
+
+    async def write_async(self, job: Job) -> Any:
+        """Submit ``job`` and await it without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(job))
+
+    # ------------------------------------------------------------------ thread
+    def _take(self, first: tuple[Job, Future[Any]]) -> tuple[list[tuple[Job, Future[Any]]], bool]:
+        batch, rows, stop = [first], first[0].rows, False
+        deadline = time.monotonic() + self.linger
+        while rows < self.max_rows:
+            try:
+                wait = deadline - time.monotonic()
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+            rows += item[0].rows
+        return batch, stop
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, stop = self._take(item)
+            self._write(batch)
+            if stop:
+                return
+
+    def _transaction(self, jobs: Sequence[Job]) -> None:
+        groups: dict[str, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.kind, []).append(job)
+        with self._sessions() as session, session.begin():
+            for group in groups.values():
+                type(group[0]).write_batch(session, group)
+            if self.before_commit is not None:
+                self.before_commit(session)
+
+    def _write(self, batch: list[tuple[Job, Future[Any]]]) -> None:
+        jobs = [job for job, _ in batch]
+        try:
+            self._transaction(jobs)
+        except BaseException as exc:  # isolate: each job alone, in its own transaction
+            if len(batch) == 1:
+                self._fail(batch[0], exc)
+                return
+            log.warning("batch of %d jobs failed (%s); retrying each alone", len(batch), exc)
+            for item in batch:
+                try:
+                    self._transaction([item[0]])
+                except BaseException as single:
+                    self._fail(item, single)
+                else:
+                    self._done(item)
+            return
+        self.batches += 1
+        for item in batch:
+            self._done(item)
+
+    def _done(self, item: tuple[Job, Future[Any]]) -> None:
+        job, future = item
+        self.jobs_written += 1
+        try:
+            job.committed()
+            future.set_result(job.result())
+        except BaseException as exc:  # never lose the future
+            log.exception("post-commit step failed")
+            future.set_exception(exc)
+
+    def _fail(self, item: tuple[Job, Future[Any]], exc: BaseException) -> None:
+        job, future = item
+        expected = isinstance(exc, OperationalError | DatabaseBusyError | WriteUnavailableError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        if not expected:  # a bug or a constraint: loud, but still never a price
+            log.error("write failed: %s", exc, exc_info=exc)
+        error = exc if isinstance(exc, WriteUnavailableError) else WriteUnavailableError(f"could not commit: {exc}")
+        error.__cause__ = exc if error is not exc else exc.__cause__
+        try:
+            job.failed(error)
+        finally:
+            future.set_exception(error)
