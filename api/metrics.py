@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["Metrics", "install_metrics"]
 
@@ -43,22 +43,37 @@ class Metrics:
         )
 
 
-def install_metrics(app: FastAPI, metrics: Metrics) -> None:
-    """Count and time every request under its route template (not its raw path)."""
+class _MetricsMiddleware:
+    """Pure ASGI middleware (no per-request task or body stream, unlike ``@app.middleware``)."""
 
-    @app.middleware("http")
-    async def _observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, observe)
         finally:
-            route = request.scope.get("route")
+            route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - start
-            metrics.requests.labels(template, request.method, str(status)).inc()
-            metrics.latency.labels(template, request.method).observe(elapsed)
+            method = scope.get("method", "")
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(elapsed)
+
+
+def install_metrics(app: FastAPI, metrics: Metrics) -> None:
+    """Count and time every request under its route template (not its raw path)."""
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)

@@ -198,9 +198,11 @@ class GroupWriter:
         self.jobs_written += 1
         try:
             job.committed()
-            future.set_result(job.result())
-        except BaseException as exc:  # never lose the future
+        except Exception:  # in-memory bookkeeping only: the rows are committed
             log.exception("post-commit step failed")
+        try:
+            future.set_result(job.result())
+        except BaseException as exc:  # a job refused on its own (e.g. an offer that no longer fits)
             future.set_exception(exc)
 
     def _fail(self, item: tuple[Job, Future[Any]], exc: BaseException) -> None:

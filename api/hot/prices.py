@@ -73,11 +73,12 @@ class PriceAggregates:
         with self._lock:
             return self._book.day(sku, day)
 
-    def refresh(self, now: datetime | None = None) -> int:
-        """Re-read rows changed since the last refresh (the whole window the first time)."""
+    def refresh(self, now: datetime | None = None, *, full: bool = False) -> int:
+        """Re-read rows changed since the last refresh (the whole window the first time,
+        or with ``full``)."""
         now = now or utcnow()
         query = select(SkuDailyPrices)
-        if self._since is None:
+        if self._since is None or full:
             query = query.where(SkuDailyPrices.day >= (now - timedelta(days=self._book.window + 1)).date())
         else:
             query = query.where(

@@ -23,6 +23,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -112,8 +113,15 @@ class PromotionBook:
     _leases: dict[str, _Lease] = field(default_factory=dict)
     _retired: list[_Lease] = field(default_factory=list)
     _eligible: dict[str, int] = field(default_factory=dict)
+    _demand: set[str] = field(default_factory=set)
+    _seen: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
+    _maintain_lock: threading.Lock = field(default_factory=threading.Lock)
+    _kicker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
+    )
+    _kicked: bool = False
     _signature: object = None
 
     # ------------------------------------------------------------------ reading
@@ -175,6 +183,8 @@ class PromotionBook:
                 needs_lease = p.budget_minor is not None or p.redemption_cap is not None
                 lease = self._leases.get(p.key) if needs_lease else None
                 if needs_lease and (lease is None or lease.retired or now >= lease.retire_at):
+                    self._demand.add(p.key)  # a lease is taken in the background
+                    self._kick_locked()
                     out[p.key] = Allowance(free_budget_minor=0, offers_left=0)
                     leases[p.key] = None
                     continue
@@ -205,7 +215,28 @@ class PromotionBook:
                 if lease.offers_left is not None:
                     lease.offers_left -= 1
                 lease.in_flight += 1
+                if self._low(lease):
+                    self._kick_locked()
         return LeaseSpend(key, lease_id, reserve_minor)
+
+    def _kick_locked(self) -> None:
+        """Top the leases up now in the background (never in the request); holds ``_lock``."""
+        if self._kicked:
+            return
+        self._kicked = True
+
+        def run() -> None:
+            with self._lock:
+                self._kicked = False
+            try:
+                self.maintain()
+            except Exception:  # the refresher's next pass tries again
+                log.exception("lease top-up failed")
+
+        try:
+            self._kicker.submit(run)
+        except RuntimeError:  # shutting down
+            self._kicked = False
 
     def settle_spend(self, spend: LeaseSpend, *, committed: bool) -> None:
         """After the write: on failure give the hold back to the lease (memory only)."""
@@ -241,18 +272,31 @@ class PromotionBook:
         return low_budget or low_offers
 
     def maintain(self, now: datetime | None = None) -> None:
-        """Retire aging or low leases, return retired ones, and take new ones."""
-        now = now or utcnow()
+        """Retire aging or low leases, return retired ones, and take the leases in demand.
+
+        A lease is renewed only when it was used or a quote asked for one: an idle
+        worker gives its slice back within half a lease lifetime and keeps none.
+        """
+        with self._maintain_lock:
+            self._maintain(now or utcnow())
+
+    def _maintain(self, now: datetime) -> None:
         active = {p.key: p for p in self.active if p.budget_minor is not None or p.redemption_cap is not None}
         with self._lock:
             for key, lease in list(self._leases.items()):
                 if key not in active or now >= lease.retire_at or self._low(lease):
+                    if (lease.budget_left, lease.offers_left) != (lease.budget, lease.offers):
+                        self._demand.add(key)  # it was used: keep a slice at hand
                     lease.retired = True
                     self._retired.append(lease)
                     del self._leases[key]
             closable = [x for x in self._retired if x.in_flight == 0]
             self._retired = [x for x in self._retired if x.in_flight > 0]
-            wanted = [p for key, p in active.items() if key not in self._leases]
+            wanted = [p for key, p in active.items() if key not in self._leases
+                      and (key in self._demand or key not in self._seen)]  # fmt: skip
+            for p in wanted:
+                self._seen.add(p.key)
+                self._demand.discard(p.key)
         for lease in closable:
             try:
                 _close_lease(self.sessions, lease.id, now)
@@ -311,7 +355,8 @@ class PromotionBook:
     def release_all(self, now: datetime | None = None) -> None:
         """Return every lease (at shutdown)."""
         now = now or utcnow()
-        with self._lock:
+        self._kicker.shutdown(wait=True)
+        with self._maintain_lock, self._lock:
             leases = [*self._leases.values(), *self._retired]
             self._leases, self._retired = {}, []
         for lease in leases:
@@ -351,7 +396,7 @@ def _close(session: Session, lease_ids: Sequence[uuid.UUID], now: datetime) -> i
     return closed
 
 
-def sweep(sessions: sessionmaker[Session], now: datetime | None = None, *, grace: float = 5.0) -> tuple[int, int]:
+def sweep(sessions: sessionmaker[Session], now: datetime | None = None, *, grace: float = 1.0) -> tuple[int, int]:
     """Close expired leases and expired holds (any worker may run it, concurrently).
 
     Returns

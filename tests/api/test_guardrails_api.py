@@ -149,33 +149,71 @@ def test_preview_shows_the_price_distribution_without_activating(priced):
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "skus"
 
 
-def test_segment_price_gap_and_daily_change_caps_hold_across_quotes(priced):
-    put(
-        priced,
-        [
-            {
-                "scope": "global",
-                "max_discount": 0.4,
-                "max_increase": 0.4,
-                "segment_gap": 1.05,
-                "max_change": 0.1,
-            }
-        ],
-    )
-    served = {"default": [], "loyalty": []}
-    last = None
+CAPS = [{"scope": "global", "max_discount": 0.4, "max_increase": 0.4, "segment_gap": 1.05,
+         "max_change": 0.1}]  # fmt: skip
+
+
+def _check_day(prices, anchor):
+    """Every price within max_change of the anchor; any two within the segment gap."""
+    for price in prices:
+        assert abs(price - anchor) <= anchor * Decimal("0.1") + Decimal("0.01")
+    assert max(prices) <= min(prices) * Decimal("1.05") + Decimal("0.01")
+
+
+def test_segment_price_gap_and_daily_change_caps_hold_across_quotes(priced, sessions):
+    put(priced, CAPS)
+    served = []
     for i in range(30):
         segment = "default" if i % 2 else "loyalty"
         body = {"customer_id": f"g{i}", "segment": segment, "lines": [{"sku": "TEA-1"}]}
         line = priced.post("/v1/quotes", Role.CHECKOUT, json=body).json()["lines"][0]
-        price = Decimal(line["price"])
-        if last is not None:
-            assert abs(price - last) <= last * Decimal("0.1") + Decimal("0.01")
-        last = price
-        served[segment].append(price)
-        everything = served["default"] + served["loyalty"]
-        if served["default"] and served["loyalty"]:
-            assert max(everything) <= min(everything) * Decimal("1.05") + Decimal("0.01")
+        served.append(Decimal(line["price"]))
+    # TEA-1 never sold before today: its anchor is its non-personalized price, the list price.
+    _check_day(served, Decimal("10.00"))
+    assert len(set(served)) > 1  # the engine did personalize inside the caps
+    with sessions() as session:
+        trails = [d.guardrail_trail for d in session.scalars(select(Decision))]
+    assert {t["anchor_price_minor"] for t in trails} == {1000}
+
+
+def test_two_workers_hold_the_day_caps_between_them(priced, sessions, db_url):
+    """A second app on the same database is a second worker with its own memory."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import load_settings
+    from tests.conftest import Api
+
+    put(priced, CAPS)
+    # Yesterday's close was 10.50: both workers anchor today's prices there.
+    from datetime import timedelta
+
+    from api.orm import SkuDailyPrices, utcnow
+
+    yesterday = utcnow() - timedelta(days=1)
+    with sessions() as session, session.begin():
+        session.add(SkuDailyPrices(sku="TEA-1", day=yesterday.date(), first_at=yesterday,
+                                   last_at=yesterday, last_price_minor=1050, low_minor=990,
+                                   high_minor=1050, low_final_minor=990, decisions=3,
+                                   updated_at=utcnow()))  # fmt: skip
+    priced.client.app.state.pricing.prices.refresh(full=True)
+    second_app = create_app(load_settings(database_url=db_url, refresh_seconds=30))
+    with TestClient(second_app) as second_client:
+        second_app.state.pricing.posterior.refresh()
+        second = Api(second_client, priced.keys)
+        served = []
+        for i in range(30):
+            api = priced if i % 2 else second
+            segment = ("default", "loyalty")[(i // 2) % 2]
+            body = {"customer_id": f"w{i}", "segment": segment, "lines": [{"sku": "TEA-1"}]}
+            response = api.post("/v1/quotes", Role.CHECKOUT, json=body)
+            assert response.status_code == 201, response.text
+            served.append(Decimal(response.json()["lines"][0]["price"]))
+    _check_day(served, Decimal("10.50"))
+    with sessions() as session:
+        row = session.get(SkuDailyPrices, ("TEA-1", utcnow().date()))
+    assert row is not None and row.decisions == 30
+    assert Decimal(row.low_minor) / 100 == min(served) and Decimal(row.high_minor) / 100 == max(served)
 
 
 def test_a_repeat_purchase_within_the_quote_ttl_is_a_new_decision_at_the_same_price(priced):

@@ -46,7 +46,7 @@ def test_metrics_count_requests_decisions_and_outcomes(catalog):
     catalog.post("/v1/outcomes", Role.CHECKOUT, json=body)
     catalog.post("/v1/outcomes", Role.CHECKOUT, json=body)
     text = catalog.client.get("/metrics").text
-    assert 'pricing_decisions_total{personalized="False",policy="ThompsonPricePolicy"} 2.0' in text
+    assert 'pricing_decisions_total{personalized="False",policy="thompson/1"} 2.0' in text
     assert 'pricing_outcomes_total{status="created"} 1.0' in text
     assert 'pricing_outcomes_total{status="duplicate"} 1.0' in text
     assert 'pricing_http_requests_total{method="POST",route="/v1/quotes",status="201"} 1.0' in text

@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from api.orm import Decision, Outcome, PromotionUsage, utcnow
+from api.orm import Decision, Outcome, PromotionLease, PromotionUsage, utcnow
 from api.schemas import QuoteRequest
 from api.security import Role
 from api.services.guardrails import GuardrailCache
 from api.services.models import load_cells
-from api.services.quotes import create_quote
+from api.services.quotes import QuoteService
 from pricing.policy import ThompsonPricePolicy
 from tests.factories import publish, synthetic_posterior
 
@@ -244,36 +244,47 @@ def test_an_outcome_cannot_claim_more_discount_than_offered(catalog, sessions):
 
 # --------------------------------------------------------------------------- concurrency
 def test_concurrent_quotes_never_overspend_or_exceed_caps(catalog, sessions, backend):
-    """Eight threads quote at once; budget and redemption holds never exceed the caps."""
+    """Two workers (each its own leases, memory and writer), eight threads quoting at once:
+    budget and redemption holds never exceed the caps."""
     serve(catalog, sessions, strong_promotion_posterior())
     catalog.put("/v1/promotions/SPRING", M, json=promo(budget="5.00", currency="USD",
                                                          redemption_cap=4))  # fmt: skip
     from api.db import read_only
     from api.posterior_cache import PosteriorCache
+    from api.services.context import ContextSchemaCache
 
     cache = PosteriorCache(read_only(sessions), poll_seconds=60)
     cache.refresh()
     guardrails = GuardrailCache(read_only(sessions))
+    workers = []
+    for _ in range(2):
+        service = QuoteService.build(sessions, guardrails=guardrails,
+                                     context_schema=ContextSchemaCache(read_only(sessions)))  # fmt: skip
+        service.warm()
+        workers.append(service)
     errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
+    def client(n: int) -> None:
         policy = ThompsonPricePolicy(
             lambda: ("1", cache.served.posterior), lambda: guardrails.get()[1], seed=n
         )
+        service = workers[n % 2]
         try:
             for i in range(6):
                 request = QuoteRequest(customer_id=f"t{n}-{i}", lines=[{"sku": "TEA-1"}])
-                with sessions() as session:
-                    create_quote(session, request=request, policy=policy,
-                                 default_segment="default", ttl=timedelta(minutes=15))  # fmt: skip
+                service.create_sync(request, policy=policy)
+                if i % 2:
+                    service.promotions.maintain()  # as the refresher would, mid-load
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    for service in workers:
+        service.close()
     assert not errors, errors
     with sessions() as session:
         n, held = session.execute(
@@ -281,9 +292,18 @@ def test_concurrent_quotes_never_overspend_or_exceed_caps(catalog, sessions, bac
             .where(Decision.promotion == "SPRING")
         ).one()  # fmt: skip
         total = session.scalar(select(func.count()).select_from(Decision))
+        usage = session.get(PromotionUsage, "SPRING")
+        open_leases = list(session.scalars(select(PromotionLease).where(PromotionLease.closed_at.is_(None))))
     assert total == 48
     assert n <= 4 and held <= 500
     assert n >= 1
+    # Running totals agree with the log. The stopped workers returned their leases; only
+    # the idle API app of the fixture still holds one, unused.
+    assert (usage.held_minor, usage.open_offers) == (held, n)
+    assert {lease.worker for lease in open_leases} <= {catalog.client.app.state.pricing.promotions.worker}
+    unused = sum((x.budget_minor or 0) - x.used_minor for x in open_leases)
+    unused_offers = sum((x.offers or 0) - x.used_offers for x in open_leases)
+    assert (usage.allocated_minor, usage.allocated_offers) == (held + unused, n + unused_offers)
 
 
 # --------------------------------------------------------------------------- delayed rewards

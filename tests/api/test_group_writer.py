@@ -1,0 +1,185 @@
+"""The worker's group writer: nothing shown or acknowledged before it is committed."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from api.cli import main as cli
+from api.orm import Decision, Outcome, SkuDailyPrices, utcnow
+from api.security import Role
+from api.services.quote_writes import QuoteJob
+from api.writer import GroupWriter, WriteUnavailableError
+
+C = Role.CHECKOUT
+
+
+def _count(sessions, model=Decision) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_a_failing_commit_answers_503_and_shows_no_price(catalog, sessions):
+    writer = catalog.client.app.state.pricing.writer
+
+    def boom(_session):
+        raise RuntimeError("disk full")
+
+    writer.before_commit = boom
+    body = {"customer_id": "c-1", "lines": [{"sku": "TEA-1"}, {"sku": "TEA-2"}]}
+    response = catalog.post("/v1/quotes", C, json=body)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert "price" not in response.text and "decision_id" not in response.text
+    assert _count(sessions) == 0
+    with sessions() as session:  # the running totals did not move either
+        assert session.scalar(select(func.count()).select_from(SkuDailyPrices)) == 0
+    writer.before_commit = None
+    quote = catalog.quote("TEA-1", customer="c-1")
+    assert _count(sessions) == 1
+    # An outcome that cannot be committed is not acknowledged, and a retry later is.
+    writer.before_commit = boom
+    outcome = {"decision_id": quote["lines"][0]["decision_id"], "converted": False}
+    assert catalog.post("/v1/outcomes", C, json=outcome).status_code == 503
+    batch = catalog.post("/v1/outcomes/batch", C, json={"outcomes": [outcome]})
+    assert batch.status_code == 503 and _count(sessions, Outcome) == 0
+    writer.before_commit = None
+    assert catalog.post("/v1/outcomes", C, json=outcome).status_code == 201
+    assert _count(sessions, Outcome) == 1
+
+
+def test_concurrent_quotes_share_transactions_and_all_land(catalog, sessions):
+    writer = catalog.client.app.state.pricing.writer
+    slow = threading.Event()
+
+    def linger(_session):  # hold each commit a little so that requests pile up behind it
+        if not slow.is_set():
+            time.sleep(0.02)
+
+    writer.before_commit = linger
+    before_batches = writer.batches
+    body = {"lines": [{"sku": "TEA-1"}]}
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(
+            lambda i: catalog.post("/v1/quotes", C, json={**body, "customer_id": f"g{i}"}),
+            range(64),
+        ))  # fmt: skip
+    slow.set()
+    writer.before_commit = None
+    assert [r.status_code for r in responses] == [201] * 64
+    assert _count(sessions) == 64
+    assert writer.batches - before_batches < 64  # group commit: fewer transactions than quotes
+
+
+def test_one_bad_job_in_a_batch_fails_alone(catalog, sessions):
+    """A job that violates a constraint is retried alone and fails; the others commit."""
+    writer = GroupWriter(sessions)
+    gate = threading.Event()
+    writer.before_commit = lambda _s: gate.wait(5)
+    now = utcnow()
+
+    def job(sku: str) -> QuoteJob:
+        row = {"id": uuid.uuid4(), "quote_id": uuid.uuid4(), "line_no": 0, "created_at": now,
+               "expires_at": now, "customer_id": "x", "segment": "default", "sku": sku,
+               "quantity": 1, "currency": "USD", "list_price_minor": 1000, "price_minor": 1000,
+               "unit_cost_minor": 400, "propensity": 1.0, "personalized": False,
+               "policy": "test", "context": {}, "guardrail_trail": {}}  # fmt: skip
+        return QuoteJob([row], [], [], [], [(sku, now, 1000, 1000)], {}, now, sku)
+
+    first = writer.submit(job("TEA-1"))  # blocks in its commit until the gate opens
+    time.sleep(0.1)
+    good, bad = writer.submit(job("TEA-2")), writer.submit(job("NOPE"))
+    time.sleep(0.1)
+    gate.set()
+    assert first.result(10) == "TEA-1" and good.result(10) == "TEA-2"
+    with pytest.raises(WriteUnavailableError):
+        bad.result(10)
+    writer.stop()
+    assert _count(sessions) == 2
+
+
+# --------------------------------------------------------------------------- kill -9
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _serve(db_url: str):
+    port = _free_port()
+    env = {**os.environ, "PRICING_DATABASE_URL": db_url, "PRICING_PORT": str(port),
+           "PRICING_LOG_LEVEL": "warning", "PRICING_POLICY": "list"}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not become ready (exit code {process.poll()})")
+        time.sleep(0.1)
+    try:
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, sessions, capsys):
+    import re
+
+    assert cli(["seed-demo", "--database-url", db_url]) == 0
+    key = re.search(r"^\s+checkout\s+(pe_\S+)$", capsys.readouterr().out, re.M)
+    assert key is not None
+    headers = {"Authorization": f"Bearer {key.group(1)}"}
+    received: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int, base: str) -> None:
+        with httpx.Client(timeout=5) as http:
+            i = 0
+            while not stop.is_set() and i < 2000:
+                i += 1
+                body = {"customer_id": f"k{n}-{i}", "lines": [{"sku": "COF-001"}, {"sku": "TEA-002"}]}
+                try:
+                    response = http.post(f"{base}/v1/quotes", json=body, headers=headers)
+                except httpx.TransportError:
+                    return  # the server died under us
+                if response.status_code == 201:
+                    with lock:
+                        received.extend(line["decision_id"] for line in response.json()["lines"])
+
+    with _serve(db_url) as (base, process):
+        threads = [threading.Thread(target=client, args=(n, base)) for n in range(8)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(received) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)  # in the middle of the load
+        process.wait(timeout=10)
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert len(received) >= 200
+    with sessions() as session:
+        ids = {str(i) for i in session.scalars(select(Decision.id))}
+    missing = set(received) - ids
+    assert not missing, f"{len(missing)} decisions a client received are not in the log"
