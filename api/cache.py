@@ -53,7 +53,11 @@ class TTLCache(Generic[T]):
 
     def _reload(self) -> None:
         with self._sessions() as session:
-            self._value = self._load(session)
+            value = self._load(session)
+        # Keep the same object when nothing changed: consumers key their own caches on
+        # its identity (the policy's price ladders, the anchors' reference prices).
+        if not (self._loaded and value == self._value):
+            self._value = value
         self._loaded = True
         self._loaded_at = time.monotonic()
 

@@ -100,6 +100,8 @@ class GroupWriter:
         self._lock = threading.Lock()
         self.batches = 0
         self.jobs_written = 0
+        #: Seconds spent writing (transactions included), for metrics and benchmarks.
+        self.busy_seconds = 0.0
         #: Test hook: called inside each transaction just before commit.
         self.before_commit: Callable[[Session], None] | None = None
 
@@ -158,7 +160,9 @@ class GroupWriter:
             if item is None:
                 return
             batch, stop = self._take(item)
+            start = time.perf_counter()
             self._write(batch)
+            self.busy_seconds += time.perf_counter() - start
             if stop:
                 return
 

@@ -96,25 +96,24 @@ class PriceAggregates:
         return len(rows)
 
 
-def upsert_daily_prices(session: Session, rows: Sequence[DayPrices], now: datetime) -> None:
-    """Fold a batch's per-(SKU, day) aggregates into ``sku_daily_prices`` (one statement).
+_UPSERTS: dict[str, Any] = {}
 
-    ``rows`` are this batch's own aggregates (``decisions`` = this batch's count); the
-    stored row keeps the minimum, maximum, latest and the sum.
-    """
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
+
+def _upsert_statement(dialect: str) -> Any:
+    """The batch upsert, built once per dialect (building it costs more than running it)."""
+    statement = _UPSERTS.get(dialect)
+    if statement is not None:
+        return statement
     module: Any = postgresql if dialect == "postgresql" else sqlite
     least = func.least if dialect == "postgresql" else func.min
     greatest = func.greatest if dialect == "postgresql" else func.max
     table = SkuDailyPrices.__table__
-    statement = module.insert(table)
-    new = statement.excluded
+    insert = module.insert(table)
+    new = insert.excluded
     later = (new.last_at > table.c.last_at) | (
         (new.last_at == table.c.last_at) & (new.last_price_minor > table.c.last_price_minor)
     )
-    statement = statement.on_conflict_do_update(
+    statement = _UPSERTS[dialect] = insert.on_conflict_do_update(
         index_elements=["sku", "day"],
         set_={
             "first_at": least(table.c.first_at, new.first_at),
@@ -127,8 +126,21 @@ def upsert_daily_prices(session: Session, rows: Sequence[DayPrices], now: dateti
             "updated_at": new.updated_at,
         },
     )
-    session.execute(
-        statement,
+    return statement
+
+
+def upsert_daily_prices(session: Session, rows: Sequence[DayPrices], now: datetime) -> None:
+    """Fold a batch's per-(SKU, day) aggregates into ``sku_daily_prices`` (one statement).
+
+    ``rows`` are this batch's own aggregates (``decisions`` = this batch's count); the
+    stored row keeps the minimum, maximum, latest and the sum. Rows go in (SKU, day)
+    order, the same lock order for every writer.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    connection.execute(
+        _upsert_statement(connection.dialect.name),
         [{"sku": r.sku, "day": r.day, "first_at": r.first_at, "last_at": r.last_at,
           "last_price_minor": r.last_price, "low_minor": r.low, "high_minor": r.high,
           "low_final_minor": r.low_final, "decisions": r.decisions, "updated_at": now}

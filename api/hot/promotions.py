@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -114,6 +115,7 @@ class PromotionBook:
     _retired: list[_Lease] = field(default_factory=list)
     _eligible: dict[str, int] = field(default_factory=dict)
     _demand: set[str] = field(default_factory=set)
+    _claims: OrderedDict[tuple[str, str, str], int] = field(default_factory=OrderedDict)
     _seen: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -203,6 +205,40 @@ class PromotionBook:
             if p.paced:
                 out[p.key].pacing_rate_minor = self.rate(p, now)
         return out, leases
+
+    # ------------------------------------------------------------------ customers
+    def customer_used(
+        self, customer: str, promotions: Sequence[Promotion], now: datetime
+    ) -> dict[str, int]:
+        """What this worker knows of a customer's uses of per-customer-limited promotions.
+
+        A guide only: the limit itself is enforced by the writer's conditional claim,
+        which refuses an offer beyond it (the cart is then priced again without it and
+        the customer remembered here as at the limit).
+        """
+        out: dict[str, int] = {}
+        with self._lock:
+            for p in promotions:
+                if p.per_customer_limit is not None:
+                    n = self._claims.get((p.key, customer, period_key(p, now)))
+                    if n is not None:
+                        out[p.key] = n
+        return out
+
+    def note_claim(self, key: str, customer: str, period: str) -> None:
+        """A committed offer counted against the customer's limit."""
+        self._bump((key, customer, period), 1)
+
+    def note_exhausted(self, key: str, customer: str, period: str) -> None:
+        """The writer refused an offer: the customer is at the limit."""
+        self._bump((key, customer, period), 10**9)
+
+    def _bump(self, slot: tuple[str, str, str], n: int) -> None:
+        with self._lock:
+            self._claims[slot] = min(self._claims.get(slot, 0) + n, 10**9)
+            self._claims.move_to_end(slot)
+            while len(self._claims) > 200_000:
+                self._claims.popitem(last=False)
 
     # ------------------------------------------------------------------ spending
     def spend(self, key: str, lease_id: uuid.UUID | None, reserve_minor: int) -> LeaseSpend:

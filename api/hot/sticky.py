@@ -16,10 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, bindparam, select
 
-from api.orm import Decision, Outcome, PromotionCustomerUsage
+from api.orm import Decision, Outcome
 from pricing.cart import StickyQuote
 
 __all__ = ["StickyMap", "load_customer"]
@@ -91,57 +90,83 @@ class StickyMap:
                     entries[where[1]] = replace(entry, reported=True)
 
 
-def load_customer(
-    session: Session,
-    *,
-    customer: str,
-    skus: Sequence[str],
-    now: datetime,
-    limits: Sequence[tuple[str, str]] = (),
-) -> tuple[dict[str, StickyQuote], dict[str, int]]:
-    """One customer's unexpired decisions for ``skus`` and promotion counts (indexed reads).
+_STICKY = (
+    select(Decision.id, Decision.sku, Decision.segment, Decision.quantity, Decision.price_minor,
+           Decision.personalized, Decision.model_version, Decision.expires_at, Outcome.id,
+           Decision.propensity, Decision.guardrail_trail, Decision.promotion,
+           Decision.discount_minor)
+    .outerjoin(Outcome, Outcome.decision_id == Decision.id)
+    .where(Decision.customer_id == bindparam("customer"),
+           Decision.sku.in_(bindparam("skus", expanding=True)),
+           Decision.expires_at > bindparam("now"))
+    .order_by(Decision.created_at)
+)  # fmt: skip
+class CustomerProbe:
+    """Whether a customer has any unexpired decision for some SKUs: one raw indexed read.
+
+    Most quotes are for customers with nothing on record, and for them the full look-up
+    (:func:`load_customer`, with the ORM's result processing) would be wasted. The probe
+    runs ``SELECT 1 ... LIMIT 1`` on a pooled DBAPI connection with the parameters bound
+    exactly as SQLAlchemy stores them (the column types' own bind processors), so it costs
+    the database's index look-up and little else.
 
     Parameters
     ----------
-    limits : sequence of (promotion key, period)
-        Per-customer limits whose counters to read.
+    engine : Engine
+        The (read-only) engine.
+    """
 
-    Returns
-    -------
-    tuple
-        Newest unexpired decision per SKU (reported or not), and the customer's count per
-        promotion key.
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        dialect = engine.dialect
+        self.inline = dialect.name == "sqlite"  # a local file read: no need for a thread
+        self._expires = Decision.__table__.c.expires_at.type.bind_processor(dialect)
+        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._sql: dict[int, str] = {}
+
+    def _statement(self, n: int) -> str:
+        sql = self._sql.get(n)
+        if sql is None:
+            marks = ", ".join([self._mark] * n)
+            sql = self._sql[n] = (
+                f"SELECT 1 FROM decisions WHERE customer_id = {self._mark} "
+                f"AND sku IN ({marks}) AND expires_at > {self._mark} LIMIT 1"
+            )
+        return sql
+
+    def __call__(self, customer: str, skus: Sequence[str], now: datetime) -> bool:
+        """True when the customer may have an unexpired decision for one of ``skus``."""
+        expires = self._expires(now) if self._expires is not None else now
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(self._statement(len(skus)), (customer, *skus, expires))
+            found = cursor.fetchone() is not None
+            cursor.close()
+            raw.rollback()
+        finally:
+            raw.close()
+        return found
+
+
+def load_customer(
+    connection: Connection, *, customer: str, skus: Sequence[str], now: datetime
+) -> dict[str, StickyQuote]:
+    """One customer's newest unexpired decision per SKU in ``skus`` (reported or not).
+
+    One indexed read (customer × SKU × expiry), built once with bound parameters and run
+    on a plain connection (no ORM session).
     """
     sticky: dict[str, StickyQuote] = {}
-    if skus:
-        rows = session.execute(
-            select(Decision.id, Decision.sku, Decision.segment, Decision.quantity,
-                   Decision.price_minor, Decision.personalized, Decision.model_version,
-                   Decision.expires_at, Outcome.id, Decision.propensity, Decision.guardrail_trail,
-                   Decision.promotion, Decision.discount_minor)
-            .outerjoin(Outcome, Outcome.decision_id == Decision.id)
-            .where(Decision.customer_id == customer, Decision.sku.in_(skus),
-                   Decision.expires_at > now)
-            .order_by(Decision.created_at)
+    if not skus:
+        return sticky
+    rows = connection.execute(_STICKY, {"customer": customer, "skus": list(skus), "now": now})
+    for (d_id, sku, segment, quantity, price, personalized, version, expires, outcome,
+         propensity, trail, promotion, discount) in rows:  # fmt: skip
+        trail = trail or {}
+        sticky[sku] = StickyQuote(
+            d_id, segment, quantity, price, personalized, version, expires,
+            outcome is not None, propensity, bool(trail.get("fallback", False)),
+            tuple(trail.get("reasons", [])), promotion, discount,
         )  # fmt: skip
-        for (d_id, sku, segment, quantity, price, personalized, version, expires, outcome,
-             propensity, trail, promotion, discount) in rows:  # fmt: skip
-            trail = trail or {}
-            sticky[sku] = StickyQuote(
-                d_id, segment, quantity, price, personalized, version, expires,
-                outcome is not None, propensity, bool(trail.get("fallback", False)),
-                tuple(trail.get("reasons", [])), promotion, discount,
-            )  # fmt: skip
-    used: dict[str, int] = {}
-    if limits:
-        keys = [k for k, _ in limits]
-        periods = dict(limits)
-        for key, period, n in session.execute(
-            select(PromotionCustomerUsage.key, PromotionCustomerUsage.period,
-                   PromotionCustomerUsage.used)
-            .where(PromotionCustomerUsage.customer_id == customer,
-                   PromotionCustomerUsage.key.in_(keys))
-        ):  # fmt: skip
-            if periods.get(key) == period:
-                used[key] = int(n)
-    return sticky, used
+    return sticky

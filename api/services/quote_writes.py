@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import bindparam, case, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,9 +43,11 @@ __all__ = ["OfferClaim", "OfferRejectedError", "QuoteJob"]
 class OfferRejectedError(Exception):
     """A quote's offers no longer fit (a customer limit or a lease): re-decide without them."""
 
-    def __init__(self, keys: set[str]) -> None:
+    def __init__(self, keys: set[str], limits: set[str] | None = None) -> None:
         super().__init__(f"offers no longer available: {', '.join(sorted(keys))}")
         self.keys = keys
+        #: The keys refused because the customer reached the per-customer limit.
+        self.limits = limits or set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class QuoteJob:
     on_commit: Callable[[], None] | None = None
     on_failure: Callable[[], None] | None = None
     rejected: set[str] = field(default_factory=set)
+    rejected_limits: set[str] = field(default_factory=set)
 
     kind: ClassVar[str] = "quote"
 
@@ -86,7 +89,7 @@ class QuoteJob:
     def result(self) -> Any:
         """The response, or :class:`OfferRejectedError` when the quote must be re-decided."""
         if self.rejected:
-            raise OfferRejectedError(self.rejected)
+            raise OfferRejectedError(self.rejected, self.rejected_limits)
         return self.response
 
     def committed(self) -> None:
@@ -115,12 +118,13 @@ class QuoteJob:
             _claim_customer_limits(session, module, job)
         _use_leases(session, [j for j in batch if not j.rejected])
         accepted = [j for j in batch if not j.rejected]
+        connection = session.connection()  # Core executemany: no ORM bulk machinery
         decisions = [row for j in accepted for row in j.decisions]
         if decisions:
-            session.execute(insert(Decision), decisions)
+            connection.execute(_DECISIONS, decisions)
         assignments = [row for j in accepted for row in j.assignments]
         if assignments:
-            session.execute(insert(DecisionAssignment), assignments)
+            connection.execute(_ASSIGNMENTS, assignments)
         exposures = [row for j in accepted for row in j.exposures]
         if exposures:
             session.execute(
@@ -141,6 +145,10 @@ class QuoteJob:
         upsert_daily_prices(session, _unique_days(days), now)
 
 
+_DECISIONS = insert(Decision.__table__)  # type: ignore[arg-type]
+_ASSIGNMENTS = insert(DecisionAssignment.__table__)  # type: ignore[arg-type]
+
+
 def _unique(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
@@ -152,22 +160,38 @@ def _unique_days(rows: list[DayPrices]) -> list[DayPrices]:
     return list({(r.sku, r.day): r for r in rows}.values())
 
 
+_CLAIMS: dict[str, Any] = {}
+
+
+def _claim_statement(module: Any) -> Any:
+    name = module.__name__
+    statement = _CLAIMS.get(name)
+    if statement is None:
+        table = PromotionCustomerUsage.__table__
+        statement = _CLAIMS[name] = (
+            module.insert(table)
+            .values(key=bindparam("key"), customer_id=bindparam("customer"),
+                    period=bindparam("period"), used=1)
+            .on_conflict_do_update(
+                index_elements=["key", "customer_id", "period"],
+                set_={"used": table.c.used + 1},
+                where=table.c.used + 1 <= bindparam("limit"),
+            )
+            .returning(table.c.used)
+        )  # fmt: skip
+    return statement
+
+
 def _claim_customer_limits(session: Session, module: Any, job: QuoteJob) -> None:
     claimed: list[OfferClaim] = []
-    table = PromotionCustomerUsage.__table__
     for offer in job.offers:
         if offer.customer_limit is None or offer.period is None:
             continue
-        statement = module.insert(table).values(
-            key=offer.key, customer_id=offer.customer_id, period=offer.period, used=1
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["key", "customer_id", "period"],
-            set_={"used": table.c.used + 1},
-            where=table.c.used + 1 <= offer.customer_limit,
-        ).returning(table.c.used)
-        if session.execute(statement).first() is None:
+        parameters = {"key": offer.key, "customer": offer.customer_id, "period": offer.period,
+                      "limit": offer.customer_limit}  # fmt: skip
+        if session.connection().execute(_claim_statement(module), parameters).first() is None:
             job.rejected.add(offer.key)
+            job.rejected_limits.add(offer.key)
             break
         claimed.append(offer)
     if job.rejected:
@@ -181,18 +205,33 @@ def _claim_customer_limits(session: Session, module: Any, job: QuoteJob) -> None
             )  # fmt: skip
 
 
+_LEASE = PromotionLease.__table__.c
+_LEASE_USE = (
+    update(PromotionLease.__table__)  # type: ignore[arg-type]
+    .where(
+        _LEASE.id == bindparam("lease"), _LEASE.closed_at.is_(None),
+        _LEASE.budget_minor.is_(None) | (_LEASE.used_minor + bindparam("money") <= _LEASE.budget_minor),
+        _LEASE.offers.is_(None) | (_LEASE.used_offers + bindparam("n") <= _LEASE.offers),
+    )
+    .values(used_minor=_LEASE.used_minor + bindparam("money"),
+            used_offers=_LEASE.used_offers + bindparam("n"))
+)  # fmt: skip
+_USAGE = PromotionUsage.__table__.c
+_TOTALS = (
+    update(PromotionUsage.__table__).where(_USAGE.key == bindparam("promotion"))  # type: ignore[arg-type]
+    .values(held_minor=_USAGE.held_minor + bindparam("held"),
+            open_offers=_USAGE.open_offers + bindparam("offers"),
+            eligible_visits=_USAGE.eligible_visits + bindparam("eligible"),
+            first_eligible_at=case((bindparam("eligible") > 0,
+                                    func.coalesce(_USAGE.first_eligible_at, bindparam("now"))),
+                                   else_=_USAGE.first_eligible_at))
+)  # fmt: skip
+
+
 def _lease_update(session: Session, lease_id: uuid.UUID, money: int, offers: int) -> bool:
-    lease = PromotionLease
-    result: Any = session.execute(
-        update(lease)
-        .where(
-            lease.id == lease_id, lease.closed_at.is_(None),
-            lease.budget_minor.is_(None) | (lease.used_minor + money <= lease.budget_minor),
-            lease.offers.is_(None) | (lease.used_offers + offers <= lease.offers),
-        )
-        .values(used_minor=lease.used_minor + money, used_offers=lease.used_offers + offers)
-        .execution_options(synchronize_session=False)
-    )  # fmt: skip
+    result: Any = session.connection().execute(
+        _LEASE_USE, {"lease": lease_id, "money": money, "n": offers}
+    )
     return bool(result.rowcount == 1)
 
 
@@ -244,16 +283,9 @@ def _promotion_totals(session: Session, jobs: list[QuoteJob], now: datetime) -> 
             t[1] += 1
         for key, n in job.eligible.items():
             totals.setdefault(key, [0, 0, 0])[2] += n
-    for key in sorted(totals):
-        held, offers, eligible = totals[key]
-        values: dict[str, Any] = {
-            "held_minor": PromotionUsage.held_minor + held,
-            "open_offers": PromotionUsage.open_offers + offers,
-        }
-        if eligible:
-            values["eligible_visits"] = PromotionUsage.eligible_visits + eligible
-            values["first_eligible_at"] = func.coalesce(PromotionUsage.first_eligible_at, now)
-        session.execute(
-            update(PromotionUsage).where(PromotionUsage.key == key).values(**values)
-            .execution_options(synchronize_session=False)
+    if totals:
+        session.connection().execute(
+            _TOTALS,
+            [{"promotion": key, "held": held, "offers": offers, "eligible": eligible, "now": now}
+             for key, (held, offers, eligible) in sorted(totals.items())],
         )  # fmt: skip

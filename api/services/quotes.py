@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from api.errors import ApiError, FieldProblem
 from api.hot.catalog import CatalogCache
 from api.hot.prices import PriceAggregates
 from api.hot.promotions import LeaseSpend, PromotionBook, period_key
-from api.hot.sticky import StickyMap, load_customer
+from api.hot.sticky import CustomerProbe, StickyMap, load_customer
 from api.orm import utcnow
 from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
 from api.services.experiments import QuoteExperiment
@@ -64,12 +64,6 @@ class _Cart:
     promotions: list[Promotion]
     sticky: dict[str, StickyQuote]
     missing: list[str]
-    customer_used: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def limits(self) -> list[tuple[str, str]]:
-        return [(p.key, period_key(p, self.now)) for p in self.promotions
-                if p.per_customer_limit is not None]  # fmt: skip
 
 
 class QuoteService:
@@ -118,6 +112,8 @@ class QuoteService:
         self.default_segment = default_segment
         self.ttl = ttl
         self.outcome_window = max(outcome_window, ttl)
+        self._read_engine = read_sessions.kw["bind"]
+        self.probe = CustomerProbe(self._read_engine)
         self._reference_rules: GuardrailSet | None = None
         self._reference: dict[tuple[str, int, int], int | None] = {}
 
@@ -213,17 +209,21 @@ class QuoteService:
 
     def needs_lookup(self, cart: _Cart) -> bool:
         """Whether the customer look-up must read the log (the map cannot answer)."""
-        return bool(cart.missing) or bool(cart.limits)
+        return bool(cart.missing)
 
     def lookup(self, cart: _Cart) -> None:
-        """Read the customer's unexpired decisions and promotion counts (indexed)."""
-        with self.read_sessions() as session:
-            found, used = load_customer(
-                session, customer=cart.request.customer_id, skus=cart.missing, now=cart.now,
-                limits=cart.limits,
-            )  # fmt: skip
+        """Read the customer's unexpired decisions (indexed reads, no ORM session)."""
+        if not self.probe(cart.request.customer_id, cart.missing, cart.now):
+            return
+        self.full_lookup(cart)
+
+    def full_lookup(self, cart: _Cart) -> None:
+        """The customer's unexpired decisions for the SKUs the map could not answer."""
+        with self._read_engine.connect() as connection:
+            found = load_customer(
+                connection, customer=cart.request.customer_id, skus=cart.missing, now=cart.now
+            )
         cart.sticky.update(found)
-        cart.customer_used = used
         if found:
             self.sticky.put(cart.request.customer_id, list(found.items()))
 
@@ -240,7 +240,8 @@ class QuoteService:
         """Price the cart (pure) and build the writer's job; nothing is written yet."""
         request, now = cart.request, cart.now
         promotions = [p for p in cart.promotions if p.key not in excluded]
-        allowances, leases = self.promotions.allowances(promotions, cart.customer_used, now)
+        used = self.promotions.customer_used(cart.request.customer_id, promotions, now)
+        allowances, leases = self.promotions.allowances(promotions, used, now)
         book = OfferBook(promotions, allowances) if promotions else None
         schema = self.context_schema.get()[1]
         lines = price_cart(
@@ -357,6 +358,9 @@ class QuoteService:
         customer = request.customer_id
 
         def on_commit() -> None:
+            for offer in offers:
+                if offer.customer_limit is not None and offer.period is not None:
+                    self.promotions.note_claim(offer.key, customer, offer.period)
             for spend in spends:
                 self.promotions.settle_spend(spend, committed=True)
             self.promotions.note_eligible(eligible)
@@ -368,6 +372,14 @@ class QuoteService:
 
         return QuoteJob(rows, assignments, exposures, offers, observed, eligible, now, response,
                         on_commit, on_failure)  # fmt: skip
+
+    def _note_rejection(self, cart: _Cart, exc: OfferRejectedError) -> None:
+        """Remember customers at their limit, so later quotes do not offer it again."""
+        by_key = {p.key: p for p in cart.promotions}
+        for key in exc.limits:
+            if key in by_key:
+                self.promotions.note_exhausted(key, cart.request.customer_id,
+                                               period_key(by_key[key], cart.now))  # fmt: skip
 
     # ------------------------------------------------------------------ 3. write
     async def create(
@@ -389,7 +401,10 @@ class QuoteService:
         """
         cart = self.load(request, experiment)
         if self.needs_lookup(cart):
-            await run_in_threadpool(self.lookup, cart)
+            if not self.probe.inline:
+                await run_in_threadpool(self.lookup, cart)
+            elif self.probe(request.customer_id, cart.missing, cart.now):
+                await run_in_threadpool(self.full_lookup, cart)
         excluded: frozenset[str] = frozenset()
         for attempt in range(MAX_ATTEMPTS):
             job = self.decide(cart, policy=policy, experiment=experiment,
@@ -398,6 +413,7 @@ class QuoteService:
                 response: QuoteResponse = await self.writer.write_async(job)
                 return response
             except OfferRejectedError as exc:
+                self._note_rejection(cart, exc)
                 if attempt == MAX_ATTEMPTS - 1:
                     excluded = frozenset(p.key for p in cart.promotions)
                 else:
@@ -427,6 +443,7 @@ class QuoteService:
                 response: QuoteResponse = self.writer.write(job)
                 return response
             except OfferRejectedError as exc:
+                self._note_rejection(cart, exc)
                 excluded = excluded | exc.keys
         job = self.decide(cart, policy=policy, experiment=experiment,
                           guardrail_version=guardrail_version,
