@@ -1,6 +1,6 @@
 """The HTTP service under load on 127.0.0.1: quotes, outcome ingestion, freshness, memory.
 
-    python -m benchmarks.systems                  # full run (~6 min); writes docs/benchmarks.md + plot
+    python -m benchmarks.systems                  # full run (~10 min); writes docs/benchmarks.md + plot
     python -m benchmarks.systems --quick --no-doc # smoke run (tiny sizes), prints only
 
 Every server is a real ``pricing-engine serve`` subprocess (one uvicorn worker) on a
@@ -26,6 +26,13 @@ snapshot (no PyMC fit) covering the demo's segments and SKUs.
 4. Memory. VmRSS of the API worker with 10,000 SKUs x 20 segments (catalog loaded with the
    service function ``catalog.import_products``) and a 500-draw posterior over them, after
    a few seconds of quotes.
+
+5. Log growth. One quote at a time (300, after a warm-up), on the demo database as it is
+   and on a copy holding 1,000,000 of today's decisions (2,000 with ``--quick``): the ratio
+   of the median latencies.
+6. PostgreSQL (full runs; skipped when ``PRICING_BENCH_POSTGRES_URL``, default the local
+   server, does not answer): closed-loop quote throughput with 1 and 2 uvicorn workers on a
+   fresh demo database.
 
 Load generators, best first: ``wrk`` (Debian package) for the closed loop, and an asyncio
 + aiohttp open-loop generator run in ``benchmarks/.venv-peers`` (created on demand, never
@@ -72,8 +79,10 @@ PEERS = Path(__file__).resolve().parent / ".venv-peers"
 PLOT = ROOT / "docs" / "img" / "systems_latency.png"
 BEGIN, END = "<!-- systems:begin -->", "<!-- systems:end -->"
 ENGINE_CLI = Path(sys.executable).with_name("pricing-engine")
-TARGETS = {"ratio": 0.60, "p99_ms": 10.0, "outcomes_per_s": 5000.0, "freshness_s": 5.0,
-           "rss_mb": 500.0}  # fmt: skip
+TARGETS = {"ratio": 0.60, "p99_ms": 10.0, "outcomes_per_s": 20_000.0, "freshness_s": 5.0,
+           "rss_mb": 500.0, "growth": 1.2}  # fmt: skip
+#: Where part 6 (PostgreSQL, 1 vs 2 API workers) runs; skipped when it does not answer.
+POSTGRES_URL = os.environ.get("PRICING_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 LOAD_FRACTIONS = (0.25, 0.50, 0.75)
 CONNECTIONS = (4, 8, 16, 32)
 #: Refit threshold of the freshness server: low, so that the measurement stays on the online
@@ -527,12 +536,14 @@ def stop(process: subprocess.Popen[Any]) -> None:
 
 
 def engine_server(
-    name: str, db: Path, workdir: Path, *, updater: bool = False, **env: str
-) -> Server:
-    """``pricing-engine serve`` (one worker) on ``db``; not started yet."""
+    name: str, db: Path | str, workdir: Path, *, updater: bool = False, workers: int = 1,
+    **env: str,
+) -> Server:  # fmt: skip
+    """``pricing-engine serve`` on ``db`` (a SQLite path or a database URL); not started yet."""
     port = free_port()
-    command = [str(ENGINE_CLI), "serve", "--database-url", f"sqlite:///{db}",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    command = [str(ENGINE_CLI), "serve", "--database-url", url,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
     if updater:
         command.append("--updater")
     return Server(name, command, workdir, _env(**env), port)
@@ -608,12 +619,12 @@ def synthetic_posterior(
     )  # fmt: skip
 
 
-def publish(db: Path, posterior: Any) -> int:
+def publish(db: Path | str, posterior: Any) -> int:
     """Insert a published snapshot row for ``posterior`` (as a fit would); return its id."""
     from api.db import make_engine, make_session_factory
     from api.orm import ModelSnapshot, utcnow
 
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(db if isinstance(db, str) else f"sqlite:///{db}")
     try:
         with make_session_factory(engine)() as session, session.begin():
             row = ModelSnapshot(
@@ -631,11 +642,14 @@ def publish(db: Path, posterior: Any) -> int:
         engine.dispose()
 
 
-def prepare_demo(workdir: Path) -> tuple[Path, dict[str, str]]:
+def prepare_demo(workdir: Path, url: str | None = None) -> tuple[Path | str, dict[str, str]]:
     """Seeded demo database with a published posterior; keys by role (checkout, analyst,
-    merchandiser), all from the CLI."""
-    db = workdir / "demo.db"
-    url = f"sqlite:///{db}"
+    merchandiser), all from the CLI. SQLite in ``workdir`` unless ``url`` names a database."""
+    db: Path | str = workdir / "demo.db" if url is None else url
+    url = url or f"sqlite:///{db}"
+    if not url.startswith("sqlite"):
+        subprocess.run([str(ENGINE_CLI), "migrate", "--database-url", url], check=True,
+                       capture_output=True, env=_env(), timeout=300)  # fmt: skip
     subprocess.run([str(ENGINE_CLI), "seed-demo", "--database-url", url], check=True,
                    capture_output=True, env=_env(), timeout=300)  # fmt: skip
     roles = ("checkout", "analyst", "merchandiser")
@@ -1172,11 +1186,119 @@ def _fmt(x: float, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
+def fill_today(db: Path, n: int, skus: Sequence[str], segments: Sequence[str]) -> float:
+    """Insert ``n`` of today's decisions straight into a SQLite database (seconds taken)."""
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rng = random.Random(5)
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    columns = ("id", "quote_id", "line_no", "created_at", "expires_at", "customer_id", "segment",
+               "sku", "quantity", "currency", "list_price_minor", "price_minor", "unit_cost_minor",
+               "propensity", "personalized", "policy", "context", "guardrail_trail", "context_key",
+               "discount_minor", "promotion_cost_minor", "promotion_reserved_minor", "settled",
+               "redeemed", "learn", "hold_open")  # fmt: skip
+    sql = f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA synchronous=OFF")
+        done = 0
+        while done < n:
+            rows = []
+            for _ in range(min(50_000, n - done)):
+                at = now - dt.timedelta(seconds=rng.uniform(0, min(now.hour * 3600 + now.minute * 60, 86_000)))
+                rows.append((uuid.uuid4().hex, uuid.uuid4().hex, 0, at.strftime(fmt),
+                             (at + dt.timedelta(minutes=15)).strftime(fmt), f"h-{rng.randrange(10**9)}",
+                             rng.choice(segments), rng.choice(skus), 1, "USD", 2000, rng.randrange(1500, 2200),
+                             900, 0.05, 1, "thompson/1", "{}", "{}", "", 0, 0, 0, 0, 0, 1, 0))  # fmt: skip
+            conn.executemany(sql, rows)
+            done += len(rows)
+        conn.commit()
+    return time.perf_counter() - started
+
+
+def single_quote_p50(target: Target, n: int = 300) -> float:
+    """Median latency (ms) of ``n`` quotes sent one at a time (after a warm-up)."""
+    import httpx
+
+    rng = random.Random(11)
+    headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
+    with httpx.Client(timeout=30) as client:
+        latencies = []
+        for i in range(n + 30):
+            body = quote_body(rng, target.skus, target.segments)
+            start = time.perf_counter()
+            client.post(target.url, content=body, headers=headers)
+            if i >= 30:
+                latencies.append(time.perf_counter() - start)
+    return float(np.median(latencies) * 1000)
+
+
+def run_log_growth(
+    db: Path, keys: dict[str, str], skus: Sequence[str], segments: Sequence[str], workdir: Path,
+    n: int,
+) -> dict[str, float]:  # fmt: skip
+    """Single-quote p50 with ``n`` of today's decisions in the log vs with none."""
+    out: dict[str, float] = {"decisions": float(n)}
+    for label, decisions in (("empty", 0), ("full", n)):
+        copy = copy_db(db, workdir / f"growth-{label}.db")
+        if decisions:
+            out["fill_s"] = fill_today(copy, decisions, skus, segments)
+        srv = engine_server(f"engine-{label}", copy, workdir).start().wait()
+        try:
+            target = Target("engine", srv.url, keys["checkout"], list(skus), list(segments))
+            out[f"{label}_p50_ms"] = single_quote_p50(target)
+        finally:
+            srv.stop()
+        print(f"  {decisions:,} decisions today: single-quote p50 {out[f'{label}_p50_ms']:.2f} ms", flush=True)
+    out["ratio"] = out["full_p50_ms"] / out["empty_p50_ms"]
+    return out
+
+
+def run_postgres_workers(gen: Generator, workdir: Path, seconds: float, connections: int) -> dict[str, float] | None:
+    """Closed-loop quote throughput on PostgreSQL with 1 and 2 API workers (None without a server)."""
+    from sqlalchemy import make_url, text
+
+    from api.db import make_engine
+
+    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+    name = f"pricing_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        print(f"  PostgreSQL not reachable at {POSTGRES_URL} ({type(exc).__name__}): skipped")
+        admin.dispose()
+        return None
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    out: dict[str, float] = {}
+    try:
+        _db, keys = prepare_demo(workdir, url)
+        segments, skus = demo_catalog()
+        for workers in (1, 2):
+            srv = engine_server(f"engine-pg-{workers}", url, workdir, workers=workers).start().wait()
+            try:
+                target = Target("engine", srv.url, keys["checkout"], list(skus), segments)
+                load = gen.closed(target, connections, seconds)
+            finally:
+                srv.stop()
+            out[f"rps_{workers}"] = load.rps
+            out[f"p99_{workers}"] = load.p99_ms
+            print(f"  PostgreSQL, {workers} API worker(s), {connections} connections: "
+                  f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.1f} ms, errors {load.errors}", flush=True)  # fmt: skip
+        out["ratio"] = out["rps_2"] / out["rps_1"] if out["rps_1"] else float("nan")
+        return out
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def summary_rows(
     quotes: QuoteResults,
     outcomes: dict[str, float],
     fresh: dict[str, Any],
     memory: dict[str, float],
+    growth: dict[str, float] | None = None,
+    postgres: dict[str, float] | None = None,
 ) -> list[tuple[str, str, str, bool]]:
     """(metric, target, measured, met) per target."""
     ratio = quotes.engine_rps / quotes.bare_rps if quotes.bare_rps else float("nan")
@@ -1211,6 +1333,13 @@ def summary_rows(
         (f"RSS of one API worker, {int(memory['skus']):,} SKUs x {int(memory['segments'])} segments, "
          f"{int(memory['draws'])} draws", f"<= {TARGETS['rss_mb']:.0f} MB", f"{memory['rss_mb']:.0f} MB",
          memory["rss_mb"] <= TARGETS["rss_mb"]),
+        *([(f"single-quote p50 with {int(growth['decisions']):,} of today's decisions / with none",
+            f"<= {TARGETS['growth']:.1f}",
+            f"{growth['ratio']:.2f} ({growth['full_p50_ms']:.2f} / {growth['empty_p50_ms']:.2f} ms)",
+            growth["ratio"] <= TARGETS["growth"])] if growth else []),
+        *([("quote throughput, 2 API workers / 1 on PostgreSQL (closed loop)", "report",
+            f"{postgres['ratio']:.2f} ({_fmt(postgres['rps_2'])} / {_fmt(postgres['rps_1'])} req/s)", True)]
+          if postgres else []),
     ]  # fmt: skip
 
 
@@ -1388,30 +1517,26 @@ def findings(quotes: QuoteResults) -> list[str]:
     first, last = quotes.engine_max[0], quotes.engine_max[-1]
     errors = sum(x.errors for x in quotes.engine_max) + sum(x.errors for x in quotes.engine_open)
     per_quote_ms = 1000.0 / quotes.engine_rps if quotes.engine_rps > 0 else float("nan")
-    out = [
+    return [
         "### Findings",
         "",
-        "- Every quote is one SQLite write transaction (the decision with its propensity, offer holds and "
-        "experiment exposures commit before the response), and SQLite has one writer at a time, so a worker's "
-        "quotes run one after another: the closed-loop maximum of "
-        f"{quotes.engine_rps:,.0f} req/s is about {per_quote_ms:.1f} ms of work per quote, and more connections add "
-        f"queueing, not throughput ({first.rps:,.0f} req/s, p99 {first.p99_ms:,.0f} ms at {quotes.connections[0]} "
-        f"connections; {last.rps:,.0f} req/s, p99 {last.p99_ms:,.0f} ms at {quotes.connections[-1]}). Writers of a "
-        "worker wait their turn in-process (`api.db._WriterQueue`) rather than polling SQLite's busy handler, "
-        "whose sleeps of up to 100 ms had let unlucky quotes wait seconds (p99 1,585 ms at 4 connections in the "
-        "run of 2026-11-26 22:43, before the queue); a quote that cannot start writing within `PRICING_DB_WRITE_WAIT_SECONDS` (10 s) gets 503 "
-        f"with `Retry-After`. Non-2xx responses from the engine in this run: {errors:,}.",
-        "- Where the time goes is in the profile above: about ten SQL statements per quote through the ORM "
-        "(segment, products, sticky decisions, the day's price history, promotions, usage rows locked for "
-        "update, open holds, the customer's redemptions, the insert), then the Thompson draw and, for a paced offer, the pacing "
-        "LP. The bare endpoint does none of this, so the 60 % target is out of reach for a design that logs "
-        "each decision durably before answering; what would move it: several workers on PostgreSQL (writes in "
-        "parallel), batching the commits of concurrent quotes (group commit), and keeping running totals of "
-        "open holds instead of summing the open offers on every quote (`_open_holds` grows with traffic × "
-        "outcome window).",
+        "- The quote path reads no table that grows with traffic: the cart's context comes from the worker's "
+        "in-memory state (`api/hot/`), the decision from the pure `price_cart` (`pricing/cart.py`), and the "
+        "rows go to the worker's group writer (`api/writer.py`), which commits every ready quote in one "
+        "transaction before any of their responses is released. The only read on the path is an indexed probe "
+        "of the customer's unexpired decisions (`CustomerProbe` in `api/hot/sticky.py`). The log-growth row "
+        "above measures that the cost no longer depends on the day's traffic.",
+        f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at best is about "
+        f"{per_quote_ms:.1f} ms of interpreter time per quote, shared under one GIL by the event loop (HTTP "
+        "parsing, validation, the Thompson draw over 500 posterior draws, the response) and the writer thread "
+        "(statement execution and commit). More connections add queueing once that is spent "
+        f"({first.rps:,.0f} req/s, p99 {first.p99_ms:,.0f} ms at {quotes.connections[0]} connections; "
+        f"{last.rps:,.0f} req/s, p99 {last.p99_ms:,.0f} ms at {quotes.connections[-1]}). The bare endpoint does "
+        "none of this work, so the 0.6 target is not met by one worker; several API workers (processes) are "
+        "the way past it, and part 6 measures that on PostgreSQL. "
+        f"Non-2xx responses from the engine in this run: {errors:,}.",
         "",
     ]
-    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -1457,6 +1582,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"load generator: {gen.name}")
 
         db, keys = prepare_demo(workdir)
+        assert isinstance(db, Path)
         fresh_db = copy_db(db, workdir / "fresh.db")  # before part 1 logs anything
         segments, skus = demo_catalog()
         large = prepare_large(workdir, *((200, 5) if quick else (10_000, 20)), 500)
@@ -1526,7 +1652,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  pacing LP for one paced line ({lp['draws']:.0f} draws x {lp['candidates']:.0f} candidates): "
                   f"{lp['ms']:.1f} ms, peak allocation {lp['peak_mb']:.0f} MB")  # fmt: skip
 
-        rows = summary_rows(quotes, outcomes, fresh, memory)
+        print("[5/6] log growth: one quote at a time, today's log empty vs full", flush=True)
+        growth = run_log_growth(db, keys, list(skus), segments, workdir, 2_000 if quick else 1_000_000)
+        postgres = None
+        if not quick:
+            print("[6/6] PostgreSQL: 1 vs 2 API workers", flush=True)
+            postgres = run_postgres_workers(gen, workdir, seconds, 32)
+        rows = summary_rows(quotes, outcomes, fresh, memory, growth, postgres)
         elapsed = time.perf_counter() - started
         print()
         print(summary_table(rows))
