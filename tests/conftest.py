@@ -33,6 +33,11 @@ hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
+# Tests run SQLite with synchronous=NORMAL (durable against process kills, which is what
+# the crash tests check); the service's default FULL (power loss too) costs an fsync per
+# commit, which only slows the suite. test_migrations checks the default is FULL.
+os.environ.setdefault("PRICING_SQLITE_SYNCHRONOUS", "NORMAL")
+
 POSTGRES_URL = os.environ.get(
     "PRICING_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -50,3 +50,16 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_the_service_syncs_sqlite_fully_by_default(tmp_path, monkeypatch):
+    """FULL: a commit, hence every acknowledged response, survives a power loss too."""
+    monkeypatch.delenv("PRICING_SQLITE_SYNCHRONOUS", raising=False)
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    upgrade(make_engine(url))
+    app = create_app(load_settings(database_url=url))
+    with app.state.pricing.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    normal = make_engine(url, sqlite_synchronous="NORMAL")
+    with normal.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
