@@ -38,7 +38,15 @@ from pricing.offers import Allowance
 from pricing.pacing import pacing_rate
 from pricing.promotions import Promotion
 
-__all__ = ["LeaseSpend", "PromotionBook", "Usage", "period_key", "release_holds", "sweep"]
+__all__ = [
+    "LeaseSpend",
+    "PromotionBook",
+    "Usage",
+    "adjust_customer_usage",
+    "period_key",
+    "release_holds",
+    "sweep",
+]
 
 log = logging.getLogger("pricing.promotions")
 
@@ -494,11 +502,17 @@ def release_holds(
                 allocated_offers=PromotionUsage.allocated_offers - offers,
             ).execution_options(synchronize_session=False)
         )  # fmt: skip
-    for (key, customer, period), n in sorted(customers.items()):
-        session.execute(
-            update(PromotionCustomerUsage).where(
-                PromotionCustomerUsage.key == key, PromotionCustomerUsage.customer_id == customer,
-                PromotionCustomerUsage.period == period,
-            ).values(used=PromotionCustomerUsage.used - n)
-            .execution_options(synchronize_session=False)
-        )  # fmt: skip
+    adjust_customer_usage(session, {slot: -n for slot, n in customers.items()})
+
+
+def adjust_customer_usage(session: Session, changes: dict[tuple[str, str, str], int]) -> None:
+    """Add ``n`` to the per-customer counter of each (promotion, customer, period)."""
+    for (key, customer, period), n in sorted(changes.items()):
+        if n:
+            session.execute(
+                update(PromotionCustomerUsage).where(
+                    PromotionCustomerUsage.key == key, PromotionCustomerUsage.customer_id == customer,
+                    PromotionCustomerUsage.period == period,
+                ).values(used=PromotionCustomerUsage.used + n)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip

@@ -21,11 +21,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, FieldProblem
-from api.hot.promotions import release_holds
+from api.hot.promotions import adjust_customer_usage, release_holds
 from api.orm import (
     Decision,
     Product,
-    PromotionCustomerUsage,
     PromotionUsage,
     PromotionVersion,
     Segment,
@@ -406,13 +405,7 @@ def settle_many(session: Session, settled: Sequence[tuple[Any, Any]]) -> None:
                 allocated_offers=PromotionUsage.allocated_offers + late_offers,
             ).execution_options(**plain)
         )  # fmt: skip
-    for (key, customer, period), n in sorted(customers.items()):
-        session.execute(
-            update(PromotionCustomerUsage).where(
-                PromotionCustomerUsage.key == key, PromotionCustomerUsage.customer_id == customer,
-                PromotionCustomerUsage.period == period,
-            ).values(used=PromotionCustomerUsage.used + n).execution_options(**plain)
-        )  # fmt: skip
+    adjust_customer_usage(session, customers)
 
 
 def outcome_discount(decision: Any, *, converted: bool, quantity: int,

@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from api.hot.prices import upsert_daily_prices
+from api.hot.promotions import adjust_customer_usage
 from api.orm import (
     Decision,
     DecisionAssignment,
@@ -195,14 +196,7 @@ def _claim_customer_limits(session: Session, module: Any, job: QuoteJob) -> None
             break
         claimed.append(offer)
     if job.rejected:
-        for offer in claimed:
-            session.execute(
-                update(PromotionCustomerUsage).where(
-                    PromotionCustomerUsage.key == offer.key,
-                    PromotionCustomerUsage.customer_id == offer.customer_id,
-                    PromotionCustomerUsage.period == offer.period,
-                ).values(used=PromotionCustomerUsage.used - 1)
-            )  # fmt: skip
+        _undo_claims(session, claimed)
 
 
 _LEASE = PromotionLease.__table__.c
@@ -235,16 +229,13 @@ def _lease_update(session: Session, lease_id: uuid.UUID, money: int, offers: int
     return bool(result.rowcount == 1)
 
 
-def _undo_claims(session: Session, job: QuoteJob) -> None:
-    for offer in job.offers:
+def _undo_claims(session: Session, offers: Sequence[OfferClaim]) -> None:
+    changes: dict[tuple[str, str, str], int] = {}
+    for offer in offers:
         if offer.customer_limit is not None and offer.period is not None:
-            session.execute(
-                update(PromotionCustomerUsage).where(
-                    PromotionCustomerUsage.key == offer.key,
-                    PromotionCustomerUsage.customer_id == offer.customer_id,
-                    PromotionCustomerUsage.period == offer.period,
-                ).values(used=PromotionCustomerUsage.used - 1)
-            )  # fmt: skip
+            slot = (offer.key, offer.customer_id, offer.period)
+            changes[slot] = changes.get(slot, 0) - 1
+    adjust_customer_usage(session, changes)
 
 
 def _use_leases(session: Session, jobs: list[QuoteJob]) -> None:
@@ -268,7 +259,7 @@ def _use_leases(session: Session, jobs: list[QuoteJob]) -> None:
                 counted.append((job, offer))
             else:
                 job.rejected.add(offer.key)
-                _undo_claims(session, job)
+                _undo_claims(session, job.offers)
     for job, offer in counted:  # a quote rejected on one lease gives back what it used
         if job.rejected and offer.lease_id is not None:
             _lease_update(session, offer.lease_id, -offer.reserve_minor, -1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -382,6 +383,23 @@ class QuoteService:
                                                period_key(by_key[key], cart.now))  # fmt: skip
 
     # ------------------------------------------------------------------ 3. write
+    def _attempts(
+        self, cart: _Cart, policy: PricePolicy, experiment: QuoteExperiment | None,
+        guardrail_version: int | None,
+    ) -> Generator[QuoteJob, OfferRejectedError | None, None]:  # fmt: skip
+        """Jobs to write until one is accepted: each refusal drops the promotions it names;
+        the last attempt offers no promotion at all (it cannot be refused)."""
+        excluded: frozenset[str] = frozenset()
+        for attempt in range(MAX_ATTEMPTS + 1):
+            if attempt == MAX_ATTEMPTS:
+                excluded = frozenset(p.key for p in cart.promotions)
+            refused = yield self.decide(cart, policy=policy, experiment=experiment,
+                                        guardrail_version=guardrail_version, excluded=excluded)  # fmt: skip
+            if refused is None:
+                return
+            self._note_rejection(cart, refused)
+            excluded = excluded | refused.keys
+
     async def create(
         self,
         request: QuoteRequest,
@@ -405,23 +423,14 @@ class QuoteService:
                 await run_in_threadpool(self.lookup, cart)
             elif self.probe(request.customer_id, cart.missing, cart.now):
                 await run_in_threadpool(self.full_lookup, cart)
-        excluded: frozenset[str] = frozenset()
-        for attempt in range(MAX_ATTEMPTS):
-            job = self.decide(cart, policy=policy, experiment=experiment,
-                              guardrail_version=guardrail_version, excluded=excluded)  # fmt: skip
+        attempts = self._attempts(cart, policy, experiment, guardrail_version)
+        job = next(attempts)
+        while True:
             try:
                 response: QuoteResponse = await self.writer.write_async(job)
                 return response
-            except OfferRejectedError as exc:
-                self._note_rejection(cart, exc)
-                if attempt == MAX_ATTEMPTS - 1:
-                    excluded = frozenset(p.key for p in cart.promotions)
-                else:
-                    excluded = excluded | exc.keys
-        job = self.decide(cart, policy=policy, experiment=experiment,
-                          guardrail_version=guardrail_version, excluded=excluded)  # fmt: skip
-        response = await self.writer.write_async(job)
-        return response
+            except OfferRejectedError as refused:
+                job = attempts.send(refused)
 
     def create_sync(
         self,
@@ -435,21 +444,14 @@ class QuoteService:
         cart = self.load(request, experiment)
         if self.needs_lookup(cart):
             self.lookup(cart)
-        excluded: frozenset[str] = frozenset()
-        for _attempt in range(MAX_ATTEMPTS):
-            job = self.decide(cart, policy=policy, experiment=experiment,
-                              guardrail_version=guardrail_version, excluded=excluded)  # fmt: skip
+        attempts = self._attempts(cart, policy, experiment, guardrail_version)
+        job = next(attempts)
+        while True:
             try:
                 response: QuoteResponse = self.writer.write(job)
                 return response
-            except OfferRejectedError as exc:
-                self._note_rejection(cart, exc)
-                excluded = excluded | exc.keys
-        job = self.decide(cart, policy=policy, experiment=experiment,
-                          guardrail_version=guardrail_version,
-                          excluded=frozenset(p.key for p in cart.promotions))  # fmt: skip
-        response = self.writer.write(job)
-        return response
+            except OfferRejectedError as refused:
+                job = attempts.send(refused)
 
 
 def _public_line(

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,6 +17,7 @@ from api.orm import Decision, Outcome, SkuDailyPrices, utcnow
 from api.security import Role
 from api.services.quote_writes import QuoteJob
 from api.writer import GroupWriter, WriteUnavailableError
+from tests.servers import servers
 
 C = Role.CHECKOUT
 
@@ -111,36 +107,6 @@ def test_one_bad_job_in_a_batch_fails_alone(catalog, sessions):
 
 
 # --------------------------------------------------------------------------- kill -9
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve(db_url: str):
-    port = _free_port()
-    env = {**os.environ, "PRICING_DATABASE_URL": db_url, "PRICING_PORT": str(port),
-           "PRICING_LOG_LEVEL": "warning", "PRICING_POLICY": "list"}  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not become ready (exit code {process.poll()})")
-        time.sleep(0.1)
-    try:
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, sessions, capsys):
     import re
 
@@ -166,7 +132,7 @@ def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, ses
                     with lock:
                         received.extend(line["decision_id"] for line in response.json()["lines"])
 
-    with _serve(db_url) as (base, process):
+    with servers(db_url, 1, PRICING_POLICY="list") as [(base, process)]:
         threads = [threading.Thread(target=client, args=(n, base)) for n in range(8)]
         for t in threads:
             t.start()

@@ -4,21 +4,14 @@ workers come back."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from api.orm import Decision, Outcome, Product, PromotionLease, PromotionUsage, Segment
@@ -27,46 +20,9 @@ from api.services.keys import create_key
 from api.services.promotions import PromotionIn, put_promotion
 from tests.api.test_promotions_api import strong_promotion_posterior
 from tests.factories import publish
+from tests.servers import servers
 
 LEASE_SECONDS = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _workers(db_url: str, n: int) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
-    started = []
-    for _ in range(n):
-        port = _free_port()
-        env = {**os.environ, "PRICING_DATABASE_URL": db_url, "PRICING_PORT": str(port),
-               "PRICING_LOG_LEVEL": "warning", "PRICING_PROMOTION_LEASE_SECONDS": str(LEASE_SECONDS),
-               "PRICING_REFRESH_SECONDS": "0.2", "PRICING_SWEEP_SECONDS": "0.5"}  # fmt: skip
-        process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env)
-        started.append((f"http://127.0.0.1:{port}", process))
-    try:
-        for base, process in started:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"worker did not become ready (exit code {process.poll()})")
-                time.sleep(0.1)
-        yield started
-    finally:
-        for _, process in started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for _, process in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def _setup(sessions) -> str:
@@ -100,7 +56,9 @@ def test_two_workers_and_sixteen_clients_never_exceed_the_caps(db_url, sessions)
     statuses: Counter[int] = Counter()
     offered: list[dict] = []
     lock = threading.Lock()
-    with _workers(db_url, 2) as workers:
+    lease_env = {"PRICING_PROMOTION_LEASE_SECONDS": str(LEASE_SECONDS),
+                 "PRICING_REFRESH_SECONDS": "0.2", "PRICING_SWEEP_SECONDS": "0.5"}  # fmt: skip
+    with servers(db_url, 2, **lease_env) as workers:
         bases = [b for b, _ in workers]
 
         def client(n: int) -> None:
