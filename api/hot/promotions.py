@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.orm import Decision, PromotionCustomerUsage, PromotionLease, PromotionUsage, utcnow
@@ -505,14 +505,18 @@ def release_holds(
     adjust_customer_usage(session, {slot: -n for slot, n in customers.items()})
 
 
+_CUSTOMER = PromotionCustomerUsage.__table__.c
+_ADJUST_CUSTOMER = (
+    update(PromotionCustomerUsage.__table__)  # type: ignore[arg-type]
+    .where(_CUSTOMER.key == bindparam("k"), _CUSTOMER.customer_id == bindparam("c"),
+           _CUSTOMER.period == bindparam("p"))
+    .values(used=_CUSTOMER.used + bindparam("n"))
+)  # fmt: skip
+
+
 def adjust_customer_usage(session: Session, changes: dict[tuple[str, str, str], int]) -> None:
-    """Add ``n`` to the per-customer counter of each (promotion, customer, period)."""
-    for (key, customer, period), n in sorted(changes.items()):
-        if n:
-            session.execute(
-                update(PromotionCustomerUsage).where(
-                    PromotionCustomerUsage.key == key, PromotionCustomerUsage.customer_id == customer,
-                    PromotionCustomerUsage.period == period,
-                ).values(used=PromotionCustomerUsage.used + n)
-                .execution_options(synchronize_session=False)
-            )  # fmt: skip
+    """Add ``n`` to the per-customer counter of each (promotion, customer, period): one
+    multi-row statement, in key order (the same lock order for every writer)."""
+    rows = [{"k": k, "c": c, "p": p, "n": n} for (k, c, p), n in sorted(changes.items()) if n]
+    if rows:
+        session.connection().execute(_ADJUST_CUSTOMER, rows)

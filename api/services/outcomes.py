@@ -37,8 +37,8 @@ Status = Literal["created", "duplicate", "conflict", "not_found", "invalid"]
 
 
 def outcome_public(outcome: Outcome) -> OutcomePublic:
-    """API view of a stored outcome."""
-    return OutcomePublic(
+    """API view of a stored outcome (built without re-validating what the database holds)."""
+    return OutcomePublic.model_construct(
         id=outcome.id,
         decision_id=outcome.decision_id,
         converted=outcome.converted,
@@ -71,12 +71,17 @@ _DECISION_COLUMNS = (
 )  # fmt: skip
 
 
-def _insert_ignoring_duplicates(session: Session) -> Insert:
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    statement: Insert = module.insert(Outcome).on_conflict_do_nothing(
-        index_elements=["decision_id"]
-    )
+_INSERTS: dict[str, Insert] = {}
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Insert:
+    """Core (not ORM) multi-row insert, built once per dialect."""
+    statement = _INSERTS.get(dialect)
+    if statement is None:
+        module: Any = postgresql if dialect == "postgresql" else sqlite
+        statement = _INSERTS[dialect] = module.insert(Outcome.__table__).on_conflict_do_nothing(
+            index_elements=["decision_id"]
+        )
     return statement
 
 
@@ -144,7 +149,8 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
             claimed.add(data.decision_id)
             rows.append(item.row)
     if rows:
-        session.execute(_insert_ignoring_duplicates(session), rows)
+        connection = session.connection()
+        connection.execute(_insert_ignoring_duplicates(connection.dialect.name), rows)
     stored = {
         o.decision_id: o
         for chunk in range(0, len(rows), 5000)
@@ -237,7 +243,7 @@ def batch_result(items: Sequence[_Item]) -> OutcomeBatchOut:
         assert item.status is not None
         counts[item.status] = counts.get(item.status, 0) + 1
         results.append(
-            BatchItemResult(
+            BatchItemResult.model_construct(
                 index=item.index,
                 decision_id=item.data.decision_id,
                 status=item.status,
