@@ -1346,7 +1346,8 @@ def summary_rows(
 def summary_table(rows: Sequence[tuple[str, str, str, bool]]) -> str:
     """Markdown table of targets."""
     out = ["| metric | target | measured | |", "|---|---|---|---|"]
-    out += [f"| {m} | {t} | {v} | {'met' if ok else '**missed**'} |" for m, t, v, ok in rows]
+    out += [f"| {m} | {t} | {v} | {'' if t == 'report' else 'met' if ok else '**missed**'} |"
+            for m, t, v, ok in rows]  # fmt: skip
     return "\n".join(out)
 
 
