@@ -4,48 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from api.cli import main as cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers import servers
 
 
 @contextlib.contextmanager
 def _server(db_url: str) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "PRICING_DATABASE_URL": db_url, "PRICING_PORT": str(port),
-           "PRICING_LOG_LEVEL": "warning"}  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not become ready (exit code {process.poll()})")
-            time.sleep(0.1)
-        yield base
-    finally:
-        # SIGKILL: no graceful shutdown, as in a crash or an OOM kill.
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+    with servers(db_url, 1) as [(base, process)]:
+        try:
+            yield base
+        finally:
+            # SIGKILL: no graceful shutdown, as in a crash or an OOM kill.
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def _keys(output: str) -> dict[str, str]:
