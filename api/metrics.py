@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -49,6 +50,21 @@ class _MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Label children per (route, method, status): ``labels()`` takes a lock each call.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _record(self, template: str, method: str, status: int, elapsed: float) -> None:
+        key = (template, method, status)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 10_000:  # unmatched paths are one label; bound it anyway
+                self._children.clear()
+            children = self._children[key] = (
+                self.metrics.requests.labels(template, method, str(status)),
+                self.metrics.latency.labels(template, method),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,10 +84,7 @@ class _MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            elapsed = time.perf_counter() - start
-            method = scope.get("method", "")
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(elapsed)
+            self._record(template, scope.get("method", ""), status, time.perf_counter() - start)
 
 
 def install_metrics(app: FastAPI, metrics: Metrics) -> None:

@@ -18,6 +18,7 @@ SQLite: one ``BEGIN IMMEDIATE`` per batch (api/db.py); PostgreSQL: multi-row ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -95,7 +96,9 @@ class GroupWriter:
         self._sessions = sessions
         self.max_rows = max_rows
         self.linger = linger_seconds
-        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        #: Settlements for event loops, sent once per batch (writer thread only).
+        self._wakeups: dict[asyncio.AbstractEventLoop, list[tuple[_LoopWaiter, Any, BaseException | None]]] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.batches = 0
@@ -124,21 +127,31 @@ class GroupWriter:
     def submit(self, job: Job) -> Future[Any]:
         """Queue ``job``; the future resolves to ``job.result()`` after the commit."""
         future: Future[Any] = Future()
+        self._put(job, future)
+        return future
+
+    def _put(self, job: Job, waiter: Future[Any] | _LoopWaiter) -> None:
         if self._thread is None:
             self.start()
-        self._queue.put((job, future))
-        return future
+        self._queue.put((job, waiter))
 
     def write(self, job: Job, timeout: float | None = None) -> Any:
         """Submit ``job`` and wait for it (blocking callers: CLI, simulations, tests)."""
         return self.submit(job).result(timeout=timeout)
 
     async def write_async(self, job: Job) -> Any:
-        """Submit ``job`` and await it without blocking the event loop."""
-        return await asyncio.wrap_future(self.submit(job))
+        """Submit ``job`` and await it without blocking the event loop.
+
+        The writer wakes each event loop once per batch (one ``call_soon_threadsafe`` for
+        all of the loop's jobs in it), not once per job.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._put(job, _LoopWaiter(loop, future))
+        return await future
 
     # ------------------------------------------------------------------ thread
-    def _take(self, first: tuple[Job, Future[Any]]) -> tuple[list[tuple[Job, Future[Any]]], bool]:
+    def _take(self, first: _Item) -> tuple[list[_Item], bool]:
         batch, rows, stop = [first], first[0].rows, False
         deadline = time.monotonic() + self.linger
         while rows < self.max_rows:
@@ -161,7 +174,10 @@ class GroupWriter:
                 return
             batch, stop = self._take(item)
             start = time.perf_counter()
-            self._write(batch)
+            try:
+                self._write(batch)
+            finally:
+                self._wake()
             self.busy_seconds += time.perf_counter() - start
             if stop:
                 return
@@ -176,7 +192,7 @@ class GroupWriter:
             if self.before_commit is not None:
                 self.before_commit(session)
 
-    def _write(self, batch: list[tuple[Job, Future[Any]]]) -> None:
+    def _write(self, batch: list[_Item]) -> None:
         jobs = [job for job, _ in batch]
         try:
             self._transaction(jobs)
@@ -197,20 +213,37 @@ class GroupWriter:
         for item in batch:
             self._done(item)
 
-    def _done(self, item: tuple[Job, Future[Any]]) -> None:
-        job, future = item
+    def _settle(self, waiter: Future[Any] | _LoopWaiter, result: Any, error: BaseException | None) -> None:
+        if isinstance(waiter, _LoopWaiter):
+            self._wakeups.setdefault(waiter.loop, []).append((waiter, result, error))
+        elif error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(result)
+
+    def _wake(self) -> None:
+        """Release the batch's waiting requests: one wake-up per event loop."""
+        wakeups, self._wakeups = self._wakeups, {}
+        for loop, settled in wakeups.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, settled)
+
+    def _done(self, item: _Item) -> None:
+        job, waiter = item
         self.jobs_written += 1
         try:
             job.committed()
         except Exception:  # in-memory bookkeeping only: the rows are committed
             log.exception("post-commit step failed")
         try:
-            future.set_result(job.result())
+            result = job.result()
         except BaseException as exc:  # a job refused on its own (e.g. an offer that no longer fits)
-            future.set_exception(exc)
+            self._settle(waiter, None, exc)
+        else:
+            self._settle(waiter, result, None)
 
-    def _fail(self, item: tuple[Job, Future[Any]], exc: BaseException) -> None:
-        job, future = item
+    def _fail(self, item: _Item, exc: BaseException) -> None:
+        job, waiter = item
         expected = isinstance(exc, OperationalError | DatabaseBusyError | WriteUnavailableError) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         )
@@ -221,4 +254,29 @@ class GroupWriter:
         try:
             job.failed(error)
         finally:
+            self._settle(waiter, None, error)
+
+
+class _LoopWaiter:
+    """An asyncio future and its loop (set from the writer thread via the loop)."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.loop = loop
+        self.future = future
+
+
+_Item = tuple[Job, Future[Any] | _LoopWaiter]
+
+
+def _resolve(settled: list[tuple[_LoopWaiter, Any, BaseException | None]]) -> None:
+    """In the event loop: settle each waiting request (skipping those that went away)."""
+    for waiter, result, error in settled:
+        future = waiter.future
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if error is not None:
             future.set_exception(error)
+        else:
+            future.set_result(result)

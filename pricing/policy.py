@@ -7,129 +7,31 @@ changing the service or the API contract.
 
 from __future__ import annotations
 
-import math
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from pricing.choices import ChoiceCache, quantize_rate
 from pricing.guardrails import GuardrailSet, ProductFacts
-from pricing.pacing import choose_paced, lp_mixture
+from pricing.pacing import lp_mixture
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer
-from pricing.thompson import choose
+from pricing.thompson import greedy_probabilities, sample
 
 __all__ = [
     "LineContext",
     "ListPricePolicy",
-    "PacingCache",
     "PriceDecision",
     "PricePolicy",
     "ThompsonPricePolicy",
-    "quantize_rate",
 ]
-
-#: Pacing rates are solved on a grid of this relative step: the LP of a line is re-solved
-#: only when its rate moves by a step, never on the tiny moves of every quote.
-RATE_STEP = 1.02
-
-
-def quantize_rate(rate: float) -> float:
-    """The grid rate at or just below ``rate`` (money per decision; 0 and inf unchanged)."""
-    if rate <= 0 or not math.isfinite(rate):
-        return float(rate)
-    return float(RATE_STEP ** math.floor(math.log(rate) / math.log(RATE_STEP) + 1e-9))
-
 
 def _features_key(features: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in features.items()))
-
-
-class PacingCache:
-    """Pacing LP solutions per line, for the current snapshot and pacing rates.
-
-    A solution depends only on the posterior draws, the candidates of the line (segment,
-    SKU, context, prices, promotions, quantity) and the pacing rates. The cache keeps the
-    newest solution per line: when a line's rates move, the quote uses the solution it
-    has (its propensity is that of the solution used) and the new one is solved in the
-    background. Only a line never seen with this snapshot is solved in the request.
-
-    Parameters
-    ----------
-    max_lines : int
-        Lines kept (least recently used are dropped).
-    """
-
-    def __init__(self, max_lines: int = 20_000) -> None:
-        self.max_lines = max_lines
-        self._solutions: OrderedDict[tuple[object, ...], tuple[bytes, NDArray[np.float64]]] = (
-            OrderedDict()
-        )
-        self._pending: set[tuple[object, ...]] = set()
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pacing-lp")
-        self.solved_inline = 0
-        self.solved_background = 0
-
-    def _store(self, key: tuple[object, ...], rates: bytes, x: NDArray[np.float64]) -> None:
-        with self._lock:
-            self._solutions[key] = (rates, x)
-            self._solutions.move_to_end(key)
-            while len(self._solutions) > self.max_lines:
-                self._solutions.popitem(last=False)
-
-    def _background(
-        self,
-        key: tuple[object, ...],
-        reward: NDArray[np.float64],
-        spend: NDArray[np.float64],
-        rates: NDArray[np.float64],
-    ) -> None:
-        try:
-            self._store(key, rates.tobytes(), lp_mixture(reward, spend, rates))
-            self.solved_background += 1
-        finally:
-            with self._lock:
-                self._pending.discard(key)
-
-    def solve(
-        self,
-        key: tuple[object, ...],
-        reward: NDArray[np.float64],
-        spend: NDArray[np.float64],
-        rates: NDArray[np.float64],
-    ) -> NDArray[np.float64]:
-        """The LP mixture to use for a line, shape (D, n) like ``reward``.
-
-        Exact for ``rates`` when cached or never seen; otherwise the line's newest
-        solution, while the one for ``rates`` is computed in the background.
-        """
-        wanted = rates.tobytes()
-        with self._lock:
-            hit = self._solutions.get(key)
-            if hit is not None:
-                self._solutions.move_to_end(key)
-        if hit is None:
-            x = lp_mixture(reward, spend, rates)
-            self._store(key, wanted, x)
-            self.solved_inline += 1
-            return x
-        if hit[0] != wanted:
-            with self._lock:
-                start = key not in self._pending
-                self._pending.add(key)
-            if start:
-                self._pool.submit(self._background, key, reward, spend, rates)
-        return hit[1]
-
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Block until background solutions are done (tests and benchmarks)."""
-        self._pool.submit(lambda: None).result(timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +234,8 @@ class ThompsonPricePolicy:
         self._seed = np.random.SeedSequence(seed)
         self._local = threading.local()
         self._spawn_lock = threading.Lock()
-        self.lp_cache = PacingCache()
+        #: Action distributions per line for the served posterior (pricing/choices.py).
+        self.choices = ChoiceCache()
         # Ladders depend only on the rules and the product facts: cache them per rule set.
         self._ladder_rules: GuardrailSet | None = None
         self._ladders: dict[ProductFacts, _Ladder] = {}
@@ -394,23 +297,28 @@ class ThompsonPricePolicy:
         if served is None:
             return self._deterministic(reference, ("no_demand_model",), fallback=True)
         version, posterior = served
-        offset = posterior.context_offset(line.features) if line.features else None
         if line.offers:
-            return self._decide_joint(line, ladder, version, posterior, offset)
-        fitted = posterior.fitted_indices(line.segment, line.sku)
-        if fitted is not None:
-            half_shift = None if offset is None else (0.5 * offset).astype(np.float32)
-            profit = posterior._profit(
-                *fitted, ladder.neg_log_ratio, ladder.half_margin, half_shift
-            )
-        else:
-            profit = posterior.expected_profit(
-                line.segment, line.sku, prices / line.list_price_minor,
-                (prices - line.unit_cost_minor).astype(float), category=line.category,
-                offset=offset,
-            )  # fmt: skip
-        arrays = posterior._decision_arrays
-        choice = choose(profit, arrays["weights"], self.epsilon, self._rng, cdf=arrays["cdf"])
+            return self._decide_joint(line, ladder, version, posterior)
+        key = ("line", line.segment, line.sku, line.category, line.list_price_minor,
+               line.unit_cost_minor, prices.tobytes(), _features_key(line.features))  # fmt: skip
+
+        def compute() -> NDArray[np.float64]:
+            offset = posterior.context_offset(line.features) if line.features else None
+            fitted = posterior.fitted_indices(line.segment, line.sku)
+            if fitted is not None:
+                half_shift = None if offset is None else (0.5 * offset).astype(np.float32)
+                profit = posterior._profit(
+                    *fitted, ladder.neg_log_ratio, ladder.half_margin, half_shift
+                )
+            else:
+                profit = posterior.expected_profit(
+                    line.segment, line.sku, prices / line.list_price_minor,
+                    (prices - line.unit_cost_minor).astype(float), category=line.category,
+                    offset=offset,
+                )  # fmt: skip
+            return greedy_probabilities(profit, posterior._decision_arrays["weights"])
+
+        choice = sample(self.choices.get(posterior, key, compute), self.epsilon, self._rng)
         price = int(prices[choice.index])
         reasons = ["thompson_sampling" if not choice.explored else "exploration"]
         if price == prices[0]:
@@ -422,12 +330,7 @@ class ThompsonPricePolicy:
         )
 
     def _decide_joint(
-        self,
-        line: LineContext,
-        ladder: _Ladder,
-        version: str,
-        posterior: DemandPosterior,
-        offset: NDArray[np.float64] | None,
+        self, line: LineContext, ladder: _Ladder, version: str, posterior: DemandPosterior
     ) -> PriceDecision:
         """Thompson sampling over (price, promotion or none) pairs; LP-paced when budgets bind.
 
@@ -437,12 +340,8 @@ class ThompsonPricePolicy:
         expected spend enters the per-draw LP of :mod:`pricing.pacing`.
         """
         q = line.quantity
-        prices_all: list[NDArray[np.int64]] = []
-        discounts_all: list[NDArray[np.int64]] = []
-        owner: list[NDArray[np.int64]] = []  # option index per candidate (0 = no promotion)
-        probability: list[NDArray[np.float64]] = []
         options: list[Offer | None] = [None, *line.offers]
-        fitted = posterior.fitted_indices(line.segment, line.sku)
+        candidates: list[tuple[int, NDArray[np.int64], NDArray[np.int64]]] = []
         for o, offer in enumerate(options):
             prices = ladder.prices
             if offer is None:
@@ -462,68 +361,82 @@ class ThompsonPricePolicy:
                     prices, discounts = prices[pick], discounts[pick]
                 if not len(prices):
                     continue
-            effective = prices - discounts
-            ratio = effective / line.list_price_minor
-            shift = offset
-            if offer is not None:
-                lift = posterior.promotion_lift(offer.promotion.key)
-                shift = lift if shift is None else shift + lift
-            if fitted is not None:
-                half_shift = None if shift is None else (0.5 * shift).astype(np.float32)
-                p = posterior._profit(
-                    *fitted, (-np.log(ratio)).astype(np.float32),
-                    np.full(len(prices), 0.5, dtype=np.float32), half_shift,
-                ).astype(np.float64)  # fmt: skip
-            else:
-                p = posterior.conversion_probability(
-                    line.segment, line.sku, ratio, category=line.category, offset=shift
-                )
-            prices_all.append(prices)
-            discounts_all.append(discounts)
-            owner.append(np.full(len(prices), o, dtype=np.int64))
-            probability.append(p)
-        prices = np.concatenate(prices_all)
-        discounts = np.concatenate(discounts_all)
-        option = np.concatenate(owner)
-        p = np.concatenate(probability, axis=1)  # (D, n)
+            candidates.append((o, prices, discounts))
+        prices = np.concatenate([c[1] for c in candidates])
+        discounts = np.concatenate([c[2] for c in candidates])
+        option = np.concatenate([np.full(len(c[1]), c[0], dtype=np.int64) for c in candidates])
         option_cost = np.array(
             [0.0 if x is None else float(x.promotion.cost_minor) for x in options]
         )
         cost = option_cost[option]
-        margin = (prices - discounts - line.unit_cost_minor) * float(q) - cost
-        reward = p * margin[None, :]
-        arrays = posterior._decision_arrays
         paced = [
             o for o, offer in enumerate(options)
             if offer is not None and offer.pacing_rate_minor is not None
         ]  # fmt: skip
+        key = ("joint", line.segment, line.sku, line.category, line.list_price_minor,
+               line.unit_cost_minor, q, _features_key(line.features), prices.tobytes(),
+               discounts.tobytes(), option.tobytes(),
+               tuple((x.promotion.key, x.promotion.version, x.promotion.cost_minor)
+                     for x in line.offers), tuple(paced))  # fmt: skip
+
+        def reward() -> NDArray[np.float64]:
+            """Conversion probability per draw and candidate, shape (D, n)."""
+            offset = posterior.context_offset(line.features) if line.features else None
+            fitted = posterior.fitted_indices(line.segment, line.sku)
+            columns = []
+            for o, p_o, d_o in candidates:
+                ratio = (p_o - d_o) / line.list_price_minor
+                shift = offset
+                offer = options[o]
+                if offer is not None:
+                    lift = posterior.promotion_lift(offer.promotion.key)
+                    shift = lift if shift is None else shift + lift
+                if fitted is not None:
+                    half_shift = None if shift is None else (0.5 * shift).astype(np.float32)
+                    columns.append(posterior._profit(
+                        *fitted, (-np.log(ratio)).astype(np.float32),
+                        np.full(len(p_o), 0.5, dtype=np.float32), half_shift,
+                    ).astype(np.float64))  # fmt: skip
+                else:
+                    columns.append(posterior.conversion_probability(
+                        line.segment, line.sku, ratio, category=line.category, offset=shift
+                    ))  # fmt: skip
+            return np.concatenate(columns, axis=1)
+
+        margin = (prices - discounts - line.unit_cost_minor) * float(q) - cost
+        weights = posterior._decision_arrays["weights"]
         if paced:
-            spend = np.zeros((*p.shape, len(paced)))
-            for m, o in enumerate(paced):
-                cols = option == o
-                spend[:, cols, m] = p[:, cols] * (discounts[cols] * q + cost[cols])[None, :]
+
+            def solve(rates: NDArray[np.float64]) -> NDArray[np.float64]:
+                p = reward()
+                spend = np.zeros((*p.shape, len(paced)))
+                for m, o in enumerate(paced):
+                    cols = option == o
+                    spend[:, cols, m] = p[:, cols] * (discounts[cols] * q + cost[cols])[None, :]
+                mixtures = lp_mixture(p * margin[None, :], spend, rates)
+                greedy = weights @ mixtures
+                out: NDArray[np.float64] = greedy / greedy.sum()
+                return out
+
             rates = np.array(
-                [
-                    quantize_rate(x.pacing_rate_minor)
-                    for x in options
-                    if x is not None and x.pacing_rate_minor is not None
-                ],
+                [quantize_rate(float(x.pacing_rate_minor)) for x in options
+                 if x is not None and x.pacing_rate_minor is not None],
                 dtype=np.float64,
-            )
-            key = (version, line.segment, line.sku, _features_key(line.features), q,
-                   prices.tobytes(), discounts.tobytes(), option.tobytes())  # fmt: skip
-            mixtures = self.lp_cache.solve(key, reward, spend, rates)
-            paced_choice = choose_paced(mixtures, arrays["weights"], self.epsilon, self._rng)
-            index, propensity, explored = (
-                paced_choice.index, paced_choice.propensity, paced_choice.explored
             )  # fmt: skip
+            greedy = self.choices.get_paced(posterior, key, rates, solve)
             how = "lp_pacing"
         else:
-            choice = choose(reward, arrays["weights"], self.epsilon, self._rng, cdf=arrays["cdf"])
-            index, propensity, explored = choice.index, choice.propensity, choice.explored
+            greedy = self.choices.get(
+                posterior, key,
+                lambda: greedy_probabilities(reward() * margin[None, :], weights),
+            )  # fmt: skip
             how = "thompson_sampling"
+        choice = sample(greedy, self.epsilon, self._rng)
+        index, propensity, explored = choice.index, choice.propensity, choice.explored
         price = int(prices[index])
         chosen = options[int(option[index])]
+        if chosen is None:  # "lp_pacing" names how an offer was paced: only lines carrying one
+            how = "thompson_sampling"
         reasons = [how if not explored else "exploration"]
         if price == ladder.prices[0]:
             reasons += ladder.binding["low"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ThompsonChoice", "choice_probabilities", "choose"]
+__all__ = ["ThompsonChoice", "choice_probabilities", "choose", "greedy_probabilities", "sample"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,72 @@ def choice_probabilities(
         Probabilities summing to 1; ties within a draw go to the first (cheapest) candidate.
     """
     n = profit.shape[1]
-    best = np.argmax(profit, axis=1)
-    greedy = np.bincount(best, weights=weights, minlength=n)
-    greedy = greedy / greedy.sum()
-    out: NDArray[np.float64] = (1.0 - epsilon) * greedy + epsilon / n
+    out: NDArray[np.float64] = (1.0 - epsilon) * greedy_probabilities(profit, weights) + epsilon / n
     return out
+
+
+def greedy_probabilities(
+    profit: NDArray[np.floating[Any]], weights: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Probability that each candidate is the best one under a draw taken by weight.
+
+    Parameters
+    ----------
+    profit : ndarray, shape (D, n)
+        Expected profit of each candidate under each draw.
+    weights : ndarray, shape (D,)
+        Draw weights (need not be normalised).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Sums to 1; ties within a draw go to the first (cheapest) candidate.
+    """
+    n = profit.shape[1]
+    greedy = np.bincount(np.argmax(profit, axis=1), weights=weights, minlength=n)
+    out: NDArray[np.float64] = greedy / greedy.sum()
+    return out
+
+
+def sample(
+    greedy: NDArray[np.float64], epsilon: float, rng: np.random.Generator
+) -> ThompsonChoice:
+    """One ε-mixed decision from a line's greedy distribution, with its exact propensity.
+
+    Drawing a posterior sample by weight and serving its argmax is the same random
+    experiment as drawing a candidate from :func:`greedy_probabilities` (or, for a paced
+    line, from the LP mixtures' marginal): this is the quote path's sampler once that
+    distribution is known.
+
+    Parameters
+    ----------
+    greedy : ndarray, shape (n,)
+        Distribution before the exploration floor (sums to 1).
+    epsilon : float
+        Exploration floor in [0, 1].
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ThompsonChoice
+        ``propensity`` is ``(1 - ε) · greedy[i] + ε / n`` at the chosen ``i``.
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+    n = len(greedy)
+    if n == 0:
+        raise ValueError("greedy must have at least one candidate")
+    explored = bool(rng.random() < epsilon)
+    if explored:
+        index = int(rng.integers(n))
+    else:
+        cdf = np.cumsum(greedy)
+        # side="right": a candidate of probability 0 is never chosen.
+        index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+        if index >= n:  # u · total rounded up to the total: the last candidate that can win
+            index = int(np.flatnonzero(greedy)[-1])
+    probabilities: NDArray[np.float64] = (1.0 - epsilon) * greedy + epsilon / n
+    return ThompsonChoice(index, float(probabilities[index]), probabilities, explored)
 
 
 def choose(

@@ -267,10 +267,27 @@ def _load_active(session: Session) -> tuple[int | None, GuardrailSet]:
 
 class GuardrailCache(TTLCache[tuple[int | None, GuardrailSet]]):
     """The active guardrails ``(version, rules)`` for the quote path, re-read at most every
-    ``ttl`` seconds (version None and an empty set when none was ever set)."""
+    ``ttl`` seconds (version None and an empty set when none was ever set).
+
+    A refresh first reads only the active version's id: versions never change once
+    stored, so the rules are rebuilt only when another version takes effect.
+    """
 
     def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
-        super().__init__(sessions, _load_active, ttl)
+        super().__init__(sessions, self._load_if_changed, ttl)
+
+    def _load_if_changed(self, session: Session) -> tuple[int | None, GuardrailSet]:
+        if self._loaded and self._value is not None:
+            now = utcnow()
+            active = session.scalar(
+                select(GuardrailVersion.id)
+                .where(GuardrailVersion.effective_from <= now)
+                .order_by(GuardrailVersion.effective_from.desc(), GuardrailVersion.id.desc())
+                .limit(1)
+            )
+            if active == self._value[0]:
+                return self._value
+        return _load_active(session)
 
 
 def money_text(minor: int, currency: str) -> str:

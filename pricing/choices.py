@@ -1,0 +1,195 @@
+"""Action distributions per line, computed once per posterior and reused by every quote.
+
+Thompson sampling's action distribution for a line depends only on the posterior (its
+draws and their weights), the line's candidates (segment, SKU, context, prices,
+promotions, quantity) and, for a budget-paced promotion, the pacing rates; never on
+the customer. Drawing a posterior sample by weight and serving its argmax (or a
+candidate from its LP mixture) is the same random experiment as drawing a candidate
+from that distribution. So the quote path keeps the distribution per line and samples
+from it (:func:`pricing.thompson.sample`): the choice, and the propensity logged with it,
+are exactly those of the sampler run over every draw, at a cost that no longer depends
+on the number of draws or candidates.
+
+:class:`ChoiceCache` holds the distributions of one posterior: a new posterior (a refit
+or an online re-weighting) empties it, and each line is computed again, once, on its
+first quote. For a paced line the distribution also depends on the pacing rates, which
+move with every offer: rates are put on a grid (:func:`quantize_rate`) and, when a line's
+rates move to another grid point, the quote uses the distribution in hand (and logs
+*its* propensity) while the new one is solved in the background.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["RATE_STEP", "ChoiceCache", "quantize_rate"]
+
+#: Pacing rates are solved on a grid of this relative step: a paced line is re-solved
+#: only when its rate moves by a step, never on the tiny moves of every quote.
+RATE_STEP = 1.02
+
+Distribution = NDArray[np.float64]
+
+
+def quantize_rate(rate: float) -> float:
+    """The grid rate at or just below ``rate`` (money per decision; 0 and inf unchanged)."""
+    if rate <= 0 or not math.isfinite(rate):
+        return float(rate)
+    return float(RATE_STEP ** math.floor(math.log(rate) / math.log(RATE_STEP) + 1e-9))
+
+
+class ChoiceCache:
+    """Greedy action distributions per line for the posterior being served.
+
+    Parameters
+    ----------
+    max_lines : int
+        Lines kept (the least recently used are dropped first).
+    resolve_seconds : float
+        A paced line is re-solved in the background at most this often: its distribution
+        may trail its rates by that long (the propensity logged is always that of the
+        distribution used).
+
+    Notes
+    -----
+    A distribution has shape ``(n,)`` over the line's candidates and sums to 1; it is
+    the policy's distribution before the ε exploration floor. Entries belong to one
+    posterior object: asking with another one empties the cache, and a background
+    solution finished for a posterior no longer served is dropped.
+    """
+
+    def __init__(self, max_lines: int = 50_000, resolve_seconds: float = 1.0) -> None:
+        self.max_lines = max_lines
+        self.resolve_seconds = resolve_seconds
+        self._started: dict[Hashable, float] = {}
+        self._owner: object | None = None
+        self._entries: OrderedDict[Hashable, tuple[bytes, Distribution]] = OrderedDict()
+        self._pending: set[Hashable] = set()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        #: Distributions computed in a request (a line's first quote on a posterior).
+        self.computed_inline = 0
+        #: Paced distributions re-solved in the background after their rates moved.
+        self.computed_background = 0
+        #: Quotes served from the cache.
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _lookup(self, owner: object, key: Hashable) -> tuple[bytes, Distribution] | None:
+        with self._lock:
+            if owner is not self._owner:
+                self._owner = owner
+                self._entries.clear()
+                self._pending.clear()
+                self._started.clear()
+                return None
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return hit
+
+    def _store(self, owner: object, key: Hashable, tag: bytes, value: Distribution) -> None:
+        with self._lock:
+            if owner is not self._owner:  # solved for a posterior that was replaced meanwhile
+                return
+            self._entries[key] = (tag, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_lines:
+                self._entries.popitem(last=False)
+
+    def get(
+        self, owner: object, key: Hashable, compute: Callable[[], Distribution]
+    ) -> Distribution:
+        """The distribution of line ``key`` under posterior ``owner``.
+
+        Parameters
+        ----------
+        owner : object
+            The posterior the distribution is computed from (compared by identity).
+        key : hashable
+            Everything else the distribution depends on.
+        compute : callable
+            Computes it, shape ``(n,)``, on a miss.
+        """
+        hit = self._lookup(owner, key)
+        if hit is not None:
+            return hit[1]
+        value = compute()
+        self._store(owner, key, b"", value)
+        self.computed_inline += 1
+        return value
+
+    def get_paced(
+        self,
+        owner: object,
+        key: Hashable,
+        rates: NDArray[np.float64],
+        compute: Callable[[NDArray[np.float64]], Distribution],
+    ) -> Distribution:
+        """The paced distribution of line ``key``: exact for ``rates`` when cached or new.
+
+        Parameters
+        ----------
+        rates : ndarray, shape (M,)
+            Pacing rates of the line's paced promotions (already on the grid).
+        compute : callable
+            ``compute(rates)`` solves the line's LP and returns its distribution, shape
+            ``(n,)``; when the cached entry is for other rates it runs in a background
+            thread and the entry in hand is returned meanwhile.
+        """
+        wanted = rates.tobytes()
+        hit = self._lookup(owner, key)
+        if hit is None:
+            value = compute(rates)
+            self._store(owner, key, wanted, value)
+            self.computed_inline += 1
+            return value
+        if hit[0] != wanted:
+            now = time.monotonic()
+            with self._lock:
+                start = key not in self._pending and (
+                    now - self._started.get(key, -math.inf) >= self.resolve_seconds
+                )
+                if start:
+                    self._pending.add(key)
+                    self._started[key] = now
+                    if len(self._started) > 2 * self.max_lines:
+                        self._started.clear()
+                if start and self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pacing-lp")
+                pool = self._pool
+            if start and pool is not None:
+                pool.submit(self._background, owner, key, rates.copy(), compute)
+        return hit[1]
+
+    def _background(
+        self,
+        owner: object,
+        key: Hashable,
+        rates: NDArray[np.float64],
+        compute: Callable[[NDArray[np.float64]], Distribution],
+    ) -> None:
+        try:
+            self._store(owner, key, rates.tobytes(), compute(rates))
+            self.computed_background += 1
+        finally:
+            with self._lock:
+                self._pending.discard(key)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until background solutions are done (tests and benchmarks)."""
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            pool.submit(lambda: None).result(timeout=timeout)
