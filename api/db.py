@@ -124,6 +124,10 @@ def make_engine(
         if sqlite_synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"sqlite_synchronous must be NORMAL or FULL, got {sqlite_synchronous!r}")
         event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        # Multi-row INSERTs run as one statement (SQLAlchemy's "insertmanyvalues"), not as
+        # pysqlite's executemany, which steps once per row: each step releases and retakes
+        # the GIL, and a busy event loop makes the writer wait a switch interval per row.
+        engine.dialect.use_insertmanyvalues_wo_returning = True
 
         # pysqlite's own transaction handling defers BEGIN until the first write, which
         # lets two writers deadlock on lock upgrade; issue BEGIN ourselves instead.
