@@ -8,6 +8,7 @@ Examples
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -179,6 +180,12 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         )
         refresher.start()
         state.posterior.start()
+        # Everything loaded so far (the libraries, the catalog, the posterior) lives as long
+        # as the worker: take it out of the cyclic collector's reach, so that a full
+        # collection scans only what requests allocate (it otherwise walks every object
+        # of PyMC and friends: pauses of 50-150 ms, measured, straight into quote p99).
+        gc.collect()
+        gc.freeze()
         if updater is not None:
             updater.start()
         try:

@@ -27,21 +27,33 @@ log = logging.getLogger("pricing.api")
 class FieldProblem:
     """One field-level problem: where (``loc``), what, and a machine-readable type."""
 
-    __slots__ = ("loc", "msg", "type")
+    __slots__ = ("loc", "msg", "related", "type")
 
-    def __init__(self, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> None:
+    def __init__(
+        self,
+        loc: Sequence[str | int],
+        msg: str,
+        type_: str = "value_error",
+        related: Sequence[Sequence[str | int]] = (),
+    ) -> None:
         self.loc = tuple(loc)
         self.msg = msg
         self.type = type_
+        #: Other fields involved in the same problem (a conflict between two rules).
+        self.related = tuple(tuple(r) for r in related)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON form, with a dotted ``field`` path next to ``loc``."""
-        return {
+        """JSON form, with a dotted ``field`` path next to ``loc`` (and ``related_fields``
+        when the problem involves several fields: it is still reported once)."""
+        out: dict[str, Any] = {
             "loc": list(self.loc),
             "field": _dotted(self.loc),
             "msg": self.msg,
             "type": self.type,
         }
+        if self.related:
+            out["related_fields"] = [_dotted(r) for r in self.related]
+        return out
 
 
 class ApiError(Exception):
@@ -97,15 +109,24 @@ def _dotted(loc: Sequence[str | int]) -> str:
             out += f"[{part}]"
         else:
             out += ("." if out else "") + part
-    return out
+    return out or ("body" if tuple(loc) == ("body",) else "")
 
 
 def _validation_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
     problems = []
     for error in errors:
         loc = [p for p in error.get("loc", ()) if isinstance(p, str | int)]
+        kind = str(error.get("type"))
         msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        problems.append(FieldProblem(loc, msg, str(error.get("type"))).as_dict())
+        if kind == "json_invalid":
+            # pydantic puts the character offset in ``loc``: it is not a field.
+            offset = next((p for p in loc[1:] if isinstance(p, int)), None)
+            reason = (error.get("ctx") or {}).get("error", "")
+            where = f" at character {offset}" if offset is not None else ""
+            loc, msg = ["body"], f"the body is not valid JSON{where}" + (f": {reason}" if reason else "")
+        elif kind == "missing" and loc == ["body"]:
+            msg = "the request body is missing: send a JSON object (Content-Type: application/json)"
+        problems.append(FieldProblem(loc, msg, kind).as_dict())
     return problems
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["Metrics", "install_metrics"]
@@ -52,6 +53,7 @@ class _MetricsMiddleware:
         self.metrics = metrics
         # Label children per (route, method, status): ``labels()`` takes a lock each call.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._plain: frozenset[str] | None = None
 
     def _record(self, template: str, method: str, status: int, elapsed: float) -> None:
         key = (template, method, status)
@@ -82,9 +84,23 @@ class _MetricsMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self._record(template, scope.get("method", ""), status, time.perf_counter() - start)
+            self._record(self._template(scope), scope.get("method", ""), status,
+                         time.perf_counter() - start)  # fmt: skip
+
+    def _template(self, scope: Scope) -> str:
+        """The route template; the path itself for the app's parameterless plain routes
+        (``/docs``, ``/openapi.json``), which carry no ``route`` in their scope."""
+        route = scope.get("route")
+        if route is not None:
+            return str(getattr(route, "path", "unmatched"))
+        if self._plain is None:
+            app = scope.get("app")
+            self._plain = frozenset(
+                r.path for r in getattr(app, "routes", ())
+                if isinstance(r, Route) and not r.param_convertors
+            )  # fmt: skip
+        path = scope.get("path", "")
+        return path if path in self._plain else "unmatched"
 
 
 def install_metrics(app: FastAPI, metrics: Metrics) -> None:

@@ -59,13 +59,18 @@ IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
 
 
 def _money(value: Any) -> Decimal:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # A JSON number, integer or not: JSON parsers elsewhere (JavaScript's among them)
+        # read every number as a binary float, so money never travels as one.
+        raise ValueError(f'money must be a decimal string such as "{value}", not a JSON number')
     try:
         return parse_amount(value)
     except MoneyError as exc:
         raise ValueError(str(exc)) from None
 
 
-#: A money amount: accepted as a decimal string (or integer), emitted as a string.
+#: A money amount: accepted only as a decimal string (a JSON number, even an integer, is
+#: a 422), emitted as a string. Python callers may pass a Decimal.
 Money = Annotated[
     Decimal,
     BeforeValidator(_money),

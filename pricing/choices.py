@@ -57,6 +57,10 @@ class ChoiceCache:
         A paced line is re-solved in the background at most this often: its distribution
         may trail its rates by that long (the propensity logged is always that of the
         distribution used).
+    background_share : float
+        Most of one core the background solver may take: after a solve of ``t`` seconds
+        it rests ``t · (1 / share - 1)``, so that re-solving many paced lines never
+        starves the requests of the worker's single interpreter (the GIL).
 
     Notes
     -----
@@ -66,9 +70,14 @@ class ChoiceCache:
     solution finished for a posterior no longer served is dropped.
     """
 
-    def __init__(self, max_lines: int = 50_000, resolve_seconds: float = 1.0) -> None:
+    def __init__(
+        self, max_lines: int = 50_000, resolve_seconds: float = 2.0, background_share: float = 0.2
+    ) -> None:
+        if not 0 < background_share <= 1:
+            raise ValueError(f"background_share must lie in (0, 1], got {background_share}")
         self.max_lines = max_lines
         self.resolve_seconds = resolve_seconds
+        self.background_share = background_share
         self._started: dict[Hashable, float] = {}
         self._owner: object | None = None
         self._entries: OrderedDict[Hashable, tuple[bytes, Distribution]] = OrderedDict()
@@ -180,12 +189,15 @@ class ChoiceCache:
         rates: NDArray[np.float64],
         compute: Callable[[NDArray[np.float64]], Distribution],
     ) -> None:
+        started = time.perf_counter()
         try:
             self._store(owner, key, rates.tobytes(), compute(rates))
             self.computed_background += 1
         finally:
             with self._lock:
                 self._pending.discard(key)
+        rest = (time.perf_counter() - started) * (1.0 / self.background_share - 1.0)
+        time.sleep(min(rest, 1.0))
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Block until background solutions are done (tests and benchmarks)."""

@@ -21,11 +21,14 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
+
+from pricing.money import from_minor
 
 __all__ = ["GuardrailError", "GuardrailSet", "ProductFacts", "Rule"]
 
@@ -40,6 +43,13 @@ _BOUND_FIELDS = (
     "step",
     "exclude",
 )
+
+
+def _money(minor: int | float, currency: str | None) -> str:
+    """``10.00 USD`` when the currency is known, else the minor units, labelled as such."""
+    if currency and isinstance(minor, int):
+        return f"{from_minor(minor, currency)} {currency}"
+    return f"{minor} (minor units)"
 
 
 class GuardrailError(ValueError):
@@ -105,15 +115,19 @@ class Rule:
         """``global``, ``category:tea`` or ``sku:TEA-1``."""
         return self.scope if self.target is None else f"{self.scope}:{self.target}"
 
-    def problems(self) -> list[tuple[str, str]]:
-        """(field, message) for every invalid value of this rule alone."""
+    def problems(self, currency: str | None = None) -> list[tuple[str, str]]:
+        """(field, message) for every invalid value of this rule alone.
+
+        ``currency`` (the SKU's, for a sku rule) shows money in its units, not minor units.
+        """
         out = []
         if (self.scope == "global") != (self.target is None):
             out.append(("target", "global rules have no target; category and sku rules need one"))
         for name in ("floor", "ceiling", "step"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                out.append((name, f"must be positive, got {value}"))
+                shown = _money(value, currency) if name != "step" or currency else value
+                out.append((name, f"must be positive, got {shown}"))
         for name in ("min_margin", "max_increase", "max_change"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -127,9 +141,8 @@ class Rule:
         if self.ending is not None and not (0 <= self.ending <= 99):
             out.append(("ending", f"must be the last two minor digits, 0 to 99, got {self.ending}"))
         if self.floor is not None and self.ceiling is not None and self.floor > self.ceiling:
-            out.append(
-                ("floor", f"floor {self.floor} is above ceiling {self.ceiling} of the same rule")
-            )
+            floor, ceiling = _money(self.floor, currency), _money(self.ceiling, currency)
+            out.append(("floor", f"floor {floor} is above ceiling {ceiling} of the same rule"))
         return out
 
 
@@ -312,16 +325,27 @@ class GuardrailSet:
             return None
         return int(prices[np.argmin(np.abs(prices - product.list_price))])
 
-    def check(self, products: list[ProductFacts]) -> None:
-        """Raise :class:`GuardrailError` naming the binding rules if any product has no allowed price."""
+    def check(
+        self, products: list[ProductFacts], currencies: Mapping[str, str] | None = None
+    ) -> None:
+        """Raise :class:`GuardrailError` naming the binding rules if any product has no allowed price.
+
+        Parameters
+        ----------
+        products : list of ProductFacts
+        currencies : mapping of SKU to ISO 4217 code, optional
+            Shows the bounds in the currency's units (``10.00 USD``) rather than minor units.
+        """
         for product in products:
             prices, binding = self.feasible_prices(product)
             if len(prices) == 0:
-                rules = tuple(binding["low"] + binding["high"])
+                rules = tuple(dict.fromkeys(binding["low"] + binding["high"]))
                 low, high, _ = self.bounds(product)
+                currency = (currencies or {}).get(product.sku)
                 raise GuardrailError(
-                    f"no allowed price for {product.sku}: {', '.join(binding['low'])} require >= {low}, "
-                    f"{', '.join(binding['high'])} allow <= {high}",
+                    f"no allowed price for {product.sku}: {', '.join(binding['low'])} require "
+                    f">= {_money(low, currency)}, {', '.join(binding['high'])} allow "
+                    f"<= {_money(high, currency)}",
                     rules,
                 )
 

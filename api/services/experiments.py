@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -37,7 +38,7 @@ from api.orm import (
     Outcome,
     utcnow,
 )
-from api.schemas import IDENTIFIER_PATTERN
+from api.schemas import IDENTIFIER_PATTERN, Money
 from api.security import Principal
 from api.services.audit import SYSTEM, record_change
 from experiments.assignment import assign
@@ -318,7 +319,12 @@ class ExperimentCache(TTLCache[list[tuple[str, str, list[dict[str, Any]]]]]):
 
 # --------------------------------------------------------------------------- results
 class VariantResult(BaseModel):
-    """Per-variant totals and per-visitor means (money in currency units)."""
+    """Per-variant totals and per-visitor means.
+
+    Money is a decimal string in ``currency`` (None when the experiment's decisions mix
+    currencies: the amounts are then sums of unlike units, flagged in ``messages``).
+    Totals are exact; per-visitor means carry two more decimals than the currency.
+    """
 
     name: str
     policy: str
@@ -326,11 +332,12 @@ class VariantResult(BaseModel):
     holdout: bool
     visitors: int
     conversions: int
-    revenue: float
-    profit: float
+    currency: str | None
+    revenue: Money
+    profit: Money
     conversion_rate: float | None
-    revenue_per_visitor: float | None
-    profit_per_visitor: float | None
+    revenue_per_visitor: Money | None
+    profit_per_visitor: Money | None
 
 
 class LiftResult(BaseModel):
@@ -379,8 +386,11 @@ class ResultsOut(BaseModel):
     messages: list[str]
 
 
-def variant_stats(session: Session, key: str) -> tuple[dict[str, VariantStats], set[str]]:
-    """Sufficient statistics per variant (sums and sums of squares per visitor)."""
+def variant_stats(
+    session: Session, key: str
+) -> tuple[dict[str, VariantStats], set[str], dict[str, list[Decimal]]]:
+    """Sufficient statistics per variant (sums and sums of squares per visitor), the
+    currencies seen, and exact revenue and profit totals per variant (currency units)."""
     visitors = {
         variant: int(n)
         for variant, n in session.execute(
@@ -406,10 +416,13 @@ def variant_stats(session: Session, key: str) -> tuple[dict[str, VariantStats], 
         .group_by(DecisionAssignment.variant, Decision.customer_id, Decision.currency)
     )  # fmt: skip
     acc: dict[str, list[float]] = {}
+    exact: dict[str, list[Decimal]] = {}
     currencies: set[str] = set()
     for variant, _unit, currency, conv, rev, prof in session.execute(per_unit):
-        scale = 10 ** CURRENCY_EXPONENTS.get(currency, 2)
-        r, p = float(rev or 0) / scale, float(prof or 0) / scale
+        exponent = CURRENCY_EXPONENTS.get(currency, 2)
+        rev_units = Decimal(int(rev or 0)).scaleb(-exponent)
+        prof_units = Decimal(int(prof or 0)).scaleb(-exponent)
+        r, p = float(rev_units), float(prof_units)
         currencies.add(currency)
         a = acc.setdefault(variant, [0.0, 0.0, 0.0, 0.0, 0.0])
         a[0] += int(conv or 0)
@@ -417,11 +430,20 @@ def variant_stats(session: Session, key: str) -> tuple[dict[str, VariantStats], 
         a[2] += r * r
         a[3] += p
         a[4] += p * p
+        totals = exact.setdefault(variant, [Decimal(0), Decimal(0)])
+        totals[0] += rev_units
+        totals[1] += prof_units
     out = {}
     for name, n in visitors.items():
         conv, rs, rss, ps, pss = acc.get(name, [0.0] * 5)
         out[name] = VariantStats(name, n, int(conv), rs, rss, ps, pss)
-    return out, currencies
+    return out, currencies, exact
+
+
+def _per_visitor(total: Decimal, visitors: int, exponent: int) -> Decimal | None:
+    if visitors == 0:
+        return None
+    return (total / visitors).quantize(Decimal(1).scaleb(-(exponent + 2)))
 
 
 def experiment_results(
@@ -445,7 +467,9 @@ def experiment_results(
             ["query", "baseline"],
             f"unknown variant {baseline!r}; variants: {', '.join(names)}",
         )
-    found, currencies = variant_stats(session, key)
+    found, currencies, exact = variant_stats(session, key)
+    currency = next(iter(currencies)) if len(currencies) == 1 else None
+    exponent = CURRENCY_EXPONENTS.get(currency or "", 2)
     messages: list[str] = []
     if len(currencies) > 1:
         messages.append(
@@ -457,12 +481,16 @@ def experiment_results(
     results = []
     for v in variants:
         summary = summarize(stats[v["name"]])
+        revenue, profit = exact.get(v["name"], [Decimal(0), Decimal(0)])
+        places = Decimal(1).scaleb(-exponent)
         results.append(VariantResult(
             name=v["name"], policy=v["policy"], allocation=float(v["allocation"]),
             holdout=bool(v.get("holdout")), visitors=summary.visitors,
-            conversions=summary.conversions, revenue=summary.revenue, profit=summary.profit,
-            conversion_rate=summary.conversion_rate, revenue_per_visitor=summary.revenue_per_visitor,
-            profit_per_visitor=summary.profit_per_visitor,
+            conversions=summary.conversions, currency=currency,
+            revenue=revenue.quantize(places), profit=profit.quantize(places),
+            conversion_rate=summary.conversion_rate,
+            revenue_per_visitor=_per_visitor(revenue, summary.visitors, exponent),
+            profit_per_visitor=_per_visitor(profit, summary.visitors, exponent),
         ))  # fmt: skip
     lifts = []
     for v in variants:
@@ -504,7 +532,7 @@ def experiment_results(
                 probability=verdict.probability, message=verdict.message,
             ))  # fmt: skip
     return ResultsOut(
-        key=key, status=row.status, currency=next(iter(currencies)) if len(currencies) == 1 else None,
+        key=key, status=row.status, currency=currency,
         baseline=baseline, credible_level=credible_level, variants=results, lifts=lifts, srm=srm,
         do_no_harm=harm, messages=messages,
     )  # fmt: skip

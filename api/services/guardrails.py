@@ -163,7 +163,8 @@ def compile_rules(
             max_change=item.max_change, ending=item.ending, step=money["step"], exclude=item.exclude,
             segment_gap=item.segment_gap,
         )  # fmt: skip
-        for field_name, message in rule.problems():
+        rule_currency = by_sku[item.target].currency if item.scope == "sku" and item.target else None
+        for field_name, message in rule.problems(rule_currency):
             problems.append(FieldProblem([*loc, field_name], message))
         if rule.name in names:
             problems.append(
@@ -178,17 +179,19 @@ def compile_rules(
         raise ApiError(422, problems)
     try:
         compiled = GuardrailSet(rules=tuple(rules), kill_switch=body.kill_switch)
-        compiled.check(_facts(products))
+        compiled.check(_facts(products), {p.sku: p.currency for p in products})
     except GuardrailError as exc:
+        # One conflict, one problem: at the first rule involved, naming the others too.
         locs: list[list[str | int]] = []
+        message = str(exc)
         for name in exc.rules:
             rule_name, _, field_name = name.rpartition(".")
             if rule_name in names:
                 locs.append(["body", "rules", names[rule_name], field_name])
-            else:
-                locs.append(["body", "rules"])
+                message = message.replace(name, f"rules[{names[rule_name]}].{field_name} ({rule_name})")
+        first = locs[0] if locs else ["body", "rules"]
         raise ApiError(
-            422, [FieldProblem(loc, str(exc), "guardrail_conflict") for loc in locs]
+            422, [FieldProblem(first, message, "guardrail_conflict", related=locs[1:])]
         ) from None
     return compiled, stored
 

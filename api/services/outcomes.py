@@ -58,6 +58,8 @@ class _Item:
     data: OutcomeIn
     status: Status | None = None
     error: str | None = None
+    #: The request field an ``invalid`` item is refused for.
+    field: str | None = None
     row: dict[str, Any] | None = None
     stored: Outcome | None = None
     decision: Any = None
@@ -118,19 +120,26 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
             item.status, item.error = "not_found", f"unknown decision_id {data.decision_id}"
             continue
         if data.currency is not None and data.currency != decision.currency:
-            item.status = "invalid"
+            item.status, item.field = "invalid", "currency"
             item.error = f"currency {data.currency} differs from the decision's {decision.currency}"
+            continue
+        if data.quantity > decision.quantity:
+            # The decision priced (and may have discounted) only the quoted units: more
+            # units bought were never offered at that price. Quote the new quantity.
+            item.status, item.field = "invalid", "quantity"
+            item.error = (f"quantity: {data.quantity} units exceed the {decision.quantity} quoted; "
+                          "quote the cart again for the new quantity")  # fmt: skip
             continue
         try:
             revenue_minor = to_minor(data.revenue, decision.currency)
         except MoneyError as exc:
-            item.status, item.error = "invalid", f"revenue: {exc}"
+            item.status, item.field, item.error = "invalid", "revenue", f"revenue: {exc}"
             continue
         discount, problem = outcome_discount(
             decision, converted=data.converted, quantity=data.quantity, reported=data.discount
         )
         if problem is not None or discount is None:
-            item.status, item.error = "invalid", problem
+            item.status, item.field, item.error = "invalid", "discount", problem
             continue
         item.decision = decision
         item.row = {
@@ -221,9 +230,7 @@ def single_result(item: _Item) -> tuple[OutcomePublic, bool]:
     if item.status == "not_found":
         raise ApiError.field(404, ["body", "decision_id"], item.error or "", "not_found")
     if item.status == "invalid":
-        error = item.error or ""
-        field = next((f for f in ("revenue", "discount") if error.startswith(f)), "currency")
-        raise ApiError.field(422, ["body", field], item.error or "")
+        raise ApiError.field(422, ["body", item.field or "decision_id"], item.error or "")
     assert item.stored is not None
     public = outcome_public(item.stored)
     if item.status == "conflict":

@@ -271,6 +271,8 @@ class QuoteService:
         variant = experiment.label if experiment is not None else None
         learn = not (experiment is not None and experiment.holdout)
         by_key = {p.key: p for p in cart.promotions}
+        # Say which experiment arm decided the line (a control arm's list price included).
+        arms = tuple(f"experiment:{k}:{v}" for k, v in experiment.assignments) if experiment else ()
         rows: list[dict[str, Any]] = []
         out_lines: list[QuoteLinePublic] = []
         offers: list[OfferClaim] = []
@@ -289,6 +291,7 @@ class QuoteService:
                 continue
             decision = line.decision
             assert decision is not None
+            reasons = [*decision.reasons, *arms]
             decision_id = uuid.uuid4()
             line_expires = line.expires_at or expires_at
             period = None
@@ -319,7 +322,7 @@ class QuoteService:
                 "experiment_variant": variant, "learn": learn,
                 "jurisdiction": request.jurisdiction, "context": context,
                 "guardrail_trail": {
-                    "reasons": list(decision.reasons), "fallback": decision.fallback,
+                    "reasons": reasons, "fallback": decision.fallback,
                     "guardrail_version": guardrail_version, "candidates": decision.candidates,
                     "anchor_price_minor": item.anchor_price_minor,
                 },
@@ -328,7 +331,7 @@ class QuoteService:
             observed.append((item.sku, now, decision.price_minor, final))
             public = _public_line(
                 line.index, item, decision_id, decision.price_minor, decision.propensity,
-                decision.personalized, decision.fallback, list(decision.reasons),
+                decision.personalized, decision.fallback, list(reasons),
                 decision.promotion, decision.discount_minor,
             )  # fmt: skip
             public._policy = decision.policy
@@ -337,7 +340,7 @@ class QuoteService:
                 sticky_new.append((item.sku, StickyQuote(
                     decision_id, cart.segment, item.quantity, decision.price_minor,
                     decision.personalized, decision.model_version, line_expires, False,
-                    decision.propensity, decision.fallback, tuple(decision.reasons),
+                    decision.propensity, decision.fallback, tuple(reasons),
                     decision.promotion, decision.discount_minor,
                 )))  # fmt: skip
         for sku, at, price, final in observed:

@@ -40,6 +40,8 @@ CASES = [
     ("outcome: converted not bool", "POST", "/v1/outcomes", C, {"decision_id": "00000000-0000-0000-0000-000000000000", "converted": "yes"}, 422, "converted"),
     ("outcome: negative quantity", "POST", "/v1/outcomes", C, {"decision_id": "00000000-0000-0000-0000-000000000000", "converted": True, "quantity": -1}, 422, "quantity"),
     ("outcome: float revenue", "POST", "/v1/outcomes", C, {"decision_id": "00000000-0000-0000-0000-000000000000", "converted": True, "quantity": 1, "revenue": 9.99}, 422, "revenue"),
+    ("outcome: integer revenue", "POST", "/v1/outcomes", C, {"decision_id": "00000000-0000-0000-0000-000000000000", "converted": True, "quantity": 1, "revenue": 15}, 422, "revenue"),
+    ("promotion: integer budget", "PUT", "/v1/promotions/p-int", M, {"name": "p", "type": "percent_off", "percent_off": "10", "budget": 50, "currency": "USD"}, 422, "budget"),
     ("outcome: negative revenue", "POST", "/v1/outcomes", C, {"decision_id": "00000000-0000-0000-0000-000000000000", "converted": True, "quantity": 1, "revenue": "-1"}, 422, "revenue"),
     ("outcome: converted without units", "POST", "/v1/outcomes", C, {"decision_id": "00000000-0000-0000-0000-000000000000", "converted": True}, 422, "quantity"),
     ("outcome: not converted with revenue", "POST", "/v1/outcomes", C, {"decision_id": "00000000-0000-0000-0000-000000000000", "converted": False, "revenue": "5.00"}, 422, "revenue"),
@@ -79,6 +81,16 @@ def test_bad_input_names_the_field(catalog, method, path, role, body, status, fi
 def test_malformed_bodies_are_422(catalog, path, content):
     response = catalog.post(path, C, content=content, headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
+    for problem in response.json()["detail"]:
+        # A character offset is never reported as a field.
+        assert not any(isinstance(p, int) for p in problem["loc"][:2]), problem
+        assert not problem["field"].startswith("["), problem
+    if content == b"":
+        (problem,) = response.json()["detail"]
+        assert problem["field"] == "body" and "missing" in problem["msg"], problem
+    if content == b"{":
+        (problem,) = response.json()["detail"]
+        assert problem["field"] == "body" and "not valid JSON" in problem["msg"], problem
 
 
 json_values = st.recursive(

@@ -9,6 +9,7 @@ import uuid
 import zipfile
 from collections import Counter
 from datetime import timedelta
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -149,19 +150,31 @@ def test_results_report_lifts_srm_and_do_no_harm(catalog, sessions):
     serve(catalog, sessions)
     start(catalog)
     rng = np.random.default_rng(3)
+    revenue_by_variant: dict[str, list[str]] = {}
     for i in range(120):
-        line = catalog.quote("TEA-1", customer=f"r{i}")["lines"][0]
+        quote = catalog.quote("TEA-1", customer=f"r{i}")
+        line = quote["lines"][0]
         bought = bool(rng.random() < 0.4)
         body = {"decision_id": line["decision_id"], "converted": bought}
         if bought:
             body |= {"quantity": 1, "revenue": line["final_price"]}
+            arm = next(r for r in line["reasons"] if r.startswith("experiment:E1:")).split(":")[2]
+            revenue_by_variant.setdefault(arm, []).append(line["final_price"])
         assert catalog.post("/v1/outcomes", C, json=body).status_code == 201
     results = catalog.get("/v1/experiments/E1/results", A).json()
     assert results["baseline"] == "control"
     by_name = {v["name"]: v for v in results["variants"]}
     assert sum(v["visitors"] for v in by_name.values()) == 120
-    assert by_name["control"]["revenue_per_visitor"] == pytest.approx(
-        by_name["control"]["revenue"] / by_name["control"]["visitors"]
+    control = by_name["control"]
+    # Money as decimal strings in the experiment's currency: exact totals, and per-visitor
+    # means with two more decimals than the currency.
+    assert results["currency"] == "USD" and control["currency"] == "USD"
+    revenue = Decimal(control["revenue"])
+    assert isinstance(control["revenue"], str) and revenue.as_tuple().exponent == -2
+    paid = sum(Decimal(line) for line in revenue_by_variant["control"])
+    assert revenue == paid
+    assert Decimal(control["revenue_per_visitor"]) == (revenue / control["visitors"]).quantize(
+        Decimal("0.0001")
     )
     lift = next(x for x in results["lifts"] if x["metric"] == "conversion_rate")
     assert lift["variant"] == "engine" and lift["lower"] < lift["estimate"] < lift["upper"]

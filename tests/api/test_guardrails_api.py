@@ -68,8 +68,18 @@ def test_contradictory_rules_name_both(catalog):
         {"scope": "sku", "target": "TEA-1", "floor": "12.00"},
     ])  # fmt: skip
     assert response.status_code == 422
-    fields = {p["field"] for p in response.json()["detail"]}
-    assert fields == {"rules[0].max_increase", "rules[1].floor"}
+    (problem,) = response.json()["detail"]  # one conflict, reported once, naming both rules
+    assert {problem["field"], *problem["related_fields"]} == {"rules[0].max_increase", "rules[1].floor"}
+    # Money in the currency's units with its code, rules by their place in the request.
+    assert ">= 12.00 USD" in problem["msg"] and "<= 12.00 USD" not in problem["msg"]
+    assert "rules[1].floor" in problem["msg"] and "rules[0].max_increase" in problem["msg"]
+
+
+def test_floor_above_ceiling_is_shown_in_the_currency(catalog):
+    response = put(catalog, [{"scope": "sku", "target": "TEA-1", "floor": "10.00", "ceiling": "9.00"}])
+    assert response.status_code == 422
+    messages = [p["msg"] for p in response.json()["detail"]]
+    assert messages == ["floor 10.00 USD is above ceiling 9.00 USD of the same rule"]
 
 
 def test_personalized_quotes_stay_inside_guardrails_and_log_propensities(priced, sessions):

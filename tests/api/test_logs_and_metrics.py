@@ -55,6 +55,16 @@ def test_metrics_count_requests_decisions_and_outcomes(catalog):
     )
 
 
+def test_docs_and_the_openapi_document_have_their_own_route_labels(catalog):
+    assert catalog.client.get("/docs").status_code == 200
+    assert catalog.client.get("/openapi.json").status_code == 200
+    catalog.client.get("/no/such/path")
+    text = catalog.client.get("/metrics").text
+    assert 'pricing_http_requests_total{method="GET",route="/docs",status="200"} 1.0' in text
+    assert 'pricing_http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
+    assert 'route="/no/such/path"' not in text and 'route="unmatched",status="404"' in text
+
+
 def test_audit_log_is_readable_by_admin(catalog):
     entries = catalog.get("/v1/audit?entity=product", Role.ADMIN).json()
     assert [e["entity_id"] for e in entries] == ["TEA-2", "TEA-1"]

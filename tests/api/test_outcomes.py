@@ -17,7 +17,8 @@ def _count(sessions):
 
 
 def test_outcome_is_created_then_an_identical_retry_returns_the_original(catalog, sessions):
-    decision = _decision(catalog)
+    body = {"customer_id": "c-1", "lines": [{"sku": "TEA-1", "quantity": 2}]}
+    decision = catalog.post("/v1/quotes", Role.CHECKOUT, json=body).json()["lines"][0]["decision_id"]
     body = {"decision_id": decision, "converted": True, "quantity": 2, "revenue": "20.00",
             "occurred_at": "2026-11-26T10:00:00+01:00"}  # fmt: skip
     first = catalog.post("/v1/outcomes", Role.CHECKOUT, json=body)
@@ -132,3 +133,17 @@ def test_batch_of_a_thousand_is_accepted_and_more_is_422(catalog, sessions):
     assert too_many.status_code == 422
     assert too_many.json()["detail"][0]["field"] == "outcomes"
     assert _count(sessions) == 100
+
+
+def test_more_units_bought_than_quoted_is_422_naming_quantity_and_stores_nothing(catalog, sessions):
+    decision = _decision(catalog)  # one unit quoted
+    response = catalog.post("/v1/outcomes", Role.CHECKOUT,
+                            json={"decision_id": decision, "converted": True, "quantity": 3, "revenue": "30.00"})  # fmt: skip
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["field"] == "quantity" and "3 units exceed the 1 quoted" in problem["msg"]
+    assert _count(sessions) == 0
+    batch = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": [
+        {"decision_id": decision, "converted": True, "quantity": 2, "revenue": "20.00"}]})  # fmt: skip
+    assert batch.json()["results"][0]["status"] == "invalid"
+    assert "quantity" in batch.json()["results"][0]["error"]
