@@ -1,4 +1,4 @@
-"""``pricing-engine``: serve, migrate, seed-demo, create-key, refit, worker, import-history."""
+"""The ``pricing-engine`` command line (see :data:`DESCRIPTION` for what ``--help`` prints)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +25,24 @@ from api.settings import Settings, SettingsError, load_settings
 __all__ = ["main"]
 
 DEMO_KEY_PREFIX = "demo-"
+
+DESCRIPTION = """\
+Dynamic pricing and promotion engine: serve quotes, learn from outcomes, manage the data.
+
+commands:
+  serve            run the HTTP service
+  worker           run the updater: online posterior updates and refits (own process)
+  migrate          migrate the database to the latest schema
+  seed-demo        demo catalog, promotions, guardrails and API keys (kept between runs)
+  create-key       create an API key and print it once
+  refit            fit the demand model now; publish it if the diagnostics pass
+  import-history   fit price elasticities to sales history (CSV) and use them as priors
+  export-feedback  write the decision log as Open Bandit Pipeline feedback (NPZ + JSON)
+
+Settings come from PRICING_* environment variables (README: configuration);
+--database-url overrides PRICING_DATABASE_URL for any command.
+Run 'pricing-engine COMMAND --help' for a command's options.
+"""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -156,6 +175,7 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
         items = catalog.parse_product_csv(_demo_csv("catalog.csv"), max_rows=10_000)
         result = catalog.import_products(session, items=items, actor=None)
     _seed_demo_promotions(sessions)
+    guardrails_note = _seed_demo_guardrails(sessions)
     simulated = None
     if args.simulate:
         from sqlalchemy import func
@@ -169,7 +189,67 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
             print(f"the database already holds {existing} decisions: not simulating more")
         else:
             simulated = simulate(sessions, visitors=args.simulate, seed=args.seed)
-    # Demo keys are re-issued on every seed (secrets cannot be shown twice): revoke old ones.
+    keys_file = Path(args.keys_file) if args.keys_file else demo_keys_file(settings.database_url)
+    issued, reused = _demo_keys(sessions, keys_file, rotate=args.rotate_keys)
+    example = _personalized_customer(sessions)
+    engine.dispose()
+    host = settings.host
+    port = settings.port
+    print(
+        f"demo catalog: {len(items)} products ({result.created} new, {result.updated} updated), "
+        f"5 segments in {settings.database_url}"
+    )
+    if simulated is not None:
+        print(
+            f"simulated {simulated.visitors} visitors: {simulated.decisions} decisions, "
+            f"{simulated.conversions} purchases; {simulated.refit}; experiment "
+            f"{simulated.experiment!r} running (GET /v1/experiments/{simulated.experiment}/results)"
+        )
+    print(guardrails_note)
+    state = "kept from the first run" if reused else "new"
+    print(f"demo API keys ({state}; stored in {keys_file}, readable only by you; "
+          "`pricing-engine seed-demo --rotate-keys` replaces them):")  # fmt: skip
+    for role, key in issued.items():
+        print(f"  {role.value:<13} {key}")
+    print(f"\ntry a quote ({example} is in the engine's arm of the demo experiment, so the "
+          "prices are personalized; `reasons` says which arm decided):")  # fmt: skip
+    print(
+        f"  curl -s -X POST http://{host}:{port}/v1/quotes "
+        f"-H 'Authorization: Bearer {issued[Role.CHECKOUT]}' -H 'Content-Type: application/json' "
+        f'-d \'{{"customer_id": "{example}", "segment": "loyalty", '
+        '"lines": [{"sku": "COF-001", "quantity": 1}, {"sku": "TEA-002", "quantity": 2}]}\''
+    )
+    print(f"  API docs: http://{host}:{port}/docs")
+    return 0
+
+
+def demo_keys_file(database_url: str) -> Path:
+    """Where the demo keys are kept: next to a SQLite database file, else in the working
+    directory (``.pricing-demo-keys.json``)."""
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix) and ":memory:" not in database_url:
+        db = Path(database_url.removeprefix(prefix))
+        return db.with_name(db.name + ".demo-keys.json")
+    return Path(".pricing-demo-keys.json")
+
+
+def _demo_keys(sessions: Any, path: Path, *, rotate: bool) -> tuple[dict[Role, str], bool]:
+    """The demo keys in ``path`` if they are all still valid (and not ``rotate``); else
+    revoke every demo key and issue new ones, written to ``path`` with mode 0600."""
+    import json
+
+    if path.exists() and not rotate:
+        try:
+            stored = {Role(role): key for role, key in json.loads(path.read_text()).items()}
+        except (ValueError, AttributeError):
+            stored = {}
+        with sessions() as session:
+            valid = len(stored) == len(Role) and all(
+                (who := keys.authenticate(session, key=key)) is not None and who.role == role
+                for role, key in stored.items()
+            )
+        if valid:
+            return stored, True
     with sessions() as session:
         old = session.scalars(
             select(ApiKey.id).where(
@@ -185,31 +265,55 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
             issued[role] = keys.create_key(
                 session, name=f"{DEMO_KEY_PREFIX}{role.value}", role=role, actor=None
             ).key
-    engine.dispose()
-    host = settings.host
-    port = settings.port
-    print(
-        f"demo catalog: {len(items)} products ({result.created} new, {result.updated} updated), "
-        f"5 segments in {settings.database_url}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump({role.value: key for role, key in issued.items()}, handle, indent=2)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    return issued, False
+
+
+#: The demo's guardrails: bounded discounts and increases, a margin floor, daily caps.
+DEMO_GUARDRAILS = {
+    "note": "demo guardrails (seed-demo)",
+    "rules": [
+        {"scope": "global", "max_discount": 0.3, "max_increase": 0.2, "min_margin": 0.1,
+         "max_change": 0.25, "segment_gap": 1.3},
+        {"scope": "category", "target": "coffee", "max_discount": 0.2},
+    ],
+}  # fmt: skip
+
+
+def _seed_demo_guardrails(sessions: Any) -> str:
+    """Store the demo guardrails unless some are already in effect; say which."""
+    from api.services.guardrails import GuardrailSetIn, active_version, put_guardrails
+
+    with sessions() as session:
+        current = active_version(session)
+        session.rollback()
+        if current is not None:
+            return f"guardrails: version {current.id} in effect (kept)"
+        stored = put_guardrails(session, body=GuardrailSetIn.model_validate(DEMO_GUARDRAILS), actor=None)
+    rules = "; ".join(
+        ", ".join(f"{k} {v}" for k, v in r.items()) for r in DEMO_GUARDRAILS["rules"]  # type: ignore[attr-defined]
     )
-    if simulated is not None:
-        print(
-            f"simulated {simulated.visitors} visitors: {simulated.decisions} decisions, "
-            f"{simulated.conversions} purchases; {simulated.refit}; experiment "
-            f"{simulated.experiment!r} running (GET /v1/experiments/{simulated.experiment}/results)"
-        )
-    print("demo API keys (shown once; re-run seed-demo for new ones):")
-    for role, key in issued.items():
-        print(f"  {role.value:<13} {key}")
-    print("\ntry a quote:")
-    print(
-        f"  curl -s -X POST http://{host}:{port}/v1/quotes "
-        f"-H 'Authorization: Bearer {issued[Role.CHECKOUT]}' -H 'Content-Type: application/json' "
-        '-d \'{"customer_id": "c-42", "segment": "loyalty", '
-        '"lines": [{"sku": "COF-001", "quantity": 1}, {"sku": "TEA-002", "quantity": 2}]}\''
-    )
-    print(f"  API docs: http://{host}:{port}/docs")
-    return 0
+    return f"guardrails: version {stored.version} stored ({rules})"
+
+
+def _personalized_customer(sessions: Any) -> str:
+    """A customer id the running experiments put in a personalized (non-control) arm."""
+    from api.db import read_only
+    from api.services.experiments import ExperimentCache
+
+    experiments = ExperimentCache(read_only(sessions))
+    for n in range(42, 10_000):
+        customer = f"c-{n}"
+        assigned = experiments.for_unit(customer)
+        if assigned is None or not (assigned.control or assigned.holdout):
+            return customer
+    return "c-42"
 
 
 def _sessions(args: argparse.Namespace) -> Any:
@@ -323,8 +427,11 @@ def cmd_import_history(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="pricing-engine", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="pricing-engine", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
@@ -348,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N simulated visitors through the engine (experiment, promotions, a refit)",
     )  # fmt: skip
     seed.add_argument("--seed", type=int, default=7, help="simulation seed")
+    seed.add_argument(
+        "--keys-file", metavar="PATH",
+        help="where the demo keys are kept (default: next to the SQLite database)",
+    )  # fmt: skip
+    seed.add_argument(
+        "--rotate-keys", action="store_true", help="revoke the demo keys and issue new ones"
+    )
     seed.set_defaults(func=cmd_seed_demo)
     key = add("create-key", "create an API key and print it once")
     key.add_argument("--role", required=True, choices=[r.value for r in Role])

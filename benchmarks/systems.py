@@ -1215,39 +1215,53 @@ def fill_today(db: Path, n: int, skus: Sequence[str], segments: Sequence[str]) -
     return time.perf_counter() - started
 
 
-def single_quote_p50(target: Target, n: int = 300) -> float:
-    """Median latency (ms) of ``n`` quotes sent one at a time (after a warm-up)."""
+def single_quote_latencies(target: Target, n: int, rng: random.Random, warmup: int = 0) -> list[float]:
+    """Latencies (s) of ``n`` quotes sent one at a time (after ``warmup`` unrecorded ones)."""
     import httpx
 
-    rng = random.Random(11)
     headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
+    latencies = []
     with httpx.Client(timeout=30) as client:
-        latencies = []
-        for i in range(n + 30):
+        for i in range(n + warmup):
             body = quote_body(rng, target.skus, target.segments)
             start = time.perf_counter()
             client.post(target.url, content=body, headers=headers)
-            if i >= 30:
+            if i >= warmup:
                 latencies.append(time.perf_counter() - start)
-    return float(np.median(latencies) * 1000)
+    return latencies
 
 
 def run_log_growth(
     db: Path, keys: dict[str, str], skus: Sequence[str], segments: Sequence[str], workdir: Path,
-    n: int,
+    n: int, quotes: int = 300, rounds: int = 6,
 ) -> dict[str, float]:  # fmt: skip
-    """Single-quote p50 with ``n`` of today's decisions in the log vs with none."""
+    """Single-quote p50 with ``n`` of today's decisions in the log vs with none.
+
+    Both servers run side by side and take turns, ``quotes / rounds`` quotes at a time, so
+    that the machine's drift (this host is shared) falls on both alike.
+    """
     out: dict[str, float] = {"decisions": float(n)}
-    for label, decisions in (("empty", 0), ("full", n)):
-        copy = copy_db(db, workdir / f"growth-{label}.db")
-        if decisions:
-            out["fill_s"] = fill_today(copy, decisions, skus, segments)
-        srv = engine_server(f"engine-{label}", copy, workdir).start().wait()
-        try:
-            target = Target("engine", srv.url, keys["checkout"], list(skus), list(segments))
-            out[f"{label}_p50_ms"] = single_quote_p50(target)
-        finally:
+    servers: dict[str, Server] = {}
+    try:
+        for label, decisions in (("empty", 0), ("full", n)):
+            copy = copy_db(db, workdir / f"growth-{label}.db")
+            if decisions:
+                out["fill_s"] = fill_today(copy, decisions, skus, segments)
+            servers[label] = engine_server(f"engine-{label}", copy, workdir).start().wait()
+        targets = {label: Target("engine", srv.url, keys["checkout"], list(skus), list(segments))
+                   for label, srv in servers.items()}  # fmt: skip
+        rngs = {label: random.Random(11) for label in targets}
+        latencies: dict[str, list[float]] = {label: [] for label in targets}
+        for label, target in targets.items():
+            single_quote_latencies(target, 0, rngs[label], warmup=30)
+        for _ in range(rounds):
+            for label, target in targets.items():
+                latencies[label] += single_quote_latencies(target, quotes // rounds, rngs[label])
+    finally:
+        for srv in servers.values():
             srv.stop()
+    for label, decisions in (("empty", 0), ("full", n)):
+        out[f"{label}_p50_ms"] = float(np.median(latencies[label]) * 1000)
         print(f"  {decisions:,} decisions today: single-quote p50 {out[f'{label}_p50_ms']:.2f} ms", flush=True)
     out["ratio"] = out["full_p50_ms"] / out["empty_p50_ms"]
     return out

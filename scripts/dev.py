@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Set up the project's own virtual environment, then serve the demo or run the tests.
 
-    python3 scripts/dev.py serve   # venv + install, migrate, demo data and keys, serve on :8000
-    python3 scripts/dev.py test    # venv + install, ruff, mypy, pytest (SQLite and PostgreSQL)
+    python3 scripts/dev.py serve          # venv + install, migrate, demo, updater + server on :8000
+    python3 scripts/dev.py test           # venv + install, ruff, mypy, pytest (SQLite and PostgreSQL)
+    python3 scripts/dev.py test --fast    # the same without the long statistical checks (-m "not slow")
 
-Needs only Python 3.11+. The environment lives in ``.venv`` and is reinstalled when
-``pyproject.toml`` changes. Extra arguments after ``test`` go to pytest.
+Needs only Python 3.11+. The environment lives in .venv and is reinstalled when
+pyproject.toml changes. Extra arguments after "test" go to pytest.
 """
 
 from __future__ import annotations
@@ -41,27 +42,54 @@ def ensure_env() -> None:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    print("installing the engine and its dependencies (first run takes a few minutes)", flush=True)
-    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    print("installing the engine and its dependencies (first run: 2-3 minutes)", flush=True)
+    # pip's and setuptools' notices (the editable-install warning among them) say nothing a
+    # user can act on here; errors still show.
+    quiet = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    run(PY, "-m", "pip", "install", "-qq", "--upgrade", "pip", env=quiet)
+    run(PY, "-m", "pip", "install", "-qq", "-e", ".[dev]", env=quiet)
     stamp.write_text(digest)
 
 
+def project_env() -> dict[str, str]:
+    """The environment for the project's commands: PyTensor's compile cache kept with the
+    venv (C compiled once, on the first model fit, then reused by every later run)."""
+    env = dict(os.environ)
+    env.setdefault("PYTENSOR_FLAGS", f"compiledir={VENV / 'pytensor-cache'}")
+    return env
+
+
 def serve(args: list[str]) -> None:
-    """Migrate, seed demo data (printing keys and a curl example), and serve."""
+    """Migrate, seed demo data (printing keys and a curl example), then run the updater
+    (its own process: a refit never stalls quotes) and the server until Ctrl-C."""
     ensure_env()
+    env = project_env()
     cli = BIN / "pricing-engine"
-    run(cli, "migrate")
-    run(cli, "seed-demo", "--simulate", "2000")  # a living demo: traffic, an experiment, a model
-    os.execv(str(cli), [str(cli), "serve", *args])
+    run(cli, "migrate", env=env)
+    # A living demo: traffic, an experiment, a fitted model (kept: later runs add nothing).
+    run(cli, "seed-demo", "--simulate", "2000", env=env)
+    print("starting the updater (learns from outcomes) and the server; Ctrl-C stops both",
+          flush=True)  # fmt: skip
+    updater = subprocess.Popen([str(cli), "worker"], cwd=ROOT, env=env)
+    try:
+        code = subprocess.call([str(cli), "serve", *args], cwd=ROOT, env=env)
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        updater.terminate()
+        try:
+            updater.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            updater.kill()
+    sys.exit(code)
 
 
 def test(args: list[str]) -> None:
-    """Lint, type-check and run the whole test suite."""
+    """Lint, type-check and run the test suite (``--fast``: without the slow marker)."""
     ensure_env()
-    env = dict(os.environ)
-    # PyTensor compiles C on first use; keep its cache with the venv so reruns are fast.
-    env.setdefault("PYTENSOR_FLAGS", f"compiledir={VENV / 'pytensor-cache'}")
+    env = project_env()
+    if "--fast" in args:
+        args = [a for a in args if a != "--fast"] + ["-m", "not slow"]
     run(BIN / "ruff", "check", ".", env=env)
     run(BIN / "mypy", "pricing", "experiments", "api", "benchmarks", env=env)
     run(PY, "-m", "pytest", *args, env=env)

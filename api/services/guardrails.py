@@ -23,7 +23,7 @@ from api.errors import ApiError, FieldProblem
 from api.orm import GuardrailVersion, Product, utcnow
 from api.schemas import IDENTIFIER_PATTERN, Money
 from api.security import Principal
-from api.services.audit import record_change
+from api.services.audit import SYSTEM, record_change
 from pricing.guardrails import GuardrailError, GuardrailSet, ProductFacts, Rule
 from pricing.money import MoneyError, from_minor, to_minor
 
@@ -213,13 +213,15 @@ def active_version(session: Session, at: datetime | None = None) -> GuardrailVer
     )
 
 
-def put_guardrails(session: Session, *, body: GuardrailSetIn, actor: Principal) -> GuardrailsPublic:
+def put_guardrails(
+    session: Session, *, body: GuardrailSetIn, actor: Principal | None
+) -> GuardrailsPublic:
     """Validate and store a new version (audited); a rejected change stores nothing."""
     with session.begin():
         _compiled, stored = compile_rules(session, body)
         before = active_version(session)
         row = GuardrailVersion(
-            effective_from=body.effective_from or utcnow(), created_by=actor.name,
+            effective_from=body.effective_from or utcnow(), created_by=actor.name if actor is not None else SYSTEM,
             kill_switch=body.kill_switch, rules=stored, note=body.note,
         )  # fmt: skip
         session.add(row)
