@@ -7,6 +7,7 @@ import contextlib
 import csv
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -491,8 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_warnings() -> None:
+    """Hide library warnings a user of the CLI cannot act on (README: performance notes).
+
+    PyTensor's "could not link to a BLAS installation": the models here are small and
+    elementwise, and the README says what to install for BLAS; ArviZ's FutureWarnings
+    about its own coming refactor.
+    """
+    warnings.filterwarnings("ignore", message=".*could not link to a BLAS", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"arviz(\.|$)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pricing-engine`` console script."""
+    _quiet_library_warnings()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

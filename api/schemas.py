@@ -77,7 +77,13 @@ Money = Annotated[
     PlainSerializer(lambda d: str(d), return_type=str, when_used="json"),
     Field(json_schema_extra={"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}),
 ]
-Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, examples=["SKU-001"])]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, examples=["COF-001"])]
+SkuId = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, examples=["COF-001"])]
+SegmentKey = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, examples=["loyalty"])]
+CategoryKey = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, examples=["coffee"])]
+
+#: A decision id of the examples (the /docs examples use the demo catalog's SKUs and segments).
+EXAMPLE_DECISION = "5b0f6c1e-8d2a-4c1b-9a57-3f2e1d0c9b8a"
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])]
 
 
@@ -97,9 +103,14 @@ class _Strict(BaseModel):
 class ProductIn(_Strict):
     """A product as a merchandiser sets it (``PUT /v1/products/{sku}``)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "currency": "USD", "name": "Espresso beans 1kg", "category": "coffee",
+        "list_price": "21.99", "unit_cost": "12.91",
+    }]})  # fmt: skip
+
     currency: CurrencyCode
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    category: Identifier
+    category: CategoryKey
     list_price: Money
     unit_cost: Money
     active: StrictBool = True
@@ -125,7 +136,12 @@ class ProductIn(_Strict):
 class ProductImportItem(ProductIn):
     """One product of a bulk import."""
 
-    sku: Identifier
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "sku": "COF-001", "currency": "USD", "name": "Espresso beans 1kg", "category": "coffee",
+        "list_price": "21.99", "unit_cost": "12.91",
+    }]})  # fmt: skip
+
+    sku: SkuId
 
 
 class ProductPublic(BaseModel):
@@ -159,6 +175,10 @@ class ImportResult(BaseModel):
 
 class SegmentIn(_Strict):
     """A customer segment (``PUT /v1/segments/{key}``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "Loyalty members", "description": "Signed up to the loyalty programme"}
+    ]})  # fmt: skip
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     description: Annotated[str, Field(max_length=2000)] = ""
@@ -224,15 +244,20 @@ class Consent(_Strict):
 class QuoteLineIn(_Strict):
     """One cart line to price."""
 
-    sku: Identifier
+    sku: SkuId
     quantity: Annotated[StrictInt, Field(ge=1, le=10_000)] = 1
 
 
 class QuoteRequest(_Strict):
     """``POST /v1/quotes``: price every line of a cart for one customer."""
 
-    customer_id: Annotated[str, Field(min_length=1, max_length=128)]
-    segment: Identifier | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "customer_id": "c-43", "segment": "loyalty", "channel": "web",
+        "lines": [{"sku": "COF-001", "quantity": 1}, {"sku": "TEA-002", "quantity": 2}],
+    }]})  # fmt: skip
+
+    customer_id: Annotated[str, Field(min_length=1, max_length=128, examples=["c-43"])]
+    segment: SegmentKey | None = None
     context: Annotated[dict[ContextKey, ContextValue], Field(max_length=50)] = Field(
         default_factory=dict
     )
@@ -275,6 +300,18 @@ class QuoteLinePublic(BaseModel):
 class QuoteResponse(BaseModel):
     """``POST /v1/quotes`` response: one decision per line, valid until ``expires_at``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "quote_id": "0d6f3c2a-1b4e-4f5a-8c9d-7e6f5a4b3c2d", "customer_id": "c-43",
+        "segment": "loyalty", "expires_at": "2026-12-02T10:15:00Z", "personalized": True,
+        "lines": [{
+            "line_no": 0, "sku": "COF-001", "quantity": 1, "currency": "USD",
+            "list_price": "21.99", "price": "20.99", "decision_id": EXAMPLE_DECISION,
+            "propensity": 0.41, "personalized": True, "fallback": False,
+            "reasons": ["lp_pacing", "promotion:COFFEE10", "experiment:engine-vs-list:engine"],
+            "promotion": "COFFEE10", "discount": "2.10", "final_price": "18.89",
+        }],
+    }]})  # fmt: skip
+
     quote_id: UUID
     customer_id: str
     segment: str
@@ -286,6 +323,12 @@ class QuoteResponse(BaseModel):
 # --------------------------------------------------------------------------- outcomes
 class OutcomeIn(_Strict):
     """What happened to one decision. Retries with the same values are harmless."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"decision_id": EXAMPLE_DECISION, "converted": True, "quantity": 1, "revenue": "18.89",
+         "currency": "USD", "occurred_at": "2026-12-02T10:03:00Z"},
+        {"decision_id": EXAMPLE_DECISION, "converted": False},
+    ]})  # fmt: skip
 
     decision_id: UUID
     converted: StrictBool
@@ -350,6 +393,10 @@ class OutcomePublic(BaseModel):
 class OutcomeBatchIn(_Strict):
     """``POST /v1/outcomes/batch``: up to 1,000 outcomes, stored in one transaction."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"outcomes": [
+        {"decision_id": EXAMPLE_DECISION, "converted": True, "quantity": 1, "revenue": "18.89"},
+    ]}]})  # fmt: skip
+
     outcomes: Annotated[list[OutcomeIn], Field(min_length=1, max_length=1000)]
 
 
@@ -374,6 +421,8 @@ class OutcomeBatchOut(BaseModel):
 # --------------------------------------------------------------------------- keys
 class KeyCreate(_Strict):
     """``POST /v1/keys``: a new API key for a role."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "checkout-eu", "role": "checkout"}]})
 
     name: Annotated[str, Field(min_length=1, max_length=100)]
     role: Literal["checkout", "merchandiser", "analyst", "admin"]

@@ -16,10 +16,12 @@ engine can read.
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -176,9 +178,16 @@ def simulate(
     refit_note = "no refit"
     decisions = conversions = 0
     half = visitors // 2
-    for t in tqdm(range(visitors), desc="simulating visitors", disable=not progress):
+    bar = tqdm(range(visitors), desc="simulating visitors", disable=not progress)
+    for t in bar:
         if t == half:
+            if progress:
+                bar.write(f"fitting the demand model on the first {half:,} visitors: "
+                          f"{_describe_sampler(sampler_config)}...")  # fmt: skip
+            started = time.perf_counter()
             refit_note = _refit(sessions, sampler_config)
+            if progress:
+                bar.write(f"  {refit_note} ({time.perf_counter() - started:.0f} s)")
             posterior.refresh()
         customer = f"sim-{seed}-{t}"
         s = int(rng.choice(len(segments), p=market.segment_mix))
@@ -204,12 +213,22 @@ def simulate(
             conversions += int(bought)
             outcome = OutcomeIn(
                 decision_id=line.decision_id, converted=bool(bought), quantity=int(bought),
-                revenue=paid if bought else 0,
+                revenue=paid if bought else Decimal(0),
             )  # fmt: skip
             with sessions() as session:
                 record_outcome(session, data=outcome)
     quotes.close()
     return SimulationReport(visitors, decisions, conversions, refit_note, DEMO_EXPERIMENT)
+
+
+def _describe_sampler(sampler_config: dict[str, Any] | None) -> str:
+    from pricing.demand import DemandModel
+
+    sc = DemandModel.default_sampler_config | (sampler_config or {})
+    if sc.get("method") == "advi":
+        return f"ADVI, {int(sc['advi_iterations']):,} iterations"
+    return (f"{int(sc['chains'])} chains x {int(sc['draws']):,} draws "
+            f"(+{int(sc['tune']):,} tuning)")  # fmt: skip
 
 
 def _refit(sessions: sessionmaker[Session], sampler_config: dict[str, Any] | None) -> str:

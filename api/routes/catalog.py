@@ -39,11 +39,18 @@ _IMPORT_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "array",
                     "items": {"$ref": "#/components/schemas/ProductImportItem"},
+                    "examples": [[
+                        {"sku": "COF-101", "name": "Espresso beans 250g", "category": "coffee",
+                         "list_price": "7.49", "unit_cost": "4.10", "currency": "USD"},
+                        {"sku": "TEA-101", "name": "Sencha 100g", "category": "tea",
+                         "list_price": "8.99", "unit_cost": "3.95", "currency": "USD"},
+                    ]],
                 }
             },
             "text/csv": {
                 "schema": {"type": "string"},
-                "example": "sku,name,category,list_price,unit_cost,currency\nTEA-1,Green tea,tea,4.99,2.10,USD\n",
+                "example": "sku,name,category,list_price,unit_cost,currency\n"
+                "COF-101,Espresso beans 250g,coffee,7.49,4.10,USD\n",
             },
         },
     }

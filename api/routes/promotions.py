@@ -30,12 +30,6 @@ SCHEMA_EXAMPLE = {
         {"name": "basket_items", "kind": "numeric", "center": 2, "scale": 2},
     ]
 }
-SCHEMA_EXAMPLE = {
-    "features": [
-        {"name": "device", "kind": "categorical", "levels": ["desktop", "mobile"]},
-        {"name": "basket_items", "kind": "numeric", "center": 2, "scale": 2},
-    ]
-}
 
 
 @router.put(

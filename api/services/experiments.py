@@ -95,7 +95,15 @@ class GuardrailMetricIn(BaseModel):
 class ExperimentIn(BaseModel):
     """``PUT /v1/experiments/{key}``: define (or redefine, while a draft) an experiment."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "Personalized prices vs list price", "layer": "pricing",
+        "description": "Half the customers see list prices (holdout), half the engine.",
+        "variants": [
+            {"name": "control", "policy": "control", "allocation": 0.5, "holdout": True},
+            {"name": "engine", "policy": "engine", "allocation": 0.5},
+        ],
+        "guardrail_metrics": [{"metric": "conversion_rate", "max_relative_drop": 0.05}],
+    }]})  # fmt: skip
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     description: Annotated[str, Field(max_length=2000)] = ""

@@ -74,7 +74,15 @@ class RuleIn(BaseModel):
 class GuardrailSetIn(BaseModel):
     """``PUT /v1/guardrails``: the complete new guardrail set (it replaces the active one)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "note": "bounded discounts; coffee at most 20% off; espresso beans never under 15.00",
+        "rules": [
+            {"scope": "global", "max_discount": 0.3, "max_increase": 0.2, "min_margin": 0.1,
+             "max_change": 0.25, "segment_gap": 1.3},
+            {"scope": "category", "target": "coffee", "max_discount": 0.2},
+            {"scope": "sku", "target": "COF-001", "floor": "15.00"},
+        ],
+    }]})  # fmt: skip
 
     rules: Annotated[list[RuleIn], Field(max_length=10_000)] = Field(default_factory=list)
     kill_switch: StrictBool = False

@@ -68,7 +68,11 @@ class EligibilityIn(BaseModel):
 class PromotionIn(BaseModel):
     """``PUT /v1/promotions/{key}``: the complete promotion (a new version each time)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "10% off coffee", "type": "percent_off", "percent_off": "10", "currency": "USD",
+        "budget": "250.00", "per_customer_limit": 1,
+        "eligibility": {"categories": ["coffee"], "ends_at": "2027-01-31T23:59:59Z"},
+    }]})  # fmt: skip
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     type: Literal["percent_off", "amount_off", "free_shipping"]
