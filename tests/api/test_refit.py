@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import numpy as np
+import pytest
 
 from api.orm import utcnow
 from api.posterior_cache import PosteriorCache
@@ -39,6 +40,7 @@ def _later():
     return utcnow() + DATA_LAG + timedelta(seconds=1)
 
 
+@pytest.mark.slow
 def test_refit_publishes_a_snapshot_that_workers_then_serve(catalog, sessions):
     truth, prices = _world(catalog)
     log_counts(sessions, truth_counts(truth, prices, (0.8, 1.0, 1.2), trials=40, seed=1))
@@ -78,6 +80,7 @@ def test_a_rejected_fit_leaves_the_previous_snapshot_serving(catalog, sessions):
     assert models[previous]["serving"] is True
 
 
+@pytest.mark.slow
 def test_online_reweighting_agrees_with_a_full_refit(catalog, sessions):
     truth, prices = _world(catalog)
     ratios = (0.8, 1.0, 1.2)

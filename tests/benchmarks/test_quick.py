@@ -1,8 +1,11 @@
 """Each benchmark's --quick mode runs as a smoke test (no timing assertions)."""
 
+import pytest
+
 from benchmarks import refit
 
 
+@pytest.mark.slow
 def test_refit_benchmark_quick_mode(capsys):
     assert refit.main(["--quick", "--methods", "nuts,advi"]) == 0
     out = capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import func, select
 
 from api.orm import Decision, ModelSnapshot, Outcome
@@ -13,6 +14,7 @@ from experiments.http_driver import drive, setup
 from experiments.simulator import Market
 
 
+@pytest.mark.slow
 def test_http_driver_closes_the_loop_with_learning(api, sessions, monkeypatch):
     from datetime import timedelta
 

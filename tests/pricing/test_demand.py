@@ -62,6 +62,7 @@ def test_building_on_no_data_is_an_error():
         DemandModel().build(Cells.from_records([]))
 
 
+@pytest.mark.slow
 def test_fit_recovers_elasticities_and_passes_the_gate():
     """One seeded data set; over five such data sets 90% of the 90% intervals covered the truth."""
     truth = DemandTruth.random(8, 6, 2, seed=2)
@@ -95,6 +96,7 @@ def test_a_deliberately_bad_fit_fails_the_gate():
     assert not diagnostics.retried
 
 
+@pytest.mark.slow
 def test_advi_is_flagged_approximate():
     truth = DemandTruth.random(2, 3, 1, seed=7)
     cells = truth.sample_cells(trials_per_cell=300, seed=8)

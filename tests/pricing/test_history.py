@@ -47,6 +47,7 @@ def test_fixed_effects_ols_ignores_level_differences_between_units():
     assert fixed_effects_ols(np.log(units), np.log(price), unit, t) == pytest.approx(-1.5, abs=0.05)
 
 
+@pytest.mark.slow
 def test_hierarchical_elasticities_by_segment():
     truth = {"a": -1.0, "b": -1.5, "c": -2.0, "d": -2.5}
     fit = fit_history(*panel(seed=3, elasticities=truth, noise=0.1), elasticity="hierarchical")

@@ -179,6 +179,7 @@ def test_lp_pacing_spends_the_budget_evenly_to_the_horizon(seed):
     assert unpaced[len(unpaced) // 2] >= 0.95  # without pacing the budget is gone early
 
 
+@pytest.mark.slow
 def test_the_model_learns_promotion_lift_and_context_effects():
     """Cells with a promotion and a declared context feature: both effects are recovered."""
     from pricing.cells import CellRecord, Cells
