@@ -650,7 +650,8 @@ def prepare_demo(workdir: Path, url: str | None = None) -> tuple[Path | str, dic
     if not url.startswith("sqlite"):
         subprocess.run([str(ENGINE_CLI), "migrate", "--database-url", url], check=True,
                        capture_output=True, env=_env(), timeout=300)  # fmt: skip
-    subprocess.run([str(ENGINE_CLI), "seed-demo", "--database-url", url], check=True,
+    subprocess.run([str(ENGINE_CLI), "seed-demo", "--database-url", url,
+                    "--keys-file", str(workdir / "demo-keys.json")], check=True,
                    capture_output=True, env=_env(), timeout=300)  # fmt: skip
     roles = ("checkout", "analyst", "merchandiser")
     procs = {role: subprocess.Popen(
@@ -1538,12 +1539,15 @@ def findings(quotes: QuoteResults) -> list[str]:
         "- The quote path reads no table that grows with traffic: the cart's context comes from the worker's "
         "in-memory state (`api/hot/`), the decision from the pure `price_cart` (`pricing/cart.py`), and the "
         "rows go to the worker's group writer (`api/writer.py`), which commits every ready quote in one "
-        "transaction before any of their responses is released. The only read on the path is an indexed probe "
-        "of the customer's unexpired decisions (`CustomerProbe` in `api/hot/sticky.py`). The log-growth row "
-        "above measures that the cost no longer depends on the day's traffic.",
+        "transaction before any of their responses is released. Nothing on the path reads the database: "
+        "the sticky-quote check of customers this worker's map does not know is one indexed read per writer "
+        "batch (`_check_sticky` in `api/services/quote_writes.py`). A Thompson decision samples the line's "
+        "action distribution, computed once per posterior (`pricing/choices.py`). The log-growth row above "
+        "measures that the cost does not depend on the day's traffic (both servers take turns, so the "
+        "host's drift falls on both).",
         f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at best is about "
         f"{per_quote_ms:.1f} ms of interpreter time per quote, shared under one GIL by the event loop (HTTP "
-        "parsing, validation, the Thompson draw over 500 posterior draws, the response) and the writer thread "
+        "parsing, FastAPI's validation and dependencies, the decision, the response) and the writer thread "
         "(statement execution and commit). More connections add queueing once that is spent "
         f"({first.rps:,.0f} req/s, p99 {first.p99_ms:,.0f} ms at {quotes.connections[0]} connections; "
         f"{last.rps:,.0f} req/s, p99 {last.p99_ms:,.0f} ms at {quotes.connections[-1]}). The bare endpoint does "

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, bindparam, select
 
 from api.orm import Decision, Outcome
 from pricing.cart import StickyQuote
@@ -101,52 +101,6 @@ _STICKY = (
            Decision.expires_at > bindparam("now"))
     .order_by(Decision.created_at)
 )  # fmt: skip
-class CustomerProbe:
-    """Whether a customer has any unexpired decision for some SKUs: one raw indexed read.
-
-    Most quotes are for customers with nothing on record, and for them the full look-up
-    (:func:`load_customer`, with the ORM's result processing) would be wasted. The probe
-    runs ``SELECT 1 ... LIMIT 1`` on a pooled DBAPI connection with the parameters bound
-    exactly as SQLAlchemy stores them (the column types' own bind processors), so it costs
-    the database's index look-up and little else.
-
-    Parameters
-    ----------
-    engine : Engine
-        The (read-only) engine.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        dialect = engine.dialect
-        self.inline = dialect.name == "sqlite"  # a local file read: no need for a thread
-        self._expires = Decision.__table__.c.expires_at.type.bind_processor(dialect)
-        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        self._sql: dict[int, str] = {}
-
-    def _statement(self, n: int) -> str:
-        sql = self._sql.get(n)
-        if sql is None:
-            marks = ", ".join([self._mark] * n)
-            sql = self._sql[n] = (
-                f"SELECT 1 FROM decisions WHERE customer_id = {self._mark} "
-                f"AND sku IN ({marks}) AND expires_at > {self._mark} LIMIT 1"
-            )
-        return sql
-
-    def __call__(self, customer: str, skus: Sequence[str], now: datetime) -> bool:
-        """True when the customer may have an unexpired decision for one of ``skus``."""
-        expires = self._expires(now) if self._expires is not None else now
-        raw = self.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute(self._statement(len(skus)), (customer, *skus, expires))
-            found = cursor.fetchone() is not None
-            cursor.close()
-            raw.rollback()
-        finally:
-            raw.close()
-        return found
 
 
 def load_customer(

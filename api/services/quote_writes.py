@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import bindparam, case, func, insert, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -32,13 +32,24 @@ from api.orm import (
     Decision,
     DecisionAssignment,
     ExperimentExposure,
+    Outcome,
     PromotionCustomerUsage,
     PromotionLease,
     PromotionUsage,
 )
 from pricing.daily_prices import DayPrices, PriceBook
 
-__all__ = ["OfferClaim", "OfferRejectedError", "QuoteJob"]
+__all__ = ["OfferClaim", "OfferRejectedError", "QuoteJob", "StickyConflictError"]
+
+
+class StickyConflictError(Exception):
+    """The customer already holds an unexpired, unreported decision for a SKU this quote
+    decided afresh (made by another worker, or before this one started): read it and
+    price the cart again, repeating it."""
+
+    def __init__(self, skus: set[str]) -> None:
+        super().__init__(f"unexpired decisions exist for {', '.join(sorted(skus))}")
+        self.skus = skus
 
 
 class OfferRejectedError(Exception):
@@ -77,8 +88,12 @@ class QuoteJob:
     response: Any
     on_commit: Callable[[], None] | None = None
     on_failure: Callable[[], None] | None = None
+    #: (customer, SKU) pairs decided afresh that this worker's sticky map could not vouch
+    #: for: the writer checks them against the log inside its transaction.
+    unverified: list[tuple[str, str]] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)
     rejected_limits: set[str] = field(default_factory=set)
+    sticky_conflicts: set[str] = field(default_factory=set)
 
     kind: ClassVar[str] = "quote"
 
@@ -87,15 +102,23 @@ class QuoteJob:
         """Rows this job counts for in a batch."""
         return max(1, len(self.decisions))
 
+    @property
+    def refused(self) -> bool:
+        """The job wrote nothing and its request must decide again."""
+        return bool(self.rejected or self.sticky_conflicts)
+
     def result(self) -> Any:
-        """The response, or :class:`OfferRejectedError` when the quote must be re-decided."""
+        """The response, or the error that makes the request decide again
+        (:class:`StickyConflictError`, :class:`OfferRejectedError`)."""
+        if self.sticky_conflicts:
+            raise StickyConflictError(self.sticky_conflicts)
         if self.rejected:
             raise OfferRejectedError(self.rejected, self.rejected_limits)
         return self.response
 
     def committed(self) -> None:
         """After the commit (or after a rejection, which wrote nothing)."""
-        if self.rejected:
+        if self.refused:
             if self.on_failure is not None:
                 self.on_failure()
         elif self.on_commit is not None:
@@ -115,10 +138,12 @@ class QuoteJob:
         now = max(j.now for j in batch)
         dialect = session.get_bind().dialect.name
         module: Any = postgresql if dialect == "postgresql" else sqlite
+        _check_sticky(session, batch)
         for job in batch:
-            _claim_customer_limits(session, module, job)
-        _use_leases(session, [j for j in batch if not j.rejected])
-        accepted = [j for j in batch if not j.rejected]
+            if not job.sticky_conflicts:
+                _claim_customer_limits(session, module, job)
+        _use_leases(session, [j for j in batch if not j.refused])
+        accepted = [j for j in batch if not j.refused]
         connection = session.connection()  # Core executemany: no ORM bulk machinery
         decisions = [row for j in accepted for row in j.decisions]
         if decisions:
@@ -147,6 +172,45 @@ class QuoteJob:
 
 
 _DECISIONS = insert(Decision.__table__)  # type: ignore[arg-type]
+_OPEN_DECISIONS = (
+    select(Decision.customer_id, Decision.sku, Decision.expires_at)
+    .outerjoin(Outcome, Outcome.decision_id == Decision.id)
+    .where(Decision.customer_id.in_(bindparam("customers", expanding=True)),
+           Decision.expires_at > bindparam("now"), Outcome.id.is_(None))
+)  # fmt: skip
+
+
+def _check_sticky(session: Session, jobs: list[QuoteJob]) -> None:
+    """Refuse the jobs that would give a customer a second live decision for a SKU.
+
+    One indexed read (customer × SKU × expiry) for the whole batch replaces a read per
+    quote on the event loop; inside the write transaction it also sees what other
+    workers committed just before. Two quotes of one batch for the same customer and SKU
+    are caught here too: the later one decides again and repeats the first.
+    """
+    wanted = [j for j in jobs if j.unverified]
+    if not wanted:
+        return
+    customers = sorted({c for j in wanted for c, _ in j.unverified})
+    now = min(j.now for j in wanted)
+    live: dict[tuple[str, str], datetime] = {}
+    for chunk in range(0, len(customers), 500):
+        rows = session.connection().execute(
+            _OPEN_DECISIONS, {"customers": customers[chunk:chunk + 500], "now": now}
+        )
+        for customer, sku, expires in rows:
+            previous = live.get((customer, sku))
+            live[(customer, sku)] = expires if previous is None else max(previous, expires)
+    seen: set[tuple[str, str]] = set()
+    for job in jobs:
+        for pair in job.unverified:
+            until = live.get(pair)
+            if (until is not None and until > job.now) or pair in seen:
+                job.sticky_conflicts.add(pair[1])
+        if not job.sticky_conflicts:
+            seen.update(job.unverified)
+
+
 _ASSIGNMENTS = insert(DecisionAssignment.__table__)  # type: ignore[arg-type]
 
 

@@ -4,14 +4,19 @@
 
 1. :meth:`QuoteService.load`: validate the cart against the in-memory catalog and gather
    what pricing needs from the caches (guardrails, promotions and this worker's leases,
-   daily price anchors, sticky quotes). The only database read is an indexed look-up of
-   one customer's unexpired decisions and promotion counts, when the worker's own map
-   cannot answer (:func:`api.hot.sticky.load_customer`);
+   daily price anchors, sticky quotes). Nothing is read from the database;
 2. :func:`pricing.cart.price_cart`: decide every line (no session, no ORM);
 3. the worker's :class:`~api.writer.GroupWriter` commits the decision rows with others
    in one transaction; the response is released only after that commit. When the
    writer refuses an offer (a customer limit or lease taken meanwhile by another worker)
    the cart is priced again without it.
+
+Sticky quotes: the worker's own map answers for the customers it served. A SKU the map
+cannot vouch for is decided afresh and marked *unverified*; the writer checks all of a
+batch's unverified pairs against the log in one indexed read inside its transaction. If
+the customer does hold a live decision for one (another worker's, or from before this
+worker started), nothing is written: the request reads the customer's decisions
+(:func:`api.hot.sticky.load_customer`) and prices the cart again, repeating them.
 """
 
 from __future__ import annotations
@@ -30,11 +35,16 @@ from api.errors import ApiError, FieldProblem
 from api.hot.catalog import CatalogCache
 from api.hot.prices import PriceAggregates
 from api.hot.promotions import LeaseSpend, PromotionBook, period_key
-from api.hot.sticky import CustomerProbe, StickyMap, load_customer
+from api.hot.sticky import StickyMap, load_customer
 from api.orm import utcnow
 from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
 from api.services.experiments import QuoteExperiment
-from api.services.quote_writes import OfferClaim, OfferRejectedError, QuoteJob
+from api.services.quote_writes import (
+    OfferClaim,
+    OfferRejectedError,
+    QuoteJob,
+    StickyConflictError,
+)
 from api.writer import GroupWriter
 from pricing.cart import CartItem, PricedLine, StickyQuote, price_cart
 from pricing.context import ContextSchema
@@ -114,7 +124,6 @@ class QuoteService:
         self.ttl = ttl
         self.outcome_window = max(outcome_window, ttl)
         self._read_engine = read_sessions.kw["bind"]
-        self.probe = CustomerProbe(self._read_engine)
         self._reference_rules: GuardrailSet | None = None
         self._reference: dict[tuple[str, int, int], int | None] = {}
 
@@ -208,23 +217,15 @@ class QuoteService:
         )  # fmt: skip
         return _Cart(request, segment, now, items, allowed, promotions, sticky, missing)
 
-    def needs_lookup(self, cart: _Cart) -> bool:
-        """Whether the customer look-up must read the log (the map cannot answer)."""
-        return bool(cart.missing)
-
-    def lookup(self, cart: _Cart) -> None:
-        """Read the customer's unexpired decisions (indexed reads, no ORM session)."""
-        if not self.probe(cart.request.customer_id, cart.missing, cart.now):
-            return
-        self.full_lookup(cart)
-
     def full_lookup(self, cart: _Cart) -> None:
-        """The customer's unexpired decisions for the SKUs the map could not answer."""
+        """Read the customer's unexpired decisions for the SKUs the map could not answer
+        (after the writer found one of them live); they are then all verified."""
         with self._read_engine.connect() as connection:
             found = load_customer(
                 connection, customer=cart.request.customer_id, skus=cart.missing, now=cart.now
             )
         cart.sticky.update(found)
+        cart.missing = []
         if found:
             self.sticky.put(cart.request.customer_id, list(found.items()))
 
@@ -374,8 +375,11 @@ class QuoteService:
             for spend in spends:
                 self.promotions.settle_spend(spend, committed=False)
 
+        missing = set(cart.missing)
+        unverified = [(customer, line.item.sku) for line in lines
+                      if line.repeat is None and line.item.sku in missing]  # fmt: skip
         return QuoteJob(rows, assignments, exposures, offers, observed, eligible, now, response,
-                        on_commit, on_failure)  # fmt: skip
+                        on_commit, on_failure, unverified)  # fmt: skip
 
     def _note_rejection(self, cart: _Cart, exc: OfferRejectedError) -> None:
         """Remember customers at their limit, so later quotes do not offer it again."""
@@ -421,11 +425,6 @@ class QuoteService:
             The decisions could not be committed (the API answers 503).
         """
         cart = self.load(request, experiment)
-        if self.needs_lookup(cart):
-            if not self.probe.inline:
-                await run_in_threadpool(self.lookup, cart)
-            elif self.probe(request.customer_id, cart.missing, cart.now):
-                await run_in_threadpool(self.full_lookup, cart)
         attempts = self._attempts(cart, policy, experiment, guardrail_version)
         job = next(attempts)
         while True:
@@ -434,6 +433,12 @@ class QuoteService:
                 return response
             except OfferRejectedError as refused:
                 job = attempts.send(refused)
+            except StickyConflictError:
+                if not cart.missing:  # pragma: no cover - verified pairs are never checked
+                    raise
+                await run_in_threadpool(self.full_lookup, cart)
+                attempts = self._attempts(cart, policy, experiment, guardrail_version)
+                job = next(attempts)
 
     def create_sync(
         self,
@@ -445,8 +450,6 @@ class QuoteService:
     ) -> QuoteResponse:
         """:meth:`create` for callers without an event loop (simulations, the CLI)."""
         cart = self.load(request, experiment)
-        if self.needs_lookup(cart):
-            self.lookup(cart)
         attempts = self._attempts(cart, policy, experiment, guardrail_version)
         job = next(attempts)
         while True:
@@ -455,6 +458,12 @@ class QuoteService:
                 return response
             except OfferRejectedError as refused:
                 job = attempts.send(refused)
+            except StickyConflictError:
+                if not cart.missing:  # pragma: no cover - verified pairs are never checked
+                    raise
+                self.full_lookup(cart)
+                attempts = self._attempts(cart, policy, experiment, guardrail_version)
+                job = next(attempts)
 
 
 def _public_line(

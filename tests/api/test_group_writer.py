@@ -107,10 +107,10 @@ def test_one_bad_job_in_a_batch_fails_alone(catalog, sessions):
 
 
 # --------------------------------------------------------------------------- kill -9
-def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, sessions, capsys):
+def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, sessions, capsys, tmp_path):
     import re
 
-    assert cli(["seed-demo", "--database-url", db_url]) == 0
+    assert cli(["seed-demo", "--database-url", db_url, "--keys-file", str(tmp_path / "keys.json")]) == 0
     key = re.search(r"^\s+checkout\s+(pe_\S+)$", capsys.readouterr().out, re.M)
     assert key is not None
     headers = {"Authorization": f"Bearer {key.group(1)}"}

@@ -96,3 +96,71 @@ def test_a_hundred_lines_are_accepted(catalog):
 def test_quote_reflects_the_current_list_price(catalog):
     catalog.product("TEA-1", "12.50", "4.00")
     assert catalog.quote("TEA-1")["lines"][0]["price"] == "12.50"
+
+
+# --------------------------------------------------------------------------- sticky, several workers
+def _workers(sessions, n=2):
+    from api.db import read_only
+    from api.services.context import ContextSchemaCache
+    from api.services.guardrails import GuardrailCache
+    from api.services.quotes import QuoteService
+
+    out = []
+    for _ in range(n):
+        service = QuoteService.build(sessions, guardrails=GuardrailCache(read_only(sessions)),
+                                     context_schema=ContextSchemaCache(read_only(sessions)))  # fmt: skip
+        service.warm()
+        out.append(service)
+    return out
+
+
+def test_a_decision_made_by_another_worker_is_repeated_not_doubled(catalog, sessions):
+    """Worker B's map knows nothing of the customer: its writer finds A's live decision in
+    the log, writes nothing, and B answers with A's decision."""
+    from api.schemas import QuoteRequest
+    from pricing.policy import ListPricePolicy
+
+    a, b = _workers(sessions)
+    try:
+        request = QuoteRequest(customer_id="both", lines=[{"sku": "TEA-1"}, {"sku": "TEA-2"}])
+        first = a.create_sync(request, policy=ListPricePolicy())
+        again = b.create_sync(request, policy=ListPricePolicy())
+        assert [x.decision_id for x in again.lines] == [x.decision_id for x in first.lines]
+        # Now B's map knows the customer: a third quote is answered without the log.
+        third = b.create_sync(request, policy=ListPricePolicy())
+        assert [x.decision_id for x in third.lines] == [x.decision_id for x in first.lines]
+    finally:
+        a.close()
+        b.close()
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Decision)) == 2
+
+
+def test_concurrent_quotes_of_one_customer_make_one_decision_per_sku(catalog, sessions):
+    import threading
+
+    from api.schemas import QuoteRequest
+    from pricing.policy import ListPricePolicy
+
+    workers = _workers(sessions)
+    ids: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def client(n: int) -> None:
+        barrier.wait()
+        request = QuoteRequest(customer_id="racer", lines=[{"sku": "TEA-1"}])
+        quote = workers[n % 2].create_sync(request, policy=ListPricePolicy())
+        ids.append(str(quote.lines[0].decision_id))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for service in workers:
+        service.close()
+    with sessions() as session:
+        stored = session.scalars(select(Decision.id).where(Decision.customer_id == "racer")).all()
+    # On SQLite the writers' transactions are serialized: exactly one decision. On
+    # PostgreSQL two workers' transactions may overlap (read committed): at most one each.
+    assert 1 <= len(stored) <= 2 and set(ids) == {str(s) for s in stored}

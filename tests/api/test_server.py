@@ -29,8 +29,8 @@ def _keys(output: str) -> dict[str, str]:
     return dict(re.findall(r"^\s+(checkout|merchandiser|analyst|admin)\s+(pe_\S+)$", output, re.M))
 
 
-def test_demo_serves_list_prices_and_a_crash_keeps_decisions_and_outcomes(db_url, capsys):
-    assert cli(["seed-demo", "--database-url", db_url]) == 0
+def test_demo_serves_list_prices_and_a_crash_keeps_decisions_and_outcomes(db_url, capsys, tmp_path):
+    assert cli(["seed-demo", "--database-url", db_url, "--keys-file", str(tmp_path / "keys.json")]) == 0
     keys = _keys(capsys.readouterr().out)
     assert set(keys) == {"checkout", "merchandiser", "analyst", "admin"}
     checkout = {"Authorization": f"Bearer {keys['checkout']}"}
