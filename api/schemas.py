@@ -147,6 +147,8 @@ class ProductImportItem(ProductIn):
 class ProductPublic(BaseModel):
     """A product as the API returns it."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"sku": "COF-001", "name": "Espresso beans 1kg", "category": "coffee", "list_price": "21.99", "unit_cost": "12.91", "currency": "USD", "active": True, "created_at": "2026-12-01T09:00:00Z", "updated_at": "2026-12-01T09:00:00Z"}]})  # fmt: skip
+
     sku: str
     name: str
     category: str
@@ -161,12 +163,16 @@ class ProductPublic(BaseModel):
 class ProductPage(BaseModel):
     """A page of products, ordered by SKU; pass ``next_after`` as ``after`` for the next."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [{"sku": "COF-001", "name": "Espresso beans 1kg", "category": "coffee", "list_price": "21.99", "unit_cost": "12.91", "currency": "USD", "active": True, "created_at": "2026-12-01T09:00:00Z", "updated_at": "2026-12-01T09:00:00Z"}], "next_after": "COF-001"}]})  # fmt: skip
+
     items: list[ProductPublic]
-    next_after: str | None
+    next_after: str | None = None
 
 
 class ImportResult(BaseModel):
     """Outcome of a bulk import (all rows are applied, or none)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"created": 2, "updated": 0, "unchanged": 0}]})  # fmt: skip
 
     created: int
     updated: int
@@ -187,6 +193,8 @@ class SegmentIn(_Strict):
 
 class SegmentPublic(BaseModel):
     """A segment as the API returns it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"key": "loyalty", "name": "Loyalty members", "description": "Signed up to the loyalty programme", "active": True, "created_at": "2026-12-01T09:00:00Z", "updated_at": "2026-12-01T09:00:00Z"}]})  # fmt: skip
 
     key: str
     name: str
@@ -376,6 +384,8 @@ class OutcomeIn(_Strict):
 class OutcomePublic(BaseModel):
     """A stored outcome."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", "decision_id": EXAMPLE_DECISION, "converted": True, "quantity": 1, "revenue": "18.89", "currency": "USD", "occurred_at": "2026-12-02T10:03:00Z", "recorded_at": "2026-12-02T10:03:01Z", "discount": "2.10", "late": False}]})  # fmt: skip
+
     id: UUID
     decision_id: UUID
     converted: bool
@@ -404,6 +414,8 @@ class BatchItemResult(BaseModel):
     """Per-item status of a batch: ``created``, ``duplicate`` (already stored, same values),
     ``conflict`` (a different outcome is stored), ``not_found`` or ``invalid``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"index": 0, "decision_id": EXAMPLE_DECISION, "status": "created", "outcome": {"id": "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", "decision_id": EXAMPLE_DECISION, "converted": True, "quantity": 1, "revenue": "18.89", "currency": "USD", "occurred_at": "2026-12-02T10:03:00Z", "recorded_at": "2026-12-02T10:03:01Z", "discount": "2.10", "late": False}, "error": None}]})  # fmt: skip
+
     index: int
     decision_id: UUID
     status: Literal["created", "duplicate", "conflict", "not_found", "invalid"]
@@ -413,6 +425,8 @@ class BatchItemResult(BaseModel):
 
 class OutcomeBatchOut(BaseModel):
     """Batch result with counts per status."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"results": [{"index": 0, "decision_id": EXAMPLE_DECISION, "status": "created", "outcome": {"id": "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", "decision_id": EXAMPLE_DECISION, "converted": True, "quantity": 1, "revenue": "18.89", "currency": "USD", "occurred_at": "2026-12-02T10:03:00Z", "recorded_at": "2026-12-02T10:03:01Z", "discount": "2.10", "late": False}, "error": None}], "counts": {"created": 1}}]})  # fmt: skip
 
     results: list[BatchItemResult]
     counts: dict[str, int]
@@ -431,15 +445,19 @@ class KeyCreate(_Strict):
 class KeyPublic(BaseModel):
     """A key as listed (never the secret)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7", "name": "checkout-eu", "role": "checkout", "prefix": "pe_3e4f5a6b", "created_at": "2026-12-01T09:00:00Z", "revoked_at": None}]})  # fmt: skip
+
     id: UUID
     name: str
     role: str
     prefix: str
     created_at: datetime
-    revoked_at: datetime | None
+    revoked_at: datetime | None = None
 
 
 class KeyCreated(KeyPublic):
     """A newly created key: ``key`` is shown this once and cannot be recovered."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7", "name": "checkout-eu", "role": "checkout", "prefix": "pe_3e4f5a6b", "created_at": "2026-12-01T09:00:00Z", "revoked_at": None, "key": "pe_3e4f5a6b_examplesecretshownonce"}]})  # fmt: skip
 
     key: str

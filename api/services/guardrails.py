@@ -93,6 +93,13 @@ class GuardrailSetIn(BaseModel):
 class GuardrailsPublic(BaseModel):
     """A stored guardrail version."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "version": 2, "effective_from": "2026-12-01T09:00:00Z", "created_at": "2026-12-01T09:00:00Z",
+        "created_by": "demo-merchandiser", "kill_switch": False, "note": "demo guardrails",
+        "rules": [{"scope": "global", "max_discount": 0.3, "max_increase": 0.2},
+                  {"scope": "sku", "target": "COF-001", "floor": "15.00"}],
+    }]})  # fmt: skip
+
     version: int
     effective_from: datetime
     created_at: datetime

@@ -108,18 +108,27 @@ class UsagePublic(BaseModel):
 class PromotionPublic(BaseModel):
     """A promotion as stored, with its usage."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "key": "COFFEE10", "version": 1, "name": "10% off coffee", "type": "percent_off",
+        "percent_off": "10", "amount_off": None, "shipping_cost": None, "currency": "USD",
+        "eligibility": {"categories": ["coffee"], "ends_at": "2027-01-31T23:59:59Z"},
+        "budget": "250.00", "redemption_cap": None, "per_customer_limit": 1,
+        "per_customer_period": "campaign", "exclusive": True, "active": True,
+        "created_at": "2026-12-01T09:00:00Z", "updated_at": "2026-12-01T09:00:00Z",
+    }]})  # fmt: skip
+
     key: str
     version: int
     name: str
     type: str
-    percent_off: str | None
-    amount_off: str | None
-    shipping_cost: str | None
-    currency: str | None
+    percent_off: str | None = None
+    amount_off: str | None = None
+    shipping_cost: str | None = None
+    currency: str | None = None
     eligibility: dict[str, Any]
-    budget: str | None
-    redemption_cap: int | None
-    per_customer_limit: int | None
+    budget: str | None = None
+    redemption_cap: int | None = None
+    per_customer_limit: int | None = None
     per_customer_period: str
     exclusive: bool
     active: bool
