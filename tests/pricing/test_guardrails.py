@@ -1,6 +1,7 @@
 """Guardrails and the Thompson-sampling policy: examples and properties (hypothesis)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -200,12 +201,14 @@ def test_the_kill_switch_gives_list_price_everywhere(scenario):
         anchor_price_minor=facts.anchor_price,
     )
     decision = policy.decide(line)
-    if not decision.fallback:
-        assert (
-            decision.price_minor == facts.list_price
-            and not decision.personalized
-            and decision.propensity == 1.0
-        )
+    assert not decision.personalized and decision.propensity == 1.0
+    if decision.fallback:
+        # The day's caps leave no price: the statically allowed price nearest to list.
+        static = killed.reference_price(replace(facts, anchor_price=None))
+        assert decision.price_minor == (static if static is not None else facts.list_price)
+        assert decision.reasons[0] == "no_price_within_period_caps"
+    else:
+        assert decision.price_minor == facts.list_price and decision.reasons == ("kill_switch",)
 
 
 @settings(max_examples=200, deadline=None)
