@@ -28,8 +28,12 @@ log = logging.getLogger("pricing.refresher")
 
 
 def recent_outcomes(session: Session, since: datetime) -> list[Any]:
-    """Decision ids of outcomes recorded at or after ``since`` (indexed on ``recorded_at``)."""
-    return list(session.scalars(select(Outcome.decision_id).where(Outcome.recorded_at >= since)))
+    """Decision ids of outcomes recorded at or after ``since`` (indexed on ``recorded_at``;
+    a Core read on the session's connection, no ORM result processing)."""
+    rows = session.connection().execute(
+        select(Outcome.decision_id).where(Outcome.recorded_at >= since)
+    )
+    return [decision for (decision,) in rows]
 
 
 class Refresher:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from sqlalchemy import Insert, select
@@ -36,7 +37,7 @@ __all__ = [
 Status = Literal["created", "duplicate", "conflict", "not_found", "invalid"]
 
 
-def outcome_public(outcome: Outcome) -> OutcomePublic:
+def outcome_public(outcome: Outcome | _Stored) -> OutcomePublic:
     """API view of a stored outcome (built without re-validating what the database holds)."""
     return OutcomePublic.model_construct(
         id=outcome.id,
@@ -61,7 +62,7 @@ class _Item:
     #: The request field an ``invalid`` item is refused for.
     field: str | None = None
     row: dict[str, Any] | None = None
-    stored: Outcome | None = None
+    stored: Outcome | _Stored | None = None
     decision: Any = None
 
 
@@ -81,10 +82,28 @@ def _insert_ignoring_duplicates(dialect: str) -> Insert:
     statement = _INSERTS.get(dialect)
     if statement is None:
         module: Any = postgresql if dialect == "postgresql" else sqlite
-        statement = _INSERTS[dialect] = module.insert(Outcome.__table__).on_conflict_do_nothing(
-            index_elements=["decision_id"]
+        statement = _INSERTS[dialect] = (
+            module.insert(Outcome.__table__)
+            .on_conflict_do_nothing(index_elements=["decision_id"])
+            .returning(Outcome.__table__.c.decision_id)
         )
     return statement
+
+
+@dataclass(slots=True)
+class _Stored:
+    """An outcome this batch inserted, as stored (the row it wrote)."""
+
+    id: uuid.UUID
+    decision_id: uuid.UUID
+    converted: bool
+    quantity: int
+    revenue_minor: int
+    currency: str
+    occurred_at: datetime
+    recorded_at: datetime
+    discount_minor: int
+    late: bool
 
 
 def _same(stored: Outcome, row: dict[str, Any]) -> bool:
@@ -149,7 +168,7 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
             "quantity": data.quantity,
             "revenue_minor": revenue_minor,
             "currency": decision.currency,
-            "occurred_at": data.occurred_at or now,
+            "occurred_at": (data.occurred_at or now).astimezone(UTC),
             "recorded_at": now,
             "discount_minor": discount,
             "late": decision.outcome_deadline is not None and now > decision.outcome_deadline,
@@ -157,16 +176,20 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
         if data.decision_id not in claimed:
             claimed.add(data.decision_id)
             rows.append(item.row)
+    inserted: set[uuid.UUID] = set()
     if rows:
         connection = session.connection()
-        connection.execute(_insert_ignoring_duplicates(connection.dialect.name), rows)
-    stored = {
-        o.decision_id: o
-        for chunk in range(0, len(rows), 5000)
-        for o in session.scalars(
-            select(Outcome).where(Outcome.decision_id.in_([r["decision_id"] for r in rows[chunk:chunk + 5000]]))
-        )
+        statement = _insert_ignoring_duplicates(connection.dialect.name)
+        inserted = {decision for (decision,) in connection.execute(statement, rows)}
+    # What this batch inserted is known without reading it back; only retries and
+    # conflicts (a row already stored) are read, to compare with what they carry.
+    stored: dict[uuid.UUID, Any] = {
+        r["decision_id"]: _Stored(**r) for r in rows if r["decision_id"] in inserted
     }
+    others = [r["decision_id"] for r in rows if r["decision_id"] not in inserted]
+    for chunk in range(0, len(others), 5000):
+        for o in session.scalars(select(Outcome).where(Outcome.decision_id.in_(others[chunk:chunk + 5000]))):
+            stored[o.decision_id] = o
     created = []
     for item in items:
         if item.status is not None or item.row is None:
