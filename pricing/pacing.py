@@ -35,6 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linprog
 
+from pricing.thompson import sample
+
 __all__ = [
     "PacedChoice",
     "choose_paced",
@@ -264,7 +266,11 @@ class PacedChoice:
 def choose_paced(
     mixtures: FloatArray, weights: FloatArray, epsilon: float, rng: np.random.Generator
 ) -> PacedChoice:
-    """Sample a draw by weight, then a candidate from that draw's LP solution.
+    """One paced decision: a candidate drawn from the LP mixtures' marginal.
+
+    Sampling a draw by weight and then a candidate from that draw's LP solution is the same
+    random experiment as drawing a candidate from ``weights @ mixtures`` (normalised), which
+    is how the quote path samples it (:func:`pricing.thompson.sample`).
 
     Parameters
     ----------
@@ -278,18 +284,5 @@ def choose_paced(
     PacedChoice
         With ``propensity`` equal to :func:`lp_choice_probabilities` at the chosen index.
     """
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
-    probabilities = lp_choice_probabilities(mixtures, weights, epsilon)
-    n = mixtures.shape[1]
-    explored = bool(rng.random() < epsilon)
-    if explored:
-        index = int(rng.integers(n))
-    else:
-        cdf = np.cumsum(weights)
-        draw = min(
-            int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(weights) - 1
-        )
-        row = np.cumsum(mixtures[draw])
-        index = min(int(np.searchsorted(row, rng.random() * row[-1], side="right")), n - 1)
-    return PacedChoice(index, float(probabilities[index]), probabilities, explored)
+    choice = sample(lp_choice_probabilities(mixtures, weights, 0.0), epsilon, rng)
+    return PacedChoice(choice.index, choice.propensity, choice.probabilities, choice.explored)
