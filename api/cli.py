@@ -328,7 +328,7 @@ def _sessions(args: argparse.Namespace) -> Any:
 
 def cmd_refit(args: argparse.Namespace) -> int:
     """Fit the demand model now, print diagnostics, publish if it passes the gate."""
-    from api.services.models import refit
+    from api.services.demand_models import refit
 
     sessions = _sessions(args)
     sampler = {"method": args.method}
@@ -393,7 +393,7 @@ def cmd_import_history(args: argparse.Namespace) -> int:
     """Fit elasticities to a sales-history CSV and store them as the conversion model's prior."""
     from pathlib import Path
 
-    from api.services.history import HistoryError, import_history
+    from api.services.history_import import HistoryError, import_history
 
     sessions = _sessions(args)
     try:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.orm import ModelSnapshot
-from api.services.models import PUBLISHED, load_posterior
+from api.services.demand_models import PUBLISHED, load_posterior
 from pricing.posterior import DemandPosterior
 
 __all__ = ["PosteriorCache", "Served"]

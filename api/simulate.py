@@ -34,9 +34,9 @@ from api.orm import Experiment, Product, Segment
 from api.posterior_cache import PosteriorCache
 from api.schemas import OutcomeIn, QuoteRequest
 from api.services.context import ContextSchemaCache
+from api.services.demand_models import DATA_LAG, refit
 from api.services.experiments import ExperimentCache, ExperimentIn, put_experiment, set_status
 from api.services.guardrails import GuardrailCache
-from api.services.models import DATA_LAG, refit
 from api.services.outcomes import record_outcome
 from api.services.promotions import load_active
 from api.services.quotes import QuoteService

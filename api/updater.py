@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.orm import ModelSnapshot, Outcome, utcnow
-from api.services.models import (
+from api.services.demand_models import (
     RefitResult,
     UpdateResult,
     apply_new_outcomes,

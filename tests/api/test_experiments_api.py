@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.orm import Decision, utcnow
 from api.security import Role
-from api.services.models import load_cells
+from api.services.demand_models import load_cells
 from api.settings import load_settings
 from tests.factories import publish, synthetic_posterior
 

@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from api.orm import Decision, Outcome, PromotionLease, PromotionUsage, utcnow
 from api.schemas import QuoteRequest
 from api.security import Role
+from api.services.demand_models import load_cells
 from api.services.guardrails import GuardrailCache
-from api.services.models import load_cells
 from api.services.quotes import QuoteService
 from pricing.policy import ThompsonPricePolicy
 from tests.factories import publish, synthetic_posterior

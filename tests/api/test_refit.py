@@ -8,7 +8,7 @@ import pytest
 from api.orm import utcnow
 from api.posterior_cache import PosteriorCache
 from api.security import Role
-from api.services.models import (
+from api.services.demand_models import (
     DATA_LAG,
     apply_new_outcomes,
     current_snapshot,

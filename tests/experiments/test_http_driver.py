@@ -18,7 +18,7 @@ from experiments.simulator import Market
 def test_http_driver_closes_the_loop_with_learning(api, sessions, monkeypatch):
     from datetime import timedelta
 
-    import api.services.models as models
+    import api.services.demand_models as models
 
     # In production a fit leaves the last 30 s to open transactions; here nothing else writes.
     monkeypatch.setattr(models, "DATA_LAG", timedelta(0))

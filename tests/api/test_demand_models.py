@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from api.orm import AppliedDecision, ModelSnapshot, utcnow
 from api.posterior_cache import PosteriorCache
 from api.security import Role
-from api.services.models import apply_new_outcomes, load_cells, load_posterior
+from api.services.demand_models import apply_new_outcomes, load_cells, load_posterior
 from tests.factories import log_decisions, publish, synthetic_posterior
 
 
@@ -179,7 +179,7 @@ def test_model_endpoints_list_versions_diagnostics_and_elasticities(catalog, ses
 
 def test_refits_use_the_newest_imported_prior(sessions):
     from api.orm import ModelPrior
-    from api.services.models import latest_priors
+    from api.services.demand_models import latest_priors
     from pricing.demand import DemandModel
 
     with sessions() as session:

@@ -15,7 +15,7 @@ from api.deps import SessionDep, require
 from api.errors import ApiError
 from api.orm import ModelSnapshot
 from api.security import Principal, Role
-from api.services.models import PUBLISHED, current_snapshot, load_posterior
+from api.services.demand_models import PUBLISHED, current_snapshot, load_posterior
 
 router = APIRouter(prefix="/v1", tags=["analyst"])
 Analyst = Annotated[Principal, Depends(require(Role.ANALYST, Role.MERCHANDISER))]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pricing.history import conversion_prior, demean_two_way, fit_history, fixed_effects_ols
+from pricing.elasticity import conversion_prior, demean_two_way, fit_history, fixed_effects_ols
 
 
 def panel(seed=1, elasticities=None, n_skus=12, n_periods=16, noise=0.2):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.orm import ModelPrior, Product, Segment
-from pricing.history import HistoryFit, conversion_prior, fit_history
+from pricing.elasticity import HistoryFit, conversion_prior, fit_history
 
 __all__ = ["HISTORY_COLUMNS", "HistoryError", "HistoryImport", "import_history", "read_history"]
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from api.cli import main as cli
 from api.orm import ModelPrior
-from tests.pricing.test_history import panel
+from tests.pricing.test_elasticity import panel
 
 HEADER = ["segment", "sku", "period", "price", "units"]
 
