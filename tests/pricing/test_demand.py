@@ -115,7 +115,10 @@ def test_partial_pooling_beats_no_pooling_on_sparse_segments():
     truth = DemandTruth.random(12, 10, 2, seed=11, segment_sd=0.2)
     trials = [600] * 6 + [15] * 6
     cells = truth.sample_cells(trials_per_cell=trials, seed=12)
-    model = DemandModel(sampler_config={"method": "nuts"}).fit(cells)
+    # 2 chains x 500 draws clear the gate here (the gate draws longer if they did not).
+    model = DemandModel(
+        sampler_config={"method": "nuts", "draws": 500, "tune": 500, "random_seed": 5}
+    ).fit(cells)
     assert model.diagnostics_.passed, model.diagnostics_
     post = model.posterior(500)
 
