@@ -35,7 +35,13 @@ from api.posterior_cache import PosteriorCache
 from api.schemas import OutcomeIn, QuoteRequest
 from api.services.context import ContextSchemaCache
 from api.services.demand_models import DATA_LAG, refit
-from api.services.experiments import ExperimentCache, ExperimentIn, put_experiment, set_status
+from api.services.experiments import (
+    EXAMPLE_EXPERIMENT,
+    ExperimentCache,
+    ExperimentIn,
+    put_experiment,
+    set_status,
+)
 from api.services.guardrails import GuardrailCache
 from api.services.outcomes import record_outcome
 from api.services.promotions import load_active
@@ -125,15 +131,7 @@ def _experiment(sessions: sessionmaker[Session]) -> None:
         session.rollback()
         if row is not None:
             return
-        body = ExperimentIn.model_validate({
-            "name": "Personalized prices vs list price", "layer": "pricing",
-            "description": "Demo: half the customers see list prices (holdout), half the engine.",
-            "variants": [
-                {"name": "control", "policy": "control", "allocation": 0.5, "holdout": True},
-                {"name": "engine", "policy": "engine", "allocation": 0.5},
-            ],
-            "guardrail_metrics": [{"metric": "conversion_rate", "max_relative_drop": 0.05}],
-        })  # fmt: skip
+        body = ExperimentIn.model_validate(EXAMPLE_EXPERIMENT)
         put_experiment(session, key=DEMO_EXPERIMENT, body=body, actor=None)
     with sessions() as session:
         set_status(session, key=DEMO_EXPERIMENT, status="running", actor=None)

@@ -92,18 +92,22 @@ class GuardrailMetricIn(BaseModel):
     max_relative_drop: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 
 
+#: The demo's experiment (``seed-demo --simulate`` runs it) and the /docs example.
+EXAMPLE_EXPERIMENT: dict[str, Any] = {
+    "name": "Personalized prices vs list price", "layer": "pricing",
+    "description": "Half the customers see list prices (holdout), half the engine.",
+    "variants": [
+        {"name": "control", "policy": "control", "allocation": 0.5, "holdout": True},
+        {"name": "engine", "policy": "engine", "allocation": 0.5},
+    ],
+    "guardrail_metrics": [{"metric": "conversion_rate", "max_relative_drop": 0.05}],
+}  # fmt: skip
+
+
 class ExperimentIn(BaseModel):
     """``PUT /v1/experiments/{key}``: define (or redefine, while a draft) an experiment."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "Personalized prices vs list price", "layer": "pricing",
-        "description": "Half the customers see list prices (holdout), half the engine.",
-        "variants": [
-            {"name": "control", "policy": "control", "allocation": 0.5, "holdout": True},
-            {"name": "engine", "policy": "engine", "allocation": 0.5},
-        ],
-        "guardrail_metrics": [{"metric": "conversion_rate", "max_relative_drop": 0.05}],
-    }]})  # fmt: skip
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_EXPERIMENT]})
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     description: Annotated[str, Field(max_length=2000)] = ""
