@@ -170,8 +170,10 @@ def test_no_personalized_price_ever_violates_a_guardrail(scenario, seed):
         assert violations(decision.price_minor, facts, rules) == []
         prices, _ = rules.feasible_prices(facts, n_max=policy.n_prices)
         ratio = prices / facts.list_price
-        profit = posterior.conversion_probability("default", "TEA-1", ratio) * (
-            prices - facts.unit_cost
+        # The engine's own profit (float32, as the quote path computes it): a float64
+        # recomputation can break a near-tie between two prices the other way.
+        profit = posterior.expected_profit(
+            "default", "TEA-1", ratio, (prices - facts.unit_cost).astype(float)
         )
         probs = choice_probabilities(profit, posterior.weights, policy.epsilon)
         assert math.isclose(probs.sum(), 1.0) and (probs > 0).all()
