@@ -39,6 +39,17 @@ log = logging.getLogger("pricing.writer")
 J = TypeVar("J", bound="Job")
 
 
+#: Times a transaction that met a deadlock or a serialization failure is tried again.
+TRANSIENT_RETRIES = 3
+
+#: SQLSTATEs of failures that a retry of the same transaction resolves.
+_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def _transient(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
 class WriteUnavailableError(RuntimeError):
     """The writer could not commit: the caller must not show or acknowledge anything."""
 
@@ -183,6 +194,22 @@ class GroupWriter:
                 return
 
     def _transaction(self, jobs: Sequence[Job]) -> None:
+        """Write ``jobs`` in one transaction; a deadlock or serialization failure (two
+        workers' writers meeting on the same rows on PostgreSQL) is retried at once."""
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            for job in jobs:  # what a rolled-back attempt set on the jobs is void
+                reset = getattr(job, "reset", None)
+                if reset is not None:
+                    reset()
+            try:
+                self._attempt(jobs)
+                return
+            except DBAPIError as exc:
+                if attempt == TRANSIENT_RETRIES or not _transient(exc):
+                    raise
+                log.info("transient write failure (%s); retrying", type(exc.orig).__name__)
+
+    def _attempt(self, jobs: Sequence[Job]) -> None:
         groups: dict[str, list[Job]] = {}
         for job in jobs:
             groups.setdefault(job.kind, []).append(job)

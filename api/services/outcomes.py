@@ -237,10 +237,14 @@ class OutcomeJob:
         if self.on_commit is not None:
             self.on_commit([i.data.decision_id for i in self.items if i.status == "created"])
 
+    def reset(self) -> None:
+        """Forget what a rolled-back attempt found (the writer calls it before each)."""
+        for item in self.items:
+            item.status = item.error = item.field = item.row = item.stored = item.decision = None
+
     def failed(self, error: BaseException) -> None:
         """Nothing was stored; the caller answers 503."""
-        for item in self.items:
-            item.status, item.stored = None, None
+        self.reset()
 
 
 def outcome_items(outcomes: Sequence[OutcomeIn]) -> list[_Item]:

@@ -102,6 +102,12 @@ class QuoteJob:
         """Rows this job counts for in a batch."""
         return max(1, len(self.decisions))
 
+    def reset(self) -> None:
+        """Forget what a rolled-back attempt decided (the writer calls it before each)."""
+        self.rejected.clear()
+        self.rejected_limits.clear()
+        self.sticky_conflicts.clear()
+
     @property
     def refused(self) -> bool:
         """The job wrote nothing and its request must decide again."""
@@ -222,7 +228,8 @@ def _unique(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str,
 
 
 def _unique_days(rows: list[DayPrices]) -> list[DayPrices]:
-    return list({(r.sku, r.day): r for r in rows}.values())
+    # Sorted: every writer takes the rows' locks in one order (no deadlock between workers).
+    return sorted({(r.sku, r.day): r for r in rows}.values(), key=lambda r: (r.sku, r.day))
 
 
 _CLAIMS: dict[str, Any] = {}

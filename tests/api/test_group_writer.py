@@ -56,6 +56,36 @@ def test_a_failing_commit_answers_503_and_shows_no_price(catalog, sessions):
     assert _count(sessions, Outcome) == 1
 
 
+def test_a_deadlock_is_retried_and_nothing_of_the_failed_attempt_leaks(catalog, sessions):
+    """A deadlock (two workers' writers on the same rows) rolls back one attempt; the
+    writer tries again, and what the rolled-back attempt found is not reported."""
+    from sqlalchemy.exc import OperationalError
+
+    class DeadlockError(Exception):
+        sqlstate = "40P01"
+
+    writer = catalog.client.app.state.pricing.writer
+    failures = {"left": 2}
+
+    def deadlock_twice(_session):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("UPDATE ...", {}, DeadlockError("deadlock detected"))
+
+    quote = catalog.quote("TEA-1", customer="d-1")
+    writer.before_commit = deadlock_twice
+    outcome = {"decision_id": quote["lines"][0]["decision_id"], "converted": True, "quantity": 1,
+               "revenue": quote["lines"][0]["final_price"]}  # fmt: skip
+    response = catalog.post("/v1/outcomes", C, json=outcome)
+    # Created (not "duplicate" from the rolled-back attempt's insert), and stored once.
+    assert response.status_code == 201, response.text
+    assert _count(sessions, Outcome) == 1 and failures["left"] == 0
+    failures["left"] = 1
+    again = catalog.quote("TEA-2", customer="d-2")
+    writer.before_commit = None
+    assert again["lines"][0]["sku"] == "TEA-2" and _count(sessions) == 2
+
+
 def test_concurrent_quotes_share_transactions_and_all_land(catalog, sessions):
     writer = catalog.client.app.state.pricing.writer
     slow = threading.Event()
