@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import ApiError
+from api.errors import Forbidden, Unauthenticated
 from api.hot.catalog import CatalogCache
 from api.hot.prices import PriceAggregates
 from api.hot.promotions import PromotionBook
@@ -34,7 +34,6 @@ from pricing.policy import ListPricePolicy, PricePolicy
 __all__ = ["AppState", "PrincipalDep", "SessionDep", "StateDep", "require"]
 
 AUTH_CACHE_SECONDS = 10.0
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 @dataclass
@@ -169,14 +168,12 @@ async def get_principal(
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(
-            401, "missing API key: send 'Authorization: Bearer <key>'", headers=_CHALLENGE
-        )
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     known, principal = state.cached_principal(key.strip())
     if not known:
         principal = await run_in_threadpool(state.principal_for, key.strip())
     if principal is None:
-        raise ApiError(401, "invalid or revoked API key", headers=_CHALLENGE)
+        raise Unauthenticated("invalid or revoked API key")
     return principal
 
 
@@ -190,7 +187,7 @@ def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
-            raise ApiError(403, f"role {principal.role.value!r} may not do this; allowed: {names}")
+            raise Forbidden(f"role {principal.role.value!r} may not do this; allowed: {names}")
         return principal
 
     return check

@@ -1,27 +1,40 @@
-"""Error responses: every client mistake is a 4xx that names the field at fault.
+"""Domain errors: what went wrong and where, with no HTTP in sight.
 
-All error bodies share FastAPI's shape ``{"detail": [{"loc", "field", "msg", "type"}]}``
-(or ``{"detail": "message"}`` for errors about the request as a whole), so clients parse
-one format.
+Services raise these; :mod:`api.error_handlers` maps each kind to its HTTP status and
+renders every error in one shape, FastAPI's ``{"detail": [{"loc", "field", "msg",
+"type"}]}`` (or ``{"detail": "message"}`` for an error about the request as a whole), so
+clients parse one format.
+
+========================  ======  =============================================
+error                     status  when
+========================  ======  =============================================
+:class:`Invalid`          422     a value the caller sent cannot be used
+:class:`NotFound`         404     the thing named does not exist
+:class:`Conflict`         409     the request contradicts what is stored
+:class:`Unavailable`      503     could not be done now; nothing changed; retry
+:class:`Unauthenticated`  401     no credentials, or unknown ones
+:class:`Forbidden`        403     the caller may not do this
+:class:`UnsupportedMedia` 415     a body in a format the endpoint does not read
+========================  ======  =============================================
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from api.db import DatabaseBusyError
-
-__all__ = ["ApiError", "FieldProblem", "install_error_handlers"]
-
-log = logging.getLogger("pricing.api")
+__all__ = [
+    "Conflict",
+    "DomainError",
+    "FieldProblem",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "Unauthenticated",
+    "Unavailable",
+    "UnsupportedMedia",
+    "dotted",
+]
 
 
 class FieldProblem:
@@ -47,49 +60,64 @@ class FieldProblem:
         when the problem involves several fields: it is still reported once)."""
         out: dict[str, Any] = {
             "loc": list(self.loc),
-            "field": _dotted(self.loc),
+            "field": dotted(self.loc),
             "msg": self.msg,
             "type": self.type,
         }
         if self.related:
-            out["related_fields"] = [_dotted(r) for r in self.related]
+            out["related_fields"] = [dotted(r) for r in self.related]
         return out
 
 
-class ApiError(Exception):
-    """An error raised by a service and rendered as ``status`` with field-level detail.
+class DomainError(Exception):
+    """Base of the errors a service raises: what went wrong, and at which field.
 
     Parameters
     ----------
-    status : int
-        HTTP status (4xx).
-    problems : sequence of FieldProblem, or str
-        Field-level problems, or one message about the request as a whole.
+    where : sequence of FieldProblem, field path, or str
+        The field-level problems; or the path of the one field at fault (with ``msg``);
+        or one message about the request as a whole.
+    msg : str, optional
+        With a field path: what is wrong with that field.
+    type_ : str, optional
+        Machine-readable kind of a single field problem (default: the class's).
     extra : dict, optional
-        Additional top-level members of the body (e.g. the stored record on a 409).
+        Additional top-level members of the body (e.g. the stored record of a conflict).
+
+    Examples
+    --------
+    >>> NotFound(["path", "key"], "unknown promotion 'x'").body()["detail"][0]["field"]
+    'key'
+    >>> Invalid([FieldProblem(["body", "lines", 0, "sku"], "unknown sku")]).body()["detail"][0]["field"]
+    'lines[0].sku'
     """
+
+    #: The ``type`` of a problem raised with a field path and no explicit type.
+    default_type = "value_error"
 
     def __init__(
         self,
-        status: int,
-        problems: Sequence[FieldProblem] | str,
+        where: Sequence[FieldProblem] | Sequence[str | int] | str,
+        msg: str | None = None,
+        type_: str | None = None,
+        *,
         extra: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
     ) -> None:
+        problems: Sequence[FieldProblem] | str
+        if msg is not None:
+            assert not isinstance(where, str), "a field path is a sequence of parts"
+            loc = [p for p in where if isinstance(p, str | int)]
+            problems = [FieldProblem(loc, msg, type_ or self.default_type)]
+        elif isinstance(where, str):
+            problems = where
+        else:
+            problems = [p for p in where if isinstance(p, FieldProblem)]
+            assert len(problems) == len(where), "pass FieldProblems, or a path and a msg"
         super().__init__(
             problems if isinstance(problems, str) else "; ".join(p.msg for p in problems)
         )
-        self.status = status
         self.problems = problems
         self.extra = extra or {}
-        self.headers = headers
-
-    @classmethod
-    def field(
-        cls, status: int, loc: Sequence[str | int], msg: str, type_: str = "value_error"
-    ) -> ApiError:
-        """Shorthand for an error about a single field."""
-        return cls(status, [FieldProblem(loc, msg, type_)])
 
     def body(self) -> dict[str, Any]:
         """The JSON response body."""
@@ -101,7 +129,71 @@ class ApiError(Exception):
         return {"detail": detail, **self.extra}
 
 
-def _dotted(loc: Sequence[str | int]) -> str:
+class Invalid(DomainError):
+    """A value the caller sent cannot be used (422)."""
+
+
+class NotFound(DomainError):
+    """The resource named does not exist (404)."""
+
+    default_type = "not_found"
+
+
+class Conflict(DomainError):
+    """The request contradicts what is stored: a different outcome, a wrong state (409)."""
+
+    default_type = "conflict"
+
+
+class Unavailable(DomainError):
+    """Could not be done now and nothing was changed; the caller should retry (503).
+
+    Parameters
+    ----------
+    where, msg, type_, extra
+        As for :class:`DomainError`.
+    retry_after : int
+        Seconds the caller should wait before retrying.
+    """
+
+    def __init__(
+        self,
+        where: Sequence[FieldProblem] | Sequence[str | int] | str,
+        msg: str | None = None,
+        type_: str | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        retry_after: int = 1,
+    ) -> None:
+        super().__init__(where, msg, type_=type_, extra=extra)
+        self.retry_after = retry_after
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or credentials that are not (or no longer) valid (401)."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this (403)."""
+
+
+class UnsupportedMedia(DomainError):
+    """The body is in a format the endpoint does not read (415)."""
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    """A location as a client writes it: ``["body", "lines", 0, "sku"]`` -> ``lines[0].sku``.
+
+    Parameters
+    ----------
+    loc : sequence of str or int
+        FastAPI-style location; the ``body``/``query``/``path``/``header`` prefix is dropped.
+
+    Returns
+    -------
+    str
+        The dotted path (``"body"`` for the body as a whole).
+    """
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "[key]")]
     out = ""
     for part in parts:
@@ -110,66 +202,3 @@ def _dotted(loc: Sequence[str | int]) -> str:
         else:
             out += ("." if out else "") + part
     return out or ("body" if tuple(loc) == ("body",) else "")
-
-
-def _validation_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    problems = []
-    for error in errors:
-        loc = [p for p in error.get("loc", ()) if isinstance(p, str | int)]
-        kind = str(error.get("type"))
-        msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        if kind == "json_invalid":
-            # pydantic puts the character offset in ``loc``: it is not a field.
-            offset = next((p for p in loc[1:] if isinstance(p, int)), None)
-            reason = (error.get("ctx") or {}).get("error", "")
-            where = f" at character {offset}" if offset is not None else ""
-            loc, msg = ["body"], f"the body is not valid JSON{where}" + (f": {reason}" if reason else "")
-        elif kind == "missing" and loc == ["body"]:
-            msg = "the request body is missing: send a JSON object (Content-Type: application/json)"
-        problems.append(FieldProblem(loc, msg, kind).as_dict())
-    return problems
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that give every error its field-level 4xx body."""
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content=exc.body(), headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": _validation_problems(exc.errors())})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
-        )
-
-    @app.exception_handler(DatabaseBusyError)
-    async def _busy(_request: Request, exc: DatabaseBusyError) -> JSONResponse:
-        return JSONResponse(
-            status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "1"}
-        )
-
-    @app.exception_handler(OperationalError)
-    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
-        # Another process held SQLite's write lock past the busy timeout: overload, not a bug.
-        if "database is locked" in str(exc.orig):
-            return JSONResponse(
-                status_code=503,
-                content={"detail": "the database is busy; retry later"},
-                headers={"Retry-After": "1"},
-            )
-        log.exception("database error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            status_code=500, content={"detail": "internal error; it has been logged"}
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            status_code=500, content={"detail": "internal error; it has been logged"}
-        )

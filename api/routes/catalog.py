@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, StateDep, require
-from api.errors import ApiError, FieldProblem
+from api.errors import FieldProblem, Invalid, UnsupportedMedia
 from api.schemas import (
     IDENTIFIER_PATTERN,
     ImportResult,
@@ -39,12 +39,26 @@ _IMPORT_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "array",
                     "items": {"$ref": "#/components/schemas/ProductImportItem"},
-                    "examples": [[
-                        {"sku": "COF-101", "name": "Espresso beans 250g", "category": "coffee",
-                         "list_price": "7.49", "unit_cost": "4.10", "currency": "USD"},
-                        {"sku": "TEA-101", "name": "Sencha 100g", "category": "tea",
-                         "list_price": "8.99", "unit_cost": "3.95", "currency": "USD"},
-                    ]],
+                    "examples": [
+                        [
+                            {
+                                "sku": "COF-101",
+                                "name": "Espresso beans 250g",
+                                "category": "coffee",
+                                "list_price": "7.49",
+                                "unit_cost": "4.10",
+                                "currency": "USD",
+                            },
+                            {
+                                "sku": "TEA-101",
+                                "name": "Sencha 100g",
+                                "category": "tea",
+                                "list_price": "8.99",
+                                "unit_cost": "3.95",
+                                "currency": "USD",
+                            },
+                        ]
+                    ],
                 }
             },
             "text/csv": {
@@ -88,29 +102,26 @@ async def import_products(
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ApiError.field(422, ["body"], "body must be UTF-8 text") from None
+        raise Invalid(["body"], "body must be UTF-8 text") from None
     if content_type in {"text/csv", "application/csv"}:
         items = catalog.parse_product_csv(text, max_rows=state.settings.max_import_rows)
     elif content_type in {"application/json", ""}:
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ApiError.field(
-                422, ["body"], f"invalid JSON: {exc.msg} at line {exc.lineno}"
-            ) from None
+            raise Invalid(["body"], f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
         if isinstance(payload, dict) and "products" in payload:
             payload = payload["products"]
         if not isinstance(payload, list) or not payload:
-            raise ApiError.field(422, ["body"], "expected a non-empty JSON array of products")
+            raise Invalid(["body"], "expected a non-empty JSON array of products")
         if len(payload) > state.settings.max_import_rows:
-            raise ApiError.field(
-                422, ["body"], f"more than {state.settings.max_import_rows} rows; split the import"
+            raise Invalid(
+                ["body"], f"more than {state.settings.max_import_rows} rows; split the import"
             )
         try:
             items = _import_items.validate_python(payload)
         except ValidationError as exc:
-            raise ApiError(
-                422,
+            raise Invalid(
                 [
                     FieldProblem(
                         ["body", *e["loc"]], e["msg"].removeprefix("Value error, "), e["type"]
@@ -119,8 +130,8 @@ async def import_products(
                 ],
             ) from None
     else:
-        raise ApiError(
-            415, f"unsupported content type {content_type!r}; send application/json or text/csv"
+        raise UnsupportedMedia(
+            f"unsupported content type {content_type!r}; send application/json or text/csv"
         )
     result = await run_in_threadpool(catalog.import_products, session, items=items, actor=actor)
     await run_in_threadpool(state.catalog_changed)

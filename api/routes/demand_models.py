@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import SessionDep, require
-from api.errors import ApiError
+from api.errors import Conflict, NotFound
 from api.orm import ModelSnapshot
 from api.security import Principal, Role
 from api.services.demand_models import PUBLISHED, current_snapshot, load_posterior
@@ -65,17 +65,14 @@ def _public(row: ModelSnapshot, serving_id: int | None) -> ModelPublic:
 def _snapshot(session: SessionDep, version: int) -> ModelSnapshot:
     row = session.get(ModelSnapshot, version)
     if row is None:
-        raise ApiError.field(
-            404, ["path", "version"], f"unknown model version {version}", "not_found"
-        )
+        raise NotFound(["path", "version"], f"unknown model version {version}")
     return row
 
 
 def _published(session: SessionDep, version: int) -> ModelSnapshot:
     row = _snapshot(session, version)
     if row.status != PUBLISHED:
-        raise ApiError.field(
-            409,
+        raise Conflict(
             ["path", "version"],
             f"model version {version} was {row.status}: {row.message}",
             "not_published",

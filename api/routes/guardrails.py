@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import SessionDep, StateDep, require
-from api.errors import ApiError
+from api.errors import Invalid
 from api.orm import Product, Segment
 from api.schemas import IDENTIFIER_PATTERN
 from api.security import Principal, Role
@@ -92,9 +92,7 @@ def preview(body: PreviewIn, session: SessionDep, state: StateDep, _: Merchandis
     products = list(session.scalars(query))
     if body.skus is not None and len(products) != len(set(body.skus)):
         unknown = sorted(set(body.skus) - {p.sku for p in products})
-        raise ApiError.field(
-            422, ["body", "skus"], f"unknown or inactive sku(s): {', '.join(unknown)}"
-        )
+        raise Invalid(["body", "skus"], f"unknown or inactive sku(s): {', '.join(unknown)}")
     segments = body.segments or list(
         session.scalars(select(Segment.key).where(Segment.active.is_(True)))
     )

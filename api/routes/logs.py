@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, require
-from api.errors import ApiError
+from api.errors import Invalid, NotFound
 from api.orm import Decision, Outcome
 from api.schemas import IDENTIFIER_PATTERN, Money, OutcomePublic
 from api.security import Principal, Role
@@ -117,7 +117,7 @@ def list_decisions(
         query = query.where(Decision.segment == segment)
     if since is not None:
         if since.tzinfo is None:
-            raise ApiError.field(422, ["query", "since"], "timestamp needs a UTC offset, e.g. Z")
+            raise Invalid(["query", "since"], "timestamp needs a UTC offset, e.g. Z")
         query = query.where(Decision.created_at >= since)
     if after is not None:
         try:
@@ -127,7 +127,7 @@ def list_decisions(
             if cursor_time.tzinfo is None:
                 raise ValueError("naive cursor time")
         except (ValueError, UnicodeError):
-            raise ApiError.field(422, ["query", "after"], "malformed cursor") from None
+            raise Invalid(["query", "after"], "malformed cursor") from None
         query = query.where(
             (Decision.created_at > cursor_time)
             | ((Decision.created_at == cursor_time) & (Decision.id > cursor_id))
@@ -147,9 +147,7 @@ def get_decision(decision_id: uuid.UUID, session: SessionDep, _: Analyst) -> Dec
     """One decision and its outcome."""
     decision = session.get(Decision, decision_id)
     if decision is None:
-        raise ApiError.field(
-            404, ["path", "decision_id"], f"unknown decision {decision_id}", "not_found"
-        )
+        raise NotFound(["path", "decision_id"], f"unknown decision {decision_id}")
     return _with_outcomes(session, [decision])[0]
 
 
@@ -175,7 +173,7 @@ def bandit_feedback_route(
     segments, SKUs, context columns)."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
-            raise ApiError.field(422, ["query", name], "timestamp needs a UTC offset, e.g. Z")
+            raise Invalid(["query", name], "timestamp needs a UTC offset, e.g. Z")
     arrays, metadata = bandit_feedback(session, since=since, until=until, limit=limit)
     return Response(
         feedback_zip(arrays, metadata),

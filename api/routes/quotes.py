@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import StateDep, require
-from api.errors import ApiError
+from api.errors import Conflict, Invalid, NotFound, Unavailable
 from api.schemas import (
     OutcomeBatchIn,
     OutcomeBatchOut,
@@ -22,12 +22,13 @@ from api.writer import WriteUnavailableError
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 Checkout = Annotated[Principal, Depends(require(Role.CHECKOUT))]
-_RETRY = {"Retry-After": "1"}
-_UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"description": "Could not be committed; nothing was shown or stored. Retry."}}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Could not be committed; nothing was shown or stored. Retry."}
+}
 
 
-def _unavailable(what: str) -> ApiError:
-    return ApiError(503, f"{what} could not be committed; retry", headers=_RETRY)
+def _unavailable(what: str) -> Unavailable:
+    return Unavailable(f"{what} could not be committed; retry")
 
 
 @router.post(
@@ -39,8 +40,8 @@ def _unavailable(what: str) -> ApiError:
 async def post_quote(body: QuoteRequest, state: StateDep, _: Checkout) -> Response:
     """Price every line of a cart; each line's decision is committed before the response."""
     if len(body.lines) > state.settings.max_quote_lines:
-        raise ApiError.field(
-            422, ["body", "lines"], f"at most {state.settings.max_quote_lines} lines per quote"
+        raise Invalid(
+            ["body", "lines"], f"at most {state.settings.max_quote_lines} lines per quote"
         )
     experiment = state.experiments.for_unit(body.customer_id)
     try:
@@ -81,8 +82,8 @@ async def post_outcome(
         raise _unavailable("the outcome") from None
     try:
         outcome, created = single_result(items[0])
-    except ApiError as exc:
-        label = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid")
+    except (NotFound, Conflict, Invalid) as exc:
+        label = {NotFound: "not_found", Conflict: "conflict"}.get(type(exc), "invalid")
         state.metrics.outcomes.labels(label).inc()
         raise
     state.metrics.outcomes.labels("created" if created else "duplicate").inc()
@@ -95,8 +96,7 @@ async def post_outcome(
 async def post_outcome_batch(body: OutcomeBatchIn, state: StateDep, _: Checkout) -> OutcomeBatchOut:
     """Report up to 1,000 outcomes at once; each item gets its own status."""
     if len(body.outcomes) > state.settings.max_outcome_batch:
-        raise ApiError.field(
-            422,
+        raise Invalid(
             ["body", "outcomes"],
             f"at most {state.settings.max_outcome_batch} outcomes per batch",
         )

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError, FieldProblem
+from api.errors import FieldProblem, Invalid, NotFound
 from api.orm import PriceHistory, Product, Segment
 from api.schemas import (
     ImportResult,
@@ -130,8 +130,8 @@ def import_products(
 
     Raises
     ------
-    ApiError
-        422 if the same SKU appears twice, naming both rows.
+    Invalid
+        If the same SKU appears twice, naming both rows.
     """
     seen: dict[str, int] = {}
     problems = []
@@ -145,7 +145,7 @@ def import_products(
             )
         seen.setdefault(item.sku, index)
     if problems:
-        raise ApiError(422, problems)
+        raise Invalid(problems)
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     with session.begin():
         for item in items:
@@ -159,23 +159,23 @@ def parse_product_csv(text: str, *, max_rows: int) -> list[ProductImportItem]:
 
     Raises
     ------
-    ApiError
-        422 naming the row (1-based, header is row 1) and column of every bad value, or
+    Invalid
+        Naming the row (1-based, header is row 1) and column of every bad value, or
         the missing columns.
     """
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
     missing = [c for c in PRODUCT_CSV_COLUMNS if c not in columns]
     if missing:
-        raise ApiError.field(422, ["body", "header"], f"missing column(s): {', '.join(missing)}")
+        raise Invalid(["body", "header"], f"missing column(s): {', '.join(missing)}")
     unknown = [c for c in columns if c not in (*PRODUCT_CSV_COLUMNS, "active")]
     if unknown:
-        raise ApiError.field(422, ["body", "header"], f"unknown column(s): {', '.join(unknown)}")
+        raise Invalid(["body", "header"], f"unknown column(s): {', '.join(unknown)}")
     items: list[ProductImportItem] = []
     problems: list[FieldProblem] = []
     for row_no, row in enumerate(reader, start=2):
         if len(items) + len(problems) >= max_rows:
-            raise ApiError.field(422, ["body"], f"more than {max_rows} rows; split the import")
+            raise Invalid(["body"], f"more than {max_rows} rows; split the import")
         if None in row:
             problems.append(FieldProblem(["body", f"row {row_no}"], "more values than columns"))
             continue
@@ -197,17 +197,17 @@ def parse_product_csv(text: str, *, max_rows: int) -> list[ProductImportItem]:
                     FieldProblem(loc, error["msg"].removeprefix("Value error, "), error["type"])
                 )
     if problems:
-        raise ApiError(422, problems)
+        raise Invalid(problems)
     if not items:
-        raise ApiError.field(422, ["body"], "no rows to import")
+        raise Invalid(["body"], "no rows to import")
     return items
 
 
 def get_product(session: Session, *, sku: str) -> ProductPublic:
-    """Return one product or raise 404."""
+    """Return one product, or raise :class:`NotFound`."""
     product = session.get(Product, sku)
     if product is None:
-        raise ApiError.field(404, ["path", "sku"], f"unknown sku {sku!r}", "not_found")
+        raise NotFound(["path", "sku"], f"unknown sku {sku!r}")
     return product_public(product)
 
 
@@ -279,10 +279,10 @@ def put_segment(
 
 
 def get_segment(session: Session, *, key: str) -> SegmentPublic:
-    """Return one segment or raise 404."""
+    """Return one segment, or raise :class:`NotFound`."""
     segment = session.get(Segment, key)
     if segment is None:
-        raise ApiError.field(404, ["path", "key"], f"unknown segment {key!r}", "not_found")
+        raise NotFound(["path", "key"], f"unknown segment {key!r}")
     return segment_public(segment)
 
 
@@ -291,7 +291,7 @@ def deactivate_segment(session: Session, *, key: str, actor: Principal | None) -
     with session.begin():
         segment = session.get(Segment, key, with_for_update=True)
         if segment is None:
-            raise ApiError.field(404, ["path", "key"], f"unknown segment {key!r}", "not_found")
+            raise NotFound(["path", "key"], f"unknown segment {key!r}")
         if segment.active:
             segment.active = False
             session.flush()

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.cache import TTLCache
-from api.errors import ApiError
+from api.errors import Invalid
 from api.orm import ContextSchemaVersion
 from api.security import Principal
 from api.services.audit import record_change
@@ -46,17 +46,17 @@ def public(version: int | None, schema: ContextSchema) -> ContextSchemaPublic:
 def put_context_schema(
     session: Session, *, body: dict[str, Any], actor: Principal
 ) -> ContextSchemaPublic:
-    """Validate and store a new schema version (audited). 422 names the offending entry."""
+    """Validate and store a new schema version (audited). Errors name the offending entry."""
     try:
         schema = ContextSchema.from_dict(body)
     except ContextSchemaError as exc:
         loc: list[str | int] = ["body"]
         for part in exc.field.replace("]", "").replace("[", ".").split("."):
             loc.append(int(part) if part.isdigit() else part)
-        raise ApiError.field(422, loc, exc.message) from None
+        raise Invalid(loc, exc.message) from None
     unknown = set(body) - {"features"}
     if unknown:
-        raise ApiError.field(422, ["body", sorted(unknown)[0]], "unknown field")
+        raise Invalid(["body", sorted(unknown)[0]], "unknown field")
     with session.begin():
         before_version, before = current_schema(session)
         row = ContextSchemaVersion(created_by=actor.name, schema=schema.to_dict())

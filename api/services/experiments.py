@@ -28,7 +28,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.cache import TTLCache
-from api.errors import ApiError, FieldProblem
+from api.errors import Conflict, FieldProblem, Invalid, NotFound
 from api.orm import (
     Decision,
     DecisionAssignment,
@@ -173,21 +173,19 @@ def _validate(session: Session, body: ExperimentIn) -> None:
                 [*here, "guardrail_version"], f"unknown guardrail version {v.guardrail_version}"
             ))  # fmt: skip
     if problems:
-        raise ApiError(422, problems)
+        raise Invalid(problems)
 
 
 def put_experiment(
     session: Session, *, key: str, body: ExperimentIn, actor: Principal | None
 ) -> tuple[ExperimentPublic, bool]:
-    """Create an experiment, or redefine a draft one (audited). Running/stopped ones: 409."""
+    """Create an experiment, or redefine a draft one (audited). Running/stopped ones: :class:`Conflict`."""
     with session.begin():
         _validate(session, body)
         row = session.get(Experiment, key, with_for_update=True)
         before = public(row).model_dump(mode="json") if row is not None else None
         if row is not None and row.status != "draft":
-            raise ApiError.field(
-                409, ["path", "key"], f"experiment {key!r} is {row.status}: it can no longer change",
-                "conflict",
+            raise Conflict(["path", "key"], f"experiment {key!r} is {row.status}: it can no longer change"
             )  # fmt: skip
         values: dict[str, Any] = {
             "name": body.name, "description": body.description, "layer": body.layer,
@@ -218,12 +216,10 @@ def set_status(
     with session.begin():
         row = session.get(Experiment, key, with_for_update=True)
         if row is None:
-            raise ApiError.field(404, ["path", "key"], f"unknown experiment {key!r}", "not_found")
+            raise NotFound(["path", "key"], f"unknown experiment {key!r}")
         wanted_from = {"running": "draft", "stopped": "running"}[status]
         if row.status != wanted_from:
-            raise ApiError.field(
-                409, ["path", "key"], f"experiment {key!r} is {row.status}, not {wanted_from}",
-                "conflict",
+            raise Conflict(["path", "key"], f"experiment {key!r} is {row.status}, not {wanted_from}"
             )  # fmt: skip
         if status == "running":
             running = session.scalars(
@@ -231,10 +227,9 @@ def set_status(
             ).all()
             for other in running:
                 if row.layer is None or other.layer is None or other.layer == row.layer:
-                    raise ApiError.field(
-                        409, ["body", "layer"],
+                    raise Conflict(["body", "layer"],
                         f"experiment {other.key!r} is running on the same traffic (layer "
-                        f"{other.layer!r}); declare different layers to overlap", "conflict",
+                        f"{other.layer!r}); declare different layers to overlap"
                     )  # fmt: skip
             row.started_at = utcnow()
         else:
@@ -249,10 +244,10 @@ def set_status(
 
 
 def get_experiment(session: Session, key: str) -> Experiment:
-    """The experiment, or a 404 naming ``key``."""
+    """The experiment, or :class:`NotFound` naming ``key``."""
     row = session.get(Experiment, key)
     if row is None:
-        raise ApiError.field(404, ["path", "key"], f"unknown experiment {key!r}", "not_found")
+        raise NotFound(["path", "key"], f"unknown experiment {key!r}")
     return row
 
 
@@ -465,8 +460,10 @@ def experiment_results(
 
     Raises
     ------
-    ApiError
-        404 for an unknown experiment; 422 naming ``baseline`` for an unknown variant.
+    NotFound
+        An unknown experiment.
+    Invalid
+        Naming ``baseline`` for an unknown variant.
     """
     row = get_experiment(session, key)
     variants = row.variants
@@ -474,8 +471,7 @@ def experiment_results(
     if baseline is None:
         baseline = next((v["name"] for v in variants if v["policy"] == "control"), names[0])
     elif baseline not in names:
-        raise ApiError.field(
-            422,
+        raise Invalid(
             ["query", "baseline"],
             f"unknown variant {baseline!r}; variants: {', '.join(names)}",
         )

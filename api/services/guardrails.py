@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.cache import TTLCache
-from api.errors import ApiError, FieldProblem
+from api.errors import FieldProblem, Invalid
 from api.orm import GuardrailVersion, Product, utcnow
 from api.schemas import IDENTIFIER_PATTERN, Money
 from api.security import Principal
@@ -127,8 +127,8 @@ def compile_rules(
 
     Raises
     ------
-    ApiError
-        422 naming ``rules[i].field`` for unknown targets, absolute prices outside SKU
+    Invalid
+        Naming ``rules[i].field`` for unknown targets, absolute prices outside SKU
         scope, amounts that do not fit the currency, contradictory rules (both named), or
         a product left without any allowed price (the binding rules named).
     """
@@ -178,7 +178,9 @@ def compile_rules(
             max_change=item.max_change, ending=item.ending, step=money["step"], exclude=item.exclude,
             segment_gap=item.segment_gap,
         )  # fmt: skip
-        rule_currency = by_sku[item.target].currency if item.scope == "sku" and item.target else None
+        rule_currency = (
+            by_sku[item.target].currency if item.scope == "sku" and item.target else None
+        )
         for field_name, message in rule.problems(rule_currency):
             problems.append(FieldProblem([*loc, field_name], message))
         if rule.name in names:
@@ -191,7 +193,7 @@ def compile_rules(
         rules.append(rule)
         stored.append(item.model_dump(mode="json", exclude_none=True))
     if problems:
-        raise ApiError(422, problems)
+        raise Invalid(problems)
     try:
         compiled = GuardrailSet(rules=tuple(rules), kill_switch=body.kill_switch)
         compiled.check(_facts(products), {p.sku: p.currency for p in products})
@@ -203,10 +205,12 @@ def compile_rules(
             rule_name, _, field_name = name.rpartition(".")
             if rule_name in names:
                 locs.append(["body", "rules", names[rule_name], field_name])
-                message = message.replace(name, f"rules[{names[rule_name]}].{field_name} ({rule_name})")
+                message = message.replace(
+                    name, f"rules[{names[rule_name]}].{field_name} ({rule_name})"
+                )
         first = locs[0] if locs else ["body", "rules"]
-        raise ApiError(
-            422, [FieldProblem(first, message, "guardrail_conflict", related=locs[1:])]
+        raise Invalid(
+            [FieldProblem(first, message, "guardrail_conflict", related=locs[1:])]
         ) from None
     return compiled, stored
 

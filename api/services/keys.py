@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError
+from api.errors import NotFound
 from api.orm import ApiKey, utcnow
 from api.schemas import KeyCreated, KeyPublic
 from api.security import Principal, Role, generate_key, hash_key
@@ -43,7 +43,7 @@ def revoke_key(session: Session, *, key_id: uuid.UUID, actor: Principal | None) 
     with session.begin():
         row = session.get(ApiKey, key_id, with_for_update=True)
         if row is None:
-            raise ApiError.field(404, ["path", "key_id"], f"unknown key {key_id}", "not_found")
+            raise NotFound(["path", "key_id"], f"unknown key {key_id}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
             record_change(

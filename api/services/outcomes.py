@@ -19,7 +19,7 @@ from sqlalchemy import Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError, FieldProblem
+from api.errors import Conflict, FieldProblem, Invalid, NotFound
 from api.orm import Decision, Outcome, utcnow
 from api.schemas import BatchItemResult, OutcomeBatchOut, OutcomeIn, OutcomePublic
 from api.services.promotions import outcome_discount, settle_many
@@ -127,7 +127,9 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
     decisions = {
         row.id: row
         for chunk in range(0, len(ids), 5000)
-        for row in session.execute(select(*_DECISION_COLUMNS).where(Decision.id.in_(ids[chunk:chunk + 5000])))
+        for row in session.execute(
+            select(*_DECISION_COLUMNS).where(Decision.id.in_(ids[chunk : chunk + 5000]))
+        )
     }
     now = utcnow()
     rows: list[dict[str, Any]] = []
@@ -188,7 +190,9 @@ def _process(session: Session, items: Sequence[_Item]) -> None:
     }
     others = [r["decision_id"] for r in rows if r["decision_id"] not in inserted]
     for chunk in range(0, len(others), 5000):
-        for o in session.scalars(select(Outcome).where(Outcome.decision_id.in_(others[chunk:chunk + 5000]))):
+        for o in session.scalars(
+            select(Outcome).where(Outcome.decision_id.in_(others[chunk : chunk + 5000]))
+        ):
             stored[o.decision_id] = o
     created = []
     for item in items:
@@ -243,7 +247,7 @@ class OutcomeJob:
             item.status = item.error = item.field = item.row = item.stored = item.decision = None
 
     def failed(self, error: BaseException) -> None:
-        """Nothing was stored; the caller answers 503."""
+        """Nothing was stored; the caller may retry."""
         self.reset()
 
 
@@ -255,14 +259,13 @@ def outcome_items(outcomes: Sequence[OutcomeIn]) -> list[_Item]:
 def single_result(item: _Item) -> tuple[OutcomePublic, bool]:
     """The response of ``POST /v1/outcomes`` for a processed item (raises the 4xx errors)."""
     if item.status == "not_found":
-        raise ApiError.field(404, ["body", "decision_id"], item.error or "", "not_found")
+        raise NotFound(["body", "decision_id"], item.error or "")
     if item.status == "invalid":
-        raise ApiError.field(422, ["body", item.field or "decision_id"], item.error or "")
+        raise Invalid(["body", item.field or "decision_id"], item.error or "")
     assert item.stored is not None
     public = outcome_public(item.stored)
     if item.status == "conflict":
-        raise ApiError(
-            409,
+        raise Conflict(
             [FieldProblem(["body", "decision_id"], item.error or "", "conflict")],
             extra={"stored": public.model_dump(mode="json")},
         )
@@ -298,9 +301,12 @@ def record_outcome(session: Session, *, data: OutcomeIn) -> tuple[OutcomePublic,
 
     Raises
     ------
-    ApiError
-        404 for an unknown decision, 409 (with the stored outcome) for a conflicting
-        second outcome, 422 for a currency or revenue that does not fit the decision.
+    NotFound
+        An unknown decision.
+    Conflict
+        A second outcome that differs from the stored one (which the error carries).
+    Invalid
+        A currency or revenue that does not fit the decision.
     """
     item = _Item(0, data)
     with session.begin():

@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError, FieldProblem
+from api.errors import FieldProblem, Invalid, NotFound
 from api.hot.promotions import adjust_customer_usage, release_holds
 from api.orm import (
     Decision,
@@ -141,15 +141,15 @@ def _money_minor(value: Decimal | None, currency: str | None, loc: list[str | in
     if value is None:
         return None
     if currency is None:
-        raise ApiError.field(422, [*loc[:-1], "currency"], f"{loc[-1]} needs a currency")
+        raise Invalid([*loc[:-1], "currency"], f"{loc[-1]} needs a currency")
     try:
         return to_minor(value, currency)
     except MoneyError as exc:
-        raise ApiError.field(422, loc, str(exc)) from None
+        raise Invalid(loc, str(exc)) from None
 
 
 def _compile(session: Session, key: str, body: PromotionIn, version: int) -> Promotion:
-    """Validate ``body`` against the catalog and build the domain object (422s name fields)."""
+    """Validate ``body`` against the catalog and build the domain object (errors name the fields)."""
     problems: list[FieldProblem] = []
     if body.currency is not None and body.currency not in CURRENCY_EXPONENTS:
         problems.append(FieldProblem(["body", "currency"], f"unsupported currency {body.currency}"))
@@ -218,7 +218,7 @@ def _compile(session: Session, key: str, body: PromotionIn, version: int) -> Pro
                 problems.append(FieldProblem(["body", "eligibility", "skus", i],
                                              f"{sku} is priced in {priced[sku]}, not {body.currency}"))  # fmt: skip
     if problems:
-        raise ApiError(422, problems)
+        raise Invalid(problems)
     currency = body.currency
     amount = _money_minor(body.amount_off, currency, ["body", "amount_off"])
     shipping = _money_minor(body.shipping_cost, currency, ["body", "shipping_cost"])
@@ -328,10 +328,10 @@ def _usage(session: Session, promotion: Promotion, now: datetime) -> UsagePublic
 
 
 def get_promotion(session: Session, key: str) -> PromotionPublic:
-    """One promotion with its usage (404 naming ``key`` when unknown)."""
+    """One promotion with its usage (:class:`NotFound` naming ``key`` when unknown)."""
     row = session.get(PromotionRow, key)
     if row is None:
-        raise ApiError.field(404, ["path", "key"], f"unknown promotion {key!r}", "not_found")
+        raise NotFound(["path", "key"], f"unknown promotion {key!r}")
     return _public(row, _usage(session, Promotion.from_dict(row.definition), utcnow()))
 
 
@@ -345,7 +345,7 @@ def list_promotions(session: Session) -> list[PromotionPublic]:
 def promotion_versions(session: Session, key: str) -> list[dict[str, Any]]:
     """Every stored version of a promotion, oldest first."""
     if session.get(PromotionRow, key) is None:
-        raise ApiError.field(404, ["path", "key"], f"unknown promotion {key!r}", "not_found")
+        raise NotFound(["path", "key"], f"unknown promotion {key!r}")
     rows = session.scalars(
         select(PromotionVersion)
         .where(PromotionVersion.key == key)

@@ -31,7 +31,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from api.cache import TTLCache
-from api.errors import ApiError, FieldProblem
+from api.errors import FieldProblem, Invalid
 from api.hot.catalog import CatalogCache
 from api.hot.prices import PriceAggregates
 from api.hot.promotions import LeaseSpend, PromotionBook, period_key
@@ -176,12 +176,14 @@ class QuoteService:
             self._reference_rules, self._reference = rules, {}
         key = (item.sku, item.list_price_minor, item.unit_cost_minor)
         if key not in self._reference:
-            facts = GuardrailFacts(item.sku, item.category, item.list_price_minor, item.unit_cost_minor)
+            facts = GuardrailFacts(
+                item.sku, item.category, item.list_price_minor, item.unit_cost_minor
+            )
             self._reference[key] = rules.reference_price(facts)
         return self._reference[key]
 
     def load(self, request: QuoteRequest, experiment: QuoteExperiment | None) -> _Cart:
-        """Validate the cart and gather its context from memory (422s name the fields)."""
+        """Validate the cart and gather its context from memory (errors name the fields)."""
         segment = request.segment or self.default_segment
         products, segments = self.catalog.products, self.catalog.segments
         problems = []
@@ -196,7 +198,7 @@ class QuoteService:
                     FieldProblem(["body", "lines", index, "sku"], f"{state} sku {line.sku!r}")
                 )
         if problems:
-            raise ApiError(422, problems)
+            raise Invalid(problems)
         now = utcnow()
         today = now.date()
         rules = self.guardrails.get()[1]
@@ -304,7 +306,9 @@ class QuoteService:
                 offers.append(OfferClaim(decision.promotion, decision.reserve_minor, lease_id,
                                          request.customer_id, period,
                                          promotion.per_customer_limit))  # fmt: skip
-                spends.append(self.promotions.spend(decision.promotion, lease_id, decision.reserve_minor))
+                spends.append(
+                    self.promotions.spend(decision.promotion, lease_id, decision.reserve_minor)
+                )
             rows.append({
                 "id": decision_id, "quote_id": quote_id, "line_no": line.index, "created_at": now,
                 "expires_at": line_expires, "customer_id": request.customer_id,
@@ -419,10 +423,10 @@ class QuoteService:
 
         Raises
         ------
-        ApiError
-            422 naming ``segment`` or ``lines[i].sku``.
+        Invalid
+            Naming ``segment`` or ``lines[i].sku``.
         WriteUnavailableError
-            The decisions could not be committed (the API answers 503).
+            The decisions could not be committed; nothing was stored.
         """
         cart = self.load(request, experiment)
         attempts = self._attempts(cart, policy, experiment, guardrail_version)
@@ -478,4 +482,3 @@ def _public_line(
         fallback=fallback, reasons=reasons, promotion=promotion,
         discount=from_minor(discount, currency), final_price=from_minor(price - discount, currency),
     )  # fmt: skip
-
