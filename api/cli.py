@@ -18,7 +18,7 @@ from sqlalchemy import select
 from api.db import make_engine, make_session_factory
 from api.migrate import migration_state, upgrade
 from api.orm import ApiKey
-from api.schemas import SegmentIn
+from api.schemas.catalog import SegmentIn
 from api.security import Role
 from api.services import catalog, keys
 from api.settings import Settings, SettingsError, load_settings
@@ -117,7 +117,8 @@ def _seed_demo_promotions(sessions: Any) -> None:
     from datetime import timedelta
 
     from api.orm import Promotion, utcnow
-    from api.services.promotions import PromotionIn, put_promotion
+    from api.schemas.promotions import PromotionIn
+    from api.services.promotions import put_promotion
 
     ends = (utcnow() + timedelta(days=30)).replace(microsecond=0).isoformat()
     demo = {
@@ -289,7 +290,8 @@ DEMO_GUARDRAILS = {
 
 def _seed_demo_guardrails(sessions: Any) -> str:
     """Store the demo guardrails unless some are already in effect; say which."""
-    from api.services.guardrails import GuardrailSetIn, active_version, put_guardrails
+    from api.schemas.guardrails import GuardrailSetIn
+    from api.services.guardrails import active_version, put_guardrails
 
     with sessions() as session:
         current = active_version(session)

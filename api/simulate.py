@@ -32,16 +32,12 @@ from tqdm import tqdm
 from api.db import read_only
 from api.orm import Experiment, Product, Segment
 from api.posterior_cache import PosteriorCache
-from api.schemas import OutcomeIn, QuoteRequest
+from api.schemas.experiments import EXAMPLE_EXPERIMENT, ExperimentIn
+from api.schemas.outcomes import OutcomeIn
+from api.schemas.quotes import QuoteRequest
 from api.services.context import ContextSchemaCache
 from api.services.demand_models import DATA_LAG, refit
-from api.services.experiments import (
-    EXAMPLE_EXPERIMENT,
-    ExperimentCache,
-    ExperimentIn,
-    put_experiment,
-    set_status,
-)
+from api.services.experiments import ExperimentCache, put_experiment, set_status
 from api.services.guardrails import GuardrailCache
 from api.services.outcomes import record_outcome
 from api.services.promotions import load_active

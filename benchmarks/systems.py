@@ -683,7 +683,7 @@ def prepare_large(workdir: Path, n_skus: int, n_segments: int, n_draws: int) -> 
     (service functions), a checkout key and a published posterior over all of them."""
     from api.db import make_engine, make_session_factory
     from api.migrate import upgrade
-    from api.schemas import ProductImportItem, SegmentIn
+    from api.schemas.catalog import ProductImportItem, SegmentIn
     from api.security import Role
     from api.services import catalog, keys
 

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
-from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import SessionDep, StateDep, require
 from api.orm import AuditEntry
-from api.schemas import KeyCreate, KeyCreated, KeyPublic
+from api.schemas.admin import AuditPublic, KeyCreate, KeyCreated, KeyPublic
 from api.security import Principal, Role
 from api.services import keys
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
-
-
-class AuditPublic(BaseModel):
-    """One audit entry."""
-
-    id: int
-    at: datetime
-    actor: str
-    role: str
-    action: str
-    entity: str
-    entity_id: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)

@@ -11,8 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, StateDep, require
 from api.errors import FieldProblem, Invalid, UnsupportedMedia
-from api.schemas import (
-    IDENTIFIER_PATTERN,
+from api.schemas.catalog import (
     ImportResult,
     ProductImportItem,
     ProductIn,
@@ -21,6 +20,7 @@ from api.schemas import (
     SegmentIn,
     SegmentPublic,
 )
+from api.schemas.common import IDENTIFIER_PATTERN
 from api.security import Principal, Role
 from api.services import catalog
 

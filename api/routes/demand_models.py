@@ -4,52 +4,20 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import SessionDep, require
 from api.errors import Conflict, NotFound
 from api.orm import ModelSnapshot
+from api.schemas.demand_models import Elasticity, ModelPublic
 from api.security import Principal, Role
 from api.services.demand_models import PUBLISHED, current_snapshot, load_posterior
 
 router = APIRouter(prefix="/v1", tags=["analyst"])
 Analyst = Annotated[Principal, Depends(require(Role.ANALYST, Role.MERCHANDISER))]
-
-
-class ModelPublic(BaseModel):
-    """One fit of the demand model."""
-
-    version: int
-    status: str
-    serving: bool
-    created_at: datetime
-    method: str
-    approximate: bool
-    config_hash: str
-    data_watermark: datetime
-    n_cells: int
-    n_trials: int
-    n_conversions: int
-    diagnostics: dict[str, Any]
-    message: str
-    ess: float | None
-    applied_outcomes: int
-    weights_updated_at: datetime | None
-
-
-class Elasticity(BaseModel):
-    """Posterior of the price coefficient b (< 0) of a segment in a category."""
-
-    segment: str
-    category: str
-    mean: float
-    lower_90: float
-    upper_90: float
 
 
 def _public(row: ModelSnapshot, serving_id: int | None) -> ModelPublic:

@@ -7,12 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from api.deps import SessionDep, StateDep, require
-from api.schemas import IDENTIFIER_PATTERN
+from api.schemas.common import IDENTIFIER_PATTERN
+from api.schemas.experiments import ExperimentIn, ExperimentPublic, ResultsOut
 from api.security import Principal, Role
 from api.services.experiments import (
-    ExperimentIn,
-    ExperimentPublic,
-    ResultsOut,
     experiment_results,
     get_experiment,
     list_experiments,

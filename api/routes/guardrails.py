@@ -5,64 +5,27 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import SessionDep, StateDep, require
 from api.errors import Invalid
 from api.orm import Product, Segment
-from api.schemas import IDENTIFIER_PATTERN
-from api.security import Principal, Role
-from api.services.guardrails import (
+from api.schemas.guardrails import (
     GuardrailSetIn,
     GuardrailsPublic,
-    active_guardrails,
-    compile_rules,
-    money_text,
-    put_guardrails,
+    PreviewIn,
+    PreviewLine,
+    PreviewOut,
 )
-from api.services.whatif import WhatIfOut, what_if
+from api.security import Principal, Role
+from api.services.guardrails import active_guardrails, compile_rules, money_text, put_guardrails
+from api.services.whatif import what_if
 from pricing.guardrails import ProductFacts
 from pricing.thompson import choice_probabilities
 
 router = APIRouter(prefix="/v1", tags=["merchandiser"])
 Merchandiser = Annotated[Principal, Depends(require(Role.MERCHANDISER))]
 Reader = Annotated[Principal, Depends(require(Role.MERCHANDISER, Role.ANALYST))]
-Name = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
-
-
-class PreviewIn(GuardrailSetIn):
-    """A proposed guardrail set and, optionally, which SKUs and segments to preview."""
-
-    skus: Annotated[list[Name], Field(max_length=200)] | None = None
-    segments: Annotated[list[Name], Field(max_length=50)] | None = None
-    what_if_rounds: Annotated[int, Field(ge=0, le=50_000)] = Field(
-        default=5000,
-        description="newest logged decisions to evaluate the proposal on (OPE); 0 skips it",
-    )
-
-
-class PreviewLine(BaseModel):
-    """What the policy would do for one segment and SKU under the proposal."""
-
-    segment: str
-    sku: str
-    currency: str
-    prices: list[str]
-    probabilities: list[float]
-    binding: dict[str, list[str]]
-    personalized: bool
-    expected_conversion: float | None
-    expected_profit_per_visitor: str | None
-
-
-class PreviewOut(BaseModel):
-    """Preview of a proposal under the current posterior; nothing is activated."""
-
-    model_version: int | None
-    epsilon: float
-    lines: list[PreviewLine]
-    what_if: WhatIfOut | None = None
 
 
 @router.get("/guardrails", response_model=GuardrailsPublic | None)

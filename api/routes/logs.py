@@ -5,17 +5,17 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, require
 from api.errors import Invalid, NotFound
 from api.orm import Decision, Outcome
-from api.schemas import IDENTIFIER_PATTERN, Money, OutcomePublic
+from api.schemas.common import IDENTIFIER_PATTERN
+from api.schemas.decisions import DecisionPage, DecisionPublic
 from api.security import Principal, Role
 from api.services.feedback import bandit_feedback, feedback_zip
 from api.services.outcomes import outcome_public
@@ -23,50 +23,6 @@ from pricing.money import from_minor
 
 router = APIRouter(prefix="/v1", tags=["analyst"])
 Analyst = Annotated[Principal, Depends(require(Role.ANALYST))]
-
-
-class DecisionPublic(BaseModel):
-    """A logged decision and, once reported, its outcome."""
-
-    id: uuid.UUID
-    quote_id: uuid.UUID
-    line_no: int
-    created_at: datetime
-    expires_at: datetime
-    customer_id: str
-    segment: str
-    sku: str
-    quantity: int
-    currency: str
-    list_price: Money
-    price: Money
-    unit_cost: Money
-    promotion: str | None
-    promotion_version: int | None
-    discount: Money
-    promotion_cost: Money
-    promotion_reserved: Money
-    channel: str | None
-    context_key: str
-    outcome_deadline: datetime | None
-    settled: bool
-    redeemed: bool
-    propensity: float
-    personalized: bool
-    policy: str
-    model_version: str | None
-    experiment_variant: str | None
-    jurisdiction: str | None
-    context: dict[str, Any]
-    guardrail_trail: dict[str, Any]
-    outcome: OutcomePublic | None
-
-
-class DecisionPage(BaseModel):
-    """Decisions oldest first; pass ``next_after`` as ``after`` for the next page."""
-
-    items: list[DecisionPublic]
-    next_after: str | None
 
 
 def _public(decision: Decision, outcome: Outcome | None) -> DecisionPublic:

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Response, status
 
 from api.deps import SessionDep, StateDep, require
-from api.schemas import IDENTIFIER_PATTERN
+from api.schemas.common import IDENTIFIER_PATTERN
+from api.schemas.context import EXAMPLE_CONTEXT_SCHEMA, ContextSchemaPublic
+from api.schemas.promotions import PromotionIn, PromotionPublic
 from api.security import Principal, Role
-from api.services.context import ContextSchemaPublic, current_schema, public, put_context_schema
+from api.services.context import current_schema, public, put_context_schema
 from api.services.promotions import (
-    PromotionIn,
-    PromotionPublic,
     get_promotion,
     list_promotions,
     promotion_versions,
@@ -24,12 +24,6 @@ Merchandiser = Annotated[Principal, Depends(require(Role.MERCHANDISER))]
 Reader = Annotated[Principal, Depends(require(Role.MERCHANDISER, Role.ANALYST))]
 Analyst = Annotated[Principal, Depends(require(Role.ANALYST))]
 Key = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
-SCHEMA_EXAMPLE = {
-    "features": [
-        {"name": "device", "kind": "categorical", "levels": ["desktop", "mobile"]},
-        {"name": "basket_items", "kind": "numeric", "center": 2, "scale": 2},
-    ]
-}
 
 
 @router.put(
@@ -84,7 +78,7 @@ def put_context_schema_route(
     state: StateDep,
     session: SessionDep,
     actor: Analyst,
-    body: Annotated[dict[str, Any], Body(examples=[SCHEMA_EXAMPLE])],
+    body: Annotated[dict[str, Any], Body(examples=[EXAMPLE_CONTEXT_SCHEMA])],
 ) -> ContextSchemaPublic:
     """Declare context features (numeric or categorical). Protected attributes are refused.
 

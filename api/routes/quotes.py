@@ -8,14 +8,8 @@ from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import StateDep, require
 from api.errors import Conflict, Invalid, NotFound, Unavailable
-from api.schemas import (
-    OutcomeBatchIn,
-    OutcomeBatchOut,
-    OutcomeIn,
-    OutcomePublic,
-    QuoteRequest,
-    QuoteResponse,
-)
+from api.schemas.outcomes import OutcomeBatchIn, OutcomeBatchOut, OutcomeIn, OutcomePublic
+from api.schemas.quotes import QuoteRequest, QuoteResponse
 from api.security import Principal, Role
 from api.services.outcomes import OutcomeJob, batch_result, outcome_items, single_result
 from api.writer import WriteUnavailableError

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import FieldProblem, Invalid, NotFound
 from api.orm import PriceHistory, Product, Segment
-from api.schemas import (
+from api.schemas.catalog import (
     ImportResult,
     ProductImportItem,
     ProductIn,

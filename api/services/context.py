@@ -4,26 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.cache import TTLCache
 from api.errors import Invalid
 from api.orm import ContextSchemaVersion
+from api.schemas.context import ContextSchemaPublic
 from api.security import Principal
 from api.services.audit import record_change
 from pricing.context import ContextSchema, ContextSchemaError
 
-__all__ = ["ContextSchemaCache", "ContextSchemaPublic", "current_schema", "put_context_schema"]
-
-
-class ContextSchemaPublic(BaseModel):
-    """The schema in force (version None: nothing declared)."""
-
-    version: int | None
-    features: list[dict[str, Any]]
-    columns: list[str]
+__all__ = ["ContextSchemaCache", "current_schema", "put_context_schema"]
 
 
 def current_schema(session: Session) -> tuple[int | None, ContextSchema]:

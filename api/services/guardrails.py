@@ -4,24 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    field_validator,
-)
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.cache import TTLCache
 from api.errors import FieldProblem, Invalid
 from api.orm import GuardrailVersion, Product, utcnow
-from api.schemas import IDENTIFIER_PATTERN, Money
+from api.schemas.guardrails import GuardrailSetIn, GuardrailsPublic
 from api.security import Principal
 from api.services.audit import SYSTEM, record_change
 from pricing.guardrails import GuardrailError, GuardrailSet, ProductFacts, Rule
@@ -29,84 +20,9 @@ from pricing.money import MoneyError, from_minor, to_minor
 
 __all__ = [
     "GuardrailCache",
-    "GuardrailSetIn",
-    "GuardrailsPublic",
     "active_guardrails",
     "put_guardrails",
 ]
-
-Fraction = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class RuleIn(BaseModel):
-    """One scope's rules. Floors and ceilings are absolute prices, so they are set per SKU
-    (in the SKU's currency); every other setting is relative and may be set at any scope."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scope: Literal["global", "category", "sku"]
-    target: Annotated[str, Field(pattern=IDENTIFIER_PATTERN)] | None = None
-    floor: Money | None = None
-    ceiling: Money | None = None
-    min_margin: Fraction | None = None
-    max_discount: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
-    max_increase: Fraction | None = None
-    max_change: Fraction | None = Field(
-        default=None, description="largest change vs the last price served today"
-    )
-    ending: Annotated[StrictInt, Field(ge=0, le=99)] | None = Field(
-        default=None, description="last two minor digits, e.g. 99"
-    )
-    step: Money | None = Field(default=None, description="price ladder step")
-    exclude: StrictBool | None = None
-    segment_gap: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = Field(
-        default=None, description="largest highest/lowest price ratio between segments today"
-    )
-
-    @field_validator("floor", "ceiling", "step")
-    @classmethod
-    def _positive(cls, value: Decimal | None) -> Decimal | None:
-        if value is not None and value <= 0:
-            raise ValueError("must be a positive amount")
-        return value
-
-
-class GuardrailSetIn(BaseModel):
-    """``PUT /v1/guardrails``: the complete new guardrail set (it replaces the active one)."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "note": "bounded discounts; coffee at most 20% off; espresso beans never under 15.00",
-        "rules": [
-            {"scope": "global", "max_discount": 0.3, "max_increase": 0.2, "min_margin": 0.1,
-             "max_change": 0.25, "segment_gap": 1.3},
-            {"scope": "category", "target": "coffee", "max_discount": 0.2},
-            {"scope": "sku", "target": "COF-001", "floor": "15.00"},
-        ],
-    }]})  # fmt: skip
-
-    rules: Annotated[list[RuleIn], Field(max_length=10_000)] = Field(default_factory=list)
-    kill_switch: StrictBool = False
-    effective_from: AwareDatetime | None = None
-    note: Annotated[str, Field(max_length=2000)] = ""
-
-
-class GuardrailsPublic(BaseModel):
-    """A stored guardrail version."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "version": 2, "effective_from": "2026-12-01T09:00:00Z", "created_at": "2026-12-01T09:00:00Z",
-        "created_by": "demo-merchandiser", "kill_switch": False, "note": "demo guardrails",
-        "rules": [{"scope": "global", "max_discount": 0.3, "max_increase": 0.2},
-                  {"scope": "sku", "target": "COF-001", "floor": "15.00"}],
-    }]})  # fmt: skip
-
-    version: int
-    effective_from: datetime
-    created_at: datetime
-    created_by: str
-    kill_switch: bool
-    rules: list[dict[str, Any]]
-    note: str
 
 
 def _facts(products: list[Product]) -> list[ProductFacts]:

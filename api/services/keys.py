@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import NotFound
 from api.orm import ApiKey, utcnow
-from api.schemas import KeyCreated, KeyPublic
+from api.schemas.admin import KeyCreated, KeyPublic
 from api.security import Principal, Role, generate_key, hash_key
 from api.services.audit import record_change
 

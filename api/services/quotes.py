@@ -37,7 +37,7 @@ from api.hot.prices import PriceAggregates
 from api.hot.promotions import LeaseSpend, PromotionBook, period_key
 from api.hot.sticky import StickyMap, load_customer
 from api.orm import utcnow
-from api.schemas import QuoteLinePublic, QuoteRequest, QuoteResponse
+from api.schemas.quotes import QuoteLinePublic, QuoteRequest, QuoteResponse
 from api.services.experiments import QuoteExperiment
 from api.services.quote_writes import (
     OfferClaim,

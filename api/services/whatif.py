@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.orm import Decision, Outcome, Product, utcnow
+from api.schemas.guardrails import EstimateOut, WhatIfOut
 from experiments.ope import evaluate
 from pricing.context import ContextSchema
 from pricing.guardrails import GuardrailSet, ProductFacts
@@ -26,30 +26,7 @@ from pricing.money import CURRENCY_EXPONENTS
 from pricing.posterior import DemandPosterior
 from pricing.thompson import choice_probabilities
 
-__all__ = ["EstimateOut", "WhatIfOut", "what_if"]
-
-
-class EstimateOut(BaseModel):
-    """One OPE estimate of profit per decision (currency units)."""
-
-    estimator: str
-    value: float
-    lower: float
-    upper: float
-    ess: float
-    max_weight: float
-    warnings: list[str]
-
-
-class WhatIfOut(BaseModel):
-    """OPE of the proposal (and of the guardrails in force) on the logged decisions."""
-
-    rounds: int
-    currency: str | None
-    logged_profit_per_decision: float | None
-    proposed: list[EstimateOut]
-    current: list[EstimateOut]
-    message: str
+__all__ = ["what_if"]
 
 
 def _rows(session: Session, limit: int) -> list[tuple[Decision, Outcome | None, Product]]:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.cli import main as cli
-from api.schemas import EXAMPLE_DECISION
+from api.schemas.common import EXAMPLE_DECISION
 from api.settings import load_settings
 
 #: Path parameters of the example requests (a new SKU, segment, promotion or experiment).

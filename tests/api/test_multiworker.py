@@ -15,9 +15,10 @@ import httpx
 from sqlalchemy import func, select
 
 from api.orm import Decision, Outcome, Product, PromotionLease, PromotionUsage, Segment
+from api.schemas.promotions import PromotionIn
 from api.security import Role
 from api.services.keys import create_key
-from api.services.promotions import PromotionIn, put_promotion
+from api.services.promotions import put_promotion
 from tests.api.test_promotions_api import strong_promotion_posterior
 from tests.factories import publish
 from tests.servers import servers

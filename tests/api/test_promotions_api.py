@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from api.orm import Decision, Outcome, PromotionLease, PromotionUsage, utcnow
-from api.schemas import QuoteRequest
+from api.schemas.quotes import QuoteRequest
 from api.security import Role
 from api.services.demand_models import load_cells
 from api.services.guardrails import GuardrailCache

@@ -117,7 +117,7 @@ def _workers(sessions, n=2):
 def test_a_decision_made_by_another_worker_is_repeated_not_doubled(catalog, sessions):
     """Worker B's map knows nothing of the customer: its writer finds A's live decision in
     the log, writes nothing, and B answers with A's decision."""
-    from api.schemas import QuoteRequest
+    from api.schemas.quotes import QuoteRequest
     from pricing.policy import ListPricePolicy
 
     a, b = _workers(sessions)
@@ -139,7 +139,7 @@ def test_a_decision_made_by_another_worker_is_repeated_not_doubled(catalog, sess
 def test_concurrent_quotes_of_one_customer_make_one_decision_per_sku(catalog, sessions):
     import threading
 
-    from api.schemas import QuoteRequest
+    from api.schemas.quotes import QuoteRequest
     from pricing.policy import ListPricePolicy
 
     workers = _workers(sessions)
