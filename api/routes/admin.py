@@ -6,13 +6,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
-from sqlalchemy import select
 
 from api.deps import SessionDep, StateDep, require
-from api.orm import AuditEntry
 from api.schemas.admin import AuditPublic, KeyCreate, KeyCreated, KeyPublic
 from api.security import Principal, Role
-from api.services import keys
+from api.services import audit, keys
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
@@ -49,9 +47,4 @@ def audit_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditPublic]:
     """Audit entries, newest first."""
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-    if entity is not None:
-        query = query.where(AuditEntry.entity == entity)
-    if before_id is not None:
-        query = query.where(AuditEntry.id < before_id)
-    return [AuditPublic.model_validate(e, from_attributes=True) for e in session.scalars(query)]
+    return audit.list_audit(session, entity=entity, before_id=before_id, limit=limit)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.orm import AuditEntry
+from api.schemas.admin import AuditPublic
 from api.security import Principal
 
-__all__ = ["SYSTEM", "record_change"]
+__all__ = ["SYSTEM", "list_audit", "record_change"]
 
 #: Actor name for changes made from the command line.
 SYSTEM = "cli"
@@ -54,3 +56,25 @@ def record_change(
             after=after,
         )
     )
+
+
+def list_audit(
+    session: Session, *, entity: str | None = None, before_id: int | None = None, limit: int = 100
+) -> list[AuditPublic]:
+    """Audit entries, newest first.
+
+    Parameters
+    ----------
+    entity : str, optional
+        Only entries about this kind of entity (``"guardrails"``, ``"api_key"``, ...).
+    before_id : int, optional
+        Page: only entries older than this id.
+    limit : int
+        At most this many entries.
+    """
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if entity is not None:
+        query = query.where(AuditEntry.entity == entity)
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+    return [AuditPublic.model_validate(e, from_attributes=True) for e in session.scalars(query)]

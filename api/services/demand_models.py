@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +25,9 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import read_only
+from api.errors import Conflict, NotFound
 from api.orm import AppliedDecision, Decision, ModelPrior, ModelSnapshot, Outcome, Product, utcnow
+from api.schemas.demand_models import Elasticity, ModelPublic
 from api.services.context import current_schema
 from pricing.cells import CellRecord, Cells
 from pricing.context import ContextSchema
@@ -35,8 +39,12 @@ __all__ = [
     "UpdateResult",
     "apply_new_outcomes",
     "current_snapshot",
+    "elasticities",
+    "get_model",
+    "list_models",
     "load_cells",
     "load_posterior",
+    "netcdf",
     "refit",
 ]
 
@@ -329,3 +337,67 @@ def apply_new_outcomes(
         row.weights_updated_at = utcnow()
         session.add_all([AppliedDecision(snapshot_id=row.id, decision_id=r[0]) for r in rows])
         return UpdateResult(row.id, len(rows), updated.ess, updated.n_draws)
+
+
+# --------------------------------------------------------------------------- reading fits
+def _public(row: ModelSnapshot, serving_id: int | None) -> ModelPublic:
+    return ModelPublic(
+        version=row.id, status=row.status, serving=row.id == serving_id, created_at=row.created_at,
+        method=row.method, approximate=row.approximate, config_hash=row.config_hash,
+        data_watermark=row.data_watermark, n_cells=row.n_cells, n_trials=row.n_trials,
+        n_conversions=row.n_conversions, diagnostics=row.diagnostics, message=row.message,
+        ess=row.ess, applied_outcomes=row.applied_outcomes, weights_updated_at=row.weights_updated_at,
+    )  # fmt: skip
+
+
+def _snapshot(session: Session, version: int) -> ModelSnapshot:
+    row = session.get(ModelSnapshot, version)
+    if row is None:
+        raise NotFound(["path", "version"], f"unknown model version {version}")
+    return row
+
+
+def _published(session: Session, version: int) -> ModelSnapshot:
+    row = _snapshot(session, version)
+    if row.status != PUBLISHED:
+        raise Conflict(
+            ["path", "version"],
+            f"model version {version} was {row.status}: {row.message}",
+            "not_published",
+        )
+    return row
+
+
+def list_models(session: Session, limit: int = 50) -> list[ModelPublic]:
+    """Fits newest first, published and rejected; ``serving`` marks the live one."""
+    serving = current_snapshot(session)
+    rows = session.scalars(select(ModelSnapshot).order_by(ModelSnapshot.id.desc()).limit(limit))
+    return [_public(r, serving.id if serving else None) for r in rows]
+
+
+def get_model(session: Session, version: int) -> ModelPublic:
+    """One fit (:class:`NotFound` naming ``version``)."""
+    serving = current_snapshot(session)
+    return _public(_snapshot(session, version), serving.id if serving else None)
+
+
+def elasticities(session: Session, version: int) -> list[Elasticity]:
+    """Per segment × category of a published fit: weighted posterior mean and 90 % interval
+    of the price coefficient b (:class:`Conflict` for a rejected fit)."""
+    posterior = load_posterior(_published(session, version))
+    out = []
+    for segment, category in posterior.pairs:
+        summary = posterior.elasticity_summary(segment, category, 0.9)
+        out.append(Elasticity(segment=segment, category=category, mean=summary["mean"],
+                              lower_90=summary["lower"], upper_90=summary["upper"]))  # fmt: skip
+    return out
+
+
+def netcdf(session: Session, version: int) -> bytes:
+    """A published fit's draws as ArviZ InferenceData, serialized to NetCDF (bytes)."""
+    idata = load_posterior(_published(session, version)).to_inference_data()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "posterior.nc")
+        idata.to_netcdf(path)
+        with open(path, "rb") as handle:
+            return handle.read()
