@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from api.db import make_engine, make_session_factory, read_only
 from api.deps import AppState
 from api.error_handlers import install_error_handlers
-from api.hot.promotions import sweep
+from api.hot.offer_book import sweep
 from api.hot.refresher import Every, OutcomeFeed, Refresher
 from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import Forbidden, Unauthenticated
 from api.hot.catalog import CatalogCache
+from api.hot.offer_book import PromotionBook
 from api.hot.prices import PriceAggregates
-from api.hot.promotions import PromotionBook
 from api.hot.sticky import StickyMap
 from api.metrics import Metrics
 from api.posterior_cache import PosteriorCache

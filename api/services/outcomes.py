@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, FieldProblem, Invalid, NotFound
 from api.orm import Decision, Outcome, utcnow
 from api.schemas.outcomes import BatchItemResult, OutcomeBatchOut, OutcomeIn, OutcomePublic
-from api.services.promotions import outcome_discount, settle_many
+from api.services.promotion_settlement import outcome_discount, settle_many
 from pricing.money import MoneyError, from_minor, to_minor
 
 __all__ = [

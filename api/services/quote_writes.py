@@ -26,8 +26,8 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from api.hot.offer_book import adjust_customer_usage
 from api.hot.prices import upsert_daily_prices
-from api.hot.promotions import adjust_customer_usage
 from api.orm import (
     Decision,
     DecisionAssignment,

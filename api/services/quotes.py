@@ -33,8 +33,8 @@ from starlette.concurrency import run_in_threadpool
 from api.cache import TTLCache
 from api.errors import FieldProblem, Invalid
 from api.hot.catalog import CatalogCache
+from api.hot.offer_book import LeaseSpend, PromotionBook, period_key
 from api.hot.prices import PriceAggregates
-from api.hot.promotions import LeaseSpend, PromotionBook, period_key
 from api.hot.sticky import StickyMap, load_customer
 from api.orm import utcnow
 from api.schemas.quotes import QuoteLinePublic, QuoteRequest, QuoteResponse
