@@ -6,14 +6,32 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from api.schemas.common import Money
+from api.schemas.common import EXAMPLE_DECISION, Money
 from api.schemas.outcomes import OutcomePublic
+
+#: One logged decision of the demo (an engine price, no promotion, outcome not yet reported).
+EXAMPLE_DECISION_ROW: dict[str, Any] = {
+    "id": EXAMPLE_DECISION, "quote_id": "0c6f3a2e-1b4d-4e8a-9f70-2d5c8b1a6e93", "line_no": 0,
+    "created_at": "2026-12-01T09:00:00Z", "expires_at": "2026-12-01T09:15:00Z",
+    "customer_id": "cust-42", "segment": "loyalty", "sku": "COF-001", "quantity": 1,
+    "currency": "USD", "list_price": "18.99", "price": "17.99", "unit_cost": "9.50",
+    "promotion": None, "promotion_version": None, "discount": "0.00", "promotion_cost": "0.00",
+    "promotion_reserved": "0.00", "channel": "web", "context_key": "", "outcome_deadline": None,
+    "settled": False, "redeemed": False, "propensity": 0.41, "personalized": True,
+    "policy": "thompson", "model_version": "3", "experiment_variant": None,
+    "jurisdiction": "US-CA", "context": {},
+    "guardrail_trail": {"reasons": ["thompson"], "fallback": False, "guardrail_version": 2,
+                        "candidates": 8, "anchor_price_minor": 1799},
+    "outcome": None,
+}  # fmt: skip
 
 
 class DecisionPublic(BaseModel):
     """A logged decision and, once reported, its outcome."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DECISION_ROW]})
 
     id: uuid.UUID
     quote_id: uuid.UUID
@@ -28,29 +46,34 @@ class DecisionPublic(BaseModel):
     list_price: Money
     price: Money
     unit_cost: Money
-    promotion: str | None
-    promotion_version: int | None
+    promotion: str | None = None
+    promotion_version: int | None = None
     discount: Money
     promotion_cost: Money
     promotion_reserved: Money
-    channel: str | None
+    channel: str | None = None
     context_key: str
-    outcome_deadline: datetime | None
+    outcome_deadline: datetime | None = None
     settled: bool
     redeemed: bool
     propensity: float
     personalized: bool
     policy: str
-    model_version: str | None
-    experiment_variant: str | None
-    jurisdiction: str | None
+    model_version: str | None = None
+    experiment_variant: str | None = None
+    jurisdiction: str | None = None
     context: dict[str, Any]
     guardrail_trail: dict[str, Any]
-    outcome: OutcomePublic | None
+    outcome: OutcomePublic | None = None
 
 
 class DecisionPage(BaseModel):
     """Decisions oldest first; pass ``next_after`` as ``after`` for the next page."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "items": [EXAMPLE_DECISION_ROW],
+        "next_after": "MjAyNi0xMi0wMVQwOTowMDowMCswMDowMHw1YjBmNmMxZS04ZDJhLTRjMWItOWE1Ny0zZjJlMWQwYzliOGE=",
+    }]})  # fmt: skip
 
     items: list[DecisionPublic]
     next_after: str | None

@@ -135,6 +135,29 @@ class ResultsOut(BaseModel):
     - unit cost x units - promotion cost borne).
     """
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "key": "pricing-2026-12", "status": "running", "currency": "USD", "baseline": "control",
+        "credible_level": 0.95,
+        "variants": [
+            {"name": "control", "policy": "control", "allocation": 0.5, "holdout": True,
+             "visitors": 1204, "conversions": 138, "currency": "USD", "revenue": "2620.62",
+             "profit": "1177.42", "conversion_rate": 0.1146, "revenue_per_visitor": "2.1766",
+             "profit_per_visitor": "0.9779"},
+            {"name": "engine", "policy": "engine", "allocation": 0.5, "holdout": False,
+             "visitors": 1189, "conversions": 149, "currency": "USD", "revenue": "2711.51",
+             "profit": "1295.01", "conversion_rate": 0.1253, "revenue_per_visitor": "2.2805",
+             "profit_per_visitor": "1.0892"},
+        ],
+        "lifts": [{"variant": "engine", "metric": "profit_per_visitor", "estimate": 0.114,
+                   "se": 0.061, "lower": -0.006, "upper": 0.233, "prob_better": 0.969,
+                   "expected_loss": 0.0012, "expected_loss_control": 0.0981, "message": ""}],
+        "srm": {"flagged": False, "p_value": 0.81, "statistic": 0.06, "dof": 1, "message": ""},
+        "do_no_harm": [{"variant": "engine", "metric": "conversion_rate",
+                        "max_relative_drop": 0.05, "status": "ok", "probability": 0.99,
+                        "message": ""}],
+        "messages": [],
+    }]})  # fmt: skip
+
     key: str
     status: str
     currency: str | None

@@ -143,6 +143,25 @@ class PreviewLine(BaseModel):
 class PreviewOut(BaseModel):
     """Preview of a proposal under the current posterior; nothing is activated."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model_version": 3, "epsilon": 0.05,
+        "lines": [{
+            "segment": "loyalty", "sku": "COF-001", "currency": "USD",
+            "prices": ["15.99", "16.99", "17.99", "18.99"],
+            "probabilities": [0.0125, 0.2875, 0.6875, 0.0125],
+            "binding": {"low": ["sku:COF-001.floor"], "high": ["list_price"]}, "personalized": True,
+            "expected_conversion": 0.121, "expected_profit_per_visitor": "0.97",
+        }],
+        "what_if": {
+            "rounds": 5000, "currency": "USD", "logged_profit_per_decision": 0.91,
+            "proposed": [{"estimator": "snips", "value": 0.95, "lower": 0.88, "upper": 1.02,
+                          "ess": 1210.4, "max_weight": 6.2, "warnings": []}],
+            "current": [{"estimator": "snips", "value": 0.92, "lower": 0.86, "upper": 0.98,
+                         "ess": 1388.0, "max_weight": 5.1, "warnings": []}],
+            "message": "",
+        },
+    }]})  # fmt: skip
+
     model_version: int | None
     epsilon: float
     lines: list[PreviewLine]

@@ -65,7 +65,8 @@ def test_every_example_in_the_schema_validates(demo):
     assert {"QuoteRequest", "QuoteResponse", "OutcomeIn", "OutcomeBatchIn", "ProductIn",
             "GuardrailSetIn", "PromotionIn", "ExperimentIn", "SegmentIn", "KeyCreate"} <= named  # fmt: skip
     assert {"OutcomePublic", "OutcomeBatchOut", "ProductPublic", "ProductPage", "SegmentPublic",
-            "KeyCreated", "GuardrailsPublic", "PromotionPublic", "ImportResult"} <= named  # fmt: skip
+            "KeyCreated", "GuardrailsPublic", "PromotionPublic", "ImportResult", "ResultsOut",
+            "PreviewOut", "DecisionPage", "DecisionPublic", "ModelPublic", "Elasticity"} <= named  # fmt: skip
     for path, schema in found:
         root = {"components": document["components"], **{k: v for k, v in schema.items() if k != "examples"}}
         validator = jsonschema.Draft202012Validator(root)
