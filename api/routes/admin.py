@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from api.deps import SessionDep, StateDep, require
 from api.schemas.admin import AuditPublic, KeyCreate, KeyCreated, KeyPublic
+from api.schemas.common import MAX_ROW_ID
 from api.security import Principal, Role
 from api.services import audit, keys
 
@@ -42,7 +43,7 @@ def audit_log(
     _: Admin,
     entity: Annotated[str | None, Query(max_length=32)] = None,
     before_id: Annotated[
-        int | None, Query(ge=1, description="page: entries older than this id")
+        int | None, Query(ge=1, le=MAX_ROW_ID, description="page: entries older than this id")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditPublic]:

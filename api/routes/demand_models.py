@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import SessionDep, require
+from api.schemas.common import MAX_VERSION
 from api.schemas.demand_models import Elasticity, ModelPublic
 from api.security import Principal, Role
 from api.services import demand_models
 
+Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="model version")]
 router = APIRouter(prefix="/v1", tags=["analyst"])
 Analyst = Annotated[Principal, Depends(require(Role.ANALYST, Role.MERCHANDISER))]
 
@@ -24,13 +26,13 @@ def list_models(
 
 
 @router.get("/models/{version}", response_model=ModelPublic)
-def get_model(version: int, session: SessionDep, _: Analyst) -> ModelPublic:
+def get_model(version: Version, session: SessionDep, _: Analyst) -> ModelPublic:
     """One fit."""
     return demand_models.get_model(session, version)
 
 
 @router.get("/models/{version}/elasticities", response_model=list[Elasticity])
-def elasticities(version: int, session: SessionDep, _: Analyst) -> list[Elasticity]:
+def elasticities(version: Version, session: SessionDep, _: Analyst) -> list[Elasticity]:
     """Per segment × category: weighted posterior mean and 90% interval of b."""
     return demand_models.elasticities(session, version)
 
@@ -40,7 +42,7 @@ def elasticities(version: int, session: SessionDep, _: Analyst) -> list[Elastici
     response_class=Response,
     responses={200: {"content": {"application/x-netcdf": {}}}},
 )
-def export_netcdf(version: int, session: SessionDep, _: Analyst) -> Response:
+def export_netcdf(version: Version, session: SessionDep, _: Analyst) -> Response:
     """The snapshot's draws as ArviZ InferenceData in NetCDF."""
     return Response(
         demand_models.netcdf(session, version),

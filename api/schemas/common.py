@@ -15,6 +15,11 @@ from pydantic import (
 
 from pricing.money import CURRENCY_EXPONENTS, MoneyError, parse_amount
 
+#: Largest id the database stores (a signed 64-bit integer): a larger one is a 422, not a 500.
+MAX_ROW_ID = 2**63 - 1
+#: Largest version number (model, guardrail and context schema versions are 32-bit) and the
+#: largest count limit a promotion may declare.
+MAX_VERSION = 2**31 - 1
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
 
 
@@ -71,3 +76,7 @@ class StrictBody(BaseModel):
 
 
 Name = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+
+
+#: A stored version number (guardrails, demand models): 1 .. 2**31 - 1.
+VersionId = Annotated[int, Field(ge=1, le=MAX_VERSION)]

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from api.schemas.common import Money, Name
+from api.schemas.common import Money, Name, VersionId
 
 METRICS = ("conversion_rate", "revenue_per_visitor", "profit_per_visitor")
 Metric = Literal["conversion_rate", "revenue_per_visitor", "profit_per_visitor"]
@@ -21,7 +21,7 @@ class VariantIn(BaseModel):
     name: Name
     policy: Literal["control", "engine"]
     allocation: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    guardrail_version: Annotated[int, Field(ge=1)] | None = None
+    guardrail_version: VersionId | None = None
     exploration_epsilon: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     holdout: StrictBool = False
 

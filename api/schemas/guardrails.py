@@ -18,7 +18,9 @@ from pydantic import (
 
 from api.schemas.common import IDENTIFIER_PATTERN, Money, Name
 
-Fraction = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: A relative setting (0.2 = 20 %), at most 100 (10,000 %): a larger one would only overflow
+#: the price arithmetic, never change what is served.
+Fraction = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 
 
 class RuleIn(BaseModel):
@@ -42,7 +44,7 @@ class RuleIn(BaseModel):
     )
     step: Money | None = Field(default=None, description="price ladder step")
     exclude: StrictBool | None = None
-    segment_gap: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = Field(
+    segment_gap: Annotated[float, Field(ge=1, le=1000, allow_inf_nan=False)] | None = Field(
         default=None, description="largest highest/lowest price ratio between segments today"
     )
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from api.schemas.common import CurrencyCode, Money, Name
+from api.schemas.common import MAX_VERSION, CurrencyCode, Money, Name
 
 
 class EligibilityIn(BaseModel):
@@ -44,8 +44,8 @@ class PromotionIn(BaseModel):
     currency: CurrencyCode | None = None
     eligibility: EligibilityIn = Field(default_factory=EligibilityIn)
     budget: Money | None = None
-    redemption_cap: Annotated[StrictInt, Field(ge=1)] | None = None
-    per_customer_limit: Annotated[StrictInt, Field(ge=1)] | None = None
+    redemption_cap: Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)] | None = None
+    per_customer_limit: Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)] | None = None
     per_customer_period: Literal["day", "campaign"] = "campaign"
     exclusive: StrictBool = True
     active: StrictBool = True

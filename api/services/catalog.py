@@ -161,9 +161,17 @@ def parse_product_csv(text: str, *, max_rows: int) -> list[ProductImportItem]:
     ------
     Invalid
         Naming the row (1-based, header is row 1) and column of every bad value, or
-        the missing columns.
+        the missing columns; or the line at which the text stops being CSV at all
+        (a NUL byte, a stray carriage return, a field over the csv module's size limit).
     """
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _parse_rows(reader, max_rows=max_rows)
+    except csv.Error as exc:
+        raise Invalid(["body", f"line {reader.line_num}"], f"not valid CSV: {exc}") from None
+
+
+def _parse_rows(reader: csv.DictReader[str], *, max_rows: int) -> list[ProductImportItem]:
     columns = reader.fieldnames or []
     missing = [c for c in PRODUCT_CSV_COLUMNS if c not in columns]
     if missing:

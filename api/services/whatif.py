@@ -144,9 +144,13 @@ def what_if(
         return WhatIfOut(rounds=0, currency=None, logged_profit_per_decision=None, proposed=[],
                          current=[], message="no demand model is served yet: nothing to evaluate with")  # fmt: skip
     rows = _rows(session, limit)
-    if not rows:
-        return WhatIfOut(rounds=0, currency=None, logged_profit_per_decision=None, proposed=[],
-                         current=[], message="no logged personalized decisions with a known outcome yet")  # fmt: skip
+    if len(rows) < 2:
+        # An interval needs at least two rounds (what_if_rounds may be 1).
+        return WhatIfOut(
+            rounds=len(rows), currency=None, logged_profit_per_decision=None, proposed=[],
+            current=[], message="fewer than 2 logged personalized decisions with a known outcome: "
+            "nothing to estimate an interval from",
+        )  # fmt: skip
     currencies = {d.currency for d, _, _ in rows}
     schema = ContextSchema.from_dict(posterior.meta.get("context_schema"))
     new, logged = _estimates(rows, proposed, posterior, epsilon, n_prices, schema)
