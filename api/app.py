@@ -31,6 +31,7 @@ from api.routes import promotions as promotion_routes
 from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache
 from api.services.guardrails import GuardrailCache, rules_for_version
+from api.services.idempotency import IdempotencyStore
 from api.services.quotes import QuoteService
 from api.settings import Settings, get_settings
 from api.updater import Updater
@@ -136,6 +137,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         sticky=sticky,
         writer=writer,
         quotes=quote_service,
+        idempotency=IdempotencyStore(
+            reader.kw["bind"], ttl=timedelta(seconds=settings.idempotency_ttl_seconds)
+        ),
         policy_factory=variant_policy,
         metrics=Metrics(),
     )

@@ -25,6 +25,7 @@ from api.security import Principal, Role
 from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache, QuoteExperiment
 from api.services.guardrails import GuardrailCache
+from api.services.idempotency import IdempotencyStore
 from api.services.keys import authenticate
 from api.services.quotes import QuoteService
 from api.settings import Settings
@@ -55,6 +56,7 @@ class AppState:
     sticky: StickyMap
     writer: GroupWriter
     quotes: QuoteService
+    idempotency: IdempotencyStore
     #: Builds the engine's policy with a variant's overrides (guardrail version, epsilon).
     policy_factory: Callable[[int | None, float | None], PricePolicy] | None = None
     metrics: Metrics = field(default_factory=Metrics)

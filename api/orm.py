@@ -463,6 +463,30 @@ class SkuDailyPrices(Base):
     )
 
 
+class QuoteIdempotency(Base):
+    """The response of a quote made with an ``Idempotency-Key`` header, for its retries.
+
+    Written by the group writer in the transaction that logs the quote's decisions, so a
+    retry either finds the committed quote or makes it. Keys are scoped to the API key
+    that sent them and may be reused once ``expires_at`` has passed.
+    """
+
+    __tablename__ = "quote_idempotency"
+
+    scope: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    quote_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (
+        PrimaryKeyConstraint("scope", "key"),
+        Index("ix_quote_idempotency_expires", "expires_at"),
+    )
+
+
 class ContextSchemaVersion(Base):
     """Declared context features (:mod:`pricing.context`); the newest version applies."""
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         e.g. ``postgresql+psycopg://user@host:5432/pricing``.
     quote_ttl_seconds : int
         How long a quoted price stays valid (seconds).
+    idempotency_ttl_seconds : int
+        How long a quote's ``Idempotency-Key`` is remembered: a retry within it gets the
+        same quote back (s).
     max_quote_lines : int
         Upper bound on lines per quote request.
     max_outcome_batch : int
@@ -88,6 +91,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./pricing.db"
     quote_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
     max_quote_lines: int = Field(default=100, ge=1, le=1000)
     max_outcome_batch: int = Field(default=1000, ge=1, le=10000)
     max_import_rows: int = Field(default=50_000, ge=1)

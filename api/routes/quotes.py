@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep, require
 from api.errors import Conflict, Invalid, NotFound, Unavailable
 from api.schemas.outcomes import OutcomeBatchIn, OutcomeBatchOut, OutcomeIn, OutcomePublic
 from api.schemas.quotes import QuoteRequest, QuoteResponse
 from api.security import Principal, Role
+from api.services.idempotency import IDEMPOTENCY_HEADER
 from api.services.outcomes import OutcomeJob, batch_result, outcome_items, single_result
+from api.services.quote_writes import IdempotentReplayError
 from api.writer import WriteUnavailableError
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
@@ -25,18 +28,59 @@ def _unavailable(what: str) -> Unavailable:
     return Unavailable(f"{what} could not be committed; retry")
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_HEADER,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description=(
+            "Makes the request safe to retry: a quote made with this key (by the same API "
+            "key, within PRICING_IDEMPOTENCY_TTL_SECONDS, default 24 h) is returned again, "
+            "with the `Idempotent-Replayed: true` header, instead of a new one. Sending the "
+            "key with a different request is a 422. Printable ASCII, at most 255 characters; "
+            "a UUID per cart view is a good choice."
+        ),
+        examples=["c0a8f1e2-5b7d-4c8e-9f10-3a2b1c0d9e8f"],
+    ),
+]
+
+
+def _replayed(body: str) -> Response:
+    return Response(
+        body, status.HTTP_201_CREATED, media_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )  # fmt: skip
+
+
 @router.post(
     "/quotes",
     response_model=QuoteResponse,
     status_code=status.HTTP_201_CREATED,
-    responses=_UNAVAILABLE,
-)
-async def post_quote(body: QuoteRequest, state: StateDep, _: Checkout) -> Response:
+    responses={
+        201: {"description": "The quote (a replay of the stored one carries "
+                             "`Idempotent-Replayed: true`)"},
+        **_UNAVAILABLE,
+    },
+)  # fmt: skip
+async def post_quote(
+    body: QuoteRequest,
+    state: StateDep,
+    principal: Checkout,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Price every line of a cart; each line's decision is committed before the response."""
     if len(body.lines) > state.settings.max_quote_lines:
         raise Invalid(
             ["body", "lines"], f"at most {state.settings.max_quote_lines} lines per quote"
         )
+    claim = None
+    if idempotency_key is not None:
+        claim = state.idempotency.claim(str(principal.key_id), idempotency_key, body)
+        recent = state.idempotency.recent(claim)
+        if recent is not None:
+            return _replayed(recent)
     experiment = state.experiments.for_unit(body.customer_id)
     try:
         quote = await state.quotes.create(
@@ -44,14 +88,21 @@ async def post_quote(body: QuoteRequest, state: StateDep, _: Checkout) -> Respon
             policy=state.policy_for(experiment),
             experiment=experiment,
             guardrail_version=state.guardrails.get()[0],
+            idempotency=claim,
         )
     except WriteUnavailableError:
         raise _unavailable("the quote") from None
+    except IdempotentReplayError:
+        assert claim is not None
+        return _replayed(await run_in_threadpool(state.idempotency.stored, claim))
     for line in quote.lines:
         state.metrics.decisions.labels(line.policy_name, str(line.personalized)).inc()
     # Serialized straight from the model the service built (and validated): FastAPI's
     # response_model pass would validate and encode it a second time.
-    return Response(quote.model_dump_json(), status.HTTP_201_CREATED, media_type="application/json")
+    encoded = quote.model_dump_json()
+    if claim is not None:
+        state.idempotency.remember(claim, encoded)
+    return Response(encoded, status.HTTP_201_CREATED, media_type="application/json")
 
 
 @router.post(

@@ -3,6 +3,9 @@
 A :class:`QuoteJob` carries the decision rows of one quote, its experiment rows, its
 offers and its price observations. :meth:`QuoteJob.write_batch` writes a whole batch:
 
+0. idempotency keys: one conditional insert for the batch's keys (a key already taken
+   by a committed quote marks its job **replayed**: it writes nothing and its request
+   returns the stored quote);
 1. per-customer limits: one conditional upsert per offer
    (``used = used + 1 WHERE used + 1 <= limit``); a quote whose claim fails is
    **rejected** alone (its other claims undone) and re-decided by its request without
@@ -36,10 +39,37 @@ from api.orm import (
     PromotionCustomerUsage,
     PromotionLease,
     PromotionUsage,
+    QuoteIdempotency,
 )
 from pricing.daily_prices import DayPrices, PriceBook
 
-__all__ = ["OfferClaim", "OfferRejectedError", "QuoteJob", "StickyConflictError"]
+__all__ = [
+    "IdempotencyClaim",
+    "IdempotentReplayError",
+    "OfferClaim",
+    "OfferRejectedError",
+    "QuoteJob",
+    "StickyConflictError",
+]
+
+
+class IdempotentReplayError(Exception):
+    """A committed quote already holds this job's idempotency key: return that quote."""
+
+    def __init__(self, scope: str, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} is already used")
+        self.scope = scope
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A quote's ``Idempotency-Key``: scoped to the API key, with the request's hash."""
+
+    scope: str
+    key: str
+    request_hash: str
+    expires_at: datetime
 
 
 class StickyConflictError(Exception):
@@ -91,6 +121,8 @@ class QuoteJob:
     #: (customer, SKU) pairs decided afresh that this worker's sticky map could not vouch
     #: for: the writer checks them against the log inside its transaction.
     unverified: list[tuple[str, str]] = field(default_factory=list)
+    idempotency: IdempotencyClaim | None = None
+    replayed: bool = False
     rejected: set[str] = field(default_factory=set)
     rejected_limits: set[str] = field(default_factory=set)
     sticky_conflicts: set[str] = field(default_factory=set)
@@ -104,18 +136,23 @@ class QuoteJob:
 
     def reset(self) -> None:
         """Forget what a rolled-back attempt decided (the writer calls it before each)."""
+        self.replayed = False
         self.rejected.clear()
         self.rejected_limits.clear()
         self.sticky_conflicts.clear()
 
     @property
     def refused(self) -> bool:
-        """The job wrote nothing and its request must decide again."""
-        return bool(self.rejected or self.sticky_conflicts)
+        """The job wrote nothing: its request decides again or returns the stored quote."""
+        return bool(self.replayed or self.rejected or self.sticky_conflicts)
 
     def result(self) -> Any:
         """The response, or the error that makes the request decide again
-        (:class:`StickyConflictError`, :class:`OfferRejectedError`)."""
+        (:class:`StickyConflictError`, :class:`OfferRejectedError`) or return the quote
+        already stored under its idempotency key (:class:`IdempotentReplayError`)."""
+        if self.replayed:
+            assert self.idempotency is not None
+            raise IdempotentReplayError(self.idempotency.scope, self.idempotency.key)
         if self.sticky_conflicts:
             raise StickyConflictError(self.sticky_conflicts)
         if self.rejected:
@@ -144,12 +181,14 @@ class QuoteJob:
         now = max(j.now for j in batch)
         dialect = session.get_bind().dialect.name
         module: Any = postgresql if dialect == "postgresql" else sqlite
-        _check_sticky(session, batch)
+        claimed = _claim_idempotency(session, module, batch, now)
+        _check_sticky(session, [j for j in batch if not j.replayed])
         for job in batch:
-            if not job.sticky_conflicts:
+            if not job.refused:
                 _claim_customer_limits(session, module, job)
         _use_leases(session, [j for j in batch if not j.refused])
         accepted = [j for j in batch if not j.refused]
+        _release_idempotency(session, [j for j in claimed if j.refused])
         connection = session.connection()  # Core executemany: no ORM bulk machinery
         decisions = [row for j in accepted for row in j.decisions]
         if decisions:
@@ -178,6 +217,62 @@ class QuoteJob:
 
 
 _DECISIONS = insert(Decision.__table__)  # type: ignore[arg-type]
+_IDEMPOTENCY = QuoteIdempotency.__table__.c
+
+
+def _claim_idempotency(
+    session: Session, module: Any, jobs: list[QuoteJob], now: datetime
+) -> list[QuoteJob]:
+    """Take the batch's idempotency keys; the jobs whose key is held are replayed.
+
+    One insert for the batch: a key held by a committed, unexpired quote is left alone
+    (on PostgreSQL a key another worker is committing waits for that commit) and its job
+    marked replayed; an expired key is taken over. Two jobs of one batch with one key:
+    the first writes, the second replays it. Returns the jobs that took their key.
+    """
+    keyed: dict[tuple[str, str], QuoteJob] = {}
+    for job in jobs:
+        claim = job.idempotency
+        if claim is None:
+            continue
+        slot = (claim.scope, claim.key)
+        if slot in keyed:
+            job.replayed = True
+        else:
+            keyed[slot] = job
+    if not keyed:
+        return []
+    rows = [
+        {"scope": c.scope, "key": c.key, "request_hash": c.request_hash,
+         "quote_id": job.response.quote_id, "response": job.response.model_dump_json(),
+         "created_at": now, "expires_at": c.expires_at}
+        for job in keyed.values() if (c := job.idempotency) is not None
+    ]  # fmt: skip
+    table = QuoteIdempotency.__table__
+    statement = module.insert(table).values(sorted(rows, key=lambda r: (r["scope"], r["key"])))
+    statement = statement.on_conflict_do_update(
+        index_elements=["scope", "key"],
+        set_={name: statement.excluded[name] for name in
+              ("request_hash", "quote_id", "response", "created_at", "expires_at")},
+        where=_IDEMPOTENCY.expires_at <= statement.excluded.created_at,
+    ).returning(_IDEMPOTENCY.scope, _IDEMPOTENCY.key)  # fmt: skip
+    taken = {(scope, key) for scope, key in session.connection().execute(statement)}
+    for slot, job in keyed.items():
+        if slot not in taken:
+            job.replayed = True
+    return [job for slot, job in keyed.items() if slot in taken]
+
+
+def _release_idempotency(session: Session, jobs: list[QuoteJob]) -> None:
+    """Give back the keys of jobs refused after they took them (they decide again)."""
+    for job in jobs:
+        claim = job.idempotency
+        assert claim is not None
+        session.connection().execute(
+            QuoteIdempotency.__table__.delete().where(  # type: ignore[attr-defined]
+                _IDEMPOTENCY.scope == claim.scope, _IDEMPOTENCY.key == claim.key
+            )
+        )
 _OPEN_DECISIONS = (
     select(Decision.customer_id, Decision.sku, Decision.expires_at)
     .outerjoin(Outcome, Outcome.decision_id == Decision.id)

@@ -40,6 +40,7 @@ from api.orm import utcnow
 from api.schemas.quotes import QuoteLinePublic, QuoteRequest, QuoteResponse
 from api.services.experiments import QuoteExperiment
 from api.services.quote_writes import (
+    IdempotencyClaim,
     OfferClaim,
     OfferRejectedError,
     QuoteJob,
@@ -418,6 +419,7 @@ class QuoteService:
         policy: PricePolicy,
         experiment: QuoteExperiment | None = None,
         guardrail_version: int | None = None,
+        idempotency: IdempotencyClaim | None = None,
     ) -> QuoteResponse:
         """Price and log a cart; returns once its decisions are committed.
 
@@ -427,11 +429,14 @@ class QuoteService:
             Naming ``segment`` or ``lines[i].sku``.
         WriteUnavailableError
             The decisions could not be committed; nothing was stored.
+        IdempotentReplayError
+            A committed quote holds ``idempotency``'s key (nothing was written).
         """
         cart = self.load(request, experiment)
         attempts = self._attempts(cart, policy, experiment, guardrail_version)
         job = next(attempts)
         while True:
+            job.idempotency = idempotency
             try:
                 response: QuoteResponse = await self.writer.write_async(job)
                 return response
