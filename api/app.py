@@ -31,7 +31,7 @@ from api.routes import promotions as promotion_routes
 from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache
 from api.services.guardrails import GuardrailCache, rules_for_version
-from api.services.idempotency import IdempotencyStore
+from api.services.idempotency import IdempotencyStore, purge_expired
 from api.services.quotes import QuoteService
 from api.settings import Settings, get_settings
 from api.updater import Updater
@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
                 "promotions": promotions.refresh,
                 "outcomes": OutcomeFeed(reader, sticky.mark_reported),
                 "sweep": Every(settings.sweep_seconds, lambda: sweep(sessions)),
+                "idempotency": Every(60.0, lambda: purge_expired(sessions)),
             },
             interval=settings.refresh_seconds,
         )

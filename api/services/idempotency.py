@@ -18,14 +18,15 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Invalid
 from api.orm import QuoteIdempotency, utcnow
 from api.schemas.quotes import QuoteRequest
 from api.services.quote_writes import IdempotencyClaim
 
-__all__ = ["IDEMPOTENCY_HEADER", "IdempotencyStore"]
+__all__ = ["IDEMPOTENCY_HEADER", "IdempotencyStore", "purge_expired"]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _WHERE = ["header", IDEMPOTENCY_HEADER]
@@ -116,3 +117,35 @@ class IdempotencyStore:
         self._check(claim, row.request_hash)
         self.remember(claim, row.response, row.expires_at)
         return str(row.response)
+
+
+def purge_expired(
+    sessions: sessionmaker[Session], now: datetime | None = None, *, limit: int = 5000
+) -> int:
+    """Delete up to ``limit`` expired keys (one short transaction; run it periodically).
+
+    Parameters
+    ----------
+    sessions : sessionmaker
+        Writable sessions.
+    now : datetime, optional
+        Defaults to the current UTC time.
+    limit : int
+        Most rows deleted in one call, so the transaction stays short.
+
+    Returns
+    -------
+    int
+        Rows deleted.
+    """
+    table = QuoteIdempotency
+    expired = (
+        select(table.scope, table.key)
+        .where(table.expires_at <= (now or utcnow()))
+        .limit(limit)
+    )
+    with sessions() as session, session.begin():
+        result: Any = session.execute(
+            delete(table).where(tuple_(table.scope, table.key).in_(expired))
+        )
+        return int(result.rowcount or 0)

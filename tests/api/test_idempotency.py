@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from api.app import create_app
 from api.orm import Decision, QuoteIdempotency, utcnow
 from api.security import Role
+from api.services.idempotency import purge_expired
 from api.services.keys import create_key
 from api.settings import load_settings
 
@@ -150,3 +151,17 @@ def test_a_quote_decided_again_keeps_its_key_for_the_quote_that_was_logged(
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == second.json()
     assert _decisions(sessions) == 1
+
+
+def test_expired_keys_are_purged_in_bounded_passes(catalog, sessions):
+    for n in range(3):
+        _quote(catalog, f"purge-{n}", {**BODY, "customer_id": f"p-{n}"})
+    with sessions() as session, session.begin():
+        session.execute(update(QuoteIdempotency).where(QuoteIdempotency.key != "purge-2")
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))  # fmt: skip
+    assert purge_expired(sessions, limit=1) == 1
+    assert purge_expired(sessions) == 1
+    assert purge_expired(sessions) == 0
+    with sessions() as session:
+        assert session.scalars(select(QuoteIdempotency.key)).all() == ["purge-2"]
+    assert _decisions(sessions) == 6  # the decisions stay: only the retry memory goes
