@@ -34,7 +34,7 @@ from api.services.guardrails import GuardrailCache, rules_for_version
 from api.services.idempotency import IdempotencyStore, purge_expired
 from api.services.quotes import QuoteService
 from api.settings import Settings, get_settings
-from api.updater import Updater
+from api.updater import UpdaterProcess
 from pricing import __version__
 from pricing.policy import ListPricePolicy, PricePolicy, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
@@ -143,17 +143,10 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         policy_factory=variant_policy,
         metrics=Metrics(),
     )
-    updater = (
-        Updater(
-            sessions,
-            interval=settings.updater_interval_seconds,
-            ess_fraction=settings.refit_ess_fraction,
-            refit_every=timedelta(seconds=settings.refit_every_seconds),
-            sampler_config={"method": settings.fit_method},
-            missing_outcome=settings.missing_outcome,
-        )
-        if settings.run_updater
-        else None
+    # The updater runs in its own process (a refit loads PyMC and takes the CPU for
+    # minutes): this process never imports PyMC.
+    updater: UpdaterProcess | None = (
+        UpdaterProcess(settings) if settings.run_updater else None
     )
 
     @asynccontextmanager

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import csv
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ Dynamic pricing and promotion engine: serve quotes, learn from outcomes, manage 
 
 commands:
   serve            run the HTTP service
-  worker           run the updater: online posterior updates and refits (own process)
+  worker           run the background jobs: online posterior updates and refits
+                   (PostgreSQL: a queue worker, any number of them; SQLite: in-process)
   migrate          migrate the database to the latest schema
   seed-demo        demo catalog, promotions, guardrails and API keys (kept between runs)
   create-key       create an API key and print it once
@@ -60,9 +62,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring the database to the latest migration."""
     settings = _settings(args)
     engine = make_engine(settings.database_url)
-    upgrade(engine)
+    installed = upgrade(engine)
     print(migration_state(engine).describe())
+    if engine.dialect.name == "postgresql":
+        print("job queue (procrastinate): " + ("installed" if installed else "present"))
     engine.dispose()
+    return 0
+
+
+def _defer(args: argparse.Namespace, task: str, **kwargs: Any) -> int:
+    """Queue a job for the workers (PostgreSQL) and print its id."""
+    settings = _settings(args)
+    if not settings.database_url.startswith("postgresql"):
+        print("error: --queue needs PostgreSQL; on SQLite run the command without it",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from api.queue import defer
+
+    job = defer(settings, task, **kwargs)
+    if job is None:
+        print(f"{task}: a job is already waiting; not queued again")
+    else:
+        print(f"{task}: queued as job {job}; a `pricing-engine worker` runs it")
     return 0
 
 
@@ -79,16 +100,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     # Workers re-read settings from the environment: pass overrides through it.
     os.environ["PRICING_DATABASE_URL"] = settings.database_url
-    if args.updater:
-        os.environ["PRICING_RUN_UPDATER"] = "true"
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-    )
+    # One updater for all API workers, in its own process (it alone imports PyMC).
+    updater = None
+    if args.updater or settings.run_updater:
+        from api.updater import UpdaterProcess
+
+        updater = UpdaterProcess(settings)
+        updater.start()
+    os.environ["PRICING_RUN_UPDATER"] = "false"
+    try:
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+        )
+    finally:
+        if updater is not None:
+            updater.stop()
     return 0
 
 
@@ -139,23 +170,15 @@ def _seed_demo_promotions(sessions: Any) -> None:
 
 def cmd_export_feedback(args: argparse.Namespace) -> int:
     """Write the decision log as OBP bandit feedback: OUT/feedback.npz and OUT/feedback.json."""
-    import json
     from pathlib import Path
 
-    import numpy as np
+    if args.queue:
+        return _defer(args, "pricing.export_feedback", directory=str(Path(args.out).resolve()))
+    from api.services.feedback import write_feedback
 
-    from api.db import read_only
-    from api.services.feedback import bandit_feedback
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with read_only(_sessions(args))() as session:
-        arrays, metadata = bandit_feedback(session)
-    np.savez_compressed(out / "feedback.npz", **arrays)  # type: ignore[arg-type]
-    (out / "feedback.json").write_text(json.dumps(metadata, indent=2))
-    print(
-        f"{metadata['n_rounds']} rounds, {metadata['n_actions']} actions -> {out}/feedback.npz, feedback.json"
-    )
+    written = write_feedback(_sessions(args), Path(args.out))
+    print(f"{written['n_rounds']} rounds, {written['n_actions']} actions -> "
+          f"{args.out}/feedback.npz, feedback.json")  # fmt: skip
     return 0
 
 
@@ -330,6 +353,8 @@ def _sessions(args: argparse.Namespace) -> Any:
 
 def cmd_refit(args: argparse.Namespace) -> int:
     """Fit the demand model now, print diagnostics, publish if it passes the gate."""
+    if args.queue:
+        return _defer(args, "pricing.refit", force=True)
     from api.services.demand_models import refit
 
     sessions = _sessions(args)
@@ -361,18 +386,33 @@ def cmd_refit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run the updater: online reweighting as outcomes arrive, refits when due."""
+    """Run the background jobs: online reweighting as outcomes arrive, refits when due.
+
+    PostgreSQL: a procrastinate queue worker (any number, on any machines, share the
+    jobs). SQLite: the same job functions in this process, on a timer.
+    """
+    settings = _settings(args)
+    if settings.database_url.startswith("postgresql"):
+        from api.queue import run_worker
+
+        print(f"queue worker running ({settings.queue_concurrency} jobs at once); "
+              "SIGTERM or Ctrl-C stops it after the running jobs", flush=True)  # fmt: skip
+        try:
+            run_worker(settings, name=args.name, wait=not args.once)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from datetime import timedelta
 
     from api.updater import Updater
 
-    settings = _settings(args)
     updater = Updater(
         _sessions(args),
         interval=settings.updater_interval_seconds,
         ess_fraction=settings.refit_ess_fraction,
         refit_every=timedelta(seconds=settings.refit_every_seconds),
-        sampler_config={"method": settings.fit_method},
+        sampler_config=settings.sampler_config(),
         missing_outcome=settings.missing_outcome,
     )
     if args.once:
@@ -386,6 +426,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             )
         return 0
     print("updater running; Ctrl-C stops it", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: updater.stop_soon())
     with contextlib.suppress(KeyboardInterrupt):
         updater.run_forever()
     return 0
@@ -397,6 +438,9 @@ def cmd_import_history(args: argparse.Namespace) -> int:
 
     from api.services.history_import import HistoryError, import_history
 
+    if args.queue:
+        return _defer(args, "pricing.import_history", path=str(Path(args.file).resolve()),
+                      elasticity=args.elasticity, dry_run=args.dry_run)  # fmt: skip
     sessions = _sessions(args)
     try:
         result = import_history(
@@ -426,6 +470,9 @@ def cmd_import_history(args: argparse.Namespace) -> int:
         print("warning: diagnostics below the publication thresholds; treat the summary with care")
     print(result.note)
     return 0
+
+
+_QUEUE_HELP = "queue it as a job for the workers instead (PostgreSQL; paths must be visible to them)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,9 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     refit_p.add_argument("--tune", type=int)
     refit_p.add_argument("--chains", type=int)
     refit_p.add_argument("--quiet", action="store_true", help="no progress bar")
+    refit_p.add_argument("--queue", action="store_true", help=_QUEUE_HELP)
     refit_p.set_defaults(func=cmd_refit)
-    worker = add("worker", "run the updater (online posterior updates, refits)")
-    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker = add("worker", "run the background jobs (online posterior updates, refits)")
+    worker.add_argument(
+        "--once", action="store_true", help="run what is due, then exit (PostgreSQL: until idle)"
+    )
+    worker.add_argument("--name", help="worker name in the queue's logs (PostgreSQL)")
     worker.set_defaults(func=cmd_worker)
     history = add(
         "import-history", "fit price elasticities to sales history (CSV) and use them as priors"
@@ -487,9 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--elasticity", choices=["pooled", "hierarchical"], default="pooled")
     history.add_argument("--dry-run", action="store_true", help="fit and print, store nothing")
     history.add_argument("--quiet", action="store_true", help="no progress bar")
+    history.add_argument("--queue", action="store_true", help=_QUEUE_HELP)
     history.set_defaults(func=cmd_import_history)
     export = add("export-feedback", "write the decision log as OBP bandit feedback (NPZ + JSON)")
     export.add_argument("out", help="output directory")
+    export.add_argument("--queue", action="store_true", help=_QUEUE_HELP)
     export.set_defaults(func=cmd_export_feedback)
     return parser
 

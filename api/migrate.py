@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 __all__ = ["MigrationState", "alembic_config", "migration_state", "upgrade"]
 
@@ -26,12 +27,55 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database behind ``engine`` to ``revision`` (default: the latest)."""
+def upgrade(engine: Engine, revision: str = "head") -> bool:
+    """Migrate the database behind ``engine`` to ``revision`` (default: the latest).
+
+    On PostgreSQL this also installs the job queue's schema when it is missing
+    (:func:`ensure_queue_schema`); returns True when it did.
+    """
     config = alembic_config(engine)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+    return ensure_queue_schema(engine)
+
+
+#: A table of the job queue's schema (procrastinate): present once it is installed.
+QUEUE_TABLE = "procrastinate_jobs"
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's filter: the job queue's tables belong to procrastinate, not to our models."""
+    del reflected, compare_to
+    table = getattr(obj, "table", None)
+    owner = table.name if table is not None and type_ != "table" else name
+    return not (owner or "").startswith("procrastinate_")
+
+
+def ensure_queue_schema(engine: Engine) -> bool:
+    """Install the job queue's schema (procrastinate's) into a PostgreSQL database lacking it.
+
+    Returns True when it was installed now; False when it was there already or the
+    database is SQLite (which runs the jobs in-process and has no queue). The schema is
+    that of the installed procrastinate; upgrading procrastinate to a release with schema
+    changes means applying its migrations (``procrastinate schema --migrations``).
+    """
+    if engine.dialect.name != "postgresql":
+        return False
+    from procrastinate.schema import SchemaManager
+
+    with engine.begin() as connection:
+        # One installer at a time (two workers migrating at start-up).
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7291)")
+        if inspect(connection).has_table(QUEUE_TABLE):
+            return False
+        # Through the driver's cursor without parameters: the SQL holds literal % signs.
+        cursor = connection.connection.cursor()
+        cursor.execute(SchemaManager.get_schema())
+        cursor.close()
+    return True
 
 
 class MigrationState:

@@ -8,6 +8,7 @@ with a message naming the environment variable.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,15 @@ class Settings(BaseSettings):
         Refit when the weights' effective sample size drops below this share of draws.
     fit_method : str
         ``auto`` (PyMC NUTS), ``nuts``, ``nutpie`` (if installed) or ``advi``.
+    fit_draws, fit_tune, fit_chains : int, optional
+        Override the demand model's sampler defaults (1,000 draws, 1,000 tuning steps,
+        2 chains) for refits run by the updater or the queue workers.
+    queue_concurrency : int
+        Jobs one ``pricing-engine worker`` runs at once on PostgreSQL (a refit in one slot,
+        online updates in another).
+    queue_stalled_seconds : float
+        A queue worker whose heartbeat is older than this is taken for dead and its running
+        jobs are queued again (s; workers beat every third of it).
     policy : str
         ``thompson`` (personalized prices inside guardrails) or ``list`` (list price for all).
     exploration_epsilon : float
@@ -108,6 +118,11 @@ class Settings(BaseSettings):
     refit_every_seconds: int = Field(default=6 * 3600, ge=60)
     refit_ess_fraction: float = Field(default=0.5, gt=0, lt=1)
     fit_method: str = Field(default="auto", pattern="^(auto|nuts|nutpie|advi)$")
+    fit_draws: int | None = Field(default=None, ge=10, le=100_000)
+    fit_tune: int | None = Field(default=None, ge=10, le=100_000)
+    fit_chains: int | None = Field(default=None, ge=1, le=16)
+    queue_concurrency: int = Field(default=2, ge=1, le=64)
+    queue_stalled_seconds: float = Field(default=30.0, ge=1, le=3600)
     policy: str = Field(default="thompson", pattern="^(thompson|list)$")
     exploration_epsilon: float = Field(default=0.05, ge=0, le=1)
     price_ladder_size: int = Field(default=50, ge=1, le=500)
@@ -120,6 +135,15 @@ class Settings(BaseSettings):
     promotion_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
+
+    def sampler_config(self) -> dict[str, Any]:
+        """The demand model's sampler settings for refits (method and any overrides)."""
+        config: dict[str, Any] = {"method": self.fit_method}
+        for name, value in (("draws", self.fit_draws), ("tune", self.fit_tune),
+                            ("chains", self.fit_chains)):  # fmt: skip
+            if value is not None:
+                config[name] = value
+        return config
 
     @field_validator("outcome_window_seconds")
     @classmethod

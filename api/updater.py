@@ -1,33 +1,31 @@
-"""The updater: online reweighting as outcomes arrive, and full refits when needed.
+"""The in-process updater of the embedded SQLite default: the queue's jobs on a timer.
 
-Runs as ``pricing-engine worker`` or in a background thread of ``serve --updater``.
-A refit is triggered when there is data but no published snapshot, when the effective
-sample size of the weights falls below ``ess_fraction`` of the draws, or when the
-snapshot is older than ``refit_every``.
+``pricing-engine worker`` runs it when the database is SQLite (on PostgreSQL the same job
+functions, :mod:`api.jobs`, run as tasks of the procrastinate queue, :mod:`api.queue`).
+Each pass applies new outcomes to the serving snapshot's weights, then refits if due
+(:func:`api.jobs.refit_reason`: first data, low ESS, an old snapshot). It runs in its own
+process, never in an API worker: a refit loads PyMC and takes the CPU for minutes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.orm import ModelSnapshot, Outcome, utcnow
-from api.services.demand_models import (
-    RefitResult,
-    UpdateResult,
-    apply_new_outcomes,
-    current_snapshot,
-    refit,
-)
+from api.jobs import JobRuntime, apply_outcomes, refit_if_due
+from api.jobs import refit_reason as _refit_reason
+from api.services.demand_models import RefitResult, UpdateResult
 
-__all__ = ["Updater"]
+__all__ = ["Updater", "UpdaterProcess"]
 
 log = logging.getLogger("pricing.updater")
 
@@ -66,54 +64,37 @@ class Updater:
     last_refit_failure: str | None = None
     _failed_at: float | None = None
 
+    @property
+    def runtime(self) -> JobRuntime:
+        """The jobs' runtime for this loop's settings."""
+        return JobRuntime(
+            self.sessions, ess_fraction=self.ess_fraction, refit_every=self.refit_every,
+            min_outcomes=self.min_outcomes,
+            retry_after=timedelta(seconds=max(60.0, self.interval * 30)),
+            sampler_config=self.sampler_config, missing_outcome=self.missing_outcome,
+        )  # fmt: skip
+
     def refit_reason(self) -> str | None:
         """Why a refit is due now, or None."""
-        with self.sessions() as session:
-            head = current_snapshot(session)
-            if head is None:
-                outcomes = session.scalar(select(func.count()).select_from(Outcome)) or 0
-                return (
-                    f"no published snapshot and {outcomes} outcomes"
-                    if outcomes >= self.min_outcomes
-                    else None
-                )
-            newest_attempt = session.scalar(select(func.max(ModelSnapshot.created_at)))
-            draws = _draw_count(head)
-            if head.ess is not None and draws and head.ess < self.ess_fraction * draws:
-                # Do not retry a failing refit more often than every interval*30 seconds.
-                if (
-                    newest_attempt is not None
-                    and newest_attempt > head.created_at
-                    and (utcnow() - newest_attempt < timedelta(seconds=self.interval * 30))
-                ):
-                    return None
-                return f"ESS {head.ess:.0f} below {self.ess_fraction:.0%} of {draws} draws"
-            if utcnow() - head.created_at > self.refit_every:
-                return f"snapshot {head.id} is older than {self.refit_every}"
-        return None
+        return _refit_reason(self.runtime)
 
     def step(self) -> tuple[UpdateResult, RefitResult | None]:
         """Apply new outcomes, then refit if due."""
-        update = apply_new_outcomes(self.sessions, missing_outcome=self.missing_outcome)
-        backoff = max(60.0, self.interval * 30)
+        runtime = self.runtime
+        update = apply_outcomes(runtime)
+        backoff = runtime.retry_after.total_seconds()
         if self._failed_at is not None and time.monotonic() - self._failed_at < backoff:
-            return update, None  # a refit just failed: do not retry on every pass
-        reason = self.refit_reason()
+            return update, None  # a refit just raised: do not retry on every pass
         result = None
-        if reason is not None:
-            log.info("refitting: %s", reason)
-            try:
-                result = refit(
-                    self.sessions,
-                    sampler_config=self.sampler_config,
-                    missing_outcome=self.missing_outcome,
-                )
+        try:
+            result = refit_if_due(runtime)
+            if result is not None:
                 self.last_refit_failure = None if result.published else result.message
-                self._failed_at = None if result.published else time.monotonic()
-            except Exception as exc:
-                log.exception("refit failed")
-                self.last_refit_failure = str(exc)
-                self._failed_at = time.monotonic()
+                self._failed_at = None
+        except Exception as exc:
+            log.exception("refit failed")
+            self.last_refit_failure = str(exc)
+            self._failed_at = time.monotonic()
         return update, result
 
     def run_forever(self) -> None:
@@ -131,6 +112,10 @@ class Updater:
         self._thread = threading.Thread(target=self.run_forever, name="updater", daemon=True)
         self._thread.start()
 
+    def stop_soon(self) -> None:
+        """Ask the loop to end after the current pass (from a signal handler)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop the loop."""
         self._stop.set()
@@ -138,5 +123,49 @@ class Updater:
             self._thread.join(timeout=30)
 
 
-def _draw_count(row: ModelSnapshot) -> int:
-    return len(row.log_weights) // 8 if row.log_weights else 0
+
+class UpdaterProcess:
+    """``pricing-engine worker`` as a child process of the API (``serve --updater``).
+
+    The child gets the parent's settings through the environment. The API process only
+    starts and stops it: it never imports PyMC nor runs a job.
+
+    Parameters
+    ----------
+    settings : Settings
+        Passed to the child (every field as its ``PRICING_*`` variable).
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: this one plus every setting."""
+        from api.settings import ENV_PREFIX
+
+        env = dict(os.environ)
+        for name, value in self.settings.model_dump().items():
+            if value is None or name == "run_updater":
+                continue
+            env[f"{ENV_PREFIX}{name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return env
+
+    def start(self) -> None:
+        """Start the worker process."""
+        command = [sys.executable, "-m", "api.cli", "worker"]
+        self.process = subprocess.Popen(command, env=self.environment())
+        log.info("updater process %d started", self.process.pid)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop it (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -34,6 +34,7 @@ import io
 import json
 import zipfile
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from api.orm import Decision, Outcome, utcnow
 from api.services.context import current_schema
 from pricing.money import CURRENCY_EXPONENTS
 
-__all__ = ["bandit_feedback", "feedback_zip"]
+__all__ = ["bandit_feedback", "feedback_zip", "write_feedback"]
 
 
 def bandit_feedback(
@@ -151,3 +152,29 @@ def feedback_zip(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> byt
         archive.writestr("feedback.npz", npz.getvalue())
         archive.writestr("feedback.json", json.dumps(metadata, indent=2))
     return out.getvalue()
+
+
+def write_feedback(sessions: Any, out: Path) -> dict[str, Any]:
+    """Write the log as ``out/feedback.npz`` and ``out/feedback.json``.
+
+    Parameters
+    ----------
+    sessions : sessionmaker
+        Sessions on the engine's database (read only).
+    out : Path
+        Directory, created if missing.
+
+    Returns
+    -------
+    dict
+        ``files`` written, ``n_rounds`` and ``n_actions``.
+    """
+    from api.db import read_only
+
+    out.mkdir(parents=True, exist_ok=True)
+    with read_only(sessions)() as session:
+        arrays, metadata = bandit_feedback(session)
+    np.savez_compressed(out / "feedback.npz", **arrays)  # type: ignore[arg-type]
+    (out / "feedback.json").write_text(json.dumps(metadata, indent=2))
+    return {"files": [str(out / "feedback.npz"), str(out / "feedback.json")],
+            "n_rounds": metadata["n_rounds"], "n_actions": metadata["n_actions"]}  # fmt: skip

@@ -5,14 +5,16 @@ from fastapi.testclient import TestClient
 
 from api.app import NotMigratedError, create_app
 from api.db import make_engine
-from api.migrate import migration_state, upgrade
+from api.migrate import include_object, migration_state, upgrade
 from api.orm import Base
 from api.settings import load_settings
 
 
 def test_the_models_match_the_migrations(engine):
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": include_object}
+        )
         assert compare_metadata(context, Base.metadata) == []
 
 

@@ -65,3 +65,37 @@ def test_outcomes_reach_the_served_posterior_within_seconds(catalog, db_url, ses
     # Behaviour, not speed: the new weights are served (freshness is measured in benchmarks/).
     assert after.weights_seq > before.weights_seq, "outcomes never reached the served posterior"
     assert after.posterior.ess < before.posterior.ess
+
+
+def test_the_api_process_never_imports_pymc(db_url, catalog, sessions):
+    """``run_updater`` starts the updater as a child process; the API process serves
+    quotes and outcomes, and learns, without PyMC (a refit there would stall quotes)."""
+    import subprocess
+    import sys
+
+    publish(sessions, synthetic_posterior(), watermark=utcnow() - timedelta(minutes=1))
+    script = f"""
+import sys, time
+from fastapi.testclient import TestClient
+from api.app import create_app
+from api.settings import load_settings
+settings = load_settings(database_url={db_url!r}, run_updater=True, updater_interval_seconds=0.2,
+                         snapshot_poll_seconds=0.2)
+with TestClient(create_app(settings)) as client:
+    headers = {{"Authorization": "Bearer {catalog.keys[Role.CHECKOUT]}"}}
+    quote = client.post("/v1/quotes", headers=headers,
+                        json={{"customer_id": "c", "lines": [{{"sku": "TEA-1"}}]}}).json()
+    line = quote["lines"][0]
+    client.post("/v1/outcomes", headers=headers, json={{"decision_id": line["decision_id"],
+                "converted": True, "quantity": 1, "revenue": line["final_price"]}})
+    state = client.app.state.pricing
+    deadline = time.monotonic() + 20
+    while state.posterior.served.weights_seq == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.posterior.served.weights_seq > 0, "the updater process did not learn"
+assert "pymc" not in sys.modules and "pytensor" not in sys.modules, "PyMC was imported"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

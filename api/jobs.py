@@ -1,0 +1,178 @@
+"""The background jobs, as plain functions: online updates, refits, history import, export.
+
+The same functions run in two ways:
+
+- on PostgreSQL, as tasks of the procrastinate queue (:mod:`api.queue`), shared by any
+  number of ``pricing-engine worker`` processes on any number of machines;
+- on the embedded SQLite default, in-process by :class:`api.updater.Updater` (no
+  PostgreSQL, no queue).
+
+Nothing here imports PyMC at module level: a refit imports it when it runs, so the API
+process (which never runs a job) never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.orm import ModelSnapshot, Outcome, utcnow
+from api.services.demand_models import (
+    RefitResult,
+    UpdateResult,
+    apply_new_outcomes,
+    current_snapshot,
+    refit,
+)
+from api.settings import Settings
+
+__all__ = [
+    "JobRuntime",
+    "apply_outcomes",
+    "export_feedback",
+    "import_history",
+    "refit_if_due",
+    "refit_reason",
+]
+
+log = logging.getLogger("pricing.jobs")
+
+
+@dataclass
+class JobRuntime:
+    """What every job needs: sessions and the refit policy.
+
+    Parameters
+    ----------
+    sessions : sessionmaker
+        Writable sessions on the engine's database.
+    ess_fraction : float
+        Refit when the weights' ESS falls below this share of the draws.
+    refit_every : timedelta
+        Refit when the serving snapshot is older than this.
+    min_outcomes : int
+        Outcomes needed before the first fit.
+    retry_after : timedelta
+        After a rejected fit, wait this long before the next attempt.
+    sampler_config : dict
+        Passed to the demand model.
+    missing_outcome : str
+        Label of a decision whose outcome window closed without an outcome.
+    """
+
+    sessions: sessionmaker[Session]
+    ess_fraction: float = 0.5
+    refit_every: timedelta = timedelta(hours=6)
+    min_outcomes: int = 200
+    retry_after: timedelta = timedelta(seconds=60)
+    sampler_config: dict[str, Any] = field(default_factory=dict)
+    missing_outcome: str = "non_conversion"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sessions: sessionmaker[Session]) -> JobRuntime:
+        """The runtime the settings describe."""
+        return cls(
+            sessions,
+            ess_fraction=settings.refit_ess_fraction,
+            refit_every=timedelta(seconds=settings.refit_every_seconds),
+            retry_after=timedelta(seconds=max(60.0, settings.updater_interval_seconds * 30)),
+            sampler_config=settings.sampler_config(),
+            missing_outcome=settings.missing_outcome,
+        )
+
+
+def _draw_count(row: ModelSnapshot) -> int:
+    return len(row.log_weights) // 8 if row.log_weights else 0
+
+
+def refit_reason(runtime: JobRuntime) -> str | None:
+    """Why a refit is due now, or None.
+
+    Due when there are ``min_outcomes`` outcomes and no published snapshot, when the
+    serving snapshot's ESS fell below ``ess_fraction`` of its draws, or when it is older
+    than ``refit_every``; but never sooner than ``retry_after`` after a rejected attempt.
+    """
+    with runtime.sessions() as session:
+        head = current_snapshot(session)
+        newest_attempt = session.scalar(select(func.max(ModelSnapshot.created_at)))
+        recently_rejected = (
+            newest_attempt is not None
+            and (head is None or newest_attempt > head.created_at)
+            and utcnow() - newest_attempt < runtime.retry_after
+        )
+        if head is None:
+            outcomes = session.scalar(select(func.count()).select_from(Outcome)) or 0
+            if outcomes < runtime.min_outcomes or recently_rejected:
+                return None
+            return f"no published snapshot and {outcomes} outcomes"
+        draws = _draw_count(head)
+        if head.ess is not None and draws and head.ess < runtime.ess_fraction * draws:
+            if recently_rejected:
+                return None
+            return f"ESS {head.ess:.0f} below {runtime.ess_fraction:.0%} of {draws} draws"
+        if utcnow() - head.created_at > runtime.refit_every and not recently_rejected:
+            return f"snapshot {head.id} is older than {runtime.refit_every}"
+    return None
+
+
+def apply_outcomes(runtime: JobRuntime) -> UpdateResult:
+    """Fold the outcomes that became final into the serving snapshot's weights.
+
+    Safe to run from several workers at once: the snapshot row is locked and each
+    decision is recorded as applied in the transaction that applies it.
+    """
+    return apply_new_outcomes(runtime.sessions, missing_outcome=runtime.missing_outcome)
+
+
+def refit_if_due(runtime: JobRuntime, *, force: bool = False) -> RefitResult | None:
+    """Refit and publish (behind the diagnostics gate) when :func:`refit_reason` says so.
+
+    Returns None when no refit was due (or, with ``force``, when there is no data).
+    """
+    reason = refit_reason(runtime)
+    if reason is None and not force:
+        return None
+    log.info("refitting: %s", reason or "requested")
+    try:
+        return refit(
+            runtime.sessions,
+            sampler_config=runtime.sampler_config,
+            missing_outcome=runtime.missing_outcome,
+        )
+    except ValueError:
+        if force:
+            return None
+        raise
+
+
+def import_history(
+    runtime: JobRuntime, path: str, *, elasticity: str = "pooled", dry_run: bool = False
+) -> dict[str, Any]:
+    """Fit elasticities to a sales-history CSV and store them as the model's prior.
+
+    Returns the fit's summary (JSON-ready). Raises
+    :class:`~api.services.history_import.HistoryError` naming the bad rows.
+    """
+    from api.services.history_import import import_history as run
+
+    if elasticity not in ("pooled", "hierarchical"):
+        raise ValueError(f"elasticity must be 'pooled' or 'hierarchical', not {elasticity!r}")
+    result = run(runtime.sessions, Path(path), elasticity=elasticity,  # type: ignore[arg-type]
+                 progressbar=False, dry_run=dry_run)  # fmt: skip
+    return {"fit": asdict(result.fit), "note": result.note}
+
+
+def export_feedback(runtime: JobRuntime, directory: str) -> dict[str, Any]:
+    """Write the decision log as OBP bandit feedback into ``directory``.
+
+    Returns the files written and the number of rounds.
+    """
+    from api.services.feedback import write_feedback
+
+    return write_feedback(runtime.sessions, Path(directory))
