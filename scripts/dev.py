@@ -92,6 +92,12 @@ def test(args: list[str]) -> None:
         args = [a for a in args if a != "--fast"] + ["-m", "not slow"]
     run(BIN / "ruff", "check", ".", env=env)
     run(BIN / "mypy", "pricing", "experiments", "api", "benchmarks", env=env)
+    # Tests in parallel, one process per core (pytest-xdist), a module's tests together so
+    # its fixtures (fitted models, servers) are made once; "-n 0" runs them in one process.
+    if not any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
+        cores = os.cpu_count() or 1
+        if cores > 1:
+            args = ["-n", str(min(cores, 4)), "--dist", "loadscope", *args]
     run(PY, "-m", "pytest", *args, env=env)
 
 
