@@ -29,6 +29,7 @@ from api.routes import experiments as experiment_routes
 from api.routes import guardrails as guardrail_routes
 from api.routes import promotions as promotion_routes
 from api.services.context import ContextSchemaCache
+from api.services.erasure import ErasureFeed, purge_notices
 from api.services.experiments import ExperimentCache
 from api.services.guardrails import GuardrailCache, rules_for_version
 from api.services.idempotency import IdempotencyStore, purge_expired
@@ -121,6 +122,16 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             serving, lambda: guardrails.get()[1],
             epsilon=settings.exploration_epsilon, n_prices=settings.price_ladder_size,
         )  # fmt: skip
+    idempotency = IdempotencyStore(
+        reader.kw["bind"], ttl=timedelta(seconds=settings.idempotency_ttl_seconds)
+    )
+
+    def forget_customers(hashes: set[str]) -> None:
+        """Erased customers: drop what this worker holds of them in memory."""
+        sticky.forget(hashes)
+        promotions.forget_customers(hashes)
+        idempotency.forget(hashes)
+
     state = AppState(
         settings=settings,
         engine=engine,
@@ -137,11 +148,10 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         sticky=sticky,
         writer=writer,
         quotes=quote_service,
-        idempotency=IdempotencyStore(
-            reader.kw["bind"], ttl=timedelta(seconds=settings.idempotency_ttl_seconds)
-        ),
+        idempotency=idempotency,
         policy_factory=variant_policy,
         metrics=Metrics(),
+        forget_customers=forget_customers,
     )
     # The updater runs in its own process (a refit loads PyMC and takes the CPU for
     # minutes): this process never imports PyMC.
@@ -173,6 +183,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
                 "outcomes": OutcomeFeed(reader, sticky.mark_reported),
                 "sweep": Every(settings.sweep_seconds, lambda: sweep(sessions)),
                 "idempotency": Every(60.0, lambda: purge_expired(sessions)),
+                "erasures": ErasureFeed(reader, forget_customers),
+                "erasure_notices": Every(3600.0, lambda: purge_notices(sessions)),
             },
             interval=settings.refresh_seconds,
         )

@@ -59,6 +59,8 @@ class AppState:
     idempotency: IdempotencyStore
     #: Builds the engine's policy with a variant's overrides (guardrail version, epsilon).
     policy_factory: Callable[[int | None, float | None], PricePolicy] | None = None
+    #: Drops erased customers (by id hash) from this worker's memory.
+    forget_customers: Callable[[set[str]], None] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     _variant_policies: dict[tuple[bool, int | None, float | None], PricePolicy] = field(
         default_factory=dict

@@ -187,6 +187,8 @@ class Decision(Base):
     lease_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     #: False for holdout traffic: logged and reported, never learned from.
     learn: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: The API key that asked for the quote (its explanations are that key's to read).
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
 
     __table_args__ = (
         Index("ix_decisions_sku_time", "sku", "created_at"),
@@ -485,6 +487,22 @@ class QuoteIdempotency(Base):
         PrimaryKeyConstraint("scope", "key"),
         Index("ix_quote_idempotency_expires", "expires_at"),
     )
+
+
+class CustomerErasure(Base):
+    """A customer erased by an admin: the workers drop what they hold in memory for them.
+
+    Holds only the SHA-256 of the erased identifier (workers match it against the
+    customers they hold), never the identifier itself, and only for a day: long enough
+    for every worker to see it (they re-read within a second), short enough to keep
+    nothing that identifies. The rows of the customer carry a random pseudonym instead.
+    """
+
+    __tablename__ = "customer_erasures"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    customer_hash: Mapped[str] = mapped_column(String(64))
+    erased_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ContextSchemaVersion(Base):

@@ -43,6 +43,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def customer_hash(customer_id: str) -> str:
+    """The hex SHA-256 of a customer id: how an erasure names the customer to the workers."""
+    return hashlib.sha256(b"customer\x00" + customer_id.encode("utf-8")).hexdigest()
+
+
 def generate_key() -> tuple[str, str, str]:
     """Create a new random key.
 

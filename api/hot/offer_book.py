@@ -241,6 +241,16 @@ class PromotionBook:
         """The writer refused an offer: the customer is at the limit."""
         self._bump((key, customer, period), 10**9)
 
+    def forget_customers(self, hashes: set[str]) -> int:
+        """Drop the per-customer counts of erased customers (by id hash); returns how many."""
+        from api.security import customer_hash
+
+        with self._lock:
+            gone = [slot for slot in self._claims if customer_hash(slot[1]) in hashes]
+            for slot in gone:
+                del self._claims[slot]
+        return len(gone)
+
     def _bump(self, slot: tuple[str, str, str], n: int) -> None:
         with self._lock:
             self._claims[slot] = min(self._claims.get(slot, 0) + n, 10**9)

@@ -90,6 +90,20 @@ class StickyMap:
                     entries[where[1]] = replace(entry, reported=True)
 
 
+    def forget(self, hashes: set[str]) -> int:
+        """Drop the customers whose id hashes (:func:`api.security.customer_hash`) are given
+        (they were erased); returns how many were held."""
+        from api.security import customer_hash
+
+        with self._lock:
+            gone = [c for c in self._map if customer_hash(c) in hashes]
+            for customer in gone:
+                for entry in self._map.pop(customer).values():
+                    if isinstance(entry.decision_id, uuid.UUID):
+                        self._by_decision.pop(entry.decision_id, None)
+        return len(gone)
+
+
 _STICKY = (
     select(Decision.id, Decision.sku, Decision.segment, Decision.quantity, Decision.price_minor,
            Decision.personalized, Decision.model_version, Decision.expires_at, Outcome.id,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from api.deps import SessionDep, StateDep, require
-from api.schemas.admin import AuditPublic, KeyCreate, KeyCreated, KeyPublic
+from api.schemas.admin import AuditPublic, ErasureOut, KeyCreate, KeyCreated, KeyPublic
 from api.schemas.common import MAX_ROW_ID
-from api.security import Principal, Role
+from api.security import Principal, Role, customer_hash
 from api.services import audit, keys
+from api.services.erasure import erase_customer
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
@@ -35,6 +36,26 @@ def revoke_key(key_id: uuid.UUID, session: SessionDep, state: StateDep, actor: A
     revoked = keys.revoke_key(session, key_id=key_id, actor=actor)
     state.forget_keys()
     return revoked
+
+
+@router.delete("/customers/{customer_id}", response_model=ErasureOut, tags=["privacy"])
+def erase(
+    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    session: SessionDep,
+    state: StateDep,
+    actor: Admin,
+) -> ErasureOut:
+    """Erase a customer, irreversibly: their identifier becomes a random pseudonym in every
+    stored row and the raw context of their decisions is removed; what the engine learned
+    (cells, money totals, propensities) stays the same. Audited. Every worker forgets the
+    customer within a second; a later quote for the same id starts fresh."""
+    result = erase_customer(session, customer_id, actor=actor)
+    if state.forget_customers is not None:
+        state.forget_customers({customer_hash(customer_id)})
+    return ErasureOut(
+        pseudonym=result.pseudonym, decisions=result.decisions, exposures=result.exposures,
+        promotion_counts=result.promotion_counts, stored_quotes=result.stored_quotes,
+    )  # fmt: skip
 
 
 @router.get("/audit", response_model=list[AuditPublic])

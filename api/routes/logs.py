@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from api.deps import SessionDep, require
 from api.errors import Invalid
 from api.schemas.common import IDENTIFIER_PATTERN
-from api.schemas.decisions import DecisionPage, DecisionPublic
+from api.schemas.decisions import DecisionPage, DecisionPublic, ExplanationOut
 from api.security import Principal, Role
 from api.services import decisions
+from api.services.explanations import explain
 from api.services.feedback import bandit_feedback, feedback_zip
 
 router = APIRouter(prefix="/v1", tags=["analyst"])
@@ -44,6 +45,23 @@ def list_decisions(
 def get_decision(decision_id: uuid.UUID, session: SessionDep, _: Analyst) -> DecisionPublic:
     """One decision and its outcome."""
     return decisions.get_decision(session, decision_id)
+
+
+@router.get(
+    "/decisions/{decision_id}/explanation",
+    response_model=ExplanationOut,
+    responses={404: {"description": "Unknown decision (or, for a checkout key, not one it asked for)"}},
+)
+def get_explanation(
+    decision_id: uuid.UUID,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(Role.ANALYST, Role.CHECKOUT))],
+) -> ExplanationOut:
+    """Why this price: the inputs used, the model version, the candidates, the chosen price
+    and promotion with their propensity, the guardrails that bound it, the disclosure and
+    the reference price; with a plain-language ``summary``. A checkout key reads the
+    decisions it asked for."""
+    return explain(session, decision_id, principal)
 
 
 @router.get(

@@ -89,6 +89,7 @@ async def post_quote(
             experiment=experiment,
             guardrail_version=state.guardrails.get()[0],
             idempotency=claim,
+            key_id=principal.key_id,
         )
     except WriteUnavailableError:
         raise _unavailable("the quote") from None

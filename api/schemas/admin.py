@@ -59,3 +59,20 @@ class AuditPublic(BaseModel):
     entity_id: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+class ErasureOut(BaseModel):
+    """What erasing a customer changed (the identifier itself is stored nowhere now)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "pseudonym": "erased-5f0c1e2d3b4a49688d7e6f5a4b3c2d1e", "decisions": 12,
+        "exposures": 1, "promotion_counts": 1, "stored_quotes": 0,
+    }]})  # fmt: skip
+
+    #: The random name the customer's rows carry now (not derived from the identifier).
+    pseudonym: str
+    decisions: int
+    exposures: int
+    promotion_counts: int
+    #: Stored quote responses (idempotency keys) removed.
+    stored_quotes: int

@@ -77,3 +77,66 @@ class DecisionPage(BaseModel):
 
     items: list[DecisionPublic]
     next_after: str | None
+
+
+class ExplanationPromotion(BaseModel):
+    """The promotion a line carried."""
+
+    key: str
+    version: int | None
+    discount: Money
+    final_price: Money
+
+
+class ExplanationOut(BaseModel):
+    """Why a decision came out as it did: its inputs, the choice and what bound it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "decision_id": EXAMPLE_DECISION, "created_at": "2026-12-01T09:00:00Z", "sku": "COF-001",
+        "currency": "USD", "segment": "loyalty", "declared_features": {"device": "mobile"},
+        "jurisdiction": "US-CA", "channel": "web", "model_version": "3", "policy": "thompson/1",
+        "candidates": 8, "list_price": "18.99", "price": "17.99", "promotion": None,
+        "propensity": 0.41, "personalized": True, "fallback": False, "how": "thompson_sampling",
+        "guardrail_version": 2, "guardrails_binding": ["category:coffee.max_discount"],
+        "anchor_price": "17.99", "experiment_variant": None, "disclosure": None,
+        "reference_price": "16.99",
+        "summary": "COF-001 was quoted at 17.99 USD (list 18.99 USD) ...",
+    }]})  # fmt: skip
+
+    decision_id: uuid.UUID
+    created_at: datetime
+    sku: str
+    currency: str
+    segment: str
+    #: The declared context features the decision used (empty once the customer is erased).
+    declared_features: dict[str, Any]
+    jurisdiction: str | None
+    channel: str | None
+    model_version: str | None
+    policy: str
+    #: Prices the policy chose among (the guardrail ladder, with the offers' variants).
+    candidates: int | None
+    list_price: Money
+    price: Money
+    promotion: ExplanationPromotion | None
+    #: Probability with which the policy served this price and promotion.
+    propensity: float
+    personalized: bool
+    fallback: bool
+    #: ``thompson_sampling``, ``lp_pacing``, ``exploration``, a fixed rule (``kill_switch``,
+    #: ``customer_opted_out``, ...) or ``sticky_quote``.
+    how: str
+    guardrail_version: int | None
+    #: The guardrail rules that set the lowest or highest allowed price, when the price
+    #: sits at that end (``scope:target.field``).
+    guardrails_binding: list[str]
+    #: The SKU's daily anchor (``max_change`` / ``segment_gap`` are measured from it).
+    anchor_price: Money | None
+    experiment_variant: str | None
+    #: The disclosure text shown with the line, when its jurisdiction required one.
+    disclosure: str | None
+    #: Lowest price paid for the SKU in the 30 UTC days before the decision's day (the EU
+    #: prior-price rule's reference), None when it did not sell then.
+    reference_price: Money | None
+    #: The same in plain language.
+    summary: str

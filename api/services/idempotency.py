@@ -51,12 +51,14 @@ class IdempotencyStore:
         self.ttl = ttl
         self.capacity = capacity
         self._recent: OrderedDict[tuple[str, str], tuple[str, str, datetime]] = OrderedDict()
+        #: Customer of each remembered quote (an erasure drops them).
+        self._customers: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def claim(self, scope: str, key: str, request: QuoteRequest) -> IdempotencyClaim:
         """The claim of ``key`` (sent by the API key ``scope``) for ``request``."""
         digest = hashlib.sha256(request.model_dump_json().encode("utf-8")).hexdigest()
-        return IdempotencyClaim(scope, key, digest, utcnow() + self.ttl)
+        return IdempotencyClaim(scope, key, digest, utcnow() + self.ttl, request.customer_id)
 
     def _check(self, claim: IdempotencyClaim, request_hash: str) -> None:
         if request_hash != claim.request_hash:
@@ -92,10 +94,25 @@ class IdempotencyStore:
         """Keep the committed quote ``body`` (JSON) of ``claim`` in memory."""
         until = expires_at or claim.expires_at
         with self._lock:
-            self._recent[(claim.scope, claim.key)] = (claim.request_hash, body, until)
-            self._recent.move_to_end((claim.scope, claim.key))
+            slot = (claim.scope, claim.key)
+            self._recent[slot] = (claim.request_hash, body, until)
+            self._recent.move_to_end(slot)
+            if claim.customer is not None:
+                self._customers[slot] = claim.customer
             while len(self._recent) > self.capacity:
-                self._recent.popitem(last=False)
+                dropped, _ = self._recent.popitem(last=False)
+                self._customers.pop(dropped, None)
+
+    def forget(self, hashes: set[str]) -> int:
+        """Drop the remembered quotes of erased customers (by id hash); returns how many."""
+        from api.security import customer_hash
+
+        with self._lock:
+            gone = [s for s, c in self._customers.items() if customer_hash(c) in hashes]
+            for slot in gone:
+                self._recent.pop(slot, None)
+                del self._customers[slot]
+        return len(gone)
 
     def stored(self, claim: IdempotencyClaim) -> str:
         """The committed quote under the claim's key (JSON), read from the database.

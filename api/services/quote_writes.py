@@ -70,6 +70,8 @@ class IdempotencyClaim:
     key: str
     request_hash: str
     expires_at: datetime
+    #: Whose quote it is (the workers' memory of it is dropped when they are erased).
+    customer: str | None = None
 
 
 class StickyConflictError(Exception):

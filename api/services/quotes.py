@@ -76,6 +76,8 @@ class _Cart:
     promotions: list[Promotion]
     sticky: dict[str, StickyQuote]
     missing: list[str]
+    #: The API key asking (logged with the decisions: its explanations are its to read).
+    key_id: uuid.UUID | None = None
 
 
 class QuoteService:
@@ -183,7 +185,12 @@ class QuoteService:
             self._reference[key] = rules.reference_price(facts)
         return self._reference[key]
 
-    def load(self, request: QuoteRequest, experiment: QuoteExperiment | None) -> _Cart:
+    def load(
+        self,
+        request: QuoteRequest,
+        experiment: QuoteExperiment | None,
+        key_id: uuid.UUID | None = None,
+    ) -> _Cart:
         """Validate the cart and gather its context from memory (errors name the fields)."""
         segment = request.segment or self.default_segment
         products, segments = self.catalog.products, self.catalog.segments
@@ -218,7 +225,7 @@ class QuoteService:
             self.sticky.lookup(request.customer_id, [i.sku for i in items], now)
             if allowed else ({}, [])
         )  # fmt: skip
-        return _Cart(request, segment, now, items, allowed, promotions, sticky, missing)
+        return _Cart(request, segment, now, items, allowed, promotions, sticky, missing, key_id)
 
     def full_lookup(self, cart: _Cart) -> None:
         """Read the customer's unexpired decisions for the SKUs the map could not answer
@@ -326,7 +333,7 @@ class QuoteService:
                 "propensity": decision.propensity, "personalized": decision.personalized,
                 "policy": decision.policy, "model_version": decision.model_version,
                 "experiment_variant": variant, "learn": learn,
-                "jurisdiction": request.jurisdiction, "context": context,
+                "jurisdiction": request.jurisdiction, "context": context, "key_id": cart.key_id,
                 "guardrail_trail": {
                     "reasons": reasons, "fallback": decision.fallback,
                     "guardrail_version": guardrail_version, "candidates": decision.candidates,
@@ -420,6 +427,7 @@ class QuoteService:
         experiment: QuoteExperiment | None = None,
         guardrail_version: int | None = None,
         idempotency: IdempotencyClaim | None = None,
+        key_id: uuid.UUID | None = None,
     ) -> QuoteResponse:
         """Price and log a cart; returns once its decisions are committed.
 
@@ -432,7 +440,7 @@ class QuoteService:
         IdempotentReplayError
             A committed quote holds ``idempotency``'s key (nothing was written).
         """
-        cart = self.load(request, experiment)
+        cart = self.load(request, experiment, key_id)
         attempts = self._attempts(cart, policy, experiment, guardrail_version)
         job = next(attempts)
         while True:
