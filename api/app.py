@@ -24,7 +24,7 @@ from api.hot.refresher import Every, OutcomeFeed, Refresher
 from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
-from api.routes import admin, catalog, demand_models, health, logs, quotes
+from api.routes import admin, audits, catalog, demand_models, health, logs, quotes
 from api.routes import experiments as experiment_routes
 from api.routes import guardrails as guardrail_routes
 from api.routes import promotions as promotion_routes
@@ -224,6 +224,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         experiment_routes,
         promotion_routes,
         logs,
+        audits,
         demand_models,
         admin,
         health,

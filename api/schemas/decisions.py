@@ -83,7 +83,7 @@ class ExplanationPromotion(BaseModel):
     """The promotion a line carried."""
 
     key: str
-    version: int | None
+    version: int | None = None
     discount: Money
     final_price: Money
 
@@ -110,15 +110,15 @@ class ExplanationOut(BaseModel):
     segment: str
     #: The declared context features the decision used (empty once the customer is erased).
     declared_features: dict[str, Any]
-    jurisdiction: str | None
-    channel: str | None
-    model_version: str | None
+    jurisdiction: str | None = None
+    channel: str | None = None
+    model_version: str | None = None
     policy: str
     #: Prices the policy chose among (the guardrail ladder, with the offers' variants).
-    candidates: int | None
+    candidates: int | None = None
     list_price: Money
     price: Money
-    promotion: ExplanationPromotion | None
+    promotion: ExplanationPromotion | None = None
     #: Probability with which the policy served this price and promotion.
     propensity: float
     personalized: bool
@@ -126,17 +126,17 @@ class ExplanationOut(BaseModel):
     #: ``thompson_sampling``, ``lp_pacing``, ``exploration``, a fixed rule (``kill_switch``,
     #: ``customer_opted_out``, ...) or ``sticky_quote``.
     how: str
-    guardrail_version: int | None
+    guardrail_version: int | None = None
     #: The guardrail rules that set the lowest or highest allowed price, when the price
     #: sits at that end (``scope:target.field``).
     guardrails_binding: list[str]
     #: The SKU's daily anchor (``max_change`` / ``segment_gap`` are measured from it).
-    anchor_price: Money | None
-    experiment_variant: str | None
+    anchor_price: Money | None = None
+    experiment_variant: str | None = None
     #: The disclosure text shown with the line, when its jurisdiction required one.
-    disclosure: str | None
+    disclosure: str | None = None
     #: Lowest price paid for the SKU in the 30 UTC days before the decision's day (the EU
     #: prior-price rule's reference), None when it did not sell then.
-    reference_price: Money | None
+    reference_price: Money | None = None
     #: The same in plain language.
     summary: str

@@ -47,6 +47,10 @@ MATRIX = [
     ("GET", "/v1/models/{version}/elasticities", None, {M, A, X}),
     ("GET", "/v1/models/{version}/netcdf", None, {M, A, X}),
     ("GET", "/v1/decisions/{decision_id}", None, {A, X}),
+    # a checkout key reads the explanations of the decisions it asked for (this one's)
+    ("GET", "/v1/decisions/{decision_id}/explanation", None, {A, C, X}),
+    ("GET", "/v1/audits/price-dispersion", None, {A, X}),
+    ("DELETE", "/v1/customers/{customer_id}", None, {X}),
     ("POST", "/v1/keys", {"name": "k", "role": "analyst"}, {X}),
     ("GET", "/v1/keys", None, {X}),
     ("DELETE", "/v1/keys/{key_id}", None, {X}),
@@ -85,7 +89,7 @@ def _fill(catalog, sessions_key_id, template, body):
         if template.endswith("/stop"):
             assert catalog.post(f"/v1/experiments/{key}/start", X).status_code == 200
     values = {"sku": "TEA-1", "key": key, "decision_id": decision, "key_id": sessions_key_id,
-              "version": _latest_version(catalog)}  # fmt: skip
+              "version": _latest_version(catalog), "customer_id": "c-erase"}  # fmt: skip
     path = template.format(**values)
     if body is not None:
         body = _substitute(body, decision)
