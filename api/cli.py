@@ -237,7 +237,7 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     for role, key in issued.items():
         print(f"  {role.value:<13} {key}")
     print(f"\ntry a quote ({example} is in the engine's arm of the demo experiment, so the "
-          "prices are personalized; `reasons` says which arm decided):")  # fmt: skip
+          "prices are the engine's, personalized where they differ from list; `reasons` says which arm decided):")  # fmt: skip
     print(
         f"  curl -s -X POST http://{host}:{port}/v1/quotes "
         f"-H 'Authorization: Bearer {issued[Role.CHECKOUT]}' -H 'Content-Type: application/json' "

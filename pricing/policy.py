@@ -89,8 +89,9 @@ class PriceDecision:
     propensity : float
         Probability in (0, 1] that the policy would choose this price for this context.
     personalized : bool
-        Whether the price depends on the customer (segment, context) rather than being
-        the list price everyone gets.
+        Whether the customer's data (segment, declared context) changed the line: its price
+        or promotion differs from what the non-personalized policy serves (the list price,
+        no promotion). A model choice that lands on the list price is not personalized.
     policy : str
         Name and version of the policy that decided.
     reasons : tuple of str
@@ -181,6 +182,16 @@ class _Ladder:
             (0.5 * (prices - facts.unit_cost)).astype(np.float32), reference,
             rules.personalization_allowed(facts),
         )  # fmt: skip
+
+
+def _personalized(line: LineContext, price: int, promotion: str | None) -> bool:
+    """Whether the customer's data changed what the line gets.
+
+    The non-personalized policy, with the same guardrails and without segment or context,
+    serves the list price and no model-chosen promotion (what an opted-out customer gets):
+    a line is personalized exactly when its price or promotion differs from that.
+    """
+    return price != line.list_price_minor or promotion is not None
 
 
 class ThompsonPricePolicy:
@@ -326,8 +337,9 @@ class ThompsonPricePolicy:
         if price == prices[-1]:
             reasons += binding["high"]
         return PriceDecision(
-            price, choice.propensity, True, self.name, tuple(reasons), version, False, len(prices)
-        )
+            price, choice.propensity, _personalized(line, price, None), self.name,
+            tuple(reasons), version, False, len(prices),
+        )  # fmt: skip
 
     def _decide_joint(
         self, line: LineContext, ladder: _Ladder, version: str, posterior: DemandPosterior
@@ -444,13 +456,14 @@ class ThompsonPricePolicy:
             reasons += ladder.binding["high"]
         if chosen is None:
             return PriceDecision(
-                price, propensity, True, self.name, tuple(reasons), version, False, len(prices)
-            )
+                price, propensity, _personalized(line, price, None), self.name, tuple(reasons),
+                version, False, len(prices),
+            )  # fmt: skip
         promo = chosen.promotion
         discount = int(discounts[index])
         reasons.append(f"promotion:{promo.key}")
         return PriceDecision(
-            price, propensity, True, self.name, tuple(reasons), version, False, len(prices),
-            promo.key, promo.version, discount, promo.cost_minor,
+            price, propensity, _personalized(line, price, promo.key), self.name, tuple(reasons),
+            version, False, len(prices), promo.key, promo.version, discount, promo.cost_minor,
             chosen.reserve_minor(discount, q),
         )  # fmt: skip

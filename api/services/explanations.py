@@ -126,8 +126,13 @@ def _summary(decision: Decision, out: dict[str, Any], how: str, binding: list[st
     if out["declared_features"]:
         inputs.append("declared features " + ", ".join(
             f"{k}={v}" for k, v in sorted(out["declared_features"].items())))  # fmt: skip
-    parts.append("It used " + " and ".join(inputs) + "." if decision.personalized
-                 else "It was not personalized: the customer's data did not set it.")  # fmt: skip
+    if how in ("thompson_sampling", "lp_pacing", "exploration"):
+        parts.append("It was decided for " + " and ".join(inputs) + (
+            "; the result differs from the list price everyone gets, so it is personalized."
+            if decision.personalized else
+            "; it came out at the list price everyone gets, so it is not personalized."))  # fmt: skip
+    else:
+        parts.append("It was not personalized: the customer's data did not set it.")
     promotion = out["promotion"]
     if promotion is not None:
         parts.append(f"Promotion {promotion.key} took {promotion.discount} {c} off: "

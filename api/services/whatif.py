@@ -35,7 +35,9 @@ def _rows(session: Session, limit: int) -> list[tuple[Decision, Outcome | None, 
         select(Decision, Outcome, Product)
         .outerjoin(Outcome, Outcome.decision_id == Decision.id)
         .join(Product, Product.sku == Decision.sku)
-        .where(Decision.personalized.is_(True), Decision.propensity < 1.0)
+        # The policy's own random choices (a model choice may land on the list price and so
+        # not be "personalized"; fixed rules, repeats and fallbacks have propensity 1).
+        .where(Decision.propensity < 1.0)
         .order_by(Decision.created_at.desc())
         .limit(limit)
     )
@@ -148,7 +150,7 @@ def what_if(
         # An interval needs at least two rounds (what_if_rounds may be 1).
         return WhatIfOut(
             rounds=len(rows), currency=None, logged_profit_per_decision=None, proposed=[],
-            current=[], message="fewer than 2 logged personalized decisions with a known outcome: "
+            current=[], message="fewer than 2 logged model decisions with a known outcome: "
             "nothing to estimate an interval from",
         )  # fmt: skip
     currencies = {d.currency for d, _, _ in rows}

@@ -98,15 +98,20 @@ def test_results_of_a_missing_experiment_or_variant_name_the_field(catalog):
     assert all(lift["estimate"] is None and lift["message"] for lift in empty["lifts"])
 
 
+def _arm(line):
+    """The experiment arm a quote line names in its reasons (``experiment:KEY:ARM``)."""
+    return next(r.rsplit(":", 1)[1] for r in line["reasons"] if r.startswith("experiment:"))
+
+
 def test_assignment_is_deterministic_and_follows_the_allocation(catalog, sessions, db_url):
     serve(catalog, sessions)
     start(catalog)
     first = {}
     for i in range(200):
         quote = catalog.quote("TEA-1", customer=f"u{i}")
-        first[f"u{i}"] = quote["lines"][0]["personalized"]
+        first[f"u{i}"] = _arm(quote["lines"][0])
     split = Counter(first.values())
-    assert 70 <= split[True] <= 130  # 50/50 (binomial sd ~7)
+    assert 70 <= split["engine"] <= 130  # 50/50 (binomial sd ~7)
     # A fresh app (another worker, or after a restart) assigns the same way.
     app = create_app(load_settings(database_url=db_url))
     with TestClient(app) as other:
@@ -115,7 +120,7 @@ def test_assignment_is_deterministic_and_follows_the_allocation(catalog, session
         for i in range(0, 200, 7):
             body = {"customer_id": f"u{i}", "lines": [{"sku": "TEA-2"}]}
             line = other.post("/v1/quotes", json=body, headers=headers).json()["lines"][0]
-            assert line["personalized"] == first[f"u{i}"]
+            assert _arm(line) == first[f"u{i}"]
 
 
 def test_control_gets_list_prices_and_no_promotions_and_holdout_never_trains(catalog, sessions):

@@ -31,7 +31,8 @@ def test_a_model_price_is_explained_with_its_inputs_propensity_and_bounds(catalo
     assert (out["segment"], out["declared_features"], out["jurisdiction"]) == (
         "loyalty", {"device": "mobile"}, "US-CA")  # fmt: skip
     assert out["price"] == line["price"] and out["list_price"] == "10.00"
-    assert out["propensity"] == line["propensity"] and out["personalized"] is True
+    assert out["propensity"] == line["propensity"]
+    assert out["personalized"] is line["personalized"] is (line["price"] != "10.00")
     assert out["model_version"] == "1" and out["policy"] == "thompson/1"
     assert out["how"] in ("thompson_sampling", "exploration")
     assert out["guardrail_version"] == 1 and out["candidates"] >= 2

@@ -166,7 +166,13 @@ def test_no_personalized_price_ever_violates_a_guardrail(scenario, seed):
                        anchor_price_minor=facts.anchor_price)  # fmt: skip
     decision = policy.decide(line)
     assert 0 < decision.propensity <= 1
-    if decision.personalized:
+    chosen_by_model = any(r in ("thompson_sampling", "exploration") for r in decision.reasons)
+    # Disclosure means what it says: personalized exactly when the model's choice differs
+    # from what the non-personalized policy serves (the list price, no promotion); a fixed
+    # rule or a fallback is the same for everyone, so never personalized.
+    assert decision.personalized == (chosen_by_model and (
+        decision.price_minor != facts.list_price or decision.promotion is not None))  # fmt: skip
+    if chosen_by_model:
         assert violations(decision.price_minor, facts, rules) == []
         prices, _ = rules.feasible_prices(facts, n_max=policy.n_prices)
         ratio = prices / facts.list_price
