@@ -24,7 +24,7 @@ from api.hot.refresher import Every, OutcomeFeed, Refresher
 from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
-from api.routes import admin, audits, catalog, demand_models, health, logs, quotes
+from api.routes import admin, audits, catalog, demand_models, health, jurisdictions, logs, quotes
 from api.routes import experiments as experiment_routes
 from api.routes import guardrails as guardrail_routes
 from api.routes import promotions as promotion_routes
@@ -33,6 +33,7 @@ from api.services.erasure import ErasureFeed, purge_notices
 from api.services.experiments import ExperimentCache
 from api.services.guardrails import GuardrailCache, rules_for_version
 from api.services.idempotency import IdempotencyStore, purge_expired
+from api.services.jurisdictions import JurisdictionCache
 from api.services.quotes import QuoteService
 from api.settings import Settings, get_settings
 from api.updater import UpdaterProcess
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     posterior = PosteriorCache(reader, poll_seconds=settings.snapshot_poll_seconds)
     guardrails = GuardrailCache(reader)
     context_schema = ContextSchemaCache(reader)
+    jurisdiction_rules = JurisdictionCache(reader)
     experiments = ExperimentCache(reader)
     quote_service = QuoteService.build(
         sessions, guardrails=guardrails, context_schema=context_schema,
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         ttl=timedelta(seconds=settings.quote_ttl_seconds),
         outcome_window=timedelta(seconds=settings.outcome_window_seconds),
         lease_seconds=settings.promotion_lease_seconds, max_rows=settings.writer_max_rows,
+        jurisdictions=jurisdiction_rules,
     )  # fmt: skip
     hot_catalog, prices, promotions = (
         quote_service.catalog, quote_service.prices, quote_service.promotions
@@ -141,6 +144,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         posterior=posterior,
         guardrails=guardrails,
         context_schema=context_schema,
+        jurisdictions=jurisdiction_rules,
         experiments=experiments,
         catalog=hot_catalog,
         prices=prices,
@@ -168,7 +172,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         log.info("serving with %s", migrations.describe())
         # Load the quote path's state before the first request; from then on the refresher
         # thread keeps it fresh and requests never read it from the database.
-        for cache in (guardrails, context_schema, experiments):
+        for cache in (guardrails, context_schema, experiments, jurisdiction_rules):
             cache.get()
             cache.background = True
         quote_service.warm()
@@ -176,6 +180,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             {
                 "guardrails": guardrails.refresh,
                 "context_schema": context_schema.refresh,
+                "jurisdictions": jurisdiction_rules.refresh,
                 "experiments": experiments.refresh,
                 "catalog": hot_catalog.refresh,
                 "prices": prices.refresh,
@@ -221,6 +226,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         quotes,
         catalog,
         guardrail_routes,
+        jurisdictions,
         experiment_routes,
         promotion_routes,
         logs,

@@ -26,6 +26,7 @@ from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache, QuoteExperiment
 from api.services.guardrails import GuardrailCache
 from api.services.idempotency import IdempotencyStore
+from api.services.jurisdictions import JurisdictionCache
 from api.services.keys import authenticate
 from api.services.quotes import QuoteService
 from api.settings import Settings
@@ -49,6 +50,7 @@ class AppState:
     posterior: PosteriorCache
     guardrails: GuardrailCache
     context_schema: ContextSchemaCache
+    jurisdictions: JurisdictionCache
     experiments: ExperimentCache
     catalog: CatalogCache
     prices: PriceAggregates

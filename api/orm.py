@@ -505,6 +505,23 @@ class CustomerErasure(Base):
     erased_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class JurisdictionVersion(Base):
+    """A version of the jurisdiction rules (what each law requires); the newest is active.
+
+    ``rules`` is a list of ``{code, personalization, disclosure, prior_price_rule}``;
+    ``default_code`` prices quotes that name no jurisdiction. Without any version the
+    engine uses :data:`pricing.jurisdictions.DEFAULT_RULES`.
+    """
+
+    __tablename__ = "jurisdiction_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    default_code: Mapped[str | None] = mapped_column(String(16), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100))
+
+
 class ContextSchemaVersion(Base):
     """Declared context features (:mod:`pricing.context`); the newest version applies."""
 

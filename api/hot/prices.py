@@ -63,10 +63,11 @@ class PriceAggregates:
         with self._lock:
             return {sku: self._book.anchor(sku, today) for sku in skus}
 
-    def prior_low(self, sku: str, today: date) -> int | None:
-        """Lowest price paid in the last 30 days (today's earlier prices included)."""
+    def prior_low(self, sku: str, today: date, *, include_today: bool = True) -> int | None:
+        """Lowest price paid in the last 30 days (today's earlier prices included unless
+        ``include_today`` is False)."""
         with self._lock:
-            return self._book.prior_low(sku, today)
+            return self._book.prior_low(sku, today, include_today=include_today)
 
     def day(self, sku: str, day: date) -> DayPrices | None:
         """The aggregate row of ``sku`` on ``day`` as this worker knows it."""

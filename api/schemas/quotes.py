@@ -123,6 +123,16 @@ class QuoteLinePublic(BaseModel):
     promotion: str | None = None
     discount: Money = Decimal(0)
     final_price: Money | None = None
+    #: The jurisdiction's required statement, on every personalized line where one applies
+    #: (e.g. New York's "THIS PRICE WAS SET BY AN ALGORITHM USING YOUR PERSONAL DATA").
+    disclosure: str | None = None
+    #: Where the EU prior-price rule applies and the line announces a reduction (a
+    #: promotion, or a price below list): the lowest price paid for the SKU in the 30 UTC
+    #: days before today (the list price if it did not sell then).
+    reference_price: Money | None = None
+    #: The announced reduction in percent, computed from ``reference_price`` (rounded down
+    #: to 0.1 %); None when the price is not below it.
+    reduction_percent: Decimal | None = None
     #: The policy that decided (metrics label; not part of the response body).
     _policy: str = PrivateAttr(default="")
 

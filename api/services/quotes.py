@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +52,7 @@ from pricing.cart import CartItem, PricedLine, StickyQuote, price_cart
 from pricing.context import ContextSchema
 from pricing.guardrails import GuardrailSet
 from pricing.guardrails import ProductFacts as GuardrailFacts
+from pricing.jurisdictions import DEFAULT_RULES, NEUTRAL, JurisdictionRule, JurisdictionRules, known
 from pricing.money import from_minor
 from pricing.offers import OfferBook
 from pricing.policy import PricePolicy
@@ -78,6 +80,11 @@ class _Cart:
     missing: list[str]
     #: The API key asking (logged with the decisions: its explanations are its to read).
     key_id: uuid.UUID | None = None
+    #: The jurisdiction the quote is priced under (its own or the configured default).
+    jurisdiction: str | None = None
+    rule: JurisdictionRule = NEUTRAL
+    #: Why personal data may not set prices (None: it may).
+    not_personal: str | None = None
 
 
 class QuoteService:
@@ -114,8 +121,11 @@ class QuoteService:
         default_segment: str,
         ttl: timedelta,
         outcome_window: timedelta,
+        jurisdictions: Any | None = None,
     ) -> None:
         self.catalog = catalog
+        #: Cache of ``(version, JurisdictionRules)``; None: the shipped defaults.
+        self.jurisdictions = jurisdictions
         self.prices = prices
         self.promotions = promotions
         self.sticky = sticky
@@ -142,6 +152,7 @@ class QuoteService:
         outcome_window: timedelta = timedelta(hours=1),
         lease_seconds: float = 30.0,
         max_rows: int = 2000,
+        jurisdictions: Any | None = None,
     ) -> QuoteService:
         """A service with fresh in-memory state and its own writer (not yet loaded).
 
@@ -156,6 +167,7 @@ class QuoteService:
             sticky=StickyMap(), writer=GroupWriter(sessions, max_rows=max_rows),
             read_sessions=reader, guardrails=guardrails, context_schema=context_schema,
             default_segment=default_segment, ttl=ttl, outcome_window=outcome_window,
+            jurisdictions=jurisdictions,
         )  # fmt: skip
 
     def warm(self) -> None:
@@ -205,11 +217,17 @@ class QuoteService:
                 problems.append(
                     FieldProblem(["body", "lines", index, "sku"], f"{state} sku {line.sku!r}")
                 )
+        rules = self._jurisdiction_rules()
+        if request.jurisdiction is not None and not known(request.jurisdiction):
+            problems.append(FieldProblem(["body", "jurisdiction"],
+                                         f"unknown jurisdiction {request.jurisdiction!r}"))  # fmt: skip
         if problems:
             raise Invalid(problems)
+        jurisdiction = rules.code_for(request.jurisdiction)
+        rule = rules.resolve(jurisdiction)
         now = utcnow()
         today = now.date()
-        rules = self.guardrails.get()[1]
+        guardrails = self.guardrails.get()[1]
         items = []
         for line in request.lines:
             p = products[line.sku]
@@ -217,15 +235,44 @@ class QuoteService:
                             p.unit_cost_minor)  # fmt: skip
             items.append(CartItem(item.sku, item.quantity, item.category, item.currency,
                                   item.list_price_minor, item.unit_cost_minor,
-                                  self._anchor(rules, item, today)))  # fmt: skip
-        allowed = request.consent is None or request.consent.personalization
+                                  self._anchor(guardrails, item, today)))  # fmt: skip
+        consent = request.consent is None or request.consent.personalization
+        allowed = consent and rule.personalization
+        not_personal = (None if allowed else
+                        "customer_opted_out" if not consent else "jurisdiction_no_personalization")  # fmt: skip
         offers_allowed = allowed and not (experiment is not None and experiment.control)
         promotions = list(self.promotions.active) if offers_allowed else []
         sticky, missing = (
             self.sticky.lookup(request.customer_id, [i.sku for i in items], now)
             if allowed else ({}, [])
         )  # fmt: skip
-        return _Cart(request, segment, now, items, allowed, promotions, sticky, missing, key_id)
+        return _Cart(request, segment, now, items, allowed, promotions, sticky, missing, key_id,
+                     jurisdiction, rule, not_personal)  # fmt: skip
+
+    def _jurisdiction_rules(self) -> JurisdictionRules:
+        if self.jurisdictions is None:
+            return DEFAULT_RULES
+        rules: JurisdictionRules = self.jurisdictions.get()[1]
+        return rules
+
+    def _compliance(
+        self, cart: _Cart, item: CartItem, price: int, discount: int, personalized: bool
+    ) -> tuple[str | None, int | None, Decimal | None]:
+        """The line's disclosure, EU reference price and announced reduction (percent)."""
+        rule = cart.rule
+        disclosure = rule.disclosure if personalized else None
+        final = price - discount
+        if not rule.prior_price_rule or (discount == 0 and final >= item.list_price_minor):
+            return disclosure, None, None
+        reference = self.prices.prior_low(item.sku, cart.now.date(), include_today=False)
+        if reference is None:
+            reference = item.list_price_minor  # nothing sold in the 30 days: the list price
+        percent = None
+        if final < reference:
+            percent = (Decimal(reference - final) * 100 / Decimal(reference)).quantize(
+                Decimal("0.1"), rounding=ROUND_DOWN
+            )
+        return disclosure, reference, percent
 
     def full_lookup(self, cart: _Cart) -> None:
         """Read the customer's unexpired decisions for the SKUs the map could not answer
@@ -298,11 +345,18 @@ class QuoteService:
                     line.index, item, previous.decision_id, previous.price_minor,
                     previous.propensity, previous.personalized, previous.fallback,
                     list(previous.reasons), previous.promotion, previous.discount_minor,
+                    *self._compliance(cart, item, previous.price_minor, previous.discount_minor,
+                                      previous.personalized),
                 ))  # fmt: skip
                 continue
             decision = line.decision
             assert decision is not None
             reasons = [*decision.reasons, *arms]
+            if cart.not_personal == "jurisdiction_no_personalization":
+                reasons = [cart.not_personal if r == "customer_opted_out" else r for r in reasons]
+            disclosure, reference, percent = self._compliance(
+                cart, item, decision.price_minor, decision.discount_minor, decision.personalized
+            )
             decision_id = uuid.uuid4()
             line_expires = line.expires_at or expires_at
             period = None
@@ -333,11 +387,12 @@ class QuoteService:
                 "propensity": decision.propensity, "personalized": decision.personalized,
                 "policy": decision.policy, "model_version": decision.model_version,
                 "experiment_variant": variant, "learn": learn,
-                "jurisdiction": request.jurisdiction, "context": context, "key_id": cart.key_id,
+                "jurisdiction": cart.jurisdiction, "context": context, "key_id": cart.key_id,
                 "guardrail_trail": {
                     "reasons": reasons, "fallback": decision.fallback,
                     "guardrail_version": guardrail_version, "candidates": decision.candidates,
                     "anchor_price_minor": item.anchor_price_minor,
+                    "disclosure": disclosure, "reference_price_minor": reference,
                 },
             })  # fmt: skip
             final = decision.price_minor - decision.discount_minor
@@ -345,7 +400,7 @@ class QuoteService:
             public = _public_line(
                 line.index, item, decision_id, decision.price_minor, decision.propensity,
                 decision.personalized, decision.fallback, list(reasons),
-                decision.promotion, decision.discount_minor,
+                decision.promotion, decision.discount_minor, disclosure, reference, percent,
             )  # fmt: skip
             public._policy = decision.policy
             out_lines.append(public)
@@ -486,6 +541,7 @@ class QuoteService:
 def _public_line(
     index: int, item: CartItem, decision_id: Any, price: int, propensity: float,
     personalized: bool, fallback: bool, reasons: list[str], promotion: str | None, discount: int,
+    disclosure: str | None = None, reference: int | None = None, percent: Decimal | None = None,
 ) -> QuoteLinePublic:  # fmt: skip
     currency = item.currency
     return QuoteLinePublic(
@@ -494,4 +550,7 @@ def _public_line(
         decision_id=decision_id, propensity=propensity, personalized=personalized,
         fallback=fallback, reasons=reasons, promotion=promotion,
         discount=from_minor(discount, currency), final_price=from_minor(price - discount, currency),
+        disclosure=disclosure,
+        reference_price=from_minor(reference, currency) if reference is not None else None,
+        reduction_percent=percent,
     )  # fmt: skip

@@ -50,6 +50,8 @@ MATRIX = [
     # a checkout key reads the explanations of the decisions it asked for (this one's)
     ("GET", "/v1/decisions/{decision_id}/explanation", None, {A, C, X}),
     ("GET", "/v1/audits/price-dispersion", None, {A, X}),
+    ("GET", "/v1/jurisdictions", None, {M, A, X}),
+    ("PUT", "/v1/jurisdictions", {"rules": [{"code": "US-NY", "disclosure": "d"}]}, {M, X}),
     ("DELETE", "/v1/customers/{customer_id}", None, {X}),
     ("POST", "/v1/keys", {"name": "k", "role": "analyst"}, {X}),
     ("GET", "/v1/keys", None, {X}),
