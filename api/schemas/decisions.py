@@ -135,8 +135,9 @@ class ExplanationOut(BaseModel):
     experiment_variant: str | None = None
     #: The disclosure text shown with the line, when its jurisdiction required one.
     disclosure: str | None = None
-    #: Lowest price paid for the SKU in the 30 UTC days before the decision's day (the EU
-    #: prior-price rule's reference), None when it did not sell then.
+    #: The EU prior-price rule's reference: as shown with the line where the rule applied,
+    #: else the lowest price paid for the SKU in the 30 UTC days before the decision's day
+    #: (None when it did not sell then).
     reference_price: Money | None = None
     #: The same in plain language.
     summary: str

@@ -90,7 +90,8 @@ def explain(session: Session, decision_id: uuid.UUID, principal: Principal) -> E
             discount=money(decision.discount_minor), final_price=money(final),
         )  # fmt: skip
     anchor = trail.get("anchor_price_minor")
-    reference = _reference(session, decision)
+    logged = trail.get("reference_price_minor")
+    reference = int(logged) if logged is not None else _reference(session, decision)
     binding = _binding(reasons)
     features = dict(decision.context or {})
     out = {
