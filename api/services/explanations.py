@@ -44,9 +44,16 @@ _PLAIN = {
 }  # fmt: skip
 
 
+#: Guardrail fields that bound a price (a reason ``scope.field``, e.g. ``global.max_discount``
+#: or ``sku:TEA-1.floor``).
+_FIELDS = ("floor", "ceiling", "min_margin", "max_discount", "max_increase", "max_change",
+           "segment_gap")  # fmt: skip
+
+
 def _binding(reasons: list[str]) -> list[str]:
-    return [r for r in reasons if r in _BOUNDS or ("." in r and ":" in r and not r.startswith(
-        ("promotion:", "experiment:")))]  # fmt: skip
+    return [r for r in reasons
+            if r in _BOUNDS or (not r.startswith(("promotion:", "experiment:"))
+                                and r.rpartition(".")[2] in _FIELDS and "." in r)]  # fmt: skip
 
 
 def _reference(session: Session, decision: Decision) -> int | None:

@@ -45,10 +45,16 @@ def test_the_shipped_defaults(catalog):
 
 def test_new_york_personalized_lines_carry_the_exact_statement(catalog, sessions, client):
     _serve(catalog, sessions, client)
+    catalog.put("/v1/promotions/SPRING", M,
+                json={"name": "s", "type": "percent_off", "percent_off": "10"})  # fmt: skip
+    client.app.state.pricing.promotions.refresh()
     seen = set()
     for n in range(30):
         for line in _quote(catalog, customer_id=f"ny-{n}", jurisdiction="US-NY").json()["lines"]:
             seen.add(line["personalized"])
+            # personalized exactly when price or promotion differ from list / none
+            assert line["personalized"] == (
+                line["price"] != line["list_price"] or line["promotion"] is not None)  # fmt: skip
             assert line["disclosure"] == (NY_DISCLOSURE if line["personalized"] else None)
             assert line["reference_price"] is None  # no prior-price rule in New York
     assert seen == {True, False}  # both sides were exercised
