@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from api.jobs import JobRuntime, apply_outcomes, refit_if_due
 from api.jobs import refit_reason as _refit_reason
 from api.services.demand_models import RefitResult, UpdateResult
@@ -31,63 +29,40 @@ log = logging.getLogger("pricing.updater")
 
 
 @dataclass
-class Updater:
-    """One updater loop.
+class Updater(JobRuntime):
+    """One updater loop: the jobs' runtime (:class:`api.jobs.JobRuntime`) on a timer.
 
     Parameters
     ----------
-    sessions : sessionmaker
-        Database sessions.
+    sessions, ess_fraction, refit_every, min_outcomes, sampler_config, missing_outcome
+        As for :class:`~api.jobs.JobRuntime`.
     interval : float
-        Seconds between update passes.
-    ess_fraction : float
-        Refit when ESS / D drops below this.
-    refit_every : timedelta
-        Refit when the serving snapshot is older than this.
-    min_outcomes : int
-        Outcomes needed before the first fit.
-    sampler_config : dict
-        Passed to the demand model.
-    missing_outcome : str
-        Label of a decision whose outcome window closed without an outcome.
+        Seconds between update passes; a rejected or failed refit is retried after
+        ``max(60, 30 * interval)`` seconds.
     """
 
-    sessions: sessionmaker[Session]
     interval: float = 2.0
-    ess_fraction: float = 0.5
-    refit_every: timedelta = timedelta(hours=6)
-    min_outcomes: int = 200
-    sampler_config: dict[str, Any] = field(default_factory=dict)
-    missing_outcome: str = "non_conversion"
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     last_refit_failure: str | None = None
     _failed_at: float | None = None
 
-    @property
-    def runtime(self) -> JobRuntime:
-        """The jobs' runtime for this loop's settings."""
-        return JobRuntime(
-            self.sessions, ess_fraction=self.ess_fraction, refit_every=self.refit_every,
-            min_outcomes=self.min_outcomes,
-            retry_after=timedelta(seconds=max(60.0, self.interval * 30)),
-            sampler_config=self.sampler_config, missing_outcome=self.missing_outcome,
-        )  # fmt: skip
+    def __post_init__(self) -> None:
+        self.retry_after = timedelta(seconds=max(60.0, self.interval * 30))
 
     def refit_reason(self) -> str | None:
         """Why a refit is due now, or None."""
-        return _refit_reason(self.runtime)
+        return _refit_reason(self)
 
     def step(self) -> tuple[UpdateResult, RefitResult | None]:
         """Apply new outcomes, then refit if due."""
-        runtime = self.runtime
-        update = apply_outcomes(runtime)
-        backoff = runtime.retry_after.total_seconds()
+        update = apply_outcomes(self)
+        backoff = self.retry_after.total_seconds()
         if self._failed_at is not None and time.monotonic() - self._failed_at < backoff:
             return update, None  # a refit just raised: do not retry on every pass
         result = None
         try:
-            result = refit_if_due(runtime)
+            result = refit_if_due(self)
             if result is not None:
                 self.last_refit_failure = None if result.published else result.message
                 self._failed_at = None
