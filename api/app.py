@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,6 +25,7 @@ from api.hot.refresher import Every, OutcomeFeed, Refresher
 from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
 from api.posterior_cache import PosteriorCache
+from api.protection import RateLimiter, install_protection
 from api.routes import admin, audits, catalog, demand_models, health, jurisdictions, logs, quotes
 from api.routes import experiments as experiment_routes
 from api.routes import guardrails as guardrail_routes
@@ -55,6 +57,12 @@ explicit currency; timestamps are ISO 8601 in UTC.
 """
 
 
+#: Every operation may answer 413 (the body limit, before routing): documented on all.
+TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {"description": "The body is larger than PRICING_MAX_BODY_BYTES; nothing was done."}
+}
+
+
 class NotMigratedError(RuntimeError):
     """The database is not at the migration revision this code expects."""
 
@@ -82,6 +90,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         pool_size=settings.db_pool_size,
         write_wait_seconds=settings.db_write_wait_seconds,
         sqlite_synchronous=settings.sqlite_synchronous,
+        connect_timeout_seconds=settings.db_connect_timeout_seconds,
     )
     sessions = make_session_factory(engine)
     reader = read_only(sessions)
@@ -96,7 +105,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         ttl=timedelta(seconds=settings.quote_ttl_seconds),
         outcome_window=timedelta(seconds=settings.outcome_window_seconds),
         lease_seconds=settings.promotion_lease_seconds, max_rows=settings.writer_max_rows,
-        jurisdictions=jurisdiction_rules,
+        jurisdictions=jurisdiction_rules, write_timeout=settings.write_timeout_seconds,
     )  # fmt: skip
     hot_catalog, prices, promotions = (
         quote_service.catalog, quote_service.prices, quote_service.promotions
@@ -156,6 +165,10 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         policy_factory=variant_policy,
         metrics=Metrics(),
         forget_customers=forget_customers,
+        limiter=RateLimiter(
+            {"quotes": settings.rate_limit_quotes, "outcomes": settings.rate_limit_outcomes},
+            burst_seconds=settings.rate_limit_burst_seconds,
+        ),
     )
     # The updater runs in its own process (a refit loads PyMC and takes the CPU for
     # minutes): this process never imports PyMC.
@@ -193,6 +206,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             },
             interval=settings.refresh_seconds,
         )
+        state.refresher = refresher
         refresher.start()
         state.posterior.start()
         # Everything loaded so far (the libraries, the catalog, the posterior) lives as long
@@ -221,6 +235,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     )
     app.state.pricing = state
     install_error_handlers(app)
+    install_protection(app, settings)
     install_metrics(app, state.metrics)
     for module in (
         quotes,
@@ -235,5 +250,5 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         admin,
         health,
     ):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=TOO_LARGE)
     return app

@@ -38,6 +38,8 @@ commands:
   migrate          migrate the database to the latest schema
   seed-demo        demo catalog, promotions, guardrails and API keys (kept between runs)
   create-key       create an API key and print it once
+  list-keys        list the API keys by prefix, role and state (never the secrets)
+  revoke-key       revoke an API key, named by its prefix (rotation: create, switch, revoke)
   refit            fit the demand model now; publish it if the diagnostics pass
   import-history   fit price elasticities to sales history (CSV) and use them as priors
   export-feedback  write the decision log as Open Bandit Pipeline feedback (NPZ + JSON)
@@ -91,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service with uvicorn (refuses an unmigrated database)."""
     import uvicorn
 
+    from api.protection import log_config
+
     settings = _settings(args)
     engine = make_engine(settings.database_url)
     state = migration_state(engine)
@@ -116,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            log_config=log_config(settings.log_level),
         )
     finally:
         if updater is not None:
@@ -123,19 +128,70 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrated_sessions(settings: Settings) -> Any:
+    """A session factory on a migrated database, or None (the reason printed)."""
+    engine = make_engine(settings.database_url)
+    state = migration_state(engine)
+    if not state.up_to_date:
+        print(f"error: {state.describe()}", file=sys.stderr)
+        engine.dispose()
+        return None
+    return make_session_factory(engine)
+
+
 def cmd_create_key(args: argparse.Namespace) -> int:
     """Create an API key and print it (the only time it is shown)."""
     settings = _settings(args)
-    engine = make_engine(settings.database_url)
-    if not migration_state(engine).up_to_date:
-        print(f"error: {migration_state(engine).describe()}", file=sys.stderr)
+    sessions = _migrated_sessions(settings)
+    if sessions is None:
         return 2
-    with make_session_factory(engine)() as session:
+    with sessions() as session:
         created = keys.create_key(
-            session, name=args.name or f"{args.role}-key", role=Role(args.role), actor=None
-        )
+            session, name=args.name or f"{args.role}-key", role=Role(args.role), actor=None,
+            pepper=settings.pepper(),
+        )  # fmt: skip
     print(created.key)
-    engine.dispose()
+    print(f"prefix pe_{created.prefix} (how listings name it; revoke-key pe_{created.prefix})",
+          file=sys.stderr)  # fmt: skip
+    sessions.kw["bind"].dispose()
+    return 0
+
+
+def cmd_list_keys(args: argparse.Namespace) -> int:
+    """List the API keys by public prefix (never a secret or a digest)."""
+    sessions = _migrated_sessions(_settings(args))
+    if sessions is None:
+        return 2
+    with sessions() as session:
+        listed = keys.list_keys(session)
+    print(f"{'prefix':<13} {'role':<13} {'created (UTC)':<17} {'revoked (UTC)':<17} name")
+    for k in listed:
+        revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-"
+        print(f"pe_{k.prefix:<10} {k.role:<13} {k.created_at:%Y-%m-%d %H:%M} "
+              f"{revoked:<17} {k.name}")  # fmt: skip
+    sessions.kw["bind"].dispose()
+    return 0
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    """Revoke the key with the given prefix (it stops working within seconds everywhere)."""
+    from api.errors import NotFound
+
+    sessions = _migrated_sessions(_settings(args))
+    if sessions is None:
+        return 2
+    try:
+        with sessions() as session:
+            key_id = keys.find_by_prefix(session, args.prefix).id
+            session.rollback()
+            revoked = keys.revoke_key(session, key_id=key_id, actor=None)
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sessions.kw["bind"].dispose()
+    print(f"revoked pe_{revoked.prefix} ({revoked.role}, {revoked.name}); workers refuse it "
+          "within 10 seconds")  # fmt: skip
     return 0
 
 
@@ -215,7 +271,9 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
         else:
             simulated = simulate(sessions, visitors=args.simulate, seed=args.seed)
     keys_file = Path(args.keys_file) if args.keys_file else demo_keys_file(settings.database_url)
-    issued, reused = _demo_keys(sessions, keys_file, rotate=args.rotate_keys)
+    issued, reused = _demo_keys(
+        sessions, keys_file, rotate=args.rotate_keys, pepper=settings.pepper()
+    )
     example = _personalized_customer(sessions)
     engine.dispose()
     host = settings.host
@@ -258,7 +316,9 @@ def demo_keys_file(database_url: str) -> Path:
     return Path(".pricing-demo-keys.json")
 
 
-def _demo_keys(sessions: Any, path: Path, *, rotate: bool) -> tuple[dict[Role, str], bool]:
+def _demo_keys(
+    sessions: Any, path: Path, *, rotate: bool, pepper: bytes | None
+) -> tuple[dict[Role, str], bool]:
     """The demo keys in ``path`` if they are all still valid (and not ``rotate``); else
     revoke every demo key and issue new ones, written to ``path`` with mode 0600."""
     import json
@@ -270,7 +330,8 @@ def _demo_keys(sessions: Any, path: Path, *, rotate: bool) -> tuple[dict[Role, s
             stored = {}
         with sessions() as session:
             valid = len(stored) == len(Role) and all(
-                (who := keys.authenticate(session, key=key)) is not None and who.role == role
+                (who := keys.authenticate(session, key=key, pepper=pepper)) is not None
+                and who.role == role
                 for role, key in stored.items()
             )
         if valid:
@@ -288,7 +349,8 @@ def _demo_keys(sessions: Any, path: Path, *, rotate: bool) -> tuple[dict[Role, s
     with sessions() as session:
         for role in Role:
             issued[role] = keys.create_key(
-                session, name=f"{DEMO_KEY_PREFIX}{role.value}", role=role, actor=None
+                session, name=f"{DEMO_KEY_PREFIX}{role.value}", role=role, actor=None,
+                pepper=pepper,
             ).key
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
@@ -517,6 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", required=True, choices=[r.value for r in Role])
     key.add_argument("--name")
     key.set_defaults(func=cmd_create_key)
+    add("list-keys", "list the API keys by prefix, role and state").set_defaults(
+        func=cmd_list_keys
+    )
+    revoke = add("revoke-key", "revoke an API key, named by its prefix")
+    revoke.add_argument("prefix", help="the key's prefix as listed, e.g. pe_3e4f5a6b")
+    revoke.set_defaults(func=cmd_revoke_key)
     refit_p = add("refit", "fit the demand model now and publish it if diagnostics pass")
     refit_p.add_argument("--method", default="auto", choices=["auto", "nuts", "nutpie", "advi"])
     refit_p.add_argument("--draws", type=int)

@@ -94,6 +94,7 @@ def make_engine(
     pool_size: int = 10,
     write_wait_seconds: float = 10.0,
     sqlite_synchronous: str = "NORMAL",
+    connect_timeout_seconds: int = 5,
 ) -> Engine:
     """Create an engine for ``url`` with the settings each backend needs.
 
@@ -108,6 +109,9 @@ def make_engine(
         :class:`DatabaseBusyError`; writers of one engine queue in-process (:class:`_WriterQueue`).
     sqlite_synchronous : {"NORMAL", "FULL"}
         SQLite's ``PRAGMA synchronous`` (the service uses ``PRICING_SQLITE_SYNCHRONOUS``).
+    connect_timeout_seconds : int
+        PostgreSQL: how long opening a connection may take (s; at least 2) before it fails,
+        so an unreachable server is an error in seconds, not a hang.
 
     Returns
     -------
@@ -117,6 +121,8 @@ def make_engine(
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
+            # Errors and logs never carry statement parameters (customer ids, context).
+            hide_parameters=True,
             connect_args={"check_same_thread": False, "timeout": 10},
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -154,7 +160,11 @@ def make_engine(
                 raise
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        hide_parameters=True, pool_timeout=connect_timeout_seconds,
+        connect_args={"connect_timeout": max(2, int(connect_timeout_seconds))},
+    )  # fmt: skip
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

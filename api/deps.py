@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,13 +15,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import Forbidden, Unauthenticated
+from api.errors import Forbidden, Unauthenticated, Unavailable
 from api.hot.catalog import CatalogCache
 from api.hot.offer_book import PromotionBook
 from api.hot.prices import PriceAggregates
+from api.hot.refresher import Refresher
 from api.hot.sticky import StickyMap
 from api.metrics import Metrics
 from api.posterior_cache import PosteriorCache
+from api.protection import RateLimiter
 from api.security import Principal, Role
 from api.services.context import ContextSchemaCache
 from api.services.experiments import ExperimentCache, QuoteExperiment
@@ -33,7 +36,7 @@ from api.settings import Settings
 from api.writer import GroupWriter
 from pricing.policy import ListPricePolicy, PricePolicy
 
-__all__ = ["AppState", "PrincipalDep", "SessionDep", "StateDep", "require"]
+__all__ = ["AppState", "PrincipalDep", "SessionDep", "StateDep", "limited", "require"]
 
 AUTH_CACHE_SECONDS = 10.0
 
@@ -64,6 +67,10 @@ class AppState:
     #: Drops erased customers (by id hash) from this worker's memory.
     forget_customers: Callable[[set[str]], None] | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    #: The background refresher of the quote path's state (set at start-up).
+    refresher: Refresher | None = None
+    #: Per-key request rates of the quote and outcome endpoints (this worker).
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter({}, burst_seconds=1.0))
     _variant_policies: dict[tuple[bool, int | None, float | None], PricePolicy] = field(
         default_factory=dict
     )
@@ -93,7 +100,7 @@ class AppState:
         if known:
             return principal
         with self.read_sessions() as session:
-            principal = authenticate(session, key=key)
+            principal = authenticate(session, key=key, pepper=self.settings.pepper())
         with self._auth_lock:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
@@ -169,7 +176,8 @@ async def get_principal(
     """Authenticate the ``Authorization: Bearer <key>`` header (401 when missing or wrong).
 
     A key seen in the last few seconds is answered from memory; otherwise the key table
-    is read in the thread pool (never on the event loop).
+    is read in the thread pool (never on the event loop), for at most
+    ``PRICING_WRITE_TIMEOUT_SECONDS`` (then 503: a slow database never holds a request).
     """
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
@@ -177,7 +185,15 @@ async def get_principal(
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     known, principal = state.cached_principal(key.strip())
     if not known:
-        principal = await run_in_threadpool(state.principal_for, key.strip())
+        try:
+            principal = await asyncio.wait_for(
+                run_in_threadpool(state.principal_for, key.strip()),
+                state.settings.write_timeout_seconds,
+            )
+        except TimeoutError:
+            raise Unavailable(
+                "the API key cannot be checked now: the database is slow or unreachable; retry"
+            ) from None
     if principal is None:
         raise Unauthenticated("invalid or revoked API key")
     return principal
@@ -194,6 +210,20 @@ def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise Forbidden(f"role {principal.role.value!r} may not do this; allowed: {names}")
+        return principal
+
+    return check
+
+
+def limited(kind: str, *roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """Like :func:`require`, then take one request from the key's ``kind`` rate limit
+    (429 with Retry-After when it is spent)."""
+    allowed = require(*roles)
+
+    # A default, not ``Annotated``: the annotation would name a local, which FastAPI cannot
+    # resolve under postponed evaluation.
+    async def check(state: StateDep, principal: Principal = Depends(allowed)) -> Principal:
+        state.limiter.check(str(principal.key_id), kind)
         return principal
 
     return check

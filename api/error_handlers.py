@@ -24,6 +24,7 @@ from api.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     Unauthenticated,
     Unavailable,
     UnsupportedMedia,
@@ -39,6 +40,7 @@ STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
     Unavailable: 503,
+    RateLimited: 429,
     Unauthenticated: 401,
     Forbidden: 403,
     UnsupportedMedia: 415,
@@ -107,17 +109,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
-        # Another process held SQLite's write lock past the busy timeout: overload, not a bug.
-        if "database is locked" in str(exc.orig):
-            return JSONResponse(
-                status_code=503,
-                content={"detail": "the database is busy; retry later"},
-                headers={"Retry-After": "1"},
-            )
-        log.exception("database error on %s %s", request.method, request.url.path)
+        # The database is locked past the busy timeout, unreachable, or refused the
+        # connection: it cannot serve now, which is a 503 to retry, not a bug.
+        locked = "database is locked" in str(exc.orig)
+        if not locked:
+            log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                        type(exc.orig).__name__)  # fmt: skip
         return JSONResponse(
-            status_code=500, content={"detail": "internal error; it has been logged"}
-        )
+            status_code=503,
+            content={"detail": "the database is busy; retry later" if locked
+                     else "the database is unavailable; retry later"},
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover

@@ -12,6 +12,7 @@ error                     status  when
 :class:`NotFound`         404     the thing named does not exist
 :class:`Conflict`         409     the request contradicts what is stored
 :class:`Unavailable`      503     could not be done now; nothing changed; retry
+:class:`RateLimited`      429     the key's rate limit is spent; nothing done; retry
 :class:`Unauthenticated`  401     no credentials, or unknown ones
 :class:`Forbidden`        403     the caller may not do this
 :class:`UnsupportedMedia` 415     a body in a format the endpoint does not read
@@ -30,6 +31,7 @@ __all__ = [
     "Forbidden",
     "Invalid",
     "NotFound",
+    "RateLimited",
     "Unauthenticated",
     "Unavailable",
     "UnsupportedMedia",
@@ -167,6 +169,13 @@ class Unavailable(DomainError):
     ) -> None:
         super().__init__(where, msg, type_=type_, extra=extra)
         self.retry_after = retry_after
+
+
+class RateLimited(Unavailable):
+    """The API key sent more requests than its rate limit allows; nothing was done (429,
+    with ``Retry-After``)."""
+
+    default_type = "rate_limited"
 
 
 class Unauthenticated(DomainError):

@@ -247,15 +247,17 @@ class PriceHistory(Base):
 
 
 class ApiKey(Base):
-    """An API key: only its SHA-256 digest is stored; the key itself is shown once."""
+    """An API key: only its digest is stored (``hash_scheme``: ``sha256``, or
+    ``hmac-sha256`` keyed with ``PRICING_KEY_PEPPER``); the key itself is shown once."""
 
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(16))
-    prefix: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash_scheme: Mapped[str] = mapped_column(String(16), default="sha256", server_default="sha256")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,9 @@ from pricing.posterior import DemandPosterior
 __all__ = ["PosteriorCache", "Served"]
 
 log = logging.getLogger("pricing.posterior")
+
+#: A snapshot that failed to load is tried again after this long (s).
+RETRY_FAILED_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class PosteriorCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: The newest published snapshot that could not be loaded: (id, when, error).
+        self.failed: tuple[int, float, str] | None = None
+        #: Whether any snapshot has been published (False: list prices, flagged fallback).
+        self.published = False
 
     @property
     def served(self) -> Served | None:
@@ -68,7 +76,9 @@ class PosteriorCache:
                 .limit(1)
             ).first()
             if head is None:
+                self.published = False
                 return False
+            self.published = True
             snapshot_id, seq = head
             current = self._served
             if current is not None and (current.snapshot_id, current.weights_seq) == (
@@ -88,9 +98,22 @@ class PosteriorCache:
                 log_weights = np.frombuffer(raw, dtype=np.float64).copy()
                 self._served = Served(snapshot_id, seq, current.posterior.with_weights(log_weights))
                 return True
+            failed = self.failed
+            if failed is not None and failed[0] == snapshot_id and time.time() - failed[1] < RETRY_FAILED_SECONDS:
+                return False  # known bad: keep serving what we have, try again later
             row = session.get(ModelSnapshot, snapshot_id)
             assert row is not None
-            self._served = Served(snapshot_id, row.weights_seq, load_posterior(row))
+            try:
+                posterior = load_posterior(row)
+            except Exception as exc:
+                # A corrupt or unreadable snapshot: keep the current posterior (or the
+                # list-price fallback) and say so in /readyz.
+                self.failed = (snapshot_id, time.time(), f"{type(exc).__name__}: {exc}"[:300])
+                log.exception("demand snapshot %s could not be loaded; keeping %s", snapshot_id,
+                              f"snapshot {current.snapshot_id}" if current else "list prices")  # fmt: skip
+                return False
+            self.failed = None
+            self._served = Served(snapshot_id, row.weights_seq, posterior)
             log.info("serving demand snapshot %s", snapshot_id)
             return True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings", "load_settings"]
@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     db_write_wait_seconds : float
         SQLite: how long a write transaction waits for its turn before the request gets 503
         with Retry-After (seconds; writers of a worker queue in-process).
+    write_timeout_seconds : float
+        How long a quote or outcome waits for its commit before it gets 503 with
+        Retry-After (s): a slow or unreachable database never holds a checkout longer.
+    db_connect_timeout_seconds : int
+        PostgreSQL: how long opening a connection may take before it fails (s).
     snapshot_poll_seconds : float
         How often a worker checks for a new posterior snapshot or new weights (s).
     run_updater : bool
@@ -91,6 +96,20 @@ class Settings(BaseSettings):
         Lifetime of a worker's lease on a capped promotion's budget (s); retired at half.
     writer_max_rows : int
         Most rows the group writer commits in one transaction.
+    rate_limit_quotes, rate_limit_outcomes : float
+        Requests per second one API key may send to ``POST /v1/quotes`` and to the outcome
+        endpoints, per worker (0 = unlimited); more get 429 with Retry-After.
+    rate_limit_burst_seconds : float
+        A key idle for a while may send this many seconds' worth of its rate at once (s).
+    max_body_bytes : int
+        Largest request body accepted (bytes); a larger one gets 413 before it is read.
+    cors_origins : str
+        Comma-separated origins allowed to call the API from a browser; empty (default)
+        means no CORS headers at all.
+    key_pepper : str, optional
+        A secret mixed into every new API key's stored digest (HMAC-SHA256): a copy of the
+        key table then says nothing about the keys without it. The same value on every
+        worker; changing it invalidates the keys created under the old one.
     sqlite_synchronous : str
         SQLite ``PRAGMA synchronous``: ``NORMAL`` (a committed transaction survives a
         process kill, the last ones may be lost on power loss) or ``FULL`` (also survives
@@ -108,6 +127,8 @@ class Settings(BaseSettings):
     default_segment: str = Field(default="default", min_length=1, max_length=64)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_write_wait_seconds: float = Field(default=10.0, gt=0, le=600)
+    write_timeout_seconds: float = Field(default=2.0, gt=0, le=600)
+    db_connect_timeout_seconds: int = Field(default=3, ge=2, le=600)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -135,6 +156,20 @@ class Settings(BaseSettings):
     promotion_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
+    rate_limit_quotes: float = Field(default=2000.0, ge=0)
+    rate_limit_outcomes: float = Field(default=200.0, ge=0)
+    rate_limit_burst_seconds: float = Field(default=2.0, gt=0, le=3600)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    cors_origins: str = ""
+    key_pepper: SecretStr | None = None
+
+    def pepper(self) -> bytes | None:
+        """``key_pepper`` as bytes (None when unset): what API key digests are keyed with."""
+        return self.key_pepper.get_secret_value().encode("utf-8") if self.key_pepper else None
+
+    def cors_allowed(self) -> list[str]:
+        """The origins of ``cors_origins`` (empty: CORS off)."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     def sampler_config(self) -> dict[str, Any]:
         """The demand model's sampler settings for refits (method and any overrides)."""

@@ -99,14 +99,26 @@ class GroupWriter:
     linger_seconds : float
         How long the writer waits for more jobs once it has one (0: it commits whatever
         is ready; jobs that arrive during a commit go in the next one).
+    wait_seconds : float, optional
+        How long an async request waits for its commit before it gets
+        :class:`WriteUnavailableError` (a slow or unreachable database must not hold a
+        checkout past its latency budget). A job whose request gave up is not written if
+        the writer has not started it; if it already had, its rows may still commit, but
+        nothing was shown or acknowledged. None: wait as long as it takes.
     """
 
     def __init__(
-        self, sessions: sessionmaker[Session], *, max_rows: int = 2000, linger_seconds: float = 0.0
-    ) -> None:
+        self, sessions: sessionmaker[Session], *, max_rows: int = 2000, linger_seconds: float = 0.0,
+        wait_seconds: float | None = None,
+    ) -> None:  # fmt: skip
         self._sessions = sessions
         self.max_rows = max_rows
         self.linger = linger_seconds
+        self.wait_seconds = wait_seconds
+        #: When the last commit failed because the database could not be reached or was
+        #: busy (``time.time()``), and why; cleared by the next successful commit.
+        self.unavailable_since: float | None = None
+        self.last_error: str | None = None
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         #: Settlements for event loops, sent once per batch (writer thread only).
         self._wakeups: dict[asyncio.AbstractEventLoop, list[tuple[_LoopWaiter, Any, BaseException | None]]] = {}
@@ -159,7 +171,16 @@ class GroupWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._put(job, _LoopWaiter(loop, future))
-        return await future
+        if self.wait_seconds is None:
+            return await future
+        try:
+            # On time-out the future is cancelled: the writer skips the job if it has not
+            # started it, and _resolve never settles it.
+            return await asyncio.wait_for(future, self.wait_seconds)
+        except TimeoutError:
+            raise WriteUnavailableError(
+                f"not committed within {self.wait_seconds:g} s (PRICING_WRITE_TIMEOUT_SECONDS)"
+            ) from None
 
     # ------------------------------------------------------------------ thread
     def _take(self, first: _Item) -> tuple[list[_Item], bool]:
@@ -220,12 +241,26 @@ class GroupWriter:
                 self.before_commit(session)
 
     def _write(self, batch: list[_Item]) -> None:
+        live = []
+        for item in batch:
+            if isinstance(item[1], _LoopWaiter) and item[1].future.cancelled():
+                # The request gave up (time-out or client gone): write nothing for it.
+                item[0].failed(WriteUnavailableError("abandoned by its request"))
+            else:
+                live.append(item)
+        batch = live
+        if not batch:
+            return
         jobs = [job for job, _ in batch]
         try:
             self._transaction(jobs)
         except BaseException as exc:  # isolate: each job alone, in its own transaction
-            if len(batch) == 1:
-                self._fail(batch[0], exc)
+            if len(batch) == 1 or _unavailable(exc):
+                # One job, or a database that cannot commit anything now: no job alone
+                # would fare better, so each waiting request hears it at once.
+                self._mark_unavailable(exc)
+                for item in batch:
+                    self._fail(item, exc)
                 return
             log.warning("batch of %d jobs failed (%s); retrying each alone", len(batch), exc)
             for item in batch:
@@ -237,8 +272,15 @@ class GroupWriter:
                     self._done(item)
             return
         self.batches += 1
+        self.unavailable_since = None
         for item in batch:
             self._done(item)
+
+    def _mark_unavailable(self, exc: BaseException) -> None:
+        if _unavailable(exc):
+            if self.unavailable_since is None:
+                self.unavailable_since = time.time()
+            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
     def _settle(self, waiter: Future[Any] | _LoopWaiter, result: Any, error: BaseException | None) -> None:
         if isinstance(waiter, _LoopWaiter):
@@ -271,10 +313,7 @@ class GroupWriter:
 
     def _fail(self, item: _Item, exc: BaseException) -> None:
         job, waiter = item
-        expected = isinstance(exc, OperationalError | DatabaseBusyError | WriteUnavailableError) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        )
-        if not expected:  # a bug or a constraint: loud, but still never a price
+        if not _unavailable(exc):  # a bug or a constraint: loud, but still never a price
             log.error("write failed: %s", exc, exc_info=exc)
         error = exc if isinstance(exc, WriteUnavailableError) else WriteUnavailableError(f"could not commit: {exc}")
         error.__cause__ = exc if error is not exc else exc.__cause__
@@ -282,6 +321,13 @@ class GroupWriter:
             job.failed(error)
         finally:
             self._settle(waiter, None, error)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot commit now (down, unreachable, locked)."""
+    return isinstance(exc, OperationalError | DatabaseBusyError | WriteUnavailableError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 class _LoopWaiter:

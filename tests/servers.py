@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import IO
 
 import httpx
 import pytest
@@ -25,15 +26,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def servers(db_url: str, n: int = 1, **env: str) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
-    """Start ``n`` servers on ``db_url`` (extra ``PRICING_*`` settings in ``env``); wait until
-    each is ready; on exit stop those still running (SIGTERM, then SIGKILL)."""
+def servers(
+    db_url: str, n: int = 1, *, output: IO[bytes] | None = None, **env: str
+) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    """Start ``n`` servers on ``db_url`` (extra ``PRICING_*`` settings in ``env``; their
+    stdout and stderr to ``output`` when given); wait until each is ready; on exit stop
+    those still running (SIGTERM, then SIGKILL)."""
     started = []
     for _ in range(n):
         port = free_port()
         environment = {**os.environ, "PRICING_DATABASE_URL": db_url, "PRICING_PORT": str(port),
                        "PRICING_LOG_LEVEL": "warning", **env}  # fmt: skip
-        process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], env=environment)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve"], env=environment,
+            stdout=output, stderr=subprocess.STDOUT if output is not None else None,
+        )  # fmt: skip
         started.append((f"http://127.0.0.1:{port}", process))
     try:
         for base, process in started:

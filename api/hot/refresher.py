@@ -54,15 +54,30 @@ class Refresher:
         self._thread: threading.Thread | None = None
         self.passes = 0
         self.failures: dict[str, int] = {}
+        #: Tasks failing now: name -> (``time.time()`` of the first failure in a row, error).
+        self.failing: dict[str, tuple[float, str]] = {}
+        self._reported: dict[str, float] = {}
 
     def run_once(self) -> None:
-        """One pass over every task (failures are logged and counted)."""
+        """One pass over every task (failures are counted; logged when a task starts
+        failing, once a minute while it keeps failing, and when it recovers)."""
         for name, task in self.tasks.items():
             try:
                 task()
-            except Exception:
+            except Exception as exc:
                 self.failures[name] = self.failures.get(name, 0) + 1
-                log.exception("background refresh %s failed; will retry", name)
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                now = time.time()
+                if name not in self.failing:
+                    self.failing[name] = (now, error)
+                    self._reported[name] = now
+                    log.exception("background refresh %s failed; will retry", name)
+                elif now - self._reported.get(name, 0.0) >= 60.0:
+                    self._reported[name] = now
+                    log.warning("background refresh %s still failing (%s)", name, error)
+            else:
+                if self.failing.pop(name, None) is not None:
+                    log.info("background refresh %s recovered", name)
         self.passes += 1
 
     def _run(self) -> None:

@@ -19,14 +19,17 @@ Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 @router.post("/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
-def create_key(body: KeyCreate, session: SessionDep, actor: Admin) -> KeyCreated:
+def create_key(body: KeyCreate, session: SessionDep, state: StateDep, actor: Admin) -> KeyCreated:
     """Create an API key; the secret is in this response only."""
-    return keys.create_key(session, name=body.name, role=Role(body.role), actor=actor)
+    return keys.create_key(
+        session, name=body.name, role=Role(body.role), actor=actor,
+        pepper=state.settings.pepper(),
+    )  # fmt: skip
 
 
 @router.get("/keys", response_model=list[KeyPublic])
 def list_keys(session: SessionDep, _: Admin) -> list[KeyPublic]:
-    """All keys, without secrets."""
+    """All keys, by public prefix and name (never a secret or a digest)."""
     return keys.list_keys(session)
 
 

@@ -18,10 +18,15 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Database unreachable or not migrated"}})
+@router.get("/readyz", responses={
+    200: {"description": "Serving; `status` is `degraded` when `degraded` lists anything"},
+    503: {"description": "Database unreachable or not migrated"},
+})  # fmt: skip
 def readyz(state: StateDep) -> JSONResponse:
-    """Ready when the database answers and is at the latest migration."""
-    ready, report = readiness(state.engine)
+    """Ready when the database answers and is at the latest migration; ``degraded`` says
+    what this worker serves in a degraded way (no model, a snapshot it could not load, a
+    log it cannot write, a background refresh failing)."""
+    ready, report = readiness(state.engine, state)
     return JSONResponse(status_code=200 if ready else 503, content=report)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import StateDep, require
+from api.deps import StateDep, limited
 from api.errors import Conflict, Invalid, NotFound, Unavailable
 from api.schemas.outcomes import OutcomeBatchIn, OutcomeBatchOut, OutcomeIn, OutcomePublic
 from api.schemas.quotes import QuoteRequest, QuoteResponse
@@ -18,10 +18,13 @@ from api.services.quote_writes import IdempotentReplayError
 from api.writer import WriteUnavailableError
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
-Checkout = Annotated[Principal, Depends(require(Role.CHECKOUT))]
+QuoteCaller = Annotated[Principal, Depends(limited("quotes", Role.CHECKOUT))]
+OutcomeCaller = Annotated[Principal, Depends(limited("outcomes", Role.CHECKOUT))]
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"description": "Could not be committed; nothing was shown or stored. Retry."}
-}
+    429: {"description": "This key's rate limit (PRICING_RATE_LIMIT_*) is spent; nothing was "
+                         "done. Retry after `Retry-After` seconds."},
+    503: {"description": "Could not be committed; nothing was shown or stored. Retry."},
+}  # fmt: skip
 
 
 def _unavailable(what: str) -> Unavailable:
@@ -67,7 +70,7 @@ def _replayed(body: str) -> Response:
 async def post_quote(
     body: QuoteRequest,
     state: StateDep,
-    principal: Checkout,
+    principal: QuoteCaller,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Price every line of a cart; each line's decision is committed before the response."""
@@ -118,7 +121,7 @@ async def post_quote(
     },
 )
 async def post_outcome(
-    body: OutcomeIn, state: StateDep, response: Response, _: Checkout
+    body: OutcomeIn, state: StateDep, response: Response, _: OutcomeCaller
 ) -> OutcomePublic:
     """Report what happened to one decision. Acknowledged only after it is committed."""
     items = outcome_items([body])
@@ -139,7 +142,9 @@ async def post_outcome(
 
 
 @router.post("/outcomes/batch", response_model=OutcomeBatchOut, responses=_UNAVAILABLE)
-async def post_outcome_batch(body: OutcomeBatchIn, state: StateDep, _: Checkout) -> OutcomeBatchOut:
+async def post_outcome_batch(
+    body: OutcomeBatchIn, state: StateDep, _: OutcomeCaller
+) -> OutcomeBatchOut:
     """Report up to 1,000 outcomes at once; each item gets its own status."""
     if len(body.outcomes) > state.settings.max_outcome_batch:
         raise Invalid(

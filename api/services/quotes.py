@@ -153,6 +153,7 @@ class QuoteService:
         lease_seconds: float = 30.0,
         max_rows: int = 2000,
         jurisdictions: Any | None = None,
+        write_timeout: float | None = None,
     ) -> QuoteService:
         """A service with fresh in-memory state and its own writer (not yet loaded).
 
@@ -164,7 +165,8 @@ class QuoteService:
         return cls(
             catalog=CatalogCache(reader), prices=PriceAggregates(reader),
             promotions=PromotionBook(sessions, reader, lease_seconds=lease_seconds),
-            sticky=StickyMap(), writer=GroupWriter(sessions, max_rows=max_rows),
+            sticky=StickyMap(),
+            writer=GroupWriter(sessions, max_rows=max_rows, wait_seconds=write_timeout),
             read_sessions=reader, guardrails=guardrails, context_schema=context_schema,
             default_segment=default_segment, ttl=ttl, outcome_window=outcome_window,
             jurisdictions=jurisdictions,

@@ -138,7 +138,9 @@ def test_role_matrix(catalog, sessions, method, template, body, allowed):
 
 def test_public_endpoints_need_no_key(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json()["status"] == "ready"
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "degraded"  # no model fitted yet: list prices, flagged fallback
+    assert ready["degraded"] == ["no demand model loaded: quotes get list prices, flagged fallback"]
     assert "pricing_http_requests_total" in client.get("/metrics").text
 
 
