@@ -72,7 +72,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _defer(args: argparse.Namespace, task: str, **kwargs: Any) -> int:
+def _defer(
+    args: argparse.Namespace, task: str, *, queueing_lock: str | None = None, **kwargs: Any
+) -> int:
     """Queue a job for the workers (PostgreSQL) and print its id."""
     settings = _settings(args)
     if not settings.database_url.startswith("postgresql"):
@@ -81,7 +83,7 @@ def _defer(args: argparse.Namespace, task: str, **kwargs: Any) -> int:
         return 2
     from api.queue import defer
 
-    job = defer(settings, task, **kwargs)
+    job = defer(settings, task, queueing_lock=queueing_lock, **kwargs)
     if job is None:
         print(f"{task}: a job is already waiting; not queued again")
     else:
@@ -416,8 +418,10 @@ def _sessions(args: argparse.Namespace) -> Any:
 def cmd_refit(args: argparse.Namespace) -> int:
     """Fit the demand model now, print diagnostics, publish if it passes the gate."""
     if args.queue:
-        return _defer(args, "pricing.refit", force=True)
+        return _defer(args, "pricing.refit", force=True, queueing_lock="pricing.refit:requested",
+                      **({"mode": "fanout"} if args.fanout else {}))  # fmt: skip
     from api.services.demand_models import refit
+    from api.services.fanout import refit_fanout
 
     sessions = _sessions(args)
     sampler = {"method": args.method}
@@ -425,10 +429,14 @@ def cmd_refit(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             sampler[name] = getattr(args, name)
     try:
-        result = refit(
-            sessions, sampler_config=sampler, progressbar=not args.quiet,
-            missing_outcome=_settings(args).missing_outcome,
-        )  # fmt: skip
+        if args.fanout:
+            result = refit_fanout(sessions, sampler_config=sampler,
+                                  missing_outcome=_settings(args).missing_outcome)  # fmt: skip
+        else:
+            result = refit(
+                sessions, sampler_config=sampler, progressbar=not args.quiet,
+                missing_outcome=_settings(args).missing_outcome,
+            )  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -592,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     refit_p.add_argument("--chains", type=int)
     refit_p.add_argument("--quiet", action="store_true", help="no progress bar")
     refit_p.add_argument("--queue", action="store_true", help=_QUEUE_HELP)
+    refit_p.add_argument(
+        "--fanout", action="store_true",
+        help="one fit per category, the shared parameters held at the last full fit's",
+    )  # fmt: skip
     refit_p.set_defaults(func=cmd_refit)
     worker = add("worker", "run the background jobs (online posterior updates, refits)")
     worker.add_argument(

@@ -38,6 +38,7 @@ __all__ = [
     "export_feedback",
     "import_history",
     "refit_if_due",
+    "refit_mode",
     "refit_reason",
 ]
 
@@ -64,6 +65,11 @@ class JobRuntime:
         Passed to the demand model.
     missing_outcome : str
         Label of a decision whose outcome window closed without an outcome.
+    fanout : bool
+        Refit one category at a time with the shared parameters held at the last full
+        fit's (:mod:`api.services.fanout`), and the full joint fit every ``full_every``.
+    full_every : timedelta
+        With ``fanout``: how old the last full fit may be before the next refit is full.
     """
 
     sessions: sessionmaker[Session]
@@ -73,6 +79,8 @@ class JobRuntime:
     retry_after: timedelta = timedelta(seconds=60)
     sampler_config: dict[str, Any] = field(default_factory=dict)
     missing_outcome: str = "non_conversion"
+    fanout: bool = False
+    full_every: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_settings(cls, settings: Settings, sessions: sessionmaker[Session]) -> JobRuntime:
@@ -84,6 +92,8 @@ class JobRuntime:
             retry_after=timedelta(seconds=max(60.0, settings.updater_interval_seconds * 30)),
             sampler_config=settings.sampler_config(),
             missing_outcome=settings.missing_outcome,
+            fanout=settings.refit_fanout,
+            full_every=timedelta(seconds=settings.full_refit_every_seconds),
         )
 
 
@@ -98,7 +108,12 @@ def refit_reason(runtime: JobRuntime) -> str | None:
     serving snapshot's ESS fell below ``ess_fraction`` of its draws, or when it is older
     than ``refit_every``; but never sooner than ``retry_after`` after a rejected attempt.
     """
+    from api.services.fanout import in_flight
+
     with runtime.sessions() as session:
+        running = in_flight(session)
+        if running is not None:
+            return None  # a fanned-out refit is under way; its publish resets the weights
         head = current_snapshot(session)
         newest_attempt = session.scalar(select(func.max(ModelSnapshot.created_at)))
         recently_rejected = (
@@ -130,16 +145,40 @@ def apply_outcomes(runtime: JobRuntime) -> UpdateResult:
     return apply_new_outcomes(runtime.sessions, missing_outcome=runtime.missing_outcome)
 
 
-def refit_if_due(runtime: JobRuntime, *, force: bool = False) -> RefitResult | None:
+def refit_mode(runtime: JobRuntime) -> str:
+    """``"fanout"`` when the runtime fans refits out and the last full fit is recent
+    enough to hold the shared parameters at; ``"full"`` otherwise."""
+    if not runtime.fanout:
+        return "full"
+    from api.services.fanout import full_fit
+
+    with runtime.sessions() as session:
+        base = full_fit(session)
+    if base is None or utcnow() - base.created_at > runtime.full_every:
+        return "full"
+    return "fanout"
+
+
+def refit_if_due(
+    runtime: JobRuntime, *, force: bool = False, mode: str | None = None
+) -> RefitResult | None:
     """Refit and publish (behind the diagnostics gate) when :func:`refit_reason` says so.
 
-    Returns None when no refit was due (or, with ``force``, when there is no data).
+    ``mode`` (``"full"`` or ``"fanout"``; default :func:`refit_mode`) chooses a full joint
+    fit or one fit per category in this process. Returns None when no refit was due (or,
+    with ``force``, when there is no data).
     """
     reason = refit_reason(runtime)
     if reason is None and not force:
         return None
-    log.info("refitting: %s", reason or "requested")
+    mode = mode or refit_mode(runtime)
+    log.info("refitting (%s): %s", mode, reason or "requested")
     try:
+        if mode == "fanout":
+            from api.services.fanout import refit_fanout
+
+            return refit_fanout(runtime.sessions, sampler_config=runtime.sampler_config,
+                                missing_outcome=runtime.missing_outcome)  # fmt: skip
         return refit(
             runtime.sessions,
             sampler_config=runtime.sampler_config,

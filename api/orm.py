@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -37,6 +38,7 @@ __all__ = [
     "AppliedDecision",
     "AuditEntry",
     "Base",
+    "CategoryFit",
     "ContextSchemaVersion",
     "Decision",
     "DecisionAssignment",
@@ -308,6 +310,28 @@ class ModelSnapshot(Base):
     ess: Mapped[float | None] = mapped_column(Float, default=None)
     applied_outcomes: Mapped[int] = mapped_column(BigInteger, default=0)
     weights_updated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class CategoryFit(Base):
+    """One category's part of a fanned-out refit (``run_id``), waiting to be gathered.
+
+    Written by the category's job; the publish job turns the run's rows into one snapshot
+    and deletes them in the same transaction (so a run is published at most once).
+    """
+
+    __tablename__ = "category_fits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(36), index=True)
+    category: Mapped[str] = mapped_column(String(64))
+    expected: Mapped[int] = mapped_column(Integer)
+    base_snapshot_id: Mapped[int] = mapped_column(ForeignKey("model_snapshots.id"))
+    data_watermark: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    draws: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (UniqueConstraint("run_id", "category", name="uq_category_fits_run_category"),)
 
 
 class AppliedDecision(Base):

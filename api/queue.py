@@ -13,6 +13,10 @@ task                      when                                   guarantees
 ``pricing.refit``          every minute (does nothing unless a refit is due:     lock ``demand-model:refit``: one
                           first data, low ESS, an old snapshot), or deferred    model's refit never runs twice at
                           by ``pricing-engine refit --queue``                   once; queueing lock; retried twice
+``pricing.refit_category``  one per category of a fanned-out refit             lock per category; retried; the
+                          (``PRICING_REFIT_FANOUT``), queued by ``pricing.refit``  last part stored queues the publish
+``pricing.publish_fanout``  when every category of a run is stored              lock ``demand-model:refit``; one per
+                                                                                 run (queueing lock); idempotent
 ``pricing.import_history``  ``pricing-engine import-history --queue FILE``       lock ``demand-model:priors``
 ``pricing.export_feedback`` ``pricing-engine export-feedback --queue OUT``       retried 3 times
 ``pricing.retry_stalled``  every third of ``PRICING_QUEUE_STALLED_SECONDS``      a job of a worker whose heartbeat
@@ -28,8 +32,10 @@ inspection (``procrastinate_jobs``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from datetime import datetime
 from typing import Any
 
 import procrastinate
@@ -39,8 +45,17 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from api.db import make_engine, make_session_factory
-from api.jobs import JobRuntime, apply_outcomes, export_feedback, import_history, refit_if_due
+from api.jobs import (
+    JobRuntime,
+    apply_outcomes,
+    export_feedback,
+    import_history,
+    refit_if_due,
+    refit_mode,
+    refit_reason,
+)
 from api.migrate import QUEUE_TABLE
+from api.services.fanout import fit_category, plan, publish
 from api.settings import Settings
 
 __all__ = ["build_queue", "conninfo", "defer", "run_worker"]
@@ -106,8 +121,57 @@ def build_queue(settings: Settings, runtime: JobRuntime | None = None) -> procra
     @app.periodic(cron="* * * * *", periodic_id="refit")
     @app.task(name="pricing.refit", lock=REFIT_LOCK, queueing_lock="pricing.refit",
               retry=procrastinate.RetryStrategy(max_attempts=2, wait=30))  # fmt: skip
-    def refit_task(timestamp: int | None = None, force: bool = False) -> dict[str, Any] | None:
-        result = refit_if_due(current(), force=force)
+    def refit_task(
+        timestamp: int | None = None, force: bool = False, mode: str | None = None
+    ) -> dict[str, Any] | None:
+        runtime = current()
+        if (mode or refit_mode(runtime)) == "fanout":
+            # One job per category, on whichever workers are free; the last to finish
+            # queues the publish job.
+            if refit_reason(runtime) is None and not force:
+                return None
+            try:
+                run = plan(runtime.sessions)
+            except ValueError as exc:
+                log.info("no fanned-out refit: %s", exc)
+                return None
+            for category in run.categories:
+                app.tasks["pricing.refit_category"].configure(
+                    lock=f"demand-model:category:{category}",
+                ).defer(**run.to_job(), category=category)
+            log.info("fanned-out refit %s: %d category jobs", run.run_id, len(run.categories))
+            return {"fanout": run.run_id, "categories": len(run.categories)}
+        result = refit_if_due(runtime, force=force, mode="full")
+        if result is None:
+            return None
+        return {"snapshot": result.snapshot_id, "published": result.published,
+                "message": result.message}  # fmt: skip
+
+    @app.task(name="pricing.refit_category",
+              retry=procrastinate.RetryStrategy(max_attempts=3, wait=10))  # fmt: skip
+    def refit_category_task(
+        run_id: str, base_snapshot_id: int, watermark: str, expected: int, category: str
+    ) -> dict[str, Any]:
+        runtime = current()
+        last = fit_category(
+            runtime.sessions, run_id=run_id, base_snapshot_id=base_snapshot_id,
+            watermark=datetime.fromisoformat(watermark), category=category, expected=expected,
+            sampler_config=runtime.sampler_config, missing_outcome=runtime.missing_outcome,
+        )  # fmt: skip
+        if last:
+            # A twin that stored the other last part may have queued it already.
+            with contextlib.suppress(AlreadyEnqueued):
+                app.tasks["pricing.publish_fanout"].configure(
+                    queueing_lock=f"pricing.publish_fanout:{run_id}"
+                ).defer(run_id=run_id)
+        return {"run": run_id, "category": category, "last": last}
+
+    @app.task(name="pricing.publish_fanout", lock=REFIT_LOCK,
+              retry=procrastinate.RetryStrategy(max_attempts=3, wait=10))  # fmt: skip
+    def publish_fanout_task(run_id: str) -> dict[str, Any] | None:
+        runtime = current()
+        result = publish(runtime.sessions, run_id=run_id, sampler_config=runtime.sampler_config,
+                         missing_outcome=runtime.missing_outcome)  # fmt: skip
         if result is None:
             return None
         return {"snapshot": result.snapshot_id, "published": result.published,
@@ -148,16 +212,28 @@ def build_queue(settings: Settings, runtime: JobRuntime | None = None) -> procra
         return count
 
     del apply_outcomes_task, refit_task, import_history_task, export_feedback_task
+    del refit_category_task, publish_fanout_task
     del retry_stalled_task
     return app
 
 
-def defer(settings: Settings, task: str, **kwargs: Any) -> int | None:
-    """Queue one job of ``task``; returns its id, or None if one is already waiting."""
+def defer(
+    settings: Settings, task: str, *, queueing_lock: str | None = None, **kwargs: Any
+) -> int | None:
+    """Queue one job of ``task``; returns its id, or None if one is already waiting.
+
+    ``queueing_lock`` replaces the task's own: a refit someone asked for (``force``) must
+    not be swallowed by the periodic one waiting under the task's lock, which only refits
+    when one is due; the two still never run at once (same ``lock``).
+    """
     app = build_queue(settings)
     with app.open():
         try:
-            return int(app.tasks[task].defer(**kwargs))
+            configured = (
+                app.tasks[task].configure(queueing_lock=queueing_lock)
+                if queueing_lock is not None else app.tasks[task]
+            )  # fmt: skip
+            return int(configured.defer(**kwargs))
         except AlreadyEnqueued:
             return None
 

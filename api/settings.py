@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         Refit when the serving snapshot is older than this (s).
     refit_ess_fraction : float
         Refit when the weights' effective sample size drops below this share of draws.
+    refit_fanout : bool
+        Refit one category per job, with the parameters all categories share held at the
+        last full fit's posterior (a large catalog's refit spread over the queue workers);
+        the full joint fit still runs every ``full_refit_every_seconds``.
+    full_refit_every_seconds : int
+        With ``refit_fanout``: the longest time between full joint fits (s).
     fit_method : str
         ``auto`` (PyMC NUTS), ``nuts``, ``nutpie`` (if installed) or ``advi``.
     fit_draws, fit_tune, fit_chains : int, optional
@@ -138,6 +144,8 @@ class Settings(BaseSettings):
     updater_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
     refit_every_seconds: int = Field(default=6 * 3600, ge=60)
     refit_ess_fraction: float = Field(default=0.5, gt=0, lt=1)
+    refit_fanout: bool = False
+    full_refit_every_seconds: int = Field(default=24 * 3600, ge=60)
     fit_method: str = Field(default="auto", pattern="^(auto|nuts|nutpie|advi)$")
     fit_draws: int | None = Field(default=None, ge=10, le=100_000)
     fit_tune: int | None = Field(default=None, ge=10, le=100_000)

@@ -30,6 +30,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -111,7 +112,8 @@ class DemandModel:
         objects or their dicts) and ``centred_min_trials``.
     sampler_config : dict, optional
         Merged over :attr:`default_sampler_config`: ``method``, ``draws``, ``tune``,
-        ``chains``, ``target_accept``, ``random_seed``, ``advi_iterations``, and the gate
+        ``chains``, ``cores`` (processes for the chains; default one per chain up to the
+        CPUs), ``target_accept``, ``random_seed``, ``advi_iterations``, and the gate
         thresholds ``max_rhat``, ``min_ess_bulk``, ``max_divergences``.
     """
 
@@ -182,8 +184,12 @@ class DemandModel:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ model
-    def build(self, cells: Cells) -> pm.Model:
-        """Build the PyMC model for ``cells`` (stores the level labels in ``coords_``)."""
+    def _layout(self, cells: Cells) -> SimpleNamespace:
+        """Index the cells' levels and choose each group's parameterisation.
+
+        Sets ``coords_``, ``sku_category_``, ``pairs_``, ``centred_`` and
+        ``parameterisation_``; returns the integer indices and masks the model needs.
+        """
         if len(cells) == 0:
             raise ValueError("cannot fit a demand model to no data")
         segments, s_idx = np.unique(cells.segment, return_inverse=True)
@@ -249,6 +255,21 @@ class DemandModel:
             "centred_pairs": int(rich_pair.sum()), "segments": len(segments), "skus": len(skus),
             "pairs": len(pairs),
         }  # fmt: skip
+
+        return SimpleNamespace(
+            coords=coords, segments=segments, skus=skus, categories=categories, s_idx=s_idx,
+            j_idx=j_idx, c_idx=c_idx, p_idx=p_idx, pair_s=pair_s, pair_c=pair_c,
+            promo_mask=promo_mask, promotions=promotions, k_idx=k_idx, rich_pair=rich_pair,
+            rich_sku=rich_sku, rich_seg_all=rich_seg_all,
+        )  # fmt: skip
+
+    def build(self, cells: Cells) -> pm.Model:
+        """Build the PyMC model for ``cells`` (stores the level labels in ``coords_``)."""
+        lay = self._layout(cells)
+        coords, segments, skus = lay.coords, lay.segments, lay.skus
+        s_idx, j_idx, p_idx, pair_c = lay.s_idx, lay.j_idx, lay.p_idx, lay.pair_c
+        promo_mask, promotions, k_idx = lay.promo_mask, lay.promotions, lay.k_idx
+        rich_pair, rich_sku, rich_seg_all = lay.rich_pair, lay.rich_sku, lay.rich_seg_all
 
         cfg = self.model_config
         with pm.Model(coords=coords) as model:
@@ -384,7 +405,7 @@ class DemandModel:
                 if method == "nutpie":
                     kwargs["nuts_sampler"] = "nutpie"
                 else:
-                    kwargs["cores"] = min(int(sc["chains"]), os.cpu_count() or 1)
+                    kwargs["cores"] = int(sc.get("cores") or min(int(sc["chains"]), os.cpu_count() or 1))
                 idata = pm.sample(
                     draws=draws, tune=int(sc["tune"]), chains=int(sc["chains"]),
                     random_seed=sc["random_seed"], progressbar=progressbar,

@@ -52,10 +52,13 @@ def ensure_env() -> None:
 
 
 def project_env() -> dict[str, str]:
-    """The environment for the project's commands: PyTensor's compile cache kept with the
-    venv (C compiled once, on the first model fit, then reused by every later run)."""
+    """The environment for the project's commands: PyTensor's compile cache in the user's
+    cache directory (C compiled once, on the first model fit, then reused by every later
+    run and every checkout of the project on this machine; PyTensor keys each module by
+    its code and versions, so checkouts of other versions do not clash)."""
     env = dict(os.environ)
-    env.setdefault("PYTENSOR_FLAGS", f"compiledir={VENV / 'pytensor-cache'}")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    env.setdefault("PYTENSOR_FLAGS", f"compiledir={cache / 'pricing-engine' / 'pytensor'}")
     return env
 
 

@@ -56,8 +56,9 @@ PUBLISHED, REJECTED = "published", "rejected"
 
 
 def _labels(
-    session: Session, *, until: datetime, missing: str, since: datetime | None = None
-) -> list[Any]:
+    session: Session, *, until: datetime, missing: str, since: datetime | None = None,
+    category: str | None = None,
+) -> list[Any]:  # fmt: skip
     """Learning labels per (segment, sku, category, price, discount, list price, promotion,
     context): (count, conversions), for labels that became final in (since, until].
 
@@ -77,6 +78,8 @@ def _labels(
     )
     if since is not None:
         observed = observed.where(Outcome.recorded_at > since)
+    if category is not None:
+        observed = observed.where(Product.category == category)
     rows = [(*r[:-2], int(r[-2]), int(r[-1] or 0)) for r in session.execute(observed)]
     if missing != "ignore":
         in_window = exists().where(Outcome.decision_id == Decision.id, Outcome.late.is_(False))
@@ -88,6 +91,8 @@ def _labels(
         )
         if since is not None:
             imputed = imputed.where(Decision.outcome_deadline > since)
+        if category is not None:
+            imputed = imputed.where(Product.category == category)
         value = 1 if missing == "conversion" else 0
         rows += [(*r[:-1], int(r[-1]), value * int(r[-1])) for r in session.execute(imputed)]
     return rows
@@ -99,6 +104,7 @@ def load_cells(
     until: datetime,
     missing: str = "non_conversion",
     schema: ContextSchema | None = None,
+    category: str | None = None,
 ) -> Cells:
     """Aggregate the log's learning labels final at ``until`` into cells.
 
@@ -114,12 +120,14 @@ def load_cells(
         Label of a decision whose outcome window closed without an outcome.
     schema : ContextSchema, optional
         Declared context features to encode (none by default).
+    category : str, optional
+        Only this category's cells (a fanned-out refit's part).
     """
     schema = schema or ContextSchema()
     encoded: dict[str, tuple[float, ...]] = {}
     records = []
     for seg, sku, cat, price, discount, list_price, promo, key, n, conv in _labels(
-        session, until=until, missing=missing
+        session, until=until, missing=missing, category=category
     ):
         if key not in encoded:
             encoded[key] = tuple(schema.encode_key(key).tolist())
