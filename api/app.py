@@ -13,10 +13,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from api import console
 from api.db import make_engine, make_session_factory, read_only
 from api.deps import AppState
 from api.error_handlers import install_error_handlers
@@ -56,6 +59,9 @@ Authenticate with `Authorization: Bearer <key>`. Money is a decimal string with 
 explicit currency; timestamps are ISO 8601 in UTC.
 """
 
+
+#: The console's stylesheet and script (served by the app: no CDN, works offline).
+CONSOLE_STATIC = Path(__file__).parent / "console" / "static"
 
 #: Every operation may answer 413 (the body limit, before routing): documented on all.
 TOO_LARGE: dict[int | str, dict[str, Any]] = {
@@ -234,6 +240,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         lifespan=lifespan,
     )
     app.state.pricing = state
+    app.mount("/console/static", StaticFiles(directory=str(CONSOLE_STATIC)), name="console-static")
+    app.include_router(console.router)
     install_error_handlers(app)
     install_protection(app, settings)
     install_metrics(app, state.metrics)

@@ -49,8 +49,12 @@ class Settings(BaseSettings):
         SQLite: how long a write transaction waits for its turn before the request gets 503
         with Retry-After (seconds; writers of a worker queue in-process).
     write_timeout_seconds : float
-        How long a quote or outcome waits for its commit before it gets 503 with
-        Retry-After (s): a slow or unreachable database never holds a checkout longer.
+        How long a quote waits for its commit before it gets 503 with Retry-After (s): a
+        slow or unreachable database never holds a checkout longer. Also bounds an API
+        key's look-up when it is not in the worker's cache.
+    outcome_write_timeout_seconds : float
+        The same for outcomes (longer: they are off checkout's critical path, and a large
+        batch waits behind others under load).
     db_connect_timeout_seconds : int
         PostgreSQL: how long opening a connection may take before it fails (s).
     snapshot_poll_seconds : float
@@ -133,7 +137,8 @@ class Settings(BaseSettings):
     default_segment: str = Field(default="default", min_length=1, max_length=64)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_write_wait_seconds: float = Field(default=10.0, gt=0, le=600)
-    write_timeout_seconds: float = Field(default=2.0, gt=0, le=600)
+    write_timeout_seconds: float = Field(default=3.0, gt=0, le=600)
+    outcome_write_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     db_connect_timeout_seconds: int = Field(default=3, ge=2, le=600)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -165,7 +170,7 @@ class Settings(BaseSettings):
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
     rate_limit_quotes: float = Field(default=2000.0, ge=0)
-    rate_limit_outcomes: float = Field(default=200.0, ge=0)
+    rate_limit_outcomes: float = Field(default=2000.0, ge=0)
     rate_limit_burst_seconds: float = Field(default=2.0, gt=0, le=3600)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     cors_origins: str = ""

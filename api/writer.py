@@ -162,25 +162,25 @@ class GroupWriter:
         """Submit ``job`` and wait for it (blocking callers: CLI, simulations, tests)."""
         return self.submit(job).result(timeout=timeout)
 
-    async def write_async(self, job: Job) -> Any:
+    async def write_async(self, job: Job, wait_seconds: float | None = None) -> Any:
         """Submit ``job`` and await it without blocking the event loop.
 
         The writer wakes each event loop once per batch (one ``call_soon_threadsafe`` for
-        all of the loop's jobs in it), not once per job.
+        all of the loop's jobs in it), not once per job. ``wait_seconds`` overrides the
+        writer's ``wait_seconds`` for this job.
         """
+        limit = self.wait_seconds if wait_seconds is None else wait_seconds
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._put(job, _LoopWaiter(loop, future))
-        if self.wait_seconds is None:
+        if limit is None:
             return await future
         try:
             # On time-out the future is cancelled: the writer skips the job if it has not
             # started it, and _resolve never settles it.
-            return await asyncio.wait_for(future, self.wait_seconds)
+            return await asyncio.wait_for(future, limit)
         except TimeoutError:
-            raise WriteUnavailableError(
-                f"not committed within {self.wait_seconds:g} s (PRICING_WRITE_TIMEOUT_SECONDS)"
-            ) from None
+            raise WriteUnavailableError(f"not committed within {limit:g} s") from None
 
     # ------------------------------------------------------------------ thread
     def _take(self, first: _Item) -> tuple[list[_Item], bool]:

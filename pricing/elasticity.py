@@ -204,8 +204,9 @@ def fit_history(
 
     post = idata.posterior
     diagnostics = {
-        "max_rhat": float(az.rhat(idata).to_array().max()),
-        "min_ess_bulk": float(az.ess(idata, method="bulk").to_array().min()),
+        # Per variable (``to_array`` would broadcast every variable to the union of dims).
+        "max_rhat": max(float(v.max()) for v in az.rhat(idata).data_vars.values()),
+        "min_ess_bulk": min(float(v.min()) for v in az.ess(idata, method="bulk").data_vars.values()),
         "divergences": int(idata.sample_stats["diverging"].sum()),
         "seconds": seconds,
     }

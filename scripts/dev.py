@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -51,14 +52,39 @@ def ensure_env() -> None:
     stamp.write_text(digest)
 
 
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pricing-engine"
+#: Where the console's browser tests find axe-core (an npm package, installed on demand).
+AXE = CACHE / "axe-core" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def ensure_browser_tools() -> None:
+    """What the console's browser tests need and pip does not bring: Debian's Chromium
+    (when missing and we are root with apt-get) and axe-core (npm). Without them the
+    browser tests skip and say why (``.ci/run`` makes that a failure)."""
+    if shutil.which("chromium") is None and hasattr(os, "geteuid") and os.geteuid() == 0 \
+            and shutil.which("apt-get"):
+        print("installing Chromium for the console's browser tests (apt-get, once)", flush=True)
+        quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.call(["apt-get", "install", "-y", "-qq", "chromium"], env=quiet,
+                           stdout=subprocess.DEVNULL) != 0:
+            subprocess.call(["apt-get", "update", "-qq"], env=quiet, stdout=subprocess.DEVNULL)
+            subprocess.call(["apt-get", "install", "-y", "-qq", "chromium"], env=quiet,
+                            stdout=subprocess.DEVNULL)
+    if not AXE.exists() and shutil.which("npm"):
+        print("installing axe-core for the console's accessibility checks (npm, once)", flush=True)
+        AXE.parents[2].mkdir(parents=True, exist_ok=True)
+        subprocess.call(["npm", "install", "--prefix", str(AXE.parents[2]), "axe-core@4",
+                         "--no-audit", "--no-fund", "--silent"], stdout=subprocess.DEVNULL)
+
+
 def project_env() -> dict[str, str]:
     """The environment for the project's commands: PyTensor's compile cache in the user's
     cache directory (C compiled once, on the first model fit, then reused by every later
     run and every checkout of the project on this machine; PyTensor keys each module by
     its code and versions, so checkouts of other versions do not clash)."""
     env = dict(os.environ)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    env.setdefault("PYTENSOR_FLAGS", f"compiledir={cache / 'pricing-engine' / 'pytensor'}")
+    env.setdefault("PYTENSOR_FLAGS", f"compiledir={CACHE / 'pytensor'}")
+    env.setdefault("PRICING_AXE_JS", str(AXE))
     return env
 
 
@@ -90,6 +116,7 @@ def serve(args: list[str]) -> None:
 def test(args: list[str]) -> None:
     """Lint, type-check and run the test suite (``--fast``: without the slow marker)."""
     ensure_env()
+    ensure_browser_tools()
     env = project_env()
     if "--fast" in args:
         args = [a for a in args if a != "--fast"] + ["-m", "not slow"]

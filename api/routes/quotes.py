@@ -126,7 +126,10 @@ async def post_outcome(
     """Report what happened to one decision. Acknowledged only after it is committed."""
     items = outcome_items([body])
     try:
-        await state.writer.write_async(OutcomeJob(items, state.sticky.mark_reported))
+        await state.writer.write_async(
+            OutcomeJob(items, state.sticky.mark_reported),
+            state.settings.outcome_write_timeout_seconds,
+        )
     except WriteUnavailableError:
         raise _unavailable("the outcome") from None
     try:
@@ -153,7 +156,10 @@ async def post_outcome_batch(
         )
     items = outcome_items(body.outcomes)
     try:
-        await state.writer.write_async(OutcomeJob(items, state.sticky.mark_reported))
+        await state.writer.write_async(
+            OutcomeJob(items, state.sticky.mark_reported),
+            state.settings.outcome_write_timeout_seconds,
+        )
     except WriteUnavailableError:
         raise _unavailable("the outcomes") from None
     result = batch_result(items)

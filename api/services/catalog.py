@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from api.errors import FieldProblem, Invalid, NotFound
@@ -226,9 +226,15 @@ def list_products(
     active: bool | None,
     after: str | None,
     limit: int,
+    search: str | None = None,
 ) -> ProductPage:
-    """Keyset-paginated products ordered by SKU."""
+    """Keyset-paginated products ordered by SKU (``search``: SKU or name contains it,
+    case-insensitive)."""
     query = select(Product).order_by(Product.sku).limit(limit + 1)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Product.sku.ilike(pattern, escape="\\"),
+                                Product.name.ilike(pattern, escape="\\")))  # fmt: skip
     if category is not None:
         query = query.where(Product.category == category)
     if active is not None:

@@ -41,7 +41,7 @@ def degradations(state: Any) -> list[str]:
     if writer.unavailable_since is not None:
         problems.append(
             f"the decision log cannot be written ({writer.last_error}) for "
-            f"{now - writer.unavailable_since:.0f} s: quotes and outcomes get 503"
+            f"{now - writer.unavailable_since:.0f} s: quotes and outcomes are refused (retry later)"
         )
     refresher = state.refresher
     if refresher is not None:

@@ -1,0 +1,386 @@
+"""The web console at ``/console``: server-rendered pages on the same services and roles.
+
+Sign-in takes an API key and keeps it in an HttpOnly, ``SameSite=Strict`` cookie scoped to
+``/console`` (JavaScript never sees it; other sites cannot send it). Every form carries a
+CSRF token derived from the key (HMAC), checked on every POST. What a page shows and allows
+follows the key's role, as in the API: merchandiser pages need ``merchandiser`` (or
+``admin``), analyst pages ``analyst`` (or ``admin``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from api.console.svg import bars, lift_density
+from api.deps import AppState, SessionDep, StateDep
+from api.errors import DomainError, NotFound
+from api.schemas.guardrails import GuardrailSetIn, PreviewIn
+from api.security import Principal, Role
+from api.services import audit, catalog, experiments
+from api.services.guardrails import active_guardrails, put_guardrails
+from api.services.preview import preview_guardrails
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+COOKIE = "pe_console"
+MERCHANDISERS = frozenset({Role.MERCHANDISER, Role.ADMIN})
+ANALYSTS = frozenset({Role.ANALYST, Role.ADMIN})
+READERS = MERCHANDISERS | ANALYSTS
+#: Settings of a rule as the editor shows them: (field, label, kind, help).
+RULE_FIELDS = (
+    ("floor", "Floor", "money", "lowest price (SKU rules only)"),
+    ("ceiling", "Ceiling", "money", "highest price (SKU rules only)"),
+    ("max_discount", "Max discount", "fraction", "largest cut below list, 0.2 = 20 %"),
+    ("max_increase", "Max increase", "fraction", "largest rise above list"),
+    ("min_margin", "Min margin", "fraction", "least (price - cost) / price"),
+    ("max_change", "Max change", "fraction", "largest change vs today's anchor price"),
+    ("segment_gap", "Segment gap", "ratio", "largest highest / lowest price between segments"),
+    ("ending", "Price ending", "int", "last two minor digits, e.g. 99"),
+    ("step", "Ladder step", "money", "price ladder step"),
+)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in user: their key's principal and the CSRF token of their forms."""
+
+    principal: Principal
+    csrf: str
+
+    @property
+    def role(self) -> Role:
+        return self.principal.role
+
+
+def _csrf(key: str) -> str:
+    return hmac.new(key.encode("utf-8"), b"pricing-console-csrf", hashlib.sha256).hexdigest()[:32]
+
+
+def _viewer(request: Request, state: AppState) -> Viewer | None:
+    key = request.cookies.get(COOKIE)
+    if not key:
+        return None
+    principal = state.principal_for(key)
+    return Viewer(principal, _csrf(key)) if principal is not None else None
+
+
+def _page(request: Request, template: str, viewer: Viewer | None, *, status: int = 200,
+          **context: Any) -> HTMLResponse:  # fmt: skip
+    return TEMPLATES.TemplateResponse(
+        request, template, {"viewer": viewer, "Role": Role, "MERCHANDISERS": MERCHANDISERS,
+                            "ANALYSTS": ANALYSTS, **context}, status_code=status,
+    )  # fmt: skip
+
+
+def _gate(request: Request, state: AppState, roles: frozenset[Role]) -> Viewer | Response:
+    """The viewer if signed in with one of ``roles``; else the sign-in page or a 403 page."""
+    viewer = _viewer(request, state)
+    if viewer is None:
+        return RedirectResponse(f"/console/login?next={quote(request.url.path)}", status_code=303)
+    if viewer.role not in roles:
+        names = ", ".join(sorted(r.value for r in roles))
+        return _page(request, "forbidden.html", viewer, status=403, allowed=names)
+    return viewer
+
+
+async def _posted(request: Request) -> dict[str, str]:
+    return {k: str(v) for k, v in (await request.form()).items()}
+
+
+def _checked(form: dict[str, str], viewer: Viewer) -> bool:
+    """Whether the form carries this viewer's CSRF token."""
+    return hmac.compare_digest(form.get("csrf", ""), viewer.csrf)
+
+
+def _csrf_refused(request: Request, viewer: Viewer) -> HTMLResponse:
+    return _page(request, "forbidden.html", viewer, status=403,
+                 allowed="a form from this console (the page expired: reload it)")  # fmt: skip
+
+
+# ---------------------------------------------------------------- sign-in
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/console") -> HTMLResponse:
+    return _page(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, state: StateDep) -> Response:
+    form = await _posted(request)
+    return await run_in_threadpool(_login, request, state, form)
+
+
+def _login(request: Request, state: AppState, form: dict[str, str]) -> Response:
+    key = form.get("api_key", "").strip()
+    target = _safe_next(form.get("next", "/console"))
+    principal = state.principal_for(key) if key else None
+    if principal is None:
+        return _page(request, "login.html", None, status=401, next=target,
+                     error="That key is not valid (or was revoked).")  # fmt: skip
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/console",
+                        secure=request.url.scheme == "https", max_age=8 * 3600)  # fmt: skip
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/console")
+    return response
+
+
+def _safe_next(target: str) -> str:
+    """Only paths inside the console (no open redirect)."""
+    return target if target.startswith("/console") and "//" not in target else "/console"
+
+
+@router.get("", response_class=HTMLResponse)
+def home(request: Request, state: StateDep) -> Response:
+    viewer = _viewer(request, state)
+    if viewer is None:
+        return RedirectResponse("/console/login", status_code=303)
+    return _page(request, "home.html", viewer)
+
+
+# ---------------------------------------------------------------- merchandisers
+@router.get("/catalog", response_class=HTMLResponse)
+def catalog_page(request: Request, state: StateDep, session: SessionDep, q: str = "",
+                 after: str | None = None) -> Response:  # fmt: skip
+    viewer = _gate(request, state, READERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    page = catalog.list_products(session, category=None, active=None, after=after, limit=50,
+                                 search=q.strip()[:100] or None)  # fmt: skip
+    return _page(request, "catalog.html", viewer, page=page, q=q)
+
+
+def _rules_form(rules: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Stored rules as the editor's rows of strings (plus one empty row to add a rule)."""
+    rows = [{k: ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v))
+             for k, v in rule.items()} for rule in rules]  # fmt: skip
+    rows.append({"scope": "", "target": ""})
+    return rows
+
+
+def _parse_rules(
+    form: dict[str, str],
+) -> tuple[list[dict[str, Any]], dict[str, str], list[dict[str, str]]]:
+    """The editor's rows as rule dicts; problems with a number's syntax by input name; and
+    the rows as typed (to show them again with their problems)."""
+    try:
+        count = int(form.get("rules-count", "0") or 0)
+    except ValueError:
+        count = 0
+    rules: list[dict[str, Any]] = []
+    problems: dict[str, str] = {}
+    typed: list[dict[str, str]] = []
+    for i in range(min(count, 500)):
+        prefix = f"rules-{i}-"
+        scope = form.get(prefix + "scope", "").strip()
+        if not scope or form.get(prefix + "remove"):
+            continue
+        rule: dict[str, Any] = {"scope": scope}
+        typed.append({k.removeprefix(prefix): v for k, v in form.items() if k.startswith(prefix)})
+        target = form.get(prefix + "target", "").strip()
+        if target:
+            rule["target"] = target
+        for name, _label, kind, _help in RULE_FIELDS:
+            raw = form.get(prefix + name, "").strip()
+            if not raw:
+                continue
+            if kind == "money":
+                rule[name] = raw
+                continue
+            try:
+                rule[name] = int(raw) if kind == "int" else float(raw)
+            except ValueError:
+                problems[f"rules-{len(rules)}-{name}"] = f"{raw!r} is not a number"
+        if form.get(prefix + "exclude"):
+            rule["exclude"] = True
+        rules.append(rule)
+    typed.append({"scope": "", "target": ""})
+    return rules, problems, typed
+
+
+def _field_problems(exc: ValidationError | DomainError) -> tuple[dict[str, str], list[str]]:
+    """Problems by editor input name (``rules-0-max_discount``), and those of no field."""
+    fields: dict[str, str] = {}
+    general: list[str] = []
+    if isinstance(exc, ValidationError):
+        items = [(list(e["loc"]), str(e["msg"]).removeprefix("Value error, ")) for e in exc.errors()]
+    else:
+        detail = exc.body()["detail"]
+        items = [(d["loc"], d["msg"]) for d in detail] if isinstance(detail, list) else [([], detail)]
+    for loc, message in items:
+        loc = [p for p in loc if p != "body"]
+        if len(loc) >= 3 and loc[0] == "rules" and isinstance(loc[1], int):
+            fields.setdefault(f"rules-{loc[1]}-{loc[2]}", message)
+        else:
+            general.append(message)
+    return fields, general
+
+
+def _proposal_digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@router.get("/guardrails", response_class=HTMLResponse)
+def guardrails_page(request: Request, state: StateDep, session: SessionDep,
+                    activated: int | None = None) -> Response:  # fmt: skip
+    viewer = _gate(request, state, MERCHANDISERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    current = active_guardrails(session)
+    rules = current.rules if current is not None else []
+    return _page(request, "guardrails.html", viewer, current=current,
+                 rows=_rules_form(rules), fields=RULE_FIELDS, problems={}, general=[],
+                 preview=None, digest=None, note="", activated=activated)  # fmt: skip
+
+
+@router.post("/guardrails", response_class=HTMLResponse)
+async def guardrails_submit(request: Request, state: StateDep, session: SessionDep) -> Response:
+    form = await _posted(request)
+    # Previews and the write run in the thread pool: never on the event loop quotes share.
+    return await run_in_threadpool(_guardrails_submit, request, state, session, form)
+
+
+def _guardrails_submit(request: Request, state: AppState, session: Any, form: dict[str, str]) -> Response:
+    viewer = _gate(request, state, MERCHANDISERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    if not _checked(form, viewer):
+        return _csrf_refused(request, viewer)
+    current = active_guardrails(session)
+    rules, problems, typed = _parse_rules(form)
+    note = form.get("note", "")[:2000]
+    body = {"rules": rules, "kill_switch": bool(current and current.kill_switch), "note": note}
+    context: dict[str, Any] = {"current": current, "rows": typed, "fields": RULE_FIELDS,
+               "note": note, "activated": None, "preview": None, "digest": None}  # fmt: skip
+    if problems:
+        return _page(request, "guardrails.html", viewer, status=422, problems=problems,
+                     general=[], **context)  # fmt: skip
+    action = form.get("action", "preview")
+    try:
+        if action == "activate":
+            if form.get("digest") != _proposal_digest(body):
+                return _page(request, "guardrails.html", viewer, status=409, problems={},
+                             general=["Preview this exact proposal before activating it."],
+                             **context)  # fmt: skip
+            session.rollback()
+            stored = put_guardrails(session, body=GuardrailSetIn.model_validate(body),
+                                    actor=viewer.principal)  # fmt: skip
+            state.guardrails.invalidate()
+            return RedirectResponse(f"/console/guardrails?activated={stored.version}", status_code=303)
+        proposal = PreviewIn.model_validate({**body, "what_if_rounds": 2000})
+        preview = preview_guardrails(
+            session, proposal, served=state.posterior.served,
+            epsilon=state.settings.exploration_epsilon, n_prices=state.settings.price_ladder_size,
+            current=state.guardrails.get()[1],
+        )  # fmt: skip
+    except (ValidationError, DomainError) as exc:
+        fields, general = _field_problems(exc)
+        return _page(request, "guardrails.html", viewer, status=422, problems=fields,
+                     general=general, **context)  # fmt: skip
+    context.update(preview=_preview_view(preview), digest=_proposal_digest(body))
+    return _page(request, "guardrails.html", viewer, problems={}, general=[], **context)
+
+
+def _preview_view(preview: Any) -> dict[str, Any]:
+    """The preview grouped by segment, each line with its price distribution drawn."""
+    by_segment: dict[str, list[dict[str, Any]]] = {}
+    for line in preview.lines:
+        best = max(range(len(line.prices)), key=lambda i: line.probabilities[i]) if line.prices else None
+        by_segment.setdefault(line.segment, []).append({
+            "sku": line.sku, "currency": line.currency,
+            "low": line.prices[0] if line.prices else None,
+            "high": line.prices[-1] if line.prices else None,
+            "likely": line.prices[best] if best is not None else None,
+            "likely_p": line.probabilities[best] if best is not None else None,
+            "conversion": line.expected_conversion, "profit": line.expected_profit_per_visitor,
+            "binding": ", ".join(line.binding.get("low", []) + line.binding.get("high", [])),
+            "picture": bars(line.prices[:12], line.probabilities[:12],
+                            title=f"price distribution of {line.sku} for {line.segment}"),
+        })  # fmt: skip
+    return {"model_version": preview.model_version, "segments": by_segment,
+            "what_if": preview.what_if}  # fmt: skip
+
+
+@router.post("/kill-switch", response_class=HTMLResponse)
+async def kill_switch(request: Request, state: StateDep, session: SessionDep) -> Response:
+    form = await _posted(request)
+    return await run_in_threadpool(_kill_switch, request, state, session, form)
+
+
+def _kill_switch(request: Request, state: AppState, session: Any, form: dict[str, str]) -> Response:
+    viewer = _gate(request, state, MERCHANDISERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    if not _checked(form, viewer):
+        return _csrf_refused(request, viewer)
+    current = active_guardrails(session)
+    on = form.get("state") == "on"
+    if not form.get("confirm"):
+        return _page(request, "guardrails.html", viewer, status=422, current=current,
+                     rows=_rules_form(current.rules if current else []), fields=RULE_FIELDS,
+                     problems={"confirm": "Tick the box to confirm."}, general=[], preview=None,
+                     digest=None, note="", activated=None)  # fmt: skip
+    session.rollback()
+    body = {"rules": current.rules if current else [], "kill_switch": on,
+            "note": f"kill switch {'on' if on else 'off'} from the console"}  # fmt: skip
+    stored = put_guardrails(session, body=GuardrailSetIn.model_validate(body), actor=viewer.principal)
+    state.guardrails.invalidate()
+    return RedirectResponse(f"/console/guardrails?activated={stored.version}", status_code=303)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, frozenset({Role.ADMIN}))
+    if not isinstance(viewer, Viewer):
+        return viewer
+    return _page(request, "audit.html", viewer, entries=audit.list_audit(session, limit=200))
+
+
+# ---------------------------------------------------------------- analysts
+@router.get("/experiments", response_class=HTMLResponse)
+def experiments_page(request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, READERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    return _page(request, "experiments.html", viewer, items=experiments.list_experiments(session))
+
+
+@router.get("/experiments/{key}", response_class=HTMLResponse)
+def experiment_page(key: str, request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, READERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    try:
+        results = experiments.experiment_results(session, key=key[:64])
+    except NotFound:
+        return _page(request, "forbidden.html", viewer, status=404, allowed=None,
+                     missing=f"experiment {key!r}")  # fmt: skip
+    plots: list[tuple[Any, str | None]] = []
+    for lift in results.lifts:
+        if None not in (lift.estimate, lift.se, lift.lower, lift.upper):
+            plots.append((lift, lift_density(
+                float(lift.estimate or 0), float(lift.se or 0), float(lift.lower or 0),
+                float(lift.upper or 0), title=f"{lift.variant} vs {results.baseline}, {lift.metric}",
+                level=results.credible_level,
+            )))  # fmt: skip
+        else:
+            plots.append((lift, None))
+    return _page(request, "experiment.html", viewer, results=results, plots=plots)

@@ -1,0 +1,123 @@
+"""The console without a browser: sign-in, cookies, CSRF, roles, validation next to fields."""
+
+from __future__ import annotations
+
+import re
+
+from api.security import Role
+
+PAGES = ["/console", "/console/catalog", "/console/guardrails", "/console/experiments", "/console/audit"]
+
+
+def _sign_in(api, role: Role):
+    api.client.cookies.clear()
+    response = api.client.post("/console/login", data={"api_key": api.keys[role]},
+                               follow_redirects=False)  # fmt: skip
+    assert response.status_code == 303
+    return response
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def test_pages_need_a_sign_in(api):
+    for path in PAGES:
+        response = api.client.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"].startswith("/console/login")
+
+
+def test_the_session_cookie_is_http_only_and_strict(api):
+    cookie = _sign_in(api, Role.MERCHANDISER).headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+
+
+def test_a_wrong_key_is_refused_next_to_the_field(api):
+    response = api.client.post("/console/login", data={"api_key": "pe_00000000_wrong"})
+    assert response.status_code == 401
+    assert 'aria-invalid="true"' in response.text and "not valid" in response.text
+
+
+def test_each_role_sees_its_pages(catalog):
+    allowed = {
+        Role.MERCHANDISER: {"/console", "/console/catalog", "/console/guardrails", "/console/experiments"},
+        Role.ANALYST: {"/console", "/console/catalog", "/console/experiments"},
+        Role.CHECKOUT: {"/console"},
+        Role.ADMIN: set(PAGES),
+    }  # fmt: skip
+    for role, pages in allowed.items():
+        _sign_in(catalog, role)
+        for path in PAGES:
+            status = catalog.client.get(path).status_code
+            assert status == (200 if path in pages else 403), (role, path, status)
+
+
+def test_a_form_without_its_csrf_token_changes_nothing(catalog):
+    _sign_in(catalog, Role.MERCHANDISER)
+    before = catalog.get("/v1/guardrails", Role.MERCHANDISER).json()
+    form = {"csrf": "0" * 32, "rules-count": "1", "rules-0-scope": "global",
+            "rules-0-max_discount": "0.1", "action": "preview"}  # fmt: skip
+    assert catalog.client.post("/console/guardrails", data=form).status_code == 403
+    assert catalog.client.post("/console/kill-switch", data={**form, "confirm": "1"}).status_code == 403
+    assert catalog.get("/v1/guardrails", Role.MERCHANDISER).json() == before
+
+
+def test_preview_then_activate_and_the_api_serves_it(catalog):
+    _sign_in(catalog, Role.MERCHANDISER)
+    token = _csrf(catalog.client.get("/console/guardrails").text)
+    form = {"csrf": token, "rules-count": "2", "rules-0-scope": "global", "rules-0-max_discount": "0",
+            "rules-0-max_increase": "0", "note": "list prices only", "action": "preview"}  # fmt: skip
+    preview = catalog.client.post("/console/guardrails", data=form)
+    assert preview.status_code == 200 and "Activate this proposal" in preview.text
+    digest = re.search(r'name="digest" value="([0-9a-f]+)"', preview.text).group(1)
+    # A proposal changed after its preview is not activated.
+    changed = {**form, "rules-0-max_increase": "0.1", "action": "activate", "digest": digest}
+    assert catalog.client.post("/console/guardrails", data=changed).status_code == 409
+    done = catalog.client.post("/console/guardrails", data={**form, "action": "activate", "digest": digest},
+                               follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303 and "activated=" in done.headers["location"]
+    stored = catalog.get("/v1/guardrails", Role.MERCHANDISER).json()
+    assert stored["rules"] == [{"scope": "global", "max_discount": 0.0, "max_increase": 0.0}]
+    assert stored["note"] == "list prices only"
+    lines = catalog.quote("TEA-1", "TEA-2", customer="after-console")["lines"]
+    assert all(line["price"] == line["list_price"] for line in lines)
+
+
+def test_a_wrong_value_is_shown_next_to_its_field(catalog):
+    _sign_in(catalog, Role.MERCHANDISER)
+    token = _csrf(catalog.client.get("/console/guardrails").text)
+    for value, words in (("1.5", "less than 1"), ("abc", "not a number")):
+        form = {"csrf": token, "rules-count": "1", "rules-0-scope": "global",
+                "rules-0-max_discount": value, "action": "preview"}  # fmt: skip
+        response = catalog.client.post("/console/guardrails", data=form)
+        assert response.status_code == 422
+        error = re.search(r'id="rules-0-max_discount-error">([^<]*)<', response.text)
+        assert error and words in error.group(1), response.text[-2000:]
+        assert 'id="rules-0-max_discount" name="rules-0-max_discount" value="' + value in response.text
+
+
+def test_the_kill_switch_needs_a_confirmation(catalog):
+    _sign_in(catalog, Role.MERCHANDISER)
+    token = _csrf(catalog.client.get("/console/guardrails").text)
+    assert catalog.client.post("/console/kill-switch", data={"csrf": token, "state": "on"}).status_code == 422
+    on = catalog.client.post("/console/kill-switch", data={"csrf": token, "state": "on", "confirm": "1"},
+                             follow_redirects=False)  # fmt: skip
+    assert on.status_code == 303
+    assert catalog.get("/v1/guardrails", Role.MERCHANDISER).json()["kill_switch"] is True
+
+
+def test_catalog_search(catalog):
+    _sign_in(catalog, Role.ANALYST)
+    page = catalog.client.get("/console/catalog", params={"q": "tea-2"}).text
+    assert "TEA-2" in page and "TEA-1</td>" not in page
+    assert "0 products" in catalog.client.get("/console/catalog", params={"q": "100%_"}).text
+
+
+def test_the_static_files_are_served_without_a_cdn(api):
+    assert "prefers-color-scheme: dark" in api.client.get("/console/static/console.css").text
+    assert "sortable" in api.client.get("/console/static/console.js").text
+    _sign_in(api, Role.ADMIN)
+    html = api.client.get("/console").text
+    assert "http://" not in html and "https://" not in html
