@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,12 +25,23 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.console.svg import bars, lift_density
+from api.console.svg import bars, intervals, lift_density
 from api.deps import AppState, SessionDep, StateDep
 from api.errors import DomainError, NotFound
+from api.orm import utcnow
 from api.schemas.guardrails import GuardrailSetIn, PreviewIn
+from api.schemas.promotions import PromotionIn
 from api.security import Principal, Role
-from api.services import audit, catalog, experiments
+from api.services import (
+    audit,
+    catalog,
+    decisions,
+    demand_models,
+    dispersion,
+    experiments,
+    explanations,
+    promotions,
+)
 from api.services.guardrails import active_guardrails, put_guardrails
 from api.services.preview import preview_guardrails
 
@@ -384,3 +397,126 @@ def experiment_page(key: str, request: Request, state: StateDep, session: Sessio
         else:
             plots.append((lift, None))
     return _page(request, "experiment.html", viewer, results=results, plots=plots)
+
+
+@router.get("/promotions", response_class=HTMLResponse)
+def promotions_page(request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, READERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    return _page(request, "promotions.html", viewer, items=promotions.list_promotions(session),
+                 problems={}, saved=request.query_params.get("saved"))  # fmt: skip
+
+
+@router.post("/promotions/{key}", response_class=HTMLResponse)
+async def promotion_submit(key: str, request: Request, state: StateDep, session: SessionDep) -> Response:
+    form = await _posted(request)
+    return await run_in_threadpool(_promotion_submit, key, request, state, session, form)
+
+
+def _promotion_submit(key: str, request: Request, state: AppState, session: Any,
+                      form: dict[str, str]) -> Response:  # fmt: skip
+    """Change a promotion's budget, redemption cap or active flag (a new version, audited)."""
+    viewer = _gate(request, state, MERCHANDISERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    if not _checked(form, viewer):
+        return _csrf_refused(request, viewer)
+    try:
+        current = promotions.get_promotion(session, key[:64])
+    except NotFound:
+        return _page(request, "forbidden.html", viewer, status=404, allowed=None,
+                     missing=f"promotion {key!r}")  # fmt: skip
+    body = {name: getattr(current, name) for name in PromotionIn.model_fields if hasattr(current, name)}
+    budget = form.get("budget", "").strip()
+    cap = form.get("redemption_cap", "").strip()
+    body.update(budget=budget or None, active=form.get("active") == "1")
+    problems: dict[str, str] = {}
+    try:
+        body["redemption_cap"] = int(cap) if cap else None
+    except ValueError:
+        problems[f"{key}-redemption_cap"] = f"{cap!r} is not a whole number"
+    if not problems:
+        session.rollback()
+        try:
+            promotions.put_promotion(session, key=current.key, body=PromotionIn.model_validate(body),
+                                     actor=viewer.principal)  # fmt: skip
+        except (ValidationError, DomainError) as exc:
+            fields, general = _field_problems(exc)
+            for loc_message in general or list(fields.values()):
+                problems.setdefault(f"{key}-budget", loc_message)
+            if isinstance(exc, ValidationError):
+                for error in exc.errors():
+                    field = next((str(p) for p in error["loc"] if p in ("budget", "redemption_cap")), None)
+                    if field:
+                        problems[f"{key}-{field}"] = str(error["msg"])
+        else:
+            state.promotions_changed()
+            return RedirectResponse(f"/console/promotions?saved={quote(current.key)}", status_code=303)
+    session.rollback()
+    return _page(request, "promotions.html", viewer, status=422,
+                 items=promotions.list_promotions(session), problems=problems, saved=None)  # fmt: skip
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, ANALYSTS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    return _page(request, "models.html", viewer, items=demand_models.list_models(session))
+
+
+@router.get("/models/{version}", response_class=HTMLResponse)
+def model_page(version: int, request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, ANALYSTS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    try:
+        model = demand_models.get_model(session, version)
+        rows = demand_models.elasticities(session, version) if model.status == "published" else []
+    except (NotFound, DomainError):
+        return _page(request, "forbidden.html", viewer, status=404, allowed=None,
+                     missing=f"published model version {version}")  # fmt: skip
+    by_category: dict[str, list[Any]] = {}
+    for row in rows:
+        by_category.setdefault(row.category, []).append(row)
+    pictures = {
+        category: intervals([r.segment for r in items], [r.mean for r in items],
+                            [r.lower_90 for r in items], [r.upper_90 for r in items],
+                            title=f"price coefficient by segment in {category}, 90 % intervals")
+        for category, items in by_category.items()
+    }  # fmt: skip
+    return _page(request, "model.html", viewer, model=model, by_category=by_category,
+                 pictures=pictures)  # fmt: skip
+
+
+@router.get("/decisions", response_class=HTMLResponse)
+def decisions_page(request: Request, state: StateDep, session: SessionDep,
+                   sku: str | None = None) -> Response:  # fmt: skip
+    viewer = _gate(request, state, ANALYSTS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    since = utcnow() - timedelta(hours=1)
+    page = decisions.list_decisions(session, sku=(sku or None) and sku[:64], since=since, limit=100)
+    return _page(request, "decisions.html", viewer, page=page, sku=sku or "")
+
+
+@router.get("/decisions/{decision_id}", response_class=HTMLResponse)
+def decision_page(decision_id: str, request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, ANALYSTS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    try:
+        explanation = explanations.explain(session, uuid.UUID(decision_id), viewer.principal)
+    except (ValueError, NotFound):
+        return _page(request, "forbidden.html", viewer, status=404, allowed=None,
+                     missing=f"decision {decision_id!r}")  # fmt: skip
+    return _page(request, "decision.html", viewer, e=explanation)
+
+
+@router.get("/dispersion", response_class=HTMLResponse)
+def dispersion_page(request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, ANALYSTS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    return _page(request, "dispersion.html", viewer, report=dispersion.price_dispersion(session))

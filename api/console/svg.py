@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["bars", "lift_density"]
+__all__ = ["bars", "intervals", "lift_density"]
 
 WIDTH, HEIGHT, PAD = 520, 200, 36
 
@@ -99,4 +99,39 @@ def bars(labels: Sequence[str], values: Sequence[float], *, title: str, unit: st
                    f'<rect class="bar" x="90" y="{y}" width="{length:.1f}" height="12"/>'
                    f'<text x="{96 + length:.1f}" y="{y + 11}">{value:.1%}{escape(unit)}</text>')  # fmt: skip
     out.append("</svg>")
+    return "".join(out)
+
+
+def intervals(labels: Sequence[str], means: Sequence[float], lows: Sequence[float],
+              highs: Sequence[float], *, title: str) -> str:  # fmt: skip
+    """A forest plot: one row per label, its interval as a line and its mean as a dot.
+
+    Parameters
+    ----------
+    labels : sequence of str
+    means, lows, highs : sequence of float
+        Point estimate and interval ends, one per label (any common unit).
+    title : str
+        Accessible title.
+    """
+    rows = max(1, len(labels))
+    height = 18 * rows + 24
+    lo = min(lows, default=0.0)
+    hi = max(highs, default=1.0)
+    if hi - lo < 1e-9:
+        hi = lo + 1.0
+    left, right = 170, WIDTH - 16
+
+    def x(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * (right - left)
+
+    out = [f'<svg class="plot" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
+           f'height="{height}" aria-label="{escape(title)}"><title>{escape(title)}</title>']  # fmt: skip
+    for i, label in enumerate(labels):
+        y = 12 + 18 * i
+        out.append(f'<text x="0" y="{y + 4}">{escape(label)}</text>'
+                   f'<line class="curve" x1="{x(lows[i]):.1f}" y1="{y}" x2="{x(highs[i]):.1f}" y2="{y}"/>'
+                   f'<circle class="bar" cx="{x(means[i]):.1f}" cy="{y}" r="3.5"/>')  # fmt: skip
+    out.append(f'<text x="{left}" y="{height - 4}">{lo:.2f}</text>'
+               f'<text x="{right}" y="{height - 4}" text-anchor="end">{hi:.2f}</text></svg>')  # fmt: skip
     return "".join(out)

@@ -109,7 +109,9 @@ def test_every_page_passes_axe_in_light_and_dark_mode(browser, site):
     page = _page(browser, base, keys["admin"])
     key = EXPERIMENT
     pages = {"home": "/console", "catalog": "/console/catalog", "guardrails": "/console/guardrails",
-             "experiments": "/console/experiments", "experiment": f"/console/experiments/{key}",
+             "promotions": "/console/promotions", "experiments": "/console/experiments",
+             "experiment": f"/console/experiments/{key}", "models": "/console/models",
+             "decisions": "/console/decisions", "dispersion": "/console/dispersion",
              "audit": "/console/audit"}  # fmt: skip
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
@@ -119,6 +121,12 @@ def test_every_page_passes_axe_in_light_and_dark_mode(browser, site):
             assert _axe(page) == [], (scheme, path)
             if scheme == "light":
                 _shot(page, name)
+        page.goto("/console/decisions")
+        page.get_by_role("link", name="explain").first.click()
+        assert page.locator("h1").inner_text().startswith("Why")
+        assert _axe(page) == [], (scheme, "explanation")
+        if scheme == "light":
+            _shot(page, "decision")
     page.goto("/console/login")
     page.context.clear_cookies()
     page.goto("/console/login")

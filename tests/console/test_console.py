@@ -6,7 +6,11 @@ import re
 
 from api.security import Role
 
-PAGES = ["/console", "/console/catalog", "/console/guardrails", "/console/experiments", "/console/audit"]
+PAGES = ["/console", "/console/catalog", "/console/guardrails", "/console/promotions",
+         "/console/experiments", "/console/models", "/console/decisions", "/console/dispersion",
+         "/console/audit"]
+READ = {"/console", "/console/catalog", "/console/promotions", "/console/experiments"}
+ANALYST = {"/console/models", "/console/decisions", "/console/dispersion"}
 
 
 def _sign_in(api, role: Role):
@@ -42,8 +46,8 @@ def test_a_wrong_key_is_refused_next_to_the_field(api):
 
 def test_each_role_sees_its_pages(catalog):
     allowed = {
-        Role.MERCHANDISER: {"/console", "/console/catalog", "/console/guardrails", "/console/experiments"},
-        Role.ANALYST: {"/console", "/console/catalog", "/console/experiments"},
+        Role.MERCHANDISER: READ | {"/console/guardrails"},
+        Role.ANALYST: READ | ANALYST,
         Role.CHECKOUT: {"/console"},
         Role.ADMIN: set(PAGES),
     }  # fmt: skip
@@ -121,3 +125,44 @@ def test_the_static_files_are_served_without_a_cdn(api):
     _sign_in(api, Role.ADMIN)
     html = api.client.get("/console").text
     assert "http://" not in html and "https://" not in html
+
+
+def test_analyst_pages_show_models_decisions_and_their_explanations(catalog, sessions):
+    from tests.factories import publish, synthetic_posterior
+
+    version = publish(sessions, synthetic_posterior())
+    catalog.client.app.state.pricing.posterior.refresh()
+    line = catalog.quote("TEA-1", customer="explained")["lines"][0]
+    _sign_in(catalog, Role.ANALYST)
+    models = catalog.client.get("/console/models").text
+    assert f'href="/console/models/{version}"' in models and "(serving)" in models
+    model = catalog.client.get(f"/console/models/{version}").text
+    assert "<svg" in model and "90 % intervals" in model
+    recent = catalog.client.get("/console/decisions").text
+    assert line["decision_id"] in recent
+    why = catalog.client.get(f"/console/decisions/{line['decision_id']}")
+    assert why.status_code == 200 and "Propensity" in why.text and "TEA-1" in why.text
+    assert catalog.client.get("/console/decisions/not-a-uuid").status_code == 404
+    assert catalog.client.get("/console/models/999999").status_code == 404
+    assert "TEA-1" in catalog.client.get("/console/dispersion").text
+
+
+def test_a_promotion_budget_is_edited_with_errors_next_to_the_field(catalog):
+    body = {"name": "10% off tea", "type": "percent_off", "percent_off": "10", "currency": "USD",
+            "eligibility": {"categories": ["tea"]}, "budget": "100.00"}  # fmt: skip
+    assert catalog.put("/v1/promotions/TEA10", Role.MERCHANDISER, json=body).status_code in (200, 201)
+    _sign_in(catalog, Role.MERCHANDISER)
+    page = catalog.client.get("/console/promotions").text
+    token = _csrf(page)
+    assert "TEA10" in page and "100.00" in page
+    bad = catalog.client.post("/console/promotions/TEA10", data={"csrf": token, "budget": "12.345",
+                                                                 "active": "1"})  # fmt: skip
+    assert bad.status_code == 422 and 'id="TEA10-budget-error"' in bad.text
+    good = catalog.client.post("/console/promotions/TEA10", data={"csrf": token, "budget": "250.00",
+                                                                  "redemption_cap": "40", "active": "1"},
+                               follow_redirects=False)  # fmt: skip
+    assert good.status_code == 303
+    stored = catalog.get("/v1/promotions/TEA10", Role.MERCHANDISER).json()
+    assert stored["budget"] == "250.00" and stored["redemption_cap"] == 40 and stored["version"] == 2
+    _sign_in(catalog, Role.ANALYST)  # analysts read promotions but may not change them
+    assert catalog.client.post("/console/promotions/TEA10", data={"csrf": token}).status_code == 403
