@@ -4,6 +4,7 @@
     python3 scripts/dev.py serve          # venv + install, migrate, demo, updater + server on :8000
     python3 scripts/dev.py test           # venv + install, ruff, mypy, pytest (SQLite and PostgreSQL)
     python3 scripts/dev.py test --fast    # the same without the long statistical checks (-m "not slow")
+    python3 scripts/dev.py notebooks      # re-execute notebooks/ in place against a simulated demo
 
 Needs only Python 3.11+. The environment lives in .venv and is reinstalled when
 pyproject.toml changes. Extra arguments after "test" go to pytest.
@@ -131,11 +132,44 @@ def test(args: list[str]) -> None:
     run(PY, "-m", "pytest", *args, env=env)
 
 
+NOTEBOOK_SCRIPT = """
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+root = Path(sys.argv[1])
+for path in sorted((root / "notebooks").glob("*.ipynb")):
+    print(f"executing {path.name}", flush=True)
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(root)}}).execute()
+    nbformat.write(notebook, path)
+"""
+
+
+def notebooks(args: list[str]) -> None:
+    """Execute every notebook in place, with its outputs and pictures, against a fresh
+    ``seed-demo --simulate 2000`` database (what the committed notebooks show)."""
+    import tempfile
+
+    ensure_env()
+    env = project_env()
+    with tempfile.TemporaryDirectory(prefix="pricing-notebooks-") as folder:
+        url = f"sqlite:///{Path(folder) / 'demo.db'}"
+        env["PRICING_DATABASE_URL"] = url
+        run(BIN / "pricing-engine", "seed-demo", "--simulate", "2000", "--keys-file",
+            str(Path(folder) / "keys.json"), env=env)  # fmt: skip
+        run(PY, "-c", NOTEBOOK_SCRIPT, str(ROOT), *args, env=env)
+
+
 def main() -> None:
-    """Dispatch ``serve`` or ``test``."""
-    if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test"}:
+    """Dispatch ``serve``, ``test`` or ``notebooks``."""
+    commands = {"serve": serve, "test": test, "notebooks": notebooks}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    {"serve": serve, "test": test}[sys.argv[1]](sys.argv[2:])
+    commands[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":
