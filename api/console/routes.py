@@ -42,6 +42,7 @@ from api.services import (
     explanations,
     promotions,
 )
+from api.services.fanout import refit_progress
 from api.services.guardrails import active_guardrails, put_guardrails
 from api.services.preview import preview_guardrails
 
@@ -463,7 +464,34 @@ def models_page(request: Request, state: StateDep, session: SessionDep) -> Respo
     viewer = _gate(request, state, ANALYSTS)
     if not isinstance(viewer, Viewer):
         return viewer
-    return _page(request, "models.html", viewer, items=demand_models.list_models(session))
+    progress = refit_progress(session)
+    return _page(request, "models.html", viewer, items=demand_models.list_models(session),
+                 progress=progress, running=bool(progress["jobs"] or progress["fanout"]),
+                 queued=request.query_params.get("refit"),
+                 queue=state.settings.database_url.startswith("postgresql"))  # fmt: skip
+
+
+@router.post("/models/refit", response_class=HTMLResponse)
+async def refit_now(request: Request, state: StateDep) -> Response:
+    form = await _posted(request)
+    return await run_in_threadpool(_refit_now, request, state, form)
+
+
+def _refit_now(request: Request, state: AppState, form: dict[str, str]) -> Response:
+    """Queue a refit for the workers (PostgreSQL); the models page then follows it."""
+    viewer = _gate(request, state, ANALYSTS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    if not _checked(form, viewer):
+        return _csrf_refused(request, viewer)
+    if not state.settings.database_url.startswith("postgresql"):
+        return RedirectResponse("/console/models?refit=no-queue", status_code=303)
+    from api.queue import defer
+
+    mode = {"mode": "fanout"} if form.get("fanout") else {}
+    job = defer(state.settings, "pricing.refit", queueing_lock="pricing.refit:requested",
+                force=True, **mode)  # fmt: skip
+    return RedirectResponse(f"/console/models?refit={'queued' if job else 'waiting'}", status_code=303)
 
 
 @router.get("/models/{version}", response_class=HTMLResponse)

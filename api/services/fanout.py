@@ -34,7 +34,10 @@ from api.services.demand_models import (
     load_posterior,
 )
 
-__all__ = ["FanoutPlan", "fit_category", "full_fit", "in_flight", "plan", "publish", "refit_fanout"]
+__all__ = [
+    "FanoutPlan", "fit_category", "full_fit", "in_flight", "plan", "publish", "refit_fanout",
+    "refit_progress",
+]
 
 log = logging.getLogger("pricing.models")
 
@@ -259,3 +262,38 @@ def refit_fanout(
                      missing_outcome=missing_outcome)  # fmt: skip
     assert result is not None, "every category was stored"
     return result
+
+
+def refit_progress(session: Session) -> dict[str, Any]:
+    """What refits are under way, for people to follow (the console's models page).
+
+    Returns
+    -------
+    dict
+        ``jobs``: the queue's refit jobs waiting or running (PostgreSQL; task, status,
+        queued or started at), and ``fanout``: the run in flight, if any, with the
+        categories stored so far out of the run's total.
+    """
+    from sqlalchemy import inspect, text
+
+    from api.migrate import QUEUE_TABLE
+
+    jobs: list[dict[str, Any]] = []
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql" and inspect(bind).has_table(QUEUE_TABLE):
+        rows = session.execute(text(
+            f"SELECT j.task_name, j.status, j.attempts, (SELECT max(e.at) FROM procrastinate_events e "
+            f"WHERE e.job_id = j.id) FROM {QUEUE_TABLE} j "
+            "WHERE j.task_name IN ('pricing.refit', 'pricing.refit_category', 'pricing.publish_fanout') "
+            "AND j.status IN ('todo', 'doing') ORDER BY j.id LIMIT 200"
+        ))  # fmt: skip
+        jobs = [{"task": r[0], "status": r[1], "attempts": r[2], "since": r[3]} for r in rows]
+    run = in_flight(session)
+    fanout = None
+    if run is not None:
+        stored = session.scalar(select(func.count()).select_from(CategoryFit).where(
+            CategoryFit.run_id == run, CategoryFit.category != PLAN_MARKER)) or 0  # fmt: skip
+        total = session.scalar(select(CategoryFit.expected).where(
+            CategoryFit.run_id == run, CategoryFit.category == PLAN_MARKER)) or 0  # fmt: skip
+        fanout = {"run_id": run, "done": int(stored), "total": int(total)}
+    return {"jobs": jobs, "fanout": fanout}

@@ -166,3 +166,32 @@ def test_a_promotion_budget_is_edited_with_errors_next_to_the_field(catalog):
     assert stored["budget"] == "250.00" and stored["redemption_cap"] == 40 and stored["version"] == 2
     _sign_in(catalog, Role.ANALYST)  # analysts read promotions but may not change them
     assert catalog.client.post("/console/promotions/TEA10", data={"csrf": token}).status_code == 403
+
+
+def test_a_refit_is_queued_and_followed_on_postgresql(catalog, sessions, backend, db_url):
+    from api.cli import main as cli
+    from api.orm import CategoryFit, utcnow
+    from api.services.fanout import PLAN_MARKER
+    from tests.factories import publish, synthetic_posterior
+
+    _sign_in(catalog, Role.ANALYST)
+    token = _csrf(catalog.client.get("/console/models").text)
+    if backend == "sqlite":
+        done = catalog.client.post("/console/models/refit", data={"csrf": token})
+        assert done.status_code == 200 and "no job queue" in done.text
+        return
+    assert cli(["migrate", "--database-url", db_url]) == 0  # the queue's tables
+    queued = catalog.client.post("/console/models/refit", data={"csrf": token, "fanout": "1"},
+                                 follow_redirects=False)  # fmt: skip
+    assert queued.status_code == 303 and queued.headers["location"].endswith("refit=queued")
+    page = catalog.client.get("/console/models?refit=queued").text
+    assert "pricing.refit: waiting" in page and 'http-equiv="refresh"' in page
+    # A fanned-out run in flight shows how many categories are done.
+    base = publish(sessions, synthetic_posterior())
+    with sessions() as session, session.begin():
+        for category, expected in ((PLAN_MARKER, 3), ("tea", 3)):
+            session.add(CategoryFit(run_id="run-1", category=category, expected=expected,
+                                    base_snapshot_id=base, data_watermark=utcnow(), meta={},
+                                    draws=b""))  # fmt: skip
+    page = catalog.client.get("/console/models").text
+    assert '<progress id="fanout-progress" max="3" value="1">' in page
