@@ -35,9 +35,9 @@ def _app_api(db_url: str, keys: dict[Role, str], **settings: Any) -> Iterator[Ap
 
 @pytest.fixture
 def limited_api(db_url: str, api_keys: dict[Role, str]) -> Iterator[Api]:
-    """An app allowing each key 1 quote and 1 outcome request per second, bursts of 2."""
-    yield from _app_api(db_url, api_keys, rate_limit_quotes=1, rate_limit_outcomes=1,
-                        rate_limit_burst_seconds=2)  # fmt: skip
+    """An app allowing each key bursts of 2 quote and 2 outcome requests, then one per 100 s."""
+    yield from _app_api(db_url, api_keys, rate_limit_quotes=0.01, rate_limit_outcomes=0.01,
+                        rate_limit_burst_seconds=200)  # fmt: skip
 
 
 # ---- key digests --------------------------------------------------------------------
@@ -107,7 +107,8 @@ def test_the_token_bucket_refills_at_its_rate():
 
 
 def test_quotes_past_the_keys_limit_get_429_with_retry_after(catalog, db_url, api_keys):
-    for api in _app_api(db_url, api_keys, rate_limit_quotes=1, rate_limit_burst_seconds=2):
+    # 2 quotes in a burst, then one per 100 s: the third is refused however slow the machine.
+    for api in _app_api(db_url, api_keys, rate_limit_quotes=0.01, rate_limit_burst_seconds=200):
         answers = [api.post("/v1/quotes", Role.CHECKOUT, json={**QUOTE, "customer_id": f"c-{i}"})
                    for i in range(3)]  # fmt: skip
         assert [r.status_code for r in answers] == [201, 201, 429]
@@ -115,7 +116,7 @@ def test_quotes_past_the_keys_limit_get_429_with_retry_after(catalog, db_url, ap
         assert int(refused.headers["Retry-After"]) >= 1
         [problem] = refused.json()["detail"]
         assert problem["field"] == "authorization" and problem["type"] == "rate_limited"
-        assert "1 quotes requests per second" in problem["msg"]
+        assert "0.01 quotes requests per second" in problem["msg"]
         # Nothing was done for the refused request: two quotes, two decisions.
         decisions = api.get("/v1/decisions", Role.ANALYST).json()["items"]
         assert len(decisions) == 2
@@ -124,7 +125,7 @@ def test_quotes_past_the_keys_limit_get_429_with_retry_after(catalog, db_url, ap
 
 
 def test_outcomes_have_their_own_limit(catalog, db_url, api_keys):
-    for api in _app_api(db_url, api_keys, rate_limit_outcomes=1, rate_limit_burst_seconds=1):
+    for api in _app_api(db_url, api_keys, rate_limit_outcomes=0.01, rate_limit_burst_seconds=100):
         line = api.post("/v1/quotes", Role.CHECKOUT, json=QUOTE).json()["lines"][0]
         outcome = {"decision_id": line["decision_id"], "converted": False}
         assert api.post("/v1/outcomes", Role.CHECKOUT, json=outcome).status_code == 201
