@@ -120,6 +120,15 @@ def _checked(form: dict[str, str], viewer: Viewer) -> bool:
     return hmac.compare_digest(form.get("csrf", ""), viewer.csrf)
 
 
+def _form_viewer(request: Request, state: AppState, roles: frozenset[Role],
+                 form: dict[str, str]) -> Viewer | Response:  # fmt: skip
+    """As :func:`_gate` for a posted form, which must also carry the viewer's CSRF token."""
+    viewer = _gate(request, state, roles)
+    if isinstance(viewer, Viewer) and not _checked(form, viewer):
+        return _csrf_refused(request, viewer)
+    return viewer
+
+
 def _csrf_refused(request: Request, viewer: Viewer) -> HTMLResponse:
     return _page(request, "forbidden.html", viewer, status=403,
                  allowed="a form from this console (the page expired: reload it)")  # fmt: skip
@@ -273,11 +282,9 @@ async def guardrails_submit(request: Request, state: StateDep, session: SessionD
 
 
 def _guardrails_submit(request: Request, state: AppState, session: Any, form: dict[str, str]) -> Response:
-    viewer = _gate(request, state, MERCHANDISERS)
+    viewer = _form_viewer(request, state, MERCHANDISERS, form)
     if not isinstance(viewer, Viewer):
         return viewer
-    if not _checked(form, viewer):
-        return _csrf_refused(request, viewer)
     current = active_guardrails(session)
     rules, problems, typed = _parse_rules(form)
     note = form.get("note", "")[:2000]
@@ -340,11 +347,9 @@ async def kill_switch(request: Request, state: StateDep, session: SessionDep) ->
 
 
 def _kill_switch(request: Request, state: AppState, session: Any, form: dict[str, str]) -> Response:
-    viewer = _gate(request, state, MERCHANDISERS)
+    viewer = _form_viewer(request, state, MERCHANDISERS, form)
     if not isinstance(viewer, Viewer):
         return viewer
-    if not _checked(form, viewer):
-        return _csrf_refused(request, viewer)
     current = active_guardrails(session)
     on = form.get("state") == "on"
     if not form.get("confirm"):
@@ -418,11 +423,9 @@ async def promotion_submit(key: str, request: Request, state: StateDep, session:
 def _promotion_submit(key: str, request: Request, state: AppState, session: Any,
                       form: dict[str, str]) -> Response:  # fmt: skip
     """Change a promotion's budget, redemption cap or active flag (a new version, audited)."""
-    viewer = _gate(request, state, MERCHANDISERS)
+    viewer = _form_viewer(request, state, MERCHANDISERS, form)
     if not isinstance(viewer, Viewer):
         return viewer
-    if not _checked(form, viewer):
-        return _csrf_refused(request, viewer)
     try:
         current = promotions.get_promotion(session, key[:64])
     except NotFound:
@@ -479,11 +482,9 @@ async def refit_now(request: Request, state: StateDep) -> Response:
 
 def _refit_now(request: Request, state: AppState, form: dict[str, str]) -> Response:
     """Queue a refit for the workers (PostgreSQL); the models page then follows it."""
-    viewer = _gate(request, state, ANALYSTS)
+    viewer = _form_viewer(request, state, ANALYSTS, form)
     if not isinstance(viewer, Viewer):
         return viewer
-    if not _checked(form, viewer):
-        return _csrf_refused(request, viewer)
     if not state.settings.database_url.startswith("postgresql"):
         return RedirectResponse("/console/models?refit=no-queue", status_code=303)
     from api.queue import defer
