@@ -80,9 +80,8 @@ def ensure_browser_tools() -> None:
 
 def project_env() -> dict[str, str]:
     """The environment for the project's commands: PyTensor's compile cache kept with the
-    venv (C compiled once, on the first model fit, then reused by every later run). Not
-    shared between checkouts: a cache that unrelated processes compile into at the same
-    time was seen to leave a CI run's model fits on PyTensor's pure-Python fallback."""
+    venv (C compiled once, on the first model fit, then reused by every later run of this
+    checkout)."""
     env = dict(os.environ)
     env.setdefault("PYTENSOR_FLAGS", f"compiledir={VENV / 'pytensor-cache'}")
     env.setdefault("PRICING_AXE_JS", str(AXE))
