@@ -23,6 +23,7 @@ from api import console
 from api.db import make_engine, make_session_factory, read_only
 from api.deps import AppState
 from api.error_handlers import install_error_handlers
+from api.fast_path import QuoteFastPath
 from api.hot.offer_book import sweep
 from api.hot.refresher import Every, OutcomeFeed, Refresher
 from api.metrics import Metrics, install_metrics
@@ -243,6 +244,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     app.mount("/console/static", StaticFiles(directory=str(CONSOLE_STATIC)), name="console-static")
     app.include_router(console.router)
     install_error_handlers(app)
+    # Innermost of the app's middlewares: the body limit, CORS and metrics still apply.
+    app.add_middleware(QuoteFastPath)
     install_protection(app, settings)
     install_metrics(app, state.metrics)
     for module in (

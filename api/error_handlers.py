@@ -30,7 +30,7 @@ from api.errors import (
     UnsupportedMedia,
 )
 
-__all__ = ["STATUS", "install_error_handlers", "status_of"]
+__all__ = ["STATUS", "error_response", "install_error_handlers", "status_of"]
 
 log = logging.getLogger("pricing.api")
 
@@ -84,12 +84,36 @@ def _validation_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return problems
 
 
+def error_response(exc: Exception) -> JSONResponse | None:
+    """The response for an error this service answers on purpose (a domain error, a busy
+    or unreachable database); None for anything else (a bug: 500)."""
+    if isinstance(exc, DomainError):
+        return JSONResponse(status_code=status_of(exc), content=exc.body(), headers=_headers(exc))
+    if isinstance(exc, DatabaseBusyError):
+        return JSONResponse(
+            status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "1"}
+        )
+    if isinstance(exc, OperationalError):
+        # The database is locked past the busy timeout, unreachable, or refused the
+        # connection: it cannot serve now, which is a 503 to retry, not a bug.
+        locked = "database is locked" in str(exc.orig)
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the database is busy; retry later" if locked
+                     else "the database is unavailable; retry later"},
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error its field-level 4xx body."""
 
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(status_code=status_of(exc), content=exc.body(), headers=_headers(exc))
+        response = error_response(exc)
+        assert response is not None
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,24 +127,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DatabaseBusyError)
     async def _busy(_request: Request, exc: DatabaseBusyError) -> JSONResponse:
-        return JSONResponse(
-            status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "1"}
-        )
+        response = error_response(exc)
+        assert response is not None
+        return response
 
     @app.exception_handler(OperationalError)
     async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
-        # The database is locked past the busy timeout, unreachable, or refused the
-        # connection: it cannot serve now, which is a 503 to retry, not a bug.
-        locked = "database is locked" in str(exc.orig)
-        if not locked:
+        if "database is locked" not in str(exc.orig):
             log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
                         type(exc.orig).__name__)  # fmt: skip
-        return JSONResponse(
-            status_code=503,
-            content={"detail": "the database is busy; retry later" if locked
-                     else "the database is unavailable; retry later"},
-            headers={"Retry-After": "1"},
-        )  # fmt: skip
+        response = error_response(exc)
+        assert response is not None
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import StateDep, limited
+from api.deps import AppState, StateDep, limited
 from api.errors import Conflict, Invalid, NotFound, Unavailable
 from api.schemas.outcomes import OutcomeBatchIn, OutcomeBatchOut, OutcomeIn, OutcomePublic
 from api.schemas.quotes import QuoteRequest, QuoteResponse
@@ -74,6 +74,14 @@ async def post_quote(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Price every line of a cart; each line's decision is committed before the response."""
+    return await respond_quote(state, body, principal, idempotency_key)
+
+
+async def respond_quote(
+    state: AppState, body: QuoteRequest, principal: Principal, idempotency_key: str | None
+) -> Response:
+    """The quote endpoint's work once the request is authenticated and validated (shared
+    by the route and :class:`api.fast_path.QuoteFastPath`)."""
     if len(body.lines) > state.settings.max_quote_lines:
         raise Invalid(
             ["body", "lines"], f"at most {state.settings.max_quote_lines} lines per quote"
@@ -168,4 +176,4 @@ async def post_outcome_batch(
     return result
 
 
-__all__ = ["router"]
+__all__ = ["respond_quote", "router"]
