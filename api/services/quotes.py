@@ -154,6 +154,7 @@ class QuoteService:
         max_rows: int = 2000,
         jurisdictions: Any | None = None,
         write_timeout: float | None = None,
+        linger: float = 0.0,
     ) -> QuoteService:
         """A service with fresh in-memory state and its own writer (not yet loaded).
 
@@ -166,7 +167,8 @@ class QuoteService:
             catalog=CatalogCache(reader), prices=PriceAggregates(reader),
             promotions=PromotionBook(sessions, reader, lease_seconds=lease_seconds),
             sticky=StickyMap(),
-            writer=GroupWriter(sessions, max_rows=max_rows, wait_seconds=write_timeout),
+            writer=GroupWriter(sessions, max_rows=max_rows, wait_seconds=write_timeout,
+                               linger_seconds=linger),
             read_sessions=reader, guardrails=guardrails, context_schema=context_schema,
             default_segment=default_segment, ttl=ttl, outcome_window=outcome_window,
             jurisdictions=jurisdictions,

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import uuid
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -179,3 +180,77 @@ def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, ses
         ids = {str(i) for i in session.scalars(select(Decision.id))}
     missing = set(received) - ids
     assert not missing, f"{len(missing)} decisions a client received are not in the log"
+
+
+class _Noted:
+    """A job that only notes that it was written, and in which batch."""
+
+    kind = "noted"
+    rows = 1
+    batches: ClassVar[list[int]] = []
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+
+    @classmethod
+    def write_batch(cls, _session, jobs) -> None:
+        cls.batches.append(len(jobs))
+
+    def result(self) -> int:
+        return self.tag
+
+    def committed(self) -> None:
+        pass
+
+    def failed(self, _error) -> None:
+        pass
+
+
+def test_the_writer_lingers_only_under_load(sessions, monkeypatch):
+    """An idle writer commits a lone job at once; after a batch with company it lets the
+    next batch fill for ``linger_seconds`` (one sleep, not a wait per job)."""
+    import api.writer as writer_module
+
+    slept: list[float] = []
+    release = threading.Event()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        release.wait(5)  # jobs queued meanwhile join this batch
+        real_sleep(0)
+
+    monkeypatch.setattr(writer_module.time, "sleep", sleep)
+    _Noted.batches = []
+    writer = GroupWriter(sessions, linger_seconds=0.25)
+    gate = threading.Event()
+    original = _Noted.write_batch.__func__
+
+    def gated(cls, session, jobs):
+        gate.wait(5)  # hold the first batch so that the next jobs queue up behind it
+        original(cls, session, jobs)
+
+    monkeypatch.setattr(_Noted, "write_batch", classmethod(gated))
+    gate.set()
+    try:
+        assert writer.write(_Noted(0), timeout=10) == 0  # idle: no linger
+        gate.clear()
+        first = writer.submit(_Noted(1))
+        while writer._queue.qsize():  # the writer took job 1 and waits on the gate
+            real_sleep(0.001)
+        queued = [writer.submit(_Noted(i)) for i in (2, 3)]
+        gate.set()
+        assert [f.result(10) for f in (first, *queued)] == [1, 2, 3]
+        assert slept == []  # batches of 1 then 2: nothing lingered yet
+        lingering = writer.submit(_Noted(4))  # after a batch with company: it lingers
+        while not slept:
+            real_sleep(0.001)
+        late = writer.submit(_Noted(5))
+        release.set()
+        assert (lingering.result(10), late.result(10)) == (4, 5)
+        assert slept == [0.25]
+        assert _Noted.batches == [1, 1, 2, 2]
+    finally:
+        release.set()
+        gate.set()
+        writer.stop()
