@@ -114,6 +114,9 @@ class Settings(BaseSettings):
         endpoints, per worker (0 = unlimited); more get 429 with Retry-After.
     rate_limit_burst_seconds : float
         A key idle for a while may send this many seconds' worth of its rate at once (s).
+    import_dir : str
+        Where history files uploaded through the console are kept for the queue workers
+        (a directory every worker can read; default ``./imports``).
     max_body_bytes : int
         Largest request body accepted (bytes); a larger one gets 413 before it is read.
     cors_origins : str
@@ -176,6 +179,7 @@ class Settings(BaseSettings):
     rate_limit_quotes: float = Field(default=2000.0, ge=0)
     rate_limit_outcomes: float = Field(default=2000.0, ge=0)
     rate_limit_burst_seconds: float = Field(default=2.0, gt=0, le=3600)
+    import_dir: str = "./imports"
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     cors_origins: str = ""
     key_pepper: SecretStr | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,8 +30,9 @@ from api.console.svg import bars, intervals, lift_density
 from api.deps import AppState, SessionDep, StateDep
 from api.errors import DomainError, NotFound
 from api.orm import utcnow
+from api.schemas.common import IDENTIFIER_PATTERN
 from api.schemas.guardrails import GuardrailSetIn, PreviewIn
-from api.schemas.promotions import PromotionIn
+from api.schemas.promotions import EligibilityIn, PromotionIn
 from api.security import Principal, Role
 from api.services import (
     audit,
@@ -44,6 +46,7 @@ from api.services import (
 )
 from api.services.fanout import refit_progress
 from api.services.guardrails import active_guardrails, put_guardrails
+from api.services.imports import IMPORT_TASK, import_progress, store_upload
 from api.services.preview import preview_guardrails
 
 __all__ = ["router"]
@@ -414,16 +417,125 @@ def promotions_page(request: Request, state: StateDep, session: SessionDep) -> R
                  problems={}, saved=request.query_params.get("saved"))  # fmt: skip
 
 
-@router.post("/promotions/{key}", response_class=HTMLResponse)
-async def promotion_submit(key: str, request: Request, state: StateDep, session: SessionDep) -> Response:
-    form = await _posted(request)
-    return await run_in_threadpool(_promotion_submit, key, request, state, session, form)
+#: The promotion editor's inputs: (field, label, kind, help). Eligibility fields are
+#: named ``eligibility-<field>``; ``list`` inputs take comma-separated values.
+PROMOTION_FIELDS = (
+    ("percent_off", "Percent off", "decimal", "percent_off promotions: 10 = 10 %"),
+    ("amount_off", "Amount off", "money", "amount_off promotions, per unit"),
+    ("shipping_cost", "Shipping cost", "money", "free_shipping promotions: what it costs you"),
+    ("currency", "Currency", "text", "of the amounts, e.g. USD"),
+    ("budget", "Budget", "money", "total spend allowed (empty: none)"),
+    ("redemption_cap", "Redemption cap", "int", "most redemptions (empty: none)"),
+    ("per_customer_limit", "Per-customer limit", "int", "offers one customer may take (empty: none)"),
+    ("eligibility-segments", "Segments", "list", "comma-separated; empty: every segment"),
+    ("eligibility-categories", "Categories", "list", "comma-separated; empty: every category"),
+    ("eligibility-skus", "SKUs", "list", "comma-separated; empty: every SKU"),
+    ("eligibility-channels", "Channels", "list", "comma-separated; empty: every channel"),
+    ("eligibility-min_cart_value", "Minimum cart value", "money", "empty: none"),
+    ("eligibility-starts_at", "Starts at (UTC)", "datetime", "empty: now"),
+    ("eligibility-ends_at", "Ends at (UTC)", "datetime", "empty: no end"),
+)  # fmt: skip
+_INT_FIELDS = {"redemption_cap", "per_customer_limit"}
+_OPTIONAL = {"percent_off", "amount_off", "shipping_cost", "currency", "budget", "redemption_cap",
+             "per_customer_limit", "min_cart_value", "starts_at", "ends_at"}  # fmt: skip
 
 
-def _promotion_submit(key: str, request: Request, state: AppState, session: Any,
-                      form: dict[str, str]) -> Response:  # fmt: skip
-    """Change a promotion's budget, redemption cap or active flag (a new version, audited)."""
-    viewer = _form_viewer(request, state, MERCHANDISERS, form)
+def _promotion_values(promotion: Any | None) -> dict[str, str]:
+    """A stored promotion as the editor's input values (empty strings for nothing)."""
+    if promotion is None:
+        return {"type": "percent_off", "per_customer_period": "campaign", "exclusive": "1",
+                "active": "1", "currency": "USD"}  # fmt: skip
+    data = promotion.model_dump(mode="json")
+    values = {k: "" if data.get(k) is None else str(data[k]) for k in
+              ("name", "type", "per_customer_period", *(f for f, *_ in PROMOTION_FIELDS if "-" not in f))}  # fmt: skip
+    for field, *_ in PROMOTION_FIELDS:
+        if field.startswith("eligibility-"):
+            value = (data.get("eligibility") or {}).get(field.removeprefix("eligibility-"))
+            if isinstance(value, list):
+                values[field] = ", ".join(str(v) for v in value)
+            elif value is not None and field.endswith("_at"):
+                values[field] = str(value).replace("+00:00", "").replace("Z", "")[:16]
+            else:
+                values[field] = "" if value is None else str(value)
+    values["exclusive"] = "1" if data.get("exclusive") else ""
+    values["active"] = "1" if data.get("active") else ""
+    return values
+
+
+def _promotion_body(current: Any | None, form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The complete promotion the form asks for (fields it does not carry keep their stored
+    values), and the inputs it could not read (by field name)."""
+    body: dict[str, Any] = (
+        {name: getattr(current, name) for name in PromotionIn.model_fields if hasattr(current, name)}
+        if current is not None else {}
+    )  # fmt: skip
+    eligibility = dict(body.get("eligibility") or {})
+    problems: dict[str, str] = {}
+    full = form.get("editor") == "full"
+    for name in ("name", "type", "per_customer_period"):
+        if name in form:
+            body[name] = form[name].strip()
+    for field, _label, kind, _help in PROMOTION_FIELDS:
+        if field not in form:
+            continue
+        raw = form[field].strip()
+        target, key = (eligibility, field.removeprefix("eligibility-")) if field.startswith(
+            "eligibility-") else (body, field)  # fmt: skip
+        value: Any = raw
+        if kind == "list":
+            value = [v for v in (x.strip() for x in raw.replace("\n", ",").split(",")) if v]
+        elif not raw:
+            value = None
+        elif kind == "int":
+            try:
+                value = int(raw)
+            except ValueError:
+                problems[field] = f"{raw!r} is not a whole number"
+                continue
+        elif kind == "datetime" and not raw.endswith(("Z", "z")) and "+" not in raw[10:]:
+            value = f"{raw}:00+00:00" if len(raw) == 16 else f"{raw}+00:00"  # the inputs are UTC
+        target[key] = value
+    body["eligibility"] = {k: v for k, v in eligibility.items() if v is not None or k not in _OPTIONAL}
+    for name in ("exclusive", "active"):
+        if full or (name == "active"):  # an unchecked box sends nothing
+            body[name] = form.get(name) == "1"
+    return {k: v for k, v in body.items() if v is not None or k not in _OPTIONAL}, problems
+
+
+def _promotion_problems(exc: ValidationError | DomainError) -> tuple[dict[str, str], list[str]]:
+    """Problems by editor field (``budget``, ``eligibility-starts_at``) and those of none."""
+    if isinstance(exc, ValidationError):
+        items = [(list(e["loc"]), str(e["msg"]).removeprefix("Value error, ")) for e in exc.errors()]
+    else:
+        detail = exc.body()["detail"]
+        items = [(d["loc"], d["msg"]) for d in detail] if isinstance(detail, list) else [([], detail)]
+    fields: dict[str, str] = {}
+    general: list[str] = []
+    known = {"name", "type", "per_customer_period", *(f for f, *_ in PROMOTION_FIELDS)}
+    for loc, message in items:
+        parts = [str(p) for p in loc if p != "body" and not isinstance(p, int)]
+        # pydantic names the branch of a union ("decimal", "function-after[...]"): drop it.
+        parts = [p for p in parts if p in PromotionIn.model_fields or p == "eligibility"
+                 or (parts[:1] == ["eligibility"] and p in EligibilityIn.model_fields)]  # fmt: skip
+        name = "-".join(parts[:2])
+        if name in known:
+            fields.setdefault(name, message)
+        else:
+            general.append(f"{'.'.join(parts) + ': ' if parts else ''}{message}")
+    return fields, general
+
+
+@router.get("/promotions/new", response_class=HTMLResponse)
+def promotion_new(request: Request, state: StateDep) -> Response:
+    viewer = _gate(request, state, MERCHANDISERS)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    return _editor(request, viewer, None, _promotion_values(None))
+
+
+@router.get("/promotions/{key}/edit", response_class=HTMLResponse)
+def promotion_edit(key: str, request: Request, state: StateDep, session: SessionDep) -> Response:
+    viewer = _gate(request, state, MERCHANDISERS)
     if not isinstance(viewer, Viewer):
         return viewer
     try:
@@ -431,35 +543,79 @@ def _promotion_submit(key: str, request: Request, state: AppState, session: Any,
     except NotFound:
         return _page(request, "forbidden.html", viewer, status=404, allowed=None,
                      missing=f"promotion {key!r}")  # fmt: skip
-    body = {name: getattr(current, name) for name in PromotionIn.model_fields if hasattr(current, name)}
-    budget = form.get("budget", "").strip()
-    cap = form.get("redemption_cap", "").strip()
-    body.update(budget=budget or None, active=form.get("active") == "1")
-    problems: dict[str, str] = {}
-    try:
-        body["redemption_cap"] = int(cap) if cap else None
-    except ValueError:
-        problems[f"{key}-redemption_cap"] = f"{cap!r} is not a whole number"
+    return _editor(request, viewer, current, _promotion_values(current))
+
+
+def _editor(request: Request, viewer: Viewer, current: Any | None, values: dict[str, str], *,
+            problems: dict[str, str] | None = None, general: list[str] | None = None,
+            status: int = 200, key: str = "") -> HTMLResponse:  # fmt: skip
+    return _page(request, "promotion.html", viewer, status=status, current=current, values=values,
+                 fields=PROMOTION_FIELDS, problems=problems or {}, general=general or [],
+                 key=current.key if current is not None else key)  # fmt: skip
+
+
+@router.post("/promotions", response_class=HTMLResponse)
+async def promotion_create(request: Request, state: StateDep, session: SessionDep) -> Response:
+    form = await _posted(request)
+    return await run_in_threadpool(_promotion_submit, None, request, state, session, form)
+
+
+@router.post("/promotions/{key}", response_class=HTMLResponse)
+async def promotion_submit(key: str, request: Request, state: StateDep, session: SessionDep) -> Response:
+    form = await _posted(request)
+    return await run_in_threadpool(_promotion_submit, key, request, state, session, form)
+
+
+def _promotion_submit(key: str | None, request: Request, state: AppState, session: Any,
+                      form: dict[str, str]) -> Response:  # fmt: skip
+    """Save a promotion as a new version (audited): the whole definition from the editor
+    (``editor=full``; ``key`` None creates one named by the form's ``key``), or the budget,
+    cap and state from the list page's short form."""
+    viewer = _form_viewer(request, state, MERCHANDISERS, form)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    full = form.get("editor") == "full"
+    current = None
+    if key is None:
+        key = form.get("key", "").strip()
+        try:
+            current = promotions.get_promotion(session, key[:64]) if key else None
+        except NotFound:
+            current = None
+        if current is not None or not re.match(IDENTIFIER_PATTERN, key):
+            message = (f"promotion {key!r} exists: edit it instead" if current is not None
+                       else "the key: at most 64 letters, digits, '.', '_', ':' or '-', "
+                            "starting with a letter or digit")  # fmt: skip
+            return _editor(request, viewer, None, {**_promotion_values(None), **form},
+                           problems={"key": message}, status=422, key=key)  # fmt: skip
+    else:
+        try:
+            current = promotions.get_promotion(session, key[:64])
+        except NotFound:
+            return _page(request, "forbidden.html", viewer, status=404, allowed=None,
+                         missing=f"promotion {key!r}")  # fmt: skip
+    body, problems = _promotion_body(current, form)
+    general: list[str] = []
     if not problems:
         session.rollback()
         try:
-            promotions.put_promotion(session, key=current.key, body=PromotionIn.model_validate(body),
+            promotions.put_promotion(session, key=key, body=PromotionIn.model_validate(body),
                                      actor=viewer.principal)  # fmt: skip
         except (ValidationError, DomainError) as exc:
-            fields, general = _field_problems(exc)
-            for loc_message in general or list(fields.values()):
-                problems.setdefault(f"{key}-budget", loc_message)
-            if isinstance(exc, ValidationError):
-                for error in exc.errors():
-                    field = next((str(p) for p in error["loc"] if p in ("budget", "redemption_cap")), None)
-                    if field:
-                        problems[f"{key}-{field}"] = str(error["msg"])
+            problems, general = _promotion_problems(exc)
         else:
             state.promotions_changed()
-            return RedirectResponse(f"/console/promotions?saved={quote(current.key)}", status_code=303)
+            return RedirectResponse(f"/console/promotions?saved={quote(key)}", status_code=303)
     session.rollback()
+    if full:
+        return _editor(request, viewer, current, {**_promotion_values(current), **form},
+                       problems=problems, general=general, status=422, key=key)  # fmt: skip
+    # The list page's short form: its inputs are named ``<key>-<field>``.
+    short = {f"{key}-{field}": message for field, message in problems.items()}
+    for message in general:
+        short.setdefault(f"{key}-budget", message)
     return _page(request, "promotions.html", viewer, status=422,
-                 items=promotions.list_promotions(session), problems=problems, saved=None)  # fmt: skip
+                 items=promotions.list_promotions(session), problems=short, saved=None)  # fmt: skip
 
 
 @router.get("/models", response_class=HTMLResponse)
@@ -468,8 +624,12 @@ def models_page(request: Request, state: StateDep, session: SessionDep) -> Respo
     if not isinstance(viewer, Viewer):
         return viewer
     progress = refit_progress(session)
+    imports = import_progress(session)
+    importing = any(j["status"] in ("todo", "doing") for j in imports["jobs"])
     return _page(request, "models.html", viewer, items=demand_models.list_models(session),
-                 progress=progress, running=bool(progress["jobs"] or progress["fanout"]),
+                 progress=progress, imports=imports,
+                 running=bool(progress["jobs"] or progress["fanout"]) or importing,
+                 importing=importing, imported=request.query_params.get("import"),
                  queued=request.query_params.get("refit"),
                  queue=state.settings.database_url.startswith("postgresql"))  # fmt: skip
 
@@ -493,6 +653,35 @@ def _refit_now(request: Request, state: AppState, form: dict[str, str]) -> Respo
     job = defer(state.settings, "pricing.refit", queueing_lock="pricing.refit:requested",
                 force=True, **mode)  # fmt: skip
     return RedirectResponse(f"/console/models?refit={'queued' if job else 'waiting'}", status_code=303)
+
+
+@router.post("/models/import", response_class=HTMLResponse)
+async def import_upload(request: Request, state: StateDep) -> Response:
+    """Queue a sales-history import of an uploaded CSV; the models page then follows it."""
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    upload = form.get("history")
+    content = await upload.read() if upload is not None and not isinstance(upload, str) else b""
+    name = getattr(upload, "filename", None) or "history.csv"
+    return await run_in_threadpool(_import_upload, request, state, fields, name, content)
+
+
+def _import_upload(request: Request, state: AppState, form: dict[str, str], name: str,
+                   content: bytes) -> Response:  # fmt: skip
+    viewer = _form_viewer(request, state, ANALYSTS, form)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    if not state.settings.database_url.startswith("postgresql"):
+        return RedirectResponse("/console/models?import=no-queue", status_code=303)
+    if not content.strip():
+        return RedirectResponse("/console/models?import=empty", status_code=303)
+    from api.queue import defer
+
+    path = store_upload(Path(state.settings.import_dir).resolve(), name, content)
+    elasticity = "hierarchical" if form.get("elasticity") == "hierarchical" else "pooled"
+    defer(state.settings, IMPORT_TASK, path=str(path), elasticity=elasticity,
+          dry_run=form.get("dry_run") == "1")  # fmt: skip
+    return RedirectResponse("/console/models?import=queued", status_code=303)
 
 
 @router.get("/models/{version}", response_class=HTMLResponse)

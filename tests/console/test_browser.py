@@ -109,7 +109,8 @@ def test_every_page_passes_axe_in_light_and_dark_mode(browser, site):
     page = _page(browser, base, keys["admin"])
     key = EXPERIMENT
     pages = {"home": "/console", "catalog": "/console/catalog", "guardrails": "/console/guardrails",
-             "promotions": "/console/promotions", "experiments": "/console/experiments",
+             "promotions": "/console/promotions", "promotion-new": "/console/promotions/new",
+             "promotion-edit": "/console/promotions/COFFEE10/edit", "experiments": "/console/experiments",
              "experiment": f"/console/experiments/{key}", "models": "/console/models",
              "decisions": "/console/decisions", "dispersion": "/console/dispersion",
              "audit": "/console/audit"}  # fmt: skip

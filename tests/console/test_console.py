@@ -197,3 +197,100 @@ def test_a_refit_is_queued_and_followed_on_postgresql(catalog, sessions, backend
                                     draws=b""))  # fmt: skip
     page = catalog.client.get("/console/models").text
     assert '<progress id="fanout-progress" max="3" value="1">' in page
+
+
+def test_a_promotion_is_created_and_redefined_in_the_editor_with_errors_next_to_fields(catalog):
+    _sign_in(catalog, Role.MERCHANDISER)
+    page = catalog.client.get("/console/promotions/new")
+    assert page.status_code == 200 and 'name="eligibility-starts_at"' in page.text
+    token = _csrf(page.text)
+    form = {"csrf": token, "editor": "full", "key": "TEA-WEEK", "name": "Tea week", "type": "amount_off",
+            "amount_off": "0.50", "currency": "USD", "budget": "80.00", "redemption_cap": "",
+            "per_customer_limit": "2", "per_customer_period": "day", "eligibility-segments": "loyalty",
+            "eligibility-categories": "tea", "eligibility-skus": "", "eligibility-channels": "web, app",
+            "eligibility-min_cart_value": "", "eligibility-starts_at": "2026-01-01T00:00",
+            "eligibility-ends_at": "2030-01-31T23:59", "exclusive": "1", "active": "1"}  # fmt: skip
+    # A wrong value is shown next to its field, and nothing is stored.
+    bad = catalog.client.post("/console/promotions", data={**form, "eligibility-ends_at": "someday",
+                                                           "per_customer_limit": "two"})  # fmt: skip
+    assert bad.status_code == 422 and 'id="per_customer_limit-error"' in bad.text
+    assert 'value="Tea week"' in bad.text  # what was typed is kept
+    bad = catalog.client.post("/console/promotions", data={**form, "eligibility-ends_at": "someday"})
+    assert bad.status_code == 422 and 'id="eligibility-ends_at-error"' in bad.text
+    assert catalog.get("/v1/promotions/TEA-WEEK", Role.MERCHANDISER).status_code == 404
+    invalid_key = catalog.client.post("/console/promotions", data={**form, "key": "bad key!"})
+    assert invalid_key.status_code == 422 and 'id="key-error"' in invalid_key.text
+    made = catalog.client.post("/console/promotions", data=form, follow_redirects=False)
+    assert made.status_code == 303, made.text
+    stored = catalog.get("/v1/promotions/TEA-WEEK", Role.MERCHANDISER).json()
+    assert (stored["type"], stored["amount_off"], stored["budget"], stored["redemption_cap"]) == (
+        "amount_off", "0.50", "80.00", None)  # fmt: skip
+    assert stored["per_customer_limit"] == 2 and stored["per_customer_period"] == "day"
+    assert stored["eligibility"]["segments"] == ["loyalty"]
+    assert sorted(stored["eligibility"]["channels"]) == ["app", "web"]
+    assert stored["eligibility"]["ends_at"].startswith("2030-01-31T23:59")
+    # The same key again is refused: edit it instead.
+    again = catalog.client.post("/console/promotions", data=form)
+    assert again.status_code == 422 and "edit it instead" in again.text
+    # Redefine it: another type, no end date, not exclusive (an unchecked box sends nothing).
+    edit = catalog.client.get("/console/promotions/TEA-WEEK/edit").text
+    assert 'value="loyalty"' in edit and 'value="2030-01-31T23:59"' in edit
+    changed = {**form, "type": "percent_off", "percent_off": "15", "amount_off": "",
+               "eligibility-ends_at": ""}  # fmt: skip
+    del changed["key"], changed["exclusive"]
+    # A rule the service checks (the type's amount) comes back next to its field too.
+    missing = catalog.client.post("/console/promotions/TEA-WEEK", data={**changed, "percent_off": ""})
+    assert missing.status_code == 422 and "error" in missing.text
+    saved = catalog.client.post("/console/promotions/TEA-WEEK", data=changed, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    stored = catalog.get("/v1/promotions/TEA-WEEK", Role.MERCHANDISER).json()
+    assert stored["version"] == 2 and stored["type"] == "percent_off" and stored["percent_off"] == "15"
+    assert stored["exclusive"] is False and stored["eligibility"].get("ends_at") is None
+    # Analysts read promotions but may not open the editor.
+    _sign_in(catalog, Role.ANALYST)
+    assert catalog.client.get("/console/promotions/TEA-WEEK/edit").status_code == 403
+    assert catalog.client.post("/console/promotions", data={**form, "csrf": token}).status_code == 403
+
+
+def test_a_history_import_is_uploaded_queued_and_followed(catalog, sessions, backend, db_url, tmp_path):
+    from api.cli import main as cli
+    from api.console.routes import _csrf as csrf_of
+    from api.orm import ModelPrior
+
+    state = catalog.client.app.state.pricing
+    state.settings = state.settings.model_copy(update={"import_dir": str(tmp_path / "imports")})
+    _sign_in(catalog, Role.ANALYST)
+    token = csrf_of(catalog.keys[Role.ANALYST])
+    # An unknown segment: the import fails in validation, before any fit.
+    csv = b"segment,sku,period,price,units\nmartians,TEA-1,1,10.00,3\n"
+    files = {"history": ("week 1/../history.csv", csv, "text/csv")}
+    if backend == "sqlite":
+        assert 'action="/console/models/import"' not in catalog.client.get("/console/models").text
+        done = catalog.client.post("/console/models/import", data={"csrf": token}, files=files)
+        assert done.status_code == 200 and "import-history FILE" in done.text
+        assert not (tmp_path / "imports").exists()
+        return
+    assert cli(["migrate", "--database-url", db_url]) == 0  # the queue's tables
+    assert catalog.client.post("/console/models/import", data={"csrf": "0" * 32},
+                               files=files).status_code == 403  # fmt: skip
+    empty = catalog.client.post("/console/models/import", data={"csrf": token},
+                                files={"history": ("h.csv", b"", "text/csv")}, follow_redirects=False)  # fmt: skip
+    assert empty.headers["location"].endswith("import=empty")
+    queued = catalog.client.post("/console/models/import", data={"csrf": token, "dry_run": "1"},
+                                 files=files, follow_redirects=False)  # fmt: skip
+    assert queued.status_code == 303 and queued.headers["location"].endswith("import=queued")
+    stored = list((tmp_path / "imports").iterdir())
+    assert len(stored) == 1 and stored[0].name.endswith("history.csv") and stored[0].read_bytes() == csv
+    page = catalog.client.get("/console/models?import=queued").text
+    assert f"{stored[0].name}: waiting" in page and 'http-equiv="refresh"' in page
+    # A queue worker takes it; the bad row fails it, and the page says so.
+    from api.queue import run_worker
+
+    run_worker(state.settings, wait=False)
+    page = catalog.client.get("/console/models").text
+    assert f"{stored[0].name}: failed" in page
+    with sessions() as session, session.begin():
+        session.add(ModelPrior(source="import-history h.csv (pooled)", model_config_json={},
+                               summary={"elasticity": -1.25, "rows": 40}))  # fmt: skip
+    page = catalog.client.get("/console/models").text
+    assert "import-history h.csv (pooled)" in page and "-1.25" in page
