@@ -1588,7 +1588,9 @@ def findings(quotes: QuoteResults) -> list[str]:
         "host's drift falls on both).",
         f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at best is about "
         f"{per_quote_ms:.1f} ms of interpreter time per quote, shared under one GIL by the event loop (HTTP "
-        "parsing, FastAPI's validation and dependencies, the decision, the response) and the writer thread "
+        "parsing; the quote's validation, authentication and rate limit in the direct route "
+        "`api/fast_path.py`, which skips FastAPI's routing and dependencies; the decision; the response) and "
+        "the writer thread "
         "(statement execution and commit). More connections add queueing once that is spent "
         f"({first.rps:,.0f} req/s, p99 {first.p99_ms:,.0f} ms at {quotes.connections[0]} connections; "
         f"{last.rps:,.0f} req/s, p99 {last.p99_ms:,.0f} ms at {quotes.connections[-1]}). The bare endpoint does "
