@@ -134,13 +134,15 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         return ThompsonPricePolicy(
             serving, (lambda: fixed) if fixed is not None else (lambda: guardrails.get()[1]),
             epsilon=settings.exploration_epsilon if epsilon is None else epsilon,
+            floor=settings.min_propensity,
             n_prices=settings.price_ladder_size,
         )  # fmt: skip
 
     if policy is None and settings.policy == "thompson":
         policy = ThompsonPricePolicy(
             serving, lambda: guardrails.get()[1],
-            epsilon=settings.exploration_epsilon, n_prices=settings.price_ladder_size,
+            epsilon=settings.exploration_epsilon, floor=settings.min_propensity,
+            n_prices=settings.price_ladder_size,
         )  # fmt: skip
     idempotency = IdempotencyStore(
         reader.kw["bind"], ttl=timedelta(seconds=settings.idempotency_ttl_seconds)

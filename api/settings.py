@@ -87,7 +87,14 @@ class Settings(BaseSettings):
     policy : str
         ``thompson`` (personalized prices inside guardrails) or ``list`` (list price for all).
     exploration_epsilon : float
-        Exploration floor of Thompson sampling (probability of a uniform candidate).
+        Share of exploration of Thompson sampling: how often the served candidate is not
+        the Thompson choice itself.
+    min_propensity : float
+        The part of ``exploration_epsilon`` spread uniformly over a line's n allowed
+        candidates: each keeps a propensity of at least ``min_propensity / n``, so that
+        off-policy evaluation of any policy within the guardrails stays supported. The rest
+        goes to the ladder neighbours of the Thompson choice (cheap exploration). Equal to
+        ``exploration_epsilon``: all uniform.
     price_ladder_size : int
         Largest number of candidate prices per line.
     outcome_window_seconds : int
@@ -165,6 +172,7 @@ class Settings(BaseSettings):
     queue_stalled_seconds: float = Field(default=30.0, ge=1, le=3600)
     policy: str = Field(default="thompson", pattern="^(thompson|list)$")
     exploration_epsilon: float = Field(default=0.05, ge=0, le=1)
+    min_propensity: float = Field(default=0.01, ge=0, le=1)
     price_ladder_size: int = Field(default=50, ge=1, le=500)
     outcome_window_seconds: int = Field(default=3600, ge=1, le=90 * 24 * 3600)
     missing_outcome: str = Field(

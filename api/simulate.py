@@ -142,6 +142,7 @@ def simulate(
     progress: bool = True,
     epsilon: float = 0.05,
     n_prices: int = 50,
+    floor: float | None = 0.01,
 ) -> SimulationReport:
     """Run ``visitors`` simulated customers through the engine (see the module docstring)."""
     rng = np.random.default_rng(seed)
@@ -166,7 +167,8 @@ def simulate(
     quotes = QuoteService.build(sessions, guardrails=guardrails, context_schema=schemas)
     quotes.warm()
     engine: PricePolicy = ThompsonPricePolicy(
-        serving, lambda: guardrails.get()[1], epsilon=epsilon, n_prices=n_prices, seed=seed
+        serving, lambda: guardrails.get()[1], epsilon=epsilon, floor=floor, n_prices=n_prices,
+        seed=seed,
     )
     control: PricePolicy = ListPricePolicy()
     refit_note = "no refit"

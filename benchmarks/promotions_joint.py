@@ -252,6 +252,9 @@ class Settings:
     lints_batch: int = 10
     context_features: int = 0
     engine_epsilon: float = 0.05
+    #: The uniform part of the engine's exploration (PRICING_MIN_PROPENSITY; the rest goes to
+    #: ladder neighbours). At or above ``engine_epsilon``: all uniform, as before it existed.
+    engine_floor: float = 0.01
 
     def describe(self) -> str:
         """One line with the chosen sizes."""
@@ -259,7 +262,7 @@ class Settings:
             f"{self.segments} segments x {self.skus} SKUs x {self.categories} categories, "
             f"{self.promotions} promotions, {self.context_features} context features, "
             f"T = {self.visitors:,} visitors, seeds {list(self.seeds)}; "
-            f"engine ε = {self.engine_epsilon:g}, refits after {self.first_refit:,} x 2^k visitors, NUTS {self.chains} chains x "
+            f"engine ε = {self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g}), refits after {self.first_refit:,} x 2^k visitors, NUTS {self.chains} chains x "
             f"{self.draws} draws ({self.tune} tuning), {self.posterior_draws} posterior draws; "
             f"peers: {', '.join(self.peers) if self.peers else 'none'}"
         )
@@ -274,6 +277,8 @@ class Settings:
             del out["context_features"]
         if self.engine_epsilon == 0.05:
             del out["engine_epsilon"]
+        if self.engine_floor >= self.engine_epsilon:  # all uniform: what ran before it existed
+            del out["engine_floor"]
         return out
 
     def peer_key(self) -> dict[str, Any]:
@@ -313,6 +318,8 @@ class EngineRun:
 
     actions: IntArray
     explored: NDArray[np.bool_]
+    #: The logged propensity of each action (empty for runs saved before it was kept).
+    propensity: FloatArray = field(default_factory=lambda: np.empty(0))
     fits: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -398,6 +405,7 @@ def run_engine(
         lambda: served[0],
         lambda: rules,
         epsilon=settings.engine_epsilon,
+        floor=settings.engine_floor,
         n_prices=market.n_prices,
         seed=seed,
     )
@@ -409,7 +417,8 @@ def run_engine(
     conversions = np.zeros(shape, dtype=np.int64)
     refits = set(settings.refit_points())
     n = len(v.segment)
-    run = EngineRun(actions=np.empty(n, dtype=np.int64), explored=np.zeros(n, dtype=bool))
+    run = EngineRun(actions=np.empty(n, dtype=np.int64), explored=np.zeros(n, dtype=bool),
+                    propensity=np.empty(n))  # fmt: skip
     start = time.perf_counter()
     for t in range(n):
         if t in refits:
@@ -444,6 +453,7 @@ def run_engine(
         conversions[x, s, j, a] += bought
         run.actions[t] = a
         run.explored[t] = "exploration" in decision.reasons
+        run.propensity[t] = decision.propensity
         if progress is not None:
             progress(1, "")
     run.seconds = time.perf_counter() - start
@@ -1078,7 +1088,14 @@ def main(argv: list[str] | None = None) -> int:
         "--engine-epsilon",
         type=float,
         default=0.05,
-        help="the engine's uniform-exploration share (production default 0.05)",
+        help="the engine's exploration share (production default 0.05)",
+    )
+    parser.add_argument(
+        "--engine-floor",
+        type=float,
+        default=0.01,
+        help="the uniform part of it, each allowed action >= floor / n (production default 0.01; "
+        ">= the exploration share: all uniform)",
     )
     parser.add_argument("--peers-from", metavar="SECTION",
                         help="use the peers' results saved by the run of another section (same "
@@ -1101,6 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
             segments=2, skus=3, categories=1, promotions=2, visitors=args.visitors or 300,
             seeds=tuple(range(1, 1 + (args.seeds or 1))), first_refit=150, draws=100, tune=100,
             posterior_draws=200, n_points=10, peers=(), context_features=args.context_features,
+            engine_epsilon=args.engine_epsilon, engine_floor=args.engine_floor,
         )  # fmt: skip
     else:
         settings = Settings(
@@ -1109,7 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
             visitors=args.visitors or Settings.visitors,
             seeds=tuple(range(1, 1 + (args.seeds or 3))),
             peers=() if args.no_peers else PEER_POLICIES, context_features=args.context_features,
-            engine_epsilon=args.engine_epsilon,
+            engine_epsilon=args.engine_epsilon, engine_floor=args.engine_floor,
         )  # fmt: skip
     start = time.perf_counter()
     cache = None if args.quick or args.no_doc else RESULTS / args.section

@@ -204,7 +204,13 @@ class ThompsonPricePolicy:
     guardrails : callable
         Returns the active :class:`~pricing.guardrails.GuardrailSet`.
     epsilon : float
-        Exploration floor: probability of a uniformly random candidate.
+        Share of exploration (pricing/thompson.py): how often the served candidate is not
+        the Thompson choice itself.
+    floor : float, optional
+        The part of ``epsilon`` spread uniformly over the allowed candidates, so that each
+        keeps a propensity of at least ``floor / n`` (``PRICING_MIN_PROPENSITY``); the rest
+        goes to the ladder neighbours of the Thompson choice. None: all of ``epsilon`` is
+        uniform (the classic ε-uniform mixture).
     n_prices : int
         Largest candidate ladder.
     seed : int, optional
@@ -231,15 +237,20 @@ class ThompsonPricePolicy:
         guardrails: Callable[[], GuardrailSet],
         *,
         epsilon: float = 0.05,
+        floor: float | None = None,
         n_prices: int = 50,
         seed: int | None = None,
         paced_prices: int = 12,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        if floor is not None and not 0.0 <= floor <= 1.0:
+            raise ValueError(f"floor must lie in [0, 1], got {floor}")
         self._posterior = posterior
         self._guardrails = guardrails
         self.epsilon = epsilon
+        #: The uniform part of ``epsilon`` (at most ``epsilon``).
+        self.floor = epsilon if floor is None else min(floor, epsilon)
         self.n_prices = n_prices
         self.paced_prices = paced_prices
         self._seed = np.random.SeedSequence(seed)
@@ -329,7 +340,8 @@ class ThompsonPricePolicy:
                 )  # fmt: skip
             return greedy_probabilities(profit, posterior._decision_arrays["weights"])
 
-        choice = sample(self.choices.get(posterior, key, compute), self.epsilon, self._rng)
+        choice = sample(self.choices.get(posterior, key, compute), self.epsilon, self._rng,
+                        floor=self.floor)  # fmt: skip
         price = int(prices[choice.index])
         reasons = ["thompson_sampling" if not choice.explored else "exploration"]
         if price == prices[0]:
@@ -443,7 +455,7 @@ class ThompsonPricePolicy:
                 lambda: greedy_probabilities(reward() * margin[None, :], weights),
             )  # fmt: skip
             how = "thompson_sampling"
-        choice = sample(greedy, self.epsilon, self._rng)
+        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=option)
         index, propensity, explored = choice.index, choice.propensity, choice.explored
         price = int(prices[index])
         chosen = options[int(option[index])]

@@ -2,12 +2,22 @@
 
 For a line with candidate prices a_1..a_n (the guardrail ladder), each posterior draw d
 gives an expected profit π_d(a) = P_d(buy | a) · (a − unit cost). Thompson sampling picks
-a draw by its weight and serves that draw's argmax; with probability ε it serves a
-uniformly random candidate instead. The probability of serving a is then exactly
+a draw by its weight and serves that draw's argmax, with probability
 
-    π(a) = (1 − ε) · Σ_d w_d · 1[argmax_a' π_d(a') = a] + ε / n,
+    g(a) = Σ_d w_d · 1[argmax_a' π_d(a') = a].
+
+Exploration spends a share ε of the decisions. A part c ≤ ε of it (the *floor*) is
+spread uniformly over the n allowed candidates, so that every one of them keeps a
+propensity of at least c / n and off-policy evaluation of any policy within the
+guardrails stays supported; the rest, ε − c, goes to the *neighbours* of the Thompson
+choice: a candidate drawn from g is replaced by one of the prices next to it on the
+ladder (same promotion), where a wrong guess costs little. The probability of serving a
+is exactly
+
+    π(a) = (1 − ε) · g(a) + (ε − c) · Σ_b g(b) · 1[a ∈ N(b)] / |N(b)| + c / n,
 
 computed over all draws (not estimated), which is what off-policy evaluation needs.
+With c = ε this is the classic ε-uniform mixture.
 """
 
 from __future__ import annotations
@@ -18,7 +28,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ThompsonChoice", "choice_probabilities", "choose", "greedy_probabilities", "sample"]
+__all__ = [
+    "ThompsonChoice",
+    "choice_probabilities",
+    "choose",
+    "explore",
+    "greedy_probabilities",
+    "neighbour_spread",
+    "sample",
+]
 
 
 @dataclass(frozen=True)
@@ -44,9 +62,14 @@ class ThompsonChoice:
 
 
 def choice_probabilities(
-    profit: NDArray[np.floating[Any]], weights: NDArray[np.float64], epsilon: float
+    profit: NDArray[np.floating[Any]],
+    weights: NDArray[np.float64],
+    epsilon: float,
+    *,
+    floor: float | None = None,
+    groups: NDArray[np.integer[Any]] | None = None,
 ) -> NDArray[np.float64]:
-    """Exact action distribution of ε-mixed Thompson sampling.
+    """Exact action distribution of Thompson sampling with exploration (module docstring).
 
     Parameters
     ----------
@@ -55,15 +78,92 @@ def choice_probabilities(
     weights : ndarray, shape (D,)
         Normalised draw weights.
     epsilon : float
-        Exploration floor in [0, 1].
+        Share of exploration ε in [0, 1].
+    floor : float, optional
+        The part c of ε spread uniformly (each candidate gets at least c / n); the rest
+        goes to ladder neighbours. None: c = ε (ε-uniform).
+    groups : ndarray of int, shape (n,), optional
+        Candidates with equal values form one price ladder (one promotion), in ascending
+        price; neighbours never cross groups. None: one ladder.
 
     Returns
     -------
     ndarray, shape (n,)
         Probabilities summing to 1; ties within a draw go to the first (cheapest) candidate.
     """
-    n = profit.shape[1]
-    out: NDArray[np.float64] = (1.0 - epsilon) * greedy_probabilities(profit, weights) + epsilon / n
+    return explore(greedy_probabilities(profit, weights), epsilon, floor=floor, groups=groups)
+
+
+def _split(epsilon: float, floor: float | None) -> tuple[float, float]:
+    """(uniform share c, neighbour share ε − c) of an exploration share ε."""
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+    uniform = epsilon if floor is None else min(float(floor), epsilon)
+    if uniform < 0.0:
+        raise ValueError(f"the propensity floor must be >= 0, got {floor}")
+    return uniform, epsilon - uniform
+
+
+def neighbour_spread(
+    greedy: NDArray[np.float64], groups: NDArray[np.integer[Any]] | None = None
+) -> NDArray[np.float64]:
+    """Where a choice moved to a ladder neighbour lands: Σ_b g(b) · 1[a ∈ N(b)] / |N(b)|.
+
+    Parameters
+    ----------
+    greedy : ndarray, shape (n,)
+        Distribution of the Thompson choice b.
+    groups : ndarray of int, shape (n,), optional
+        Ladder of each candidate (ascending price within one); None: a single ladder.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Sums to 1. A candidate's neighbours are the next cheaper and the next dearer price
+        of its own ladder; a ladder of one price keeps its mass.
+    """
+    n = len(greedy)
+    same = (np.ones(n - 1, dtype=bool) if groups is None
+            else np.asarray(groups[1:]) == np.asarray(groups[:-1]))  # fmt: skip
+    degree = np.zeros(n)
+    degree[1:] += same  # a cheaper neighbour
+    degree[:-1] += same  # a dearer neighbour
+    alone = degree == 0
+    share = np.where(alone, 0.0, greedy / np.where(alone, 1.0, degree))
+    out = np.where(alone, greedy, 0.0)
+    out[:-1] += np.where(same, share[1:], 0.0)  # from the dearer neighbour
+    out[1:] += np.where(same, share[:-1], 0.0)  # from the cheaper neighbour
+    result: NDArray[np.float64] = out
+    return result
+
+
+def explore(
+    greedy: NDArray[np.float64],
+    epsilon: float,
+    *,
+    floor: float | None = None,
+    groups: NDArray[np.integer[Any]] | None = None,
+) -> NDArray[np.float64]:
+    """The served distribution π of a line whose Thompson choice has distribution ``greedy``.
+
+    Parameters
+    ----------
+    greedy : ndarray, shape (n,)
+        Sums to 1.
+    epsilon, floor, groups
+        As in :func:`choice_probabilities`.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        ``(1 − ε) · g + (ε − c) · neighbour_spread(g) + c / n``; every entry is at least
+        ``c / n``.
+    """
+    uniform, local = _split(epsilon, floor)
+    n = len(greedy)
+    out: NDArray[np.float64] = (1.0 - epsilon) * greedy + uniform / n
+    if local > 0.0:
+        out = out + local * neighbour_spread(greedy, groups)
     return out
 
 
@@ -91,35 +191,46 @@ def greedy_probabilities(
 
 
 def sample(
-    greedy: NDArray[np.float64], epsilon: float, rng: np.random.Generator
+    greedy: NDArray[np.float64],
+    epsilon: float,
+    rng: np.random.Generator,
+    *,
+    floor: float | None = None,
+    groups: NDArray[np.integer[Any]] | None = None,
 ) -> ThompsonChoice:
-    """One ε-mixed decision from a line's greedy distribution, with its exact propensity.
+    """One decision from a line's greedy distribution, with its exact propensity.
 
     Drawing a posterior sample by weight and serving its argmax is the same random
     experiment as drawing a candidate from :func:`greedy_probabilities` (or, for a paced
     line, from the LP mixtures' marginal): this is the quote path's sampler once that
-    distribution is known.
+    distribution is known. Exploration as in the module docstring: with probability c a
+    uniformly random candidate, with probability ε − c a ladder neighbour of a Thompson
+    choice, otherwise the Thompson choice.
 
     Parameters
     ----------
     greedy : ndarray, shape (n,)
-        Distribution before the exploration floor (sums to 1).
+        Distribution before exploration (sums to 1).
     epsilon : float
-        Exploration floor in [0, 1].
+        Share of exploration in [0, 1].
     rng : numpy.random.Generator
+    floor : float, optional
+        The uniform part c of ``epsilon`` (None: all of it).
+    groups : ndarray of int, shape (n,), optional
+        Ladder of each candidate (see :func:`neighbour_spread`).
 
     Returns
     -------
     ThompsonChoice
-        ``propensity`` is ``(1 - ε) · greedy[i] + ε / n`` at the chosen ``i``.
+        ``propensity`` is :func:`explore`'s probability of the chosen ``i``.
     """
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+    uniform, _ = _split(epsilon, floor)
     n = len(greedy)
     if n == 0:
         raise ValueError("greedy must have at least one candidate")
-    explored = bool(rng.random() < epsilon)
-    if explored:
+    u = rng.random()
+    explored = bool(u < epsilon)
+    if u < uniform:
         index = int(rng.integers(n))
     else:
         cdf = np.cumsum(greedy)
@@ -127,8 +238,23 @@ def sample(
         index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
         if index >= n:  # u · total rounded up to the total: the last candidate that can win
             index = int(np.flatnonzero(greedy)[-1])
-    probabilities: NDArray[np.float64] = (1.0 - epsilon) * greedy + epsilon / n
+        if explored:  # the neighbour branch (u in [c, ε))
+            index = _neighbour(index, n, groups, rng)
+    probabilities = explore(greedy, epsilon, floor=floor, groups=groups)
     return ThompsonChoice(index, float(probabilities[index]), probabilities, explored)
+
+
+def _neighbour(
+    index: int, n: int, groups: NDArray[np.integer[Any]] | None, rng: np.random.Generator
+) -> int:
+    """A uniformly chosen ladder neighbour of ``index`` (itself if its ladder has one price)."""
+    options = [
+        j for j in (index - 1, index + 1)
+        if 0 <= j < n and (groups is None or groups[j] == groups[index])
+    ]  # fmt: skip
+    if not options:
+        return index
+    return options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
 
 
 def choose(

@@ -312,7 +312,8 @@ def _guardrails_submit(request: Request, state: AppState, session: Any, form: di
         proposal = PreviewIn.model_validate({**body, "what_if_rounds": 2000})
         preview = preview_guardrails(
             session, proposal, served=state.posterior.served,
-            epsilon=state.settings.exploration_epsilon, n_prices=state.settings.price_ladder_size,
+            epsilon=state.settings.exploration_epsilon, floor=state.settings.min_propensity,
+            n_prices=state.settings.price_ladder_size,
             current=state.guardrails.get()[1],
         )  # fmt: skip
     except (ValidationError, DomainError) as exc:

@@ -44,6 +44,7 @@ def preview(body: PreviewIn, session: SessionDep, state: StateDep, _: Merchandis
     with expected conversion and profit per visitor under the current posterior."""
     return preview_guardrails(
         session, body, served=state.posterior.served, epsilon=state.settings.exploration_epsilon,
+        floor=state.settings.min_propensity,
         n_prices=state.settings.price_ladder_size, current=state.guardrails.get()[1],
     )  # fmt: skip
 

@@ -33,6 +33,7 @@ def preview_guardrails(
     epsilon: float,
     n_prices: int,
     current: GuardrailSet,
+    floor: float | None = None,
 ) -> PreviewOut:
     """Preview ``body`` under the served posterior.
 
@@ -42,8 +43,9 @@ def preview_guardrails(
         The proposal, and which SKUs (at most 200 active ones by default) and segments.
     served : Served or None
         The posterior in service (None: nothing personalized, list prices everywhere).
-    epsilon : float
-        The exploration floor the policy mixes in.
+    epsilon, floor : float
+        The policy's share of exploration and its uniform part (pricing/thompson.py;
+        ``floor`` None: all uniform).
     n_prices : int
         Largest price ladder per SKU.
     current : GuardrailSet
@@ -84,7 +86,8 @@ def preview_guardrails(
                 p_buy = post.conversion_probability(segment, product.sku, prices / product.list_price_minor,
                                                     category=product.category)  # fmt: skip
                 margin = (prices - product.unit_cost_minor).astype(float)
-                probs = choice_probabilities(p_buy * margin[None, :], post.weights, epsilon)
+                probs = choice_probabilities(p_buy * margin[None, :], post.weights, epsilon,
+                                             floor=floor)  # fmt: skip
                 mean_p = post.weights @ p_buy
                 entry.update(
                     prices=[money_text(int(p), product.currency) for p in prices],
@@ -100,7 +103,7 @@ def preview_guardrails(
         estimate = what_if(
             session, proposed=rules, current=current,
             served=lambda: served.posterior if served is not None else None, epsilon=epsilon,
-            n_prices=n_prices, limit=body.what_if_rounds,
+            n_prices=n_prices, limit=body.what_if_rounds, floor=floor,
         )  # fmt: skip
     return PreviewOut(
         model_version=served.snapshot_id if served else None, epsilon=epsilon, lines=lines,

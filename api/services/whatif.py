@@ -58,6 +58,7 @@ def _estimates(
     epsilon: float,
     n_prices: int,
     schema: ContextSchema,
+    floor: float | None = None,
 ) -> tuple[list[EstimateOut], float]:
     ladders: dict[str, tuple[np.ndarray, Any]] = {}
     n = len(rows)
@@ -89,7 +90,8 @@ def _estimates(
         probs = np.zeros(len(candidates))
         if len(prices):
             probs[: len(prices)] = choice_probabilities(
-                p_buy[:, : len(prices)] * margin[None, : len(prices)], posterior.weights, epsilon
+                p_buy[:, : len(prices)] * margin[None, : len(prices)], posterior.weights, epsilon,
+                floor=floor,
             )
         q_hat = posterior.weights @ (p_buy * margin[None, :])
         per_round.append((probs, q_hat, logged))
@@ -139,6 +141,7 @@ def what_if(
     epsilon: float,
     n_prices: int,
     limit: int = 5000,
+    floor: float | None = None,
 ) -> WhatIfOut:
     """OPE of the proposed and current guardrails on the newest ``limit`` logged decisions."""
     posterior = served()
@@ -155,8 +158,8 @@ def what_if(
         )  # fmt: skip
     currencies = {d.currency for d, _, _ in rows}
     schema = ContextSchema.from_dict(posterior.meta.get("context_schema"))
-    new, logged = _estimates(rows, proposed, posterior, epsilon, n_prices, schema)
-    old, _ = _estimates(rows, current, posterior, epsilon, n_prices, schema)
+    new, logged = _estimates(rows, proposed, posterior, epsilon, n_prices, schema, floor)
+    old, _ = _estimates(rows, current, posterior, epsilon, n_prices, schema, floor)
     message = f"{len(rows)} logged decisions; profit per decision in currency units"
     if len(currencies) > 1:
         message += f" (mixed currencies {sorted(currencies)}: sums are not comparable)"
