@@ -70,6 +70,9 @@ class JobRuntime:
         fit's (:mod:`api.services.fanout`), and the full joint fit every ``full_every``.
     full_every : timedelta
         With ``fanout``: how old the last full fit may be before the next refit is full.
+    reweight_blocks : bool
+        Online updates weigh each (segment, category) block by its own outcomes
+        (:func:`api.services.demand_models.apply_new_outcomes`).
     """
 
     sessions: sessionmaker[Session]
@@ -81,6 +84,7 @@ class JobRuntime:
     missing_outcome: str = "non_conversion"
     fanout: bool = False
     full_every: timedelta = timedelta(hours=24)
+    reweight_blocks: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, sessions: sessionmaker[Session]) -> JobRuntime:
@@ -94,6 +98,7 @@ class JobRuntime:
             missing_outcome=settings.missing_outcome,
             fanout=settings.refit_fanout,
             full_every=timedelta(seconds=settings.full_refit_every_seconds),
+            reweight_blocks=settings.reweight_blocks,
         )
 
 
@@ -142,7 +147,8 @@ def apply_outcomes(runtime: JobRuntime) -> UpdateResult:
     Safe to run from several workers at once: the snapshot row is locked and each
     decision is recorded as applied in the transaction that applies it.
     """
-    return apply_new_outcomes(runtime.sessions, missing_outcome=runtime.missing_outcome)
+    return apply_new_outcomes(runtime.sessions, missing_outcome=runtime.missing_outcome,
+                              blocks=runtime.reweight_blocks)  # fmt: skip
 
 
 def refit_mode(runtime: JobRuntime) -> str:

@@ -306,6 +306,9 @@ class ModelSnapshot(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     draws: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     log_weights: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    #: Per (segment, category) block, float64 (n_pairs, D); None until an online update
+    #: weighs blocks (pricing.posterior.DemandPosterior.block_log_weights).
+    block_log_weights: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     weights_seq: Mapped[int] = mapped_column(Integer, default=0)
     ess: Mapped[float | None] = mapped_column(Float, default=None)
     applied_outcomes: Mapped[int] = mapped_column(BigInteger, default=0)

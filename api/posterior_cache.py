@@ -13,7 +13,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,15 +87,16 @@ class PosteriorCache:
                 return False
             if current is not None and current.snapshot_id == snapshot_id:
                 weights_row = session.execute(
-                    select(ModelSnapshot.log_weights, ModelSnapshot.weights_seq).where(
+                    select(ModelSnapshot.log_weights, ModelSnapshot.block_log_weights,
+                           ModelSnapshot.weights_seq).where(
                         ModelSnapshot.id == snapshot_id
                     )
                 ).one()
-                raw, seq = weights_row
+                raw, blocks, seq = weights_row
                 if raw is None:
                     return False
-                log_weights = np.frombuffer(raw, dtype=np.float64).copy()
-                self._served = Served(snapshot_id, seq, current.posterior.with_weights(log_weights))
+                self._served = Served(snapshot_id, seq,
+                                      current.posterior.with_stored_weights(raw, blocks))  # fmt: skip
                 return True
             failed = self.failed
             if failed is not None and failed[0] == snapshot_id and time.time() - failed[1] < RETRY_FAILED_SECONDS:

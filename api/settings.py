@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         off-policy evaluation of any policy within the guardrails stays supported. The rest
         goes to the ladder neighbours of the Thompson choice (cheap exploration). Equal to
         ``exploration_epsilon``: all uniform.
+    reweight_blocks : bool
+        Online updates between refits weigh each (segment, category) block by its own
+        outcomes, so a busy block does not spend the others' effective sample size (the
+        refit is due when the smallest block's ESS falls below ``refit_ess_fraction``);
+        false: one weight per draw for the whole model (exact importance sampling).
     price_ladder_size : int
         Largest number of candidate prices per line.
     outcome_window_seconds : int
@@ -173,6 +178,7 @@ class Settings(BaseSettings):
     policy: str = Field(default="thompson", pattern="^(thompson|list)$")
     exploration_epsilon: float = Field(default=0.05, ge=0, le=1)
     min_propensity: float = Field(default=0.01, ge=0, le=1)
+    reweight_blocks: bool = True
     price_ladder_size: int = Field(default=50, ge=1, le=500)
     outcome_window_seconds: int = Field(default=3600, ge=1, le=90 * 24 * 3600)
     missing_outcome: str = Field(

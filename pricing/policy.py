@@ -338,7 +338,7 @@ class ThompsonPricePolicy:
                     (prices - line.unit_cost_minor).astype(float), category=line.category,
                     offset=offset,
                 )  # fmt: skip
-            return greedy_probabilities(profit, posterior._decision_arrays["weights"])
+            return greedy_probabilities(profit, posterior.decision_weights(line.segment, line.sku))
 
         choice = sample(self.choices.get(posterior, key, compute), self.epsilon, self._rng,
                         floor=self.floor)  # fmt: skip
@@ -428,7 +428,7 @@ class ThompsonPricePolicy:
             return np.concatenate(columns, axis=1)
 
         margin = (prices - discounts - line.unit_cost_minor) * float(q) - cost
-        weights = posterior._decision_arrays["weights"]
+        weights = posterior.decision_weights(line.segment, line.sku)
         if paced:
 
             def solve(rates: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -67,7 +67,13 @@ class DemandPosterior:
     mu_cat : ndarray, shape (D, n_categories)
         Category means of log elasticity.
     log_weights : ndarray, shape (D,)
-        Unnormalised log importance weights (0 after a fit).
+        Unnormalised log importance weights (0 after a fit), shared by every line.
+    block_log_weights : ndarray, shape (n_pairs, D), optional
+        Log importance weights of each (segment, category) block, on top of
+        ``log_weights`` (None: none yet). Online updates put the likelihood of a new
+        outcome on its own block only (:meth:`reweight_blocks`), so data in one block do
+        not spend the effective sample size of the others; a line of a fitted block is
+        decided with :meth:`decision_weights`.
     d : ndarray, shape (D, n_context_columns)
         Coefficients of the encoded context features (logit scale); none by default.
     context_columns : tuple of str
@@ -97,7 +103,10 @@ class DemandPosterior:
     d: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     context_columns: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    block_log_weights: FloatArray | None = field(default=None, compare=False, repr=False)
     _index: dict[str, dict[Any, int]] = field(default_factory=dict, compare=False, repr=False)
+    #: Normalised weights per block, computed on first use (never copied by ``replace``).
+    _block_cache: dict[int, FloatArray] = field(init=False, compare=False, repr=False)
 
     ARRAYS = ("a_seg", "a_sku", "log_e", "g", "mu_a", "sd_a_sku", "sd_a_seg", "mu_global",
               "sd_cat", "sd_seg", "mu_cat", "log_weights", "d")  # fmt: skip
@@ -115,6 +124,10 @@ class DemandPosterior:
                 raise ValueError(
                     f"posterior: {name} has {getattr(self, name).shape[0]} draws, expected {d}"
                 )
+        if self.block_log_weights is not None and self.block_log_weights.shape != (len(self.pairs), d):
+            raise ValueError(f"posterior: block_log_weights has shape {self.block_log_weights.shape}, "
+                             f"expected ({len(self.pairs)}, {d})")  # fmt: skip
+        object.__setattr__(self, "_block_cache", {})
         self._index.update(
             segment={s: i for i, s in enumerate(self.segments)},
             sku={s: i for i, s in enumerate(self.skus)},
@@ -138,9 +151,82 @@ class DemandPosterior:
 
     @property
     def ess(self) -> float:
-        """Effective sample size of the weights, 1 / Σ w², between 1 and D."""
+        """Effective sample size, 1 / Σ w², between 1 and D: of the shared weights, or with
+        block weights the smallest over the blocks (the one a refit is due for first)."""
+        if self.block_log_weights is not None and len(self.pairs):
+            return float(self.block_ess().min())
         w = self.weights
         return float(1.0 / np.sum(w * w))
+
+    def block_ess(self) -> FloatArray:
+        """Effective sample size of each (segment, category) block's weights, shape (n_pairs,)."""
+        log_w = self.log_weights[None, :] + (
+            self.block_log_weights if self.block_log_weights is not None
+            else np.zeros((len(self.pairs), self.n_draws))
+        )  # fmt: skip
+        w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        out: FloatArray = 1.0 / np.sum(w * w, axis=1)
+        return out
+
+    def pair_weights(self, i_pair: int) -> FloatArray:
+        """Normalised weights of block ``i_pair`` (shared × block), shape (D,)."""
+        cached = self._block_cache
+        w = cached.get(i_pair)
+        if w is None:
+            if self.block_log_weights is None:
+                w = self.weights
+            else:
+                log_w = self.log_weights + self.block_log_weights[i_pair]
+                w = np.exp(log_w - log_w.max())
+                w /= w.sum()
+            cached[i_pair] = w
+        out: FloatArray = w
+        return out
+
+    def decision_weights(self, segment: str, sku: str) -> FloatArray:
+        """The weights a line of ``segment`` and ``sku`` is decided with, shape (D,): its
+        (segment, category) block's when fitted, else the shared ones."""
+        i_pair = self._index["pair"].get((segment, self.sku_category.get(sku, "")))
+        if i_pair is None or self.block_log_weights is None:
+            out: FloatArray = self._decision_arrays["weights"]
+            return out
+        return self.pair_weights(i_pair)
+
+    def block_of(self, segment: str, category: str) -> int | None:
+        """Position of the (segment, category) block, or None when it was not fitted."""
+        return self._index["pair"].get((segment, category))
+
+    def reweight_blocks(
+        self, shared: FloatArray, blocks: Mapping[int, FloatArray]
+    ) -> DemandPosterior:
+        """A copy with new outcomes' likelihood put on their blocks.
+
+        Parameters
+        ----------
+        shared : ndarray, shape (D,)
+            Log-likelihood of outcomes outside every fitted block (new segments, SKUs or
+            categories): it moves the shared weights.
+        blocks : mapping of int to ndarray, shape (D,)
+            Log-likelihood of the outcomes of each block (by :meth:`block_of` position).
+
+        Notes
+        -----
+        Exact importance weights would multiply every draw by the likelihood of all new
+        outcomes. Here a block's decisions are weighted by its own outcomes only: what
+        another block's outcomes say about the parameters both share (a SKU's intercept
+        seen in another segment, the hyper-priors) waits for the next refit. In exchange a
+        busy block spends only its own effective sample size.
+        """
+        if shared.shape != (self.n_draws,):
+            raise ValueError(f"shared must have shape ({self.n_draws},), got {shared.shape}")
+        block = (np.zeros((len(self.pairs), self.n_draws)) if self.block_log_weights is None
+                 else self.block_log_weights.copy())  # fmt: skip
+        for i_pair, log_likelihood in blocks.items():
+            block[i_pair] += log_likelihood
+        block -= block.max(axis=1, keepdims=True)
+        log_w = self.log_weights + shared
+        return replace(self, log_weights=log_w - log_w.max(), block_log_weights=block, _index={})
 
     def reweight(self, log_likelihood: FloatArray) -> DemandPosterior:
         """Return a copy whose weights are multiplied by the likelihood of new data.
@@ -380,7 +466,8 @@ class DemandPosterior:
     ) -> dict[str, float]:
         """Weighted posterior mean and central interval of the price coefficient b (< 0)."""
         b = -np.exp(self.log_elasticity(segment, category))
-        w = self.weights
+        i_pair = self.block_of(segment, category)
+        w = self.weights if i_pair is None else self.pair_weights(i_pair)
         order = np.argsort(b)
         cdf = np.cumsum(w[order])
         lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
@@ -447,11 +534,28 @@ class DemandPosterior:
             **arrays,
         )
 
-    def with_weights(self, log_weights: FloatArray) -> DemandPosterior:
-        """A copy with the given log weights, shape (D,)."""
+    def with_weights(
+        self, log_weights: FloatArray, block_log_weights: FloatArray | None = None
+    ) -> DemandPosterior:
+        """A copy with the given log weights, shape (D,), and block weights, shape
+        (n_pairs, D) or None."""
         if log_weights.shape != (self.n_draws,):
             raise ValueError(f"log_weights must have shape ({self.n_draws},)")
-        return replace(self, log_weights=np.asarray(log_weights, dtype=float), _index={})
+        return replace(self, log_weights=np.asarray(log_weights, dtype=float),
+                       block_log_weights=block_log_weights, _index={})  # fmt: skip
+
+    def with_stored_weights(self, log_weights: bytes, block_log_weights: bytes | None) -> DemandPosterior:
+        """A copy with weights as a snapshot row stores them (float64 bytes)."""
+        blocks = None
+        if block_log_weights:
+            blocks = np.frombuffer(block_log_weights, dtype=np.float64).reshape(
+                len(self.pairs), self.n_draws
+            ).copy()  # fmt: skip
+        return self.with_weights(np.frombuffer(log_weights, dtype=np.float64).copy(), blocks)
+
+    def stored_block_weights(self) -> bytes | None:
+        """The block weights as a snapshot row stores them (None: none)."""
+        return None if self.block_log_weights is None else self.block_log_weights.astype(np.float64).tobytes()
 
     def to_inference_data(self) -> Any:
         """ArviZ InferenceData with one chain of the (unweighted) draws and the weights.

@@ -237,7 +237,7 @@ def load_posterior(row: ModelSnapshot) -> DemandPosterior:
     if row.draws is None or row.log_weights is None:
         raise ValueError(f"snapshot {row.id} has no draws (status {row.status})")
     posterior = DemandPosterior.from_bytes(row.draws)
-    return posterior.with_weights(np.frombuffer(row.log_weights, dtype=np.float64).copy())
+    return posterior.with_stored_weights(row.log_weights, row.block_log_weights)
 
 
 @dataclass(frozen=True)
@@ -250,13 +250,17 @@ class UpdateResult:
     n_draws: int | None
 
 
-def _log_likelihood(posterior: DemandPosterior, rows: list[Any]) -> np.ndarray:
-    """Σ over labels of log P(y | draw), shape (D,).
+def _log_likelihood(
+    posterior: DemandPosterior, rows: list[Any], *, blocks: bool = False
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Σ over labels of log P(y | draw), shape (D,): all of it shared, or with ``blocks``
+    each fitted (segment, category) block's part apart (by block position).
 
     ``rows`` are (segment, sku, category, price, discount, list price, promotion,
     context key, converted).
     """
     total = np.zeros(posterior.n_draws)
+    by_block: dict[int, np.ndarray] = {}
     groups: dict[tuple[str, str, str, str, str], list[tuple[float, int]]] = {}
     for segment, sku, category, price, discount, list_price, promotion, key, converted in rows:
         groups.setdefault((segment, sku, category, promotion or "", key or ""), []).append(
@@ -270,8 +274,13 @@ def _log_likelihood(posterior: DemandPosterior, rows: list[Any]) -> np.ndarray:
             segment, sku, ratios, category=category, promotion=promotion or None, offset=offset
         )
         p = np.clip(p, 1e-12, 1 - 1e-12)
-        total += (np.log(p) * y + np.log1p(-p) * (1 - y)).sum(axis=1)
-    return total
+        part = (np.log(p) * y + np.log1p(-p) * (1 - y)).sum(axis=1)
+        block = posterior.block_of(segment, category) if blocks and sku in posterior.sku_category else None
+        if block is None:
+            total += part
+        else:
+            by_block[block] = by_block.get(block, 0.0) + part
+    return total, by_block
 
 
 def apply_new_outcomes(
@@ -280,6 +289,7 @@ def apply_new_outcomes(
     batch_size: int = 5000,
     missing_outcome: str = "non_conversion",
     now: datetime | None = None,
+    blocks: bool = True,
 ) -> UpdateResult:
     """Fold labels that became final after the snapshot's watermark into its weights.
 
@@ -288,6 +298,12 @@ def apply_new_outcomes(
     :data:`DATA_LAG` ago) after the watermark without one. Locks the snapshot row, so
     concurrent updaters serialise; the decisions learned from are written in the same
     transaction as the weights, so each is learned from once.
+
+    With ``blocks`` (``PRICING_REWEIGHT_BLOCKS``) an outcome of a fitted (segment,
+    category) block moves that block's weights only
+    (:meth:`~pricing.posterior.DemandPosterior.reweight_blocks`); outcomes of levels the
+    fit has not seen move the shared weights. Without, every outcome moves the shared
+    weights (exact importance sampling of the whole posterior; its ESS falls faster).
     """
     with sessions() as session, session.begin():
         head = current_snapshot(session)
@@ -337,8 +353,11 @@ def apply_new_outcomes(
         posterior = load_posterior(row)
         if not rows:
             return UpdateResult(row.id, 0, posterior.ess, posterior.n_draws)
-        updated = posterior.reweight(_log_likelihood(posterior, [r[1:] for r in rows]))
+        shared, by_block = _log_likelihood(posterior, [r[1:] for r in rows], blocks=blocks)
+        updated = (posterior.reweight_blocks(shared, by_block) if blocks
+                   else posterior.reweight(shared))  # fmt: skip
         row.log_weights = updated.log_weights.tobytes()
+        row.block_log_weights = updated.stored_block_weights()
         row.ess = updated.ess
         row.weights_seq += 1
         row.applied_outcomes += len(rows)

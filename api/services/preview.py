@@ -86,9 +86,10 @@ def preview_guardrails(
                 p_buy = post.conversion_probability(segment, product.sku, prices / product.list_price_minor,
                                                     category=product.category)  # fmt: skip
                 margin = (prices - product.unit_cost_minor).astype(float)
-                probs = choice_probabilities(p_buy * margin[None, :], post.weights, epsilon,
+                weights = post.decision_weights(segment, product.sku)
+                probs = choice_probabilities(p_buy * margin[None, :], weights, epsilon,
                                              floor=floor)  # fmt: skip
-                mean_p = post.weights @ p_buy
+                mean_p = weights @ p_buy
                 entry.update(
                     prices=[money_text(int(p), product.currency) for p in prices],
                     probabilities=probs.round(6).tolist(),

@@ -87,13 +87,14 @@ def _estimates(
             promotion=d.promotion if not len(in_ladder) else None, offset=offset,
         )  # fmt: skip
         margin = (candidates - d.unit_cost_minor).astype(float) * d.quantity / scale
+        weights = posterior.decision_weights(d.segment, d.sku)
         probs = np.zeros(len(candidates))
         if len(prices):
             probs[: len(prices)] = choice_probabilities(
-                p_buy[:, : len(prices)] * margin[None, : len(prices)], posterior.weights, epsilon,
+                p_buy[:, : len(prices)] * margin[None, : len(prices)], weights, epsilon,
                 floor=floor,
             )
-        q_hat = posterior.weights @ (p_buy * margin[None, :])
+        q_hat = weights @ (p_buy * margin[None, :])
         per_round.append((probs, q_hat, logged))
     width = max(len(p) for p, _, _ in per_round)
     action_dist = np.zeros((n, width, 1))

@@ -68,8 +68,52 @@ def test_online_update_equals_the_batch_likelihood(catalog, sessions):
         )
     p = post.conversion_probability("default", "TEA-1", 0.9)[:, 0]
     expected = post.reweight(7 * np.log(p) + 13 * np.log1p(-p))
-    # Draws are stored as float32: agreement to float32 precision.
-    np.testing.assert_allclose(updated.weights, expected.weights, rtol=1e-5)
+    # Draws are stored as float32: agreement to float32 precision. The outcomes belong to
+    # the (default, tea) block: its decisions carry them, the shared weights do not.
+    np.testing.assert_allclose(updated.decision_weights("default", "TEA-1"), expected.weights, rtol=1e-5)
+    np.testing.assert_allclose(updated.weights, post.weights)
+
+
+def test_a_blocks_outcomes_move_its_own_weights_only(catalog, sessions):
+    """Per (segment, category) block: the loyalty block keeps all its ESS while the default
+    block learns; without blocks one weight per draw moves for everyone."""
+    post = synthetic_posterior(spread=0.8)
+    publish(sessions, post, watermark=utcnow() - timedelta(minutes=5))
+    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, True)] * 40
+                  + [("default", "TEA-2", 499, 499, False)] * 40)  # fmt: skip
+    result = apply_new_outcomes(sessions)
+    with sessions() as session:
+        row = session.get(ModelSnapshot, result.snapshot_id)
+        assert row.block_log_weights is not None
+        updated = load_posterior(row)
+    ess = dict(zip(updated.pairs, updated.block_ess(), strict=True))
+    assert ess[("loyalty", "tea")] == pytest.approx(post.n_draws)
+    assert ess[("default", "tea")] < 0.9 * post.n_draws
+    assert result.ess == pytest.approx(ess[("default", "tea")])  # the refit trigger: the smallest
+    np.testing.assert_allclose(updated.decision_weights("loyalty", "TEA-1"), post.weights)
+    # The served posterior (what API workers load) carries the blocks too.
+    from api.db import read_only
+    from api.posterior_cache import PosteriorCache
+
+    cache = PosteriorCache(read_only(sessions), poll_seconds=3600)
+    cache.refresh()
+    assert cache.served is not None
+    np.testing.assert_allclose(cache.served.posterior.decision_weights("default", "TEA-1"),
+                               updated.decision_weights("default", "TEA-1"))  # fmt: skip
+
+
+def test_without_blocks_every_outcome_moves_the_shared_weights(catalog, sessions):
+    post = synthetic_posterior(spread=0.8)
+    publish(sessions, post, watermark=utcnow() - timedelta(minutes=5))
+    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, True)] * 40)
+    result = apply_new_outcomes(sessions, blocks=False)
+    with sessions() as session:
+        row = session.get(ModelSnapshot, result.snapshot_id)
+        assert row.block_log_weights is None
+        updated = load_posterior(row)
+    p = post.conversion_probability("default", "TEA-1", 1.0)[:, 0]
+    np.testing.assert_allclose(updated.weights, post.reweight(40 * np.log(p)).weights, rtol=1e-5)
+    np.testing.assert_allclose(updated.decision_weights("loyalty", "TEA-1"), updated.weights)
 
 
 def test_concurrent_updaters_never_double_apply(catalog, sessions):

@@ -112,7 +112,8 @@ def test_online_reweighting_agrees_with_a_full_refit(catalog, sessions):
                 p_rw = reweighted.conversion_probability(segment, sku, ratio)[:, 0]
                 p_orig = original.conversion_probability(segment, sku, ratio)[:, 0]
                 before.append(abs(np.mean(p_orig) - target))
-                after.append(abs(np.sum(reweighted.weights * p_rw) - target))
+                weights = reweighted.decision_weights(segment, sku)  # the line's block
+                after.append(abs(np.sum(weights * p_rw) - target))
                 scaled.append(after[-1] / sd)
     # Reweighted and refitted posteriors agree to well within their uncertainty, everywhere.
     assert np.mean(scaled) < 0.3, np.mean(scaled)

@@ -86,3 +86,32 @@ def test_inference_data_export_is_self_describing(tmp_path):
 def test_elasticity_summary_interval_contains_mean():
     summary = synthetic_posterior(n_draws=400).elasticity_summary("default", "tea")
     assert summary["lower"] < summary["mean"] < summary["upper"] < 0
+
+
+def test_block_weights_keep_blocks_apart_and_round_trip():
+    post = synthetic_posterior(n_draws=300, spread=0.6, seed=5)
+    p = post.conversion_probability("default", "TEA-1", 1.0)[:, 0]
+    ll = 25 * np.log(p) + 5 * np.log1p(-p)
+    block = post.block_of("default", "tea")
+    assert block is not None and post.block_of("default", "coffee") is None
+    shared = np.zeros(post.n_draws)
+    updated = post.reweight_blocks(shared, {block: ll})
+    # The block decides as a whole-model reweighting by its own outcomes would.
+    np.testing.assert_allclose(updated.decision_weights("default", "TEA-2"), post.reweight(ll).weights)
+    # Another block and the shared weights did not move; the smallest ESS is the block's.
+    np.testing.assert_allclose(updated.decision_weights("loyalty", "TEA-1"), post.weights)
+    np.testing.assert_allclose(updated.weights, post.weights)
+    assert updated.ess == pytest.approx(post.reweight(ll).ess)
+    assert updated.block_ess()[updated.block_of("loyalty", "tea")] == pytest.approx(300)
+    # A SKU the fit never saw decides with the shared weights.
+    np.testing.assert_allclose(updated.decision_weights("default", "NEW-SKU"), post.weights)
+    # Elasticity summaries read the block's weights.
+    assert updated.elasticity_summary("default", "tea") != post.elasticity_summary("default", "tea")
+    # Stored as a snapshot row stores them, and read back.
+    again = post.with_stored_weights(updated.log_weights.tobytes(), updated.stored_block_weights())
+    np.testing.assert_allclose(again.decision_weights("default", "TEA-1"),
+                               updated.decision_weights("default", "TEA-1"))  # fmt: skip
+    assert post.with_stored_weights(post.log_weights.tobytes(), None).block_log_weights is None
+    # Shared likelihood (outcomes of unfitted levels) moves every block.
+    moved = post.reweight_blocks(ll, {})
+    np.testing.assert_allclose(moved.decision_weights("loyalty", "TEA-1"), post.reweight(ll).weights)
