@@ -75,7 +75,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.report import DOC, replace_section
-from experiments.simulator import Market, stream_digest, summarize
+from experiments.simulator import FAMILIES, Market, stream_digest, summarize
 from pricing.cells import CellRecord, Cells
 from pricing.context import ContextSchema
 from pricing.demand import DemandModel
@@ -99,7 +99,7 @@ PEER_SCRIPT = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from experiments.simulator import Market, stream_digest, summarize
+from experiments.simulator import FAMILIES, Market, stream_digest, summarize
 
 config = json.loads(sys.stdin.read())
 T, n_points = int(config["visitors"]), int(config["n_points"])
@@ -228,7 +228,8 @@ print(json.dumps(results))
 
 #: Settings that change what the peers play (their results can be shared across engine variants).
 PEER_FIELDS = frozenset({"segments", "skus", "categories", "promotions", "visitors", "n_points",
-                         "peers", "lints_alpha", "lints_batch", "context_features"})  # fmt: skip
+                         "peers", "lints_alpha", "lints_batch", "context_features",
+                         "market_family"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -255,12 +256,15 @@ class Settings:
     #: The uniform part of the engine's exploration (PRICING_MIN_PROPENSITY; the rest goes to
     #: ladder neighbours). At or above ``engine_epsilon``: all uniform, as before it existed.
     engine_floor: float = 0.01
+    #: Demand family of the simulated markets (experiments.simulator.FAMILIES).
+    market_family: str = "logistic"
 
     def describe(self) -> str:
         """One line with the chosen sizes."""
         return (
             f"{self.segments} segments x {self.skus} SKUs x {self.categories} categories, "
             f"{self.promotions} promotions, {self.context_features} context features, "
+            f"{self.market_family} demand, "
             f"T = {self.visitors:,} visitors, seeds {list(self.seeds)}; "
             f"engine ε = {self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g}), refits after {self.first_refit:,} x 2^k visitors, NUTS {self.chains} chains x "
             f"{self.draws} draws ({self.tune} tuning), {self.posterior_draws} posterior draws; "
@@ -279,6 +283,8 @@ class Settings:
             del out["engine_epsilon"]
         if self.engine_floor >= self.engine_epsilon:  # all uniform: what ran before it existed
             del out["engine_floor"]
+        if self.market_family == "logistic":
+            del out["market_family"]
         return out
 
     def peer_key(self) -> dict[str, Any]:
@@ -290,7 +296,7 @@ class Settings:
         """The market of one seed."""
         return Market.random(
             self.segments, self.skus, self.categories, self.promotions, seed,
-            n_context_features=self.context_features,
+            n_context_features=self.context_features, family=self.market_family,
         )  # fmt: skip
 
     def refit_points(self) -> list[int]:
@@ -1097,6 +1103,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the uniform part of it, each allowed action >= floor / n (production default 0.01; "
         ">= the exploration share: all uniform)",
     )
+    parser.add_argument(
+        "--market-family", choices=FAMILIES, default="logistic",
+        help="demand family of the simulated markets (logistic: the engine's own model form)",
+    )  # fmt: skip
     parser.add_argument("--peers-from", metavar="SECTION",
                         help="use the peers' results saved by the run of another section (same "
                         "markets and visitors) instead of playing them")  # fmt: skip
@@ -1128,6 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
             seeds=tuple(range(1, 1 + (args.seeds or 3))),
             peers=() if args.no_peers else PEER_POLICIES, context_features=args.context_features,
             engine_epsilon=args.engine_epsilon, engine_floor=args.engine_floor,
+            market_family=args.market_family,
         )  # fmt: skip
     start = time.perf_counter()
     cache = None if args.quick or args.no_doc else RESULTS / args.section

@@ -61,6 +61,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -72,6 +73,7 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "CONTEXT_CATALOGUE",
     "DEFAULT_LADDER",
+    "FAMILIES",
     "KINDS",
     "ContextFeatureSpec",
     "Market",
@@ -86,6 +88,10 @@ IntArray = NDArray[np.int64]
 
 KINDS = ("percent_off", "amount_off", "free_shipping")
 #: Candidate prices as fractions of list price: 0.70, 0.75, ..., 1.30 (13 steps).
+#: Demand families of :class:`Market` (see its ``family``).
+FAMILIES = ("logistic", "probit", "linear", "exponential", "interaction")
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
 DEFAULT_LADDER: tuple[float, ...] = tuple(round(0.7 + 0.05 * i, 10) for i in range(13))
 _FORMAT = 1
 #: Features that :meth:`Market.random` draws from, in order: name and levels (reference first).
@@ -307,6 +313,24 @@ class Market:
     context_features : tuple of ContextFeatureSpec, length F
         Request-context features; their level combinations are the X contexts, indexed in
         mixed radix with the first feature slowest (X = 1 when F = 0).
+    family : str
+        Shape of demand in price (:data:`FAMILIES`). ``logistic`` is the engine's own model
+        form; the others are not, so that the engine meets demand it does not describe
+        exactly. All share, at list price and without promotion, the same conversion
+        ``p0 = sigmoid(a_seg + a_sku + context)`` and the same elasticity
+        ``e = exp(log_e)`` of the logit; promotions keep their lift on the logit of p0:
+
+        - ``logistic``: ``sigmoid(logit(p0) - e · log r)``;
+        - ``probit``: ``Φ((logit(p0) - e · log r) / 1.7)``, thinner tails;
+        - ``linear``: ``p0 · (1 - e (1 - p0) (r - 1))``, clipped to [0.001, 0.999]: linear in
+          price with the logistic's slope at list, a choke price above it;
+        - ``exponential``: ``p0 · exp(-e (1 - p0) (r - 1))``, capped at 0.999: constant
+          semi-elasticity, steeper discounts than the logistic;
+        - ``interaction``: the logistic, with the price response of each context level
+          scaled by ``1 ± 0.4`` (an undeclared context × price interaction; the engine's
+          model has additive context effects only). Without context features: logistic.
+
+        ``r`` is the effective price over list price.
 
     Tables indexed by context have a leading axis of length X; those without it (e.g.
     :attr:`probability_table`) are for context 0, every feature at its reference level,
@@ -330,6 +354,7 @@ class Market:
     ladder: tuple[float, ...] = DEFAULT_LADDER
     currency: str = "USD"
     context_features: tuple[ContextFeatureSpec, ...] = ()
+    family: str = "logistic"
 
     def __post_init__(self) -> None:
         s, j, c, k = len(self.segments), len(self.skus), len(self.categories), len(self.promotions)
@@ -373,6 +398,8 @@ class Market:
             raise ValueError("market: candidate prices must be positive and distinct per SKU")
         if k and (self.effective_prices <= 0).any():
             raise ValueError("market: a promotion leaves a candidate price at or below zero")
+        if self.family not in FAMILIES:
+            raise ValueError(f"market: family must be one of {FAMILIES}, got {self.family!r}")
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -600,15 +627,27 @@ class Market:
     ) -> FloatArray:
         lift = np.concatenate([[0.0], self.lift])[k + 1]
         segment_lift = np.concatenate([np.zeros((self.n_segments, 1)), self.segment_lift], axis=1)
-        eta = (
-            self.a_seg[s]
-            + self.a_sku[j]
-            - np.exp(self.log_e[s, self.sku_category[j]]) * np.log(effective_ratio)
-            + lift
-            + segment_lift[s, k + 1]
-            + self.context_offset[x]
-        )
-        out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * eta))  # logistic without overflow
+        base = self.a_seg[s] + self.a_sku[j] + lift + segment_lift[s, k + 1] + self.context_offset[x]
+        e = np.exp(self.log_e[s, self.sku_category[j]])
+        family = self.family
+        if family == "interaction" and self.context_features:
+            # Each context level answers price differently: 1 - 0.4 ... 1 + 0.4 across contexts.
+            n = max(self.n_contexts - 1, 1)
+            e = e * (1.0 + 0.8 * (np.asarray(x) / n - 0.5))
+        if family in ("logistic", "interaction", "probit"):
+            eta = base - e * np.log(effective_ratio)
+            if family == "probit":
+                phi = 0.5 * (1.0 + _erf(np.asarray(eta, dtype=np.float64) / (1.7 * math.sqrt(2.0))))
+                out: FloatArray = np.clip(phi, 1e-6, 1 - 1e-6)
+                return out
+            out = 0.5 * (1.0 + np.tanh(0.5 * eta))  # logistic without overflow
+            return out
+        p0 = 0.5 * (1.0 + np.tanh(0.5 * base))
+        slope = e * (1.0 - p0)  # d log P / d r at list price, as the logistic's
+        if family == "linear":
+            out = np.clip(p0 * (1.0 - slope * (effective_ratio - 1.0)), 1e-3, 0.999)
+        else:  # exponential
+            out = np.minimum(p0 * np.exp(-slope * (effective_ratio - 1.0)), 0.999)
         return out
 
     def probability_at_ratio(
@@ -801,6 +840,7 @@ class Market:
         cost_share: tuple[float, float] = (0.40, 0.65),
         n_context_features: int = 0,
         context_effect: tuple[float, float] = (-0.5, 0.5),
+        family: str = "logistic",
     ) -> Market:
         """Draw a market with sensible defaults.
 
@@ -890,6 +930,7 @@ class Market:
             else np.zeros((n_segments, n_promotions)),
             ladder=tuple(float(f) for f in ladder),
             context_features=tuple(context_features),
+            family=family,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -913,6 +954,8 @@ class Market:
             "ladder": list(self.ladder),
             "currency": self.currency,
             "context_features": [f.to_dict() for f in self.context_features],
+            # Only when not the engine's own form: a logistic market's description is as before.
+            **({"family": self.family} if self.family != "logistic" else {}),
         }
 
     @classmethod
@@ -953,6 +996,7 @@ class Market:
             context_features=tuple(
                 ContextFeatureSpec.from_dict(f) for f in data.get("context_features", [])
             ),
+            family=str(data.get("family", "logistic")),
         )
 
     def __eq__(self, other: object) -> bool:

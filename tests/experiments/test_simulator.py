@@ -428,3 +428,36 @@ def test_invalid_context_features_are_rejected(kwargs, message):
         ContextFeatureSpec(**({"name": "device"} | kwargs))
     with pytest.raises(ValueError, match="context features must be unique"):
         small_market(context_features=(DEVICE, DEVICE))
+
+
+@pytest.mark.parametrize("family", ["probit", "linear", "exponential", "interaction"])
+def test_markets_the_model_does_not_describe_are_valid_and_differ_from_its_form(family):
+    from experiments.simulator import Market
+
+    contexts = 2 if family == "interaction" else 0
+    logistic = Market.random(3, 4, 2, 1, seed=5, n_context_features=contexts)
+    other = Market.random(3, 4, 2, 1, seed=5, n_context_features=contexts, family=family)
+    table = other.context_probability_table
+    assert np.all((table > 0) & (table < 1))
+    # Demand falls with price on every ladder, without promotion.
+    plain = table[..., : other.n_prices]
+    assert np.all(np.diff(plain, axis=-1) <= 1e-12)
+    # Same conversion at list price and no promotion (except the context-dependent slopes).
+    list_index = list(other.ladder).index(1.0)
+    if family != "probit":
+        np.testing.assert_allclose(plain[0, ..., list_index], logistic.context_probability_table[0, ..., list_index])
+    assert not np.allclose(table, logistic.context_probability_table)
+    again = Market.from_dict(other.to_dict())
+    assert again == other and again.family == family
+    assert "family" not in logistic.to_dict()  # a logistic market is described as before
+
+
+def test_linear_demand_is_linear_in_price_and_an_unknown_family_is_refused():
+    from experiments.simulator import Market
+
+    m = Market.random(1, 1, 1, 0, seed=2, family="linear")
+    p = m.probability_table[0, 0]
+    inside = (p > 0.0011) & (p < 0.998)
+    assert np.allclose(np.diff(np.diff(p[inside])), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="family"):
+        Market.random(1, 1, 1, 0, seed=2, family="quadratic")
