@@ -1163,6 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
     title = TITLES.get(args.section, TITLES[family])
     if settings.engine_epsilon != Settings.engine_epsilon:
         title += f" (engine ε = {settings.engine_epsilon:g})"
+    if settings.market_family != "logistic":
+        title += f" — {settings.market_family} demand, not the engine's model form"
     write_doc(results, rows, fits, settings, command, seconds, notes(results, settings), title,
               resumed=args.resume)  # fmt: skip
     print(f"written to {DOC} and {PLOT}")
