@@ -195,13 +195,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plot(summary)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    uniform = min(settings.engine_floor, settings.engine_epsilon)
+    described = settings.describe().replace(
+        f"engine ε = {settings.engine_epsilon:g} (uniform {uniform:g}), ", "engine exploration as in each row, "
+    )
     section = "\n".join([
         BEGIN,
         "## Exploration: profit vs support for off-policy evaluation",
         "",
         f"- date: {stamp}; run time {minutes:.1f} min; {platform.machine()}, Python {platform.python_version()}",
         "- command: `python -m benchmarks.exploration`",
-        f"- setting: {settings.describe()}; every exploration setting plays the same visitors",
+        f"- setting: {described}; every exploration setting plays the same visitors",
         "- evaluation policy: the price nearest 90 % of list, no promotion, for every visitor; "
         "estimated from the log after the first refit; truth from the simulator's demand",
         "",
