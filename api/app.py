@@ -46,6 +46,7 @@ from api.updater import UpdaterProcess
 from pricing import __version__
 from pricing.policy import ListPricePolicy, PricePolicy, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
+from pricing.safe_start import SafetyBudget
 
 __all__ = ["NotMigratedError", "create_app"]
 
@@ -124,6 +125,10 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         served = posterior.served
         return (str(served.snapshot_id), served.posterior) if served is not None else None
 
+    # One budget of allowed loss per worker, shared by the engine's policies (variants too).
+    safety = (SafetyBudget(settings.max_loss_vs_list, settings.safe_start_confidence)
+              if settings.max_loss_vs_list is not None else None)  # fmt: skip
+
     def variant_policy(guardrail_version: int | None, epsilon: float | None) -> PricePolicy:
         """The engine with an experiment variant's guardrail version and exploration floor."""
         rules = None
@@ -134,7 +139,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         return ThompsonPricePolicy(
             serving, (lambda: fixed) if fixed is not None else (lambda: guardrails.get()[1]),
             epsilon=settings.exploration_epsilon if epsilon is None else epsilon,
-            floor=settings.min_propensity,
+            floor=settings.min_propensity, safety=safety,
             n_prices=settings.price_ladder_size,
         )  # fmt: skip
 
@@ -142,7 +147,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         policy = ThompsonPricePolicy(
             serving, lambda: guardrails.get()[1],
             epsilon=settings.exploration_epsilon, floor=settings.min_propensity,
-            n_prices=settings.price_ladder_size,
+            n_prices=settings.price_ladder_size, safety=safety,
         )  # fmt: skip
     idempotency = IdempotencyStore(
         reader.kw["bind"], ttl=timedelta(seconds=settings.idempotency_ttl_seconds)

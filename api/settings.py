@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         off-policy evaluation of any policy within the guardrails stays supported. The rest
         goes to the ladder neighbours of the Thompson choice (cheap exploration). Equal to
         ``exploration_epsilon``: all uniform.
+    max_loss_vs_list : float, optional
+        Safe start (pricing/safe_start.py): the engine's cumulative expected profit stays at
+        least ``1 - max_loss_vs_list`` times what list prices would have earned on the same
+        traffic, per SKU and in all, with posterior probability ``safe_start_confidence``;
+        while its budget of allowed loss cannot absorb a decision, the line gets the
+        reference price (reason ``safe_start``). None (default): no such promise.
+    safe_start_confidence : float
+        The posterior probability of that promise.
     reweight_blocks : bool
         Online updates between refits weigh each (segment, category) block by its own
         outcomes, so a busy block does not spend the others' effective sample size (the
@@ -179,6 +187,8 @@ class Settings(BaseSettings):
     exploration_epsilon: float = Field(default=0.05, ge=0, le=1)
     min_propensity: float = Field(default=0.01, ge=0, le=1)
     reweight_blocks: bool = True
+    max_loss_vs_list: float | None = Field(default=None, ge=0, lt=1)
+    safe_start_confidence: float = Field(default=0.9, gt=0, lt=1)
     price_ladder_size: int = Field(default=50, ge=1, le=500)
     outcome_window_seconds: int = Field(default=3600, ge=1, le=90 * 24 * 3600)
     missing_outcome: str = Field(

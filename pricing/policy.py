@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +20,8 @@ from pricing.guardrails import GuardrailSet, ProductFacts
 from pricing.pacing import lp_mixture
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer
-from pricing.thompson import greedy_probabilities, sample
+from pricing.safe_start import SafetyBudget
+from pricing.thompson import explore, greedy_probabilities, sample
 
 __all__ = [
     "LineContext",
@@ -216,6 +217,11 @@ class ThompsonPricePolicy:
     seed : int, optional
         Seed of the policy's random generators: each thread that decides gets its own
         generator, spawned from this seed (a NumPy ``Generator`` is not thread-safe).
+    safety : SafetyBudget, optional
+        Safe start (:mod:`pricing.safe_start`): a line is decided by the engine only while
+        its SKU's and the worker's budget of allowed loss against list prices can absorb
+        any candidate the decision may serve; otherwise it gets the reference price
+        (reason ``safe_start``). None: no such promise.
     paced_prices : int
         Most ladder prices offered with a budget-paced promotion (keeps the per-draw LP
         small: 500 draws x 51 candidates cost ~20 ms, x 13 about 1 ms).
@@ -241,6 +247,7 @@ class ThompsonPricePolicy:
         n_prices: int = 50,
         seed: int | None = None,
         paced_prices: int = 12,
+        safety: SafetyBudget | None = None,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
@@ -258,6 +265,9 @@ class ThompsonPricePolicy:
         self._spawn_lock = threading.Lock()
         #: Action distributions per line for the served posterior (pricing/choices.py).
         self.choices = ChoiceCache()
+        self.safety = safety
+        #: Safe start's c(a) per line for the served posterior (see pricing/safe_start.py).
+        self._costs = ChoiceCache()
         # Ladders depend only on the rules and the product facts: cache them per rule set.
         self._ladder_rules: GuardrailSet | None = None
         self._ladders: dict[ProductFacts, _Ladder] = {}
@@ -324,24 +334,32 @@ class ThompsonPricePolicy:
         key = ("line", line.segment, line.sku, line.category, line.list_price_minor,
                line.unit_cost_minor, prices.tobytes(), _features_key(line.features))  # fmt: skip
 
-        def compute() -> NDArray[np.float64]:
+        weights = posterior.decision_weights(line.segment, line.sku)
+
+        def profit() -> NDArray[np.floating[Any]]:
             offset = posterior.context_offset(line.features) if line.features else None
             fitted = posterior.fitted_indices(line.segment, line.sku)
             if fitted is not None:
                 half_shift = None if offset is None else (0.5 * offset).astype(np.float32)
-                profit = posterior._profit(
+                out: NDArray[np.floating[Any]] = posterior._profit(
                     *fitted, ladder.neg_log_ratio, ladder.half_margin, half_shift
                 )
-            else:
-                profit = posterior.expected_profit(
-                    line.segment, line.sku, prices / line.list_price_minor,
-                    (prices - line.unit_cost_minor).astype(float), category=line.category,
-                    offset=offset,
-                )  # fmt: skip
-            return greedy_probabilities(profit, posterior.decision_weights(line.segment, line.sku))
+                return out
+            return posterior.expected_profit(
+                line.segment, line.sku, prices / line.list_price_minor,
+                (prices - line.unit_cost_minor).astype(float), category=line.category,
+                offset=offset,
+            )  # fmt: skip
 
-        choice = sample(self.choices.get(posterior, key, compute), self.epsilon, self._rng,
-                        floor=self.floor)  # fmt: skip
+        greedy = self.choices.get(posterior, key, lambda: greedy_probabilities(profit(), weights))
+        reference_index = int(np.searchsorted(prices, reference))
+        costs = self._safe_costs(posterior, (key, line.quantity),
+                                 lambda: profit() * float(line.quantity), weights, reference_index)  # fmt: skip
+        if costs is not None and not self._affordable(line.sku, costs, greedy, None):
+            return self._gated(line, reference, costs[reference_index], version)
+        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor)
+        if costs is not None and self.safety is not None:
+            self.safety.spend(line.sku, float(costs[choice.index]))
         price = int(prices[choice.index])
         reasons = ["thompson_sampling" if not choice.explored else "exploration"]
         if price == prices[0]:
@@ -352,6 +370,35 @@ class ThompsonPricePolicy:
             price, choice.propensity, _personalized(line, price, None), self.name,
             tuple(reasons), version, False, len(prices),
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ safe start
+    def _safe_costs(
+        self, posterior: DemandPosterior, key: Any, profit: Callable[[], NDArray[np.floating[Any]]],
+        weights: NDArray[np.float64], reference_index: int,
+    ) -> NDArray[np.float64] | None:  # fmt: skip
+        """Safe start's c(a) for the line (once per posterior), or None without safe start.
+        ``profit`` is per line (quantity included), shape (D, n)."""
+        safety = self.safety
+        if safety is None:
+            return None
+        return self._costs.get(posterior, key, lambda: safety.costs(profit(), weights, reference_index))
+
+    def _affordable(
+        self, sku: str, costs: NDArray[np.float64], greedy: NDArray[np.float64],
+        groups: NDArray[np.int64] | None,
+    ) -> bool:  # fmt: skip
+        """Whether every candidate this decision may serve keeps the budgets non-negative."""
+        assert self.safety is not None
+        possible = explore(greedy, self.epsilon, floor=self.floor, groups=groups) > 0
+        return self.safety.allows(sku, float(costs[possible].min()))
+
+    def _gated(
+        self, line: LineContext, reference: int, cost: float, version: str
+    ) -> PriceDecision:
+        """The reference price, served because the budget of allowed loss is spent."""
+        assert self.safety is not None
+        self.safety.spend(line.sku, cost, gated=True)
+        return PriceDecision(reference, 1.0, False, self.name, ("safe_start",), version, False, 1)
 
     def _decide_joint(
         self, line: LineContext, ladder: _Ladder, version: str, posterior: DemandPosterior
@@ -429,6 +476,9 @@ class ThompsonPricePolicy:
 
         margin = (prices - discounts - line.unit_cost_minor) * float(q) - cost
         weights = posterior.decision_weights(line.segment, line.sku)
+        reference = ladder.reference
+        assert reference is not None  # decide() returned before for an empty ladder
+        reference_index = int(np.searchsorted(ladder.prices, reference))  # option 0: no offer
         if paced:
 
             def solve(rates: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -455,7 +505,13 @@ class ThompsonPricePolicy:
                 lambda: greedy_probabilities(reward() * margin[None, :], weights),
             )  # fmt: skip
             how = "thompson_sampling"
+        costs = self._safe_costs(posterior, key, lambda: reward() * margin[None, :], weights,
+                                 reference_index)  # fmt: skip
+        if costs is not None and not self._affordable(line.sku, costs, greedy, option):
+            return self._gated(line, reference, costs[reference_index], version)
         choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=option)
+        if costs is not None and self.safety is not None:
+            self.safety.spend(line.sku, float(costs[choice.index]))
         index, propensity, explored = choice.index, choice.propensity, choice.explored
         price = int(prices[index])
         chosen = options[int(option[index])]
