@@ -83,6 +83,7 @@ from pricing.guardrails import GuardrailSet, ProductFacts, Rule
 from pricing.policy import LineContext, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer, Promotion
+from pricing.safe_start import SafetyBudget
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -258,6 +259,8 @@ class Settings:
     engine_floor: float = 0.01
     #: Demand family of the simulated markets (experiments.simulator.FAMILIES).
     market_family: str = "logistic"
+    #: Safe start's α (PRICING_MAX_LOSS_VS_LIST); None: off, as in production by default.
+    engine_max_loss: float | None = None
 
     def describe(self) -> str:
         """One line with the chosen sizes."""
@@ -285,6 +288,8 @@ class Settings:
             del out["engine_floor"]
         if self.market_family == "logistic":
             del out["market_family"]
+        if self.engine_max_loss is None:
+            del out["engine_max_loss"]
         return out
 
     def peer_key(self) -> dict[str, Any]:
@@ -412,6 +417,7 @@ def run_engine(
         lambda: rules,
         epsilon=settings.engine_epsilon,
         floor=settings.engine_floor,
+        safety=SafetyBudget(settings.engine_max_loss) if settings.engine_max_loss is not None else None,
         n_prices=market.n_prices,
         seed=seed,
     )

@@ -21,7 +21,7 @@ from pricing.pacing import lp_mixture
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer
 from pricing.safe_start import SafetyBudget
-from pricing.thompson import explore, greedy_probabilities, sample
+from pricing.thompson import ThompsonChoice, greedy_probabilities, sample
 
 __all__ = [
     "LineContext",
@@ -355,11 +355,12 @@ class ThompsonPricePolicy:
         reference_index = int(np.searchsorted(prices, reference))
         costs = self._safe_costs(posterior, (key, line.quantity),
                                  lambda: profit() * float(line.quantity), weights, reference_index)  # fmt: skip
-        if costs is not None and not self._affordable(line.sku, costs, greedy, None):
-            return self._gated(line, reference, costs[reference_index], version)
         choice = sample(greedy, self.epsilon, self._rng, floor=self.floor)
-        if costs is not None and self.safety is not None:
-            self.safety.spend(line.sku, float(costs[choice.index]))
+        if costs is not None:
+            choice, blocked = self._guard(line.sku, costs, choice, reference_index)
+            if blocked:
+                return PriceDecision(reference, choice.propensity, False, self.name,
+                                     ("safe_start",), version, False, len(prices))  # fmt: skip
         price = int(prices[choice.index])
         reasons = ["thompson_sampling" if not choice.explored else "exploration"]
         if price == prices[0]:
@@ -383,22 +384,15 @@ class ThompsonPricePolicy:
             return None
         return self._costs.get(posterior, key, lambda: safety.costs(profit(), weights, reference_index))
 
-    def _affordable(
-        self, sku: str, costs: NDArray[np.float64], greedy: NDArray[np.float64],
-        groups: NDArray[np.int64] | None,
-    ) -> bool:  # fmt: skip
-        """Whether every candidate this decision may serve keeps the budgets non-negative."""
+    def _guard(
+        self, sku: str, costs: NDArray[np.float64], choice: ThompsonChoice, reference_index: int
+    ) -> tuple[ThompsonChoice, bool]:
+        """Safe start's guard of a drawn choice: (the choice served, whether it was blocked)."""
         assert self.safety is not None
-        possible = explore(greedy, self.epsilon, floor=self.floor, groups=groups) > 0
-        return self.safety.allows(sku, float(costs[possible].min()))
-
-    def _gated(
-        self, line: LineContext, reference: int, cost: float, version: str
-    ) -> PriceDecision:
-        """The reference price, served because the budget of allowed loss is spent."""
-        assert self.safety is not None
-        self.safety.spend(line.sku, cost, gated=True)
-        return PriceDecision(reference, 1.0, False, self.name, ("safe_start",), version, False, 1)
+        index, propensity, blocked = self.safety.serve(
+            sku, costs, choice.probabilities, reference_index, choice.index
+        )
+        return ThompsonChoice(index, propensity, choice.probabilities, choice.explored), blocked
 
     def _decide_joint(
         self, line: LineContext, ladder: _Ladder, version: str, posterior: DemandPosterior
@@ -507,11 +501,12 @@ class ThompsonPricePolicy:
             how = "thompson_sampling"
         costs = self._safe_costs(posterior, key, lambda: reward() * margin[None, :], weights,
                                  reference_index)  # fmt: skip
-        if costs is not None and not self._affordable(line.sku, costs, greedy, option):
-            return self._gated(line, reference, costs[reference_index], version)
         choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=option)
-        if costs is not None and self.safety is not None:
-            self.safety.spend(line.sku, float(costs[choice.index]))
+        if costs is not None:
+            choice, blocked = self._guard(line.sku, costs, choice, reference_index)
+            if blocked:
+                return PriceDecision(reference, choice.propensity, False, self.name,
+                                     ("safe_start",), version, False, len(prices))  # fmt: skip
         index, propensity, explored = choice.index, choice.propensity, choice.explored
         price = int(prices[index])
         chosen = options[int(option[index])]

@@ -10,17 +10,19 @@ For a line with candidates a (the reference, non-personalized price among them) 
 posterior draws d, let ``Δ_d(a) = π_d(a) − π_d(ref)`` be a candidate's expected profit
 over the reference's, and ``c(a)`` the lower-tail mean (the worst ``1 − confidence``
 share of the posterior's mass) of ``Δ_d(a) + α · π_d(ref)``. The budget is the sum of
-``c`` over the decisions served so far; a decision may use the engine's distribution only
-if the budget stays non-negative whichever candidate it serves (``budget + min_a c(a) ≥ 0``,
-for the SKU and in all); otherwise the line gets the reference price, which adds
-``α · (lower-tail mean of π(ref)) ≥ 0`` to the budget.
+``c`` over the decisions served so far. A candidate the budget cannot afford
+(``budget + c(a) < 0``, for the SKU or in all) is *blocked*: its probability moves to the
+reference price, which adds ``α · (lower-tail mean of π(ref)) ≥ 0`` to the budget. So the
+budget never goes negative, and while it is thin the engine still serves the candidates it
+can afford (those close to list, or those the posterior is sure beat it).
 
 Why the sum of per-decision tail means is safe: the lower-tail mean is super-additive (its
 negative, expected shortfall, is a coherent risk measure), so the sum bounds the
 lower-tail mean of the cumulative surplus, which is below its quantile: with posterior
 probability at least ``confidence`` the cumulative expected profit is at least
-``(1 − α)`` × the list price's. The gate depends only on the state before the draw, so
-the propensity logged stays exact (the reference price with probability 1 when gated).
+``(1 − α)`` × the list price's. Which candidates are blocked depends only on the state
+before the draw, so the served distribution is known exactly: the propensity logged is the
+blocked-and-moved distribution's.
 
 The budget lives in one worker's memory: with W workers each keeps its own share of the
 promise, so the sum holds too; a restarted worker starts from zero (more caution, never
@@ -91,7 +93,7 @@ class SafetyBudget:
         self._lock = threading.Lock()
         self._by_sku: dict[str, float] = {}
         self._total = 0.0
-        #: Decisions the gate sent to the reference price.
+        #: Draws blocked and served the reference price instead.
         self.gated = 0
 
     def costs(
@@ -112,18 +114,48 @@ class SafetyBudget:
         surplus = p - base + self.max_loss * base
         return tail_mean(surplus, weights, 1.0 - self.confidence)
 
-    def allows(self, sku: str, worst: float) -> bool:
-        """Whether a decision that may add as little as ``worst`` keeps both budgets >= 0."""
-        with self._lock:
-            return self._total + worst >= 0.0 and self._by_sku.get(sku, 0.0) + worst >= 0.0
+    def serve(
+        self, sku: str, costs: FloatArray, probabilities: FloatArray, reference: int, index: int
+    ) -> tuple[int, float, bool]:
+        """Guard one decision, atomically: block what the budget cannot afford, spend.
 
-    def spend(self, sku: str, cost: float, *, gated: bool = False) -> None:
+        Parameters
+        ----------
+        sku : str
+        costs : ndarray, shape (n,)
+            :meth:`costs` of the line's candidates.
+        probabilities : ndarray, shape (n,)
+            The policy's distribution before the guard.
+        reference : int
+            The reference candidate (never blocked).
+        index : int
+            The candidate the policy drew from ``probabilities``.
+
+        Returns
+        -------
+        tuple
+            ``(served index, its exact propensity, whether the draw was blocked)``.
+        """
+        with self._lock:
+            room = min(self._total, self._by_sku.get(sku, 0.0))
+            blocked = costs + room < 0.0
+            blocked[reference] = False
+            served = index if not blocked[index] else reference
+            propensity = float(probabilities[served])
+            if served == reference:
+                propensity += float(probabilities[blocked].sum())
+            cost = float(costs[served])
+            self._by_sku[sku] = self._by_sku.get(sku, 0.0) + cost
+            self._total += cost
+            if served != index:
+                self.gated += 1
+        return served, propensity, served != index
+
+    def spend(self, sku: str, cost: float) -> None:
         """Add a served decision's ``c`` to the SKU's budget and the total."""
         with self._lock:
             self._by_sku[sku] = self._by_sku.get(sku, 0.0) + cost
             self._total += cost
-            if gated:
-                self.gated += 1
 
     def budget(self, sku: str | None = None) -> float:
         """The budget left, for ``sku`` or in all (money units of the costs)."""

@@ -1,0 +1,126 @@
+"""The first visitors of a fresh engine: does switching it on cost the merchant?
+
+    python -m benchmarks.safe_start               # writes docs/benchmarks.md
+    python -m benchmarks.safe_start --quick       # tiny, engine only, prints only
+
+The markets, visitors and policies of :mod:`benchmarks.promotions_joint`, cut to the first
+5,000 visitors, on the engine's own (logistic) demand and on linear demand it does not
+describe. Compared: list prices (static), Vowpal Wabbit ``--epsilon 0.05``, the engine as it
+runs by default, and the engine with safe start (:mod:`pricing.safe_start`,
+``PRICING_MAX_LOSS_VS_LIST`` = α). Reported per policy: expected profit over the 5,000
+visitors as % of list price's on the same visitors, and the worst window of 1,000 visitors
+(sliding by 100) as % of list price's in that window — the figure a merchandiser would see
+in a weekly report. The promise of safe start is about the cumulative profit (≥ 1 − α of
+list's, with posterior probability 0.9), which the table's first column shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from benchmarks.promotions_joint import Settings, run
+from benchmarks.report import replace_section
+
+BEGIN, END = "<!-- safe-start:begin -->", "<!-- safe-start:end -->"
+ALPHA = 0.02
+
+
+def expected_curve(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(checkpoints, cumulative expected profit) of one policy's run."""
+    t = np.asarray(result["t"])
+    cum = np.asarray(result["cum_oracle_expected_profit"]) - np.asarray(result["cum_expected_regret"])
+    return t, cum
+
+
+def windows(result: dict[str, Any], static: dict[str, Any], width: int) -> float:
+    """Worst ratio of a policy's expected profit to static's over windows of ``width``."""
+    t, cum = expected_curve(result)
+    _, base = expected_curve(static)
+    step = int(t[1] - t[0]) if len(t) > 1 else int(t[0])
+    k = max(1, width // step)
+    ratios = [(cum[i + k] - cum[i]) / (base[i + k] - base[i]) for i in range(len(t) - k)]
+    first = cum[k - 1] / base[k - 1]  # the window starting at visitor 0
+    return float(min([first, *ratios]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--visitors", type=int, default=5000)
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    rows = []
+    families = ("logistic",) if args.quick else ("logistic", "linear")
+    for family in families:
+        if args.quick:
+            base = Settings(segments=2, skus=3, categories=1, promotions=2, visitors=1200, seeds=(1,),
+                            first_refit=150, draws=100, tune=100, posterior_draws=200, n_points=12,
+                            peers=(), market_family=family)  # fmt: skip
+        else:
+            base = Settings(visitors=args.visitors, seeds=tuple(range(1, 1 + args.seeds)),
+                            n_points=args.visitors // 100, peers=("vw-epsilon",),
+                            market_family=family)  # fmt: skip
+        plain, _ = run(base, None, verbose=False)
+        safe, _ = run(replace(base, peers=(), engine_max_loss=ALPHA), None, verbose=False)
+        for r in safe:
+            if r["policy"] == "engine":
+                r["policy"] = f"engine, safe start α = {ALPHA:g}"
+        results = plain + [r for r in safe if r["policy"].startswith("engine,")]
+        for policy in dict.fromkeys(r["policy"] for r in results):
+            if policy in ("oracle",):
+                continue
+            mine = [r for r in results if r["policy"] == policy]
+            cumulative, worst = [], []
+            for r in mine:
+                static = next(x for x in results if x["policy"] == "static" and x["seed"] == r["seed"])
+                cumulative.append(100 * expected_curve(r)[1][-1] / expected_curve(static)[1][-1])
+                worst.append(100 * windows(r, static, 1000))
+            rows.append({"market": family, "policy": policy, "cumulative": float(np.mean(cumulative)),
+                         "cumulative_min": float(np.min(cumulative)), "worst": float(np.min(worst)),
+                         "worst_mean": float(np.mean(worst))})  # fmt: skip
+            print(f"{family:9s} {policy:28s} cumulative {rows[-1]['cumulative']:6.1f} % of list "
+                  f"(lowest seed {rows[-1]['cumulative_min']:.1f}), worst 1,000-visitor window "
+                  f"{rows[-1]['worst']:.1f} %", flush=True)  # fmt: skip
+    lines = [
+        "| market | policy | expected profit, % of list price's (mean over seeds) | lowest seed | worst 1,000-visitor window, % of list's (worst seed) | worst window (mean over seeds) |",
+        "|---|---|---:|---:|---:|---:|",
+        *(f"| {r['market']} | {r['policy']} | {r['cumulative']:.1f} | {r['cumulative_min']:.1f} | "
+          f"{r['worst']:.1f} | {r['worst_mean']:.1f} |" for r in rows),
+    ]  # fmt: skip
+    print("\n".join(lines))
+    if args.quick or args.no_doc:
+        return 0
+    minutes = (time.perf_counter() - started) / 60
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = "\n".join([
+        BEGIN,
+        "## The first 5,000 visitors: safe start against list prices",
+        "",
+        f"- date: {stamp}; run time {minutes:.1f} min; {platform.machine()}, Python {platform.python_version()}",
+        "- command: `python -m benchmarks.safe_start`",
+        f"- setting: the markets of `benchmarks.promotions_joint` (5 segments x 10 SKUs, 2 promotions), the first "
+        f"{args.visitors:,} visitors, seeds 1-{args.seeds}, refits after 500 x 2^k visitors; logistic demand (the "
+        "engine's form) and linear demand (not); safe start with α = 0.02 at confidence 0.9",
+        "",
+        *lines,
+        END,
+    ])  # fmt: skip
+    replace_section(BEGIN, END, section)
+    print("wrote the safe-start section of docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
