@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-__all__ = ["MigrationState", "alembic_config", "migration_state", "upgrade"]
+__all__ = ["MigrationState", "alembic_config", "migration_state", "queue_jobs", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -117,3 +118,26 @@ def migration_state(engine: Engine) -> MigrationState:
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     return MigrationState(current, head)
+
+
+def queue_jobs(
+    session: Any, tasks: Sequence[str], statuses: Sequence[str], *, limit: int = 200,
+    newest_first: bool = False,
+) -> list[dict[str, Any]]:
+    """The task queue's jobs of ``tasks`` in ``statuses`` (PostgreSQL; none elsewhere or
+    before the queue's tables exist): id, task, status, attempts, arguments, and when their
+    last event happened (``since``), for pages that follow long operations."""
+    from sqlalchemy import bindparam, inspect, text
+
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql" or not inspect(bind).has_table(QUEUE_TABLE):
+        return []
+    statement = text(
+        f"SELECT j.id, j.task_name, j.status, j.attempts, j.args, (SELECT max(e.at) FROM "
+        f"procrastinate_events e WHERE e.job_id = j.id) FROM {QUEUE_TABLE} j "
+        "WHERE j.task_name IN :tasks AND j.status IN :statuses "
+        f"ORDER BY j.id {'DESC' if newest_first else 'ASC'} LIMIT :n"
+    ).bindparams(bindparam("tasks", expanding=True), bindparam("statuses", expanding=True))
+    rows = session.execute(statement, {"tasks": list(tasks), "statuses": list(statuses), "n": limit})
+    return [{"id": r[0], "task": r[1], "status": r[2], "attempts": r[3], "args": r[4] or {},
+             "since": r[5]} for r in rows]  # fmt: skip

@@ -274,20 +274,10 @@ def refit_progress(session: Session) -> dict[str, Any]:
         queued or started at), and ``fanout``: the run in flight, if any, with the
         categories stored so far out of the run's total.
     """
-    from sqlalchemy import inspect, text
+    from api.migrate import queue_jobs
 
-    from api.migrate import QUEUE_TABLE
-
-    jobs: list[dict[str, Any]] = []
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql" and inspect(bind).has_table(QUEUE_TABLE):
-        rows = session.execute(text(
-            f"SELECT j.task_name, j.status, j.attempts, (SELECT max(e.at) FROM procrastinate_events e "
-            f"WHERE e.job_id = j.id) FROM {QUEUE_TABLE} j "
-            "WHERE j.task_name IN ('pricing.refit', 'pricing.refit_category', 'pricing.publish_fanout') "
-            "AND j.status IN ('todo', 'doing') ORDER BY j.id LIMIT 200"
-        ))  # fmt: skip
-        jobs = [{"task": r[0], "status": r[1], "attempts": r[2], "since": r[3]} for r in rows]
+    jobs = queue_jobs(session, ("pricing.refit", "pricing.refit_category", "pricing.publish_fanout"),
+                      ("todo", "doing"))  # fmt: skip
     run = in_flight(session)
     fanout = None
     if run is not None:

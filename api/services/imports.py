@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.orm import ModelPrior, utcnow
@@ -49,19 +49,11 @@ def import_progress(session: Session, *, recent: int = 5) -> dict[str, Any]:
         file name, status, attempts, since when), newest first; ``priors``: the ``recent``
         newest stored priors (when, from which file, headline elasticity, rows).
     """
-    from api.migrate import QUEUE_TABLE
+    from api.migrate import queue_jobs
 
-    jobs: list[dict[str, Any]] = []
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql" and inspect(bind).has_table(QUEUE_TABLE):
-        rows = session.execute(text(
-            f"SELECT j.id, j.status, j.attempts, j.args, (SELECT max(e.at) FROM procrastinate_events e "
-            f"WHERE e.job_id = j.id) FROM {QUEUE_TABLE} j WHERE j.task_name = :task "
-            "AND j.status IN ('todo', 'doing', 'failed') ORDER BY j.id DESC LIMIT :n"
-        ), {"task": IMPORT_TASK, "n": recent})  # fmt: skip
-        jobs = [{"id": r[0], "status": r[1], "attempts": r[2],
-                 "file": Path(str((r[3] or {}).get("path", "?"))).name, "since": r[4]}
-                for r in rows]  # fmt: skip
+    jobs = [{**job, "file": Path(str(job["args"].get("path", "?"))).name}
+            for job in queue_jobs(session, (IMPORT_TASK,), ("todo", "doing", "failed"), limit=recent,
+                                  newest_first=True)]  # fmt: skip
     priors = [
         {"id": row.id, "created_at": row.created_at, "source": row.source,
          "elasticity": (row.summary or {}).get("elasticity"), "rows": (row.summary or {}).get("rows")}
