@@ -21,7 +21,7 @@ from pricing.pacing import lp_mixture
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer
 from pricing.safe_start import SafetyBudget
-from pricing.thompson import ThompsonChoice, greedy_probabilities, sample
+from pricing.thompson import ThompsonChoice, explore, greedy_probabilities, sample
 
 __all__ = [
     "LineContext",
@@ -266,6 +266,9 @@ class ThompsonPricePolicy:
         #: Action distributions per line for the served posterior (pricing/choices.py).
         self.choices = ChoiceCache()
         self.safety = safety
+        #: Per greedy distribution (by identity, kept alive here): its served distribution
+        #: and CDF, so a draw does not recompute them.
+        self._served: dict[int, tuple[NDArray[np.float64], tuple[NDArray[np.float64], NDArray[np.float64]]]] = {}
         #: Safe start's c(a) per line for the served posterior (see pricing/safe_start.py).
         self._costs = ChoiceCache()
         # Ladders depend only on the rules and the product facts: cache them per rule set.
@@ -355,7 +358,8 @@ class ThompsonPricePolicy:
         reference_index = int(np.searchsorted(prices, reference))
         costs = self._safe_costs(posterior, (key, line.quantity),
                                  lambda: profit() * float(line.quantity), weights, reference_index)  # fmt: skip
-        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor)
+        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor,
+                        served=self._served_of(greedy, None))  # fmt: skip
         if costs is not None:
             choice, blocked = self._guard(line.sku, costs, choice, reference_index)
             if blocked:
@@ -371,6 +375,19 @@ class ThompsonPricePolicy:
             price, choice.propensity, _personalized(line, price, None), self.name,
             tuple(reasons), version, False, len(prices),
         )  # fmt: skip
+
+    def _served_of(
+        self, greedy: NDArray[np.float64], groups: NDArray[np.int64] | None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The served distribution and the CDF of ``greedy`` (a cached line's), once each."""
+        hit = self._served.get(id(greedy))
+        if hit is not None and hit[0] is greedy:
+            return hit[1]
+        value = (explore(greedy, self.epsilon, floor=self.floor, groups=groups), np.cumsum(greedy))
+        if len(self._served) > 2 * self.choices.max_lines:
+            self._served.clear()
+        self._served[id(greedy)] = (greedy, value)
+        return value
 
     # ------------------------------------------------------------------ safe start
     def _safe_costs(
@@ -501,7 +518,8 @@ class ThompsonPricePolicy:
             how = "thompson_sampling"
         costs = self._safe_costs(posterior, key, lambda: reward() * margin[None, :], weights,
                                  reference_index)  # fmt: skip
-        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=option)
+        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=option,
+                        served=self._served_of(greedy, option))  # fmt: skip
         if costs is not None:
             choice, blocked = self._guard(line.sku, costs, choice, reference_index)
             if blocked:

@@ -197,6 +197,7 @@ def sample(
     *,
     floor: float | None = None,
     groups: NDArray[np.integer[Any]] | None = None,
+    served: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
 ) -> ThompsonChoice:
     """One decision from a line's greedy distribution, with its exact propensity.
 
@@ -218,6 +219,9 @@ def sample(
         The uniform part c of ``epsilon`` (None: all of it).
     groups : ndarray of int, shape (n,), optional
         Ladder of each candidate (see :func:`neighbour_spread`).
+    served : tuple of ndarray, optional
+        ``(explore(greedy, ...), cumsum(greedy))`` when the caller keeps them per line (the
+        quote path does): the same result, without recomputing them on every draw.
 
     Returns
     -------
@@ -233,14 +237,15 @@ def sample(
     if u < uniform:
         index = int(rng.integers(n))
     else:
-        cdf = np.cumsum(greedy)
+        cdf = np.cumsum(greedy) if served is None else served[1]
         # side="right": a candidate of probability 0 is never chosen.
         index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
         if index >= n:  # u · total rounded up to the total: the last candidate that can win
             index = int(np.flatnonzero(greedy)[-1])
         if explored:  # the neighbour branch (u in [c, ε))
             index = _neighbour(index, n, groups, rng)
-    probabilities = explore(greedy, epsilon, floor=floor, groups=groups)
+    probabilities = (explore(greedy, epsilon, floor=floor, groups=groups) if served is None
+                     else served[0])  # fmt: skip
     return ThompsonChoice(index, float(probabilities[index]), probabilities, explored)
 
 
