@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
@@ -42,7 +44,7 @@ from pricing.cells import Cells
 from pricing.posterior import DemandPosterior
 from pricing.priors import HalfNormal, Normal, Prior, prior_from_dict
 
-__all__ = ["DemandModel", "Diagnostics", "FitMethod", "nutpie_available"]
+__all__ = ["DemandModel", "Diagnostics", "FitMethod", "ensure_compiler", "nutpie_available"]
 
 FitMethod = str  # "auto" | "nuts" | "nutpie" | "advi"
 _METHODS = ("auto", "nuts", "nutpie", "advi")
@@ -57,6 +59,32 @@ def nutpie_available() -> bool:
         return False
     return True
 
+
+
+_log = logging.getLogger("pricing.demand")
+
+
+def ensure_compiler() -> None:
+    """Make sure PyTensor compiles C for this process's fits.
+
+    PyTensor decides once, at import, whether it can compile C: it runs ``g++ -v`` and,
+    if that fails for any reason, silently falls back to pure-Python thunks, which run a
+    NUTS fit 10-100 times slower. That happened intermittently in CI (py-spy showed a
+    fused ``Composite`` evaluated op by op in a chain process) while C compilation works
+    on the same machine. If the probe left ``cxx`` empty by default although ``g++`` is
+    installed, this restores it and says so; a ``cxx`` set empty on purpose
+    (``PYTENSOR_FLAGS=cxx=``) is respected.
+    """
+    from pytensor.configdefaults import config
+
+    if config.cxx or not getattr(type(config), "cxx").is_default:  # noqa: B009 - the descriptor
+        return
+    compiler = shutil.which("g++")
+    if compiler is None:
+        return
+    _log.warning("PyTensor found no C compiler when imported; using %s for this fit "
+                 "(without it sampling runs on Python thunks)", compiler)  # fmt: skip
+    config.cxx = compiler
 
 @dataclass(frozen=True)
 class Diagnostics:
@@ -390,6 +418,7 @@ class DemandModel:
         self, model: pm.Model, method: str, target_accept: float, draws: int, progressbar: bool
     ) -> Any:
         sc = self.sampler_config
+        ensure_compiler()
         with model:
             if method == "advi":
                 approx = pm.fit(

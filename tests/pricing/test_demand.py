@@ -146,3 +146,26 @@ def test_partial_pooling_beats_no_pooling_on_sparse_segments():
             separate_err.append((-np.exp(fit.x[0]) - truth.b(s, c)) ** 2)
     assert covered / total >= 0.8
     assert np.mean(pooled_err) < np.mean(separate_err)
+
+
+def test_a_failed_compiler_probe_at_import_does_not_leave_fits_on_python_thunks(tmp_path):
+    """PyTensor probes ``g++ -v`` once at import and silently falls back to Python if it
+    fails; ensure_compiler restores the compiler it can find (here a stand-in whose probe
+    fails), and leaves an explicit ``cxx=`` alone."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    code = ("from pytensor.configdefaults import config; before = config.cxx; "
+            "from pricing.demand import ensure_compiler; ensure_compiler(); print(repr(before), repr(config.cxx))")  # fmt: skip
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    env.pop("PYTENSOR_FLAGS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["''", repr(str(fake))], out.stderr
+    assert "found no C compiler" in out.stderr
+    env["PYTENSOR_FLAGS"] = "cxx="
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["''", "''"]
