@@ -358,13 +358,9 @@ class ThompsonPricePolicy:
         reference_index = int(np.searchsorted(prices, reference))
         costs = self._safe_costs(posterior, (key, line.quantity),
                                  lambda: profit() * float(line.quantity), weights, reference_index)  # fmt: skip
-        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor,
-                        served=self._served_of(greedy, None))  # fmt: skip
-        if costs is not None:
-            choice, blocked = self._guard(line.sku, costs, choice, reference_index)
-            if blocked:
-                return PriceDecision(reference, choice.propensity, False, self.name,
-                                     ("safe_start",), version, False, len(prices))  # fmt: skip
+        choice, blocked = self._draw(line.sku, greedy, None, costs, reference_index)
+        if blocked:
+            return self._safe_start(reference, choice, version, len(prices))
         price = int(prices[choice.index])
         reasons = ["thompson_sampling" if not choice.explored else "exploration"]
         if price == prices[0]:
@@ -401,15 +397,28 @@ class ThompsonPricePolicy:
             return None
         return self._costs.get(posterior, key, lambda: safety.costs(profit(), weights, reference_index))
 
-    def _guard(
-        self, sku: str, costs: NDArray[np.float64], choice: ThompsonChoice, reference_index: int
-    ) -> tuple[ThompsonChoice, bool]:
-        """Safe start's guard of a drawn choice: (the choice served, whether it was blocked)."""
+    def _draw(
+        self, sku: str, greedy: NDArray[np.float64], groups: NDArray[np.int64] | None,
+        costs: NDArray[np.float64] | None, reference_index: int,
+    ) -> tuple[ThompsonChoice, bool]:  # fmt: skip
+        """One draw with exploration, then safe start's guard when on: (the choice served,
+        whether the draw was blocked and the reference price served instead)."""
+        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=groups,
+                        served=self._served_of(greedy, groups))  # fmt: skip
+        if costs is None:
+            return choice, False
         assert self.safety is not None
         index, propensity, blocked = self.safety.serve(
             sku, costs, choice.probabilities, reference_index, choice.index
         )
         return ThompsonChoice(index, propensity, choice.probabilities, choice.explored), blocked
+
+    def _safe_start(
+        self, reference: int, choice: ThompsonChoice, version: str, candidates: int
+    ) -> PriceDecision:
+        """The reference price a blocked draw serves (not personalized; exact propensity)."""
+        return PriceDecision(reference, choice.propensity, False, self.name, ("safe_start",),
+                             version, False, candidates)  # fmt: skip
 
     def _decide_joint(
         self, line: LineContext, ladder: _Ladder, version: str, posterior: DemandPosterior
@@ -518,13 +527,9 @@ class ThompsonPricePolicy:
             how = "thompson_sampling"
         costs = self._safe_costs(posterior, key, lambda: reward() * margin[None, :], weights,
                                  reference_index)  # fmt: skip
-        choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=option,
-                        served=self._served_of(greedy, option))  # fmt: skip
-        if costs is not None:
-            choice, blocked = self._guard(line.sku, costs, choice, reference_index)
-            if blocked:
-                return PriceDecision(reference, choice.propensity, False, self.name,
-                                     ("safe_start",), version, False, len(prices))  # fmt: skip
+        choice, blocked = self._draw(line.sku, greedy, option, costs, reference_index)
+        if blocked:
+            return self._safe_start(reference, choice, version, len(prices))
         index, propensity, explored = choice.index, choice.propensity, choice.explored
         price = int(prices[index])
         chosen = options[int(option[index])]
