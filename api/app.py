@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from api import console
 from api.db import make_engine, make_session_factory, read_only
@@ -73,6 +75,19 @@ TOO_LARGE: dict[int | str, dict[str, Any]] = {
 
 class NotMigratedError(RuntimeError):
     """The database is not at the migration revision this code expects."""
+
+
+class _PricingApp(FastAPI):
+    """FastAPI with :class:`~api.fast_path.QuoteFastPath` around its middleware stack."""
+
+    fast_path_options: dict[str, Any] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """The usual stack, wrapped by the quote fast path (when configured)."""
+        stack = super().build_middleware_stack()
+        if self.fast_path_options is None:
+            return stack
+        return QuoteFastPath(stack, **self.fast_path_options)
 
 
 def create_app(settings: Settings | None = None, *, policy: PricePolicy | None = None) -> FastAPI:
@@ -230,6 +245,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         # of PyMC and friends: pauses of 50-150 ms, measured, straight into quote p99).
         gc.collect()
         gc.freeze()
+        sys.setswitchinterval(settings.gil_switch_seconds)
         if updater is not None:
             updater.start()
         try:
@@ -242,7 +258,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             quote_service.close()
             engine.dispose()
 
-    app = FastAPI(
+    app = _PricingApp(
         title="Pricing engine",
         version=__version__,
         description=DESCRIPTION,
@@ -252,8 +268,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     app.mount("/console/static", StaticFiles(directory=str(CONSOLE_STATIC)), name="console-static")
     app.include_router(console.router)
     install_error_handlers(app)
-    # Innermost of the app's middlewares: the body limit, CORS and metrics still apply.
-    app.add_middleware(QuoteFastPath)
+    # Outermost: plain quotes skip every middleware (the fast path does their part).
+    app.fast_path_options = {"max_body_bytes": settings.max_body_bytes,
+                             "cors": bool(settings.cors_allowed())}  # fmt: skip
     install_protection(app, settings)
     install_metrics(app, state.metrics)
     for module in (

@@ -43,6 +43,43 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        # Label children: ``labels()`` validates and takes a lock on every call.
+        self._decision_children: dict[tuple[str, bool], Any] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, template: str, method: str, status: int, elapsed: float) -> None:
+        """Count and time one HTTP request under its route template.
+
+        Parameters
+        ----------
+        template : str
+            The route template (``/v1/quotes``), never the raw path.
+        method : str
+        status : int
+            The response status (500 when none was sent).
+        elapsed : float
+            Seconds from the request reaching the app to the end of its response.
+        """
+        key = (template, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            if len(self._request_children) > 10_000:  # unmatched paths are one label; bound it anyway
+                self._request_children.clear()
+            children = self._request_children[key] = (
+                self.requests.labels(template, method, str(status)),
+                self.latency.labels(template, method),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
+
+    def count_decision(self, policy: str, personalized: bool) -> None:
+        """Count one logged decision (``pricing_decisions``)."""
+        child = self._decision_children.get((policy, personalized))
+        if child is None:
+            child = self._decision_children[(policy, personalized)] = self.decisions.labels(
+                policy, str(personalized)
+            )
+        child.inc()
 
 
 class _MetricsMiddleware:
@@ -51,22 +88,7 @@ class _MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        # Label children per (route, method, status): ``labels()`` takes a lock each call.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._plain: frozenset[str] | None = None
-
-    def _record(self, template: str, method: str, status: int, elapsed: float) -> None:
-        key = (template, method, status)
-        children = self._children.get(key)
-        if children is None:
-            if len(self._children) > 10_000:  # unmatched paths are one label; bound it anyway
-                self._children.clear()
-            children = self._children[key] = (
-                self.metrics.requests.labels(template, method, str(status)),
-                self.metrics.latency.labels(template, method),
-            )
-        children[0].inc()
-        children[1].observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,8 +106,8 @@ class _MetricsMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            self._record(self._template(scope), scope.get("method", ""), status,
-                         time.perf_counter() - start)  # fmt: skip
+            self.metrics.observe_request(self._template(scope), scope.get("method", ""), status,
+                                         time.perf_counter() - start)  # fmt: skip
 
     def _template(self, scope: Scope) -> str:
         """The route template; the path itself for the app's parameterless plain routes

@@ -179,12 +179,18 @@ class GroupWriter:
         self._put(job, _LoopWaiter(loop, future))
         if limit is None:
             return await future
+        # On time-out the future is cancelled: the writer skips the job if it has not
+        # started it, and _resolve never settles it. (A timer handle rather than
+        # ``asyncio.wait_for``, which wraps the future in a task: measured ~15 us a quote.)
+        timer = loop.call_later(limit, _expire, future)
         try:
-            # On time-out the future is cancelled: the writer skips the job if it has not
-            # started it, and _resolve never settles it.
-            return await asyncio.wait_for(future, limit)
-        except TimeoutError:
+            return await future
+        except asyncio.CancelledError:
+            if not getattr(future, "_expired", False):
+                raise  # the request itself was cancelled (client gone)
             raise WriteUnavailableError(f"not committed within {limit:g} s") from None
+        finally:
+            timer.cancel()
 
     # ------------------------------------------------------------------ thread
     def _take(self, first: _Item) -> tuple[list[_Item], bool]:
@@ -349,6 +355,13 @@ class _LoopWaiter:
 
 
 _Item = tuple[Job, Future[Any] | _LoopWaiter]
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    """The request's wait is over: cancel its future, marked as a time-out."""
+    if not future.done():
+        future._expired = True  # type: ignore[attr-defined]
+        future.cancel()
 
 
 def _resolve(settled: list[tuple[_LoopWaiter, Any, BaseException | None]]) -> None:

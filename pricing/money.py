@@ -16,6 +16,7 @@ Decimal('500')
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal, InvalidOperation
 
 __all__ = [
@@ -140,6 +141,7 @@ def to_minor(amount: Decimal, currency: str) -> int:
     return minor
 
 
+@functools.lru_cache(maxsize=65536)
 def from_minor(minor: int, currency: str) -> Decimal:
     """Convert integer minor units to a :class:`~decimal.Decimal` in major units.
 

@@ -27,6 +27,13 @@ __all__ = ["PriceAggregates", "upsert_daily_prices"]
 OVERLAP = timedelta(seconds=5)
 
 
+_COLUMNS = (
+    SkuDailyPrices.sku, SkuDailyPrices.day, SkuDailyPrices.first_at, SkuDailyPrices.last_at,
+    SkuDailyPrices.last_price_minor, SkuDailyPrices.low_minor, SkuDailyPrices.high_minor,
+    SkuDailyPrices.low_final_minor, SkuDailyPrices.decisions,
+)  # fmt: skip
+
+
 def _row(r: Any) -> DayPrices:
     return DayPrices(r.sku, r.day, r.first_at, r.last_at, int(r.last_price_minor), int(r.low_minor),
                      int(r.high_minor), int(r.low_final_minor), int(r.decisions))  # fmt: skip
@@ -78,7 +85,9 @@ class PriceAggregates:
         """Re-read rows changed since the last refresh (the whole window the first time,
         or with ``full``)."""
         now = now or utcnow()
-        query = select(SkuDailyPrices)
+        # Core rows, not ORM instances: under load every SKU's row of today changes
+        # between two passes, and this runs in the worker beside its requests.
+        query = select(*_COLUMNS)
         if self._since is None or full:
             query = query.where(SkuDailyPrices.day >= (now - timedelta(days=self._book.window + 1)).date())
         else:
@@ -87,7 +96,7 @@ class PriceAggregates:
                 SkuDailyPrices.updated_at >= self._since - OVERLAP,
             )
         with self._sessions() as session:
-            rows = [_row(r) for r in session.scalars(query)]
+            rows = [_row(r) for r in session.connection().execute(query)]
         with self._lock:
             self._book.merge(rows)
             if self._today != now.date():

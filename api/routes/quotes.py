@@ -108,7 +108,7 @@ async def respond_quote(
         assert claim is not None
         return _replayed(await run_in_threadpool(state.idempotency.stored, claim))
     for line in quote.lines:
-        state.metrics.decisions.labels(line.policy_name, str(line.personalized)).inc()
+        state.metrics.count_decision(line.policy_name, line.personalized)
     # Serialized straight from the model the service built (and validated): FastAPI's
     # response_model pass would validate and encode it a second time.
     encoded = quote.model_dump_json()

@@ -426,7 +426,7 @@ class QuoteService:
                           "variant": variant_name, "first_seen_at": now}
                          for key, variant_name in experiment.assignments]  # fmt: skip
         eligible = dict(book.eligible) if book is not None else {}
-        response = QuoteResponse(
+        response = QuoteResponse.model_construct(
             quote_id=quote_id, customer_id=request.customer_id, segment=cart.segment,
             expires_at=expires_at, personalized=any(x.personalized for x in out_lines),
             lines=out_lines,
@@ -548,7 +548,10 @@ def _public_line(
     disclosure: str | None = None, reference: int | None = None, percent: Decimal | None = None,
 ) -> QuoteLinePublic:  # fmt: skip
     currency = item.currency
-    return QuoteLinePublic(
+    # Every value is built here with its field's type (money from integer minor units):
+    # nothing to validate, so the model is constructed directly (validation was ~10 us a
+    # line on the quote path).
+    return QuoteLinePublic.model_construct(
         line_no=index, sku=item.sku, quantity=item.quantity, currency=currency,
         list_price=from_minor(item.list_price_minor, currency), price=from_minor(price, currency),
         decision_id=decision_id, propensity=propensity, personalized=personalized,

@@ -145,6 +145,9 @@ def test_other_endpoints_are_not_rate_limited(limited_api, catalog):
 def test_a_body_over_the_limit_is_413_and_nothing_is_stored(catalog, db_url, api_keys, sessions):
     big = {**QUOTE, "context": {"note": "x" * 5000}}
     for api in _app_api(db_url, api_keys, max_body_bytes=2048):
+        # The key is known to the worker first, so the quote fast path sees the big bodies
+        # (and must hand them to the body limit).
+        assert api.post("/v1/quotes", Role.CHECKOUT, json=QUOTE).status_code == 201
         declared = api.post("/v1/quotes", Role.CHECKOUT, json=big)
         assert declared.status_code == 413
         assert declared.json()["detail"][0]["field"] == "body"
@@ -163,7 +166,7 @@ def test_a_body_over_the_limit_is_413_and_nothing_is_stored(catalog, db_url, api
         assert streamed.status_code == 413
         assert api.post("/v1/quotes", Role.CHECKOUT, json=QUOTE).status_code == 201
     with sessions() as session:
-        assert session.scalar(select(func.count()).select_from(Decision)) == 1
+        assert session.scalar(select(func.count()).select_from(Decision)) == 1  # then repeated
 
 
 # ---- CORS -----------------------------------------------------------------------------
@@ -178,12 +181,19 @@ def test_cors_is_off_by_default(api):
     assert "access-control-allow-origin" not in plain.headers
 
 
-def test_cors_allows_only_the_configured_origins(db_url, api_keys):
+def test_cors_allows_only_the_configured_origins(catalog, db_url, api_keys):
     for api in _app_api(db_url, api_keys, cors_origins="https://console.example"):
         ok = api.get("/v1/products", Role.ANALYST, headers={"Origin": "https://console.example"})
         assert ok.headers["access-control-allow-origin"] == "https://console.example"
         other = api.get("/v1/products", Role.ANALYST, headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+        # A quote from a browser gets the CORS headers too (the quote fast path, which
+        # answers plain quotes before any middleware, leaves cross-origin ones to CORS).
+        assert api.post("/v1/quotes", Role.CHECKOUT, json=QUOTE).status_code == 201
+        quote = api.post("/v1/quotes", Role.CHECKOUT, json={**QUOTE, "customer_id": "c-cors"},
+                         headers={"Origin": "https://console.example"})  # fmt: skip
+        assert quote.status_code == 201
+        assert quote.headers["access-control-allow-origin"] == "https://console.example"
 
 
 # ---- logs -----------------------------------------------------------------------------
