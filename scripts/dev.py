@@ -79,11 +79,19 @@ def ensure_browser_tools() -> None:
 
 
 def project_env() -> dict[str, str]:
-    """The environment for the project's commands: PyTensor's compile cache kept with the
-    venv (C compiled once, on the first model fit, then reused by every later run of this
-    checkout)."""
+    """The environment for the project's commands: PyTensor's C compiler named, and its
+    compile cache kept with the venv (C compiled once, on the first model fit, then reused
+    by every later run of this checkout)."""
     env = dict(os.environ)
-    env.setdefault("PYTENSOR_FLAGS", f"compiledir={VENV / 'pytensor-cache'}")
+    flags = [f"compiledir={VENV / 'pytensor-cache'}"]
+    # PyTensor probes for a C compiler once, at import, by running ``g++ -v``; when that
+    # probe fails (seen intermittently in CI's test workers) it builds its modes for
+    # pure-Python thunks and a fit runs 10-100 times slower. Naming the compiler skips
+    # the guess.
+    compiler = shutil.which("g++")
+    if compiler is not None:
+        flags.append(f"cxx={compiler}")
+    env.setdefault("PYTENSOR_FLAGS", ",".join(flags))
     env.setdefault("PRICING_AXE_JS", str(AXE))
     return env
 
