@@ -431,11 +431,13 @@ def cmd_refit(args: argparse.Namespace) -> int:
     try:
         if args.fanout:
             result = refit_fanout(sessions, sampler_config=sampler,
-                                  missing_outcome=_settings(args).missing_outcome)  # fmt: skip
+                                  missing_outcome=_settings(args).missing_outcome,
+                                  half_life_days=_settings(args).demand_half_life_days)  # fmt: skip
         else:
             result = refit(
                 sessions, sampler_config=sampler, progressbar=not args.quiet,
                 missing_outcome=_settings(args).missing_outcome,
+                half_life_days=_settings(args).demand_half_life_days,
             )  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -484,6 +486,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         refit_every=timedelta(seconds=settings.refit_every_seconds),
         sampler_config=settings.sampler_config(),
         missing_outcome=settings.missing_outcome,
+        half_life_days=settings.demand_half_life_days,
     )
     if args.once:
         update, fit = updater.step()

@@ -65,6 +65,8 @@ class JobRuntime:
         Passed to the demand model.
     missing_outcome : str
         Label of a decision whose outcome window closed without an outcome.
+    half_life_days : float
+        Time decay of the data in refits (``PRICING_DEMAND_HALF_LIFE_DAYS``; 0: none).
     fanout : bool
         Refit one category at a time with the shared parameters held at the last full
         fit's (:mod:`api.services.fanout`), and the full joint fit every ``full_every``.
@@ -82,6 +84,7 @@ class JobRuntime:
     retry_after: timedelta = timedelta(seconds=60)
     sampler_config: dict[str, Any] = field(default_factory=dict)
     missing_outcome: str = "non_conversion"
+    half_life_days: float = 0.0
     fanout: bool = False
     full_every: timedelta = timedelta(hours=24)
     reweight_blocks: bool = True
@@ -96,6 +99,7 @@ class JobRuntime:
             retry_after=timedelta(seconds=max(60.0, settings.updater_interval_seconds * 30)),
             sampler_config=settings.sampler_config(),
             missing_outcome=settings.missing_outcome,
+            half_life_days=settings.demand_half_life_days,
             fanout=settings.refit_fanout,
             full_every=timedelta(seconds=settings.full_refit_every_seconds),
             reweight_blocks=settings.reweight_blocks,
@@ -184,11 +188,13 @@ def refit_if_due(
             from api.services.fanout import refit_fanout
 
             return refit_fanout(runtime.sessions, sampler_config=runtime.sampler_config,
-                                missing_outcome=runtime.missing_outcome)  # fmt: skip
+                                missing_outcome=runtime.missing_outcome,
+                                half_life_days=runtime.half_life_days)  # fmt: skip
         return refit(
             runtime.sessions,
             sampler_config=runtime.sampler_config,
             missing_outcome=runtime.missing_outcome,
+            half_life_days=runtime.half_life_days,
         )
     except ValueError:
         if force:

@@ -157,6 +157,7 @@ def build_queue(settings: Settings, runtime: JobRuntime | None = None) -> procra
             runtime.sessions, run_id=run_id, base_snapshot_id=base_snapshot_id,
             watermark=datetime.fromisoformat(watermark), category=category, expected=expected,
             sampler_config=runtime.sampler_config, missing_outcome=runtime.missing_outcome,
+            half_life_days=runtime.half_life_days,
         )  # fmt: skip
         if last:
             # A twin that stored the other last part may have queued it already.

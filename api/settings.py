@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     writer_linger_seconds : float
         Under load (the last batch held more than one job), how long the group writer lets
         a batch fill before it commits (s); an idle writer commits at once. 0: never wait.
+    demand_half_life_days : float
+        Time decay of the demand model's data: an outcome counts ``0.5 ** (age / half-life)``
+        in a refit (age in whole UTC days before the data watermark), so that a posterior
+        follows demand that drifts (seasons, a competitor's sale) instead of weighing all
+        history equally and growing overconfident. Default 90; 0 turns decay off (every
+        outcome counts fully, as before). See docs/benchmarks.md, "Drift".
     gil_switch_seconds : float
         The interpreter's thread switch interval in a serving worker
         (``sys.setswitchinterval``): how long a background thread (the group writer, the
@@ -205,6 +211,7 @@ class Settings(BaseSettings):
     promotion_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     writer_linger_seconds: float = Field(default=0.001, ge=0, le=0.1)
+    demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
     rate_limit_quotes: float = Field(default=2000.0, ge=0)

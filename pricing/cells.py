@@ -9,11 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CellRecord", "Cells"]
+__all__ = ["CellRecord", "Cells", "decay_weight"]
+
+
+def decay_weight(age_days: float, half_life_days: float) -> float:
+    """What a trial ``age_days`` old counts for under time decay.
+
+    Parameters
+    ----------
+    age_days : float
+        Age of the trial (days, >= 0).
+    half_life_days : float
+        Days after which a trial counts half; 0 or less: no decay (always 1).
+
+    Returns
+    -------
+    float
+        ``0.5 ** (age_days / half_life_days)``, in (0, 1]; never below 1e-6 (a trial of
+        any age keeps a trace, so that a cell is never empty).
+    """
+    if half_life_days <= 0:
+        return 1.0
+    return max(float(0.5 ** (max(age_days, 0.0) / half_life_days)), 1e-6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +55,9 @@ class CellRecord:
         Decisions with a known outcome, and how many converted.
     context : tuple of float
         Encoded declared context features (see :mod:`pricing.context`), () when none.
+    weight : float
+        What each of these trials counts for in the likelihood, in (0, 1]: 1 for fresh
+        data, less for old data under time decay (``0.5 ** (age / half-life)``).
     """
 
     segment: str
@@ -43,6 +68,7 @@ class CellRecord:
     trials: int
     conversions: int
     context: tuple[float, ...] = ()
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,10 @@ class Cells:
         Encoded declared context features (zero columns when none is declared).
     context_columns : tuple of str
         Names of the context columns.
+    weighted_trials, weighted_conversions : ndarray of float, shape (n_cells,), optional
+        Decayed counts (each trial times its weight, see :attr:`CellRecord.weight`); None
+        when every weight is 1. The demand model's likelihood then counts these instead
+        of ``trials`` and ``conversions``.
     """
 
     segment: NDArray[np.str_]
@@ -70,6 +100,8 @@ class Cells:
     conversions: NDArray[np.int64]
     context: NDArray[np.float64] | None = field(default=None)
     context_columns: tuple[str, ...] = ()
+    weighted_trials: NDArray[np.float64] | None = None
+    weighted_conversions: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.trials)
@@ -94,6 +126,16 @@ class Cells:
             raise ValueError("cells: conversions must lie in [0, trials]")
         if n and not np.isfinite(self.log_price_ratio).all():
             raise ValueError("cells: log_price_ratio must be finite (prices > 0)")
+        if (self.weighted_trials is None) != (self.weighted_conversions is None):
+            raise ValueError("cells: weighted_trials and weighted_conversions go together")
+        if self.weighted_trials is not None and self.weighted_conversions is not None:
+            wn, wk = self.weighted_trials, self.weighted_conversions
+            if wn.shape != (n,) or wk.shape != (n,):
+                raise ValueError(f"cells: weighted counts must have shape ({n},)")
+            if n and not (np.isfinite(wn).all() and (wn > 0).all() and (wn <= self.trials + 1e-9).all()):
+                raise ValueError("cells: weighted_trials must lie in (0, trials]")
+            if n and not ((wk >= -1e-12) & (wk <= wn + 1e-9)).all():
+                raise ValueError("cells: weighted_conversions must lie in [0, weighted_trials]")
         categories: dict[str, str] = {}
         for sku, category in zip(self.sku.tolist(), self.category.tolist(), strict=True):
             if categories.setdefault(sku, category) != category:
@@ -117,8 +159,9 @@ class Cells:
         context_columns : tuple of str
             Names of the encoded context columns.
         """
-        merged: dict[tuple[str, str, str, float, str, tuple[float, ...]], list[int]] = {}
+        merged: dict[tuple[str, str, str, float, str, tuple[float, ...]], list[Any]] = {}
         width = len(context_columns)
+        decayed = False
         for r in records:
             if len(r.context) != width:
                 raise ValueError(
@@ -133,10 +176,22 @@ class Cells:
                 r.promotion,
                 context,
             )
-            acc = merged.setdefault(key, [0, 0])
+            weight = float(r.weight)
+            if not 0.0 < weight <= 1.0:
+                raise ValueError(f"cells: a record's weight must lie in (0, 1], got {weight}")
+            acc = merged.setdefault(key, [0, 0, 0.0, 0.0])
             acc[0] += r.trials
             acc[1] += r.conversions
+            acc[2] += weight * r.trials
+            acc[3] += weight * r.conversions
+            decayed = decayed or weight < 1.0
         keys = sorted(merged)  # same cells, same order: fits are reproducible for a seed
+        weighted: dict[str, Any] = {}
+        if decayed:
+            weighted = {
+                "weighted_trials": np.array([merged[k][2] for k in keys], dtype=float),
+                "weighted_conversions": np.array([merged[k][3] for k in keys], dtype=float),
+            }
         return cls(
             segment=np.array([k[0] for k in keys], dtype=str),
             sku=np.array([k[1] for k in keys], dtype=str),
@@ -147,6 +202,7 @@ class Cells:
             conversions=np.array([merged[k][1] for k in keys], dtype=np.int64),
             context=np.array([k[5] for k in keys], dtype=float).reshape(len(keys), width),
             context_columns=tuple(context_columns),
+            **weighted,
         )
 
     @property

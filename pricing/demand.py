@@ -44,7 +44,10 @@ from pricing.cells import Cells
 from pricing.posterior import DemandPosterior
 from pricing.priors import HalfNormal, Normal, Prior, prior_from_dict
 
-__all__ = ["DemandModel", "Diagnostics", "FitMethod", "ensure_compiler", "nutpie_available"]
+__all__ = [
+    "DemandModel", "Diagnostics", "FitMethod", "conversion_likelihood", "ensure_compiler",
+    "nutpie_available",
+]
 
 FitMethod = str  # "auto" | "nuts" | "nutpie" | "advi"
 _METHODS = ("auto", "nuts", "nutpie", "advi")
@@ -236,19 +239,20 @@ class DemandModel:
         # Fisher information of each cell for an intercept, at the cell's observed rate
         # (shrunk away from 0 and 1); for elasticities, per-pair weighted least squares on
         # empirical logits. Both only choose the parameterisation, never the estimates.
-        rate = (cells.conversions + 0.5) / (cells.trials + 1.0)
-        info_intercept = cells.trials * rate * (1 - rate)
+        trials, conversions = _effective_counts(cells)
+        rate = (conversions + 0.5) / (trials + 1.0)
+        info_intercept = trials * rate * (1 - rate)
         se_sku = 1.0 / np.sqrt(np.maximum(np.bincount(j_idx, info_intercept, len(skus)), 1e-12))
-        sku_rate = (np.bincount(j_idx, cells.conversions, len(skus)) + 0.5) / (
-            np.bincount(j_idx, cells.trials, len(skus)) + 1.0
+        sku_rate = (np.bincount(j_idx, conversions, len(skus)) + 0.5) / (
+            np.bincount(j_idx, trials, len(skus)) + 1.0
         )
         sku_logit = np.log(sku_rate / (1 - sku_rate))
         spread_sku = math.sqrt(max(float(np.var(sku_logit) - np.mean(se_sku**2)), 1e-4))
         min_groups = int(self.model_config["centred_min_groups"])
         rich_sku = (se_sku < ratio * spread_sku) & (len(skus) >= min_groups)
         se_seg = 1.0 / np.sqrt(np.maximum(np.bincount(s_idx, info_intercept, len(segments)), 1e-12))
-        seg_rate = (np.bincount(s_idx, cells.conversions, len(segments)) + 0.5) / (
-            np.bincount(s_idx, cells.trials, len(segments)) + 1.0
+        seg_rate = (np.bincount(s_idx, conversions, len(segments)) + 0.5) / (
+            np.bincount(s_idx, trials, len(segments)) + 1.0
         )
         seg_logit = np.log(seg_rate / (1 - seg_rate))
         spread_seg = math.sqrt(max(float(np.var(seg_logit) - np.mean(se_seg**2)), 1e-4))
@@ -343,7 +347,7 @@ class DemandModel:
                 eta = eta + pt.dot(np.asarray(cells.context), d)
             else:
                 pm.Deterministic("d", pt.zeros(0), dims="context")
-            pm.Binomial("conversions", n=cells.trials, logit_p=eta, observed=cells.conversions)
+            conversion_likelihood(cells, eta)
         return model
 
     # ------------------------------------------------------------------ fit
@@ -511,6 +515,34 @@ class DemandModel:
         )  # fmt: skip
 
 
+def conversion_likelihood(cells: Cells, eta: Any) -> Any:
+    """Add the cells' conversions to the current PyMC model.
+
+    Binomial(trials, sigmoid(eta)) when every trial counts fully; with decayed counts
+    (:attr:`~pricing.cells.Cells.weighted_trials`), the binomial kernel on them,
+    ``sum(k_w * eta - n_w * log(1 + exp(eta)))``, as a potential: each old trial counts
+    for its weight, and the normaliser, which does not depend on the parameters, is left
+    out.
+
+    Parameters
+    ----------
+    cells : Cells
+    eta : tensor, shape (n_cells,)
+        Logit of each cell's conversion probability.
+    """
+    if cells.weighted_trials is None or cells.weighted_conversions is None:
+        return pm.Binomial("conversions", n=cells.trials, logit_p=eta, observed=cells.conversions)
+    kernel = cells.weighted_conversions * eta - cells.weighted_trials * pt.log1pexp(eta)
+    return pm.Potential("conversions", pt.sum(kernel))
+
+
+def _effective_counts(cells: Cells) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(trials, conversions) as the likelihood counts them (decayed when weighted)."""
+    if cells.weighted_trials is None or cells.weighted_conversions is None:
+        return cells.trials.astype(float), cells.conversions.astype(float)
+    return cells.weighted_trials, cells.weighted_conversions
+
+
 def _pair_slopes(
     cells: Cells, p_idx: NDArray[np.int64], j_idx: NDArray[np.int64], n_pairs: int, n_skus: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -525,7 +557,7 @@ def _pair_slopes(
     log_e : ndarray, shape (n_pairs,)
         Estimate of log(-b) (NaN where not identified or not negative).
     """
-    y, n = cells.conversions.astype(float), cells.trials.astype(float)
+    n, y = _effective_counts(cells)
     logit = np.log((y + 0.5) / (n - y + 0.5))
     rate = (y + 0.5) / (n + 1.0)
     w = n * rate * (1 - rate)

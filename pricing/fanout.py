@@ -157,7 +157,7 @@ def category_model(
             import pymc as pm
             import pytensor.tensor as pt
 
-            from pricing.demand import _mixed_hierarchy
+            from pricing.demand import _mixed_hierarchy, conversion_likelihood
 
             categories = np.unique(cells.category)
             if len(categories) != 1:
@@ -184,7 +184,7 @@ def category_model(
                 if cells.context_columns:
                     d = np.array([shared.d.get(c, 0.0) for c in cells.context_columns])
                     eta = eta + np.asarray(cells.context) @ d
-                pm.Binomial("conversions", n=cells.trials, logit_p=eta, observed=cells.conversions)
+                conversion_likelihood(cells, eta)
             return model
 
         def category_draws(self, n_draws: int, cells: Cells) -> CategoryDraws:

@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from api.errors import Conflict, NotFound
 from api.orm import AppliedDecision, Decision, ModelPrior, ModelSnapshot, Outcome, Product, utcnow
 from api.schemas.demand_models import Elasticity, ModelPublic
 from api.services.context import current_schema
-from pricing.cells import CellRecord, Cells
+from pricing.cells import CellRecord, Cells, decay_weight
 from pricing.context import ContextSchema
 from pricing.posterior import DemandPosterior
 
@@ -57,17 +57,20 @@ PUBLISHED, REJECTED = "published", "rejected"
 
 def _labels(
     session: Session, *, until: datetime, missing: str, since: datetime | None = None,
-    category: str | None = None,
+    category: str | None = None, by_day: bool = False,
 ) -> list[Any]:  # fmt: skip
     """Learning labels per (segment, sku, category, price, discount, list price, promotion,
     context): (count, conversions), for labels that became final in (since, until].
 
     A decision's label is its outcome when recorded inside the outcome window, else (once the
     window has closed) the default for ``missing``; a late outcome is never learned from.
+    With ``by_day``, the decision's UTC day follows the context key in each row.
     """
-    keys = (Decision.segment, Decision.sku, Product.category, Decision.price_minor,
-            Decision.discount_minor, Decision.list_price_minor,
-            func.coalesce(Decision.promotion, ""), Decision.context_key)  # fmt: skip
+    keys: tuple[Any, ...] = (Decision.segment, Decision.sku, Product.category, Decision.price_minor,
+                             Decision.discount_minor, Decision.list_price_minor,
+                             func.coalesce(Decision.promotion, ""), Decision.context_key)  # fmt: skip
+    if by_day:
+        keys = (*keys, func.date(Decision.created_at))
     converted = func.sum(func.cast(Outcome.converted, Decision.quantity.type))
     observed = (
         select(*keys, func.count(), converted)
@@ -105,6 +108,7 @@ def load_cells(
     missing: str = "non_conversion",
     schema: ContextSchema | None = None,
     category: str | None = None,
+    half_life_days: float = 0.0,
 ) -> Cells:
     """Aggregate the log's learning labels final at ``until`` into cells.
 
@@ -122,18 +126,39 @@ def load_cells(
         Declared context features to encode (none by default).
     category : str, optional
         Only this category's cells (a fanned-out refit's part).
+    half_life_days : float
+        Time decay (``PRICING_DEMAND_HALF_LIFE_DAYS``): a decision made ``a`` whole UTC
+        days before ``until`` counts ``0.5 ** (a / half_life_days)`` (the cells carry
+        decayed counts, :attr:`~pricing.cells.Cells.weighted_trials`); 0: no decay. The
+        rows are then read per (cell, day): the read grows with cells × days of history,
+        the fit still with cells.
     """
     schema = schema or ContextSchema()
     encoded: dict[str, tuple[float, ...]] = {}
     records = []
-    for seg, sku, cat, price, discount, list_price, promo, key, n, conv in _labels(
-        session, until=until, missing=missing, category=category
-    ):
+    decay = half_life_days > 0
+    today = until.astimezone(UTC).date()
+    for row in _labels(session, until=until, missing=missing, category=category, by_day=decay):
+        seg, sku, cat, price, discount, list_price, promo, key = row[:8]
+        n, conv = row[-2], row[-1]
+        weight = 1.0
+        if decay:
+            age = max((today - _as_date(row[8])).days, 0)
+            weight = decay_weight(age, half_life_days)
         if key not in encoded:
             encoded[key] = tuple(schema.encode_key(key).tolist())
         records.append(CellRecord(seg, sku, cat, (price - discount) / list_price, promo, n, conv,
-                                  encoded[key]))  # fmt: skip
+                                  encoded[key], weight))  # fmt: skip
     return Cells.from_records(records, schema.columns)
+
+
+def _as_date(value: Any) -> date:
+    """A ``date()`` of SQL: a date (PostgreSQL) or an ISO string (SQLite)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
 
 
 def latest_priors(session: Session) -> dict[str, Any]:
@@ -163,8 +188,11 @@ def refit(
     progressbar: bool = False,
     now: datetime | None = None,
     missing_outcome: str = "non_conversion",
+    half_life_days: float = 0.0,
 ) -> RefitResult:
     """Fit the demand model to the log and publish the snapshot if it passes the gate.
+
+    ``half_life_days``: time decay of the data (:func:`load_cells`; 0: none).
 
     A rejected fit is recorded with its diagnostics and the reason; the previous published
     snapshot keeps serving.
@@ -177,7 +205,8 @@ def refit(
     watermark = (now or utcnow()) - DATA_LAG
     with read_only(sessions)() as session:
         _schema_version, schema = current_schema(session)
-        cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema)
+        cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
+                           half_life_days=half_life_days)  # fmt: skip
         priors = latest_priors(session)
     if len(cells) == 0:
         raise ValueError("no outcomes recorded yet: nothing to fit")

@@ -123,6 +123,7 @@ def fit_category(
     expected: int,
     sampler_config: dict[str, Any] | None = None,
     missing_outcome: str = "non_conversion",
+    half_life_days: float = 0.0,
 ) -> bool:
     """Fit one category with the base's shared parameters held fixed; store the draws.
 
@@ -142,7 +143,7 @@ def fit_category(
             posterior = load_posterior(base)
             _version, schema = current_schema(session)
             cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
-                               category=category)  # fmt: skip
+                               category=category, half_life_days=half_life_days)  # fmt: skip
             priors = latest_priors(session)
     if not done:
         stored = None
@@ -249,6 +250,7 @@ def refit_fanout(
     sampler_config: dict[str, Any] | None = None,
     missing_outcome: str = "non_conversion",
     now: datetime | None = None,
+    half_life_days: float = 0.0,
 ) -> RefitResult:
     """Plan, fit every category in turn and publish, in this process."""
     run = plan(sessions, now=now)
@@ -257,6 +259,7 @@ def refit_fanout(
             sessions, run_id=run.run_id, base_snapshot_id=run.base_snapshot_id,
             watermark=run.watermark, category=category, expected=len(run.categories),
             sampler_config=sampler_config, missing_outcome=missing_outcome,
+            half_life_days=half_life_days,
         )  # fmt: skip
     result = publish(sessions, run_id=run.run_id, sampler_config=sampler_config,
                      missing_outcome=missing_outcome)  # fmt: skip
