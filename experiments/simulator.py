@@ -60,6 +60,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -76,6 +77,7 @@ __all__ = [
     "FAMILIES",
     "KINDS",
     "ContextFeatureSpec",
+    "Drift",
     "Market",
     "PromotionSpec",
     "checkpoints",
@@ -1005,6 +1007,99 @@ class Market:
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Demand that moves during a run: a shift at one visitor, and a weekly cycle.
+
+    The run's visitors are grouped into days of ``visitors_per_day``; visitor ``t`` meets
+    the market of its *phase* (:meth:`phase`): before or after the shift, and its day of
+    the week. Each phase is a :class:`Market` like the base one except for its intercepts
+    and elasticities (:meth:`markets`), so every table and the oracle of a phase are the
+    base market's machinery.
+
+    Attributes
+    ----------
+    shift_at : int
+        First visitor (0-based) after the shift.
+    elasticity_factor : float
+        Every elasticity is multiplied by this from the shift on (e.g. 1.5: customers
+        compare more after a competitor's sale), > 0.
+    intercept_shift : float
+        Added to every segment intercept (logit scale) from the shift on.
+    weekly_amplitude : float
+        Intercepts move by ``amplitude * sin(2 pi day / 7)`` (logit scale) through the week.
+    visitors_per_day : int
+        Visitors in one simulated day (> 0).
+    """
+
+    shift_at: int
+    elasticity_factor: float = 1.0
+    intercept_shift: float = 0.0
+    weekly_amplitude: float = 0.0
+    visitors_per_day: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.shift_at < 0 or self.visitors_per_day <= 0 or self.elasticity_factor <= 0:
+            raise ValueError("drift: shift_at >= 0, visitors_per_day > 0, elasticity_factor > 0")
+
+    @property
+    def n_phases(self) -> int:
+        """Phases: 7 days of the week, before and after the shift."""
+        return 14
+
+    def day(self, t: ArrayLike) -> IntArray:
+        """Day number of visitors ``t`` (0-based)."""
+        return np.asarray(t, dtype=np.int64) // self.visitors_per_day
+
+    def phase(self, t: ArrayLike) -> IntArray:
+        """Phase of visitors ``t``: ``7 * after_shift + day % 7``."""
+        t = np.asarray(t, dtype=np.int64)
+        out: IntArray = 7 * (t >= self.shift_at).astype(np.int64) + self.day(t) % 7
+        return out
+
+    def markets(self, market: Market) -> tuple[Market, ...]:
+        """The market of each phase (index = phase)."""
+        out = []
+        for after in (0, 1):
+            for weekday in range(7):
+                offset = self.weekly_amplitude * math.sin(2.0 * math.pi * weekday / 7.0)
+                out.append(dataclasses.replace(
+                    market,
+                    a_seg=market.a_seg + offset + after * self.intercept_shift,
+                    log_e=market.log_e + after * math.log(self.elasticity_factor),
+                ))  # fmt: skip
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return dataclasses.asdict(self)
+
+
+def phased(phases: Sequence[Market], phase: IntArray, name: str, *args: Any) -> FloatArray:
+    """Evaluate ``Market.<name>(segment, sku, ...)`` visitor by visitor in each visitor's phase.
+
+    Parameters
+    ----------
+    phases : sequence of Market
+        The market of each phase (:meth:`Drift.markets`).
+    phase : ndarray of int, shape (T,)
+        Each visitor's phase.
+    name : str
+        ``expected_profit`` or ``oracle``: methods whose arguments are per-visitor arrays
+        of shape (T,) (segment, SKU, then e.g. actions).
+    *args : ndarray, shape (T,)
+
+    Returns
+    -------
+    ndarray, shape (T,)
+    """
+    out = np.zeros(len(phase), dtype=np.float64)
+    for k in np.unique(phase):
+        mask = phase == k
+        out[mask] = getattr(phases[int(k)], name)(*(np.asarray(a)[mask] for a in args))
+    return out
 
 
 # ---------------------------------------------------------------------- scoring

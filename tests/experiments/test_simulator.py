@@ -461,3 +461,38 @@ def test_linear_demand_is_linear_in_price_and_an_unknown_family_is_refused():
     assert np.allclose(np.diff(np.diff(p[inside])), 0.0, atol=1e-12)
     with pytest.raises(ValueError, match="family"):
         Market.random(1, 1, 1, 0, seed=2, family="quadratic")
+
+
+# ---- drift ----------------------------------------------------------------------------
+
+
+def test_a_drifting_market_shifts_once_and_cycles_weekly():
+    from experiments.simulator import Drift, phased
+
+    market = Market.random(3, 4, 2, 1, seed=5)
+    drift = Drift(shift_at=7000, elasticity_factor=1.5, intercept_shift=-0.4,
+                  weekly_amplitude=0.3, visitors_per_day=500)  # fmt: skip
+    phases = drift.markets(market)
+    assert len(phases) == drift.n_phases == 14
+    t = np.arange(14_000)
+    phase = drift.phase(t)
+    assert phase[0] == 0 and phase[499] == 0 and phase[500] == 1 and phase[3500] == 0  # day 7
+    assert set(phase[:7000].tolist()) <= set(range(7)) and set(phase[7000:].tolist()) <= set(range(7, 14))
+    # Monday's market before the shift is the base market; after it, elasticities x1.5.
+    assert np.allclose(phases[0].probability_table, market.probability_table)
+    assert np.allclose(phases[7].log_e, market.log_e + np.log(1.5))
+    assert np.allclose(phases[7].a_seg, market.a_seg - 0.4)
+    # The week moves conversion; the shift lowers it (and moves the oracle to lower prices).
+    assert not np.allclose(phases[1].probability_table, phases[0].probability_table)
+    at_list = [market.list_action(j) for j in range(market.n_skus)]
+    cols = np.arange(market.n_skus)
+    assert (phases[7].probability_table[:, cols, at_list] < phases[0].probability_table[:, cols, at_list]).all()
+    segment, sku = market.visitors(14_000, 1)
+    oracle = phased(phases, phase, "oracle", segment, sku).astype(np.int64)
+    before = np.mean(market.action_prices[sku[:7000], oracle[:7000]] / market.list_price_minor[sku[:7000]])
+    after = np.mean(market.action_prices[sku[7000:], oracle[7000:]] / market.list_price_minor[sku[7000:]])
+    assert after < before
+    # Per-visitor evaluation in each visitor's phase agrees with the phase's own table.
+    expected = phased(phases, phase, "expected_profit", segment, sku, oracle)
+    k = 9000
+    assert expected[k] == pytest.approx(float(phases[phase[k]].expected_profit(segment[k], sku[k], oracle[k])))
