@@ -1492,7 +1492,11 @@ def write_doc(
         "segments, synthetic 500-draw posterior, `PRICING_LOG_LEVEL=warning`) and the baseline, a bare FastAPI app "
         "with one async endpoint that parses the body and returns a quote-shaped JSON "
         f"({quotes.response_bytes.get('bare', 0)} bytes vs the engine's {quotes.response_bytes.get('engine', 0)}), "
-        "served by the same uvicorn with the same log level",
+        f"served by the same uvicorn ({_server_stack()}) with the same log level. Since 2026-12-04 both run "
+        "on uvloop and httptools (the engine's dependencies); before, on asyncio and h11: the baseline gains "
+        "more from them than the engine (its time is almost all HTTP), so the ratio fell with them "
+        "(0.224 -> 0.182 across runs) while the engine's own throughput rose (one A/B run on the same "
+        "machine: 493 -> 587 req/s at 16 connections)",
         "",
         summary_table(rows),
         "",
@@ -1569,6 +1573,15 @@ def write_doc(
     replace_section(BEGIN, END, "\n".join(lines))
 
 
+def _server_stack() -> str:
+    """Which event loop and HTTP parser uvicorn picks here ("auto": the C ones when installed)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop}, {http}"
+
+
 def findings(quotes: QuoteResults) -> list[str]:
     """What the run shows about the engine, with the evidence this run produced."""
     first, last = quotes.engine_max[0], quotes.engine_max[-1]
@@ -1588,10 +1601,14 @@ def findings(quotes: QuoteResults) -> list[str]:
         "host's drift falls on both).",
         f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at best is about "
         f"{per_quote_ms:.1f} ms of interpreter time per quote, shared under one GIL by the event loop (HTTP "
-        "parsing; the quote's validation, authentication and rate limit in the direct route "
-        "`api/fast_path.py`, which skips FastAPI's routing and dependencies; the decision; the response) and "
-        "the writer thread "
-        "(statement execution and commit). More connections add queueing once that is spent "
+        "parsing by uvicorn's httptools on uvloop; the quote's validation, authentication and rate limit in "
+        "`api/fast_path.py`, the app's outermost layer, which skips FastAPI's middlewares, routing and "
+        "dependencies; the decision; the response) and the writer thread (statement execution and commit), "
+        "plus the refresher thread's background reads. Measured in-process (py-spy --gil, one-line carts), "
+        "no single function dominates: pricing the cart about a fifth of the event loop's share, building "
+        "the decision rows and the response about a sixth, validation and the rest of the request a third; "
+        "the writer's statements and commit about a sixth of the whole. More connections add queueing once "
+        "that is spent "
         f"({first.rps:,.0f} req/s, p99 {first.p99_ms:,.0f} ms at {quotes.connections[0]} connections; "
         f"{last.rps:,.0f} req/s, p99 {last.p99_ms:,.0f} ms at {quotes.connections[-1]}). The bare endpoint does "
         "none of this work, so the 0.6 target is not met by one worker; several API workers (processes) are "
