@@ -487,6 +487,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         sampler_config=settings.sampler_config(),
         missing_outcome=settings.missing_outcome,
         half_life_days=settings.demand_half_life_days,
+        first_fit_draws=settings.first_fit_draws,
     )
     if args.once:
         update, fit = updater.step()

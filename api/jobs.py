@@ -67,6 +67,9 @@ class JobRuntime:
         Label of a decision whose outcome window closed without an outcome.
     half_life_days : float
         Time decay of the data in refits (``PRICING_DEMAND_HALF_LIFE_DAYS``; 0: none).
+    first_fit_draws : int
+        Draws and tuning steps per chain of the first, flagged fit (``PRICING_FIRST_FIT_DRAWS``;
+        0: the full sampler settings).
     fanout : bool
         Refit one category at a time with the shared parameters held at the last full
         fit's (:mod:`api.services.fanout`), and the full joint fit every ``full_every``.
@@ -85,6 +88,7 @@ class JobRuntime:
     sampler_config: dict[str, Any] = field(default_factory=dict)
     missing_outcome: str = "non_conversion"
     half_life_days: float = 0.0
+    first_fit_draws: int = 0
     fanout: bool = False
     full_every: timedelta = timedelta(hours=24)
     reweight_blocks: bool = True
@@ -100,6 +104,7 @@ class JobRuntime:
             sampler_config=settings.sampler_config(),
             missing_outcome=settings.missing_outcome,
             half_life_days=settings.demand_half_life_days,
+            first_fit_draws=settings.first_fit_draws,
             fanout=settings.refit_fanout,
             full_every=timedelta(seconds=settings.full_refit_every_seconds),
             reweight_blocks=settings.reweight_blocks,
@@ -114,8 +119,9 @@ def refit_reason(runtime: JobRuntime) -> str | None:
     """Why a refit is due now, or None.
 
     Due when there are ``min_outcomes`` outcomes and no published snapshot, when the
-    serving snapshot's ESS fell below ``ess_fraction`` of its draws, or when it is older
-    than ``refit_every``; but never sooner than ``retry_after`` after a rejected attempt.
+    serving snapshot is a first fit and the outcomes have doubled since, when its ESS fell
+    below ``ess_fraction`` of its draws, or when it is older than ``refit_every``; but never
+    sooner than ``retry_after`` after a rejected attempt.
     """
     from api.services.fanout import in_flight
 
@@ -135,6 +141,10 @@ def refit_reason(runtime: JobRuntime) -> str | None:
             if outcomes < runtime.min_outcomes or recently_rejected:
                 return None
             return f"no published snapshot and {outcomes} outcomes"
+        if (head.diagnostics or {}).get("first_fit") and not recently_rejected:
+            outcomes = session.scalar(select(func.count()).select_from(Outcome)) or 0
+            if outcomes >= 2 * max(head.n_trials, 1):
+                return f"first fit {head.id} on {head.n_trials} outcomes; {outcomes} now"
         draws = _draw_count(head)
         if head.ess is not None and draws and head.ess < runtime.ess_fraction * draws:
             if recently_rejected:
@@ -181,6 +191,13 @@ def refit_if_due(
     reason = refit_reason(runtime)
     if reason is None and not force:
         return None
+    first = bool(reason and reason.startswith("no published snapshot")) and runtime.first_fit_draws > 0
+    if first:  # only the very first attempt is cheap: after a rejected one, the full settings
+        with runtime.sessions() as session:
+            first = not session.scalar(select(func.count()).select_from(ModelSnapshot))
+    sampler = runtime.sampler_config
+    if first:  # sooner and cheaper: short chains (the gate still extends a fit short of ESS)
+        sampler = {**sampler, "draws": runtime.first_fit_draws, "tune": runtime.first_fit_draws}
     mode = mode or refit_mode(runtime)
     log.info("refitting (%s): %s", mode, reason or "requested")
     try:
@@ -192,9 +209,10 @@ def refit_if_due(
                                 half_life_days=runtime.half_life_days)  # fmt: skip
         return refit(
             runtime.sessions,
-            sampler_config=runtime.sampler_config,
+            sampler_config=sampler,
             missing_outcome=runtime.missing_outcome,
             half_life_days=runtime.half_life_days,
+            first_fit=first,
         )
     except ValueError:
         if force:

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     writer_linger_seconds : float
         Under load (the last batch held more than one job), how long the group writer lets
         a batch fill before it commits (s); an idle writer commits at once. 0: never wait.
+    first_fit_draws : int
+        The first model comes sooner and cheaper: once 200 outcomes are in and no
+        snapshot is published, the updater fits with this many draws and tuning steps per
+        chain (a fit short of ESS is still extended by the gate's own re-run) and flags the
+        snapshot as a first fit (``diagnostics.first_fit``, its message says so); the full
+        refit follows as soon as the outcomes have doubled. 0: the first fit uses the full
+        sampler settings.
     demand_half_life_days : float
         Time decay of the demand model's data: an outcome counts ``0.5 ** (age / half-life)``
         in a refit (age in whole UTC days before the data watermark), so that a posterior
@@ -211,6 +218,7 @@ class Settings(BaseSettings):
     promotion_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     writer_linger_seconds: float = Field(default=0.001, ge=0, le=0.1)
+    first_fit_draws: int = Field(default=300, ge=0, le=100_000)
     demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")

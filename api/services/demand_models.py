@@ -189,10 +189,14 @@ def refit(
     now: datetime | None = None,
     missing_outcome: str = "non_conversion",
     half_life_days: float = 0.0,
+    first_fit: bool = False,
 ) -> RefitResult:
     """Fit the demand model to the log and publish the snapshot if it passes the gate.
 
     ``half_life_days``: time decay of the data (:func:`load_cells`; 0: none).
+    ``first_fit``: flag the snapshot as the service's first, cheap fit
+    (``diagnostics["first_fit"]``, and its message); the updater refits it in full as soon
+    as the outcomes have doubled.
 
     A rejected fit is recorded with its diagnostics and the reason; the previous published
     snapshot keeps serving.
@@ -217,6 +221,10 @@ def refit(
     diagnostics = model.diagnostics_
     published = diagnostics.passed
     message = "" if published else "not published: " + "; ".join(diagnostics.reasons)
+    if first_fit:
+        draws = model.sampler_config.get("draws")
+        message = (f"first fit ({draws} draws per chain): a full refit follows when the outcomes "
+                   f"have doubled" + (f"; {message}" if message else ""))  # fmt: skip
     with sessions() as session, session.begin():
         row = ModelSnapshot(
             status=PUBLISHED if published else REJECTED,
@@ -229,7 +237,8 @@ def refit(
             n_cells=len(cells),
             n_trials=cells.n_trials,
             n_conversions=int(cells.conversions.sum()),
-            diagnostics={**diagnostics.to_dict(), "parameterisation": model.parameterisation_},
+            diagnostics={**diagnostics.to_dict(), "parameterisation": model.parameterisation_,
+                         **({"first_fit": True} if first_fit else {})},
             message=message,
         )
         session.add(row)

@@ -28,6 +28,57 @@ def test_refit_is_due_for_first_data_low_ess_or_old_snapshots(catalog, sessions)
     assert "older than" in updater.refit_reason()
 
 
+def test_the_first_fit_is_cheap_flagged_and_refitted_in_full_when_the_outcomes_double(
+    catalog, sessions, monkeypatch
+):
+    import api.jobs
+
+    calls = []
+
+    def fake_refit(_sessions, **kwargs):
+        calls.append(kwargs)
+        return "result"
+
+    monkeypatch.setattr(api.jobs, "refit", fake_refit)
+    updater = Updater(sessions, min_outcomes=10, first_fit_draws=150,
+                      sampler_config={"draws": 1000, "tune": 1000, "chains": 2})  # fmt: skip
+    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, True)] * 10)
+    assert api.jobs.refit_if_due(updater) == "result"
+    first = calls[-1]
+    assert first["first_fit"] is True
+    assert first["sampler_config"] == {"draws": 150, "tune": 150, "chains": 2}
+    # A published first fit on 10 outcomes: not due again until there are 20.
+    snapshot = publish(sessions, synthetic_posterior(n_draws=200))
+    with sessions() as session, session.begin():
+        session.execute(update(ModelSnapshot).where(ModelSnapshot.id == snapshot).values(
+            n_trials=10, diagnostics={"passed": True, "first_fit": True}))  # fmt: skip
+    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, False)] * 9)
+    assert updater.refit_reason() is None
+    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, False)])
+    assert "first fit" in updater.refit_reason()
+    api.jobs.refit_if_due(updater)
+    assert calls[-1]["first_fit"] is False
+    assert calls[-1]["sampler_config"] == {"draws": 1000, "tune": 1000, "chains": 2}
+
+
+
+def test_after_a_rejected_first_fit_the_next_attempt_uses_the_full_settings(catalog, sessions, monkeypatch):
+    import api.jobs
+
+    calls = []
+    monkeypatch.setattr(api.jobs, "refit", lambda _s, **kwargs: calls.append(kwargs))
+    updater = Updater(sessions, min_outcomes=10, first_fit_draws=150,
+                      sampler_config={"draws": 1000, "tune": 1000})  # fmt: skip
+    log_decisions(sessions, [("default", "TEA-1", 1000, 1000, True)] * 10)
+    rejected = publish(sessions, synthetic_posterior(n_draws=200), status="rejected")
+    with sessions() as session, session.begin():  # past the retry delay
+        session.execute(update(ModelSnapshot).where(ModelSnapshot.id == rejected)
+                        .values(created_at=utcnow() - timedelta(hours=1)))  # fmt: skip
+    api.jobs.refit_if_due(updater)
+    assert calls[-1]["first_fit"] is False
+    assert calls[-1]["sampler_config"] == {"draws": 1000, "tune": 1000}
+
+
 def test_outcomes_reach_the_served_posterior_within_seconds(catalog, db_url, sessions):
     snapshot = publish(
         sessions, synthetic_posterior(spread=0.8), watermark=utcnow() - timedelta(minutes=1)
