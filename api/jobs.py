@@ -191,12 +191,15 @@ def refit_if_due(
     reason = refit_reason(runtime)
     if reason is None and not force:
         return None
-    first = bool(reason and reason.startswith("no published snapshot")) and runtime.first_fit_draws > 0
-    if first:  # only the very first attempt is cheap: after a rejected one, the full settings
+    # The very first fit (due, and no snapshot ever attempted) is cheaper and comes sooner:
+    # short chains, which the gate still extends if short of ESS. After a rejected attempt
+    # the full settings are used.
+    first = False
+    if reason is not None and runtime.first_fit_draws > 0:
         with runtime.sessions() as session:
             first = not session.scalar(select(func.count()).select_from(ModelSnapshot))
     sampler = runtime.sampler_config
-    if first:  # sooner and cheaper: short chains (the gate still extends a fit short of ESS)
+    if first:
         sampler = {**sampler, "draws": runtime.first_fit_draws, "tune": runtime.first_fit_draws}
     mode = mode or refit_mode(runtime)
     log.info("refitting (%s): %s", mode, reason or "requested")
