@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
@@ -80,14 +81,49 @@ def ensure_compiler() -> None:
     """
     from pytensor.configdefaults import config
 
-    if config.cxx or not getattr(type(config), "cxx").is_default:  # noqa: B009 - the descriptor
+    if not config.cxx and getattr(type(config), "cxx").is_default:  # noqa: B009 - the descriptor
+        compiler = shutil.which("g++")
+        if compiler is None:
+            return
+        _log.warning("PyTensor found no C compiler when imported; using %s for this fit "
+                     "(without it sampling runs on Python thunks)", compiler)  # fmt: skip
+        config.cxx = compiler
+    if config.cxx:
+        _ensure_c_vm()
+
+
+def _ensure_c_vm() -> None:
+    """Make sure PyTensor's C virtual machine (the lazy linker) is importable here.
+
+    ``pytensor.link.c.cvm`` builds or loads the ``lazylinker_ext`` module from the compile
+    directory the first time a process compiles a function. If that fails once (another
+    process holding the compile lock past its timeout, a half-written module from a
+    concurrent build), the module stays imported *without* ``CVM`` and every function that
+    process compiles afterwards runs on the pure-Python ``Loop`` VM: seen in CI as fits
+    several times slower in one test worker only. This retries the import from scratch
+    and says what happened.
+    """
+    import importlib
+
+    cached = sys.modules.get("pytensor.link.c.cvm")
+    if cached is not None and hasattr(cached, "CVM"):
         return
-    compiler = shutil.which("g++")
-    if compiler is None:
-        return
-    _log.warning("PyTensor found no C compiler when imported; using %s for this fit "
-                 "(without it sampling runs on Python thunks)", compiler)  # fmt: skip
-    config.cxx = compiler
+    if cached is not None:  # a failed import is cached: drop it and build or load again
+        sys.modules.pop("pytensor.link.c.cvm", None)
+        sys.modules.pop("pytensor.link.c.lazylinker_c", None)
+    try:
+        cvm = importlib.import_module("pytensor.link.c.cvm")
+    except Exception as exc:  # reported below; PyTensor falls back by itself
+        cvm, error = None, exc
+    else:
+        error = None
+    if cvm is None or not hasattr(cvm, "CVM"):
+        _log.warning("PyTensor's C VM is unavailable in this process (%s); fits run on "
+                     "the Python VM, several times slower",
+                     error or "lazylinker_ext failed to build or load")  # fmt: skip
+    elif cached is not None:
+        _log.warning("PyTensor's C VM had failed to load in this process; loaded it again")
+
 
 @dataclass(frozen=True)
 class Diagnostics:
