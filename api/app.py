@@ -19,10 +19,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp
 
 from api import console
-from api.db import make_engine, make_session_factory, read_only
+from api.db import WalCheckpointer, make_engine, make_session_factory, read_only
 from api.deps import AppState
 from api.error_handlers import install_error_handlers
 from api.fast_path import QuoteFastPath
@@ -108,12 +109,18 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         at the latest migration.
     """
     settings = settings or get_settings()
+    checkpointer = None
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and settings.sqlite_checkpoint_seconds > 0:  # fmt: skip
+        checkpointer = WalCheckpointer(str(url.database), settings.sqlite_checkpoint_seconds)
     engine = make_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         write_wait_seconds=settings.db_write_wait_seconds,
         sqlite_synchronous=settings.sqlite_synchronous,
         connect_timeout_seconds=settings.db_connect_timeout_seconds,
+        sqlite_autocheckpoint=checkpointer is None,
     )
     sessions = make_session_factory(engine)
     reader = read_only(sessions)
@@ -238,6 +245,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         )
         state.refresher = refresher
         refresher.start()
+        if checkpointer is not None:
+            checkpointer.start()
         state.posterior.start()
         # Everything loaded so far (the libraries, the catalog, the posterior) lives as long
         # as the worker: take it out of the cyclic collector's reach, so that a full
@@ -256,6 +265,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             refresher.stop()
             state.posterior.stop()
             quote_service.close()
+            if checkpointer is not None:
+                checkpointer.stop()
             engine.dispose()
 
     app = _PricingApp(

@@ -6,6 +6,8 @@ stored in UTC and always come back timezone-aware, on SQLite as on PostgreSQL.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
@@ -57,6 +59,8 @@ __all__ = [
     "Segment",
     "SkuDailyPrices",
     "UTCDateTime",
+    "time_ordered_id",
+    "time_ordered_ids",
     "utcnow",
 ]
 
@@ -64,6 +68,41 @@ __all__ = [
 def utcnow() -> datetime:
     """Return the current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
+
+
+def time_ordered_ids(n: int) -> list[uuid.UUID]:
+    """``n`` new row ids, UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74
+    random bits.
+
+    Ids made at about the same time sort together, so a batch of new rows lands on the last
+    pages of a primary-key (or foreign-key) index instead of on a random page each: with
+    random (version 4) ids every 1,000-row group commit rewrote about a thousand pages of
+    each index. The random part stays unguessable (74 bits from ``os.urandom``); the prefix
+    tells when the row was made, which its own timestamp column tells anyway.
+
+    Parameters
+    ----------
+    n : int
+        How many.
+
+    Returns
+    -------
+    list of uuid.UUID, length n
+    """
+    millis = time.time_ns() // 1_000_000
+    stamp = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76
+    randomness = os.urandom(10 * n)
+    out = []
+    for i in range(0, 10 * n, 10):
+        r = int.from_bytes(randomness[i : i + 10])  # 80 bits: 12 (rand_a), 6 unused, 62 (rand_b)
+        value = stamp | (r >> 68 & 0xFFF) << 64 | 0b10 << 62 | (r & 0x3FFF_FFFF_FFFF_FFFF)
+        out.append(uuid.UUID(int=value))
+    return out
+
+
+def time_ordered_id() -> uuid.UUID:
+    """One new row id (:func:`time_ordered_ids`)."""
+    return time_ordered_ids(1)[0]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

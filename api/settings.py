@@ -169,6 +169,11 @@ class Settings(BaseSettings):
         SQLite ``PRAGMA synchronous``: ``NORMAL`` (a committed transaction survives a
         process kill, the last ones may be lost on power loss) or ``FULL`` (also survives
         power loss; one fsync per group commit).
+    sqlite_checkpoint_seconds : float
+        SQLite: each serving worker copies the write-ahead log into the database on a
+        thread of its own every this many seconds (default 1), instead of inside whichever
+        commit crosses SQLite's 1,000-page mark, which stalls every request waiting on that
+        commit. 0 restores SQLite's own checkpoints in commits.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -222,6 +227,7 @@ class Settings(BaseSettings):
     demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
+    sqlite_checkpoint_seconds: float = Field(default=1.0, ge=0, le=3600)
     rate_limit_quotes: float = Field(default=2000.0, ge=0)
     rate_limit_outcomes: float = Field(default=2000.0, ge=0)
     rate_limit_burst_seconds: float = Field(default=2.0, gt=0, le=3600)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.orm import Outcome, utcnow
+from api.orm import utcnow
+from api.services.raw_sql import RawSQL
 
 __all__ = ["Refresher", "recent_outcomes"]
 
@@ -28,12 +29,18 @@ log = logging.getLogger("pricing.refresher")
 
 
 def recent_outcomes(session: Session, since: datetime) -> list[Any]:
-    """Decision ids of outcomes recorded at or after ``since`` (indexed on ``recorded_at``;
-    a Core read on the session's connection, no ORM result processing)."""
-    rows = session.connection().execute(
-        select(Outcome.decision_id).where(Outcome.recorded_at >= since)
-    )
-    return [decision for (decision,) in rows]
+    """Decision ids of outcomes recorded at or after ``since``, as the driver returns them
+    (hex text on SQLite, UUIDs on PostgreSQL: :class:`~api.services.raw_sql.RawSQL`),
+    read on the driver (the index on ``recorded_at`` serves it)."""
+    raw = RawSQL.of(session)
+    cursor = session.connection().connection.cursor()
+    try:
+        mark = "%s" if raw.postgres else "?"
+        cursor.execute(f"SELECT decision_id FROM outcomes WHERE recorded_at >= {mark}",
+                       (raw.timestamp(since),))  # fmt: skip
+        return [decision for (decision,) in cursor.fetchall()]
+    finally:
+        cursor.close()
 
 
 class Refresher:
@@ -114,17 +121,32 @@ class Every:
 
 
 class OutcomeFeed:
-    """Outcomes recorded since the last pass (any worker's), handed to ``mark``."""
+    """Outcomes recorded since the last pass (any worker's), handed to ``mark``.
 
-    def __init__(self, sessions: sessionmaker[Session], mark: Callable[[list[Any]], None]) -> None:
+    Each pass reads back ``overlap`` seconds before the previous one (an outcome's
+    ``recorded_at`` is stamped before its transaction commits); ids already handed on in
+    that window are skipped, so each outcome costs one UUID and one ``mark`` however often
+    it is read.
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], mark: Callable[[list[Any]], None],
+        overlap: float = 2.0,
+    ) -> None:  # fmt: skip
         self._sessions = sessions
         self._mark = mark
+        self._overlap = timedelta(seconds=overlap)
         self._since = utcnow()
+        #: Driver keys the previous pass read (an outcome stays in the window from pass
+        #: to pass until it leaves it for good).
+        self._seen: set[Any] = set()
 
     def __call__(self) -> None:
         now = utcnow()
         with self._sessions() as session:
-            ids = recent_outcomes(session, self._since - timedelta(seconds=2))
+            keys = recent_outcomes(session, self._since - self._overlap)
         self._since = now
-        if ids:
-            self._mark(ids)
+        fresh = [k for k in keys if k not in self._seen]
+        self._seen = set(keys)
+        if fresh:
+            self._mark([k if isinstance(k, uuid.UUID) else uuid.UUID(hex=k) for k in fresh])

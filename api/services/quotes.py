@@ -37,7 +37,7 @@ from api.hot.catalog import CatalogCache
 from api.hot.offer_book import LeaseSpend, PromotionBook, period_key
 from api.hot.prices import PriceAggregates
 from api.hot.sticky import StickyMap, load_customer
-from api.orm import utcnow
+from api.orm import time_ordered_id, utcnow
 from api.schemas.quotes import QuoteLinePublic, QuoteRequest, QuoteResponse
 from api.services.experiments import QuoteExperiment
 from api.services.quote_writes import (
@@ -325,7 +325,7 @@ class QuoteService:
         guardrail_version: int | None,
     ) -> QuoteJob:
         request, now = cart.request, cart.now
-        quote_id = uuid.uuid4()
+        quote_id = time_ordered_id()
         expires_at = now + self.ttl
         deadline = now + self.outcome_window
         context_key = schema.key(request.context)
@@ -361,7 +361,7 @@ class QuoteService:
             disclosure, reference, percent = self._compliance(
                 cart, item, decision.price_minor, decision.discount_minor, decision.personalized
             )
-            decision_id = uuid.uuid4()
+            decision_id = time_ordered_id()
             line_expires = line.expires_at or expires_at
             period = None
             lease_id = None

@@ -1,9 +1,11 @@
 import threading
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
 from api.orm import Outcome
+from api.schemas.outcomes import OutcomeBatchOut
 from api.security import Role
 
 
@@ -92,7 +94,8 @@ def test_batch_reports_each_item_and_stores_only_the_good_ones(catalog, sessions
     catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": d3, "converted": False})
     unknown = str(uuid.uuid4())
     batch = [
-        {"decision_id": d1, "converted": True, "quantity": 1, "revenue": "10.00"},   # created
+        {"decision_id": d1, "converted": True, "quantity": 1, "revenue": "10.00",
+         "occurred_at": "2026-11-26T10:00:00.000123+01:00"},                          # created
         {"decision_id": d2, "converted": False},                                      # created
         {"decision_id": d1, "converted": True, "quantity": 1, "revenue": "10.00"},   # same again
         {"decision_id": d2, "converted": True, "quantity": 1, "revenue": "10.00"},   # contradicts
@@ -113,6 +116,18 @@ def test_batch_reports_each_item_and_stores_only_the_good_ones(catalog, sessions
         "invalid": 1,
     }
     assert _count(sessions) == 3
+    # The body is byte for byte what the response model gives (it is encoded without it).
+    assert response.content == OutcomeBatchOut.model_validate_json(response.content).model_dump_json().encode()
+    # The rows written on the driver read back through the ORM as the response shows them.
+    with sessions() as session:
+        stored = {str(o.decision_id): o for o in session.scalars(select(Outcome))}
+    first, second = body["results"][0]["outcome"], body["results"][1]["outcome"]
+    assert str(stored[d1].id) == first["id"] and stored[d1].revenue_minor == 1000
+    assert stored[d1].occurred_at == datetime(2026, 11, 26, 9, 0, 0, 123, tzinfo=UTC)
+    assert first["occurred_at"] == "2026-11-26T09:00:00.000123Z" and first["late"] is False
+    assert stored[d2].converted is False and stored[d2].recorded_at.tzinfo is not None
+    assert second["recorded_at"] == stored[d2].recorded_at.isoformat().replace("+00:00", "Z")
+    assert body["results"][3]["outcome"]["converted"] is False  # the stored one, not the retry's
     # The whole batch again: nothing new is stored.
     again = catalog.post("/v1/outcomes/batch", Role.CHECKOUT, json={"outcomes": batch}).json()
     assert again["counts"].get("created", 0) == 0
@@ -147,3 +162,21 @@ def test_more_units_bought_than_quoted_is_422_naming_quantity_and_stores_nothing
         {"decision_id": decision, "converted": True, "quantity": 2, "revenue": "20.00"}]})  # fmt: skip
     assert batch.json()["results"][0]["status"] == "invalid"
     assert "quantity" in batch.json()["results"][0]["error"]
+
+
+def test_the_outcome_feed_hands_on_each_new_outcome_once(catalog, sessions):
+    """Other workers' outcomes reach this worker's sticky map through the refresher's feed:
+    each one once (the overlap of the passes' windows re-reads it), as a UUID."""
+    from api.hot.refresher import OutcomeFeed
+
+    marked: list[list[uuid.UUID]] = []
+    feed = OutcomeFeed(sessions, marked.append)
+    d1, d2 = (_decision(catalog, customer=f"f-{i}") for i in range(2))
+    catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": d1, "converted": False})
+    feed()
+    assert marked == [[uuid.UUID(d1)]]
+    feed()  # read again inside the overlap: nothing new
+    assert len(marked) == 1
+    catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": d2, "converted": False})
+    feed()
+    assert marked[1:] == [[uuid.UUID(d2)]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
-from api.db import DatabaseBusyError, make_engine, make_session_factory
+from api.db import DatabaseBusyError, WalCheckpointer, make_engine, make_session_factory
 from api.migrate import upgrade
 from api.security import Role
 from api.services.keys import create_key
@@ -127,3 +128,53 @@ def test_an_overloaded_database_answers_503_with_retry_after(tmp_path):
         assert response.headers["retry-after"] == "1"
         assert api.post("/v1/quotes", Role.CHECKOUT, json=body).status_code == 201
         assert len(api.get("/v1/decisions").json()["items"]) == 1
+
+
+def _wal_frames(path: Path) -> int:
+    """Frames in the write-ahead log (its header is 32 bytes, each frame 24 + page size)."""
+    wal = Path(f"{path}-wal")
+    return 0 if not wal.exists() or wal.stat().st_size < 32 else (wal.stat().st_size - 32) // (24 + 4096)
+
+
+def test_without_autocheckpoint_commits_leave_the_log_to_the_checkpointer(tmp_path):
+    """A serving process's connections never checkpoint inside a commit (that stalls every
+    request waiting on it); its WalCheckpointer thread copies the log into the database."""
+    path = tmp_path / "c.db"
+    engine = make_engine(f"sqlite:///{path}", sqlite_autocheckpoint=False)
+    default = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    with engine.begin() as conn, default.begin() as other:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+        assert other.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
+        conn.exec_driver_sql("CREATE TABLE t (i INTEGER, pad TEXT)")
+    for _ in range(8):  # ~1,500 pages: past the 1,000 at which SQLite would checkpoint
+        with engine.begin() as conn:
+            conn.exec_driver_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                                 "WHERE i < 800) INSERT INTO t SELECT i, printf('%.1000c', 'x') FROM n")  # fmt: skip
+    frames = _wal_frames(path)
+    assert frames > 1000
+    checkpointer = WalCheckpointer(str(path), interval=0.05)
+    checkpointer.start()
+    deadline = time.monotonic() + 10
+    while (checkpointer.last is None or checkpointer.last[2] < frames) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    checkpointer.stop()
+    assert checkpointer.runs >= 1
+    busy, log_frames, copied = checkpointer.last
+    assert busy == 0 and copied == log_frames >= frames
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 6400
+    engine.dispose()
+    default.dispose()
+
+
+def test_a_serving_worker_on_sqlite_checkpoints_off_the_commit_path(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    app = create_app(load_settings(database_url=url, sqlite_checkpoint_seconds=0.05))
+    with TestClient(app), app.state.pricing.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+    off = create_app(load_settings(database_url=url, sqlite_checkpoint_seconds=0))
+    with TestClient(off), off.state.pricing.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
