@@ -111,12 +111,11 @@ def _ensure_c_vm() -> None:
     if cached is not None:  # a failed import is cached: drop it and build or load again
         sys.modules.pop("pytensor.link.c.cvm", None)
         sys.modules.pop("pytensor.link.c.lazylinker_c", None)
+    error: Exception | None = None
     try:
         cvm = importlib.import_module("pytensor.link.c.cvm")
     except Exception as exc:  # reported below; PyTensor falls back by itself
         cvm, error = None, exc
-    else:
-        error = None
     if cvm is None or not hasattr(cvm, "CVM"):
         _log.warning("PyTensor's C VM is unavailable in this process (%s); fits run on "
                      "the Python VM, several times slower",
