@@ -19,10 +19,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from api.hot.offer_book import adjust_customer_usage, release_holds
-from api.orm import (
-    Decision,
-    PromotionUsage,
-)
+from api.orm import PromotionUsage
+from api.services.raw_sql import RawSQL
 from pricing.money import MoneyError, from_minor, to_minor
 
 __all__ = ["outcome_discount", "settle_many"]
@@ -41,20 +39,18 @@ def settle_many(session: Session, settled: Sequence[tuple[Any, Any]]) -> None:
     if not settled:
         return
     plain = {"synchronize_session": False}
-    ids = [d.id for d, _ in settled]
-    was_open = set(
-        session.scalars(
-            update(Decision).where(Decision.id.in_(ids), Decision.hold_open.is_(True))
-            .values(hold_open=False).returning(Decision.id).execution_options(**plain)
-        )
-    )  # fmt: skip
+    # The decisions' flags on the driver (RawSQL): one statement each, however many ids.
+    raw = RawSQL.of(session)
+    keys = {d.id: raw.uuid(d.id) for d, _ in settled}
+    closed = set(raw.update_in(session, "decisions", "hold_open = FALSE", "id",
+                               list(keys.values()), where="hold_open", returning="id"))  # fmt: skip
+    was_open = {d.id for d, _ in settled if keys[d.id] in closed}
     for converted in (True, False):
-        chosen = [d.id for d, o in settled if bool(o.converted) is converted]
+        chosen = [keys[d.id] for d, o in settled if bool(o.converted) is converted]
         if chosen:
-            session.execute(
-                update(Decision).where(Decision.id.in_(chosen))
-                .values(settled=True, redeemed=converted).execution_options(**plain)
-            )  # fmt: skip
+            raw.update_in(session, "decisions",
+                          f"settled = TRUE, redeemed = {'TRUE' if converted else 'FALSE'}",
+                          "id", chosen)  # fmt: skip
     release_holds(session, [
         (d.promotion, int(d.promotion_reserved_minor), d.customer_id, d.promotion_period,
          (bool(o.converted), int(o.discount_minor)))

@@ -109,6 +109,45 @@ class RawSQL:
         finally:
             cursor.close()
 
+    def update_in(
+        self, session: Session, table: str, assignments: str, key: str, values: Sequence[Any],
+        *, where: str | None = None, returning: str | None = None,
+    ) -> list[Any]:  # fmt: skip
+        """``UPDATE table SET assignments`` for the rows whose ``key`` is one of ``values``.
+
+        Parameters
+        ----------
+        table, assignments, key, where, returning : str
+            Trusted SQL (never request data); ``where`` is and-ed to the key's test.
+        values : sequence
+            Key values, as the driver takes them.
+
+        Returns
+        -------
+        list
+            The ``returning`` column of each updated row (empty without ``returning``).
+        """
+        cursor = session.connection().connection.cursor()
+        tail = (f" AND {where}" if where else "") + (f" RETURNING {returning}" if returning else "")
+        out: list[Any] = []
+        try:
+            if self.postgres:
+                cursor.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ANY(%s){tail}",
+                               (list(values),))  # fmt: skip
+                if returning:
+                    out.extend(row[0] for row in cursor.fetchall())
+                return out
+            for start in range(0, len(values), _CHUNK):
+                chunk = values[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                cursor.execute(f"UPDATE {table} SET {assignments} WHERE {key} IN ({marks}){tail}",
+                               chunk)  # fmt: skip
+                if returning:
+                    out.extend(row[0] for row in cursor.fetchall())
+            return out
+        finally:
+            cursor.close()
+
     def insert_ignoring(
         self, session: Session, table: str, columns: Sequence[str], types: Sequence[str],
         conflict: str, rows: Sequence[Sequence[Any]],
