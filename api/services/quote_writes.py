@@ -41,6 +41,7 @@ from api.orm import (
     PromotionUsage,
     QuoteIdempotency,
 )
+from api.services.raw_sql import RawSQL, table_columns
 from pricing.daily_prices import DayPrices, PriceBook
 
 __all__ = [
@@ -193,8 +194,8 @@ class QuoteJob:
         _release_idempotency(session, [j for j in claimed if j.refused])
         connection = session.connection()  # Core executemany: no ORM bulk machinery
         decisions = [row for j in accepted for row in j.decisions]
-        if decisions:
-            connection.execute(_DECISIONS, decisions)
+        if decisions:  # on the driver: ~36 columns a row, the batch's biggest insert
+            RawSQL(dialect).insert_rows(session, "decisions", _DECISION_COLUMNS, decisions)
         assignments = [row for j in accepted for row in j.assignments]
         if assignments:
             connection.execute(_ASSIGNMENTS, assignments)
@@ -218,7 +219,7 @@ class QuoteJob:
         upsert_daily_prices(session, _unique_days(days), now)
 
 
-_DECISIONS = insert(Decision.__table__)  # type: ignore[arg-type]
+_DECISION_COLUMNS = table_columns(Decision.__table__)
 _IDEMPOTENCY = QuoteIdempotency.__table__.c
 
 

@@ -17,18 +17,59 @@ Everything else keeps to SQLAlchemy; a test compares the two paths column by col
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-__all__ = ["RawSQL"]
+__all__ = ["Columns", "RawSQL", "table_columns"]
 
 #: Ids per ``IN`` list on SQLite (well under its 32,766 bound variables).
 _CHUNK = 5000
+
+
+class Columns(list[tuple[str, str]]):
+    """A table's columns with their PostgreSQL types, and the Python-side defaults a row
+    may leave out (``defaults``: name -> SQLAlchemy ``ColumnDefault``)."""
+
+    defaults: dict[str, Any]
+
+
+def table_columns(table: Any) -> Columns:
+    """Each column of a SQLAlchemy ``table`` with its PostgreSQL type, as
+    :meth:`RawSQL.insert_rows` takes them (``[("id", "UUID"), ("created_at", "TIMESTAMP
+    WITH TIME ZONE"), ...]``), with the columns' defaults for rows that leave them out."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    out = Columns((c.name, c.type.compile(dialect=dialect)) for c in table.columns)
+    out.defaults = {c.name: c.default for c in table.columns if c.default is not None}
+    return out
+
+
+def _default(defaults: Mapping[str, Any], name: str) -> Any:
+    """The value SQLAlchemy would insert for a column a row leaves out: its default, or
+    NULL (which the database refuses for a NOT NULL column)."""
+    default = defaults.get(name)
+    if default is None:
+        return None
+    if default.is_scalar:
+        return default.arg
+    if default.is_callable:
+        return default.arg(None)  # SQLAlchemy wraps zero-argument callables to take a context
+    raise ValueError(f"column {name}: only scalar and callable defaults are supported")
+
+
+def _hex(value: uuid.UUID) -> str:
+    return value.hex
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +100,15 @@ class RawSQL:
         return value if self.postgres else value.hex
 
     def timestamp(self, value: datetime) -> Any:
-        """A timezone-aware timestamp as the driver takes it (naive UTC text on SQLite)."""
+        """A timezone-aware timestamp as the driver takes it (naive UTC text on SQLite).
+
+        Raises
+        ------
+        ValueError
+            A naive timestamp: the engine never guesses a time zone.
+        """
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime refused: timestamps must be timezone-aware")
         if self.postgres:
             return value
         return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -148,11 +197,52 @@ class RawSQL:
         finally:
             cursor.close()
 
+    def insert_rows(
+        self, session: Session, table: str, columns: Sequence[tuple[str, str]],
+        rows: Sequence[Mapping[str, Any]],
+    ) -> int:  # fmt: skip
+        """Insert ``rows`` (mappings of column name to Python value); the number inserted.
+
+        Values are converted by their column's PostgreSQL type (:func:`table_columns`):
+        ``UUID`` (:meth:`uuid`), ``TIMESTAMP ...`` (:meth:`timestamp`), ``JSON``/``JSONB``
+        (JSON text); the others go to the driver as they are (None is NULL for every type).
+
+        Parameters
+        ----------
+        table : str
+            Trusted identifier.
+        columns : sequence of (str, str)
+            Each column's name and PostgreSQL type.
+        rows : sequence of mappings
+            One per row; every column must be present.
+        """
+        converters = [self._converter(kind) for _, kind in columns]
+        names = [name for name, _ in columns]
+        defaults = getattr(columns, "defaults", {})
+        values = [
+            tuple(v if (v := row[name] if name in row else _default(defaults, name)) is None
+                  or convert is None else convert(v)
+                  for name, convert in zip(names, converters, strict=True))
+            for row in rows
+        ]  # fmt: skip
+        return self.insert_ignoring(session, table, names, [k for _, k in columns], None, values)
+
+    def _converter(self, kind: str) -> Callable[[Any], Any] | None:
+        kind = kind.upper()
+        if kind == "UUID":
+            return None if self.postgres else _hex
+        if kind.startswith("TIMESTAMP"):
+            return None if self.postgres else self.timestamp
+        if kind.startswith("JSON"):
+            return _json_text
+        return None
+
     def insert_ignoring(
         self, session: Session, table: str, columns: Sequence[str], types: Sequence[str],
-        conflict: str, rows: Sequence[Sequence[Any]],
+        conflict: str | None, rows: Sequence[Sequence[Any]],
     ) -> int:  # fmt: skip
-        """Insert ``rows``, skipping those that conflict on ``conflict``; the number inserted.
+        """Insert ``rows``, skipping those that conflict on ``conflict`` (None: a conflict
+        is an error); the number inserted.
 
         Parameters
         ----------
@@ -172,12 +262,12 @@ class RawSQL:
             return 0
         cursor = session.connection().connection.cursor()
         names = ", ".join(columns)
+        ignore = f" ON CONFLICT ({conflict}) DO NOTHING" if conflict else ""
         try:
             if self.postgres:
                 arrays = ", ".join(f"%s::{t}[]" for t in types)
                 cursor.execute(
-                    f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) "
-                    f"ON CONFLICT ({conflict}) DO NOTHING",
+                    f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){ignore}",
                     [list(column) for column in zip(*rows, strict=True)],
                 )  # fmt: skip
                 return int(cursor.rowcount)
@@ -190,8 +280,7 @@ class RawSQL:
             for start in range(0, len(rows), per):
                 chunk = rows[start : start + per]
                 cursor.execute(
-                    f"INSERT INTO {table} ({names}) VALUES {','.join([mark] * len(chunk))} "
-                    f"ON CONFLICT ({conflict}) DO NOTHING",
+                    f"INSERT INTO {table} ({names}) VALUES {','.join([mark] * len(chunk))}{ignore}",
                     [value for row in chunk for value in row],
                 )  # fmt: skip
                 inserted += int(cursor.rowcount)
