@@ -131,19 +131,43 @@ class WalCheckpointer:
         return self.last
 
     def _run(self) -> None:
-        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
-                                     check_same_thread=False)  # fmt: skip
+        # The thread must outlive any error: with SQLite's own checkpoint off, a dead
+        # checkpointer would let the log grow without bound.
+        connection: sqlite3.Connection | None = None
+        failing = False
         try:
             while True:
                 stopping = self._stop.wait(self.interval)
                 try:
+                    if connection is None:
+                        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
+                                                     check_same_thread=False)  # fmt: skip
                     self.checkpoint(connection)
-                except sqlite3.Error as exc:  # busy or gone: the next round tries again
-                    _log.debug("WAL checkpoint skipped: %s", exc)
+                    if failing:
+                        _log.warning("WAL checkpoints of %s work again", self.path)
+                    failing = False
+                except Exception as exc:  # busy, gone, disk: the next round tries again
+                    if _busy(exc):
+                        _log.debug("WAL checkpoint skipped: %s", exc)  # another one runs
+                    else:
+                        if not failing:
+                            _log.warning("WAL checkpoint of %s failed (retrying every %.1f s): %s",
+                                         self.path, self.interval, exc)  # fmt: skip
+                        failing = True
+                        if connection is not None:
+                            connection.close()
+                            connection = None
                 if stopping:
                     return
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
+
+
+def _busy(exc: Exception) -> bool:
+    """SQLite is busy or locked (another process checkpoints or holds a lock)."""
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _sqlite_pragmas(synchronous: str, autocheckpoint: bool) -> Any:

@@ -178,3 +178,22 @@ def test_a_serving_worker_on_sqlite_checkpoints_off_the_commit_path(tmp_path):
     off = create_app(load_settings(database_url=url, sqlite_checkpoint_seconds=0))
     with TestClient(off), off.state.pricing.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
+
+
+def test_the_checkpointer_survives_errors_and_says_so(tmp_path, caplog):
+    """A checkpointer that cannot open its database keeps trying (a dead one would let
+    the log grow without bound) and logs the failure once, then its recovery."""
+    path = tmp_path / "later" / "c.db"
+    checkpointer = WalCheckpointer(str(path), interval=0.02)
+    with caplog.at_level("WARNING", logger="pricing.db"):
+        checkpointer.start()
+        time.sleep(0.2)
+        assert checkpointer.runs == 0
+        path.parent.mkdir()
+        deadline = time.monotonic() + 5
+        while checkpointer.runs == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        checkpointer.stop()
+    assert checkpointer.runs >= 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("failed" in m for m in messages) == 1 and any("work again" in m for m in messages)
