@@ -90,6 +90,41 @@ def ensure_compiler() -> None:
         config.cxx = compiler
     if config.cxx:
         _ensure_c_vm()
+    _probe_vm()
+
+
+_VM_PROBED: list[str] = []
+
+
+def _probe_vm() -> None:
+    """Compile one small function, once per process, and warn (a ``RuntimeWarning``, which
+    test runs list in their summary) when it does not run on PyTensor's C VM: CI has seen
+    fits run on the Python ``Loop`` VM with Python thunks in one test worker, several
+    times slower, without the cause being caught yet; the warning records the settings
+    that process compiled with."""
+    if _VM_PROBED:
+        return
+    import warnings
+
+    import pytensor.tensor as pt
+    from pytensor.compile.function import function
+    from pytensor.configdefaults import config
+
+    x = pt.dvector("x")
+    try:
+        vm = type(function([x], pt.exp(x) + 1.0).vm).__name__
+    except Exception as exc:  # a compiler that does not work: the fit will say so itself
+        vm = f"no ({type(exc).__name__})"
+    _VM_PROBED.append(vm)
+    if vm != "CVM":
+        cvm = sys.modules.get("pytensor.link.c.cvm")
+        warnings.warn(
+            f"PyTensor compiles to the {vm} VM in process {os.getpid()} (cxx={config.cxx!r}, "
+            f"linker={config.linker!r}, mode={config.mode!r}, C VM loaded: "
+            f"{cvm is not None and hasattr(cvm, 'CVM')}, PYTENSOR_FLAGS="
+            f"{os.environ.get('PYTENSOR_FLAGS')!r}): fits run several times slower",
+            RuntimeWarning, stacklevel=2,
+        )  # fmt: skip
 
 
 def _ensure_c_vm() -> None:

@@ -196,3 +196,17 @@ def test_a_failed_c_vm_load_is_retried_before_a_fit():
                          text=True, check=True)  # fmt: skip
     assert out.stdout.split() == ["False", "Loop", "CVM"], out.stderr
     assert "loaded it again" in out.stderr
+
+
+def test_a_process_that_compiles_to_the_python_vm_is_warned_about_with_its_settings():
+    """Fits on the Python VM are several times slower; the one-off probe says so, with the
+    settings of the process (here C compilation switched off on purpose)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTENSOR_FLAGS": "cxx="}
+    out = subprocess.run([sys.executable, "-c", "from pricing.demand import ensure_compiler; ensure_compiler()"],
+                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert "RuntimeWarning: PyTensor compiles to the Loop VM" in out.stderr
+    assert "cxx=''" in out.stderr and "C VM loaded: False" in out.stderr
