@@ -97,13 +97,13 @@ _VM_PROBED: list[str] = []
 
 
 def _probe_vm() -> None:
-    """Compile one small function, once per process, and warn (a ``RuntimeWarning``, which
-    test runs list in their summary) when it does not run on PyTensor's C VM: CI has seen
-    fits run on the Python ``Loop`` VM with Python thunks in one test worker, several
-    times slower, without the cause being caught yet; the warning records the settings
-    that process compiled with."""
-    if _VM_PROBED:
-        return
+    """Compile one small function before each fit and warn (a ``RuntimeWarning``, which
+    test runs list in their summary), once per process, when it does not run on PyTensor's
+    C VM: CI has seen a test worker's fits run on the Python ``Loop`` VM with Python
+    thunks, several times slower, part-way through a run, without the cause being caught
+    yet; the warning records the settings that process compiled with."""
+    if _VM_PROBED and _VM_PROBED[-1] != "CVM":
+        return  # already reported
     import warnings
 
     import pytensor.tensor as pt
