@@ -8,7 +8,7 @@ changing the service or the API contract.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -339,26 +339,30 @@ class ThompsonPricePolicy:
 
         weights = posterior.decision_weights(line.segment, line.sku)
 
-        def profit() -> NDArray[np.floating[Any]]:
-            offset = posterior.context_offset(line.features) if line.features else None
-            fitted = posterior.fitted_indices(line.segment, line.sku)
+        def profit_under(post: DemandPosterior) -> NDArray[np.floating[Any]]:
+            """Expected profit per draw and ladder price, shape (D, n), under ``post``."""
+            offset = post.context_offset(line.features) if line.features else None
+            fitted = post.fitted_indices(line.segment, line.sku)
             if fitted is not None:
                 half_shift = None if offset is None else (0.5 * offset).astype(np.float32)
-                out: NDArray[np.floating[Any]] = posterior._profit(
+                out: NDArray[np.floating[Any]] = post._profit(
                     *fitted, ladder.neg_log_ratio, ladder.half_margin, half_shift
                 )
                 return out
-            return posterior.expected_profit(
+            return post.expected_profit(
                 line.segment, line.sku, prices / line.list_price_minor,
                 (prices - line.unit_cost_minor).astype(float), category=line.category,
                 offset=offset,
             )  # fmt: skip
 
-        greedy = self.choices.get(posterior, key, lambda: greedy_probabilities(profit(), weights))
+        greedy = self.choices.get(
+            posterior, key, lambda: greedy_probabilities(profit_under(posterior), weights)
+        )
         reference_index = int(np.searchsorted(prices, reference))
-        costs = self._safe_costs(posterior, (key, line.quantity),
-                                 lambda: profit() * float(line.quantity), weights, reference_index)  # fmt: skip
-        choice, blocked = self._draw(line.sku, greedy, None, costs, reference_index)
+        choice, blocked = self._draw(
+            line.sku, greedy, None, reference_index, posterior, (key, line.quantity),
+            lambda post: profit_under(post) * float(line.quantity), line.segment,
+        )  # fmt: skip
         if blocked:
             return self._safe_start(reference, choice, version, len(prices))
         price = int(prices[choice.index])
@@ -386,31 +390,32 @@ class ThompsonPricePolicy:
         return value
 
     # ------------------------------------------------------------------ safe start
-    def _safe_costs(
-        self, posterior: DemandPosterior, key: Any, profit: Callable[[], NDArray[np.floating[Any]]],
-        weights: NDArray[np.float64], reference_index: int,
-    ) -> NDArray[np.float64] | None:  # fmt: skip
-        """Safe start's c(a) for the line (once per posterior), or None without safe start.
-        ``profit`` is per line (quantity included), shape (D, n)."""
-        safety = self.safety
-        if safety is None:
-            return None
-        return self._costs.get(posterior, key, lambda: safety.costs(profit(), weights, reference_index))
-
     def _draw(
         self, sku: str, greedy: NDArray[np.float64], groups: NDArray[np.int64] | None,
-        costs: NDArray[np.float64] | None, reference_index: int,
+        reference_index: int, posterior: DemandPosterior, key: Hashable,
+        profit_under: Callable[[DemandPosterior], NDArray[np.floating[Any]]], segment: str,
     ) -> tuple[ThompsonChoice, bool]:  # fmt: skip
         """One draw with exploration, then safe start's guard when on: (the choice served,
-        whether the draw was blocked and the reference price served instead)."""
+        whether the draw was blocked and the reference price served instead).
+
+        ``profit_under(posterior)`` is the line's expected profit per draw and candidate
+        (quantity included), shape (D, n): safe start's c(a) come from it, once per line
+        and posterior, and the budget re-values the line's past decisions with it when
+        another posterior is served (pricing/safe_start.py)."""
         choice = sample(greedy, self.epsilon, self._rng, floor=self.floor, groups=groups,
                         served=self._served_of(greedy, groups))  # fmt: skip
-        if costs is None:
+        safety = self.safety
+        if safety is None:
             return choice, False
-        assert self.safety is not None
-        index, propensity, blocked = self.safety.serve(
-            sku, costs, choice.probabilities, reference_index, choice.index
-        )
+
+        def recost(post: DemandPosterior) -> NDArray[np.float64]:
+            return self._costs.get(post, key, lambda: safety.costs(
+                profit_under(post), post.decision_weights(segment, sku), reference_index))  # fmt: skip
+
+        index, propensity, blocked = safety.serve(
+            sku, recost(posterior), choice.probabilities, reference_index, choice.index,
+            line=key, recost=recost, posterior=posterior,
+        )  # fmt: skip
         return ThompsonChoice(index, propensity, choice.probabilities, choice.explored), blocked
 
     def _safe_start(
@@ -470,29 +475,32 @@ class ThompsonPricePolicy:
                tuple((x.promotion.key, x.promotion.version, x.promotion.cost_minor)
                      for x in line.offers), tuple(paced))  # fmt: skip
 
-        def reward() -> NDArray[np.float64]:
-            """Conversion probability per draw and candidate, shape (D, n)."""
-            offset = posterior.context_offset(line.features) if line.features else None
-            fitted = posterior.fitted_indices(line.segment, line.sku)
+        def reward_under(post: DemandPosterior) -> NDArray[np.float64]:
+            """Conversion probability per draw and candidate, shape (D, n), under ``post``."""
+            offset = post.context_offset(line.features) if line.features else None
+            fitted = post.fitted_indices(line.segment, line.sku)
             columns = []
             for o, p_o, d_o in candidates:
                 ratio = (p_o - d_o) / line.list_price_minor
                 shift = offset
                 offer = options[o]
                 if offer is not None:
-                    lift = posterior.promotion_lift(offer.promotion.key)
+                    lift = post.promotion_lift(offer.promotion.key)
                     shift = lift if shift is None else shift + lift
                 if fitted is not None:
                     half_shift = None if shift is None else (0.5 * shift).astype(np.float32)
-                    columns.append(posterior._profit(
+                    columns.append(post._profit(
                         *fitted, (-np.log(ratio)).astype(np.float32),
                         np.full(len(p_o), 0.5, dtype=np.float32), half_shift,
                     ).astype(np.float64))  # fmt: skip
                 else:
-                    columns.append(posterior.conversion_probability(
+                    columns.append(post.conversion_probability(
                         line.segment, line.sku, ratio, category=line.category, offset=shift
                     ))  # fmt: skip
             return np.concatenate(columns, axis=1)
+
+        def reward() -> NDArray[np.float64]:
+            return reward_under(posterior)
 
         margin = (prices - discounts - line.unit_cost_minor) * float(q) - cost
         weights = posterior.decision_weights(line.segment, line.sku)
@@ -525,9 +533,10 @@ class ThompsonPricePolicy:
                 lambda: greedy_probabilities(reward() * margin[None, :], weights),
             )  # fmt: skip
             how = "thompson_sampling"
-        costs = self._safe_costs(posterior, key, lambda: reward() * margin[None, :], weights,
-                                 reference_index)  # fmt: skip
-        choice, blocked = self._draw(line.sku, greedy, option, costs, reference_index)
+        choice, blocked = self._draw(
+            line.sku, greedy, option, reference_index, posterior, key,
+            lambda post: reward_under(post) * margin[None, :], line.segment,
+        )  # fmt: skip
         if blocked:
             return self._safe_start(reference, choice, version, len(prices))
         index, propensity, explored = choice.index, choice.propensity, choice.explored

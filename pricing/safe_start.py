@@ -24,14 +24,30 @@ probability at least ``confidence`` the cumulative expected profit is at least
 before the draw, so the served distribution is known exactly: the propensity logged is the
 blocked-and-moved distribution's.
 
+The past is re-valued with what the engine has learnt since (as Kazerouni et al. bound the
+past actions' reward with the current confidence set, not with the one they were chosen
+under). Each SKU keeps how often each of its lines' candidates was served; when a new
+posterior is served, the SKU's budget is recomputed as the sum over its past decisions of
+``c`` under that posterior. Valued once at decision time, a deviation from list chosen
+while the posterior was wide would count for ever at its worst case; re-valued, it counts
+at what the engine now believes it earned, so a good start buys room to keep learning
+(measured: ``python -m benchmarks.safe_start``, docs/benchmarks.md). A re-valuation can
+find the past worse than it looked, and the budget negative: then only the reference and
+the candidates that add to the budget at least as much as it does are served until it
+recovers.
+
 The budget lives in one worker's memory: with W workers each keeps its own share of the
 promise, so the sum holds too; a restarted worker starts from zero (more caution, never
-less).
+less). The candidate counts are kept for at most ``max_lines`` lines per SKU; beyond that
+the least recently served line's contribution is frozen at its last value.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,6 +87,35 @@ def tail_mean(values: NDArray[np.floating[Any]], weights: FloatArray, share: flo
     return out
 
 
+#: Costs ``c(a)`` of a line's candidates under a given posterior, shape (n,).
+Recost = Callable[[Any], FloatArray]
+
+
+@dataclass
+class _Line:
+    """How often each candidate of one line was served, and how to value them again."""
+
+    recost: Recost
+    counts: FloatArray
+    #: The line's share of its SKU's budget, as last valued (money units).
+    value: float = 0.0
+
+
+@dataclass
+class _Sku:
+    """One SKU's budget and the history it is recomputed from."""
+
+    value: float = 0.0
+    #: The posterior ``value`` was last recomputed under (None: never).
+    epoch: Any = None
+    lines: OrderedDict[Hashable, _Line] = field(default_factory=OrderedDict)
+    #: Contributions of lines dropped from ``lines`` (frozen at their last value).
+    frozen: float = 0.0
+    #: Bumped by every decision, so a recomputation made outside the lock can tell
+    #: whether decisions arrived meanwhile.
+    generation: int = 0
+
+
 class SafetyBudget:
     """One worker's budgets of allowed loss against list prices (module docstring).
 
@@ -81,20 +126,27 @@ class SafetyBudget:
         (``PRICING_MAX_LOSS_VS_LIST``, e.g. 0.02).
     confidence : float
         Posterior probability with which the promise holds (the tail is ``1 − confidence``).
+    max_lines : int
+        Lines per SKU whose candidate counts are kept for re-valuation.
     """
 
-    def __init__(self, max_loss: float, confidence: float = 0.9) -> None:
+    def __init__(self, max_loss: float, confidence: float = 0.9, max_lines: int = 512) -> None:
         if not 0.0 <= max_loss < 1.0:
             raise ValueError(f"max_loss must lie in [0, 1), got {max_loss}")
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+        if max_lines < 1:
+            raise ValueError(f"max_lines must be >= 1, got {max_lines}")
         self.max_loss = max_loss
         self.confidence = confidence
+        self.max_lines = max_lines
         self._lock = threading.Lock()
-        self._by_sku: dict[str, float] = {}
+        self._skus: dict[str, _Sku] = {}
         self._total = 0.0
         #: Draws blocked and served the reference price instead.
         self.gated = 0
+        #: Budgets recomputed under a new posterior.
+        self.revalued = 0
 
     def costs(
         self, profit: NDArray[np.floating[Any]], weights: FloatArray, reference: int
@@ -114,9 +166,36 @@ class SafetyBudget:
         surplus = p - base + self.max_loss * base
         return tail_mean(surplus, weights, 1.0 - self.confidence)
 
+    def revalue(self, sku: str, posterior: Any) -> None:
+        """Recompute ``sku``'s budget from its past decisions under ``posterior``.
+
+        Runs the lines' re-valuations outside the lock; if decisions arrived meanwhile the
+        result is dropped and the next decision of the SKU tries again.
+        """
+        with self._lock:
+            state = self._skus.get(sku)
+            if state is None or state.epoch is posterior:
+                return
+            if not state.lines:  # nothing to re-value
+                state.epoch = posterior
+                return
+            generation = state.generation
+            lines = [(line, line.counts.copy()) for line in state.lines.values()]
+        values = [float(counts @ line.recost(posterior)) for line, counts in lines]
+        with self._lock:
+            if state.generation != generation or state.epoch is posterior:
+                return
+            for (line, _), value in zip(lines, values, strict=True):
+                line.value = value
+            new = state.frozen + sum(values)
+            self._total += new - state.value
+            state.value, state.epoch = new, posterior
+            self.revalued += 1
+
     def serve(
-        self, sku: str, costs: FloatArray, probabilities: FloatArray, reference: int, index: int
-    ) -> tuple[int, float, bool]:
+        self, sku: str, costs: FloatArray, probabilities: FloatArray, reference: int, index: int,
+        *, line: Hashable | None = None, recost: Recost | None = None, posterior: Any = None,
+    ) -> tuple[int, float, bool]:  # fmt: skip
         """Guard one decision, atomically: block what the budget cannot afford, spend.
 
         Parameters
@@ -130,34 +209,74 @@ class SafetyBudget:
             The reference candidate (never blocked).
         index : int
             The candidate the policy drew from ``probabilities``.
+        line : hashable, optional
+            The line's identity (same candidates, same demand): with ``recost`` and
+            ``posterior``, the decision is remembered and re-valued under later posteriors.
+        recost : callable, optional
+            ``posterior -> costs`` of this line's candidates, shape (n,).
+        posterior : object, optional
+            The posterior ``costs`` were computed under: a SKU whose budget was valued
+            under another one is re-valued first.
 
         Returns
         -------
         tuple
             ``(served index, its exact propensity, whether the draw was blocked)``.
         """
+        if posterior is not None:
+            self.revalue(sku, posterior)
         with self._lock:
-            room = min(self._total, self._by_sku.get(sku, 0.0))
-            blocked = costs + room < 0.0
+            state = self._skus.get(sku)
+            if state is None:
+                state = self._skus[sku] = _Sku(epoch=posterior)
+            room = min(self._total, state.value)
+            # Unaffordable, and adding less to the budget than the reference would (the
+            # second part matters only for a budget that a re-valuation found negative).
+            blocked = (costs + room < 0.0) & (costs < costs[reference])
             blocked[reference] = False
             served = index if not blocked[index] else reference
             propensity = float(probabilities[served])
             if served == reference:
                 propensity += float(probabilities[blocked].sum())
             cost = float(costs[served])
-            self._by_sku[sku] = self._by_sku.get(sku, 0.0) + cost
+            state.value += cost
+            state.generation += 1
             self._total += cost
+            if line is not None and recost is not None:
+                self._remember(state, line, recost, len(costs), served, cost)
             if served != index:
                 self.gated += 1
         return served, propensity, served != index
 
+    def _remember(
+        self, state: _Sku, key: Hashable, recost: Recost, n: int, served: int, cost: float
+    ) -> None:
+        """Count a served candidate for re-valuation (caller holds the lock)."""
+        line = state.lines.get(key)
+        if line is None:
+            line = state.lines[key] = _Line(recost, np.zeros(n))
+            if len(state.lines) > self.max_lines:
+                _, dropped = state.lines.popitem(last=False)
+                state.frozen += dropped.value
+        else:
+            state.lines.move_to_end(key)
+        line.counts[served] += 1.0
+        line.value += cost
+
     def spend(self, sku: str, cost: float) -> None:
-        """Add a served decision's ``c`` to the SKU's budget and the total."""
+        """Add ``cost`` to the SKU's budget and the total, outside any line (never
+        re-valued: an allowance given by hand, or a test's starting state)."""
         with self._lock:
-            self._by_sku[sku] = self._by_sku.get(sku, 0.0) + cost
+            state = self._skus.setdefault(sku, _Sku())
+            state.value += cost
+            state.frozen += cost
+            state.generation += 1
             self._total += cost
 
     def budget(self, sku: str | None = None) -> float:
         """The budget left, for ``sku`` or in all (money units of the costs)."""
         with self._lock:
-            return self._total if sku is None else self._by_sku.get(sku, 0.0)
+            if sku is None:
+                return self._total
+            state = self._skus.get(sku)
+            return 0.0 if state is None else state.value

@@ -110,3 +110,69 @@ def test_without_safe_start_nothing_is_gated():
     policy = ThompsonPricePolicy(lambda: ("v1", posterior), lambda: rules, seed=1)
     line = LineContext("default", "TEA-1", "tea", "USD", 1000, 400)
     assert all(policy.decide(line).reasons != ("safe_start",) for _ in range(200))
+
+
+def test_past_decisions_are_revalued_under_each_new_posterior():
+    """Kazerouni et al. bound the past with the current confidence set: when another
+    posterior is served, a SKU's budget becomes the sum of its past decisions' c(a) under
+    that posterior, and a budget found negative lets through only what adds to it."""
+    rng = np.random.default_rng(7)
+    old, new = object(), object()
+    costs = {old: np.array([-1.0, 0.5, 0.1]), new: np.array([2.0, -0.4, 0.1])}
+    probs = np.array([0.3, 0.3, 0.4])
+    budget = SafetyBudget(0.02)
+    budget.spend("A", 10.0)  # a fixed allowance, never re-valued
+    served = np.zeros(3)
+    for _ in range(40):
+        s, _, _ = budget.serve("A", costs[old], probs, 2, int(rng.choice(3, p=probs)),
+                               line="L", recost=costs.__getitem__, posterior=old)  # fmt: skip
+        served[s] += 1
+    assert budget.budget("A") == pytest.approx(10.0 + served @ costs[old])
+    # The next decision under the new posterior re-values the 40 first.
+    s, _, _ = budget.serve("A", costs[new], probs, 2, 2, line="L", recost=costs.__getitem__,
+                           posterior=new)  # fmt: skip
+    served[s] += 1
+    assert budget.revalued == 1
+    assert budget.budget("A") == pytest.approx(10.0 + served @ costs[new])
+    assert budget.budget() == pytest.approx(budget.budget("A"))
+
+    # Found negative: candidate 1 (c < 0) is blocked; 0 adds more than the reference
+    # would (0.3 > 0.1), so it is still served.
+    worse = object()
+    costs[worse] = np.array([0.3, -1.0, 0.1])
+    gone = SafetyBudget(0.02)
+    for _ in range(20):
+        gone.serve("B", costs[old], probs, 2, 1, line="L", recost=costs.__getitem__, posterior=old)
+    assert gone.budget("B") == pytest.approx(10.0)
+    s, p, blocked = gone.serve("B", costs[worse], probs, 2, 1, line="L",
+                               recost=costs.__getitem__, posterior=worse)  # fmt: skip
+    assert gone.budget("B") == pytest.approx(-20.0 + 0.1)
+    assert (s, blocked) == (2, True) and p == pytest.approx(0.7)
+    s, p, blocked = gone.serve("B", costs[worse], probs, 2, 0, line="L",
+                               recost=costs.__getitem__, posterior=worse)  # fmt: skip
+    assert (s, blocked) == (0, False) and p == pytest.approx(0.3)
+
+
+def test_the_policy_revalues_its_past_when_the_posterior_changes():
+    """End to end: the budget after a posterior change equals the past decisions' costs
+    recomputed by the policy under the new posterior."""
+    first = synthetic_posterior(n_draws=300, seed=3, spread=0.5)
+    second = synthetic_posterior(n_draws=300, seed=4, spread=0.2)
+    served = {"post": first}
+    rules = GuardrailSet(rules=(Rule("global", None, max_discount=0.3, max_increase=0.3),))
+    safety = SafetyBudget(0.05, confidence=0.9)
+    policy = ThompsonPricePolicy(lambda: ("v", served["post"]), lambda: rules, epsilon=0.05,
+                                 floor=0.01, seed=5, n_prices=13, safety=safety)  # fmt: skip
+    line = LineContext("default", "TEA-1", "tea", "USD", 1000, 400)
+    prices = np.arange(700, 1301, 50)
+    counts = np.zeros(len(prices))
+    for _ in range(300):
+        counts[np.searchsorted(prices, policy.decide(line).price_minor)] += 1
+    served["post"] = second
+    d = policy.decide(line)
+    counts[np.searchsorted(prices, d.price_minor)] += 1
+    profit = second.expected_profit("default", "TEA-1", prices / 1000, (prices - 400).astype(float),
+                                    category="tea")  # fmt: skip
+    expected = safety.costs(profit, second.decision_weights("default", "TEA-1"), 6)
+    assert safety.revalued == 1
+    assert safety.budget("TEA-1") == pytest.approx(counts @ expected, rel=1e-4, abs=1e-6)
