@@ -148,7 +148,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         return (str(served.snapshot_id), served.posterior) if served is not None else None
 
     # One budget of allowed loss per worker, shared by the engine's policies (variants too).
-    safety = (SafetyBudget(settings.max_loss_vs_list, settings.safe_start_confidence)
+    safety = (SafetyBudget(settings.max_loss_vs_list, settings.safe_start_confidence, background=True)
               if settings.max_loss_vs_list is not None else None)  # fmt: skip
 
     def variant_policy(guardrail_version: int | None, epsilon: float | None) -> PricePolicy:

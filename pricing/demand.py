@@ -111,20 +111,46 @@ def _probe_vm() -> None:
     from pytensor.configdefaults import config
 
     x = pt.dvector("x")
-    try:
-        vm = type(function([x], pt.exp(x) + 1.0).vm).__name__
-    except Exception as exc:  # a compiler that does not work: the fit will say so itself
-        vm = f"no ({type(exc).__name__})"
+
+    def vm_of(mode: Any) -> str:
+        try:
+            return type(function([x], pt.exp(x) + 1.0, mode=mode).vm).__name__
+        except Exception as exc:  # a compiler that does not work: the fit will say so itself
+            return f"no ({type(exc).__name__})"
+
+    explicit = fit_mode()
+    vm = vm_of(explicit) if explicit is not None else vm_of(None)
     _VM_PROBED.append(vm)
     if vm != "CVM":
         cvm = sys.modules.get("pytensor.link.c.cvm")
         warnings.warn(
-            f"PyTensor compiles to the {vm} VM in process {os.getpid()} (cxx={config.cxx!r}, "
-            f"linker={config.linker!r}, mode={config.mode!r}, C VM loaded: "
-            f"{cvm is not None and hasattr(cvm, 'CVM')}, PYTENSOR_FLAGS="
-            f"{os.environ.get('PYTENSOR_FLAGS')!r}): fits run several times slower",
+            f"PyTensor compiles fits to the {vm} VM in process {os.getpid()} (default mode: "
+            f"{vm_of(None)} VM; cxx={config.cxx!r}, linker={config.linker!r}, "
+            f"mode={config.mode!r}, C VM loaded: {cvm is not None and hasattr(cvm, 'CVM')}, "
+            f"PYTENSOR_FLAGS={os.environ.get('PYTENSOR_FLAGS')!r}): fits run several times slower",
             RuntimeWarning, stacklevel=2,
         )  # fmt: skip
+
+
+def fit_mode() -> Any:
+    """The PyTensor mode NUTS fits compile with: optimised graphs, C thunks and the C VM,
+    built here rather than resolved from PyTensor's defaults, or None without a compiler.
+
+    PyTensor resolves the default mode through module-level objects made once per process
+    (the ``cvm`` linker decides at import whether it makes C thunks, and runtime modes are
+    cached); CI has caught a test worker whose NUTS chains ran on the Python ``Loop`` VM
+    with Python thunks (``Elemwise.perform``, ``Op.make_py_thunk``) while that same
+    process had the C VM and dozens of compiled C modules loaded: the logp/gradient
+    function had been compiled with a pure-Python linker. A linker made for the fit
+    does not depend on that state.
+    """
+    from pytensor.compile.mode import Mode
+    from pytensor.configdefaults import config
+    from pytensor.link.vm import VMLinker
+
+    if not config.cxx:
+        return None
+    return Mode(linker=VMLinker(use_cloop=True, c_thunks=True), optimizer="fast_run")
 
 
 def _ensure_c_vm() -> None:
@@ -509,6 +535,9 @@ class DemandModel:
                     kwargs["nuts_sampler"] = "nutpie"
                 else:
                     kwargs["cores"] = int(sc.get("cores") or min(int(sc["chains"]), os.cpu_count() or 1))
+                    mode = fit_mode()
+                    if mode is not None:
+                        kwargs["compile_kwargs"] = {"mode": mode}
                 idata = pm.sample(
                     draws=draws, tune=int(sc["tune"]), chains=int(sc["chains"]),
                     random_seed=sc["random_seed"], progressbar=progressbar,

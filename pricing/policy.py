@@ -330,6 +330,8 @@ class ThompsonPricePolicy:
             return self._deterministic(line.list_price_minor, ("excluded_from_personalization",))
         served = self._posterior()
         if served is None:
+            if self.safety is not None:
+                self._credit_reference(line, reference)
             return self._deterministic(reference, ("no_demand_model",), fallback=True)
         version, posterior = served
         if line.offers:
@@ -409,14 +411,37 @@ class ThompsonPricePolicy:
             return choice, False
 
         def recost(post: DemandPosterior) -> NDArray[np.float64]:
-            return self._costs.get(post, key, lambda: safety.costs(
-                profit_under(post), post.decision_weights(segment, sku), reference_index))  # fmt: skip
+            # Uncached: a re-valuation (maybe on the budget's own thread) must not swap
+            # the cache below to another posterior.
+            return safety.costs(profit_under(post), post.decision_weights(segment, sku),
+                                reference_index)  # fmt: skip
 
+        costs = self._costs.get(posterior, key, lambda: recost(posterior))
         index, propensity, blocked = safety.serve(
-            sku, recost(posterior), choice.probabilities, reference_index, choice.index,
+            sku, costs, choice.probabilities, reference_index, choice.index,
             line=key, recost=recost, posterior=posterior,
         )  # fmt: skip
         return ThompsonChoice(index, propensity, choice.probabilities, choice.explored), blocked
+
+    def _credit_reference(self, line: LineContext, reference: int) -> None:
+        """Count a reference price served before any demand model in safe start's budget:
+        what list prices earn on that traffic is part of the promise, so each such decision
+        adds α × list's profit, valued once a posterior exists (pricing/safe_start.py)."""
+        safety = self.safety
+        assert safety is not None
+        q = float(line.quantity)
+        ratio = np.array([reference / line.list_price_minor])
+        margin = np.array([float(reference - line.unit_cost_minor)])
+
+        def recost(post: DemandPosterior) -> NDArray[np.float64]:
+            offset = post.context_offset(line.features) if line.features else None
+            profit = post.expected_profit(line.segment, line.sku, ratio, margin,
+                                          category=line.category, offset=offset)  # fmt: skip
+            return safety.costs(profit * q, post.decision_weights(line.segment, line.sku), 0)
+
+        key = ("reference", line.segment, line.sku, line.category, line.list_price_minor,
+               line.unit_cost_minor, reference, _features_key(line.features), line.quantity)  # fmt: skip
+        safety.record(line.sku, key, recost, 1, 0)
 
     def _safe_start(
         self, reference: int, choice: ThompsonChoice, version: str, candidates: int

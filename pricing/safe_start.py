@@ -47,6 +47,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,9 @@ class _Line:
     counts: FloatArray
     #: The line's share of its SKU's budget, as last valued (money units).
     value: float = 0.0
+    #: Running sum of the costs its decisions added (a re-valuation made meanwhile
+    #: keeps the ones that arrived after its snapshot).
+    added: float = 0.0
 
 
 @dataclass
@@ -111,9 +115,8 @@ class _Sku:
     lines: OrderedDict[Hashable, _Line] = field(default_factory=OrderedDict)
     #: Contributions of lines dropped from ``lines`` (frozen at their last value).
     frozen: float = 0.0
-    #: Bumped by every decision, so a recomputation made outside the lock can tell
-    #: whether decisions arrived meanwhile.
-    generation: int = 0
+    #: Running sum of the costs all its decisions added (see ``_Line.added``).
+    added: float = 0.0
 
 
 class SafetyBudget:
@@ -126,11 +129,22 @@ class SafetyBudget:
         (``PRICING_MAX_LOSS_VS_LIST``, e.g. 0.02).
     confidence : float
         Posterior probability with which the promise holds (the tail is ``1 − confidence``).
+    background : bool
+        Re-value on a thread of its own (the service: a request never pays for it; until
+        it lands, the SKU's budget stays valued under the previous posterior, as every
+        budget was before re-valuation existed). False: at the SKU's first decision under
+        a new posterior, in that decision (simulations: reproducible).
     max_lines : int
-        Lines per SKU whose candidate counts are kept for re-valuation.
+        Lines per SKU whose candidate counts are kept for re-valuation. The first
+        decision of a SKU under a new posterior re-values all of them (one expected-profit
+        evaluation each, ~50 µs at 500 draws, whose costs the later decisions of those
+        lines then reuse), so this bounds what that one request pays.
     """
 
-    def __init__(self, max_loss: float, confidence: float = 0.9, max_lines: int = 512) -> None:
+    def __init__(
+        self, max_loss: float, confidence: float = 0.9, max_lines: int = 64, *,
+        background: bool = False,
+    ) -> None:  # fmt: skip
         if not 0.0 <= max_loss < 1.0:
             raise ValueError(f"max_loss must lie in [0, 1), got {max_loss}")
         if not 0.0 < confidence < 1.0:
@@ -140,7 +154,11 @@ class SafetyBudget:
         self.max_loss = max_loss
         self.confidence = confidence
         self.max_lines = max_lines
+        self.background = background
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: set[str] = set()
+        self._latest: Any = None
         self._skus: dict[str, _Sku] = {}
         self._total = 0.0
         #: Draws blocked and served the reference price instead.
@@ -169,8 +187,8 @@ class SafetyBudget:
     def revalue(self, sku: str, posterior: Any) -> None:
         """Recompute ``sku``'s budget from its past decisions under ``posterior``.
 
-        Runs the lines' re-valuations outside the lock; if decisions arrived meanwhile the
-        result is dropped and the next decision of the SKU tries again.
+        The lines are valued outside the lock, from a snapshot of their counts; decisions
+        that arrive meanwhile keep the costs they were served with.
         """
         with self._lock:
             state = self._skus.get(sku)
@@ -179,18 +197,46 @@ class SafetyBudget:
             if not state.lines:  # nothing to re-value
                 state.epoch = posterior
                 return
-            generation = state.generation
-            lines = [(line, line.counts.copy()) for line in state.lines.values()]
-        values = [float(counts @ line.recost(posterior)) for line, counts in lines]
+            snapshot = [(key, line, line.counts.copy(), line.added)
+                        for key, line in state.lines.items()]  # fmt: skip
+        values = [float(counts @ line.recost(posterior)) for _, line, counts, _ in snapshot]
         with self._lock:
-            if state.generation != generation or state.epoch is posterior:
+            if state.epoch is posterior:
                 return
-            for (line, _), value in zip(lines, values, strict=True):
-                line.value = value
-            new = state.frozen + sum(values)
+            new = state.frozen
+            for (key, line, _, added), value in zip(snapshot, values, strict=True):
+                if state.lines.get(key) is not line:  # dropped meanwhile: already frozen
+                    continue
+                line.value = value + (line.added - added)
+                new += line.value
+            # Lines first served after the snapshot count at the costs they were served with.
+            seen = {key for key, *_ in snapshot}
+            new += sum(line.value for key, line in state.lines.items() if key not in seen)
             self._total += new - state.value
             state.value, state.epoch = new, posterior
             self.revalued += 1
+
+    def _schedule(self, sku: str, posterior: Any) -> None:
+        """Re-value ``sku`` under ``posterior`` on the background thread (once at a time)."""
+        with self._lock:
+            state = self._skus.get(sku)
+            self._latest = posterior
+            if state is None or state.epoch is posterior or sku in self._pending:
+                return
+            self._pending.add(sku)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="safe-start")
+            pool = self._pool
+
+        def run() -> None:
+            try:
+                if posterior is self._latest:  # skip a posterior replaced while queued
+                    self.revalue(sku, posterior)
+            finally:
+                with self._lock:
+                    self._pending.discard(sku)
+
+        pool.submit(run)
 
     def serve(
         self, sku: str, costs: FloatArray, probabilities: FloatArray, reference: int, index: int,
@@ -224,7 +270,10 @@ class SafetyBudget:
             ``(served index, its exact propensity, whether the draw was blocked)``.
         """
         if posterior is not None:
-            self.revalue(sku, posterior)
+            if self.background:
+                self._schedule(sku, posterior)
+            else:
+                self.revalue(sku, posterior)
         with self._lock:
             state = self._skus.get(sku)
             if state is None:
@@ -240,13 +289,36 @@ class SafetyBudget:
                 propensity += float(probabilities[blocked].sum())
             cost = float(costs[served])
             state.value += cost
-            state.generation += 1
+            state.added += cost
             self._total += cost
             if line is not None and recost is not None:
                 self._remember(state, line, recost, len(costs), served, cost)
             if served != index:
                 self.gated += 1
         return served, propensity, served != index
+
+    def record(self, sku: str, line: Hashable, recost: Recost, n: int, served: int) -> None:
+        """Count a decision made before any posterior existed (so without a cost yet): it
+        is valued with the SKU's other decisions under the first posterior served.
+
+        Parameters
+        ----------
+        sku : str
+        line : hashable
+            The line's identity.
+        recost : callable
+            ``posterior -> costs`` of the line's candidates, shape (n,).
+        n : int
+            Candidates of the line.
+        served : int
+            The candidate served.
+        """
+        with self._lock:
+            state = self._skus.get(sku)
+            if state is None:
+                state = self._skus[sku] = _Sku()
+            self._remember(state, line, recost, n, served, 0.0)
+            state.epoch = None  # to be valued under the next posterior served
 
     def _remember(
         self, state: _Sku, key: Hashable, recost: Recost, n: int, served: int, cost: float
@@ -262,6 +334,7 @@ class SafetyBudget:
             state.lines.move_to_end(key)
         line.counts[served] += 1.0
         line.value += cost
+        line.added += cost
 
     def spend(self, sku: str, cost: float) -> None:
         """Add ``cost`` to the SKU's budget and the total, outside any line (never
@@ -270,7 +343,6 @@ class SafetyBudget:
             state = self._skus.setdefault(sku, _Sku())
             state.value += cost
             state.frozen += cost
-            state.generation += 1
             self._total += cost
 
     def budget(self, sku: str | None = None) -> float:

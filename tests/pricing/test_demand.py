@@ -208,5 +208,30 @@ def test_a_process_that_compiles_to_the_python_vm_is_warned_about_with_its_setti
     env = {**os.environ, "PYTENSOR_FLAGS": "cxx="}
     out = subprocess.run([sys.executable, "-c", "from pricing.demand import ensure_compiler; ensure_compiler()"],
                          env=env, capture_output=True, text=True, check=True)  # fmt: skip
-    assert "RuntimeWarning: PyTensor compiles to the Loop VM" in out.stderr
+    assert "RuntimeWarning: PyTensor compiles fits to the Loop VM" in out.stderr
     assert "cxx=''" in out.stderr and "C VM loaded: False" in out.stderr
+
+
+def test_fits_compile_to_the_c_vm_whatever_the_default_mode_resolves_to():
+    """CI caught NUTS chains on the Python VM in a worker whose C VM and C modules were
+    loaded: fits now compile with a mode built for them. Here the process's default mode
+    is the pure-Python FAST_COMPILE; the fit's mode still gives the C VM, and the probe
+    stays silent."""
+    import os
+    import subprocess
+    import sys
+
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    env = {**os.environ, "PYTENSOR_FLAGS": ",".join(f for f in (flags, "mode=FAST_COMPILE") if f)}
+    code = (
+        "import warnings; warnings.simplefilter('error', RuntimeWarning)\n"
+        "import pytensor, pytensor.tensor as pt\n"
+        "from pricing.demand import ensure_compiler, fit_mode\n"
+        "ensure_compiler()\n"
+        "x = pt.dvector('x')\n"
+        "print(type(pytensor.function([x], x + 1).vm).__name__,"
+        " type(pytensor.function([x], x + 1, mode=fit_mode()).vm).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.split() == ["Loop", "CVM"], out.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -176,3 +178,80 @@ def test_the_policy_revalues_its_past_when_the_posterior_changes():
     expected = safety.costs(profit, second.decision_weights("default", "TEA-1"), 6)
     assert safety.revalued == 1
     assert safety.budget("TEA-1") == pytest.approx(counts @ expected, rel=1e-4, abs=1e-6)
+
+
+def test_decisions_made_during_a_revaluation_keep_their_costs():
+    """A re-valuation runs outside the lock: a decision that arrives meanwhile (here, from
+    inside the re-valuation) counts at the cost it was served with, once."""
+    old, new = object(), object()
+    table = {old: np.array([1.0, 0.5]), new: np.array([3.0, 0.25])}
+    budget = SafetyBudget(0.02)
+    probs = np.array([0.5, 0.5])
+    for _ in range(4):
+        budget.serve("A", table[old], probs, 1, 0, line="L", recost=table.__getitem__, posterior=old)
+
+    def recost(post):
+        if post is new:  # a concurrent decision on a new line of the same SKU
+            budget.serve("A", np.array([7.0, 0.5]), probs, 1, 0, line="M",
+                         recost=lambda _: np.array([7.0, 0.5]))  # fmt: skip
+        return table[post]
+
+    budget._skus["A"].lines["L"].recost = recost
+    budget.revalue("A", new)
+    # 4 decisions of L re-valued at 3.0, plus the one of M at 7.0 as served.
+    assert budget.budget("A") == pytest.approx(4 * 3.0 + 7.0)
+    assert budget.budget() == pytest.approx(4 * 3.0 + 7.0)
+
+
+def test_the_service_revalues_in_the_background():
+    old, new = object(), object()
+    table = {old: np.array([1.0, 0.5]), new: np.array([-2.0, 0.5])}
+    budget = SafetyBudget(0.02, background=True)
+    probs = np.array([0.5, 0.5])
+    release = threading.Event()
+
+    def recost(post):
+        if post is new:
+            assert threading.current_thread().name.startswith("safe-start")
+            release.wait(10)  # the request below is not held up by this
+        return table[post]
+
+    for _ in range(3):
+        budget.serve("A", table[old], probs, 1, 0, line="L", recost=recost, posterior=old)
+    assert budget.budget("A") == pytest.approx(3.0)
+    # The decision that notices the new posterior is guarded with the budget as it stood.
+    served, _, blocked = budget.serve("A", table[new], probs, 1, 0, line="L", recost=recost,
+                                      posterior=new)  # fmt: skip
+    assert (served, blocked) == (0, False)
+    release.set()
+    assert budget._pool is not None
+    budget._pool.shutdown(wait=True)
+    assert budget.revalued == 1
+    assert budget.budget("A") == pytest.approx(4 * -2.0)
+
+
+def test_list_prices_served_before_the_first_model_count_in_the_budget():
+    """The promise is about all the engine's traffic: the reference prices it served while
+    it had no model each earn α × list's profit, valued under the first posterior."""
+    posterior = synthetic_posterior(n_draws=300, seed=3, spread=0.5)
+    served = {"post": None}
+    rules = GuardrailSet(rules=(Rule("global", None, max_discount=0.3, max_increase=0.3),))
+    safety = SafetyBudget(0.05, confidence=0.9)
+    policy = ThompsonPricePolicy(
+        lambda: None if served["post"] is None else ("v", served["post"]), lambda: rules,
+        epsilon=0.05, floor=0.01, seed=5, n_prices=13, safety=safety,
+    )  # fmt: skip
+    line = LineContext("default", "TEA-1", "tea", "USD", 1000, 400, quantity=2)
+    for _ in range(100):
+        assert policy.decide(line).reasons == ("no_demand_model",)
+    assert safety.budget("TEA-1") == 0.0  # nothing to value them with yet
+    served["post"] = posterior
+    d = policy.decide(line)
+    prices = np.arange(700, 1301, 50)
+    profit = 2 * posterior.expected_profit("default", "TEA-1", prices / 1000,
+                                           (prices - 400).astype(float), category="tea")  # fmt: skip
+    costs = safety.costs(profit, posterior.decision_weights("default", "TEA-1"), 6)
+    assert costs[6] > 0  # α x list's profit, in the worst 10 % of the posterior
+    expected = 100 * costs[6] + costs[np.searchsorted(prices, d.price_minor)]
+    assert safety.budget("TEA-1") == pytest.approx(expected, rel=1e-4)
+    assert safety.budget() == pytest.approx(expected, rel=1e-4)
