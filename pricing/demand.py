@@ -31,7 +31,10 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -46,8 +49,8 @@ from pricing.posterior import DemandPosterior
 from pricing.priors import HalfNormal, Normal, Prior, prior_from_dict
 
 __all__ = [
-    "DemandModel", "Diagnostics", "FitMethod", "conversion_likelihood", "ensure_compiler",
-    "nutpie_available",
+    "DemandModel", "Diagnostics", "FitMethod", "compiling", "conversion_likelihood",
+    "ensure_compiler", "fit_mode", "nutpie_available",
 ]
 
 FitMethod = str  # "auto" | "nuts" | "nutpie" | "advi"
@@ -91,6 +94,35 @@ def ensure_compiler() -> None:
     if config.cxx:
         _ensure_c_vm()
     _probe_vm()
+
+
+_COMPILING = threading.RLock()
+
+
+@contextmanager
+def compiling() -> Iterator[None]:
+    """Run a fit's PyTensor compilation alone in this process, on a sound configuration.
+
+    PyTensor's configuration is one global object, and every compilation sets
+    ``config.mode`` to its own mode for the duration of its graph rewrites
+    (``config.change_flags`` in ``pytensor.compile.function.types``). Two threads compiling
+    at once can therefore leave the other's mode behind for good: seen in CI, a test
+    worker's ``config.mode`` was left as a pure-Python linker (``use_cloop=False``,
+    ``c_thunks=False``: PyMC's ``FAST_COMPILE`` for initial points) after the service's
+    background refit and a test's fit compiled together, and every later fit in that
+    process ran several times slower. Fits take this lock (one compiling fit at a time
+    per process; they are CPU-bound anyway), put a leaked mode back to PyTensor's
+    default, and compile with :func:`fit_mode`.
+    """
+    from pytensor.configdefaults import config
+
+    with _COMPILING:
+        if not isinstance(config.mode, str):
+            _log.warning("PyTensor's default mode had been left as %r by a compilation in "
+                         "another thread; restored to 'Mode'", config.mode)  # fmt: skip
+            config.mode = "Mode"
+        ensure_compiler()
+        yield
 
 
 _VM_PROBED: list[str] = []
@@ -518,8 +550,7 @@ class DemandModel:
         self, model: pm.Model, method: str, target_accept: float, draws: int, progressbar: bool
     ) -> Any:
         sc = self.sampler_config
-        ensure_compiler()
-        with model:
+        with compiling(), model:
             if method == "advi":
                 approx = pm.fit(
                     n=int(sc["advi_iterations"]), method="advi", progressbar=progressbar,

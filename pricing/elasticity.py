@@ -195,12 +195,16 @@ def fit_history(
         # The demeaned data live in an (n - absorbed)-dimensional space: give back the
         # degrees of freedom the fixed effects used (exact under flat priors on them).
         pm.Potential("absorbed_dof", absorbed * pm.math.log(sigma))
-        from pricing.demand import ensure_compiler
+        from pricing.demand import compiling, fit_mode
 
-        ensure_compiler()  # PyTensor's import-time probe may have left it on Python
-        idata = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=random_seed,
-                          progressbar=progressbar, target_accept=0.99 if elasticity == "hierarchical" else 0.9,
-                          compute_convergence_checks=False)  # fmt: skip
+        # One compiling fit per process, on the C VM whatever PyTensor's default mode
+        # resolves to (pricing.demand.compiling).
+        with compiling():
+            mode = fit_mode()
+            idata = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=random_seed,
+                              progressbar=progressbar, target_accept=0.99 if elasticity == "hierarchical" else 0.9,
+                              compute_convergence_checks=False,
+                              compile_kwargs={"mode": mode} if mode is not None else None)  # fmt: skip
     seconds = time.perf_counter() - start
 
     import arviz as az

@@ -235,3 +235,28 @@ def test_fits_compile_to_the_c_vm_whatever_the_default_mode_resolves_to():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)  # fmt: skip
     assert out.stdout.split() == ["Loop", "CVM"], out.stderr
+
+
+def test_a_mode_leaked_by_a_concurrent_compilation_is_put_back_before_a_fit():
+    """PyTensor's config is global and each compilation swaps ``config.mode`` for its own
+    during rewrites, so two threads compiling together can leave a pure-Python mode behind
+    (seen in CI). ``compiling`` restores the default before a fit."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import pytensor, pytensor.tensor as pt\n"
+        "from pytensor.compile.mode import FAST_COMPILE\n"
+        "from pricing.demand import compiling\n"
+        "pytensor.config.mode = FAST_COMPILE  # what the race leaves behind\n"
+        "x = pt.dvector('x')\n"
+        "before = type(pytensor.function([x], x + 1).vm).__name__\n"
+        "with compiling():\n"
+        "    after = type(pytensor.function([x], x + 1).vm).__name__\n"
+        "print(before, after, pytensor.config.mode)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.split() == ["Loop", "CVM", "Mode"], out.stderr
+    assert "restored to 'Mode'" in out.stderr
