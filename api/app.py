@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         idempotency.forget(hashes)
 
     state = AppState(
+        safety=safety,
         settings=settings,
         engine=engine,
         sessions=sessions,

@@ -35,6 +35,7 @@ from api.services.quotes import QuoteService
 from api.settings import Settings
 from api.writer import GroupWriter
 from pricing.policy import ListPricePolicy, PricePolicy
+from pricing.safe_start import SafetyBudget
 
 __all__ = ["AppState", "PrincipalDep", "SessionDep", "StateDep", "limited", "require"]
 
@@ -69,6 +70,8 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     #: The background refresher of the quote path's state (set at start-up).
     refresher: Refresher | None = None
+    #: Safe start's budget of allowed loss against list prices (None: off).
+    safety: SafetyBudget | None = None
     #: Per-key request rates of the quote and outcome endpoints (this worker).
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter({}, burst_seconds=1.0))
     _variant_policies: dict[tuple[bool, int | None, float | None], PricePolicy] = field(
