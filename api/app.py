@@ -49,7 +49,7 @@ from api.updater import UpdaterProcess
 from pricing import __version__
 from pricing.policy import ListPricePolicy, PricePolicy, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
-from pricing.safe_start import SafetyBudget
+from pricing.safe_start import JointSafetyBudget
 
 __all__ = ["NotMigratedError", "create_app"]
 
@@ -148,7 +148,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         return (str(served.snapshot_id), served.posterior) if served is not None else None
 
     # One budget of allowed loss per worker, shared by the engine's policies (variants too).
-    safety = (SafetyBudget(settings.max_loss_vs_list, settings.safe_start_confidence, background=True)
+    safety = (JointSafetyBudget(settings.max_loss_vs_list, settings.safe_start_confidence,
+                                background=True)
               if settings.max_loss_vs_list is not None else None)  # fmt: skip
 
     def variant_policy(guardrail_version: int | None, epsilon: float | None) -> PricePolicy:

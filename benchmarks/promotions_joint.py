@@ -83,7 +83,7 @@ from pricing.guardrails import GuardrailSet, ProductFacts, Rule
 from pricing.policy import LineContext, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer, Promotion
-from pricing.safe_start import SafetyBudget
+from pricing.safe_start import JointSafetyBudget
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -417,7 +417,7 @@ def run_engine(
         lambda: rules,
         epsilon=settings.engine_epsilon,
         floor=settings.engine_floor,
-        safety=SafetyBudget(settings.engine_max_loss) if settings.engine_max_loss is not None else None,
+        safety=JointSafetyBudget(settings.engine_max_loss) if settings.engine_max_loss is not None else None,
         n_prices=market.n_prices,
         seed=seed,
     )

@@ -116,19 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *lines,
         "",
-        "Reading: the promise is about the cumulative profit, and it held on every seed: no safe-start run's "
-        "cumulative expected profit fell more than α below list's. It is not a promise per window: a window of "
-        "1,000 visitors can fall below 1 − α of list's where the engine spends room that earlier visitors earned "
-        "(the list prices it served, including those before its first model). The promise is bought with most "
-        "of the engine's gain: the plain engine, which makes no promise, stayed above list prices in every window "
-        "here. The guard binds because a price away from list has a negative 10 % lower-tail surplus until the "
-        "posterior is sure of it, and while list prices are served the posterior learns little about other "
-        "prices. History of the safe-start rows (logistic / linear, % of list): each decision valued once, under "
-        "the posterior it was made with: 102.9 / 102.6; the past re-valued under each new posterior (2026-12-05, "
-        "so that the promise holds under the posterior in use): 101.1 / 100.9; and the list prices served "
-        "before the first model counted in the budget: 103.0 / 101.1. Not built yet: bounding the tail of the "
-        "summed surplus per posterior draw instead of summing per-decision tails (tighter: Thompson's mixture "
-        "of prices above and below list is anti-correlated across draws).",
+        "Reading: the promise is about the cumulative profit: no safe-start run's cumulative expected profit "
+        "may fall more than α below list's. It is not a promise per window: a window of 1,000 visitors can fall "
+        "below 1 − α of list's where the engine spends room that earlier visitors earned. The budget "
+        "(pricing/safe_start.py, JointSafetyBudget) sums each decision's surplus over (1 − α) × list's per "
+        "posterior draw and blocks a price when the worst 10 % of draws of that sum, with the price added, would "
+        "go negative; past decisions are re-valued under each new posterior, and list prices served before the "
+        "first model count. History of the safe-start rows (logistic / linear, % of list): per-decision tails "
+        "summed, each valued once under the posterior it was made with: 102.9 / 102.6; re-valued under each new "
+        "posterior: 101.1 / 100.9; plus the list prices served before the first model: 103.0 / 101.1; the tail "
+        "of the per-draw sum instead of the sum of tails (2026-12-05): the table above. Summed tails gave most "
+        "of the engine's gain away because a price away from list has a negative lower tail on its own, while "
+        "Thompson sampling's prices above and below list win in different draws.",
         END,
     ])  # fmt: skip
     replace_section(BEGIN, END, section)

@@ -20,7 +20,7 @@ from pricing.guardrails import GuardrailSet, ProductFacts
 from pricing.pacing import lp_mixture
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer
-from pricing.safe_start import SafetyBudget
+from pricing.safe_start import JointSafetyBudget, SafetyBudget, tail_mean
 from pricing.thompson import ThompsonChoice, explore, greedy_probabilities, sample
 
 __all__ = [
@@ -417,10 +417,23 @@ class ThompsonPricePolicy:
                                 reference_index)  # fmt: skip
 
         costs = self._costs.get(posterior, key, lambda: recost(posterior))
-        index, propensity, blocked = safety.serve(
-            sku, costs, choice.probabilities, reference_index, choice.index,
-            line=key, recost=recost, posterior=posterior,
-        )  # fmt: skip
+        if isinstance(safety, JointSafetyBudget):
+
+            def resurplus(post: DemandPosterior) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+                return (safety.surplus(profit_under(post), reference_index),
+                        post.decision_weights(segment, sku))  # fmt: skip
+
+            surplus, weights = resurplus(posterior)
+            index, propensity, blocked = safety.serve(
+                sku, costs, choice.probabilities, reference_index, choice.index, line=key,
+                recost=recost, posterior=posterior, resurplus=resurplus, surplus=surplus,
+                weights=weights,
+            )  # fmt: skip
+        else:
+            index, propensity, blocked = safety.serve(
+                sku, costs, choice.probabilities, reference_index, choice.index,
+                line=key, recost=recost, posterior=posterior,
+            )  # fmt: skip
         return ThompsonChoice(index, propensity, choice.probabilities, choice.explored), blocked
 
     def _credit_reference(self, line: LineContext, reference: int) -> None:
@@ -433,15 +446,21 @@ class ThompsonPricePolicy:
         ratio = np.array([reference / line.list_price_minor])
         margin = np.array([float(reference - line.unit_cost_minor)])
 
-        def recost(post: DemandPosterior) -> NDArray[np.float64]:
+        def resurplus(post: DemandPosterior) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
             offset = post.context_offset(line.features) if line.features else None
             profit = post.expected_profit(line.segment, line.sku, ratio, margin,
                                           category=line.category, offset=offset)  # fmt: skip
-            return safety.costs(profit * q, post.decision_weights(line.segment, line.sku), 0)
+            return safety.surplus(profit * q, 0), post.decision_weights(line.segment, line.sku)
+
+        def recost(post: DemandPosterior) -> NDArray[np.float64]:
+            return tail_mean(*resurplus(post), 1.0 - safety.confidence)
 
         key = ("reference", line.segment, line.sku, line.category, line.list_price_minor,
                line.unit_cost_minor, reference, _features_key(line.features), line.quantity)  # fmt: skip
-        safety.record(line.sku, key, recost, 1, 0)
+        if isinstance(safety, JointSafetyBudget):
+            safety.record(line.sku, key, recost, 1, 0, resurplus)
+        else:
+            safety.record(line.sku, key, recost, 1, 0)
 
     def _safe_start(
         self, reference: int, choice: ThompsonChoice, version: str, candidates: int

@@ -36,6 +36,10 @@ find the past worse than it looked, and the budget negative: then only the refer
 the candidates that add to the budget at least as much as it does are served until it
 recovers.
 
+:class:`JointSafetyBudget`, which the service and the benchmarks use, keeps the same promise
+with a tighter bound: the surplus of the decisions summed per posterior draw, and the lower
+tail of that sum (see its docstring). :class:`SafetyBudget` is the summed-tails version.
+
 The budget lives in one worker's memory: with W workers each keeps its own share of the
 promise, so the sum holds too; a restarted worker starts from zero (more caution, never
 less). The candidate counts are kept for at most ``max_lines`` lines per SKU; beyond that
@@ -54,7 +58,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["SafetyBudget", "tail_mean"]
+__all__ = ["JointSafetyBudget", "SafetyBudget", "tail_mean"]
 
 FloatArray = NDArray[np.float64]
 
@@ -79,6 +83,19 @@ def tail_mean(values: NDArray[np.floating[Any]], weights: FloatArray, share: flo
     """
     if not 0.0 < share <= 1.0:
         raise ValueError(f"share must lie in (0, 1], got {share}")
+    w0 = np.asarray(weights, dtype=np.float64)
+    if w0.size and w0.max() == w0.min():  # equal weights: a partial sort is enough
+        v = np.asarray(values, dtype=np.float64)
+        m = share * len(w0)  # draws inside the tail (the last one in part)
+        full = min(int(np.floor(m + 1e-9)), len(w0) - 1)
+        # Rows of draws, contiguous: partitioning along the strided axis is several times slower.
+        part = np.partition(np.ascontiguousarray(v.T), full, axis=1)
+        fraction = m - full
+        inside_sum = part[:, :full].sum(axis=1) + (
+            fraction * part[:, full] if fraction > 1e-12 else 0.0
+        )
+        equal: FloatArray = inside_sum / m
+        return equal
     order = np.argsort(values, axis=0)
     sorted_values = np.take_along_axis(np.asarray(values, dtype=np.float64), order, axis=0)
     w = np.asarray(weights, dtype=np.float64)[order]
@@ -103,6 +120,8 @@ class _Line:
     #: Running sum of the costs its decisions added (a re-valuation made meanwhile
     #: keeps the ones that arrived after its snapshot).
     added: float = 0.0
+    #: ``posterior -> (surplus (D, n), weights (D,))``, for :class:`JointSafetyBudget`.
+    resurplus: Any = None
 
 
 @dataclass
@@ -179,10 +198,26 @@ class SafetyBudget:
         reference : int
             Column of the reference (non-personalized) candidate.
         """
+        return tail_mean(self.surplus(profit, reference), weights, 1.0 - self.confidence)
+
+    def surplus(self, profit: NDArray[np.floating[Any]], reference: int) -> FloatArray:
+        """Each candidate's expected profit over ``(1 − α)`` × the reference's, per draw.
+
+        Parameters
+        ----------
+        profit : ndarray, shape (D, n)
+            Expected profit per draw and candidate (money units of the budget).
+        reference : int
+            Column of the reference (non-personalized) candidate.
+
+        Returns
+        -------
+        ndarray, shape (D, n)
+        """
         p = np.asarray(profit, dtype=np.float64)
         base = p[:, reference : reference + 1]
-        surplus = p - base + self.max_loss * base
-        return tail_mean(surplus, weights, 1.0 - self.confidence)
+        out: FloatArray = p - base + self.max_loss * base
+        return out
 
     def revalue(self, sku: str, posterior: Any) -> None:
         """Recompute ``sku``'s budget from its past decisions under ``posterior``.
@@ -322,19 +357,23 @@ class SafetyBudget:
 
     def _remember(
         self, state: _Sku, key: Hashable, recost: Recost, n: int, served: int, cost: float
-    ) -> None:
-        """Count a served candidate for re-valuation (caller holds the lock)."""
+    ) -> bool:
+        """Count a served candidate for re-valuation (caller holds the lock); True when
+        the SKU's least recently served line was dropped (frozen) to make room."""
+        dropped_one = False
         line = state.lines.get(key)
         if line is None:
             line = state.lines[key] = _Line(recost, np.zeros(n))
             if len(state.lines) > self.max_lines:
                 _, dropped = state.lines.popitem(last=False)
                 state.frozen += dropped.value
+                dropped_one = True
         else:
             state.lines.move_to_end(key)
         line.counts[served] += 1.0
         line.value += cost
         line.added += cost
+        return dropped_one
 
     def spend(self, sku: str, cost: float) -> None:
         """Add ``cost`` to the SKU's budget and the total, outside any line (never
@@ -352,3 +391,210 @@ class SafetyBudget:
                 return self._total
             state = self._skus.get(sku)
             return 0.0 if state is None else state.value
+
+
+#: A line's surplus per draw and candidate and the draws' weights under a posterior:
+#: ``posterior -> (surplus (D, n), weights (D,))``.
+Resurplus = Callable[[Any], tuple[FloatArray, FloatArray]]
+
+
+class JointSafetyBudget(SafetyBudget):
+    """Safe start with the tail of the *summed* surplus, per posterior draw.
+
+    :class:`SafetyBudget` bounds the lower tail of the cumulative surplus by the sum of
+    per-decision lower tails. That is sound but loose: Thompson sampling serves prices
+    above list where some draws say they pay and below where others do, so the surpluses
+    of its decisions are anti-correlated across draws, and the worst 10 % of draws of their
+    sum is much better than the sum of their worst 10 %. This budget keeps, per SKU and in
+    all, the cumulative surplus of every past decision *per draw* of the posterior being
+    served, ``S_d = Σ_t (π_d(a_t) − (1 − α) π_d(ref_t))``, and blocks a candidate ``a`` when
+    the lower-tail mean of ``S_d + s_d(a)`` would be negative (and below what the reference
+    would leave). That lower-tail mean is exactly the quantity of the promise, so no
+    super-additivity slack is given away.
+
+    The vectors belong to one posterior: when another is served, every SKU's past is
+    re-valued under it at once (the total needs them all on the same draws), inline or on
+    the budget's thread (``background``); until that lands, decisions use the summed-tails
+    rule of :class:`SafetyBudget`. Lines dropped past ``max_lines`` and allowances given
+    with :meth:`spend` count as fixed amounts. Draws are weighted with the deciding line's
+    weights: exact after a refit (equal weights) and under whole-model reweighting; with
+    per-block importance weights the SKU's lines of other blocks are read with this
+    block's weights, an approximation.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._joint_epoch: Any = None
+        self._draws: dict[str, FloatArray] = {}
+        self._total_draws: FloatArray | None = None
+        self._frozen_total = 0.0
+        #: While a re-valuation under ``_pending_epoch`` runs: the surplus columns of the
+        #: decisions made under that posterior meanwhile, to add when it lands.
+        self._pending_epoch: Any = None
+        self._since: list[tuple[str, FloatArray]] = []
+        self._joint_busy = False
+
+    def spend(self, sku: str, cost: float) -> None:
+        """An allowance outside any line (counted as a fixed amount)."""
+        super().spend(sku, cost)
+        with self._lock:
+            self._frozen_total += cost
+
+    def revalue_all(self, posterior: Any) -> None:
+        """Re-value every SKU's past under ``posterior``: per-draw sums and the scalar
+        budgets (lines valued outside the lock)."""
+        with self._lock:
+            if self._joint_epoch is posterior:
+                return
+            self._pending_epoch, self._since = posterior, []
+            snapshot = [
+                (sku, key, line, line.counts.copy(), line.added)
+                for sku, state in self._skus.items() for key, line in state.lines.items()
+            ]  # fmt: skip
+        valued = []
+        for sku, key, line, counts, added in snapshot:
+            assert line.resurplus is not None, "a joint budget's lines carry resurplus"
+            surplus, weights = line.resurplus(posterior)
+            cost = tail_mean(surplus, weights, 1.0 - self.confidence)
+            valued.append((sku, key, line, added, float(counts @ cost), surplus @ counts))
+        with self._lock:
+            if self._pending_epoch is not posterior:
+                return  # another posterior arrived meanwhile
+            draws: dict[str, FloatArray] = {}
+            values: dict[str, float] = {}
+            for sku, key, line, added, value, vector in valued:
+                state = self._skus[sku]
+                if state.lines.get(key) is not line:
+                    continue  # dropped meanwhile: already frozen
+                line.value = value + (line.added - added)
+                values[sku] = values.get(sku, 0.0) + line.value
+                draws[sku] = draws[sku] + vector if sku in draws else vector.astype(np.float64)
+            for sku, column in self._since:
+                draws[sku] = draws[sku] + column if sku in draws else column.astype(np.float64)
+            seen = {(sku, key) for sku, key, *_ in valued}
+            for sku, state in self._skus.items():
+                new = state.frozen + values.get(sku, 0.0) + sum(
+                    line.value for key, line in state.lines.items() if (sku, key) not in seen
+                )
+                self._total += new - state.value
+                state.value, state.epoch = new, posterior
+            self._draws = draws
+            total: FloatArray | None = None
+            for vector in draws.values():
+                total = vector.copy() if total is None else total + vector
+            self._total_draws = total  # None: no decision yet (sized at the first)
+            self._frozen_total = sum(state.frozen for state in self._skus.values())
+            self._joint_epoch, self._pending_epoch, self._since = posterior, None, []
+            self.revalued += 1
+
+    def _schedule_all(self, posterior: Any) -> None:
+        with self._lock:
+            self._latest = posterior
+            if self._joint_busy or self._joint_epoch is posterior:
+                return
+            self._joint_busy = True
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="safe-start")
+            pool = self._pool
+
+        def run() -> None:
+            try:
+                if posterior is self._latest:
+                    self.revalue_all(posterior)
+            finally:
+                with self._lock:
+                    self._joint_busy = False
+
+        pool.submit(run)
+
+    def serve(
+        self, sku: str, costs: FloatArray, probabilities: FloatArray, reference: int, index: int,
+        *, line: Hashable | None = None, recost: Recost | None = None, posterior: Any = None,
+        resurplus: Resurplus | None = None, surplus: FloatArray | None = None,
+        weights: FloatArray | None = None,
+    ) -> tuple[int, float, bool]:  # fmt: skip
+        """As :meth:`SafetyBudget.serve`, with the line's ``surplus`` (D, n) and draw
+        ``weights`` (D,) under ``posterior``, and ``resurplus`` to value it again later."""
+        if surplus is None or weights is None or posterior is None:
+            return super().serve(sku, costs, probabilities, reference, index, line=line,
+                                 recost=recost, posterior=posterior)  # fmt: skip
+        if self._joint_epoch is not posterior:
+            if self.background:
+                self._schedule_all(posterior)
+            else:
+                self.revalue_all(posterior)
+        share = 1.0 - self.confidence
+        with self._lock:
+            joint = self._joint_epoch is posterior
+            if joint and self._total_draws is None:
+                self._total_draws = np.zeros(len(weights))
+            state = self._skus.get(sku)
+            if state is None:
+                state = self._skus[sku] = _Sku(epoch=posterior)
+            if joint:
+                assert self._total_draws is not None
+                mine = self._draws.get(sku)
+                own = np.zeros_like(self._total_draws) if mine is None else mine
+                total = self._total_draws
+
+                def room_of(columns: Any) -> FloatArray:
+                    cand = surplus[:, columns]
+                    return np.minimum(
+                        state.frozen + tail_mean(own[:, None] + cand, weights, share),
+                        self._frozen_total + tail_mean(total[:, None] + cand, weights, share),
+                    )  # fmt: skip
+
+                # The drawn candidate and the reference decide whether the draw is served
+                # as it is; only a draw moved to the reference needs every candidate (its
+                # propensity takes the mass of all blocked ones).
+                pair = room_of([index, reference])
+                if index != reference and not (pair[0] < 0.0 and pair[0] < pair[1]):
+                    blocked = np.zeros(len(costs), dtype=bool)
+                else:
+                    room = room_of(slice(None))
+                    blocked = (room < 0.0) & (room < room[reference])
+            else:  # vectors not valued under this posterior yet: the summed-tails rule
+                room = min(self._total, state.value) + costs
+                blocked = (room < 0.0) & (room < room[reference])
+            blocked[reference] = False
+            served = index if not blocked[index] else reference
+            propensity = float(probabilities[served])
+            if served == reference:
+                propensity += float(probabilities[blocked].sum())
+            cost = float(costs[served])
+            state.value += cost
+            state.added += cost
+            self._total += cost
+            column = np.asarray(surplus[:, served], dtype=np.float64)
+            if joint:
+                assert self._total_draws is not None
+                self._draws[sku] = own + column
+                self._total_draws = self._total_draws + column
+            elif self._pending_epoch is posterior:
+                self._since.append((sku, column))
+            if line is not None and resurplus is not None:
+                self._remember_joint(state, line, resurplus, len(costs), served, cost)
+            if served != index:
+                self.gated += 1
+        return served, propensity, served != index
+
+    def _remember_joint(
+        self, state: _Sku, key: Hashable, resurplus: Resurplus, n: int, served: int, cost: float
+    ) -> None:
+        def recost(post: Any) -> FloatArray:
+            surplus, weights = resurplus(post)
+            return tail_mean(surplus, weights, 1.0 - self.confidence)
+
+        if self._remember(state, key, recost, n, served, cost):
+            # The dropped line is still in the per-draw sums and now frozen too: value
+            # everything again (the summed-tails rule serves until then).
+            self._joint_epoch = None
+        state.lines[key].resurplus = resurplus
+
+    def record(self, sku: str, line: Hashable, recost: Recost, n: int, served: int,
+               resurplus: Resurplus | None = None) -> None:  # fmt: skip
+        """As :meth:`SafetyBudget.record`, with ``resurplus`` for the per-draw sums."""
+        super().record(sku, line, recost, n, served)
+        with self._lock:
+            self._skus[sku].lines[line].resurplus = resurplus
+            self._joint_epoch = None  # value it with the others under the next posterior

@@ -9,7 +9,7 @@ import pytest
 
 from pricing.guardrails import GuardrailSet, Rule
 from pricing.policy import LineContext, ThompsonPricePolicy
-from pricing.safe_start import SafetyBudget, tail_mean
+from pricing.safe_start import JointSafetyBudget, SafetyBudget, tail_mean
 from pricing.thompson import explore
 from tests.factories import synthetic_posterior
 
@@ -29,21 +29,23 @@ def test_the_tail_mean_is_the_mean_of_the_lowest_share_of_the_weight():
         tail_mean(v, w, 0.0)
 
 
-def _policy(alpha: float, seed: int = 3, epsilon: float = 0.05):
+def _policy(alpha: float, seed: int = 3, epsilon: float = 0.05, kind=SafetyBudget):
     posterior = synthetic_posterior(n_draws=300, seed=seed, spread=0.5)
     rules = GuardrailSet(rules=(Rule("global", None, max_discount=0.3, max_increase=0.3),))
-    safety = SafetyBudget(alpha, confidence=0.9)
+    safety = kind(alpha, confidence=0.9)
     policy = ThompsonPricePolicy(lambda: ("v1", posterior), lambda: rules, epsilon=epsilon, floor=0.01,
                                  seed=seed, n_prices=13, safety=safety)  # fmt: skip
     return policy, posterior, safety
 
 
+@pytest.mark.parametrize("kind", [SafetyBudget, JointSafetyBudget])
 @pytest.mark.parametrize("alpha", [0.0, 0.02, 0.1])
-def test_the_promise_holds_under_the_posterior_after_every_decision(alpha):
+def test_the_promise_holds_under_the_posterior_after_every_decision(alpha, kind):
     """Per draw d, the cumulative surplus Σ_t π_d(a_t) − (1 − α) π_d(list) over the served
     decisions has a 10 % lower tail mean >= 0: with probability >= 90 % under the posterior
-    the engine earned at least (1 − α) × what list prices would have."""
-    policy, posterior, safety = _policy(alpha)
+    the engine earned at least (1 − α) × what list prices would have. The summed-tails
+    budget bounds it from below; the joint budget holds exactly this quantity."""
+    policy, posterior, safety = _policy(alpha, kind=kind)
     lines = [LineContext(seg, sku, "tea", "USD", 1000, 400) for seg in ("default", "loyalty")
              for sku in ("TEA-1", "TEA-2")]  # fmt: skip
     w = posterior.weights
@@ -57,7 +59,8 @@ def test_the_promise_holds_under_the_posterior_after_every_decision(alpha):
         margin = np.array([d.price_minor, 1000], dtype=float) - 400
         pi = posterior.expected_profit(line.segment, line.sku, ratio, margin, category="tea")
         surplus[line.sku] += pi[:, 0] - (1 - alpha) * pi[:, 1]
-        assert safety.budget() >= -1e-9 and safety.budget(line.sku) >= -1e-9
+        if kind is SafetyBudget:
+            assert safety.budget() >= -1e-9 and safety.budget(line.sku) >= -1e-9
         for values in (surplus[line.sku], sum(surplus.values())):
             assert tail_mean(values[:, None], w, 0.1)[0] >= -1e-6
     if alpha == 0.0:
@@ -255,3 +258,46 @@ def test_list_prices_served_before_the_first_model_count_in_the_budget():
     expected = 100 * costs[6] + costs[np.searchsorted(prices, d.price_minor)]
     assert safety.budget("TEA-1") == pytest.approx(expected, rel=1e-4)
     assert safety.budget() == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_joint_budget_affords_more_than_summed_tails_and_logs_exact_propensities():
+    """Same posterior, same draws of the policy's generator: the joint budget blocks no
+    more than the summed-tails one (its bound is tighter), and what it serves is logged
+    with the probability it had."""
+    gated = {}
+    for kind in (SafetyBudget, JointSafetyBudget):
+        policy, _, safety = _policy(0.02, kind=kind)
+        lines = [LineContext(seg, "TEA-1", "tea", "USD", 1000, 400) for seg in ("default", "loyalty")]
+        for t in range(1200):
+            d = policy.decide(lines[t % 2])
+            assert 0.0 < d.propensity <= 1.0
+        gated[kind] = safety.gated
+    assert gated[JointSafetyBudget] < gated[SafetyBudget]
+
+
+def test_the_joint_budget_revalues_every_sku_under_a_new_posterior():
+    first = synthetic_posterior(n_draws=300, seed=3, spread=0.5)
+    second = synthetic_posterior(n_draws=300, seed=4, spread=0.2)
+    served = {"post": first}
+    rules = GuardrailSet(rules=(Rule("global", None, max_discount=0.3, max_increase=0.3),))
+    safety = JointSafetyBudget(0.05, confidence=0.9)
+    policy = ThompsonPricePolicy(lambda: ("v", served["post"]), lambda: rules, epsilon=0.05,
+                                 floor=0.01, seed=5, n_prices=13, safety=safety)  # fmt: skip
+    lines = [LineContext("default", sku, "tea", "USD", 1000, 400) for sku in ("TEA-1", "TEA-2")]
+    prices = np.arange(700, 1301, 50)
+    counts = {sku: np.zeros(len(prices)) for sku in ("TEA-1", "TEA-2")}
+    for t in range(300):
+        line = lines[t % 2]
+        counts[line.sku][np.searchsorted(prices, policy.decide(line).price_minor)] += 1
+    served["post"] = second
+    d = policy.decide(lines[0])
+    counts["TEA-1"][np.searchsorted(prices, d.price_minor)] += 1
+    total = np.zeros(second.n_draws)
+    for sku in ("TEA-1", "TEA-2"):
+        profit = second.expected_profit("default", sku, prices / 1000, (prices - 400).astype(float),
+                                        category="tea")  # fmt: skip
+        vector = safety.surplus(profit, 6) @ counts[sku]
+        np.testing.assert_allclose(safety._draws[sku], vector, rtol=1e-4, atol=1e-6)
+        total += vector
+    np.testing.assert_allclose(safety._total_draws, total, rtol=1e-4, atol=1e-6)
+    assert safety.revalued == 2  # the first posterior, then the second
