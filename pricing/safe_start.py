@@ -105,6 +105,19 @@ def tail_mean(values: NDArray[np.floating[Any]], weights: FloatArray, share: flo
     return out
 
 
+def _guarded(
+    blocked: NDArray[np.bool_], probabilities: FloatArray, reference: int, index: int
+) -> tuple[int, float]:
+    """The candidate served for the draw ``index`` and its exact propensity: a blocked
+    draw is served the reference (never blocked), which takes all blocked mass."""
+    blocked[reference] = False
+    served = index if not blocked[index] else reference
+    propensity = float(probabilities[served])
+    if served == reference:
+        propensity += float(probabilities[blocked].sum())
+    return served, propensity
+
+
 #: Costs ``c(a)`` of a line's candidates under a given posterior, shape (n,).
 Recost = Callable[[Any], FloatArray]
 
@@ -317,15 +330,8 @@ class SafetyBudget:
             # Unaffordable, and adding less to the budget than the reference would (the
             # second part matters only for a budget that a re-valuation found negative).
             blocked = (costs + room < 0.0) & (costs < costs[reference])
-            blocked[reference] = False
-            served = index if not blocked[index] else reference
-            propensity = float(probabilities[served])
-            if served == reference:
-                propensity += float(probabilities[blocked].sum())
-            cost = float(costs[served])
-            state.value += cost
-            state.added += cost
-            self._total += cost
+            served, propensity = _guarded(blocked, probabilities, reference, index)
+            cost = self._spend(state, costs, served)
             if line is not None and recost is not None:
                 self._remember(state, line, recost, len(costs), served, cost)
             if served != index:
@@ -354,6 +360,14 @@ class SafetyBudget:
                 state = self._skus[sku] = _Sku()
             self._remember(state, line, recost, n, served, 0.0)
             state.epoch = None  # to be valued under the next posterior served
+
+    def _spend(self, state: _Sku, costs: FloatArray, served: int) -> float:
+        """Add the served candidate's cost to its SKU and the total (caller holds the lock)."""
+        cost = float(costs[served])
+        state.value += cost
+        state.added += cost
+        self._total += cost
+        return cost
 
     def _remember(
         self, state: _Sku, key: Hashable, recost: Recost, n: int, served: int, cost: float
@@ -556,15 +570,8 @@ class JointSafetyBudget(SafetyBudget):
             else:  # vectors not valued under this posterior yet: the summed-tails rule
                 room = min(self._total, state.value) + costs
                 blocked = (room < 0.0) & (room < room[reference])
-            blocked[reference] = False
-            served = index if not blocked[index] else reference
-            propensity = float(probabilities[served])
-            if served == reference:
-                propensity += float(probabilities[blocked].sum())
-            cost = float(costs[served])
-            state.value += cost
-            state.added += cost
-            self._total += cost
+            served, propensity = _guarded(blocked, probabilities, reference, index)
+            cost = self._spend(state, costs, served)
             column = np.asarray(surplus[:, served], dtype=np.float64)
             if joint:
                 assert self._total_draws is not None
