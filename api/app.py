@@ -267,6 +267,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             refresher.stop()
             state.posterior.stop()
             quote_service.close()
+            if safety is not None:
+                safety.close()
             if checkpointer is not None:
                 checkpointer.stop()
             engine.dispose()

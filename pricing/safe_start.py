@@ -398,6 +398,13 @@ class SafetyBudget:
             state.frozen += cost
             self._total += cost
 
+    def close(self) -> None:
+        """Stop the re-valuation thread (after any re-valuation under way)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def budget(self, sku: str | None = None) -> float:
         """The budget left, for ``sku`` or in all (money units of the costs)."""
         with self._lock:
