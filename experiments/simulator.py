@@ -76,6 +76,8 @@ __all__ = [
     "DEFAULT_LADDER",
     "FAMILIES",
     "KINDS",
+    "REFERENCE_GAIN",
+    "REFERENCE_LOSS",
     "ContextFeatureSpec",
     "Drift",
     "Market",
@@ -91,7 +93,12 @@ IntArray = NDArray[np.int64]
 KINDS = ("percent_off", "amount_off", "free_shipping")
 #: Candidate prices as fractions of list price: 0.70, 0.75, ..., 1.30 (13 steps).
 #: Demand families of :class:`Market` (see its ``family``).
-FAMILIES = ("logistic", "probit", "linear", "exponential", "interaction")
+FAMILIES = ("logistic", "probit", "linear", "exponential", "interaction", "reference")
+#: Reference-price family: a price above the last one seen in the cell costs this many
+#: elasticities per unit of log ratio on top of the price effect (a loss) ...
+REFERENCE_LOSS = 1.0
+#: ... and a price below it gains this many (losses loom larger than gains).
+REFERENCE_GAIN = 0.5
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 DEFAULT_LADDER: tuple[float, ...] = tuple(round(0.7 + 0.05 * i, 10) for i in range(13))
@@ -331,6 +338,19 @@ class Market:
         - ``interaction``: the logistic, with the price response of each context level
           scaled by ``1 ± 0.4`` (an undeclared context × price interaction; the engine's
           model has additive context effects only). Without context features: logistic.
+        - ``reference``: customers compare with the last price they saw. The logistic,
+          minus ``e · (L · max(d, 0) + G · min(d, 0))`` on the logit, with
+          ``d = log(r / r_ref)``, ``r_ref`` the effective price ratio served to the
+          previous visitor of the same (context, segment, SKU) cell (1, list price, for
+          the first), ``L =`` :data:`REFERENCE_LOSS` and ``G =`` :data:`REFERENCE_GAIN`:
+          a rise from the last price loses more demand than a cut of the same size wins.
+          Demand depends on the path of prices served, so only :meth:`play` and
+          :meth:`stream_probability`, which walk a stream in order, see the effect; the
+          tables, :meth:`expected_profit` and the oracle are the steady state of a
+          constant price (``r = r_ref``), the logistic. With losses weighed more than
+          gains, a constant price is the best long-run policy (Popescu & Wu 2007,
+          "Dynamic pricing strategies with reference effects"), so the oracle stays each
+          cell's best constant action.
 
         ``r`` is the effective price over list price.
 
@@ -626,6 +646,7 @@ class Market:
         effective_ratio: FloatArray,
         k: IntArray,
         x: IntArray | int = 0,
+        reference_ratio: FloatArray | None = None,
     ) -> FloatArray:
         lift = np.concatenate([[0.0], self.lift])[k + 1]
         segment_lift = np.concatenate([np.zeros((self.n_segments, 1)), self.segment_lift], axis=1)
@@ -636,8 +657,11 @@ class Market:
             # Each context level answers price differently: 1 - 0.4 ... 1 + 0.4 across contexts.
             n = max(self.n_contexts - 1, 1)
             e = e * (1.0 + 0.8 * (np.asarray(x) / n - 0.5))
-        if family in ("logistic", "interaction", "probit"):
+        if family in ("logistic", "interaction", "probit", "reference"):
             eta = base - e * np.log(effective_ratio)
+            if family == "reference" and reference_ratio is not None:
+                d = np.log(effective_ratio / reference_ratio)
+                eta = eta - e * (REFERENCE_LOSS * np.maximum(d, 0.0) + REFERENCE_GAIN * np.minimum(d, 0.0))
             if family == "probit":
                 phi = 0.5 * (1.0 + _erf(np.asarray(eta, dtype=np.float64) / (1.7 * math.sqrt(2.0))))
                 out: FloatArray = np.clip(phi, 1e-6, 1 - 1e-6)
@@ -805,6 +829,90 @@ class Market:
         out: FloatArray = np.random.default_rng([seed, 1]).random(n)
         return out
 
+    @property
+    def path_dependent(self) -> bool:
+        """Whether demand depends on the prices served before (the ``reference`` family)."""
+        return self.family == "reference"
+
+    def reference_state(self) -> FloatArray:
+        """A fresh stream's last-seen price ratios, shape (X, S, J): all 1 (list price)."""
+        return np.ones((self.n_contexts, self.n_segments, self.n_skus))
+
+    def stream_probability(
+        self,
+        segment: ArrayLike,
+        sku: ArrayLike,
+        action: ArrayLike,
+        context: ArrayLike = 0,
+        state: FloatArray | None = None,
+    ) -> FloatArray:
+        """True P(buy) of each visitor of a stream, in order, given the actions served.
+
+        For every family but ``reference`` this is the table lookup (broadcast). For the
+        ``reference`` family each visitor compares the effective price with the one served
+        to the previous visitor of the same (context, segment, SKU) cell.
+
+        Parameters
+        ----------
+        segment, sku, action : array of int, shape (T,)
+            Visitors in arrival order and the candidate actions served to them.
+        context : int or array of int, shape (T,)
+        state : ndarray, shape (X, S, J), optional
+            Last effective price ratio seen in each cell before this stream
+            (:meth:`reference_state`); updated in place to the state after it, so that a
+            long stream can be played in consecutive pieces. None: a fresh stream.
+
+        Returns
+        -------
+        ndarray, shape (T,)
+        """
+        s = np.asarray(segment, dtype=np.int64)
+        j = np.asarray(sku, dtype=np.int64)
+        a = np.asarray(action, dtype=np.int64)
+        x = np.asarray(context, dtype=np.int64)
+        if not self.path_dependent:
+            out: FloatArray = self.context_probability_table[x, s, j, a]
+            return out
+        s, j, a, x = (np.ravel(v) for v in np.broadcast_arrays(s, j, a, x))
+        if state is None:
+            state = self.reference_state()
+        ratio = self.effective_prices[j, a] / self.list_price_minor[j]
+        cell = (x * self.n_segments + s) * self.n_skus + j
+        flat = state.reshape(-1)
+        order = np.argsort(cell, kind="stable")
+        sorted_cell, sorted_ratio = cell[order], ratio[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_cell[1:] != sorted_cell[:-1]
+        previous = np.empty(len(order))
+        previous[first] = flat[sorted_cell[first]]
+        previous[~first] = sorted_ratio[np.flatnonzero(~first) - 1]
+        reference = np.empty(len(order))
+        reference[order] = previous
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = first[1:]
+        flat[sorted_cell[last]] = sorted_ratio[last]
+        k = self.action_promotion[a]
+        return self._probability(s, j, ratio, k, x, reference)
+
+    def stream_expected_profit(
+        self,
+        segment: ArrayLike,
+        sku: ArrayLike,
+        action: ArrayLike,
+        context: ArrayLike = 0,
+        state: FloatArray | None = None,
+    ) -> FloatArray:
+        """Expected profit of each visitor of a stream, shape (T,), minor units.
+
+        :meth:`stream_probability` × margin: the path-aware counterpart of
+        :meth:`expected_profit`, equal to it for every family but ``reference``.
+        """
+        j = np.asarray(sku, dtype=np.int64)
+        a = np.asarray(action, dtype=np.int64)
+        p = self.stream_probability(segment, sku, action, context, state)
+        out: FloatArray = p * self.margin_table[j, a]
+        return out
+
     def play(
         self,
         segment: ArrayLike,
@@ -812,13 +920,14 @@ class Market:
         action: ArrayLike,
         u: ArrayLike,
         context: ArrayLike = 0,
+        state: FloatArray | None = None,
     ) -> tuple[NDArray[np.bool_], IntArray]:
-        """Outcomes of candidate actions: (converted, realised profit in minor units)."""
-        s = np.asarray(segment, dtype=np.int64)
+        """Outcomes of candidate actions served to a stream in order: (converted, realised
+        profit in minor units). ``state``: as :meth:`stream_probability`."""
         j = np.asarray(sku, dtype=np.int64)
         a = np.asarray(action, dtype=np.int64)
-        x = np.asarray(context, dtype=np.int64)
-        converted: NDArray[np.bool_] = np.asarray(u) < self.context_probability_table[x, s, j, a]
+        p = self.stream_probability(segment, sku, action, context, state)
+        converted: NDArray[np.bool_] = np.asarray(u) < p
         profit: IntArray = np.where(converted, self.margin_table[j, a], 0)
         return converted, profit
 

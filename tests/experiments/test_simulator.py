@@ -496,3 +496,53 @@ def test_a_drifting_market_shifts_once_and_cycles_weekly():
     expected = phased(phases, phase, "expected_profit", segment, sku, oracle)
     k = 9000
     assert expected[k] == pytest.approx(float(phases[phase[k]].expected_profit(segment[k], sku[k], oracle[k])))
+
+
+# ---- reference prices ---------------------------------------------------------------
+
+
+def test_reference_price_demand_remembers_the_last_price_of_each_cell():
+    """Customers compare with the price served to the cell's previous visitor: a rise loses
+    more than a cut wins; the tables are the steady state; a stream may be played in pieces."""
+    from experiments.simulator import REFERENCE_GAIN, REFERENCE_LOSS, Market
+
+    m = Market.random(3, 4, 2, 1, seed=5, n_context_features=1, family="reference")
+    logistic = Market.random(3, 4, 2, 1, seed=5, n_context_features=1)
+    assert m.path_dependent and not logistic.path_dependent
+    np.testing.assert_allclose(m.context_probability_table, logistic.context_probability_table)
+    assert Market.from_dict(m.to_dict()) == m
+    lo, hi = list(m.ladder).index(0.9), list(m.ladder).index(1.1)
+    # One cell, prices 0.9, 1.1, 1.1, 0.9 of list: the first compares with list price.
+    s, j, x = [1] * 4, [2] * 4, [0] * 4
+    p = m.stream_probability(s, j, [lo, hi, hi, lo], x)
+    steady = logistic.stream_probability(s, j, [lo, hi, hi, lo], x)
+    e = float(np.exp(m.log_e[1, m.sku_category[2]]))
+    logit = np.log(p / (1 - p)) - np.log(steady / (1 - steady))
+    d = np.log(1.1 / 0.9)
+    np.testing.assert_allclose(
+        logit, [-e * REFERENCE_GAIN * np.log(0.9), -e * REFERENCE_LOSS * d, 0.0, e * REFERENCE_GAIN * d]
+    )
+    # Visitors of other cells in between do not move this cell's reference.
+    p2 = m.stream_probability([1, 0, 1], [2, 2, 2], [lo, hi, hi], [0, 0, 0])
+    assert p2[2] == pytest.approx(p[1])
+    # Played in pieces with a carried state, a stream gives the same as played whole.
+    seg, sku = m.visitors(3000, 1)
+    ctx = m.contexts(3000, 1)
+    a = np.random.default_rng(0).integers(m.n_actions, size=3000)
+    whole = m.stream_probability(seg, sku, a, ctx)
+    state = m.reference_state()
+    pieces = [m.stream_probability(seg[i : i + 700], sku[i : i + 700], a[i : i + 700], ctx[i : i + 700], state)
+              for i in range(0, 3000, 700)]  # fmt: skip
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    # A constant action per cell meets the steady state after its first visit; random
+    # prices lose demand to the loss aversion.
+    oracle = m.oracle(seg, sku, ctx)
+    moved = m.stream_expected_profit(seg, sku, oracle, ctx) != m.expected_profit(seg, sku, oracle, ctx)
+    assert moved.sum() <= m.n_contexts * m.n_segments * m.n_skus
+    assert m.stream_expected_profit(seg, sku, a, ctx).mean() < m.expected_profit(seg, sku, a, ctx).mean()
+    converted, _ = m.play(seg, sku, a, m.purchase_draws(3000, 1), ctx)
+    np.testing.assert_array_equal(converted, m.purchase_draws(3000, 1) < whole)
+    # Other families ignore the path.
+    np.testing.assert_array_equal(
+        logistic.stream_expected_profit(seg, sku, a, ctx), logistic.expected_profit(seg, sku, a, ctx)
+    )
