@@ -78,6 +78,9 @@ class JobRuntime:
     reweight_blocks : bool
         Online updates weigh each (segment, category) block by its own outcomes
         (:func:`api.services.demand_models.apply_new_outcomes`).
+    prior_at_list : bool
+        Full refits centre each category's elasticity prior where its list prices are
+        optimal (``PRICING_PRIOR_AT_LIST``; :func:`api.services.demand_models.refit`).
     """
 
     sessions: sessionmaker[Session]
@@ -92,6 +95,7 @@ class JobRuntime:
     fanout: bool = False
     full_every: timedelta = timedelta(hours=24)
     reweight_blocks: bool = True
+    prior_at_list: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, sessions: sessionmaker[Session]) -> JobRuntime:
@@ -108,6 +112,7 @@ class JobRuntime:
             fanout=settings.refit_fanout,
             full_every=timedelta(seconds=settings.full_refit_every_seconds),
             reweight_blocks=settings.reweight_blocks,
+            prior_at_list=settings.prior_at_list,
         )
 
 
@@ -216,6 +221,7 @@ def refit_if_due(
             missing_outcome=runtime.missing_outcome,
             half_life_days=runtime.half_life_days,
             first_fit=first,
+            prior_at_list=runtime.prior_at_list,
         )
     except ValueError:
         if force:

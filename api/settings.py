@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         reference price (reason ``safe_start``). None (default): no such promise.
     safe_start_confidence : float
         The posterior probability of that promise.
+    prior_at_list : bool
+        Centre each category's elasticity prior where its list prices maximise expected
+        profit (:func:`pricing.priors.list_price_anchors`, the Lerner condition with the
+        conversion at list), so that the first models start in the list price's
+        neighbourhood. For a catalogue whose list prices are believed near-optimal; it
+        holds the engine near list longer where they are not (docs/benchmarks.md,
+        safe start). Default false: the global elasticity prior.
     reweight_blocks : bool
         Online updates between refits weigh each (segment, category) block by its own
         outcomes, so a busy block does not spend the others' effective sample size (the
@@ -224,6 +231,7 @@ class Settings(BaseSettings):
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     writer_linger_seconds: float = Field(default=0.001, ge=0, le=0.1)
     first_fit_draws: int = Field(default=300, ge=0, le=100_000)
+    prior_at_list: bool = False
     demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")

@@ -82,6 +82,7 @@ from pricing.demand import DemandModel
 from pricing.guardrails import GuardrailSet, ProductFacts, Rule
 from pricing.policy import LineContext, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
+from pricing.priors import list_price_anchors
 from pricing.promotions import Offer, Promotion
 from pricing.safe_start import JointSafetyBudget
 
@@ -129,13 +130,17 @@ def vw_policy(market, seg, sku, ctx, u, seed, args):
         for x in range(market.n_contexts)
     ]
     actions = np.empty(T, dtype=np.int64)
+    state = market.reference_state()
     for t in range(T):
         s, j = int(seg[t]), int(sku[t])
         example = [f"shared |s seg{s} sku{j}{shared[int(ctx[t])]}", *lines[j]]
         pmf = np.asarray(vw.predict(example), dtype=np.float64)
         cdf = np.cumsum(pmf)
         a = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), A - 1)
-        bought = u[t] < market.context_probability_table[ctx[t], s, j, a]
+        if market.path_dependent:
+            bought = u[t] < market.stream_probability([s], [j], [a], [ctx[t]], state)[0]
+        else:
+            bought = u[t] < market.context_probability_table[ctx[t], s, j, a]
         profit = float(market.margin_table[j, a]) if bought else 0.0
         cost = -profit / float(market.list_price_minor[j])
         example[1 + a] = f"0:{cost:.6f}:{max(pmf[a] / cdf[-1], 1e-6):.6f} " + lines[j][a]
@@ -162,6 +167,7 @@ def lints_policy(market, seg, sku, ctx, u, seed, alpha, batch):
     mab = MAB(arms=list(range(A)), learning_policy=LearningPolicy.LinTS(alpha=alpha), seed=seed)
     rng = np.random.default_rng([seed, 23])
     actions = np.empty(T, dtype=np.int64)
+    state = market.reference_state()
     for start in range(0, T, batch):
         stop = min(start + batch, T)
         if start == 0:
@@ -169,7 +175,7 @@ def lints_policy(market, seg, sku, ctx, u, seed, alpha, batch):
         else:
             chosen = np.asarray(mab.predict(context[start:stop]), dtype=np.int64).reshape(-1)
         s, j = seg[start:stop], sku[start:stop]
-        _, profit = market.play(s, j, chosen, u[start:stop], ctx[start:stop])
+        _, profit = market.play(s, j, chosen, u[start:stop], ctx[start:stop], state)
         reward = profit / market.list_price_minor[j]
         if start == 0:
             mab.fit(chosen.tolist(), reward.tolist(), context[start:stop])
@@ -190,7 +196,7 @@ for run in config["runs"]:
     if digest != run["digest"]:
         raise SystemExit(f"stream mismatch for seed {seed}: {digest} != {run['digest']}")
     oracle = market.oracle(seg, sku, ctx)
-    oracle_expected = market.expected_profit(seg, sku, oracle, ctx)
+    oracle_expected = market.stream_expected_profit(seg, sku, oracle, ctx)
     _, oracle_realized = market.play(seg, sku, oracle, u, ctx)
     for name in config["policies"]:
         start = time.perf_counter()
@@ -208,7 +214,7 @@ for run in config["runs"]:
         seconds = time.perf_counter() - start
         _, realized = market.play(seg, sku, actions, u, ctx)
         summary = summarize(
-            market.expected_profit(seg, sku, actions, ctx), oracle_expected, realized,
+            market.stream_expected_profit(seg, sku, actions, ctx), oracle_expected, realized,
             oracle_realized,
             n_points,
         )
@@ -261,6 +267,9 @@ class Settings:
     market_family: str = "logistic"
     #: Safe start's α (PRICING_MAX_LOSS_VS_LIST); None: off, as in production by default.
     engine_max_loss: float | None = None
+    #: Centre each category's elasticity prior where its list prices are optimal
+    #: (pricing.priors.list_price_anchors; PRICING_PRIOR_AT_LIST in the service).
+    engine_prior_at_list: bool = False
 
     def describe(self) -> str:
         """One line with the chosen sizes."""
@@ -290,6 +299,8 @@ class Settings:
             del out["market_family"]
         if self.engine_max_loss is None:
             del out["engine_max_loss"]
+        if not self.engine_prior_at_list:
+            del out["engine_prior_at_list"]
         return out
 
     def peer_key(self) -> dict[str, Any]:
@@ -428,6 +439,7 @@ def run_engine(
     trials = np.zeros(shape, dtype=np.int64)
     conversions = np.zeros(shape, dtype=np.int64)
     refits = set(settings.refit_points())
+    state = market.reference_state()  # last price seen per cell (reference-price markets)
     n = len(v.segment)
     run = EngineRun(actions=np.empty(n, dtype=np.int64), explored=np.zeros(n, dtype=bool),
                     propensity=np.empty(n))  # fmt: skip
@@ -460,7 +472,10 @@ def run_engine(
         decision = policy.decide(line)
         k = -1 if decision.promotion is None else promotion_index[decision.promotion]
         a = market.action_index(j, decision.price_minor, k)
-        bought = bool(v.u[t] < market.context_probability_table[x, s, j, a])
+        if market.path_dependent:
+            bought = bool(v.u[t] < market.stream_probability([s], [j], [a], [x], state)[0])
+        else:
+            bought = bool(v.u[t] < market.context_probability_table[x, s, j, a])
         trials[x, s, j, a] += 1
         conversions[x, s, j, a] += bought
         run.actions[t] = a
@@ -503,7 +518,16 @@ def _refit(
             )
         )
     cells = Cells.from_records(records, context_columns=schema.columns)
+    anchors = {}
+    if settings.engine_prior_at_list:
+        catalogue = {
+            market.skus[j]: (market.categories[int(market.sku_category[j])],
+                             int(market.list_price_minor[j]), int(market.unit_cost_minor[j]))
+            for j in range(market.n_skus)
+        }  # fmt: skip
+        anchors = {"category_log_elasticity_anchor": list_price_anchors(cells, catalogue)}
     model = DemandModel(
+        model_config=anchors,
         sampler_config={
             "method": "nuts",
             "draws": settings.draws,
@@ -957,8 +981,8 @@ def score(market: Market, v: Stream, actions: IntArray, n_points: int) -> dict[s
     _, oracle_realized = market.play(v.segment, v.sku, oracle, v.u, v.context)
     _, realized = market.play(v.segment, v.sku, actions, v.u, v.context)
     return summarize(
-        market.expected_profit(v.segment, v.sku, actions, v.context),
-        market.expected_profit(v.segment, v.sku, oracle, v.context),
+        market.stream_expected_profit(v.segment, v.sku, actions, v.context),
+        market.stream_expected_profit(v.segment, v.sku, oracle, v.context),
         realized,
         oracle_realized,
         n_points,
@@ -980,15 +1004,25 @@ def engine_late_diagnostics(market: Market, v: Stream, engine: EngineRun) -> dic
     late = slice(n - n // 4, n)
     s, j, x, a = v.segment[late], v.sku[late], v.context[late], engine.actions[late]
     oracle = market.oracle(s, j, x)
-    regret = market.expected_profit(s, j, oracle, x) - market.expected_profit(s, j, a, x)
+    every = market.oracle(v.segment, v.sku, v.context)
+    regret = (
+        market.stream_expected_profit(v.segment, v.sku, every, v.context)
+        - market.stream_expected_profit(v.segment, v.sku, engine.actions, v.context)
+    )[late]
     explored = engine.explored[late]
     total = float(regret.sum())
-    return {
+    out = {
         "oracle_action": float(np.mean(a == oracle)),
         "oracle_option": float(np.mean(a // market.n_prices == oracle // market.n_prices)),
         "explored": float(np.mean(explored)),
         "regret_explored": float(regret[explored].sum() / total) if total > 0 else 0.0,
     }
+    if market.path_dependent:  # what the price path costs: path-aware vs steady-state profit
+        for key, actions in (("reference_loss", engine.actions), ("reference_loss_oracle", every)):
+            path = market.stream_expected_profit(v.segment, v.sku, actions, v.context)[late]
+            steady = market.expected_profit(s, j, actions[late], x)
+            out[key] = float(1.0 - path.sum() / steady.sum())
+    return out
 
 
 def notes(results: list[dict[str, Any]], settings: Settings) -> list[str]:
@@ -1008,6 +1042,20 @@ def notes(results: list[dict[str, Any]], settings: Settings) -> list[str]:
             "last-quarter regret (a uniform pick among 13 prices × (1 + K) options is costly); the rest "
             "is posterior uncertainty and misestimated demand."
         )
+        if all("reference_loss" in d for d in late):
+            out.append(
+                "Reference prices: customers compare each price with the one the cell's previous visitor "
+                "was served, and a rise loses twice what a cut of the same size wins. Over the last quarter "
+                f"the engine's price moves cost it {mean('reference_loss'):.1f} % of the expected profit "
+                "its actions would earn at steady prices (the oracle, one constant action per cell: "
+                f"{mean('reference_loss_oracle'):.2f} %). Its model has no memory of the last price, so "
+                "Thompson sampling's draw-to-draw price changes pay the loss aversion, and its elasticity "
+                "estimates mix the short-run response (steep after a change) with the long-run one. What "
+                "would fix it: the last served price of the cell as a covariate with separate slopes for "
+                "rises and cuts (a reference-price term in `pricing.demand`), and smoother price paths "
+                "(exploration that moves one ladder step from the cell's last price, or the max-change "
+                "guardrail applied per cell)."
+            )
     out += [
         f"Learning cadence: the engine serves the list price until its first refit ({settings.first_refit:,} "
         "visitors) and learns only at refits (doubling schedule, no reweighting between refits), while VW "
@@ -1022,10 +1070,16 @@ def notes(results: list[dict[str, Any]], settings: Settings) -> list[str]:
             "them device, traffic source and returning-customer levels with true logit effects, which the "
             "engine declares as its context schema and the peers get as features."
         ),
-        "Favouring the engine: the simulated demand has exactly the engine's model form (logistic in log "
-        "price ratio, additive segment and SKU intercepts, one lift per promotion), so its hierarchical "
-        "model pools across segments and SKUs correctly; the peers assume nothing about demand. A "
-        "misspecified market (`Market.random(segment_lift_sd=...)`) is not part of this run.",
+        (
+            "Favouring the engine: the simulated demand has exactly the engine's model form (logistic in log "
+            "price ratio, additive segment and SKU intercepts, one lift per promotion), so its hierarchical "
+            "model pools across segments and SKUs correctly; the peers assume nothing about demand. A "
+            "misspecified market (`Market.random(segment_lift_sd=...)`) is not part of this run."
+            if settings.market_family == "logistic"
+            else f"Not favouring the engine: the simulated demand is {settings.market_family} "
+            "(`experiments.simulator.Market`, `family`), not the engine's logistic form; its hierarchical "
+            "model still pools across segments and SKUs, and the peers assume nothing about demand."
+        ),
         "Promotion cold start: a promotion absent from the fitted cells draws its lift from the prior "
         "N(0, 0.5) (`DemandPosterior.promotion_lift`), so Thompson sampling tries it on purpose before "
         "the next refit includes its data.",

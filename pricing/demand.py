@@ -268,7 +268,10 @@ class DemandModel:
     ----------
     model_config : dict, optional
         Merged over :attr:`default_model_config`: priors (as :mod:`pricing.priors`
-        objects or their dicts) and ``centred_min_trials``.
+        objects or their dicts), ``centred_ratio``, ``centred_min_groups`` and, optionally,
+        ``category_log_elasticity_anchor`` (``{category: log e}``, e.g. from
+        :func:`pricing.priors.list_price_anchors`: those categories' elasticity priors are
+        centred there instead of on the global mean).
     sampler_config : dict, optional
         Merged over :attr:`default_sampler_config`: ``method``, ``draws``, ``tune``,
         ``chains``, ``cores`` (processes for the chains; default one per chain up to the
@@ -285,6 +288,9 @@ class DemandModel:
         "intercept_segment_sd": HalfNormal(sigma=0.5),
         "promotion_lift": Normal(mu=0.0, sigma=0.5),
         "context_effect": Normal(mu=0.0, sigma=0.5),
+        # Optional {category: log elasticity}: centre that category's elasticity on it
+        # instead of mu_global, e.g. pricing.priors.list_price_anchors (the elasticity at
+        # which its list prices are optimal). Absent or empty: every category on mu_global.
         # Centre a group's parameter when its own data pin it down much more tightly than
         # groups differ (approximate posterior sd from the Fisher information below
         # centred_ratio x the between-group spread); non-centre it otherwise. Either choice
@@ -320,7 +326,8 @@ class DemandModel:
     ) -> None:
         config = self.default_model_config | (model_config or {})
         self.model_config: dict[str, Any] = {
-            k: prior_from_dict(v) if isinstance(v, dict) else v for k, v in config.items()
+            k: prior_from_dict(v) if isinstance(v, dict) and "dist" in v else v
+            for k, v in config.items()
         }
         self.sampler_config = self.default_sampler_config | (sampler_config or {})
         if self.sampler_config["method"] not in _METHODS:
@@ -436,7 +443,14 @@ class DemandModel:
             mu_global = _prior(cfg["log_elasticity_mu"], "mu_global")
             sd_cat = _prior(cfg["log_elasticity_category_sd"], "sd_cat")
             z_cat = pm.Normal("mu_cat_z", 0.0, 1.0, dims="category")
-            mu_cat = pm.Deterministic("mu_cat", mu_global + sd_cat * z_cat, dims="category")
+            anchor = cfg.get("category_log_elasticity_anchor") or {}
+            centre = np.array([anchor.get(str(c), np.nan) for c in lay.categories], dtype=float)
+            if np.isfinite(centre).any():  # categories centred on their list prices' optimality
+                known = np.isfinite(centre)
+                base = pt.switch(known, np.where(known, centre, 0.0), mu_global)
+            else:
+                base = mu_global
+            mu_cat = pm.Deterministic("mu_cat", base + sd_cat * z_cat, dims="category")
             sd_seg = _prior(cfg["log_elasticity_segment_sd"], "sd_seg")
             log_e = _mixed_hierarchy("log_e", mu_cat[pair_c], sd_seg, rich_pair, dims="pair")
 

@@ -10,12 +10,25 @@ HalfNormal(sigma=0.5)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pymc as pm
 
-__all__ = ["HalfNormal", "Normal", "Prior", "prior_from_dict"]
+if TYPE_CHECKING:
+    from pricing.cells import Cells
+
+__all__ = [
+    "HalfNormal",
+    "Normal",
+    "Prior",
+    "list_price_anchors",
+    "list_price_log_elasticity",
+    "prior_from_dict",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +89,85 @@ def prior_from_dict(data: dict[str, Any]) -> Prior:
             f"unknown prior distribution {name!r}; expected one of {sorted(_REGISTRY)}"
         )
     return _REGISTRY[name](**params)
+
+
+def list_price_log_elasticity(
+    list_price_minor: Any, unit_cost_minor: Any, conversion_at_list: Any
+) -> np.ndarray:
+    """log of the model's elasticity at which the list price maximises expected profit.
+
+    In the demand model, P(buy) = sigmoid(a − e · log(p / list)), so the price elasticity
+    of demand at list is ``−e (1 − P0)`` with ``P0`` the conversion at list, and the
+    profit (p − c) · P is maximal at list when the Lerner condition holds,
+    ``(p − c) / p = 1 / (e (1 − P0))``::
+
+        e = p / ((p − c) (1 − P0)).
+
+    A merchant's list price is a statement about demand: centring the elasticity prior on
+    this value makes the first posterior's optimum lie near list, so that Thompson sampling
+    starts in the list price's neighbourhood and moves away as data arrive.
+
+    Parameters
+    ----------
+    list_price_minor, unit_cost_minor : array of int, shape (n,)
+        List price and unit cost, minor units (the same currency per element).
+    conversion_at_list : array of float, shape (n,)
+        P(buy) at list price, in [0, 1).
+
+    Returns
+    -------
+    ndarray of float, shape (n,)
+        log e; NaN where the list price does not exceed the unit cost (no finite elasticity
+        makes a loss-making price optimal).
+    """
+    p = np.asarray(list_price_minor, dtype=np.float64)
+    c = np.asarray(unit_cost_minor, dtype=np.float64)
+    p0 = np.clip(np.asarray(conversion_at_list, dtype=np.float64), 0.0, 0.99)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(p > c, np.log(p) - np.log(np.maximum(p - c, 1e-12)) - np.log1p(-p0), np.nan)
+    return np.asarray(out, dtype=np.float64)
+
+
+def list_price_anchors(
+    cells: Cells,
+    products: Mapping[str, tuple[str, int, int]],
+    *,
+    bounds: tuple[float, float] = (0.5, 8.0),
+) -> dict[str, float]:
+    """Each category's log elasticity at which its list prices are optimal (the prior's centre).
+
+    The median over the category's SKUs of :func:`list_price_log_elasticity`, with each
+    SKU's conversion at list read from the cells at list price without promotion (Jeffreys:
+    (conversions + 0.5) / (trials + 1)), or the pooled rate of the cells when the SKU has
+    none there.
+
+    Parameters
+    ----------
+    cells : Cells
+        The data the model is about to be fitted to.
+    products : mapping of SKU to (category, list price, unit cost in minor units)
+        The catalogue; SKUs absent from it do not count.
+    bounds : (float, float)
+        The anchor elasticity is clipped to this range (a degenerate margin, e.g. cost
+        nearly equal to price, would otherwise give an absurd prior).
+
+    Returns
+    -------
+    dict of str to float
+        ``{category: log e}`` for every category with at least one SKU with a positive
+        margin; the demand model's ``category_log_elasticity_anchor``.
+    """
+    at_list = (np.abs(cells.log_price_ratio) < 1e-9) & (cells.promotion == "")
+    trials = cells.trials.astype(np.float64)
+    conversions = cells.conversions.astype(np.float64)
+    pooled = (conversions.sum() + 0.5) / (trials.sum() + 1.0)
+    by_category: dict[str, list[float]] = {}
+    for sku, (category, list_price, unit_cost) in sorted(products.items()):
+        mine = at_list & (cells.sku == sku)
+        n = float(trials[mine].sum())
+        p0 = (float(conversions[mine].sum()) + 0.5) / (n + 1.0) if n > 0 else pooled
+        value = float(list_price_log_elasticity([list_price], [unit_cost], [p0])[0])
+        if math.isfinite(value):
+            by_category.setdefault(category, []).append(value)
+    low, high = math.log(bounds[0]), math.log(bounds[1])
+    return {c: float(np.clip(np.median(v), low, high)) for c, v in sorted(by_category.items())}

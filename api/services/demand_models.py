@@ -190,6 +190,7 @@ def refit(
     missing_outcome: str = "non_conversion",
     half_life_days: float = 0.0,
     first_fit: bool = False,
+    prior_at_list: bool = False,
 ) -> RefitResult:
     """Fit the demand model to the log and publish the snapshot if it passes the gate.
 
@@ -197,6 +198,9 @@ def refit(
     ``first_fit``: flag the snapshot as the service's first, cheap fit
     (``diagnostics["first_fit"]``, and its message); the updater refits it in full as soon
     as the outcomes have doubled.
+    ``prior_at_list``: centre each category's elasticity prior where its list prices
+    maximise expected profit (:func:`pricing.priors.list_price_anchors`, from the active
+    catalogue and the cells' conversion at list); an anchor set in ``model_config`` wins.
 
     A rejected fit is recorded with its diagnostics and the reason; the previous published
     snapshot keeps serving.
@@ -212,10 +216,19 @@ def refit(
         cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
                            half_life_days=half_life_days)  # fmt: skip
         priors = latest_priors(session)
+        catalogue = (
+            {p.sku: (p.category, int(p.list_price_minor), int(p.unit_cost_minor))
+             for p in session.scalars(select(Product).where(Product.active))}
+            if prior_at_list else {}
+        )  # fmt: skip
     if len(cells) == 0:
         raise ValueError("no outcomes recorded yet: nothing to fit")
     from pricing.demand import DemandModel  # PyMC: only where a fit runs, not in API workers
 
+    if prior_at_list:
+        from pricing.priors import list_price_anchors
+
+        priors = priors | {"category_log_elasticity_anchor": list_price_anchors(cells, catalogue)}
     model = DemandModel(model_config=priors | (model_config or {}), sampler_config=sampler_config)
     model.fit(cells, progressbar=progressbar)
     diagnostics = model.diagnostics_

@@ -120,3 +120,31 @@ def test_online_reweighting_agrees_with_a_full_refit(catalog, sessions):
     assert max(scaled) < 1.0, max(scaled)
     # And reweighting did not leave the posterior where it was.
     assert np.mean(after) < np.mean(before), (np.mean(after), np.mean(before))
+
+
+def test_a_refit_with_the_prior_at_list_centres_each_category_on_its_catalogue(catalog, sessions):
+    """PRICING_PRIOR_AT_LIST: the anchors come from the active catalogue and the cells, and the
+    snapshot records them in its model configuration."""
+    from api.orm import ModelSnapshot
+    from pricing.priors import list_price_anchors
+
+    truth, prices = _world(catalog)
+    log_counts(sessions, truth_counts(truth, prices, (0.9, 1.0, 1.1), trials=5, seed=2))
+    quick = {"method": "nuts", "draws": 20, "tune": 20, "retry_target_accept": None, "max_draws": 0}
+    result = refit(sessions, sampler_config=quick, now=_later(), prior_at_list=True)
+    with sessions() as session:
+        row = session.get(ModelSnapshot, result.snapshot_id)
+        anchors = row.model_config_json["category_log_elasticity_anchor"]
+    assert set(anchors) == {*truth.categories, "tea"}  # the fixture's tea has no data: pooled rate
+    # The same figures as the pure function on the same catalogue (unit cost 1.00 everywhere).
+    from api.services.demand_models import load_cells
+
+    with sessions() as session:
+        cells = load_cells(session, until=_later() - DATA_LAG)
+    catalogue = {sku: (truth.categories[truth.sku_category[j]], prices[sku], 100)
+                 for j, sku in enumerate(truth.skus)}  # fmt: skip
+    expected = list_price_anchors(cells, catalogue)
+    assert {c: anchors[c] for c in truth.categories} == pytest.approx(expected)
+    plain = refit(sessions, sampler_config=quick, now=_later())
+    with sessions() as session:
+        assert "category_log_elasticity_anchor" not in session.get(ModelSnapshot, plain.snapshot_id).model_config_json

@@ -180,3 +180,22 @@ def test_targets_compare_the_engine_with_97_percent_and_half_the_best_peers_regr
     lines = promotions_joint.targets(promotions_joint.aggregate(results[:2] + results[4:6] + [
         _result("engine", 1, 950.0, 950.0), _result("engine", 2, 960.0, 960.0)]))  # fmt: skip
     assert any("**missed**" in line and "97 %" in line for line in lines)
+
+
+def test_on_a_reference_price_market_the_diagnostics_price_the_path_and_the_notes_say_why():
+    """The engine's late diagnostics measure what its price moves cost against steady prices;
+    the oracle's constant actions cost (almost) nothing; the notes explain the gap."""
+    market = Market.random(3, 4, 2, 1, seed=5, family="reference")
+    segment, sku = market.visitors(4000, 1)
+    v = promotions_joint.Stream(segment, sku, market.contexts(4000, 1), market.purchase_draws(4000, 1))
+    moving = np.random.default_rng(2).integers(market.n_actions, size=4000)
+    run = promotions_joint.EngineRun(actions=moving, explored=np.zeros(4000, dtype=bool))
+    late = promotions_joint.engine_late_diagnostics(market, v, run)
+    assert late["reference_loss"] > 0.02
+    assert abs(late["reference_loss_oracle"]) < 1e-9  # every cell's first visit is early
+    settings = promotions_joint.Settings(market_family="reference")
+    notes = promotions_joint.notes([{"policy": "engine", "late": late}], settings)
+    assert any(n.startswith("Reference prices:") for n in notes)
+    assert any(n.startswith("Not favouring the engine: the simulated demand is reference") for n in notes)
+    logistic = Market.random(3, 4, 2, 1, seed=5)
+    assert "reference_loss" not in promotions_joint.engine_late_diagnostics(logistic, v, run)
