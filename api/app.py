@@ -256,6 +256,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         # of PyMC and friends: pauses of 50-150 ms, measured, straight into quote p99).
         gc.collect()
         gc.freeze()
+        state.metrics.watch_gc()
+        young_collections = gc.get_threshold()
+        gc.set_threshold(settings.gc_young_threshold, *young_collections[1:])
         sys.setswitchinterval(settings.gil_switch_seconds)
         if updater is not None:
             updater.start()
@@ -264,6 +267,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         finally:
             if updater is not None:
                 updater.stop()
+            state.metrics.unwatch_gc()
+            gc.set_threshold(*young_collections)
             refresher.stop()
             state.posterior.stop()
             quote_service.close()

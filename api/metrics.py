@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -43,6 +44,16 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.gc_pause = Histogram(
+            "pricing_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector by generation (seconds): every "
+            "thread, requests included, waits for them.",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+            registry=self.registry,
+        )
+        self._gc_children = [self.gc_pause.labels(str(g)) for g in range(3)]
+        self._gc_started = 0.0
         # Label children: ``labels()`` validates and takes a lock on every call.
         self._decision_children: dict[tuple[str, bool], Any] = {}
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -71,6 +82,29 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(elapsed)
+
+    def watch_gc(self) -> None:
+        """Time every collection of the cyclic garbage collector (``pricing_gc_pause_seconds``).
+
+        The collector's callbacks are process-wide: call :meth:`unwatch_gc` when the app stops.
+        """
+        if self._gc_callback not in gc.callbacks:
+            gc.callbacks.append(self._gc_callback)
+
+    def unwatch_gc(self) -> None:
+        """Stop timing the collector (idempotent)."""
+        if self._gc_callback in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
+
+    def _gc_callback(self, phase: str, info: dict[str, Any]) -> None:
+        # Runs inside the collection, holding the GIL: a clock read and a histogram update.
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            self._gc_children[min(int(info.get("generation", 0)), 2)].observe(
+                time.perf_counter() - self._gc_started
+            )
+            self._gc_started = 0.0
 
     def count_decision(self, policy: str, personalized: bool) -> None:
         """Count one logged decision (``pricing_decisions``)."""

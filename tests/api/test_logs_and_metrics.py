@@ -61,7 +61,9 @@ def test_docs_and_the_openapi_document_have_their_own_route_labels(catalog):
     catalog.client.get("/no/such/path")
     text = catalog.client.get("/metrics").text
     assert 'pricing_http_requests_total{method="GET",route="/docs",status="200"} 1.0' in text
-    assert 'pricing_http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
+    assert (
+        'pricing_http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
+    )
     assert 'route="/no/such/path"' not in text and 'route="unmatched",status="404"' in text
 
 
@@ -69,3 +71,51 @@ def test_audit_log_is_readable_by_admin(catalog):
     entries = catalog.get("/v1/audit?entity=product", Role.ADMIN).json()
     assert [e["entity_id"] for e in entries] == ["TEA-2", "TEA-1"]
     assert all(e["actor"] == "test-merchandiser" for e in entries)
+
+
+def test_garbage_collector_pauses_are_timed_per_generation_while_watched():
+    import gc
+
+    from prometheus_client import generate_latest
+
+    from api.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.watch_gc()
+    metrics.watch_gc()  # idempotent: one callback
+    try:
+        assert sum(cb == metrics._gc_callback for cb in gc.callbacks) == 1
+        gc.collect()
+        gc.collect(0)
+    finally:
+        metrics.unwatch_gc()
+    metrics.unwatch_gc()
+    assert metrics._gc_callback not in gc.callbacks
+    text = generate_latest(metrics.registry).decode()
+    assert 'pricing_gc_pause_seconds_count{generation="2"} 1.0' in text
+    assert 'pricing_gc_pause_seconds_count{generation="0"} 1.0' in text
+    gc.collect()  # no longer watched
+    assert (
+        'pricing_gc_pause_seconds_count{generation="2"} 1.0'
+        in generate_latest(metrics.registry).decode()
+    )
+
+
+def test_a_serving_app_watches_the_collector_and_restores_its_settings_when_it_stops(db_url):
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import load_settings
+
+    before = gc.get_threshold()
+    app = create_app(load_settings(database_url=db_url, gc_young_threshold=4321))
+    with TestClient(app):
+        assert gc.get_threshold() == (4321, *before[1:])
+        assert any(
+            getattr(cb, "__self__", None) is app.state.pricing.metrics for cb in gc.callbacks
+        )
+    assert gc.get_threshold() == before
+    assert not any(getattr(cb, "__func__", None) is type(app.state.pricing.metrics)._gc_callback
+                   for cb in gc.callbacks)  # fmt: skip

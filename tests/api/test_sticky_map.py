@@ -1,0 +1,75 @@
+"""The worker's sticky-quote map: round trips, expiry, outcomes, erasure, and no GC load."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from api.hot.sticky import StickyMap
+from api.security import customer_hash
+from pricing.cart import StickyQuote
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def _quote(minutes: int = 30, decision_id: object | None = None, **kwargs: object) -> StickyQuote:
+    fields: dict[str, object] = {
+        "decision_id": decision_id if decision_id is not None else uuid.uuid4(), "segment": "loyal",
+        "quantity": 2, "price_minor": 1299, "personalized": True, "model_version": "7",
+        "expires_at": NOW + timedelta(minutes=minutes), "propensity": 0.25, "fallback": False,
+        "reasons": ("thompson_sampling", "promotion:TEN"), "promotion": "TEN", "discount_minor": 130,
+    }  # fmt: skip
+    return StickyQuote(**(fields | kwargs))  # type: ignore[arg-type]
+
+
+def test_entries_come_back_as_they_went_in_until_they_expire():
+    sticky = StickyMap()
+    a, b = _quote(), _quote(minutes=1, decision_id="legacy-id", model_version=None)
+    sticky.put("c1", [("TEA-1", a), ("TEA-2", b)])
+    found, missing = sticky.lookup("c1", ["TEA-1", "TEA-2", "TEA-3"], NOW)
+    assert found == {"TEA-1": a, "TEA-2": b} and missing == ["TEA-3"]
+    found, missing = sticky.lookup("c1", ["TEA-1", "TEA-2"], NOW + timedelta(minutes=2))
+    assert found == {"TEA-1": a} and missing == ["TEA-2"]
+    # A later-expiring unreported entry is not replaced by an earlier-expiring one.
+    sticky.put("c1", [("TEA-1", _quote(minutes=5))])
+    assert sticky.lookup("c1", ["TEA-1"], NOW)[0]["TEA-1"] == a
+
+
+def test_an_outcome_marks_the_entry_reported_and_erasure_forgets_the_customer():
+    sticky = StickyMap()
+    a = _quote()
+    sticky.put("c1", [("TEA-1", a)])
+    sticky.mark_reported([uuid.uuid4(), a.decision_id])  # type: ignore[list-item]
+    entry = sticky.lookup("c1", ["TEA-1"], NOW)[0]["TEA-1"]
+    assert entry.reported and entry.decision_id == a.decision_id and entry.reasons == a.reasons
+    # Reported: a newer decision for the same SKU replaces it even if it expires sooner.
+    newer = _quote(minutes=5)
+    sticky.put("c1", [("TEA-1", newer)])
+    assert sticky.lookup("c1", ["TEA-1"], NOW)[0]["TEA-1"] == newer
+    assert sticky.forget({customer_hash("c1"), customer_hash("nobody")}) == 1
+    assert sticky.lookup("c1", ["TEA-1"], NOW)[0] == {}
+    sticky.mark_reported([newer.decision_id])  # type: ignore[list-item]  # forgotten: no effect
+
+
+def test_least_recently_used_customers_are_dropped():
+    sticky = StickyMap(max_customers=2)
+    for customer in ("c1", "c2"):
+        sticky.put(customer, [("TEA-1", _quote())])
+    sticky.lookup("c1", ["TEA-1"], NOW)  # c1 used last: c2 goes first
+    sticky.put("c3", [("TEA-1", _quote())])
+    assert sticky.lookup("c2", ["TEA-1"], NOW)[1] == ["TEA-1"]
+    assert sticky.lookup("c1", ["TEA-1"], NOW)[0] and sticky.lookup("c3", ["TEA-1"], NOW)[0]
+
+
+def test_the_map_leaves_nothing_for_the_cyclic_collector_to_scan():
+    """Entries and the per-customer dicts holding them are untracked after a collection, so
+    a map of many customers does not lengthen the full collections that pause every thread."""
+    sticky = StickyMap()
+    for i in range(200):
+        sticky.put(f"c{i}", [("TEA-1", _quote()), ("TEA-2", _quote())])
+    gc.collect()
+    inner = list(sticky._map.values())
+    assert not any(gc.is_tracked(d) for d in inner)
+    assert not any(gc.is_tracked(e) for d in inner for e in d.values())
+    assert not gc.is_tracked(sticky._by_decision)
