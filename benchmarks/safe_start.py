@@ -4,8 +4,8 @@
     python -m benchmarks.safe_start --quick       # tiny, engine only, prints only
 
 The markets, visitors and policies of :mod:`benchmarks.promotions_joint`, cut to the first
-5,000 visitors, on the engine's own (logistic) demand and on linear and reference-price
-demand it does not describe. Compared: list prices (static), Vowpal Wabbit ``--epsilon 0.05``,
+5,000 visitors, on the engine's own (logistic) demand and on every demand family it does not
+describe (:data:`experiments.simulator.FAMILIES`). Compared: list prices (static), Vowpal Wabbit ``--epsilon 0.05``,
 the engine as it runs by default, and the engine with safe start (:mod:`pricing.safe_start`,
 ``PRICING_MAX_LOSS_VS_LIST`` = α), with the global elasticity prior and with the prior at list
 (``PRICING_PRIOR_AT_LIST``). Reported per policy: expected profit over the 5,000
@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks.promotions_joint import Settings, run
 from benchmarks.report import replace_section
+from experiments.simulator import FAMILIES
 
 BEGIN, END = "<!-- safe-start:begin -->", "<!-- safe-start:end -->"
 ALPHA = 0.02
@@ -79,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+                        help="demand families of the markets (default: all)")  # fmt: skip
     parser.add_argument("--visitors", type=int, default=5000)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = []
-    families = ("logistic",) if args.quick else ("logistic", "linear", "reference")
+    families = ("logistic",) if args.quick else tuple(args.families)
     for family in families:
         if args.quick:
             base = Settings(segments=2, skus=3, categories=1, promotions=2, visitors=1200, seeds=(1,),
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             base = Settings(visitors=args.visitors, seeds=tuple(range(1, 1 + args.seeds)),
                             n_points=args.visitors // 100, peers=("vw-epsilon",),
-                            market_family=family)  # fmt: skip
+                            market_family=family,
+                            context_features=1 if family == "interaction" else 0)  # fmt: skip
         plain, _ = run(base, None, verbose=False)
         results = list(plain)
         for label, variant in (
@@ -149,8 +153,10 @@ def section(rows: list[dict[str, Any]], visitors: int, seeds: int, timing: str) 
         "- command: `python -m benchmarks.safe_start`",
         f"- setting: the markets of `benchmarks.promotions_joint` (5 segments x 10 SKUs, 2 promotions), the first "
         f"{visitors:,} visitors, seeds 1-{seeds}, refits after 500 x 2^k visitors; logistic demand (the "
-        "engine's form), linear demand and reference-price demand (customers compare with the last price "
-        "served in their cell; `experiments.simulator`, family `reference`); safe start with α = 0.02 at "
+        "engine's form) and every family it does not describe (`experiments.simulator.FAMILIES`: probit, "
+        "linear, exponential, an undeclared context x price interaction with one context feature, and "
+        "reference prices, where customers compare with the last price served in their cell); safe start with "
+        "α = 0.02 at "
         "confidence 0.9, with the global elasticity prior and with the prior at list (`PRICING_PRIOR_AT_LIST`)",
         "",
         *table(rows),
