@@ -256,13 +256,13 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         # of PyMC and friends: pauses of 50-150 ms, measured, straight into quote p99).
         gc.collect()
         gc.freeze()
-        state.metrics.watch_gc()
         young_collections = gc.get_threshold()
-        gc.set_threshold(settings.gc_young_threshold, *young_collections[1:])
-        sys.setswitchinterval(settings.gil_switch_seconds)
-        if updater is not None:
-            updater.start()
         try:
+            state.metrics.watch_gc()
+            gc.set_threshold(settings.gc_young_threshold, *young_collections[1:])
+            sys.setswitchinterval(settings.gil_switch_seconds)
+            if updater is not None:
+                updater.start()
             yield
         finally:
             if updater is not None:

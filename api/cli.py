@@ -438,6 +438,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
                 sessions, sampler_config=sampler, progressbar=not args.quiet,
                 missing_outcome=_settings(args).missing_outcome,
                 half_life_days=_settings(args).demand_half_life_days,
+                prior_at_list=_settings(args).prior_at_list,
             )  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

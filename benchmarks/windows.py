@@ -41,6 +41,7 @@ SECTIONS = {
     "misspecified-interaction": "interaction (1 context feature)",
     "misspecified-reference": "reference price",
     "decision-quality": "logistic, 20 x 50, 200,000 visitors, ε 0.05 (uniform)",
+    "decision-quality-eps01": "logistic, 20 x 50, 200,000 visitors, ε 0.01 (uniform)",
     "decision-quality-eps02": "logistic, 20 x 50, 200,000 visitors, ε 0.02, floor 0.01",
 }
 #: Sections whose peers were not played again but read from another section's results
@@ -158,7 +159,8 @@ def verdicts(rows: list[Row], alpha: float = 0.02) -> list[str]:
         window = "met" if engine.worst_window >= floor else "**missed**"
         ahead = all(engine.whole_run > p.whole_run for p in peers)
         out.append(
-            f"- {market}: worst window {engine.worst_window:.1f} % of list's (target >= {floor:.0f} %: "
+            f"- {market}: worst window of {engine.window:,} visitors (starting at checkpoints, not "
+            f"sliding) {engine.worst_window:.1f} % of list's (target >= {floor:.0f} % over 1,000: "
             f"{window}); whole run {engine.whole_run:.1f} % of list's, "
             + (f"ahead of every peer (best {max(p.whole_run for p in peers):.1f} %)" if peers and ahead
                else "no peers in this run" if not peers else "**not** ahead of every peer")

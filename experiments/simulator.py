@@ -873,9 +873,14 @@ class Market:
         if not self.path_dependent:
             out: FloatArray = self.context_probability_table[x, s, j, a]
             return out
-        s, j, a, x = (np.ravel(v) for v in np.broadcast_arrays(s, j, a, x))
+        s, j, a, x = np.broadcast_arrays(s, j, a, x)
+        if s.ndim != 1:
+            raise ValueError("a path-dependent market plays a stream: 1-d arrays of visitors")
+        shape = (self.n_contexts, self.n_segments, self.n_skus)
         if state is None:
             state = self.reference_state()
+        elif state.shape != shape or not state.flags.c_contiguous or not state.flags.writeable:
+            raise ValueError(f"state must be a writeable C-contiguous array of shape {shape}")
         ratio = self.effective_prices[j, a] / self.list_price_minor[j]
         cell = (x * self.n_segments + s) * self.n_skus + j
         flat = state.reshape(-1)

@@ -261,6 +261,10 @@ class Diagnostics:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
+#: model_config keys whose values are plain dicts, not priors.
+_PLAIN_DICTS = frozenset({"category_log_elasticity_anchor"})
+
+
 class DemandModel:
     """Fit the conversion model to cells and hand out posterior draws.
 
@@ -291,6 +295,8 @@ class DemandModel:
         # Optional {category: log elasticity}: centre that category's elasticity on it
         # instead of mu_global, e.g. pricing.priors.list_price_anchors (the elasticity at
         # which its list prices are optimal). Absent or empty: every category on mu_global.
+        # Anchored categories do not inform mu_global, so with every category anchored a
+        # category the fit has not seen starts from mu_global's prior.
         # Centre a group's parameter when its own data pin it down much more tightly than
         # groups differ (approximate posterior sd from the Fisher information below
         # centred_ratio x the between-group spread); non-centre it otherwise. Either choice
@@ -326,7 +332,7 @@ class DemandModel:
     ) -> None:
         config = self.default_model_config | (model_config or {})
         self.model_config: dict[str, Any] = {
-            k: prior_from_dict(v) if isinstance(v, dict) and "dist" in v else v
+            k: prior_from_dict(v) if isinstance(v, dict) and k not in _PLAIN_DICTS else v
             for k, v in config.items()
         }
         self.sampler_config = self.default_sampler_config | (sampler_config or {})

@@ -166,9 +166,13 @@ def category_model(
             # Shared parameters as constants; an unseen segment, promotion or context column
             # sits at its population value.
             a_seg = np.array([shared.a_seg.get(str(s), 0.0) for s in lay.segments])
+            # The category's elasticity is centred on the population level, or on its anchor
+            # when the base fit had one (the prior at list: pricing.priors.list_price_anchors).
+            anchors = self.model_config.get("category_log_elasticity_anchor") or {}
+            centre = float(anchors.get(str(categories[0]), shared.mu_global))
             with pm.Model(coords=lay.coords) as model:
                 z_cat = pm.Normal("mu_cat_z", 0.0, 1.0)
-                mu_cat = pm.Deterministic("mu_cat", shared.mu_global + shared.sd_cat * z_cat)
+                mu_cat = pm.Deterministic("mu_cat", centre + shared.sd_cat * z_cat)
                 log_e = _mixed_hierarchy("log_e", mu_cat * pt.ones(len(lay.pair_c)),
                                          shared.sd_seg, lay.rich_pair, "pair")  # fmt: skip
                 a_sku = _mixed_hierarchy("a_sku", shared.mu_a * pt.ones(len(lay.skus)),

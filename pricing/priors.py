@@ -137,9 +137,12 @@ def list_price_anchors(
     """Each category's log elasticity at which its list prices are optimal (the prior's centre).
 
     The median over the category's SKUs of :func:`list_price_log_elasticity`, with each
-    SKU's conversion at list read from the cells at list price without promotion (Jeffreys:
-    (conversions + 0.5) / (trials + 1)), or the pooled rate of the cells when the SKU has
-    none there.
+    SKU's conversion at list read from the cells within 1 % of list price without promotion
+    (so that a list price moved by a guardrail's ending still counts), pooled over segments
+    (Jeffreys: (conversions + 0.5) / (trials + 1)), or the pooled rate of all the cells
+    when the SKU has none there. Pooling segments whose conversions differ makes the anchor
+    slightly low (with a shared e the exact condition weighs each segment's P(1 − P));
+    time-decay weights are not applied.
 
     Parameters
     ----------
@@ -157,15 +160,18 @@ def list_price_anchors(
         ``{category: log e}`` for every category with at least one SKU with a positive
         margin; the demand model's ``category_log_elasticity_anchor``.
     """
-    at_list = (np.abs(cells.log_price_ratio) < 1e-9) & (cells.promotion == "")
+    at_list = (np.abs(cells.log_price_ratio) < math.log(1.01)) & (cells.promotion == "")
     trials = cells.trials.astype(np.float64)
     conversions = cells.conversions.astype(np.float64)
     pooled = (conversions.sum() + 0.5) / (trials.sum() + 1.0)
+    skus, index = np.unique(cells.sku[at_list], return_inverse=True)
+    n_at = np.bincount(index, trials[at_list], len(skus))
+    c_at = np.bincount(index, conversions[at_list], len(skus))
+    seen = {str(s): (float(n), float(c)) for s, n, c in zip(skus, n_at, c_at, strict=True)}
     by_category: dict[str, list[float]] = {}
     for sku, (category, list_price, unit_cost) in sorted(products.items()):
-        mine = at_list & (cells.sku == sku)
-        n = float(trials[mine].sum())
-        p0 = (float(conversions[mine].sum()) + 0.5) / (n + 1.0) if n > 0 else pooled
+        n, c = seen.get(sku, (0.0, 0.0))
+        p0 = (c + 0.5) / (n + 1.0) if n > 0 else pooled
         value = float(list_price_log_elasticity([list_price], [unit_cost], [p0])[0])
         if math.isfinite(value):
             by_category.setdefault(category, []).append(value)

@@ -145,6 +145,11 @@ def fit_category(
             cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
                                category=category, half_life_days=half_life_days)  # fmt: skip
             priors = latest_priors(session)
+            # A category keeps the base fit's prior at list, if it had one (PRICING_PRIOR_AT_LIST):
+            # the published snapshot carries the base's model configuration.
+            anchor = (base.model_config_json or {}).get("category_log_elasticity_anchor")
+            if anchor:
+                priors = priors | {"category_log_elasticity_anchor": anchor}
     if not done:
         stored = None
         if len(cells):

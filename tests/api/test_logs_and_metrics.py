@@ -81,6 +81,7 @@ def test_garbage_collector_pauses_are_timed_per_generation_while_watched():
     from api.metrics import Metrics
 
     metrics = Metrics()
+    gc.disable()  # only the collections below, none triggered by allocations in between
     metrics.watch_gc()
     metrics.watch_gc()  # idempotent: one callback
     try:
@@ -89,6 +90,7 @@ def test_garbage_collector_pauses_are_timed_per_generation_while_watched():
         gc.collect(0)
     finally:
         metrics.unwatch_gc()
+        gc.enable()
     metrics.unwatch_gc()
     assert metrics._gc_callback not in gc.callbacks
     text = generate_latest(metrics.registry).decode()

@@ -20,7 +20,7 @@ def _run(policy: str, rate: list[float], step: int = 400) -> dict:
 
 def test_the_worst_window_after_the_first_is_found_at_the_checkpoints():
     static = _run("static", [1.0] * 10)
-    # 0.5 in the first 800 visitors (the first window: left out), 0.9 for visitors 2,000-2,400.
+    # 0.5 in the first 800 visitors (the first window: left out), 0.9 for visitors 1,600-2,000.
     engine = _run("engine", [0.5, 0.5, 1.2, 1.2, 0.9, 1.2, 1.2, 1.2, 1.2, 1.2])
     worst, window = windows.worst_window(engine, static)
     assert window == 1200  # the shortest multiple of 400 >= 1,000
@@ -47,5 +47,6 @@ def test_rows_read_engine_and_peers_per_seed_and_verdicts_check_the_targets(tmp_
     assert by["engine"].worst_window == pytest.approx(97.0)
     assert by["vw-epsilon"].whole_run == pytest.approx(110.0)
     lines = windows.verdicts(rows, alpha=0.02)
-    assert "target >= 98 %: **missed**" in lines[0] and "ahead of every peer" in lines[0]
+    assert "(target >= 98 % over 1,000: **missed**)" in lines[0] and "ahead of every peer" in lines[0]
+    assert "worst window of 1,200 visitors" in lines[0]
     assert "| linear | engine | 2 | 1,200 | 97.0 |" in "\n".join(windows.table(rows))

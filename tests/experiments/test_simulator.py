@@ -546,3 +546,15 @@ def test_reference_price_demand_remembers_the_last_price_of_each_cell():
     np.testing.assert_array_equal(
         logistic.stream_expected_profit(seg, sku, a, ctx), logistic.expected_profit(seg, sku, a, ctx)
     )
+
+
+def test_a_reference_price_stream_refuses_what_it_cannot_carry():
+    from experiments.simulator import Market
+
+    m = Market.random(2, 3, 1, 1, seed=1, family="reference")
+    with pytest.raises(ValueError, match="1-d"):
+        m.stream_probability([[0, 1]], [[0, 1]], [[0, 1]])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        m.stream_probability([0], [0], [0], [0], np.ones((3, 2, 1)).T)
+    with pytest.raises(ValueError, match="shape"):
+        m.stream_probability([0], [0], [0], [0], np.ones((1, 2, 4)))

@@ -67,3 +67,29 @@ def test_the_demand_model_centres_anchored_categories_and_leaves_the_others_on_t
     # The anchor is part of the model's identity; a model without one keeps its old hash.
     assert model.config_hash != DemandModel().config_hash
     assert "category_log_elasticity_anchor" not in DemandModel().config_dict()
+
+
+def test_a_category_refitted_alone_keeps_the_base_fits_anchor():
+    """Fan-out refits: with the prior at list, a category is centred on its anchor, not on
+    the population level held from the full fit."""
+    import pymc as pm
+
+    from pricing.fanout import SharedParameters, category_model
+
+    shared = SharedParameters(mu_global=0.2, sd_cat=0.3, sd_seg=0.3, mu_a=-2.0, sd_a_sku=0.5)
+    cells = Cells.from_records([CellRecord("s", "A", "shoes", r, "", 40, 8) for r in (0.9, 1.0, 1.1)])
+    anchored = category_model(shared, model_config={"category_log_elasticity_anchor": {"shoes": 1.1}})
+    plain = category_model(shared)
+    for model, centre in ((anchored, 1.1), (plain, 0.2)):
+        draws = pm.draw(model.build(cells)["mu_cat"], draws=4000, random_seed=2)
+        assert np.mean(draws) == pytest.approx(centre, abs=0.03)
+        assert np.std(draws) == pytest.approx(0.3, abs=0.03)
+
+
+def test_a_category_named_like_a_prior_key_is_still_an_anchor():
+    from pricing.demand import DemandModel
+
+    model = DemandModel(model_config={"category_log_elasticity_anchor": {"dist": 0.7}})
+    assert model.model_config["category_log_elasticity_anchor"] == {"dist": 0.7}
+    with pytest.raises(ValueError, match="unknown prior distribution"):
+        DemandModel(model_config={"promotion_lift": {"mu": 0.0}})
