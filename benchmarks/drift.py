@@ -130,6 +130,9 @@ class Settings:
     chains: int = 2
     posterior_draws: int = 400
     peers: bool = True
+    #: The engine's exploration share and its uniform part (the service's defaults).
+    engine_epsilon: float = 0.02
+    engine_floor: float = 0.01
 
     def drift(self) -> Drift:
         """The drift of every seed's market."""
@@ -153,7 +156,8 @@ class Settings:
                 f"visitors, weekly cycle ±{self.weekly_amplitude:g} (logit), shift at "
                 f"{self.shift_at:,}: elasticities x{self.elasticity_factor:g}, intercepts "
                 f"{self.intercept_shift:+g}; engine half-lives {list(self.half_lives)} days and none; "
-                f"NUTS {self.chains} x {self.draws} ({self.tune} tuning)")  # fmt: skip
+                f"NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
+                f"{self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g})")  # fmt: skip
 
 
 def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: IntArray,
@@ -168,7 +172,8 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     check_wiring(market, rules, offers)
     served: list[tuple[str, DemandPosterior] | None] = [None]
     policy = ThompsonPricePolicy(lambda: served[0], lambda: rules, n_prices=market.n_prices,
-                                 seed=seed)  # fmt: skip
+                                 seed=seed, epsilon=settings.engine_epsilon,
+                                 floor=settings.engine_floor)  # fmt: skip
     index = {o.promotion.key: k for k, o in enumerate(offers)}
     n, days = len(seg), int(drift.day(len(seg) - 1)) + 1
     trials = np.zeros((days, market.n_segments, market.n_skus, market.n_actions), dtype=np.int64)
@@ -431,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--engine-epsilon", type=float, default=Settings.engine_epsilon,
+                        help="the engine's exploration share (production default 0.02)")  # fmt: skip
+    parser.add_argument("--engine-floor", type=float, default=Settings.engine_floor,
+                        help="its uniform part (>= the share: all uniform)")  # fmt: skip
     parser.add_argument("--half-life", type=float, action="append",
                         help="engine half-life in simulated days (repeatable; default 3)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -439,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(segments=2, skus=3, categories=1, visitors=4000, seeds=(1,),
                             shift_at=2000, visitors_per_day=500, draws=100, tune=100,
                             posterior_draws=200, first_refit=250)  # fmt: skip
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor}
     if args.seeds:
         changes["seeds"] = tuple(range(1, args.seeds + 1))
     if args.no_peers:

@@ -259,7 +259,7 @@ class Settings:
     lints_alpha: float = 0.25
     lints_batch: int = 10
     context_features: int = 0
-    engine_epsilon: float = 0.05
+    engine_epsilon: float = 0.02
     #: The uniform part of the engine's exploration (PRICING_MIN_PROPENSITY; the rest goes to
     #: ladder neighbours). At or above ``engine_epsilon``: all uniform, as before it existed.
     engine_floor: float = 0.01
@@ -1153,8 +1153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engine-epsilon",
         type=float,
-        default=0.05,
-        help="the engine's exploration share (production default 0.05)",
+        default=Settings.engine_epsilon,
+        help="the engine's exploration share (production default 0.02)",
     )
     parser.add_argument(
         "--engine-floor",

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--engine-epsilon", type=float, default=Settings.engine_epsilon,
+                        help="the engine's exploration share (production default 0.02)")  # fmt: skip
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
                         help="demand families of the markets (default: all)")  # fmt: skip
     parser.add_argument("--visitors", type=int, default=5000)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             base = Settings(visitors=args.visitors, seeds=tuple(range(1, 1 + args.seeds)),
                             n_points=args.visitors // 100, peers=("vw-epsilon",),
-                            market_family=family,
+                            market_family=family, engine_epsilon=args.engine_epsilon,
                             context_features=1 if family == "interaction" else 0)  # fmt: skip
         plain, _ = run(base, None, verbose=False)
         results = list(plain)
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick or args.no_doc:
         return 0
     minutes = (time.perf_counter() - started) / 60
-    replace_section(BEGIN, END, section(rows, args.visitors, args.seeds, f"run time {minutes:.1f} min"))
+    timing = f"run time {minutes:.1f} min"
+    replace_section(BEGIN, END, section(rows, args.visitors, args.seeds, timing, args.engine_epsilon))
     print("wrote the safe-start section of docs/benchmarks.md")
     return 0
 
@@ -142,22 +145,27 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     ]  # fmt: skip
 
 
-def section(rows: list[dict[str, Any]], visitors: int, seeds: int, timing: str) -> str:
-    """The docs/benchmarks.md section for ``rows``; ``timing`` says how long the run took."""
+def section(
+    rows: list[dict[str, Any]], visitors: int, seeds: int, timing: str, epsilon: float
+) -> str:
+    """The docs/benchmarks.md section for ``rows``; ``timing`` says how long the run took and
+    ``epsilon`` is the engine's exploration share."""
+    flag = "" if epsilon == Settings.engine_epsilon else f" --engine-epsilon {epsilon:g}"
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         BEGIN,
         "## The first 5,000 visitors: safe start against list prices",
         "",
         f"- date: {stamp}; {timing}; {platform.machine()}, Python {platform.python_version()}",
-        "- command: `python -m benchmarks.safe_start`",
+        f"- command: `python -m benchmarks.safe_start{flag}`",
         f"- setting: the markets of `benchmarks.promotions_joint` (5 segments x 10 SKUs, 2 promotions), the first "
         f"{visitors:,} visitors, seeds 1-{seeds}, refits after 500 x 2^k visitors; logistic demand (the "
         "engine's form) and every family it does not describe (`experiments.simulator.FAMILIES`: probit, "
         "linear, exponential, an undeclared context x price interaction with one context feature, and "
         "reference prices, where customers compare with the last price served in their cell); safe start with "
         "α = 0.02 at "
-        "confidence 0.9, with the global elasticity prior and with the prior at list (`PRICING_PRIOR_AT_LIST`)",
+        "confidence 0.9, with the global elasticity prior and with the prior at list (`PRICING_PRIOR_AT_LIST`); "
+        f"engine ε = {epsilon:g} (uniform 0.01) in every engine row",
         "",
         *table(rows),
         "",

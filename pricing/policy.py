@@ -242,7 +242,7 @@ class ThompsonPricePolicy:
         posterior: Callable[[], tuple[str, DemandPosterior] | None],
         guardrails: Callable[[], GuardrailSet],
         *,
-        epsilon: float = 0.05,
+        epsilon: float = 0.02,
         floor: float | None = None,
         n_prices: int = 50,
         seed: int | None = None,

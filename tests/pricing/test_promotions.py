@@ -108,7 +108,7 @@ def test_joint_propensities_are_exact_by_monte_carlo():
     candidates = policy.decide(_line((offer,))).candidates
     assert candidates == 12  # 6 prices without and 6 with the promotion
     # Every candidate had the ε/n floor, so the logged propensities cover all actions.
-    assert min(logged.values()) >= 0.05 / candidates - 1e-12
+    assert min(logged.values()) >= policy.floor / candidates - 1e-12
 
 
 def test_paced_propensities_are_exact_by_monte_carlo():
