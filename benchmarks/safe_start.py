@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks.promotions_joint import Settings, run
 from benchmarks.report import replace_section
+from benchmarks.windows import expected_curve
 from experiments.simulator import FAMILIES
 
 BEGIN, END = "<!-- safe-start:begin -->", "<!-- safe-start:end -->"
@@ -55,13 +56,6 @@ READING = (
     "is not established. It stays off by default; it is for catalogues whose list prices are believed near-optimal. Without safe "
     "start (the plain engine), every market's worst window stays above list's."
 )
-
-
-def expected_curve(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(checkpoints, cumulative expected profit) of one policy's run."""
-    t = np.asarray(result["t"])
-    cum = np.asarray(result["cum_oracle_expected_profit"]) - np.asarray(result["cum_expected_regret"])
-    return t, cum
 
 
 def windows(result: dict[str, Any], static: dict[str, Any], width: int) -> float:
