@@ -439,6 +439,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
                 missing_outcome=_settings(args).missing_outcome,
                 half_life_days=_settings(args).demand_half_life_days,
                 prior_at_list=_settings(args).prior_at_list,
+                change_detection=_settings(args).change_config(),
             )  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -489,6 +490,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         missing_outcome=settings.missing_outcome,
         half_life_days=settings.demand_half_life_days,
         first_fit_draws=settings.first_fit_draws,
+        prior_at_list=settings.prior_at_list,
+        change_detection=settings.change_config(),
     )
     if args.once:
         update, fit = updater.step()

@@ -17,7 +17,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +31,9 @@ from api.services.demand_models import (
     refit,
 )
 from api.settings import Settings
+
+if TYPE_CHECKING:
+    from pricing.changes import ChangeDetection
 
 __all__ = [
     "JobRuntime",
@@ -81,6 +84,9 @@ class JobRuntime:
     prior_at_list : bool
         Full refits centre each category's elasticity prior where its list prices are
         optimal (``PRICING_PRIOR_AT_LIST``; :func:`api.services.demand_models.refit`).
+    change_detection : ChangeDetection or None
+        Full refits first test for a change in demand and down-weight the outcomes from
+        before one (``PRICING_CHANGE_*``; :func:`api.services.demand_models.refit`).
     """
 
     sessions: sessionmaker[Session]
@@ -96,6 +102,7 @@ class JobRuntime:
     full_every: timedelta = timedelta(hours=24)
     reweight_blocks: bool = True
     prior_at_list: bool = False
+    change_detection: ChangeDetection | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, sessions: sessionmaker[Session]) -> JobRuntime:
@@ -113,6 +120,7 @@ class JobRuntime:
             full_every=timedelta(seconds=settings.full_refit_every_seconds),
             reweight_blocks=settings.reweight_blocks,
             prior_at_list=settings.prior_at_list,
+            change_detection=settings.change_config(),
         )
 
 
@@ -222,6 +230,7 @@ def refit_if_due(
             half_life_days=runtime.half_life_days,
             first_fit=first,
             prior_at_list=runtime.prior_at_list,
+            change_detection=runtime.change_detection,
         )
     except ValueError:
         if force:

@@ -8,10 +8,13 @@ with a message naming the environment variable.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from pricing.changes import ChangeDetection
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings", "load_settings"]
 
@@ -151,6 +154,17 @@ class Settings(BaseSettings):
         follows demand that drifts (seasons, a competitor's sale) instead of weighing all
         history equally and growing overconfident. Default 90; 0 turns decay off (every
         outcome counts fully, as before). See docs/benchmarks.md, "Drift".
+    change_detection : bool
+        Before each full refit, test the outcomes that arrived since the serving snapshot
+        was fitted against its posterior predictive (:mod:`pricing.changes`); when they
+        disagree beyond ``change_alpha``, outcomes from before are down-weighted to
+        ``change_weight_before`` in this and later refits, so the model follows a sudden
+        shift (a competitor's sale) without the steady forgetting of a short half-life.
+        Default true. Declare a weekly cycle as a context feature, or it may read as one.
+    change_alpha : float
+        False-alarm rate of each refit's test (default 0.001).
+    change_weight_before : float
+        What an outcome from before a detected change counts for (default 0.1).
     gil_switch_seconds : float
         The interpreter's thread switch interval in a serving worker
         (``sys.setswitchinterval``): how long a background thread (the group writer, the
@@ -244,6 +258,9 @@ class Settings(BaseSettings):
     first_fit_draws: int = Field(default=300, ge=0, le=100_000)
     prior_at_list: bool = False
     demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)
+    change_detection: bool = True
+    change_alpha: float = Field(default=1e-3, gt=0, lt=1)
+    change_weight_before: float = Field(default=0.1, gt=0, le=1)
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     gc_young_threshold: int = Field(default=5000, ge=1, le=10_000_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
@@ -263,6 +280,14 @@ class Settings(BaseSettings):
     def cors_allowed(self) -> list[str]:
         """The origins of ``cors_origins`` (empty: CORS off)."""
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def change_config(self) -> ChangeDetection | None:
+        """Change detection for refits, or None when it is off."""
+        if not self.change_detection:
+            return None
+        from pricing.changes import ChangeDetection
+
+        return ChangeDetection(self.change_alpha, self.change_weight_before)
 
     def sampler_config(self) -> dict[str, Any]:
         """The demand model's sampler settings for refits (method and any overrides)."""

@@ -66,6 +66,8 @@ from benchmarks.promotions_joint import (
 from benchmarks.report import DOC, replace_section
 from experiments.simulator import Drift, Market, phased
 from pricing.cells import CellRecord, Cells, decay_weight
+from pricing.changes import change_weight, predictive_check
+from pricing.context import ContextSchema
 from pricing.demand import DemandModel
 from pricing.policy import LineContext, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
@@ -109,6 +111,23 @@ print(json.dumps(actions.tolist()))
 
 
 @dataclass(frozen=True)
+class Variant:
+    """How one engine run learns: time decay, change detection, a declared weekday."""
+
+    half_life: float = 0.0
+    detect: bool = False
+    weekday: bool = False
+
+    @property
+    def name(self) -> str:
+        """Label in tables and plots."""
+        parts = [f"half-life {self.half_life:g} days"] if self.half_life else []
+        parts += ["change detection"] if self.detect else []
+        parts += ["weekday declared"] if self.weekday else []
+        return "engine, " + (", ".join(parts) if parts else "no decay")
+
+
+@dataclass(frozen=True)
 class Settings:
     """One run's market, drift, schedule and sampler."""
 
@@ -123,7 +142,10 @@ class Settings:
     intercept_shift: float = -0.3
     weekly_amplitude: float = 0.25
     visitors_per_day: int = 1000
-    half_lives: tuple[float, ...] = (3.0,)
+    #: Engine runs: plain, a 3-day half-life, a declared weekday, and change detection with it.
+    variants: tuple[Variant, ...] = ()
+    #: What an outcome from before a detected change counts for (change detection).
+    weight_before: float = 0.1
     first_refit: int = 500
     draws: int = 250
     tune: int = 250
@@ -133,6 +155,11 @@ class Settings:
     #: The engine's exploration share and its uniform part (the service's defaults).
     engine_epsilon: float = 0.02
     engine_floor: float = 0.01
+
+    def engine_variants(self) -> tuple[Variant, ...]:
+        """The engine runs (``variants``, or the default four)."""
+        return self.variants or (Variant(), Variant(half_life=3.0), Variant(weekday=True),
+                                 Variant(detect=True, weekday=True))  # fmt: skip
 
     def drift(self) -> Drift:
         """The drift of every seed's market."""
@@ -155,17 +182,29 @@ class Settings:
                 f"T = {self.visitors:,}, seeds {list(self.seeds)}; days of {self.visitors_per_day:,} "
                 f"visitors, weekly cycle ±{self.weekly_amplitude:g} (logit), shift at "
                 f"{self.shift_at:,}: elasticities x{self.elasticity_factor:g}, intercepts "
-                f"{self.intercept_shift:+g}; engine half-lives {list(self.half_lives)} days and none; "
+                f"{self.intercept_shift:+g}; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
+                f"(before a detected change: weight {self.weight_before:g}); "
                 f"NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
                 f"{self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g})")  # fmt: skip
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WEEKDAY_SCHEMA = {"features": [{"name": "weekday", "kind": "categorical", "levels": list(WEEKDAYS)}]}
+
+
 def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: IntArray,
                sku: IntArray, u: FloatArray, seed: int, settings: Settings,
-               half_life: float) -> tuple[IntArray, list[float]]:  # fmt: skip
+               variant: Variant) -> tuple[IntArray, list[float], list[int]]:  # fmt: skip
     """Play the stream with the engine, refitting on decayed (or undecayed) cells.
 
-    Returns the actions, shape (T,), and each refit's seconds.
+    With ``variant.detect``, each refit first tests the outcomes since the serving
+    posterior's fit against its predictive (:func:`pricing.changes.predictive_check`);
+    on a detection, the days before the tested window count ``settings.weight_before``.
+    With ``variant.weekday``, the weekday is a declared context feature (the request's
+    ``context``, as checkout would send it).
+
+    Returns the actions, shape (T,), each refit's seconds, and the visitors at which a
+    change was detected.
     """
     logging.getLogger("pymc").setLevel(logging.WARNING)
     rules, offers = engine_guardrails(market), engine_offers(market)
@@ -181,52 +220,87 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     tables = np.stack([m.context_probability_table[0] for m in phases])
     phase = drift.phase(np.arange(n))
     refits, seconds = set(settings.refit_points()), list[float]()
-    lines: dict[tuple[int, int], LineContext] = {}
+    lines: dict[tuple[int, int, int], LineContext] = {}
     actions = np.empty(n, dtype=np.int64)
+    fresh_trials = np.zeros_like(trials)  # outcomes since the serving posterior's fit
+    fresh_conversions = np.zeros_like(trials)
+    change_day: int | None = None
+    fitted_day = 0
+    detections: list[int] = []
     for t in range(n):
         if t in refits:
             started = time.perf_counter()
-            posterior = _fit(market, trials, conversions, int(drift.day(t)), half_life, seed,
+            if variant.detect and served[0] is not None:
+                test = predictive_check(served[0][1], _cells(market, fresh_trials,
+                                        fresh_conversions, variant, 0, 0.0, None, 1.0))  # fmt: skip
+                if test.detected:
+                    change_day = fitted_day
+                    detections.append(t)
+            today = int(drift.day(t))
+            posterior = _fit(market, trials, conversions, today, variant, change_day, seed,
                              len(seconds), settings)  # fmt: skip
             served[0] = (f"drift-{seed}-{len(seconds)}", posterior)
             seconds.append(time.perf_counter() - started)
+            fresh_trials[:] = 0
+            fresh_conversions[:] = 0
+            fitted_day = today
         s, j = int(seg[t]), int(sku[t])
-        line = lines.get((s, j))
+        d = int(drift.day(t))
+        weekday = d % 7 if variant.weekday else -1
+        line = lines.get((s, j, weekday))
         if line is None:
-            line = lines[s, j] = LineContext(
+            line = lines[s, j, weekday] = LineContext(
                 segment=market.segments[s], sku=market.skus[j],
                 category=market.categories[int(market.sku_category[j])], currency=market.currency,
                 list_price_minor=int(market.list_price_minor[j]),
                 unit_cost_minor=int(market.unit_cost_minor[j]), offers=offers,
+                features={"weekday": WEEKDAYS[weekday]} if weekday >= 0 else {},
             )  # fmt: skip
         decision = policy.decide(line)
         k = -1 if decision.promotion is None else index[decision.promotion]
         a = market.action_index(j, decision.price_minor, k)
-        d = int(drift.day(t))
+        bought = bool(u[t] < tables[phase[t], s, j, a])
         trials[d, s, j, a] += 1
-        conversions[d, s, j, a] += bool(u[t] < tables[phase[t], s, j, a])
+        conversions[d, s, j, a] += bought
+        fresh_trials[d, s, j, a] += 1
+        fresh_conversions[d, s, j, a] += bought
         actions[t] = a
-    return actions, seconds
+    return actions, seconds, detections
 
 
-def _fit(market: Market, trials: IntArray, conversions: IntArray, today: int, half_life: float,
-         seed: int, number: int, settings: Settings) -> DemandPosterior:  # fmt: skip
-    """Refit on every day's cells so far, each day weighted by its age (0: no decay)."""
+def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Variant,
+           today: int, half_life: float, change_day: int | None, weight_before: float) -> Cells:  # fmt: skip
+    """Cells of the (day, segment, SKU, action) counts, each day weighted by its age (time
+    decay) and by whether it precedes the detected change."""
     ratio = market.effective_prices / market.list_price_minor[:, None]
     keys = ["", *(p.key for p in market.promotions)]
+    schema = ContextSchema.from_dict(WEEKDAY_SCHEMA if variant.weekday else None)
     records = []
     for d, s, j, a in zip(*np.nonzero(trials), strict=True):
+        weight = decay_weight(today - d, half_life) * change_weight(
+            today - d, None if change_day is None else today - change_day, weight_before)
+        context = tuple(schema.encode({"weekday": WEEKDAYS[d % 7]})) if variant.weekday else ()
         records.append(CellRecord(
             market.segments[s], market.skus[j], market.categories[int(market.sku_category[j])],
             float(ratio[j, a]), keys[int(market.action_promotion[a]) + 1],
-            int(trials[d, s, j, a]), int(conversions[d, s, j, a]),
-            weight=decay_weight(today - d, half_life),
+            int(trials[d, s, j, a]), int(conversions[d, s, j, a]), context, weight=weight,
         ))  # fmt: skip
+    return Cells.from_records(records, schema.columns)
+
+
+def _fit(market: Market, trials: IntArray, conversions: IntArray, today: int, variant: Variant,
+         change_day: int | None, seed: int, number: int, settings: Settings) -> DemandPosterior:  # fmt: skip
+    """Refit on every day's cells so far (:func:`_cells`)."""
+    cells = _cells(market, trials, conversions, variant, today, variant.half_life, change_day,
+                   settings.weight_before)  # fmt: skip
     model = DemandModel(sampler_config={
         "method": "nuts", "draws": settings.draws, "tune": settings.tune, "chains": settings.chains,
         "random_seed": seed * 1000 + number, "retry_target_accept": None, "max_draws": 0,
-    }).fit(Cells.from_records(records))  # fmt: skip
-    return model.posterior(settings.posterior_draws, meta={"version": f"drift-{seed}-{number}"})
+    }).fit(cells)  # fmt: skip
+    meta: dict[str, Any] = {"version": f"drift-{seed}-{number}"}
+    if variant.weekday:
+        meta["context_schema"] = WEEKDAY_SCHEMA
+    return model.posterior(settings.posterior_draws, meta=meta)
 
 
 def run_vw(market: Market, phases: tuple[Market, ...], drift: Drift, seg: IntArray,
@@ -295,17 +369,20 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
         phase = drift.phase(np.arange(settings.visitors))
         oracle_actions = phased(phases, phase, "oracle", seg, sku).astype(np.int64)
         oracle = phased(phases, phase, "expected_profit", seg, sku, oracle_actions)
+        detections: dict[str, list[int]] = {}
         played: dict[str, IntArray] = {
             "static (list price)": np.array([market.list_action(j) for j in sku], dtype=np.int64),
         }
-        for half_life in (0.0, *settings.half_lives):
-            name = "engine, no decay" if half_life == 0 else f"engine, half-life {half_life:g} days"
+        for variant in settings.engine_variants():
             started = time.perf_counter()
-            actions, fits = run_engine(market, phases, drift, seg, sku, u, seed, settings, half_life)
-            played[name] = actions
+            actions, fits, found = run_engine(market, phases, drift, seg, sku, u, seed, settings,
+                                              variant)  # fmt: skip
+            played[variant.name] = actions
+            detections[variant.name] = found
             if verbose:
-                print(f"seed {seed} {name}: {time.perf_counter() - started:.0f} s "
-                      f"({len(fits)} refits, {sum(fits):.0f} s)", flush=True)  # fmt: skip
+                print(f"seed {seed} {variant.name}: {time.perf_counter() - started:.0f} s "
+                      f"({len(fits)} refits, {sum(fits):.0f} s); changes detected at {found}",
+                      flush=True)  # fmt: skip
         if settings.peers:
             vw = run_vw(market, phases, drift, seg, sku, u, seed)
             if vw is not None:
@@ -313,7 +390,7 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
         for name, actions in played.items():
             expected = phased(phases, phase, "expected_profit", seg, sku, actions)
             summary = summarize_run(expected, oracle, settings.shift_at)
-            summary.update(policy=name, seed=seed)
+            summary.update(policy=name, seed=seed, detections=detections.get(name))
             results.append(summary)
             if verbose:
                 print(f"  {name:<32} {100 * summary['share_total']:5.1f} % of the moving oracle "
@@ -321,6 +398,20 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
                       f"{100 * summary['share_after']:.1f}); recovery "
                       f"{summary['recovery_own']} / {summary['recovery_oracle']}", flush=True)  # fmt: skip
     return results
+
+
+def parse_variant(text: str) -> Variant:
+    """``plain``, ``half-life=H``, ``detect``, ``weekday``, joined with ``+``."""
+    half_life, detect, weekday = 0.0, False, False
+    for part in text.split("+"):
+        key, _, value = part.strip().partition("=")
+        if key == "half-life":
+            half_life = float(value)
+        elif key in ("detect", "weekday", "plain"):
+            detect, weekday = detect or key == "detect", weekday or key == "weekday"
+        else:
+            raise argparse.ArgumentTypeError(f"--variant: unknown part {part!r}")
+    return Variant(half_life, detect, weekday)
 
 
 def _fmt_recovery(values: list[int | None]) -> str:
@@ -440,8 +531,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the engine's exploration share (production default 0.02)")  # fmt: skip
     parser.add_argument("--engine-floor", type=float, default=Settings.engine_floor,
                         help="its uniform part (>= the share: all uniform)")  # fmt: skip
-    parser.add_argument("--half-life", type=float, action="append",
-                        help="engine half-life in simulated days (repeatable; default 3)")  # fmt: skip
+    parser.add_argument("--variant", action="append",
+                        help="an engine run, e.g. 'plain', 'half-life=3', 'weekday', "
+                             "'detect+weekday' (repeatable; default: Settings.engine_variants)")  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings()
     if args.quick:
@@ -453,8 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["seeds"] = tuple(range(1, args.seeds + 1))
     if args.no_peers:
         changes["peers"] = False
-    if args.half_life:
-        changes["half_lives"] = tuple(args.half_life)
+    if args.variant:
+        changes["variants"] = tuple(parse_variant(v) for v in args.variant)
     settings = Settings(**{**asdict(settings), **changes})
     print(settings.describe(), flush=True)
     started = time.perf_counter()

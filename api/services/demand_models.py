@@ -30,6 +30,7 @@ from api.orm import AppliedDecision, Decision, ModelPrior, ModelSnapshot, Outcom
 from api.schemas.demand_models import Elasticity, ModelPublic
 from api.services.context import current_schema
 from pricing.cells import CellRecord, Cells, decay_weight
+from pricing.changes import ChangeDetection, ChangeTest, predictive_check
 from pricing.context import ContextSchema
 from pricing.posterior import DemandPosterior
 
@@ -109,6 +110,9 @@ def load_cells(
     schema: ContextSchema | None = None,
     category: str | None = None,
     half_life_days: float = 0.0,
+    since: datetime | None = None,
+    change_since: date | None = None,
+    weight_before: float = 1.0,
 ) -> Cells:
     """Aggregate the log's learning labels final at ``until`` into cells.
 
@@ -132,19 +136,29 @@ def load_cells(
         decayed counts, :attr:`~pricing.cells.Cells.weighted_trials`); 0: no decay. The
         rows are then read per (cell, day): the read grows with cells × days of history,
         the fit still with cells.
+    since : datetime, optional
+        Only labels that became final after this (e.g. a snapshot's data watermark).
+    change_since, weight_before : date and float, optional
+        A detected change in demand (:mod:`pricing.changes`): decisions made on UTC days
+        before ``change_since`` count ``weight_before`` (times any decay). Read per day too.
     """
     schema = schema or ContextSchema()
     encoded: dict[str, tuple[float, ...]] = {}
     records = []
     decay = half_life_days > 0
+    forget = change_since is not None and weight_before < 1.0
     today = until.astimezone(UTC).date()
-    for row in _labels(session, until=until, missing=missing, category=category, by_day=decay):
+    for row in _labels(session, until=until, missing=missing, category=category,
+                       by_day=decay or forget, since=since):  # fmt: skip
         seg, sku, cat, price, discount, list_price, promo, key = row[:8]
         n, conv = row[-2], row[-1]
         weight = 1.0
-        if decay:
-            age = max((today - _as_date(row[8])).days, 0)
-            weight = decay_weight(age, half_life_days)
+        if decay or forget:
+            day = _as_date(row[8])
+            age = max((today - day).days, 0)
+            weight = decay_weight(age, half_life_days) if decay else 1.0
+            if forget and change_since is not None and day < change_since:
+                weight *= weight_before
         if key not in encoded:
             encoded[key] = tuple(schema.encode_key(key).tolist())
         records.append(CellRecord(seg, sku, cat, (price - discount) / list_price, promo, n, conv,
@@ -191,6 +205,7 @@ def refit(
     half_life_days: float = 0.0,
     first_fit: bool = False,
     prior_at_list: bool = False,
+    change_detection: ChangeDetection | None = None,
 ) -> RefitResult:
     """Fit the demand model to the log and publish the snapshot if it passes the gate.
 
@@ -201,6 +216,11 @@ def refit(
     ``prior_at_list``: centre each category's elasticity prior where its list prices
     maximise expected profit (:func:`pricing.priors.list_price_anchors`, from the active
     catalogue and the cells' conversion at list); an anchor set in ``model_config`` wins.
+    ``change_detection``: first test the outcomes since the serving snapshot's watermark
+    against its posterior predictive (:func:`pricing.changes.predictive_check`); on a
+    detection, outcomes from the UTC days before that watermark count
+    ``weight_before``. A change point is carried to later refits in the snapshot's
+    diagnostics (``change_since``) until a newer one is found.
 
     A rejected fit is recorded with its diagnostics and the reason; the previous published
     snapshot keeps serving.
@@ -213,8 +233,14 @@ def refit(
     watermark = (now or utcnow()) - DATA_LAG
     with read_only(sessions)() as session:
         _schema_version, schema = current_schema(session)
+        change_since, change_test = (
+            _detect_change(session, change_detection, watermark, missing_outcome, schema)
+            if change_detection is not None else (None, None)
+        )  # fmt: skip
+        weight_before = change_detection.weight_before if change_detection is not None else 1.0
         cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
-                           half_life_days=half_life_days)  # fmt: skip
+                           half_life_days=half_life_days, change_since=change_since,
+                           weight_before=weight_before)  # fmt: skip
         priors = latest_priors(session)
         catalogue = (
             {p.sku: (p.category, int(p.list_price_minor), int(p.unit_cost_minor))
@@ -234,6 +260,14 @@ def refit(
     diagnostics = model.diagnostics_
     published = diagnostics.passed
     message = "" if published else "not published: " + "; ".join(diagnostics.reasons)
+    changed: dict[str, Any] = {}
+    if change_test is not None:
+        changed["change_test"] = change_test.to_dict()
+    if change_since is not None:
+        changed |= {"change_since": change_since.isoformat(), "change_weight_before": weight_before}
+    if change_test is not None and change_test.detected:
+        message = (f"demand changed (p = {change_test.p_value:.2g}): outcomes before "
+                   f"{change_since} count {weight_before:g}" + (f"; {message}" if message else ""))  # fmt: skip
     if first_fit:
         draws = model.sampler_config.get("draws")
         message = (f"first fit ({draws} draws per chain): a full refit follows when the outcomes "
@@ -251,7 +285,7 @@ def refit(
             n_trials=cells.n_trials,
             n_conversions=int(cells.conversions.sum()),
             diagnostics={**diagnostics.to_dict(), "parameterisation": model.parameterisation_,
-                         **({"first_fit": True} if first_fit else {})},
+                         **({"first_fit": True} if first_fit else {}), **changed},
             message=message,
         )
         session.add(row)
@@ -271,6 +305,35 @@ def refit(
     return RefitResult(
         snapshot_id, published, diagnostics.to_dict(), len(cells), cells.n_trials, message
     )
+
+
+def _detect_change(
+    session: Session, detection: ChangeDetection, watermark: datetime, missing: str,
+    schema: ContextSchema,
+) -> tuple[date | None, ChangeTest | None]:  # fmt: skip
+    """The change point this refit should use, and the test that (re)placed it.
+
+    The outcomes final since the serving snapshot's watermark were not in its fit: test them
+    against its posterior as fitted (equal weights: the online updates have seen them). A
+    detection moves the change point to the watermark's UTC day; otherwise the serving
+    snapshot's change point (if any) carries on.
+    """
+    previous = current_snapshot(session)
+    if previous is None or previous.draws is None:
+        return None, None
+    carried = (previous.diagnostics or {}).get("change_since")
+    change_since = date.fromisoformat(carried) if carried else None
+    since = previous.data_watermark
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    fresh = load_cells(session, until=watermark, missing=missing, schema=schema, since=since)
+    if len(fresh) == 0:
+        return change_since, None
+    test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh, alpha=detection.alpha)
+    if test.detected:
+        log.warning("demand changed since %s: %s", since.date(), test.to_dict())
+        return since.astimezone(UTC).date(), test
+    return change_since, test
 
 
 def current_snapshot(session: Session) -> ModelSnapshot | None:

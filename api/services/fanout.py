@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -142,8 +142,13 @@ def fit_category(
                 raise ValueError(f"base snapshot {base_snapshot_id} is gone")
             posterior = load_posterior(base)
             _version, schema = current_schema(session)
+            # A change in demand detected by the last full refit holds here too (its diagnostics).
+            found = base.diagnostics or {}
+            change_since = found.get("change_since")
             cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
-                               category=category, half_life_days=half_life_days)  # fmt: skip
+                               category=category, half_life_days=half_life_days,
+                               change_since=date.fromisoformat(change_since) if change_since else None,
+                               weight_before=float(found.get("change_weight_before", 1.0)))  # fmt: skip
             priors = latest_priors(session)
             # A category keeps the base fit's prior at list, if it had one (PRICING_PRIOR_AT_LIST):
             # the published snapshot carries the base's model configuration.
@@ -225,7 +230,10 @@ def publish(
             n_cells=sum(p.n_cells for p in parts), n_trials=sum(p.n_trials for p in parts),
             n_conversions=sum(p.n_conversions for p in parts),
             diagnostics={**verdict, "fanout": {"base_snapshot": base.id, "run_id": run_id,
-                                               "categories": len(rows), "refitted": len(parts)}},
+                                               "categories": len(rows), "refitted": len(parts)},
+                         # the base fit's change point holds until a full refit moves it
+                         **{k: v for k, v in (base.diagnostics or {}).items()
+                            if k in ("change_since", "change_weight_before")}},
             message=message,
         )  # fmt: skip
         session.add(row)

@@ -1,0 +1,121 @@
+"""Change detection in the service's refits (PRICING_CHANGE_*): test, carry, down-weight."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from api.orm import ModelSnapshot, utcnow
+from api.services.demand_models import DATA_LAG, _detect_change, load_cells, refit
+from api.settings import Settings
+from pricing.changes import ChangeDetection
+from pricing.context import ContextSchema
+from tests.factories import log_counts, publish, synthetic_posterior
+
+TRIALS = 400
+
+
+def _expected_conversions(posterior, segment, sku):
+    """Conversions at list price that the posterior predicts on average (no surprise)."""
+    p = posterior.conversion_probability(segment, sku, 1.0)[:, 0]
+    return int(round(TRIALS * float(posterior.weights @ p)))
+
+
+def _published_an_hour_ago(sessions):
+    posterior = synthetic_posterior(spread=0.1)
+    watermark = utcnow() - timedelta(hours=1)
+    return posterior, watermark, publish(sessions, posterior, watermark=watermark)
+
+
+def _detect(sessions):
+    with sessions() as session:
+        return _detect_change(session, ChangeDetection(), utcnow() + timedelta(seconds=1),
+                              "non_conversion", ContextSchema())  # fmt: skip
+
+
+def test_the_documented_defaults():
+    settings = Settings()
+    assert settings.change_detection and settings.change_alpha == 1e-3
+    assert settings.change_weight_before == 0.1
+    assert settings.change_config() == ChangeDetection(1e-3, 0.1)
+    assert Settings(change_detection=False).change_config() is None
+
+
+def test_outcomes_as_predicted_raise_no_alarm(catalog, sessions):
+    posterior, _watermark, _id = _published_an_hour_ago(sessions)
+    log_counts(sessions, [(seg, sku, price, price, TRIALS, _expected_conversions(posterior, seg, sku))
+                          for seg in ("default", "loyalty")
+                          for sku, price in (("TEA-1", 1000), ("TEA-2", 499))])  # fmt: skip
+    change_since, test = _detect(sessions)
+    assert test is not None and not test.detected and change_since is None
+    assert len(test.blocks) == 2 and abs(test.z).max() < 1.0
+
+
+def test_a_collapse_in_conversions_moves_the_change_point_to_the_snapshot_s_day(catalog, sessions):
+    _posterior, watermark, _id = _published_an_hour_ago(sessions)
+    log_counts(sessions, [(seg, "TEA-1", 1000, 1000, TRIALS, 5) for seg in ("default", "loyalty")])
+    change_since, test = _detect(sessions)
+    assert test is not None and test.detected and test.p_value < 1e-3
+    assert change_since == watermark.date()
+    # Outcomes from before the snapshot's watermark are not tested (they were in its fit).
+    assert test.observed.sum() == 10
+
+
+def test_a_change_point_is_carried_until_a_newer_one_is_found(catalog, sessions):
+    _posterior, _watermark, snapshot_id = _published_an_hour_ago(sessions)
+    earlier = (utcnow() - timedelta(days=5)).date()
+    with sessions() as session, session.begin():
+        row = session.get(ModelSnapshot, snapshot_id)
+        row.diagnostics = {**row.diagnostics, "change_since": earlier.isoformat()}
+    change_since, test = _detect(sessions)
+    assert test is None and change_since == earlier  # nothing new to test: the old point holds
+
+
+def test_outcomes_from_before_the_change_count_the_chosen_weight(catalog, sessions):
+    now = utcnow()
+    log_counts(sessions, [("loyalty", "TEA-1", 1000, 1000, 10, 4)], recorded_at=now)
+    log_counts(sessions, [("loyalty", "TEA-1", 1000, 1000, 20, 2)], recorded_at=now - timedelta(days=3))
+    until = now + timedelta(seconds=1)
+    with sessions() as session:
+        cells = load_cells(session, until=until, change_since=(now - timedelta(days=1)).date(),
+                           weight_before=0.1)  # fmt: skip
+        both = load_cells(session, until=until, half_life_days=3.0,
+                          change_since=(now - timedelta(days=1)).date(), weight_before=0.1)  # fmt: skip
+    assert cells.trials.tolist() == [30] and cells.weighted_trials is not None
+    assert cells.weighted_trials[0] == pytest.approx(10 + 20 * 0.1)
+    assert cells.weighted_conversions is not None
+    assert cells.weighted_conversions[0] == pytest.approx(4 + 2 * 0.1)
+    assert both.weighted_trials is not None
+    assert both.weighted_trials[0] == pytest.approx(10 + 20 * 0.1 * 0.5)  # decay and change multiply
+
+
+@pytest.mark.slow
+def test_a_refit_after_a_shift_records_the_change_and_learns_from_the_new_regime(catalog, sessions):
+    posterior, watermark, _id = _published_an_hour_ago(sessions)
+    # Yesterday: as the posterior predicted. Since the snapshot: hardly anyone buys.
+    log_counts(sessions, [(seg, sku, price, price, TRIALS, _expected_conversions(posterior, seg, sku))
+                          for seg in ("default", "loyalty") for sku, price in (("TEA-1", 1000), ("TEA-2", 499))],
+               recorded_at=watermark - timedelta(days=1))  # fmt: skip
+    log_counts(sessions, [(seg, sku, price, price, TRIALS, 8)
+                          for seg in ("default", "loyalty") for sku, price in (("TEA-1", 1000), ("TEA-2", 499))])  # fmt: skip
+    sampler = {"method": "nuts", "draws": 150, "tune": 150, "chains": 2, "random_seed": 1}
+    result = refit(sessions, sampler_config=sampler, now=utcnow() + DATA_LAG + timedelta(seconds=1),
+                   change_detection=ChangeDetection())  # fmt: skip
+    assert "demand changed" in result.message
+    with sessions() as session:
+        row = session.scalars(select(ModelSnapshot).order_by(ModelSnapshot.id.desc())).first()
+        assert row is not None
+        assert row.diagnostics["change_since"] == watermark.date().isoformat()
+        assert row.diagnostics["change_weight_before"] == 0.1
+        assert row.diagnostics["change_test"]["detected"] is True
+    # Yesterday's 1,600 trials count 160: the fit follows the new regime's 2 % conversion.
+    if result.published:
+        from api.services.demand_models import load_posterior
+
+        with sessions() as session:
+            fitted = load_posterior(session.get(ModelSnapshot, result.snapshot_id))
+        p = fitted.conversion_probability("default", "TEA-1", 1.0)[:, 0]
+        assert float(np.mean(p)) < 0.08

@@ -1,0 +1,71 @@
+"""Change detection (pricing.changes): calibrated when nothing moved, quick when demand shifts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pricing.cells import CellRecord, Cells
+from pricing.changes import ChangeDetection, change_weight, predictive_check
+from tests.factories import synthetic_posterior
+
+RATIOS = (0.8, 0.9, 1.0, 1.1)
+
+
+def _cells(posterior, rng, *, trials=60, intercept_shift=0.0, elasticity_factor=1.0,
+           segments=("default", "loyalty"), skus=("TEA-1", "TEA-2")):  # fmt: skip
+    """Counts drawn from one posterior draw (a truth the posterior believes in), optionally moved."""
+    draw = int(rng.integers(posterior.n_draws))
+    records = []
+    for segment in segments:
+        for sku in skus:
+            intercept, slope = posterior.logit_terms(segment, sku, "tea")
+            for ratio in RATIOS:
+                eta = intercept[draw] + intercept_shift + elasticity_factor * slope[draw] * np.log(ratio)
+                p = 1.0 / (1.0 + np.exp(-eta))
+                records.append(CellRecord(segment, sku, "tea", ratio, "", trials,
+                                          int(rng.binomial(trials, p))))  # fmt: skip
+    return Cells.from_records(records)
+
+
+def test_false_alarms_happen_at_about_the_chosen_rate_when_demand_did_not_move():
+    posterior = synthetic_posterior(spread=0.2, seed=1)
+    rng = np.random.default_rng(7)
+    alarms = [predictive_check(posterior, _cells(posterior, rng), alpha=0.05).detected
+              for _ in range(300)]  # fmt: skip
+    # The predictive variance counts the posterior's spread as well as the binomial noise.
+    assert 0.01 <= np.mean(alarms) <= 0.10
+
+
+def test_a_shift_in_demand_is_found_and_points_the_right_way():
+    posterior = synthetic_posterior(spread=0.1, seed=1)
+    rng = np.random.default_rng(8)
+    found = [predictive_check(posterior, _cells(posterior, rng, trials=250, intercept_shift=-0.6))
+             for _ in range(20)]  # fmt: skip
+    assert np.mean([t.detected for t in found]) >= 0.9
+    assert all(t.z.mean() < 0 for t in found)  # fewer conversions than predicted
+    summary = found[0].to_dict()
+    assert summary["blocks"] == 2 and summary["observed"] < summary["expected"]
+    assert summary["worst_z"] < 0
+
+
+def test_cells_the_model_never_saw_and_thin_blocks_are_left_out():
+    posterior = synthetic_posterior(spread=0.1)
+    cells = Cells.from_records([
+        CellRecord("new-segment", "TEA-1", "tea", 1.0, "", 500, 0),  # unseen segment
+        CellRecord("default", "TEA-1", "tea", 1.0, "", 5, 5),  # too few trials in its block
+    ])  # fmt: skip
+    test = predictive_check(posterior, cells, min_trials=20)
+    assert test.blocks == () and test.p_value == 1.0 and not test.detected
+
+
+def test_an_outcome_before_the_change_counts_the_chosen_weight():
+    assert change_weight(10.0, None, 0.1) == 1.0  # no change detected
+    assert change_weight(3.0, 3.0, 0.1) == 1.0  # the change's own day is the new regime
+    assert change_weight(4.0, 3.0, 0.1) == 0.1
+    with pytest.raises(ValueError):
+        change_weight(4.0, 3.0, 0.0)
+    with pytest.raises(ValueError):
+        ChangeDetection(alpha=1.5)
+    with pytest.raises(ValueError):
+        predictive_check(synthetic_posterior(), Cells.from_records([]), alpha=0.0)
