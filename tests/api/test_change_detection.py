@@ -21,7 +21,7 @@ TRIALS = 400
 def _expected_conversions(posterior, segment, sku):
     """Conversions at list price that the posterior predicts on average (no surprise)."""
     p = posterior.conversion_probability(segment, sku, 1.0)[:, 0]
-    return int(round(TRIALS * float(posterior.weights @ p)))
+    return round(TRIALS * float(posterior.weights @ p))
 
 
 def _published_an_hour_ago(sessions):
