@@ -740,6 +740,9 @@ class QuoteResults:
     #: middleware, from the request reaching the ASGI app to the response) answered within
     #: each histogram bound (seconds).
     engine_inside: list[dict[float, float]] = field(default_factory=list)
+    #: Per open-loop run of the engine: the cyclic garbage collector's pauses in the worker
+    #: (``pricing_gc_pause_seconds``): seconds in all, collections, full collections.
+    engine_gc: list[tuple[float, float, float]] = field(default_factory=list)
     engine_rss_mb: float = float("nan")
     bare_rss_mb: float = float("nan")
     response_bytes: dict[str, int] = field(default_factory=dict)
@@ -801,9 +804,12 @@ def run_quotes(
             drain(engine)
     for fraction in fractions if res.engine_rps > 0 else ():
         rate = fraction * res.engine_rps
-        before = app_histogram(engine)
+        before, gc_before = app_histogram(engine), app_gc(engine)
         res.engine_open.append(_show(gen.open(engine, rate, seconds)))
         res.engine_inside.append(inside_shares(before, app_histogram(engine)))
+        gc_after = app_gc(engine)
+        res.engine_gc.append((gc_after[0] - gc_before[0], gc_after[1] - gc_before[1],
+                              gc_after[2] - gc_before[2]))
         drain(engine)
         res.bare_open.append(_show(gen.open(bare, rate, seconds)))
     res.engine_rss_mb = rss_mb(engine_pid)[0]
@@ -824,6 +830,22 @@ def app_histogram(target: Target) -> dict[float, float]:
             bound = line.split('le="', 1)[1].split('"', 1)[0]
             out[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+def app_gc(target: Target) -> tuple[float, float, float]:
+    """The worker's garbage-collector pauses so far from ``/metrics``
+    (``pricing_gc_pause_seconds``): seconds in all, collections, full (generation 2) ones."""
+    import httpx
+
+    seconds = count = full = 0.0
+    for line in httpx.get(target.base_url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("pricing_gc_pause_seconds_sum"):
+            seconds += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("pricing_gc_pause_seconds_count"):
+            count += float(line.rsplit(" ", 1)[1])
+            if 'generation="2"' in line:
+                full += float(line.rsplit(" ", 1)[1])
+    return seconds, count, full
 
 
 def inside_shares(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
@@ -1419,15 +1441,20 @@ def latency_table(quotes: QuoteResults) -> str:
     """Markdown table: latency at each offered rate, engine and baseline."""
     out = ["| offered req/s | % of engine max | engine achieved req/s | engine p50 ms | engine p99 ms "
            "| inside the app: p99 within ms | inside the app: share within 10 ms "
+           "| GC pauses in the worker: ms (collections, full) "
            "| bare p50 ms | bare p99 ms | errors (engine / bare) |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     inside = quotes.engine_inside or [{} for _ in quotes.engine_open]
-    for e, b, shares in zip(quotes.engine_open, quotes.bare_open, inside, strict=True):
+    collector: list[tuple[float, float, float] | None] = (
+        list(quotes.engine_gc) or [None for _ in quotes.engine_open])
+    for e, b, shares, gc_run in zip(quotes.engine_open, quotes.bare_open, inside, collector,
+                                    strict=True):  # fmt: skip
         rate = e.offered_rps or 0.0
         within = f"{shares[0.01]:.2%}" if 0.01 in shares else "n/a"
+        paused = "n/a" if gc_run is None else f"{1000 * gc_run[0]:.0f} ({gc_run[1]:.0f}, {gc_run[2]:.0f})"
         out.append(f"| {rate:.0f} | {rate / quotes.engine_rps:.0%} | {e.rps:.0f} | {e.p50_ms:.1f} | "
-                   f"{e.p99_ms:.1f} | {_fmt(inside_p99_ms(shares), 0)} | {within} | {b.p50_ms:.1f} | "
-                   f"{b.p99_ms:.1f} | {e.errors} / {b.errors} |")  # fmt: skip
+                   f"{e.p99_ms:.1f} | {_fmt(inside_p99_ms(shares), 0)} | {within} | {paused} | "
+                   f"{b.p50_ms:.1f} | {b.p99_ms:.1f} | {e.errors} / {b.errors} |")  # fmt: skip
     return "\n".join(out)
 
 

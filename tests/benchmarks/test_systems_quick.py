@@ -32,6 +32,7 @@ def test_quick_mode_prints_the_table_and_leaves_the_docs_alone(capsys, monkeypat
     ):
         assert f"| {metric}" in out, metric
     assert "| offered req/s |" in out
+    assert "GC pauses in the worker" in out  # read from the worker's /metrics per run
     assert (_state(DOC), _state(systems.PLOT)) == before
 
 
