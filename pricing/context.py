@@ -10,6 +10,11 @@ attributes cannot be declared.
 
 The encoded vector is what the model sees; :meth:`ContextSchema.key` is a canonical text
 of the declared values, stored with each decision, so the log groups into cells by it.
+
+Calendar: a declared categorical feature named ``weekday`` whose levels are the seven
+:data:`WEEKDAYS` is filled in by the service from the quote's UTC time when the request
+leaves it out (:meth:`ContextSchema.with_calendar`), so a weekly cycle in demand becomes a
+day-of-week intercept in the model without checkout sending anything.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -25,10 +32,12 @@ from numpy.typing import NDArray
 
 from pricing.protected import protected_attribute
 
-__all__ = ["ContextFeature", "ContextSchema", "ContextSchemaError"]
+__all__ = ["WEEKDAYS", "ContextFeature", "ContextSchema", "ContextSchemaError"]
 
 MAX_FEATURES = 20
 MAX_LEVELS = 50
+#: Levels of the calendar feature ``weekday`` (``datetime.weekday()`` order, Monday first).
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -90,6 +99,31 @@ class ContextSchema:
     """
 
     features: tuple[ContextFeature, ...] = ()
+
+    @cached_property
+    def calendar(self) -> bool:
+        """Whether a ``weekday`` feature with the seven :data:`WEEKDAYS` is declared."""
+        return any(f.name == "weekday" and f.kind == "categorical" and set(f.levels) == set(WEEKDAYS)
+                   for f in self.features)  # fmt: skip
+
+    def with_calendar(self, context: Mapping[str, object], now: datetime) -> Mapping[str, object]:
+        """The request context with the declared calendar features it left out filled in.
+
+        Parameters
+        ----------
+        context : mapping
+            The request's context (not modified).
+        now : datetime
+            The quote's time, timezone-aware; its UTC weekday fills ``weekday``.
+
+        Returns
+        -------
+        mapping
+            ``context`` itself when nothing is filled in, else a new dict.
+        """
+        if "weekday" in context or not self.calendar:
+            return context
+        return {**context, "weekday": WEEKDAYS[now.astimezone(UTC).weekday()]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ContextSchema:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -85,6 +85,9 @@ class _Cart:
     rule: JurisdictionRule = NEUTRAL
     #: Why personal data may not set prices (None: it may).
     not_personal: str | None = None
+    #: The request's context with the declared calendar features filled in
+    #: (:meth:`pricing.context.ContextSchema.with_calendar`): what is priced on and logged.
+    features: Mapping[str, object] = field(default_factory=dict)
 
 
 class QuoteService:
@@ -250,8 +253,9 @@ class QuoteService:
             self.sticky.lookup(request.customer_id, [i.sku for i in items], now)
             if allowed else ({}, [])
         )  # fmt: skip
+        features = self.context_schema.get()[1].with_calendar(request.context, now)
         return _Cart(request, segment, now, items, allowed, promotions, sticky, missing, key_id,
-                     jurisdiction, rule, not_personal)  # fmt: skip
+                     jurisdiction, rule, not_personal, features)  # fmt: skip
 
     def _jurisdiction_rules(self) -> JurisdictionRules:
         if self.jurisdictions is None:
@@ -309,7 +313,7 @@ class QuoteService:
         schema = self.context_schema.get()[1]
         lines = price_cart(
             cart.items, policy=policy, segment=cart.segment, now=now,
-            personalization_allowed=cart.allowed, features=request.context, sticky=cart.sticky,
+            personalization_allowed=cart.allowed, features=cart.features, sticky=cart.sticky,
             book=book, channel=request.channel,
         )  # fmt: skip
         return self._job(cart, lines, book, leases, schema, experiment, guardrail_version)
@@ -328,8 +332,8 @@ class QuoteService:
         quote_id = time_ordered_id()
         expires_at = now + self.ttl
         deadline = now + self.outcome_window
-        context_key = schema.key(request.context)
-        context = dict(request.context)
+        context_key = schema.key(cart.features)
+        context = dict(cart.features)
         variant = experiment.label if experiment is not None else None
         learn = not (experiment is not None and experiment.holdout)
         by_key = {p.key: p for p in cart.promotions}

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
-from api.orm import ModelSnapshot, utcnow
+from api.orm import Decision, ModelSnapshot, utcnow
+from api.security import Role
 from api.services.demand_models import DATA_LAG, _detect_change, load_cells, refit
 from api.settings import Settings
 from pricing.changes import ChangeDetection
-from pricing.context import ContextSchema
+from pricing.context import WEEKDAYS, ContextSchema
 from tests.factories import log_counts, publish, synthetic_posterior
 
 TRIALS = 400
@@ -119,3 +121,39 @@ def test_a_refit_after_a_shift_records_the_change_and_learns_from_the_new_regime
             fitted = load_posterior(session.get(ModelSnapshot, result.snapshot_id))
         p = fitted.conversion_probability("default", "TEA-1", 1.0)[:, 0]
         assert float(np.mean(p)) < 0.08
+
+
+# ----------------------------------------------------------------- calendar: weekday
+WEEKDAY = {"features": [{"name": "weekday", "kind": "categorical", "levels": list(WEEKDAYS)}]}
+
+
+def test_a_declared_weekday_is_filled_from_the_quote_time_when_checkout_leaves_it_out():
+    schema = ContextSchema.from_dict(WEEKDAY)
+    assert schema.calendar
+    monday = datetime(2026, 12, 7, 23, 30, tzinfo=UTC)
+    assert schema.with_calendar({"device": "mobile"}, monday) == {"device": "mobile", "weekday": "mon"}
+    # Its UTC day: 01:30 on Tuesday at UTC+2 is still Monday in UTC.
+    east = monday.astimezone(timezone(timedelta(hours=2)))
+    assert schema.with_calendar({}, east) == {"weekday": "mon"}
+    sent = {"weekday": "sat"}
+    assert schema.with_calendar(sent, monday) is sent  # what checkout sends wins
+    # Only a weekday feature with the seven days is a calendar feature.
+    other = ContextSchema.from_dict({"features": [{"name": "weekday", "kind": "categorical",
+                                                   "levels": ["weekday", "weekend"]}]})  # fmt: skip
+    assert not other.calendar and other.with_calendar({}, monday) == {}
+    assert ContextSchema().with_calendar({}, monday) == {}
+
+
+def test_quotes_log_the_filled_in_weekday_so_the_model_learns_a_weekly_cycle(catalog, sessions):
+    response = catalog.put("/v1/context-schema", Role.ANALYST, json=WEEKDAY)
+    assert response.status_code in (200, 201), response.text
+    before = utcnow()
+    plain = catalog.quote("TEA-1", customer="c-1")["lines"][0]
+    sent = catalog.quote("TEA-1", customer="c-2", context={"weekday": "sun"})["lines"][0]
+    after = utcnow()
+    with sessions() as session:
+        rows = {str(d.id): d for d in session.scalars(select(Decision))}
+    filled = rows[plain["decision_id"]]
+    assert filled.context["weekday"] in {WEEKDAYS[before.weekday()], WEEKDAYS[after.weekday()]}
+    assert json.loads(filled.context_key) == {"weekday": filled.context["weekday"]}
+    assert rows[sent["decision_id"]].context == {"weekday": "sun"}
