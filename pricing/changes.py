@@ -14,7 +14,10 @@ little about may surprise it without a change):
     z_b = (O_b - E_b) / sqrt(V_b),   E_b = E_θ[Σ_c n_c p_c(θ)],
     V_b = E_θ[Σ_c n_c p_c(θ)(1 - p_c(θ))] + Var_θ[Σ_c n_c p_c(θ)],
 
-and ``X² = Σ_b z_b²`` is referred to χ² with one degree of freedom per block. A change is
+and the same for the slope: the score ``Σ_c (x_c - x̄_b)(y_c - n_c p_c)`` with x the log
+price ratio, which moves when an elasticity does even if conversions at the prices served
+hardly change. ``X²``, the sum of both squared over the blocks, is referred to χ² with one
+degree of freedom per statistic. A change is
 declared when its p-value is below ``alpha`` (1e-3 by default: with daily refits, about
 one false alarm in three years when the model is right). The refit then counts the data
 from before the tested window at ``weight_before`` (:func:`change_weight`), so the new
@@ -75,10 +78,16 @@ class ChangeTest:
     observed, expected, variance : ndarray, shape (B,)
         Conversions seen, their posterior predictive mean and variance (conversions,
         conversions²).
+    slope_z : ndarray, shape (B,)
+        Standardised surprise in how conversions move with price within each block: the
+        score ``Σ_c (log price_c - mean) (y_c - n_c p_c)`` over its predictive sd (NaN for
+        a block served at one price only). An elasticity that moved shows here even when
+        the level at the prices served did not.
     statistic : float
-        ``Σ z_b²``.
+        ``Σ z_b² + Σ slope_z_b²``.
     p_value : float
-        Upper tail of χ² with B degrees of freedom at ``statistic`` (1.0 when B = 0).
+        Upper tail of χ² with one degree of freedom per level and per slope tested at
+        ``statistic`` (1.0 when nothing was tested).
     detected : bool
         ``p_value < alpha``.
     """
@@ -87,6 +96,7 @@ class ChangeTest:
     observed: FloatArray
     expected: FloatArray
     variance: FloatArray
+    slope_z: FloatArray
     statistic: float
     p_value: float
     detected: bool
@@ -110,6 +120,8 @@ class ChangeTest:
             "expected": round(float(self.expected.sum()), 3),
             **({"worst_block": list(self.blocks[worst]), "worst_z": round(float(z[worst]), 3)}
                if worst >= 0 else {}),
+            **({"worst_slope_z": round(float(self.slope_z[np.nanargmax(np.abs(self.slope_z))]), 3)}
+               if np.isfinite(self.slope_z).any() else {}),
         }  # fmt: skip
 
 
@@ -145,7 +157,7 @@ def predictive_check(
     w = posterior.weights
     same_context = tuple(cells.context_columns) == tuple(posterior.context_columns)
     context = cells.context if cells.context is not None else np.zeros((len(cells), 0))
-    sums: dict[tuple[str, str], list[FloatArray | float]] = {}
+    found: dict[tuple[str, str], list[tuple[float, float, float, FloatArray]]] = {}
     for i in range(len(cells)):
         segment, sku = str(cells.segment[i]), str(cells.sku[i])
         category = str(cells.category[i])
@@ -157,30 +169,43 @@ def predictive_check(
         if same_context and context.shape[1]:
             offset = posterior.d @ context[i]
         promotion = str(cells.promotion[i]) or None
-        p = posterior.conversion_probability(
-            segment, sku, float(np.exp(cells.log_price_ratio[i])), category=category,
-            promotion=promotion, offset=offset,
-        )[:, 0]  # fmt: skip
-        n = float(cells.trials[i])
-        acc = sums.setdefault((segment, category), [np.zeros_like(p), np.zeros_like(p), 0.0, 0.0])
-        acc[0] = acc[0] + n * p  # draws of the expected conversions
-        acc[1] = acc[1] + n * p * (1.0 - p)  # draws of the binomial variance
-        acc[2] = float(acc[2]) + float(cells.conversions[i])
-        acc[3] = float(acc[3]) + n
-    blocks = tuple(sorted(b for b, acc in sums.items() if float(acc[3]) >= min_trials))
-    observed = np.array([float(sums[b][2]) for b in blocks])
-    expected = np.empty(len(blocks))
-    variance = np.empty(len(blocks))
+        log_ratio = float(cells.log_price_ratio[i])
+        p = posterior.conversion_probability(segment, sku, float(np.exp(log_ratio)), category=category,
+                                             promotion=promotion, offset=offset)[:, 0]  # fmt: skip
+        found.setdefault((segment, category), []).append(
+            (float(cells.trials[i]), float(cells.conversions[i]), log_ratio, p))
+    blocks = tuple(sorted(b for b, rows in found.items() if sum(r[0] for r in rows) >= min_trials))
+    observed, expected, variance = np.empty(len(blocks)), np.empty(len(blocks)), np.empty(len(blocks))
+    slope_z = np.full(len(blocks), np.nan)
     for k, b in enumerate(blocks):
-        mean_draws = np.asarray(sums[b][0])
-        binomial = np.asarray(sums[b][1])
-        expected[k] = float(w @ mean_draws)
-        spread = float(w @ (mean_draws - expected[k]) ** 2)
-        variance[k] = max(float(w @ binomial) + spread, 1e-9)
-    statistic = float(np.sum((observed - expected) ** 2 / variance)) if len(blocks) else 0.0
-    p_value = float(stats.chi2.sf(statistic, len(blocks))) if len(blocks) else 1.0
-    return ChangeTest(blocks, observed, expected, variance, statistic, p_value,
-                      bool(len(blocks) and p_value < alpha))  # fmt: skip
+        rows = found[b]
+        n = np.array([r[0] for r in rows])
+        y = np.array([r[1] for r in rows])
+        x = np.array([r[2] for r in rows])
+        prob = np.stack([r[3] for r in rows])  # (C, D)
+        centred = x - float(n @ x) / float(n.sum())
+        observed[k], expected[k], variance[k] = _score(n, y, prob, w, np.ones_like(n))
+        if np.abs(centred).max() > 1e-6:  # more than one price: test the slope too
+            o, e, v = _score(n, y, prob, w, centred)
+            slope_z[k] = (o - e) / np.sqrt(v)
+    level = (observed - expected) ** 2 / variance
+    slopes = slope_z[np.isfinite(slope_z)]
+    statistic = float(level.sum() + (slopes**2).sum())
+    dof = len(blocks) + len(slopes)
+    p_value = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
+    return ChangeTest(blocks, observed, expected, variance, slope_z, statistic, p_value,
+                      bool(dof and p_value < alpha))  # fmt: skip
+
+
+def _score(n: FloatArray, y: FloatArray, prob: FloatArray, w: FloatArray,
+           g: FloatArray) -> tuple[float, float, float]:  # fmt: skip
+    """Observed ``Σ g y``, its posterior predictive mean and variance (binomial noise plus
+    the spread over the draws); ``n``, ``y``, ``g`` shape (C,), ``prob`` (C, D)."""
+    draws = (n * g) @ prob  # (D,)
+    mean = float(w @ draws)
+    spread = float(w @ (draws - mean) ** 2)
+    binomial = float(w @ ((n * g * g) @ (prob * (1.0 - prob))))
+    return float(g @ y), mean, max(spread + binomial, 1e-9)
 
 
 def change_weight(age_days: float, change_age_days: float | None, weight_before: float) -> float:

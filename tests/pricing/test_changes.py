@@ -69,3 +69,14 @@ def test_an_outcome_before_the_change_counts_the_chosen_weight():
         ChangeDetection(alpha=1.5)
     with pytest.raises(ValueError):
         predictive_check(synthetic_posterior(), Cells.from_records([]), alpha=0.0)
+
+
+def test_an_elasticity_that_moved_is_found_even_where_the_level_barely_did():
+    posterior = synthetic_posterior(spread=0.1, seed=1)
+    rng = np.random.default_rng(9)
+    found = [predictive_check(posterior, _cells(posterior, rng, trials=250, elasticity_factor=2.0))
+             for _ in range(20)]  # fmt: skip
+    assert np.mean([t.detected for t in found]) >= 0.9
+    # Steeper demand: more buyers than predicted below list, fewer above.
+    assert all(np.nanmean(t.slope_z) < 0 for t in found)
+    assert np.mean([np.abs(t.z).max() for t in found]) < np.mean([np.nanmax(np.abs(t.slope_z)) for t in found])
