@@ -27,3 +27,16 @@ def test_recovery_counts_visitors_until_the_trailing_share_is_back():
     summary = summarize_run(expected, oracle, shift)
     assert summary["recovery_own"] == back and summary["recovery_oracle"] is None
     assert summary["share_before"] == pytest.approx(0.95) and summary["share_after"] < 0.95
+
+
+def test_engine_variants_parse_and_name_themselves():
+    from benchmarks.drift import Variant, parse_variant
+
+    assert parse_variant("plain") == Variant()
+    assert parse_variant("half-life=3") == Variant(half_life=3.0)
+    assert parse_variant("detect+weekday") == Variant(detect=True, weekday=True)
+    assert Variant().name == "engine, no decay"
+    assert Variant(detect=True, weekday=True).name == "engine, change detection, weekday declared"
+    with pytest.raises(Exception, match="unknown part"):
+        parse_variant("sometimes")
+    assert Variant(weekday=True) in Settings().engine_variants()
