@@ -545,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the engine's exploration share (production default 0.02)")  # fmt: skip
     parser.add_argument("--engine-floor", type=float, default=Settings.engine_floor,
                         help="its uniform part (>= the share: all uniform)")  # fmt: skip
+    parser.add_argument("--weight-before", type=float, default=Settings.weight_before,
+                        help="what an outcome from before a detected change counts for")  # fmt: skip
     parser.add_argument("--variant", action="append",
                         help="an engine run, e.g. 'plain', 'half-life=3', 'weekday', "
                              "'detect+weekday' (repeatable; default: Settings.engine_variants)")  # fmt: skip
@@ -554,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(segments=2, skus=3, categories=1, visitors=4000, seeds=(1,),
                             shift_at=2000, visitors_per_day=500, draws=100, tune=100,
                             posterior_draws=200, first_refit=250)  # fmt: skip
-    changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor}
+    changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor,
+                               "weight_before": args.weight_before}
     if args.seeds:
         changes["seeds"] = tuple(range(1, args.seeds + 1))
     if args.no_peers:

@@ -31,7 +31,7 @@ context feature so the model explains it (docs/benchmarks.md, drift section).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -86,10 +86,15 @@ class ChangeTest:
     statistic : float
         ``Σ z_b² + Σ slope_z_b²``.
     p_value : float
-        Upper tail of χ² with one degree of freedom per level and per slope tested at
-        ``statistic`` (1.0 when nothing was tested).
+        Twice the smaller of two p-values (Bonferroni): ``statistic`` against χ² with one
+        degree of freedom per level and per slope tested, and the pooled test against χ²
+        with one per entry of ``pooled_z`` (1.0 when nothing was tested).
     detected : bool
         ``p_value < alpha``.
+    pooled_z : ndarray, shape (1,) or (2,)
+        The level's and (when any block has two prices) the slope's surprise summed over
+        all blocks: a market-wide shift (a competitor's sale) moves every block a little,
+        which the pooled test sees long before any one block's.
     """
 
     blocks: tuple[tuple[str, str], ...]
@@ -100,6 +105,7 @@ class ChangeTest:
     statistic: float
     p_value: float
     detected: bool
+    pooled_z: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def z(self) -> FloatArray:
@@ -122,6 +128,7 @@ class ChangeTest:
                if worst >= 0 else {}),
             **({"worst_slope_z": round(float(self.slope_z[np.nanargmax(np.abs(self.slope_z))]), 3)}
                if np.isfinite(self.slope_z).any() else {}),
+            "pooled_z": [round(float(v), 3) for v in self.pooled_z],
         }  # fmt: skip
 
 
@@ -177,6 +184,10 @@ def predictive_check(
     blocks = tuple(sorted(b for b, rows in found.items() if sum(r[0] for r in rows) >= min_trials))
     observed, expected, variance = np.empty(len(blocks)), np.empty(len(blocks)), np.empty(len(blocks))
     slope_z = np.full(len(blocks), np.nan)
+    # Pooled over the blocks (a market-wide shift): observed, draws of the expected value,
+    # binomial variance; [0] level, [1] slope.
+    pooled_o, pooled_bin = [0.0, 0.0], [0.0, 0.0]
+    pooled_draws = [np.zeros(len(w)), np.zeros(len(w))]
     for k, b in enumerate(blocks):
         rows = found[b]
         n = np.array([r[0] for r in rows])
@@ -184,28 +195,46 @@ def predictive_check(
         x = np.array([r[2] for r in rows])
         prob = np.stack([r[3] for r in rows])  # (C, D)
         centred = x - float(n @ x) / float(n.sum())
-        observed[k], expected[k], variance[k] = _score(n, y, prob, w, np.ones_like(n))
-        if np.abs(centred).max() > 1e-6:  # more than one price: test the slope too
-            o, e, v = _score(n, y, prob, w, centred)
-            slope_z[k] = (o - e) / np.sqrt(v)
+        for j, g in enumerate((np.ones_like(n), centred)):
+            if j == 1 and np.abs(centred).max() <= 1e-6:
+                continue  # one price only: no slope to test
+            o, draws, binomial = _score(n, y, prob, w, g)
+            e, v = _moments(draws, binomial, w)
+            if j == 0:
+                observed[k], expected[k], variance[k] = o, e, v
+            else:
+                slope_z[k] = (o - e) / np.sqrt(v)
+            pooled_o[j] += o
+            pooled_draws[j] = pooled_draws[j] + draws
+            pooled_bin[j] += binomial
     level = (observed - expected) ** 2 / variance
     slopes = slope_z[np.isfinite(slope_z)]
     statistic = float(level.sum() + (slopes**2).sum())
     dof = len(blocks) + len(slopes)
-    p_value = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
+    pooled_z = np.zeros(0)
+    if dof:
+        moments = [_moments(pooled_draws[j], pooled_bin[j], w) for j in range(1 + bool(len(slopes)))]
+        pooled_z = np.array([(pooled_o[j] - e) / np.sqrt(v) for j, (e, v) in enumerate(moments)])
+    p_blocks = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
+    p_pooled = float(stats.chi2.sf(float(pooled_z @ pooled_z), len(pooled_z))) if dof else 1.0
+    p_value = min(1.0, 2.0 * min(p_blocks, p_pooled))  # Bonferroni over the two tests
     return ChangeTest(blocks, observed, expected, variance, slope_z, statistic, p_value,
-                      bool(dof and p_value < alpha))  # fmt: skip
+                      bool(dof and p_value < alpha), pooled_z)  # fmt: skip
 
 
 def _score(n: FloatArray, y: FloatArray, prob: FloatArray, w: FloatArray,
-           g: FloatArray) -> tuple[float, float, float]:  # fmt: skip
-    """Observed ``Σ g y``, its posterior predictive mean and variance (binomial noise plus
-    the spread over the draws); ``n``, ``y``, ``g`` shape (C,), ``prob`` (C, D)."""
-    draws = (n * g) @ prob  # (D,)
-    mean = float(w @ draws)
-    spread = float(w @ (draws - mean) ** 2)
+           g: FloatArray) -> tuple[float, FloatArray, float]:  # fmt: skip
+    """Observed ``Σ g y``, its expected value under each draw (D,), and the binomial
+    variance averaged over the draws; ``n``, ``y``, ``g`` shape (C,), ``prob`` (C, D)."""
+    draws: FloatArray = (n * g) @ prob
     binomial = float(w @ ((n * g * g) @ (prob * (1.0 - prob))))
-    return float(g @ y), mean, max(spread + binomial, 1e-9)
+    return float(g @ y), draws, binomial
+
+
+def _moments(draws: FloatArray, binomial: float, w: FloatArray) -> tuple[float, float]:
+    """Posterior predictive mean and variance: the spread over the draws plus the noise."""
+    mean = float(w @ draws)
+    return mean, max(float(w @ (draws - mean) ** 2) + binomial, 1e-9)
 
 
 def change_weight(age_days: float, change_age_days: float | None, weight_before: float) -> float:

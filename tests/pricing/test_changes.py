@@ -80,3 +80,16 @@ def test_an_elasticity_that_moved_is_found_even_where_the_level_barely_did():
     # Steeper demand: more buyers than predicted below list, fewer above.
     assert all(np.nanmean(t.slope_z) < 0 for t in found)
     assert np.mean([np.abs(t.z).max() for t in found]) < np.mean([np.nanmax(np.abs(t.slope_z)) for t in found])
+
+
+def test_a_market_wide_shift_shows_in_the_pooled_test_before_any_one_block():
+    segments = tuple(f"s{i}" for i in range(8))
+    posterior = synthetic_posterior(segments=segments, spread=0.05, seed=1)
+    rng = np.random.default_rng(3)
+    found = [predictive_check(posterior, _cells(posterior, rng, trials=100, intercept_shift=-0.25,
+                                                segments=segments))
+             for _ in range(40)]  # fmt: skip
+    assert np.mean([t.detected for t in found]) >= 0.7
+    pooled = np.mean([abs(t.pooled_z[0]) for t in found])
+    assert pooled > np.mean([np.abs(t.z).max() for t in found])
+    assert found[0].to_dict()["pooled_z"][0] < 0
