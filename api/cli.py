@@ -271,7 +271,8 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
         if existing:
             print(f"the database already holds {existing} decisions: not simulating more")
         else:
-            simulated = simulate(sessions, visitors=args.simulate, seed=args.seed)
+            simulated = simulate(sessions, visitors=args.simulate, seed=args.seed,
+                                 prior_at_list=settings.prior_at_list)
     keys_file = Path(args.keys_file) if args.keys_file else demo_keys_file(settings.database_url)
     issued, reused = _demo_keys(
         sessions, keys_file, rotate=args.rotate_keys, pepper=settings.pepper()

@@ -143,8 +143,13 @@ def simulate(
     epsilon: float = 0.05,
     n_prices: int = 50,
     floor: float | None = 0.01,
+    prior_at_list: bool = False,
 ) -> SimulationReport:
-    """Run ``visitors`` simulated customers through the engine (see the module docstring)."""
+    """Run ``visitors`` simulated customers through the engine (see the module docstring).
+
+    ``prior_at_list``: the half-way refit centres each category's elasticity prior where
+    its list prices are optimal, as the service's refits do with ``PRICING_PRIOR_AT_LIST``.
+    """
     rng = np.random.default_rng(seed)
     _experiment(sessions)
     reader = read_only(sessions)
@@ -181,7 +186,7 @@ def simulate(
                 bar.write(f"fitting the demand model on the first {half:,} visitors: "
                           f"{_describe_sampler(sampler_config)}...")  # fmt: skip
             started = time.perf_counter()
-            refit_note = _refit(sessions, sampler_config)
+            refit_note = _refit(sessions, sampler_config, prior_at_list)
             if progress:
                 bar.write(f"  {refit_note} ({time.perf_counter() - started:.0f} s)")
             posterior.refresh()
@@ -227,12 +232,14 @@ def _describe_sampler(sampler_config: dict[str, Any] | None) -> str:
             f"(+{int(sc['tune']):,} tuning)")  # fmt: skip
 
 
-def _refit(sessions: sessionmaker[Session], sampler_config: dict[str, Any] | None) -> str:
+def _refit(sessions: sessionmaker[Session], sampler_config: dict[str, Any] | None,
+           prior_at_list: bool = False) -> str:  # fmt: skip
     from api.orm import utcnow
 
     # Offline, nothing else writes: the data lag (for open transactions) can be skipped.
     result = refit(
-        sessions, sampler_config=sampler_config, now=utcnow() + DATA_LAG + timedelta(seconds=1)
+        sessions, sampler_config=sampler_config, now=utcnow() + DATA_LAG + timedelta(seconds=1),
+        prior_at_list=prior_at_list,
     )
     state = "published" if result.published else f"rejected ({result.message})"
     return f"model version {result.snapshot_id} {state}: {result.n_cells} cells, {result.n_trials} trials"

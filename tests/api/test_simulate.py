@@ -57,3 +57,18 @@ def test_probability_at_ratio_rejects_a_non_positive_price():
     market = demo_market(PRODUCTS, ["new"], [], seed=7)
     with pytest.raises(ValueError, match="positive"):
         market.probability_at_ratio(0, 0, 0.0)
+
+
+def test_the_half_way_refit_uses_the_prior_at_list_when_the_service_does(monkeypatch):
+    import api.simulate as simulate_module
+
+    seen = {}
+
+    def fake_refit(_sessions, **kwargs):
+        seen.update(kwargs)
+        return SimpleNamespace(snapshot_id=1, published=True, message="", n_cells=2, n_trials=3)
+
+    monkeypatch.setattr(simulate_module, "refit", fake_refit)
+    note = simulate_module._refit(None, {"draws": 10}, prior_at_list=True)
+    assert seen["prior_at_list"] is True and seen["sampler_config"] == {"draws": 10}
+    assert note.startswith("model version 1 published")
