@@ -157,14 +157,15 @@ class Settings(BaseSettings):
     change_detection : bool
         Before each full refit, test the outcomes that arrived since the serving snapshot
         was fitted against its posterior predictive (:mod:`pricing.changes`); when they
-        disagree beyond ``change_alpha``, outcomes from before are down-weighted to
-        ``change_weight_before`` in this and later refits, so the model follows a sudden
-        shift (a competitor's sale) without the steady forgetting of a short half-life.
+        disagree beyond ``change_alpha``, this and later refits fit a market-wide shift of
+        intercept and log elasticity for the outcomes after the change and count those
+        before at ``change_weight_before``, so the model follows a sudden shift (a
+        competitor's sale) without the steady forgetting of a short half-life.
         Default true. Declare a weekly cycle as a context feature, or it may read as one.
     change_alpha : float
         False-alarm rate of each refit's test (default 0.001).
     change_weight_before : float
-        What an outcome from before a detected change counts for (default 0.1).
+        What an outcome from before a detected change counts for (default 0.25).
     gil_switch_seconds : float
         The interpreter's thread switch interval in a serving worker
         (``sys.setswitchinterval``): how long a background thread (the group writer, the
@@ -260,7 +261,7 @@ class Settings(BaseSettings):
     demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)
     change_detection: bool = True
     change_alpha: float = Field(default=1e-3, gt=0, lt=1)
-    change_weight_before: float = Field(default=0.1, gt=0, le=1)
+    change_weight_before: float = Field(default=0.25, gt=0, le=1)
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     gc_young_threshold: int = Field(default=5000, ge=1, le=10_000_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")

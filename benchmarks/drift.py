@@ -154,7 +154,7 @@ class Settings:
     #: fixed half-life, e.g. ``--variant half-life=3``, did not pay in the 2026-12-06 run).
     variants: tuple[Variant, ...] = ()
     #: What an outcome from before a detected change counts for (change detection).
-    weight_before: float = 0.1
+    weight_before: float = 0.25
     first_refit: int = 500
     draws: int = 250
     tune: int = 250
@@ -279,7 +279,8 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
 def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Variant,
            today: int, half_life: float, change_day: int | None, weight_before: float) -> Cells:  # fmt: skip
     """Cells of the (day, segment, SKU, action) counts, each day weighted by its age (time
-    decay) and by whether it precedes the detected change."""
+    decay) and by whether it precedes the detected change; the days from the change on are
+    the new regime (:attr:`pricing.cells.CellRecord.regime`), as in the service."""
     ratio = market.effective_prices / market.list_price_minor[:, None]
     keys = ["", *(p.key for p in market.promotions)]
     schema = ContextSchema.from_dict(WEEKDAY_SCHEMA if variant.weekday else None)
@@ -292,6 +293,7 @@ def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Var
             market.segments[s], market.skus[j], market.categories[int(market.sku_category[j])],
             float(ratio[j, a]), keys[int(market.action_promotion[a]) + 1],
             int(trials[d, s, j, a]), int(conversions[d, s, j, a]), context, weight=weight,
+            regime=change_day is not None and d >= change_day,
         ))  # fmt: skip
     return Cells.from_records(records, schema.columns)
 

@@ -58,6 +58,9 @@ class CellRecord:
     weight : float
         What each of these trials counts for in the likelihood, in (0, 1]: 1 for fresh
         data, less for old data under time decay (``0.5 ** (age / half-life)``).
+    regime : bool
+        The trials came after a detected change in demand (:mod:`pricing.changes`); the
+        model then fits a market-wide shift of intercept and log elasticity for them.
     """
 
     segment: str
@@ -69,6 +72,7 @@ class CellRecord:
     conversions: int
     context: tuple[float, ...] = ()
     weight: float = 1.0
+    regime: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class Cells:
         Decayed counts (each trial times its weight, see :attr:`CellRecord.weight`); None
         when every weight is 1. The demand model's likelihood then counts these instead
         of ``trials`` and ``conversions``.
+    regime : ndarray of bool, shape (n_cells,), optional
+        Cells after a detected change in demand (:attr:`CellRecord.regime`); None when no
+        record is.
     """
 
     segment: NDArray[np.str_]
@@ -102,9 +109,12 @@ class Cells:
     context_columns: tuple[str, ...] = ()
     weighted_trials: NDArray[np.float64] | None = None
     weighted_conversions: NDArray[np.float64] | None = None
+    regime: NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.trials)
+        if self.regime is not None and np.shape(self.regime) != (n,):
+            raise ValueError(f"cells: regime must have shape ({n},)")
         if self.context is None:
             object.__setattr__(self, "context", np.zeros((n, len(self.context_columns))))
         assert self.context is not None
@@ -159,7 +169,7 @@ class Cells:
         context_columns : tuple of str
             Names of the encoded context columns.
         """
-        merged: dict[tuple[str, str, str, float, str, tuple[float, ...]], list[Any]] = {}
+        merged: dict[tuple[str, str, str, float, str, tuple[float, ...], bool], list[Any]] = {}
         width = len(context_columns)
         decayed = False
         for r in records:
@@ -175,6 +185,7 @@ class Cells:
                 round(float(r.price_ratio), 12),
                 r.promotion,
                 context,
+                bool(r.regime),
             )
             weight = float(r.weight)
             if not 0.0 < weight <= 1.0:
@@ -202,6 +213,7 @@ class Cells:
             conversions=np.array([merged[k][1] for k in keys], dtype=np.int64),
             context=np.array([k[5] for k in keys], dtype=float).reshape(len(keys), width),
             context_columns=tuple(context_columns),
+            regime=np.array([k[6] for k in keys], dtype=bool) if any(k[6] for k in keys) else None,
             **weighted,
         )
 

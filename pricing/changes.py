@@ -17,12 +17,16 @@ little about may surprise it without a change):
 and the same for the slope: the score ``Σ_c (x_c - x̄_b)(y_c - n_c p_c)`` with x the log
 price ratio, which moves when an elasticity does even if conversions at the prices served
 hardly change. ``X²``, the sum of both squared over the blocks, is referred to χ² with one
-degree of freedom per statistic. A change is
-declared when its p-value is below ``alpha`` (1e-3 by default: with daily refits, about
-one false alarm in three years when the model is right). The refit then counts the data
-from before the tested window at ``weight_before`` (:func:`change_weight`), so the new
-regime is learnt from its own outcomes with the old one as a weak prior, and a later
-refit that agrees keeps that change point.
+degree of freedom per statistic; beside it, level and slope pooled over all blocks (a
+market-wide shift moves every block a little) are referred to χ² with two, and the
+p-value is twice the smaller of the two (Bonferroni). A change is declared when the
+p-value is below ``alpha`` (1e-3 by default: with daily refits, about
+one false alarm in three years when the model is right). The refit then marks the outcomes
+from the tested window on as a new regime, whose market-wide shift of intercept and log
+elasticity the demand model fits (:attr:`pricing.cells.CellRecord.regime`, folded into the
+draws so decisions are for the new regime), and counts the older ones at
+``weight_before`` (:func:`change_weight`): they still say who differs from whom, the new
+outcomes set the level. A later refit that agrees keeps that change point.
 
 A systematic level swing that the model does not describe (a weekly cycle with no weekday
 feature, say) looks like a change on the days it is strongest; declare such a cycle as a
@@ -58,7 +62,7 @@ class ChangeDetection:
     """
 
     alpha: float = 1e-3
-    weight_before: float = 0.1
+    weight_before: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:

@@ -56,6 +56,11 @@ __all__ = [
 FitMethod = str  # "auto" | "nuts" | "nutpie" | "advi"
 _METHODS = ("auto", "nuts", "nutpie", "advi")
 MODEL_VERSION = "conversion-logit/1"
+#: Prior sd of the market-wide shifts after a detected change (intercept, log elasticity;
+#: logit and log scales): 0.5 allows a shift of ±1 on either, which covers a competitor's
+#: sale (the drift benchmark's elasticity x1.6 is +0.47), without letting a day's noise
+#: move every line.
+REGIME_SHIFT_SD = 0.5
 
 
 def nutpie_available() -> bool:
@@ -486,9 +491,23 @@ class DemandModel:
             else:
                 pm.Deterministic("g", pt.zeros(0), dims="promotion")
                 g_cell = 0.0
-            eta = (
-                a_seg[s_idx] + a_sku[j_idx] - pt.exp(log_e[p_idx]) * cells.log_price_ratio + g_cell
-            )
+            if cells.regime is not None and cells.regime.any():
+                # After a detected change (pricing.changes): a market-wide shift of the
+                # intercept and of the log elasticity for the cells after it, so the old
+                # regime's outcomes still teach who differs from whom (pooled deviations)
+                # while the new regime's set the level. posterior() folds the shifts in.
+                after = cells.regime.astype(float)
+                shift_a = pm.Normal("regime_shift_a", 0.0, REGIME_SHIFT_SD)
+                shift_e = pm.Normal("regime_shift_e", 0.0, REGIME_SHIFT_SD)
+                eta = (
+                    a_seg[s_idx] + a_sku[j_idx] + shift_a * after
+                    - pt.exp(log_e[p_idx] + shift_e * after) * cells.log_price_ratio + g_cell
+                )
+            else:
+                eta = (
+                    a_seg[s_idx] + a_sku[j_idx] - pt.exp(log_e[p_idx]) * cells.log_price_ratio
+                    + g_cell
+                )
             if cells.context_columns:
                 effect = cfg["context_effect"]
                 d = pm.Normal("d", effect.mu, effect.sigma, dims="context")
@@ -645,6 +664,13 @@ class DemandModel:
         d = stacked("mu_global").shape[0]
         g = stacked("g") if "g" in post else np.zeros((d, 0))
         context_d = stacked("d") if "d" in post else np.zeros((d, 0))
+        # After a detected change, decisions are for the new regime: fold its shifts into
+        # every intercept and log elasticity (fitted, and the means new levels start from).
+        shift_a = stacked("regime_shift_a") if "regime_shift_a" in post else np.zeros(d)
+        shift_e = stacked("regime_shift_e") if "regime_shift_e" in post else np.zeros(d)
+        regime = ({"regime_shift": {"intercept": float(shift_a.mean()),
+                                    "log_elasticity": float(shift_e.mean())}}
+                  if "regime_shift_a" in post else {})  # fmt: skip
         return DemandPosterior(
             context_columns=tuple(self.coords_.get("context", [])),
             segments=tuple(self.coords_["segment"]),
@@ -653,15 +679,16 @@ class DemandModel:
             promotions=tuple(self.coords_["promotion"]),
             sku_category=self.sku_category_,
             pairs=tuple(self.pairs_),
-            a_seg=stacked("a_seg"), a_sku=stacked("a_sku"), log_e=stacked("log_e"), g=g,
-            mu_a=stacked("mu_a"), sd_a_sku=stacked("sd_a_sku"), sd_a_seg=stacked("sd_a_seg"),
-            mu_global=stacked("mu_global"), sd_cat=stacked("sd_cat"), sd_seg=stacked("sd_seg"),
-            mu_cat=stacked("mu_cat"), d=context_d, log_weights=np.zeros(d),
+            a_seg=stacked("a_seg"), a_sku=stacked("a_sku") + shift_a[:, None],
+            log_e=stacked("log_e") + shift_e[:, None], g=g,
+            mu_a=stacked("mu_a") + shift_a, sd_a_sku=stacked("sd_a_sku"), sd_a_seg=stacked("sd_a_seg"),
+            mu_global=stacked("mu_global") + shift_e, sd_cat=stacked("sd_cat"), sd_seg=stacked("sd_seg"),
+            mu_cat=stacked("mu_cat") + shift_e[:, None], d=context_d, log_weights=np.zeros(d),
             meta={"model": MODEL_VERSION, "config_hash": self.config_hash,
                   "promotion_prior": [float(self.model_config["promotion_lift"].mu),
                                       float(self.model_config["promotion_lift"].sigma)],
                   "diagnostics": self.diagnostics_.to_dict(), "parameterisation": self.parameterisation_,
-                  **(meta or {})},
+                  **regime, **(meta or {})},
         )  # fmt: skip
 
 

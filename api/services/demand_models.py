@@ -140,29 +140,32 @@ def load_cells(
         Only labels that became final after this (e.g. a snapshot's data watermark).
     change_since, weight_before : date and float, optional
         A detected change in demand (:mod:`pricing.changes`): decisions made on UTC days
-        before ``change_since`` count ``weight_before`` (times any decay). Read per day too.
+        before ``change_since`` count ``weight_before`` (times any decay), and the later
+        ones are marked as the new regime (:attr:`~pricing.cells.CellRecord.regime`, whose
+        market-wide shift the model fits). Read per day too.
     """
     schema = schema or ContextSchema()
     encoded: dict[str, tuple[float, ...]] = {}
     records = []
     decay = half_life_days > 0
-    forget = change_since is not None and weight_before < 1.0
+    split = change_since is not None
     today = until.astimezone(UTC).date()
     for row in _labels(session, until=until, missing=missing, category=category,
-                       by_day=decay or forget, since=since):  # fmt: skip
+                       by_day=decay or split, since=since):  # fmt: skip
         seg, sku, cat, price, discount, list_price, promo, key = row[:8]
         n, conv = row[-2], row[-1]
-        weight = 1.0
-        if decay or forget:
+        weight, after = 1.0, False
+        if decay or split:
             day = _as_date(row[8])
             age = max((today - day).days, 0)
             weight = decay_weight(age, half_life_days) if decay else 1.0
-            if forget and change_since is not None and day < change_since:
-                weight *= weight_before
+            if change_since is not None:
+                after = day >= change_since
+                weight *= 1.0 if after else weight_before
         if key not in encoded:
             encoded[key] = tuple(schema.encode_key(key).tolist())
         records.append(CellRecord(seg, sku, cat, (price - discount) / list_price, promo, n, conv,
-                                  encoded[key], weight))  # fmt: skip
+                                  encoded[key], weight, after))  # fmt: skip
     return Cells.from_records(records, schema.columns)
 
 

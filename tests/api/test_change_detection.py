@@ -41,8 +41,8 @@ def _detect(sessions):
 def test_the_documented_defaults():
     settings = Settings()
     assert settings.change_detection and settings.change_alpha == 1e-3
-    assert settings.change_weight_before == 0.1
-    assert settings.change_config() == ChangeDetection(1e-3, 0.1)
+    assert settings.change_weight_before == 0.25
+    assert settings.change_config() == ChangeDetection(1e-3, 0.25)
     assert Settings(change_detection=False).change_config() is None
 
 
@@ -86,12 +86,17 @@ def test_outcomes_from_before_the_change_count_the_chosen_weight(catalog, sessio
                            weight_before=0.1)  # fmt: skip
         both = load_cells(session, until=until, half_life_days=3.0,
                           change_since=(now - timedelta(days=1)).date(), weight_before=0.1)  # fmt: skip
-    assert cells.trials.tolist() == [30] and cells.weighted_trials is not None
-    assert cells.weighted_trials[0] == pytest.approx(10 + 20 * 0.1)
+    # Two cells now: the old regime's (weighted) and the new one's (marked for the shift).
+    assert cells.regime is not None and cells.regime.tolist() == [False, True]
+    assert cells.trials.tolist() == [20, 10] and cells.weighted_trials is not None
+    assert cells.weighted_trials.tolist() == pytest.approx([20 * 0.1, 10])
     assert cells.weighted_conversions is not None
-    assert cells.weighted_conversions[0] == pytest.approx(4 + 2 * 0.1)
+    assert cells.weighted_conversions.tolist() == pytest.approx([2 * 0.1, 4])
     assert both.weighted_trials is not None
-    assert both.weighted_trials[0] == pytest.approx(10 + 20 * 0.1 * 0.5)  # decay and change multiply
+    assert both.weighted_trials.tolist() == pytest.approx([20 * 0.1 * 0.5, 10])  # decay and change multiply
+    with sessions() as session:
+        plain = load_cells(session, until=until)
+    assert plain.regime is None and plain.trials.tolist() == [30]
 
 
 @pytest.mark.slow
@@ -111,7 +116,7 @@ def test_a_refit_after_a_shift_records_the_change_and_learns_from_the_new_regime
         row = session.scalars(select(ModelSnapshot).order_by(ModelSnapshot.id.desc())).first()
         assert row is not None
         assert row.diagnostics["change_since"] == watermark.date().isoformat()
-        assert row.diagnostics["change_weight_before"] == 0.1
+        assert row.diagnostics["change_weight_before"] == 0.25
         assert row.diagnostics["change_test"]["detected"] is True
     # Yesterday's 1,600 trials count 160: the fit follows the new regime's 2 % conversion.
     if result.published:

@@ -260,3 +260,52 @@ def test_a_mode_leaked_by_a_concurrent_compilation_is_put_back_before_a_fit():
                          text=True, check=True)  # fmt: skip
     assert out.stdout.split() == ["Loop", "CVM", "Mode"], out.stderr
     assert "restored to 'Mode'" in out.stderr
+
+
+def _regime_cells(seed=4, shift_a=-0.4, factor=1.6):
+    """2 segments x 3 SKUs x 5 prices: a long old regime, then a short one whose intercepts
+    moved by ``shift_a`` and elasticities by ``factor``."""
+    from pricing.cells import CellRecord, Cells
+
+    rng = np.random.default_rng(seed)
+    a_seg, a_sku, e = {"s0": 0.3, "s1": -0.3}, {"K0": -1.0, "K1": -0.6, "K2": -1.3}, {"s0": 1.2, "s1": 2.0}
+    records = []
+    for after, trials in ((False, 800), (True, 200)):
+        for seg in a_seg:
+            for sku in a_sku:
+                for ratio in (0.7, 0.85, 1.0, 1.15, 1.3):
+                    elasticity = e[seg] * (factor if after else 1.0)
+                    eta = a_seg[seg] + a_sku[sku] + (shift_a if after else 0.0) - elasticity * math.log(ratio)
+                    k = int(rng.binomial(trials, 1 / (1 + math.exp(-eta))))
+                    records.append(CellRecord(seg, sku, "tea", ratio, "", trials, k,
+                                              weight=1.0 if after else 0.25, regime=after))  # fmt: skip
+    return Cells.from_records(records), e
+
+
+@pytest.mark.slow
+def test_after_a_change_the_posterior_describes_the_new_regime():
+    cells, e = _regime_cells()
+    assert cells.regime is not None and cells.regime.sum() == 30
+    model = DemandModel(sampler_config={"draws": 400, "tune": 400, "chains": 2, "method": "nuts",
+                                        "random_seed": 3}).fit(cells)  # fmt: skip
+    post = model.posterior(400)
+    shift = post.meta["regime_shift"]
+    assert 0.2 < shift["log_elasticity"] < 0.8  # log 1.6 = 0.47
+    assert -0.8 < shift["intercept"] < -0.1
+    for seg in ("s0", "s1"):
+        # Folded in: the decisions' elasticity is the new regime's, not the long old one's.
+        mean = float(np.exp(post.log_elasticity(seg, "tea")).mean())
+        assert abs(mean - 1.6 * e[seg]) < abs(mean - e[seg]), (seg, mean)
+    # A new SKU starts from the new regime's mean intercept too.
+    assert float(post.mu_a.mean()) < float(model.idata_.posterior["mu_a"].mean())
+
+
+def test_cells_keep_the_two_regimes_of_one_price_apart():
+    from pricing.cells import CellRecord, Cells
+
+    cells = Cells.from_records([CellRecord("s", "K", "tea", 1.0, "", 10, 2),
+                                CellRecord("s", "K", "tea", 1.0, "", 5, 1, regime=True),
+                                CellRecord("s", "K", "tea", 1.0, "", 5, 3, regime=True)])  # fmt: skip
+    assert cells.trials.tolist() == [10, 10] and cells.regime is not None
+    assert cells.regime.tolist() == [False, True] and cells.conversions.tolist() == [2, 4]
+    assert Cells.from_records([CellRecord("s", "K", "tea", 1.0, "", 10, 2)]).regime is None
