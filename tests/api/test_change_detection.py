@@ -100,7 +100,11 @@ def test_outcomes_from_before_the_change_count_the_chosen_weight(catalog, sessio
 
 
 @pytest.mark.slow
-def test_a_refit_after_a_shift_records_the_change_and_learns_from_the_new_regime(catalog, sessions):
+def test_a_refit_after_a_shift_records_the_change_and_learns_from_the_new_regime(catalog, sessions,
+                                                                                backend):  # fmt: skip
+    if backend != "sqlite":
+        pytest.skip("the maths is the same on both databases; the detection and load_cells tests "
+                    "above cover PostgreSQL")  # fmt: skip
     posterior, watermark, _id = _published_an_hour_ago(sessions)
     # Yesterday: as the posterior predicted. Since the snapshot: hardly anyone buys.
     log_counts(sessions, [(seg, sku, price, price, TRIALS, _expected_conversions(posterior, seg, sku))
@@ -108,7 +112,8 @@ def test_a_refit_after_a_shift_records_the_change_and_learns_from_the_new_regime
                recorded_at=watermark - timedelta(days=1))  # fmt: skip
     log_counts(sessions, [(seg, sku, price, price, TRIALS, 8)
                           for seg in ("default", "loyalty") for sku, price in (("TEA-1", 1000), ("TEA-2", 499))])  # fmt: skip
-    sampler = {"method": "nuts", "draws": 150, "tune": 150, "chains": 2, "random_seed": 1}
+    sampler = {"method": "nuts", "draws": 150, "tune": 150, "chains": 2, "random_seed": 1,
+               "retry_target_accept": None, "max_draws": 0}  # no rescue: the gate is not under test
     result = refit(sessions, sampler_config=sampler, now=utcnow() + DATA_LAG + timedelta(seconds=1),
                    change_detection=ChangeDetection())  # fmt: skip
     assert "demand changed" in result.message

@@ -287,7 +287,8 @@ def test_after_a_change_the_posterior_describes_the_new_regime():
     cells, e = _regime_cells()
     assert cells.regime is not None and cells.regime.sum() == 30
     model = DemandModel(sampler_config={"draws": 400, "tune": 400, "chains": 2, "method": "nuts",
-                                        "random_seed": 3}).fit(cells)  # fmt: skip
+                                        "random_seed": 3, "retry_target_accept": None,
+                                        "max_draws": 0}).fit(cells)  # fmt: skip
     post = model.posterior(400)
     shift = post.meta["regime_shift"]
     assert 0.2 < shift["log_elasticity"] < 0.8  # log 1.6 = 0.47
