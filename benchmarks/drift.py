@@ -2,6 +2,8 @@
 
     python -m benchmarks.drift               # 2 seeds x 20,000 visitors; writes docs/benchmarks.md + plot
     python -m benchmarks.drift --quick       # tiny market, one seed, prints only
+    python -m benchmarks.drift --shift-categories 0 --section one-category
+                                             # the shift hits category 0 only; own section
 
 Setting
 -------
@@ -10,7 +12,8 @@ A market of :class:`experiments.simulator.Market` (logistic demand) whose demand
 weekly cycle of the intercepts (``--weekly-amplitude`` on the logit scale), and at
 ``--shift-at`` every elasticity is multiplied by ``--elasticity-factor`` and every
 intercept moves by ``--intercept-shift`` (a competitor's sale, say: customers buy less
-and compare more). Every policy plays the same visitors with the same purchase draws,
+and compare more); with ``--shift-categories``, only in the categories named (a sale in
+one aisle). Every policy plays the same visitors with the same purchase draws,
 against the market of each visitor's phase. The **moving oracle** serves each visitor
 the best action of that visitor's phase.
 
@@ -125,12 +128,16 @@ class Variant:
     half_life: float = 0.0
     detect: bool = False
     weekday: bool = False
+    #: After a detection, a deviation per category from the market-wide shift (the
+    #: default); False: the market-wide shift only (``global-shift``).
+    category_shift: bool = True
 
     @property
     def name(self) -> str:
         """Label in tables and plots."""
         parts = [f"half-life {self.half_life:g} days"] if self.half_life else []
         parts += ["change detection"] if self.detect else []
+        parts += ["market-wide shift only"] if self.detect and not self.category_shift else []
         parts += ["weekday declared"] if self.weekday else []
         return "engine, " + (", ".join(parts) if parts else "no decay")
 
@@ -150,6 +157,8 @@ class Settings:
     intercept_shift: float = -0.3
     weekly_amplitude: float = 0.25
     visitors_per_day: int = 1000
+    #: Category indices the shift hits (None: all).
+    shift_categories: tuple[int, ...] | None = None
     #: Engine runs (default: plain, a declared weekday, and change detection with it; a
     #: fixed half-life, e.g. ``--variant half-life=3``, did not pay in the 2026-12-06 run).
     variants: tuple[Variant, ...] = ()
@@ -172,7 +181,7 @@ class Settings:
     def drift(self) -> Drift:
         """The drift of every seed's market."""
         return Drift(self.shift_at, self.elasticity_factor, self.intercept_shift,
-                     self.weekly_amplitude, self.visitors_per_day)  # fmt: skip
+                     self.weekly_amplitude, self.visitors_per_day, self.shift_categories)  # fmt: skip
 
     def refit_points(self) -> list[int]:
         """500, 1,000, 2,000, then every simulated day."""
@@ -190,7 +199,11 @@ class Settings:
                 f"T = {self.visitors:,}, seeds {list(self.seeds)}; days of {self.visitors_per_day:,} "
                 f"visitors, weekly cycle ±{self.weekly_amplitude:g} (logit), shift at "
                 f"{self.shift_at:,}: elasticities x{self.elasticity_factor:g}, intercepts "
-                f"{self.intercept_shift:+g}; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
+                f"{self.intercept_shift:+g}"
+                + (f" in categor{'y' if len(self.shift_categories) == 1 else 'ies'} "
+                   f"{', '.join(map(str, self.shift_categories))} of {self.categories} only"
+                   if self.shift_categories is not None else "")
+                + f"; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
                 f"(before a detected change: weight {self.weight_before:g}); "
                 f"NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
                 f"{self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g})")  # fmt: skip
@@ -303,7 +316,8 @@ def _fit(market: Market, trials: IntArray, conversions: IntArray, today: int, va
     """Refit on every day's cells so far (:func:`_cells`)."""
     cells = _cells(market, trials, conversions, variant, today, variant.half_life, change_day,
                    settings.weight_before)  # fmt: skip
-    model = DemandModel(sampler_config={
+    model = DemandModel(model_config=None if variant.category_shift else {"regime_category_sd": 0.0},
+                        sampler_config={
         "method": "nuts", "draws": settings.draws, "tune": settings.tune, "chains": settings.chains,
         "random_seed": seed * 1000 + number, "retry_target_accept": None, "max_draws": 0,
     }).fit(cells)  # fmt: skip
@@ -411,17 +425,19 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
 
 
 def parse_variant(text: str) -> Variant:
-    """``plain``, ``half-life=H``, ``detect``, ``weekday``, joined with ``+``."""
-    half_life, detect, weekday = 0.0, False, False
+    """``plain``, ``half-life=H``, ``detect``, ``weekday``, ``global-shift``, joined with ``+``."""
+    half_life, detect, weekday, category_shift = 0.0, False, False, True
     for part in text.split("+"):
         key, _, value = part.strip().partition("=")
         if key == "half-life":
             half_life = float(value)
+        elif key == "global-shift":
+            category_shift = False
         elif key in ("detect", "weekday", "plain"):
             detect, weekday = detect or key == "detect", weekday or key == "weekday"
         else:
             raise argparse.ArgumentTypeError(f"--variant: unknown part {part!r}")
-    return Variant(half_life, detect, weekday)
+    return Variant(half_life, detect, weekday, category_shift)
 
 
 def _fmt_recovery(values: list[int | None]) -> str:
@@ -471,22 +487,25 @@ def plot(results: list[dict[str, Any]], settings: Settings, path: Path = PLOT) -
     plt.close(fig)
 
 
-def write_doc(results: list[dict[str, Any]], settings: Settings, seconds: float) -> None:
-    """Replace the drift section of docs/benchmarks.md."""
-    plot(results, settings)
+def write_doc(results: list[dict[str, Any]], settings: Settings, seconds: float,
+              section: str = "", command: str = "python -m benchmarks.drift") -> None:  # fmt: skip
+    """Replace the drift section of docs/benchmarks.md (``drift-<section>`` if given)."""
+    begin, end = (f"<!-- drift-{section}:begin -->", f"<!-- drift-{section}:end -->") if section else (BEGIN, END)
+    image = f"drift-{section}.png" if section else PLOT.name
+    plot(results, settings, PLOT.with_name(image))
     vw = [r for r in results if r["policy"] == "vw-epsilon"]
     lines = [
-        BEGIN,
-        "## Drift: demand that moves",
+        begin,
+        "## Drift: demand that moves" + (f" ({section.replace('-', ' ')})" if section else ""),
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; run time {seconds / 60:.1f} min; "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "- command: `python -m benchmarks.drift`",
+        f"- command: `{command}`",
         f"- setting: {settings.describe()}",
         "",
         table(results),
         "",
-        "![trailing share of the moving oracle](img/drift.png)",
+        f"![trailing share of the moving oracle](img/{image})",
         "",
         "Findings:",
         "",
@@ -531,17 +550,18 @@ def write_doc(results: list[dict[str, Any]], settings: Settings, seconds: float)
         "- How each engine learns: *half-life* weighs every outcome `0.5 ** (age / h)` in each "
         "refit (`PRICING_DEMAND_HALF_LIFE_DAYS`); *change detection* tests the outcomes since the "
         "serving posterior's fit against its predictive, per (segment, category) in level and in "
-        "slope, and after a detection fits a market-wide shift of intercept and log elasticity "
-        "for the outcomes from the change on (folded into the draws) while older ones count "
+        "slope, and after a detection fits a market-wide shift of intercept and log elasticity, "
+        "with a zero-sum deviation per category, for the outcomes from the change on (folded "
+        "into the draws) while older ones count "
         f"{settings.weight_before:g} (`PRICING_CHANGE_DETECTION`, `PRICING_CHANGE_WEIGHT_BEFORE`; "
         "`pricing/changes.py`); *weekday declared* gives the model the day of the week as a "
         "context feature (the service fills a declared `weekday` from the quote's time), so "
         "the weekly cycle becomes a day-of-week intercept instead of noise.",
         "- Not modelled here: the service's online reweighting between refits (the posterior "
         "is fixed between daily refits in this benchmark).",
-        END,
+        end,
     ]
-    replace_section(BEGIN, END, "\n".join(lines))
+    replace_section(begin, end, "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="its uniform part (>= the share: all uniform)")  # fmt: skip
     parser.add_argument("--weight-before", type=float, default=Settings.weight_before,
                         help="what an outcome from before a detected change counts for")  # fmt: skip
+    parser.add_argument("--shift-categories", type=lambda v: tuple(int(c) for c in v.split(",")),
+                        default=None, help="category indices the shift hits, e.g. '0' (default: all)")
+    parser.add_argument("--section", default="",
+                        help="write docs/benchmarks.md section drift-SECTION (default: the drift section)")
     parser.add_argument("--variant", action="append",
                         help="an engine run, e.g. 'plain', 'half-life=3', 'weekday', "
                              "'detect+weekday' (repeatable; default: Settings.engine_variants)")  # fmt: skip
@@ -573,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["seeds"] = tuple(range(1, args.seeds + 1))
     if args.no_peers:
         changes["peers"] = False
+    if args.shift_categories is not None:
+        changes["shift_categories"] = args.shift_categories
     if args.variant:
         changes["variants"] = tuple(parse_variant(v) for v in args.variant)
     settings = Settings(**{**asdict(settings), **changes})
@@ -581,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(settings)
     print(table(results))
     if not (args.quick or args.no_doc):
-        write_doc(results, settings, time.perf_counter() - started)
+        command = " ".join(["python -m benchmarks.drift", *(argv if argv is not None else sys.argv[1:])])
+        write_doc(results, settings, time.perf_counter() - started, args.section, command)
     return 0
 
 

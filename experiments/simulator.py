@@ -1146,6 +1146,10 @@ class Drift:
         Intercepts move by ``amplitude * sin(2 pi day / 7)`` (logit scale) through the week.
     visitors_per_day : int
         Visitors in one simulated day (> 0).
+    shift_categories : tuple of int or None
+        Indices of the categories the shift hits (a competitor's sale in one aisle); None,
+        the default, for every category. The intercept shift of a category goes onto its
+        SKUs' intercepts.
     """
 
     shift_at: int
@@ -1153,10 +1157,15 @@ class Drift:
     intercept_shift: float = 0.0
     weekly_amplitude: float = 0.0
     visitors_per_day: int = 1000
+    shift_categories: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.shift_at < 0 or self.visitors_per_day <= 0 or self.elasticity_factor <= 0:
             raise ValueError("drift: shift_at >= 0, visitors_per_day > 0, elasticity_factor > 0")
+        if self.shift_categories is not None:
+            if not self.shift_categories or min(self.shift_categories) < 0:
+                raise ValueError("drift: shift_categories must name at least one category index >= 0")
+            object.__setattr__(self, "shift_categories", tuple(int(c) for c in self.shift_categories))
 
     @property
     def n_phases(self) -> int:
@@ -1175,14 +1184,24 @@ class Drift:
 
     def markets(self, market: Market) -> tuple[Market, ...]:
         """The market of each phase (index = phase)."""
+        n_categories = len(market.categories)
+        if self.shift_categories is None:
+            hit = np.ones(n_categories, dtype=bool)
+        else:
+            if max(self.shift_categories) >= n_categories:
+                raise ValueError(f"drift: the market has {n_categories} categories; "
+                                 f"shift_categories {self.shift_categories} names another")
+            hit = np.isin(np.arange(n_categories), self.shift_categories)
+        sku_hit = hit[market.sku_category]
         out = []
         for after in (0, 1):
             for weekday in range(7):
                 offset = self.weekly_amplitude * math.sin(2.0 * math.pi * weekday / 7.0)
                 out.append(dataclasses.replace(
                     market,
-                    a_seg=market.a_seg + offset + after * self.intercept_shift,
-                    log_e=market.log_e + after * math.log(self.elasticity_factor),
+                    a_seg=market.a_seg + offset,
+                    a_sku=market.a_sku + after * self.intercept_shift * sku_hit,
+                    log_e=market.log_e + after * math.log(self.elasticity_factor) * hit[None, :],
                 ))  # fmt: skip
         return tuple(out)
 

@@ -22,9 +22,10 @@ market-wide shift moves every block a little) are referred to χ² with two, and
 p-value is twice the smaller of the two (Bonferroni). A change is declared when the
 p-value is below ``alpha`` (1e-3 by default: with daily refits, about
 one false alarm in three years when the model is right). The refit then marks the outcomes
-from the tested window on as a new regime, whose market-wide shift of intercept and log
-elasticity the demand model fits (:attr:`pricing.cells.CellRecord.regime`, folded into the
-draws so decisions are for the new regime), and counts the older ones at
+from the tested window on as a new regime, whose shift of intercept and log elasticity
+(market-wide, plus a zero-sum deviation per category) the demand model fits
+(:attr:`pricing.cells.CellRecord.regime`, folded into the draws so decisions are for the
+new regime), and counts the older ones at
 ``weight_before`` (:func:`change_weight`): they still say who differs from whom, the new
 outcomes set the level. A later refit that agrees keeps that change point.
 

@@ -61,6 +61,11 @@ MODEL_VERSION = "conversion-logit/1"
 #: sale (the drift benchmark's elasticity x1.6 is +0.47), without letting a day's noise
 #: move every line.
 REGIME_SHIFT_SD = 0.5
+#: Prior sd of each category's deviation from that market-wide shift (zero-sum over the
+#: categories, logit and log elasticity): a competitor's sale in one aisle moves one
+#: category, and a market-wide shift alone would spread it over all of them (the
+#: one-category run of the drift benchmark, docs/benchmarks.md).
+REGIME_CATEGORY_SD = 0.3
 
 
 def nutpie_available() -> bool:
@@ -280,7 +285,9 @@ class DemandModel:
         objects or their dicts), ``centred_ratio``, ``centred_min_groups`` and, optionally,
         ``category_log_elasticity_anchor`` (``{category: log e}``, e.g. from
         :func:`pricing.priors.list_price_anchors`: those categories' elasticity priors are
-        centred there instead of on the global mean).
+        centred there instead of on the global mean) and ``regime_category_sd`` (prior sd of
+        each category's deviation from the market-wide shift after a detected change;
+        default :data:`REGIME_CATEGORY_SD`, 0 for a market-wide shift only).
     sampler_config : dict, optional
         Merged over :attr:`default_sampler_config`: ``method``, ``draws``, ``tune``,
         ``chains``, ``cores`` (processes for the chains; default one per chain up to the
@@ -496,9 +503,20 @@ class DemandModel:
                 # intercept and of the log elasticity for the cells after it, so the old
                 # regime's outcomes still teach who differs from whom (pooled deviations)
                 # while the new regime's set the level. posterior() folds the shifts in.
+                # With several categories, each deviates from the market-wide shift
+                # (zero-sum, so the two levels do not trade a constant): a shift that hits
+                # one category is not spread over the others. A category with no outcome
+                # since the change keeps its deviation's prior: honest uncertainty about
+                # whether it moved too.
                 after = cells.regime.astype(float)
                 shift_a = pm.Normal("regime_shift_a", 0.0, REGIME_SHIFT_SD)
                 shift_e = pm.Normal("regime_shift_e", 0.0, REGIME_SHIFT_SD)
+                category_sd = float(cfg.get("regime_category_sd", REGIME_CATEGORY_SD))
+                if len(lay.categories) > 1 and category_sd > 0:
+                    dev_a = pm.ZeroSumNormal("regime_shift_a_cat", sigma=category_sd, dims="category")
+                    dev_e = pm.ZeroSumNormal("regime_shift_e_cat", sigma=category_sd, dims="category")
+                    shift_a = shift_a + dev_a[lay.c_idx]
+                    shift_e = shift_e + dev_e[lay.c_idx]
                 eta = (
                     a_seg[s_idx] + a_sku[j_idx] + shift_a * after
                     - pt.exp(log_e[p_idx] + shift_e * after) * cells.log_price_ratio + g_cell
@@ -668,8 +686,19 @@ class DemandModel:
         # every intercept and log elasticity (fitted, and the means new levels start from).
         shift_a = stacked("regime_shift_a") if "regime_shift_a" in post else np.zeros(d)
         shift_e = stacked("regime_shift_e") if "regime_shift_e" in post else np.zeros(d)
-        regime = ({"regime_shift": {"intercept": float(shift_a.mean()),
-                                    "log_elasticity": float(shift_e.mean())}}
+        categories = list(self.coords_["category"])
+        # Per category: the market-wide shift plus the category's deviation, (D, C).
+        cat_a = shift_a[:, None] + (stacked("regime_shift_a_cat") if "regime_shift_a_cat" in post
+                                    else np.zeros((d, len(categories))))  # fmt: skip
+        cat_e = shift_e[:, None] + (stacked("regime_shift_e_cat") if "regime_shift_e_cat" in post
+                                    else np.zeros((d, len(categories))))  # fmt: skip
+        sku_c = np.array([categories.index(self.sku_category_[s]) for s in self.coords_["sku"]], dtype=int)
+        pair_c = np.array([categories.index(c) for _, c in self.pairs_], dtype=int)
+        regime = ({"regime_shift": {
+                      "intercept": float(shift_a.mean()), "log_elasticity": float(shift_e.mean()),
+                      "by_category": {c: {"intercept": round(float(cat_a[:, k].mean()), 4),
+                                          "log_elasticity": round(float(cat_e[:, k].mean()), 4)}
+                                      for k, c in enumerate(categories)}}}
                   if "regime_shift_a" in post else {})  # fmt: skip
         return DemandPosterior(
             context_columns=tuple(self.coords_.get("context", [])),
@@ -679,11 +708,11 @@ class DemandModel:
             promotions=tuple(self.coords_["promotion"]),
             sku_category=self.sku_category_,
             pairs=tuple(self.pairs_),
-            a_seg=stacked("a_seg"), a_sku=stacked("a_sku") + shift_a[:, None],
-            log_e=stacked("log_e") + shift_e[:, None], g=g,
+            a_seg=stacked("a_seg"), a_sku=stacked("a_sku") + cat_a[:, sku_c],
+            log_e=stacked("log_e") + cat_e[:, pair_c], g=g,
             mu_a=stacked("mu_a") + shift_a, sd_a_sku=stacked("sd_a_sku"), sd_a_seg=stacked("sd_a_seg"),
             mu_global=stacked("mu_global") + shift_e, sd_cat=stacked("sd_cat"), sd_seg=stacked("sd_seg"),
-            mu_cat=stacked("mu_cat") + shift_e[:, None], d=context_d, log_weights=np.zeros(d),
+            mu_cat=stacked("mu_cat") + cat_e, d=context_d, log_weights=np.zeros(d),
             meta={"model": MODEL_VERSION, "config_hash": self.config_hash,
                   "promotion_prior": [float(self.model_config["promotion_lift"].mu),
                                       float(self.model_config["promotion_lift"].sigma)],

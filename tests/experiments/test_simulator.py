@@ -481,7 +481,7 @@ def test_a_drifting_market_shifts_once_and_cycles_weekly():
     # Monday's market before the shift is the base market; after it, elasticities x1.5.
     assert np.allclose(phases[0].probability_table, market.probability_table)
     assert np.allclose(phases[7].log_e, market.log_e + np.log(1.5))
-    assert np.allclose(phases[7].a_seg, market.a_seg - 0.4)
+    assert np.allclose(phases[7].a_sku, market.a_sku - 0.4) and np.allclose(phases[7].a_seg, market.a_seg)
     # The week moves conversion; the shift lowers it (and moves the oracle to lower prices).
     assert not np.allclose(phases[1].probability_table, phases[0].probability_table)
     at_list = [market.list_action(j) for j in range(market.n_skus)]
@@ -496,6 +496,24 @@ def test_a_drifting_market_shifts_once_and_cycles_weekly():
     expected = phased(phases, phase, "expected_profit", segment, sku, oracle)
     k = 9000
     assert expected[k] == pytest.approx(float(phases[phase[k]].expected_profit(segment[k], sku[k], oracle[k])))
+
+
+def test_a_shift_can_hit_one_category_only():
+    from experiments.simulator import Drift
+
+    market = Market.random(3, 6, 2, 1, seed=5)
+    phases = Drift(shift_at=100, elasticity_factor=1.5, intercept_shift=-0.4,
+                   shift_categories=(1,)).markets(market)  # fmt: skip
+    hit = market.sku_category == 1
+    assert hit.any() and (~hit).any()
+    np.testing.assert_allclose(phases[7].log_e[:, 1], market.log_e[:, 1] + np.log(1.5))
+    np.testing.assert_allclose(phases[7].log_e[:, 0], market.log_e[:, 0])
+    np.testing.assert_allclose(phases[7].a_sku[hit], market.a_sku[hit] - 0.4)
+    np.testing.assert_allclose(phases[7].a_sku[~hit], market.a_sku[~hit])
+    with pytest.raises(ValueError, match="categories"):
+        Drift(shift_at=100, shift_categories=(2,)).markets(market)
+    with pytest.raises(ValueError, match="shift_categories"):
+        Drift(shift_at=100, shift_categories=())
 
 
 # ---- reference prices ---------------------------------------------------------------

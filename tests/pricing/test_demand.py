@@ -112,7 +112,7 @@ def test_partial_pooling_beats_no_pooling_on_sparse_segments():
     """Parameter recovery at scale: 12 segments, 6 of them sparse; hierarchical vs separate fits."""
     from scipy.optimize import minimize
 
-    truth = DemandTruth.random(12, 10, 2, seed=11, segment_sd=0.2)
+    truth = DemandTruth.random(12, 6, 2, seed=11, segment_sd=0.2)
     trials = [600] * 6 + [15] * 6
     cells = truth.sample_cells(trials_per_cell=trials, seed=12)
     # 2 chains x 500 draws clear the gate here (the gate draws longer if they did not).
@@ -262,22 +262,25 @@ def test_a_mode_leaked_by_a_concurrent_compilation_is_put_back_before_a_fit():
     assert "restored to 'Mode'" in out.stderr
 
 
-def _regime_cells(seed=4, shift_a=-0.4, factor=1.6):
+def _regime_cells(seed=4, shift_a=-0.4, factor=1.6, categories=None, shifted=None):
     """2 segments x 3 SKUs x 5 prices: a long old regime, then a short one whose intercepts
-    moved by ``shift_a`` and elasticities by ``factor``."""
+    moved by ``shift_a`` and elasticities by ``factor`` (in the categories ``shifted``, by
+    default all; ``categories`` maps SKU -> category, by default all "tea")."""
     from pricing.cells import CellRecord, Cells
 
     rng = np.random.default_rng(seed)
     a_seg, a_sku, e = {"s0": 0.3, "s1": -0.3}, {"K0": -1.0, "K1": -0.6, "K2": -1.3}, {"s0": 1.2, "s1": 2.0}
+    categories = categories or dict.fromkeys(a_sku, "tea")
     records = []
     for after, trials in ((False, 800), (True, 200)):
         for seg in a_seg:
             for sku in a_sku:
+                moved = after and (shifted is None or categories[sku] in shifted)
                 for ratio in (0.7, 0.85, 1.0, 1.15, 1.3):
-                    elasticity = e[seg] * (factor if after else 1.0)
-                    eta = a_seg[seg] + a_sku[sku] + (shift_a if after else 0.0) - elasticity * math.log(ratio)
+                    elasticity = e[seg] * (factor if moved else 1.0)
+                    eta = a_seg[seg] + a_sku[sku] + (shift_a if moved else 0.0) - elasticity * math.log(ratio)
                     k = int(rng.binomial(trials, 1 / (1 + math.exp(-eta))))
-                    records.append(CellRecord(seg, sku, "tea", ratio, "", trials, k,
+                    records.append(CellRecord(seg, sku, categories[sku], ratio, "", trials, k,
                                               weight=1.0 if after else 0.25, regime=after))  # fmt: skip
     return Cells.from_records(records), e
 
@@ -299,6 +302,25 @@ def test_after_a_change_the_posterior_describes_the_new_regime():
         assert abs(mean - 1.6 * e[seg]) < abs(mean - e[seg]), (seg, mean)
     # A new SKU starts from the new regime's mean intercept too.
     assert float(post.mu_a.mean()) < float(model.idata_.posterior["mu_a"].mean())
+
+
+@pytest.mark.slow
+def test_a_shift_in_one_category_is_not_spread_over_the_others():
+    """Only "tea" moved (a competitor's sale in one aisle); "coffee" did not. Each category
+    deviates from the market-wide shift, so coffee's elasticity stays where it was."""
+    categories = {"K0": "tea", "K1": "tea", "K2": "coffee"}
+    cells, e = _regime_cells(seed=7, factor=1.8, categories=categories, shifted={"tea"})
+    model = DemandModel(sampler_config={"draws": 400, "tune": 400, "chains": 2, "method": "nuts",
+                                        "random_seed": 3, "retry_target_accept": None,
+                                        "max_draws": 0}).fit(cells)  # fmt: skip
+    post = model.posterior(400)
+    by_category = post.meta["regime_shift"]["by_category"]
+    assert by_category["tea"]["log_elasticity"] > by_category["coffee"]["log_elasticity"] + 0.2
+    for seg in ("s0", "s1"):
+        tea = float(np.exp(post.log_elasticity(seg, "tea")).mean())
+        coffee = float(np.exp(post.log_elasticity(seg, "coffee")).mean())
+        assert abs(tea - 1.8 * e[seg]) < abs(tea - e[seg]), (seg, tea)
+        assert abs(coffee - e[seg]) < abs(coffee - 1.8 * e[seg]), (seg, coffee)
 
 
 def test_cells_keep_the_two_regimes_of_one_price_apart():
