@@ -54,6 +54,10 @@ class SharedParameters:
     d : dict of str to float
         Context coefficients by column (an unseen column: 0).
     promotion_prior_mean : float
+    regime_shift : tuple of (float, float)
+        The full fit's market-wide shift of intercept and log elasticity after a detected
+        change (``meta["regime_shift"]``; (0, 0) when it fitted none): a category fit
+        with outcomes from the new regime centres its own shift there.
     """
 
     mu_global: float
@@ -65,6 +69,7 @@ class SharedParameters:
     g: dict[str, float] = field(default_factory=dict)
     d: dict[str, float] = field(default_factory=dict)
     promotion_prior_mean: float = 0.0
+    regime_shift: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_posterior(cls, posterior: DemandPosterior) -> SharedParameters:
@@ -75,7 +80,9 @@ class SharedParameters:
             return np.tensordot(w, values, axes=(0, 0))
 
         prior = posterior.meta.get("promotion_prior") or [0.0, 0.5]
+        shift = posterior.meta.get("regime_shift") or {}
         return cls(
+            regime_shift=(float(shift.get("intercept", 0.0)), float(shift.get("log_elasticity", 0.0))),
             mu_global=float(mean(posterior.mu_global)), sd_cat=float(mean(posterior.sd_cat)),
             sd_seg=float(mean(posterior.sd_seg)), mu_a=float(mean(posterior.mu_a)),
             sd_a_sku=float(mean(posterior.sd_a_sku)),
@@ -157,7 +164,11 @@ def category_model(
             import pymc as pm
             import pytensor.tensor as pt
 
-            from pricing.demand import _mixed_hierarchy, conversion_likelihood
+            from pricing.demand import (
+                REGIME_CATEGORY_SD,
+                _mixed_hierarchy,
+                conversion_likelihood,
+            )
 
             categories = np.unique(cells.category)
             if len(categories) != 1:
@@ -183,8 +194,23 @@ def category_model(
                     np.where(lay.promo_mask, g_values[np.minimum(lay.k_idx, len(g_values) - 1)], 0.0)
                     if len(g_values) else 0.0
                 )  # fmt: skip
-                eta = (a_seg[lay.s_idx] + a_sku[lay.j_idx]
-                       - pt.exp(log_e[lay.p_idx]) * cells.log_price_ratio + g_cell)  # fmt: skip
+                if cells.regime is not None and cells.regime.any():
+                    # After a detected change (the base fit's change point): the shared
+                    # levels are the new regime's (the full fit folded its shift in), so
+                    # this category's own parameters are too, and the outcomes from before
+                    # the change sit a shift away. The category fits its own shift,
+                    # centred on the full fit's market-wide one with the full model's
+                    # spread of a category's deviation from it.
+                    before = (~cells.regime).astype(float)
+                    sd = float(self.model_config.get("regime_category_sd", REGIME_CATEGORY_SD)) or 1e-3
+                    shift_a = pm.Normal("regime_shift_a", shared.regime_shift[0], sd)
+                    shift_e = pm.Normal("regime_shift_e", shared.regime_shift[1], sd)
+                    eta = (a_seg[lay.s_idx] + a_sku[lay.j_idx] - shift_a * before
+                           - pt.exp(log_e[lay.p_idx] - shift_e * before) * cells.log_price_ratio
+                           + g_cell)  # fmt: skip
+                else:
+                    eta = (a_seg[lay.s_idx] + a_sku[lay.j_idx]
+                           - pt.exp(log_e[lay.p_idx]) * cells.log_price_ratio + g_cell)  # fmt: skip
                 if cells.context_columns:
                     d = np.array([shared.d.get(c, 0.0) for c in cells.context_columns])
                     eta = eta + np.asarray(cells.context) @ d

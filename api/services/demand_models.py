@@ -222,8 +222,8 @@ def refit(
     ``change_detection``: first test the outcomes since the serving snapshot's watermark
     against its posterior predictive (:func:`pricing.changes.predictive_check`); on a
     detection, outcomes from the UTC days before that watermark count
-    ``weight_before`` and the later ones are the new regime, whose market-wide shift the
-    model fits (:mod:`pricing.demand`). A change point is carried to later refits in the
+    ``weight_before`` and the later ones are the new regime, whose shift (market-wide, plus
+    a deviation per category) the model fits (:mod:`pricing.demand`). A change point is carried to later refits in the
     snapshot's diagnostics (``change_since``) until a newer one is found.
 
     A rejected fit is recorded with its diagnostics and the reason; the previous published

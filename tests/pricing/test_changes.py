@@ -93,3 +93,36 @@ def test_a_market_wide_shift_shows_in_the_pooled_test_before_any_one_block():
     pooled = np.mean([abs(t.pooled_z[0]) for t in found])
     assert pooled > np.mean([np.abs(t.z).max() for t in found])
     assert found[0].to_dict()["pooled_z"][0] < 0
+
+
+@pytest.mark.slow
+def test_a_category_refitted_alone_after_a_change_fits_its_own_shift():
+    """Fan-out refits after a detected change: the shared levels are the new regime's, the
+    category's own parameters too, and the old regime's outcomes sit a fitted shift away."""
+    import math
+
+    from pricing.fanout import SharedParameters, category_model
+
+    rng = np.random.default_rng(3)
+    e_before, e_after, a_sku = 1.2, 2.0, {"K0": -1.0, "K1": -0.6, "K2": -1.3}
+    records = []
+    for after, trials in ((False, 800), (True, 300)):
+        for sku, a in a_sku.items():
+            for ratio in (0.7, 0.85, 1.0, 1.15, 1.3):
+                e = e_after if after else e_before
+                eta = a + (-0.3 if after else 0.0) - e * math.log(ratio)
+                k = int(rng.binomial(trials, 1 / (1 + math.exp(-eta))))
+                records.append(CellRecord("s0", sku, "tea", ratio, "", trials, k,
+                                          weight=1.0 if after else 0.25, regime=after))  # fmt: skip
+    cells = Cells.from_records(records)
+    shared = SharedParameters(mu_global=math.log(1.5), sd_cat=0.5, sd_seg=0.3, mu_a=-1.2, sd_a_sku=0.5,
+                              a_seg={"s0": 0.0}, regime_shift=(-0.2, 0.3))  # fmt: skip
+    model = category_model(shared, sampler_config={"draws": 300, "tune": 300, "chains": 2, "method": "nuts",
+                                                   "random_seed": 4, "retry_target_accept": None,
+                                                   "max_draws": 0})  # fmt: skip
+    model.fit(cells)
+    draws = model.category_draws(300, cells)
+    elasticity = float(np.exp(draws.log_e[:, 0]).mean())
+    assert abs(elasticity - e_after) < 0.25, elasticity  # without the shift: about 1.65
+    shift = model.idata_.posterior["regime_shift_e"].values.mean()
+    assert 0.2 < shift < 0.8  # log(2.0 / 1.2) = 0.51
