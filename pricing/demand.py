@@ -33,7 +33,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
@@ -664,6 +664,54 @@ class DemandModel:
         )
 
     # ------------------------------------------------------------------ draws
+    def _category_shifts(self, stacked: Callable[[str], NDArray[np.float64]]
+                         ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+        """Draws of each category's shift after a detected change, intercept and log
+        elasticity, each (D, C): the market-wide shift plus the category's deviation
+        (zeros when the fit had no new regime)."""
+        post = self.idata_.posterior
+        d = stacked("mu_global").shape[0]
+        n_categories = len(self.coords_["category"])
+
+        def draws(name: str, shape: tuple[int, ...]) -> NDArray[np.float64]:
+            return stacked(name) if name in post else np.zeros(shape)
+
+        cat_a = draws("regime_shift_a", (d,))[:, None] + draws("regime_shift_a_cat", (d, n_categories))
+        cat_e = draws("regime_shift_e", (d,))[:, None] + draws("regime_shift_e_cat", (d, n_categories))
+        return cat_a, cat_e
+
+    def regime_shift(self) -> dict[str, Any] | None:
+        """Posterior summary of the shift after a detected change, or None without one.
+
+        Returns
+        -------
+        dict or None
+            ``intercept`` and ``log_elasticity`` (market-wide posterior means; logit and
+            log scale), ``by_category``: for each category its ``intercept`` and
+            ``log_elasticity`` shift (mean) and the 90 % interval of the latter
+            (``log_elasticity_90``); an elasticity moved by the factor ``exp(shift)``.
+        """
+        post = self.idata_.posterior
+        if "regime_shift_a" not in post:
+            return None
+
+        def stacked(name: str) -> NDArray[np.float64]:
+            values = np.asarray(post[name].values, dtype=float)
+            out: NDArray[np.float64] = values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+            return out
+
+        cat_a, cat_e = self._category_shifts(stacked)
+        return {
+            "intercept": float(stacked("regime_shift_a").mean()),
+            "log_elasticity": float(stacked("regime_shift_e").mean()),
+            "by_category": {
+                c: {"intercept": round(float(cat_a[:, k].mean()), 4),
+                    "log_elasticity": round(float(cat_e[:, k].mean()), 4),
+                    "log_elasticity_90": [round(float(v), 4) for v in np.quantile(cat_e[:, k], [0.05, 0.95])]}
+                for k, c in enumerate(self.coords_["category"])
+            },
+        }  # fmt: skip
+
     def posterior(
         self, n_draws: int = 500, *, meta: dict[str, Any] | None = None
     ) -> DemandPosterior:
@@ -687,19 +735,11 @@ class DemandModel:
         shift_a = stacked("regime_shift_a") if "regime_shift_a" in post else np.zeros(d)
         shift_e = stacked("regime_shift_e") if "regime_shift_e" in post else np.zeros(d)
         categories = list(self.coords_["category"])
-        # Per category: the market-wide shift plus the category's deviation, (D, C).
-        cat_a = shift_a[:, None] + (stacked("regime_shift_a_cat") if "regime_shift_a_cat" in post
-                                    else np.zeros((d, len(categories))))  # fmt: skip
-        cat_e = shift_e[:, None] + (stacked("regime_shift_e_cat") if "regime_shift_e_cat" in post
-                                    else np.zeros((d, len(categories))))  # fmt: skip
+        cat_a, cat_e = self._category_shifts(stacked)
         sku_c = np.array([categories.index(self.sku_category_[s]) for s in self.coords_["sku"]], dtype=int)
         pair_c = np.array([categories.index(c) for _, c in self.pairs_], dtype=int)
-        regime = ({"regime_shift": {
-                      "intercept": float(shift_a.mean()), "log_elasticity": float(shift_e.mean()),
-                      "by_category": {c: {"intercept": round(float(cat_a[:, k].mean()), 4),
-                                          "log_elasticity": round(float(cat_e[:, k].mean()), 4)}
-                                      for k, c in enumerate(categories)}}}
-                  if "regime_shift_a" in post else {})  # fmt: skip
+        shift = self.regime_shift()
+        regime = {"regime_shift": shift} if shift is not None else {}
         return DemandPosterior(
             context_columns=tuple(self.coords_.get("context", [])),
             segments=tuple(self.coords_["segment"]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -706,7 +707,27 @@ def model_page(version: int, request: Request, state: StateDep, session: Session
         for category, items in by_category.items()
     }  # fmt: skip
     return _page(request, "model.html", viewer, model=model, by_category=by_category,
-                 pictures=pictures)  # fmt: skip
+                 pictures=pictures, change=_change_summary(model.diagnostics))  # fmt: skip
+
+
+def _change_summary(diagnostics: dict[str, Any]) -> dict[str, Any] | None:
+    """What a fit says about a detected change in demand, for the model page (None: no
+    change point in force): since when, the test that found it (when this fit's did), what
+    the older outcomes count, and per category the fitted shift (intercept on the logit
+    scale; elasticity as a factor, with its 90 % interval)."""
+    since = diagnostics.get("change_since")
+    if not since:
+        return None
+    test = diagnostics.get("change_test") or {}
+    shift = diagnostics.get("regime_shift") or {}
+    rows = []
+    for category, values in sorted((shift.get("by_category") or {}).items()):
+        low, high = values.get("log_elasticity_90") or [values["log_elasticity"]] * 2
+        rows.append({"category": category, "intercept": float(values["intercept"]),
+                     "factor": math.exp(float(values["log_elasticity"])),
+                     "factor_low": math.exp(float(low)), "factor_high": math.exp(float(high))})  # fmt: skip
+    return {"since": since, "weight_before": diagnostics.get("change_weight_before"),
+            "p_value": test.get("p_value") if test.get("detected") else None, "rows": rows}  # fmt: skip
 
 
 @router.get("/decisions", response_class=HTMLResponse)

@@ -269,6 +269,9 @@ def refit(
         changed["change_test"] = change_test.to_dict()
     if change_since is not None:
         changed |= {"change_since": change_since.isoformat(), "change_weight_before": weight_before}
+        shift = model.regime_shift()
+        if shift is not None:
+            changed["regime_shift"] = shift
     if change_test is not None and change_test.detected:
         message = (f"demand changed (p = {change_test.p_value:.2g}): outcomes before "
                    f"{change_since} count {weight_before:g}" + (f"; {message}" if message else ""))  # fmt: skip

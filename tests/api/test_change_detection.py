@@ -123,6 +123,9 @@ def test_a_refit_after_a_shift_records_the_change_and_learns_from_the_new_regime
         assert row.diagnostics["change_since"] == watermark.date().isoformat()
         assert row.diagnostics["change_weight_before"] == 0.25
         assert row.diagnostics["change_test"]["detected"] is True
+        shift = row.diagnostics["regime_shift"]  # what moved, for analysts (API and console)
+        assert shift["intercept"] < 0 and set(shift["by_category"]) == {"tea"}
+        assert shift["by_category"]["tea"]["intercept"] < 0
     # Yesterday's 1,600 trials count 160: the fit follows the new regime's 2 % conversion.
     if result.published:
         from api.services.demand_models import load_posterior

@@ -137,7 +137,20 @@ def test_analyst_pages_show_models_decisions_and_their_explanations(catalog, ses
     models = catalog.client.get("/console/models").text
     assert f'href="/console/models/{version}"' in models and "(serving)" in models
     model = catalog.client.get(f"/console/models/{version}").text
-    assert "<svg" in model and "90 % intervals" in model
+    assert "<svg" in model and "90 % intervals" in model and "Demand changed" not in model
+    # A fit after a detected change says so, and what moved in which category.
+    from api.orm import ModelSnapshot
+
+    with sessions() as session, session.begin():
+        row = session.get(ModelSnapshot, version)
+        row.diagnostics = {**row.diagnostics, "change_since": "2026-11-30", "change_weight_before": 0.25,
+                           "change_test": {"detected": True, "p_value": 2.5e-05},
+                           "regime_shift": {"intercept": -0.3, "log_elasticity": 0.4, "by_category": {
+                               "tea": {"intercept": -0.31, "log_elasticity": 0.47,
+                                       "log_elasticity_90": [0.3, 0.64]}}}}  # fmt: skip
+    model = catalog.client.get(f"/console/models/{version}").text
+    assert "Demand changed" in model and "2026-11-30" in model and "p = 2.5e-05" in model
+    assert "<td>tea</td>" in model and "1.60" in model and "1.35 to 1.90" in model
     recent = catalog.client.get("/console/decisions").text
     assert line["decision_id"] in recent
     why = catalog.client.get(f"/console/decisions/{line['decision_id']}")
