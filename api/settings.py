@@ -157,8 +157,8 @@ class Settings(BaseSettings):
     change_detection : bool
         Before each full refit, test the outcomes that arrived since the serving snapshot
         was fitted against its posterior predictive (:mod:`pricing.changes`); when they
-        disagree beyond ``change_alpha``, this and later refits fit a market-wide shift of
-        intercept and log elasticity for the outcomes after the change and count those
+        disagree beyond ``change_alpha``, this and later refits fit a shift of intercept
+        and log elasticity (market-wide and per category) for the outcomes after the change and count those
         before at ``change_weight_before``, so the model follows a sudden shift (a
         competitor's sale) without the steady forgetting of a short half-life.
         Default true. Declare a weekly cycle as a context feature, or it may read as one.
@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         False-alarm rate of each refit's test (default 0.001).
     change_weight_before : float
         What an outcome from before a detected change counts for (default 0.25).
+    change_cusum : bool
+        Also accumulate consecutive refits' surprises in a CUSUM (:class:`pricing.changes.Cusum`),
+        which finds a moderate shift that no single refit's window shows clearly; the
+        false-alarm budget ``change_alpha`` is split between it and the single test.
+        Default false.
     gil_switch_seconds : float
         The interpreter's thread switch interval in a serving worker
         (``sys.setswitchinterval``): how long a background thread (the group writer, the
@@ -262,6 +267,7 @@ class Settings(BaseSettings):
     change_detection: bool = True
     change_alpha: float = Field(default=1e-3, gt=0, lt=1)
     change_weight_before: float = Field(default=0.25, gt=0, le=1)
+    change_cusum: bool = False
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     gc_young_threshold: int = Field(default=5000, ge=1, le=10_000_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
@@ -288,7 +294,7 @@ class Settings(BaseSettings):
             return None
         from pricing.changes import ChangeDetection
 
-        return ChangeDetection(self.change_alpha, self.change_weight_before)
+        return ChangeDetection(self.change_alpha, self.change_weight_before, cusum=self.change_cusum)
 
     def sampler_config(self) -> dict[str, Any]:
         """The demand model's sampler settings for refits (method and any overrides)."""

@@ -77,7 +77,7 @@ from benchmarks.promotions_joint import (
 from benchmarks.report import DOC, replace_section
 from experiments.simulator import Drift, Market, phased
 from pricing.cells import CellRecord, Cells, decay_weight
-from pricing.changes import change_weight, predictive_check
+from pricing.changes import ChangeDetection, Cusum, change_weight, predictive_check
 from pricing.context import ContextSchema
 from pricing.demand import DemandModel
 from pricing.policy import LineContext, ThompsonPricePolicy
@@ -131,6 +131,9 @@ class Variant:
     #: After a detection, a deviation per category from the market-wide shift (the
     #: default); False: the market-wide shift only (``global-shift``).
     category_shift: bool = True
+    #: With ``detect``: also a CUSUM of consecutive refits' surprises (``cusum``;
+    #: ``PRICING_CHANGE_CUSUM``).
+    cusum: bool = False
 
     @property
     def name(self) -> str:
@@ -138,6 +141,7 @@ class Variant:
         parts = [f"half-life {self.half_life:g} days"] if self.half_life else []
         parts += ["change detection"] if self.detect else []
         parts += ["market-wide shift only"] if self.detect and not self.category_shift else []
+        parts += ["CUSUM"] if self.detect and self.cusum else []
         parts += ["weekday declared"] if self.weekday else []
         return "engine, " + (", ".join(parts) if parts else "no decay")
 
@@ -248,14 +252,25 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     change_day: int | None = None
     fitted_day = 0
     detections: list[int] = []
+    detection = ChangeDetection(weight_before=settings.weight_before, cusum=variant.cusum)
+    charts = Cusum()
     for t in range(n):
         if t in refits:
             started = time.perf_counter()
             if variant.detect and served[0] is not None:
                 test = predictive_check(served[0][1], _cells(market, fresh_trials,
-                                        fresh_conversions, variant, 0, 0.0, None, 1.0))  # fmt: skip
+                                        fresh_conversions, variant, 0, 0.0, None, 1.0),
+                                        alpha=detection.test_alpha)  # fmt: skip
+                began = None
+                if variant.cusum:  # labels sort in time: zero-padded day numbers
+                    charts, began = charts.step(test.pooled_z, f"{fitted_day:06d}",
+                                                detection.cusum_k, detection.cusum_h)  # fmt: skip
                 if test.detected:
                     change_day = fitted_day
+                    charts = Cusum()
+                    detections.append(t)
+                elif began is not None:
+                    change_day = int(began)
                     detections.append(t)
             today = int(drift.day(t))
             posterior = _fit(market, trials, conversions, today, variant, change_day, seed,
@@ -425,19 +440,22 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
 
 
 def parse_variant(text: str) -> Variant:
-    """``plain``, ``half-life=H``, ``detect``, ``weekday``, ``global-shift``, joined with ``+``."""
-    half_life, detect, weekday, category_shift = 0.0, False, False, True
+    """``plain``, ``half-life=H``, ``detect``, ``weekday``, ``global-shift``, ``cusum``,
+    joined with ``+``."""
+    half_life, detect, weekday, category_shift, cusum = 0.0, False, False, True, False
     for part in text.split("+"):
         key, _, value = part.strip().partition("=")
         if key == "half-life":
             half_life = float(value)
         elif key == "global-shift":
             category_shift = False
+        elif key == "cusum":
+            cusum = True
         elif key in ("detect", "weekday", "plain"):
             detect, weekday = detect or key == "detect", weekday or key == "weekday"
         else:
             raise argparse.ArgumentTypeError(f"--variant: unknown part {part!r}")
-    return Variant(half_life, detect, weekday, category_shift)
+    return Variant(half_life, detect, weekday, category_shift, cusum)
 
 
 def _fmt_recovery(values: list[int | None]) -> str:

@@ -30,7 +30,7 @@ from api.orm import AppliedDecision, Decision, ModelPrior, ModelSnapshot, Outcom
 from api.schemas.demand_models import Elasticity, ModelPublic
 from api.services.context import current_schema
 from pricing.cells import CellRecord, Cells, decay_weight
-from pricing.changes import ChangeDetection, ChangeTest, predictive_check
+from pricing.changes import ChangeDetection, ChangeTest, Cusum, predictive_check
 from pricing.context import ContextSchema
 from pricing.posterior import DemandPosterior
 
@@ -237,9 +237,9 @@ def refit(
     watermark = (now or utcnow()) - DATA_LAG
     with read_only(sessions)() as session:
         _schema_version, schema = current_schema(session)
-        change_since, change_test = (
+        change_since, change_test, cusum, found_by = (
             _detect_change(session, change_detection, watermark, missing_outcome, schema)
-            if change_detection is not None else (None, None)
+            if change_detection is not None else (None, None, None, None)
         )  # fmt: skip
         weight_before = change_detection.weight_before if change_detection is not None else 1.0
         cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
@@ -267,6 +267,8 @@ def refit(
     changed: dict[str, Any] = {}
     if change_test is not None:
         changed["change_test"] = change_test.to_dict()
+    if cusum is not None:
+        changed["change_cusum"] = cusum.to_dict()
     if change_since is not None:
         changed |= {"change_since": change_since.isoformat(), "change_weight_before": weight_before}
         shift = model.regime_shift()
@@ -275,6 +277,11 @@ def refit(
     if change_test is not None and change_test.detected:
         message = (f"demand changed (p = {change_test.p_value:.2g}): outcomes before "
                    f"{change_since} count {weight_before:g}" + (f"; {message}" if message else ""))  # fmt: skip
+    elif found_by == "cusum":
+        message = (f"demand changed (CUSUM over refits): outcomes before {change_since} count "
+                   f"{weight_before:g}" + (f"; {message}" if message else ""))  # fmt: skip
+    if found_by is not None:
+        changed["change_found_by"] = found_by
     if first_fit:
         draws = model.sampler_config.get("draws")
         message = (f"first fit ({draws} draws per chain): a full refit follows when the outcomes "
@@ -317,30 +324,42 @@ def refit(
 def _detect_change(
     session: Session, detection: ChangeDetection, watermark: datetime, missing: str,
     schema: ContextSchema,
-) -> tuple[date | None, ChangeTest | None]:  # fmt: skip
-    """The change point this refit should use, and the test that (re)placed it.
+) -> tuple[date | None, ChangeTest | None, Cusum | None, str | None]:  # fmt: skip
+    """The change point this refit should use, this refit's test, the CUSUM charts to carry
+    (None when ``detection.cusum`` is off), and what found a new change point (``"test"``,
+    ``"cusum"``; None when the serving snapshot's point, if any, carries on).
 
     The outcomes final since the serving snapshot's watermark were not in its fit: test them
     against its posterior as fitted (equal weights: the online updates have seen them). A
-    detection moves the change point to the watermark's UTC day; otherwise the serving
-    snapshot's change point (if any) carries on.
+    detection moves the change point to the watermark's UTC day; a CUSUM that crosses its
+    threshold moves it to the day its excursion began; otherwise the serving snapshot's
+    change point (if any) carries on.
     """
     previous = current_snapshot(session)
     if previous is None or previous.draws is None:
-        return None, None
-    carried = (previous.diagnostics or {}).get("change_since")
+        return None, None, (Cusum() if detection.cusum else None), None
+    found = previous.diagnostics or {}
+    carried = found.get("change_since")
     change_since = date.fromisoformat(carried) if carried else None
+    charts = Cusum.from_dict(found.get("change_cusum")) if detection.cusum else None
     since = previous.data_watermark
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     fresh = load_cells(session, until=watermark, missing=missing, schema=schema, since=since)
     if len(fresh) == 0:
-        return change_since, None
-    test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh, alpha=detection.alpha)
+        return change_since, None, charts, None
+    test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh, alpha=detection.test_alpha)
+    day = since.astimezone(UTC).date()
+    began = None
+    if charts is not None:
+        charts, began = charts.step(test.pooled_z, day.isoformat(), detection.cusum_k, detection.cusum_h)
     if test.detected:
-        log.warning("demand changed since %s: %s", since.date(), test.to_dict())
-        return since.astimezone(UTC).date(), test
-    return change_since, test
+        log.warning("demand changed since %s: %s", day, test.to_dict())
+        return day, test, (Cusum() if charts is not None else None), "test"
+    if began is not None:
+        log.warning("demand changed since %s (CUSUM over refits): %s", began, test.to_dict())
+        return date.fromisoformat(began), test, charts, "cusum"
+    return change_since, test, charts, None
 
 
 def current_snapshot(session: Session) -> ModelSnapshot | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from api.orm import Decision, ModelSnapshot, utcnow
 from api.security import Role
 from api.services.demand_models import DATA_LAG, _detect_change, load_cells, refit
 from api.settings import Settings
-from pricing.changes import ChangeDetection
+from pricing.changes import ChangeDetection, Cusum
 from pricing.context import WEEKDAYS, ContextSchema
 from tests.factories import log_counts, publish, synthetic_posterior
 
@@ -32,10 +32,12 @@ def _published_an_hour_ago(sessions):
     return posterior, watermark, publish(sessions, posterior, watermark=watermark)
 
 
-def _detect(sessions):
+def _detect(sessions, detection=None):
+    """(change point, test) of :func:`_detect_change`; with ``detection``, all four values."""
     with sessions() as session:
-        return _detect_change(session, ChangeDetection(), utcnow() + timedelta(seconds=1),
-                              "non_conversion", ContextSchema())  # fmt: skip
+        found = _detect_change(session, detection or ChangeDetection(), utcnow() + timedelta(seconds=1),
+                               "non_conversion", ContextSchema())  # fmt: skip
+    return found if detection is not None else found[:2]
 
 
 def test_the_documented_defaults():
@@ -74,6 +76,37 @@ def test_a_change_point_is_carried_until_a_newer_one_is_found(catalog, sessions)
         row.diagnostics = {**row.diagnostics, "change_since": earlier.isoformat()}
     change_since, test = _detect(sessions)
     assert test is None and change_since == earlier  # nothing new to test: the old point holds
+
+
+def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_its_excursion(
+        catalog, sessions):  # fmt: skip
+    posterior, _watermark, snapshot_id = _published_an_hour_ago(sessions)
+    detection = ChangeDetection(cusum=True)
+    # The serving snapshot's lower level chart stands just below the threshold; its
+    # excursion began on 2026-11-28.
+    charts = Cusum(lower=(detection.cusum_h - 0.1, 0.0), starts=(None, None, "2026-11-28", None))
+    with sessions() as session, session.begin():
+        row = session.get(ModelSnapshot, snapshot_id)
+        row.diagnostics = {**row.diagnostics, "change_cusum": charts.to_dict()}
+    # A little fewer buyers than predicted: no single test would call it a change.
+    log_counts(sessions, [(seg, "TEA-1", 1000, 1000, TRIALS,
+                           round(0.85 * _expected_conversions(posterior, seg, "TEA-1")))
+                          for seg in ("default", "loyalty")])  # fmt: skip
+    change_since, test, after, found_by = _detect(sessions, detection)
+    assert test is not None and not test.detected and test.pooled_z[0] < -0.6
+    assert found_by == "cusum" and change_since == date(2026, 11, 28)
+    assert after == Cusum()  # the charts start again after a detection
+    # Without the CUSUM the same outcomes change nothing.
+    change_since, test, after, found_by = _detect(sessions, ChangeDetection())
+    assert change_since is None and found_by is None and after is None
+    # As predicted: the chart falls back and nothing is found.
+    with sessions() as session, session.begin():
+        row = session.get(ModelSnapshot, snapshot_id)
+        row.diagnostics = {**row.diagnostics, "change_cusum": Cusum(lower=(1.0, 0.0), starts=(None, None, "2026-11-28", None)).to_dict()}
+    change_since, test, after, found_by = _detect(sessions, detection)
+    assert found_by is None and change_since is None and after is not None
+    assert after.lower[0] > 1.0  # still the same fewer buyers: the chart keeps climbing
+    assert after.starts[2] == "2026-11-28"
 
 
 def test_outcomes_from_before_the_change_count_the_chosen_weight(catalog, sessions):

@@ -126,3 +126,57 @@ def test_a_category_refitted_alone_after_a_change_fits_its_own_shift():
     assert abs(elasticity - e_after) < 0.25, elasticity  # without the shift: about 1.65
     shift = model.idata_.posterior["regime_shift_e"].values.mean()
     assert 0.2 < shift < 0.8  # log(2.0 / 1.2) = 0.51
+
+
+# ---- CUSUM over refits --------------------------------------------------------------
+
+
+def test_the_cusum_threshold_gives_the_promised_false_alarm_rate():
+    """Four one-sided charts (level and slope, both signs) of N(0, 1) surprises: the mean
+    number of steps to a false alarm matches 1 / alpha (Siegmund's approximation)."""
+    from pricing.changes import cusum_threshold
+
+    alpha, k = 0.01, 0.5
+    h = cusum_threshold(alpha, k)
+    assert cusum_threshold(0.001, k) > h > cusum_threshold(0.05, k)
+    rng = np.random.default_rng(0)
+    runs, steps = 4000, 2000
+    upper, lower = np.zeros((runs, 2)), np.zeros((runs, 2))
+    alarm = np.full(runs, steps)
+    for t in range(steps):
+        z = rng.standard_normal((runs, 2))
+        upper = np.maximum(0.0, upper + z - k)
+        lower = np.maximum(0.0, lower - z - k)
+        fired = (np.maximum(upper, lower).max(axis=1) > h) & (alarm == steps)
+        alarm[fired] = t + 1
+    assert (alarm < steps).mean() > 0.99
+    assert 0.75 / alpha < alarm.mean() < 1.35 / alpha, alarm.mean()
+
+
+def test_a_cusum_finds_a_repeated_moderate_surprise_and_dates_it_to_its_start():
+    from pricing.changes import Cusum
+
+    detection = ChangeDetection(cusum=True)
+    h, k = detection.cusum_h, detection.cusum_k
+    assert detection.test_alpha == 5e-4 and ChangeDetection().test_alpha == 1e-3
+    charts, found = Cusum(), None
+    # Noise first (the chart returns to 0), then z = -2.5 each day from 2026-11-03 on: the
+    # single test (|z| > 3.9 or so) would need luck; the lower level chart climbs 2 a day.
+    days = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"]
+    surprises = [np.array([0.8, -0.3]), np.array([-0.2, 0.1])] + [np.array([-2.5, 0.2])] * 4
+    for day, z in zip(days, surprises, strict=True):
+        charts, found = charts.step(z, day, k, h)
+        if found:
+            assert day == "2026-11-06" and found == "2026-11-03"
+            break
+    assert found == "2026-11-03" and charts == Cusum()
+    # A one-off spike below the threshold fades; a window without a slope leaves that chart.
+    charts, found = Cusum().step(np.array([3.0]), "a", k, h)
+    assert found is None and charts.upper[0] == pytest.approx(2.5) and charts.starts[0] == "a"
+    for day in ("b", "c", "d"):
+        charts, found = charts.step(np.array([0.0, 0.0]), day, k, h)
+    assert found is None and charts.upper == (1.0, 0.0)
+    charts, found = charts.step(np.array([-1.0, 0.0]), "e", k, h)
+    assert charts.upper[0] == 0.0 and charts.starts[0] is None
+    assert Cusum.from_dict(charts.to_dict()) == charts
+    assert Cusum.from_dict(None) == Cusum() and Cusum.from_dict({"upper": [1]}) == Cusum()
