@@ -31,6 +31,11 @@ engine, change detection, weekday declared
     against its predictive (:func:`pricing.changes.predictive_check`, what the service
     does with ``PRICING_CHANGE_DETECTION``); after a detection, older outcomes count
     ``--weight-before`` (0.1).
+engine, change detection with a CUSUM, with ``--variant detect+cusum``
+    The same, and the pooled surprises of consecutive refits also feed a CUSUM
+    (:class:`pricing.changes.Cusum`, ``PRICING_CHANGE_CUSUM``), which finds a moderate
+    shift that no single day shows clearly. ``+global-shift`` fits a market-wide shift
+    only after a detection (no deviation per category).
 engine (half-life h days), with ``--variant half-life=h``
     Each day's outcomes weighted ``0.5 ** (age / h)`` in the refit
     (:func:`pricing.cells.decay_weight`, ``PRICING_DEMAND_HALF_LIFE_DAYS``).
