@@ -18,8 +18,11 @@ and the same for the slope: the score ``Σ_c (x_c - x̄_b)(y_c - n_c p_c)`` with
 price ratio, which moves when an elasticity does even if conversions at the prices served
 hardly change. ``X²``, the sum of both squared over the blocks, is referred to χ² with one
 degree of freedom per statistic; beside it, level and slope pooled over all blocks (a
-market-wide shift moves every block a little) are referred to χ² with two, and the
-p-value is twice the smaller of the two (Bonferroni). A change is declared when the
+market-wide shift moves every block a little) are referred to χ² with two, and so are
+level and slope pooled over each category's blocks (a sale in one aisle moves that
+category's blocks, and pooling over the whole market would dilute it with the categories
+that did not move; the smallest category's p-value times their number). The p-value is
+the smallest of these tests' times their number (Bonferroni). A change is declared when the
 p-value is below ``alpha`` (1e-3 by default: with daily refits, about
 one false alarm in three years when the model is right). The refit then marks the outcomes
 from the tested window on as a new regime, whose shift of intercept and log elasticity
@@ -233,15 +236,24 @@ class ChangeTest:
     statistic : float
         ``Σ z_b² + Σ slope_z_b²``.
     p_value : float
-        Twice the smaller of two p-values (Bonferroni): ``statistic`` against χ² with one
-        degree of freedom per level and per slope tested, and the pooled test against χ²
-        with one per entry of ``pooled_z`` (1.0 when nothing was tested).
+        The smallest of the tests' p-values times their number (Bonferroni): ``statistic``
+        against χ² with one degree of freedom per level and per slope tested; the pooled
+        test against χ² with one per entry of ``pooled_z``; and, with blocks of two or
+        more categories, the per-category test (the smallest category's p-value times
+        the number of categories). 1.0 when nothing was tested.
     detected : bool
         ``p_value < alpha``.
     pooled_z : ndarray, shape (1,) or (2,)
         The level's and (when any block has two prices) the slope's surprise summed over
         all blocks: a market-wide shift (a competitor's sale) moves every block a little,
         which the pooled test sees long before any one block's.
+    categories : tuple of str
+        The categories of the per-category test (empty with one category).
+    category_z : ndarray, shape (C, 2)
+        Level and slope surprise summed over each category's blocks (slope NaN where the
+        category was served at one price only): a shift in one category (a sale in one
+        aisle) moves all of its blocks a little, which pooling over the whole market
+        would dilute with the categories that did not move.
     """
 
     blocks: tuple[tuple[str, str], ...]
@@ -253,6 +265,8 @@ class ChangeTest:
     p_value: float
     detected: bool
     pooled_z: FloatArray = field(default_factory=lambda: np.zeros(0))
+    categories: tuple[str, ...] = ()
+    category_z: FloatArray = field(default_factory=lambda: np.zeros((0, 2)))
 
     @property
     def z(self) -> FloatArray:
@@ -276,7 +290,17 @@ class ChangeTest:
             **({"worst_slope_z": round(float(self.slope_z[np.nanargmax(np.abs(self.slope_z))]), 3)}
                if np.isfinite(self.slope_z).any() else {}),
             "pooled_z": [round(float(v), 3) for v in self.pooled_z],
+            **({"worst_category": self.categories[worst_c],
+                "worst_category_z": [None if math.isnan(v) else round(float(v), 3) for v in self.category_z[worst_c]]}
+               if (worst_c := self._worst_category()) is not None else {}),
         }  # fmt: skip
+
+    def _worst_category(self) -> int | None:
+        """Index of the category with the largest surprise (None without the test)."""
+        if not self.categories:
+            return None
+        size = np.nansum(self.category_z**2, axis=1)
+        return int(np.argmax(size))
 
 
 def predictive_check(
@@ -335,6 +359,9 @@ def predictive_check(
     # binomial variance; [0] level, [1] slope.
     pooled_o, pooled_bin = [0.0, 0.0], [0.0, 0.0]
     pooled_draws = [np.zeros(len(w)), np.zeros(len(w))]
+    # The same per category: category -> [observed, draws, binomial] per statistic (None:
+    # that statistic not tested in the category).
+    per_category: dict[str, list[list[Any] | None]] = {}
     for k, b in enumerate(blocks):
         rows = found[b]
         n = np.array([r[0] for r in rows])
@@ -354,6 +381,14 @@ def predictive_check(
             pooled_o[j] += o
             pooled_draws[j] = pooled_draws[j] + draws
             pooled_bin[j] += binomial
+            acc = per_category.setdefault(b[1], [None, None])
+            if acc[j] is None:
+                acc[j] = [0.0, np.zeros(len(w)), 0.0]
+            total = acc[j]
+            assert total is not None
+            total[0] += o
+            total[1] = total[1] + draws
+            total[2] += binomial
     level = (observed - expected) ** 2 / variance
     slopes = slope_z[np.isfinite(slope_z)]
     statistic = float(level.sum() + (slopes**2).sum())
@@ -364,9 +399,21 @@ def predictive_check(
         pooled_z = np.array([(pooled_o[j] - e) / np.sqrt(v) for j, (e, v) in enumerate(moments)])
     p_blocks = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
     p_pooled = float(stats.chi2.sf(float(pooled_z @ pooled_z), len(pooled_z))) if dof else 1.0
-    p_value = min(1.0, 2.0 * min(p_blocks, p_pooled))  # Bonferroni over the two tests
+    tests = [p_blocks, p_pooled]
+    categories = tuple(sorted(per_category)) if len(per_category) > 1 else ()
+    category_z = np.full((len(categories), 2), np.nan)
+    for i, category in enumerate(categories):
+        for j, total in enumerate(per_category[category]):
+            if total is not None:
+                e, v = _moments(total[1], total[2], w)
+                category_z[i, j] = (total[0] - e) / np.sqrt(v)
+    if categories:
+        found_z = [row[np.isfinite(row)] for row in category_z]
+        p_each = [float(stats.chi2.sf(float(z @ z), len(z))) for z in found_z]
+        tests.append(min(1.0, len(categories) * min(p_each)))
+    p_value = min(1.0, len(tests) * min(tests))  # Bonferroni over the tests
     return ChangeTest(blocks, observed, expected, variance, slope_z, statistic, p_value,
-                      bool(dof and p_value < alpha), pooled_z)  # fmt: skip
+                      bool(dof and p_value < alpha), pooled_z, categories, category_z)  # fmt: skip
 
 
 def _score(n: FloatArray, y: FloatArray, prob: FloatArray, w: FloatArray,
