@@ -7,8 +7,10 @@ with a message naming the environment variable.
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +48,10 @@ class Settings(BaseSettings):
         Upper bound on products per catalog import.
     default_segment : str
         Segment used when a quote names none.
+    calendar_timezone : str
+        IANA time zone (e.g. ``Europe/Paris``) of the merchant's days: a declared
+        ``weekday`` context feature that checkout leaves out is filled with the quote's
+        weekday there. Default ``UTC``.
     db_pool_size : int
         Connections kept open per worker (PostgreSQL).
     db_write_wait_seconds : float
@@ -223,6 +229,7 @@ class Settings(BaseSettings):
     max_outcome_batch: int = Field(default=1000, ge=1, le=10000)
     max_import_rows: int = Field(default=50_000, ge=1)
     default_segment: str = Field(default="default", min_length=1, max_length=64)
+    calendar_timezone: str = Field(default="UTC", min_length=1, max_length=64)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_write_wait_seconds: float = Field(default=10.0, gt=0, le=600)
     write_timeout_seconds: float = Field(default=3.0, gt=0, le=600)
@@ -324,6 +331,21 @@ class Settings(BaseSettings):
             # Use psycopg 3, the driver we install, without making users spell it.
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
         return value
+
+    @field_validator("calendar_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value == "UTC":
+            return value  # needs no time zone database
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. UTC, Europe/Paris)") from exc
+        return value
+
+    def calendar_zone(self) -> tzinfo:
+        """``calendar_timezone`` as a :class:`datetime.tzinfo`."""
+        return UTC if self.calendar_timezone == "UTC" else ZoneInfo(self.calendar_timezone)
 
     @field_validator("log_level")
     @classmethod

@@ -23,7 +23,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import cached_property
 from typing import Any, TypeGuard
 
@@ -106,7 +106,8 @@ class ContextSchema:
         return any(f.name == "weekday" and f.kind == "categorical" and set(f.levels) == set(WEEKDAYS)
                    for f in self.features)  # fmt: skip
 
-    def with_calendar(self, context: Mapping[str, object], now: datetime) -> Mapping[str, object]:
+    def with_calendar(self, context: Mapping[str, object], now: datetime,
+                      zone: tzinfo = UTC) -> Mapping[str, object]:  # fmt: skip
         """The request context with the declared calendar features it left out filled in.
 
         Parameters
@@ -114,7 +115,10 @@ class ContextSchema:
         context : mapping
             The request's context (not modified).
         now : datetime
-            The quote's time, timezone-aware; its UTC weekday fills ``weekday``.
+            The quote's time, timezone-aware; its weekday in ``zone`` fills ``weekday``.
+        zone : tzinfo
+            Where the merchant's days begin and end (``PRICING_CALENDAR_TIMEZONE``;
+            default UTC): a Saturday evening in New York is Sunday in UTC.
 
         Returns
         -------
@@ -123,7 +127,7 @@ class ContextSchema:
         """
         if "weekday" in context or not self.calendar:
             return context
-        return {**context, "weekday": WEEKDAYS[now.astimezone(UTC).weekday()]}
+        return {**context, "weekday": WEEKDAYS[now.astimezone(zone).weekday()]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ContextSchema:

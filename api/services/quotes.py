@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -125,6 +125,7 @@ class QuoteService:
         ttl: timedelta,
         outcome_window: timedelta,
         jurisdictions: Any | None = None,
+        calendar_zone: tzinfo = UTC,
     ) -> None:
         self.catalog = catalog
         #: Cache of ``(version, JurisdictionRules)``; None: the shipped defaults.
@@ -139,6 +140,8 @@ class QuoteService:
         self.default_segment = default_segment
         self.ttl = ttl
         self.outcome_window = max(outcome_window, ttl)
+        #: Where the merchant's days begin (a declared ``weekday`` is filled in this zone).
+        self.calendar_zone = calendar_zone
         self._read_engine = read_sessions.kw["bind"]
         self._reference_rules: GuardrailSet | None = None
         self._reference: dict[tuple[str, int, int], int | None] = {}
@@ -158,6 +161,7 @@ class QuoteService:
         jurisdictions: Any | None = None,
         write_timeout: float | None = None,
         linger: float = 0.0,
+        calendar_zone: tzinfo = UTC,
     ) -> QuoteService:
         """A service with fresh in-memory state and its own writer (not yet loaded).
 
@@ -174,7 +178,7 @@ class QuoteService:
                                linger_seconds=linger),
             read_sessions=reader, guardrails=guardrails, context_schema=context_schema,
             default_segment=default_segment, ttl=ttl, outcome_window=outcome_window,
-            jurisdictions=jurisdictions,
+            jurisdictions=jurisdictions, calendar_zone=calendar_zone,
         )  # fmt: skip
 
     def warm(self) -> None:
@@ -253,7 +257,7 @@ class QuoteService:
             self.sticky.lookup(request.customer_id, [i.sku for i in items], now)
             if allowed else ({}, [])
         )  # fmt: skip
-        features = self.context_schema.get()[1].with_calendar(request.context, now)
+        features = self.context_schema.get()[1].with_calendar(request.context, now, self.calendar_zone)
         return _Cart(request, segment, now, items, allowed, promotions, sticky, missing, key_id,
                      jurisdiction, rule, not_personal, features)  # fmt: skip
 

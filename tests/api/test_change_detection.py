@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import numpy as np
@@ -203,3 +204,33 @@ def test_quotes_log_the_filled_in_weekday_so_the_model_learns_a_weekly_cycle(cat
     assert filled.context["weekday"] in {WEEKDAYS[before.weekday()], WEEKDAYS[after.weekday()]}
     assert json.loads(filled.context_key) == {"weekday": filled.context["weekday"]}
     assert rows[sent["decision_id"]].context == {"weekday": "sun"}
+    # The merchant's days (PRICING_CALENDAR_TIMEZONE): the weekday is Kiritimati's (UTC+14).
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("Pacific/Kiritimati")
+    catalog.client.app.state.pricing.quotes.calendar_zone = zone
+    before = utcnow()
+    local = catalog.quote("TEA-1", customer="c-3")["lines"][0]
+    after = utcnow()
+    with sessions() as session:
+        row = session.get(Decision, uuid.UUID(local["decision_id"]))
+        assert row is not None
+    days = {WEEKDAYS[before.astimezone(zone).weekday()], WEEKDAYS[after.astimezone(zone).weekday()]}
+    assert row.context["weekday"] in days
+    if before.hour >= 10:  # from 10:00 UTC on it is already the next day there
+        assert row.context["weekday"] != WEEKDAYS[before.weekday()]
+
+
+def test_the_calendar_time_zone_is_an_iana_name():
+    from zoneinfo import ZoneInfo
+
+    from api.settings import SettingsError, load_settings
+
+    assert load_settings().calendar_zone() is UTC
+    assert load_settings(calendar_timezone="Europe/Paris").calendar_zone() == ZoneInfo("Europe/Paris")
+    with pytest.raises(SettingsError, match="PRICING_CALENDAR_TIMEZONE"):
+        load_settings(calendar_timezone="Mars/Olympus")
+    schema = ContextSchema.from_dict(WEEKDAY)
+    saturday_night = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)  # Sunday 02:00 UTC
+    assert schema.with_calendar({}, saturday_night) == {"weekday": "sun"}
+    assert schema.with_calendar({}, saturday_night, ZoneInfo("America/New_York")) == {"weekday": "sat"}
