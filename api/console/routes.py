@@ -722,10 +722,13 @@ def _change_summary(diagnostics: dict[str, Any]) -> dict[str, Any] | None:
     shift = diagnostics.get("regime_shift") or {}
     rows = []
     for category, values in sorted((shift.get("by_category") or {}).items()):
-        low, high = values.get("log_elasticity_90") or [values["log_elasticity"]] * 2
-        rows.append({"category": category, "intercept": float(values["intercept"]),
-                     "factor": math.exp(float(values["log_elasticity"])),
-                     "factor_low": math.exp(float(low)), "factor_high": math.exp(float(high))})  # fmt: skip
+        try:
+            low, high = values.get("log_elasticity_90") or [values["log_elasticity"]] * 2
+            rows.append({"category": str(category), "intercept": float(values["intercept"]),
+                         "factor": math.exp(float(values["log_elasticity"])),
+                         "factor_low": math.exp(float(low)), "factor_high": math.exp(float(high))})  # fmt: skip
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+            continue  # a summary this version cannot read: leave the row out, keep the page
     return {"since": since, "weight_before": diagnostics.get("change_weight_before"),
             "p_value": test.get("p_value") if test.get("detected") else None, "rows": rows}  # fmt: skip
 
