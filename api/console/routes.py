@@ -718,10 +718,12 @@ def _change_summary(diagnostics: dict[str, Any]) -> dict[str, Any] | None:
     since = diagnostics.get("change_since")
     if not since:
         return None
-    test = diagnostics.get("change_test") or {}
-    shift = diagnostics.get("regime_shift") or {}
+    test = diagnostics.get("change_test")
+    test = test if isinstance(test, dict) else {}
+    shift = diagnostics.get("regime_shift")
+    by_category = shift.get("by_category") if isinstance(shift, dict) else None
     rows = []
-    for category, values in sorted((shift.get("by_category") or {}).items()):
+    for category, values in sorted(by_category.items() if isinstance(by_category, dict) else []):
         try:
             low, high = values.get("log_elasticity_90") or [values["log_elasticity"]] * 2
             rows.append({"category": str(category), "intercept": float(values["intercept"]),
