@@ -572,8 +572,8 @@ def write_doc(results: list[dict[str, Any]], settings: Settings, seconds: float,
     lines += [
         "- How each engine learns: *half-life* weighs every outcome `0.5 ** (age / h)` in each "
         "refit (`PRICING_DEMAND_HALF_LIFE_DAYS`); *change detection* tests the outcomes since the "
-        "serving posterior's fit against its predictive, per (segment, category), per category and "
-        "over the market, in level and in slope (*CUSUM*: also accumulated over consecutive refits), "
+        "serving posterior's fit against its predictive, per (segment, category) and over the "
+        "market, in level and in slope (*CUSUM*: also accumulated over consecutive refits), "
         "and after a detection fits a market-wide shift of intercept and log elasticity, "
         "with a zero-sum deviation per category, for the outcomes from the change on (folded "
         "into the draws) while older ones count "
