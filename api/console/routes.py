@@ -732,7 +732,8 @@ def _change_summary(diagnostics: dict[str, Any]) -> dict[str, Any] | None:
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
             continue  # a summary this version cannot read: leave the row out, keep the page
     return {"since": since, "weight_before": diagnostics.get("change_weight_before"),
-            "p_value": test.get("p_value") if test.get("detected") else None, "rows": rows}  # fmt: skip
+            "p_value": test.get("p_value") if test.get("detected") else None, "rows": rows,
+            "by_cusum": diagnostics.get("change_found_by") == "cusum"}  # fmt: skip
 
 
 @router.get("/decisions", response_class=HTMLResponse)
