@@ -734,10 +734,10 @@ class DemandModel:
         # every intercept and log elasticity (fitted, and the means new levels start from).
         shift_a = stacked("regime_shift_a") if "regime_shift_a" in post else np.zeros(d)
         shift_e = stacked("regime_shift_e") if "regime_shift_e" in post else np.zeros(d)
-        categories = list(self.coords_["category"])
+        position = {c: k for k, c in enumerate(self.coords_["category"])}
         cat_a, cat_e = self._category_shifts(stacked)
-        sku_c = np.array([categories.index(self.sku_category_[s]) for s in self.coords_["sku"]], dtype=int)
-        pair_c = np.array([categories.index(c) for _, c in self.pairs_], dtype=int)
+        sku_c = np.array([position[self.sku_category_[s]] for s in self.coords_["sku"]], dtype=int)
+        pair_c = np.array([position[c] for _, c in self.pairs_], dtype=int)
         shift = self.regime_shift()
         regime = {"regime_shift": shift} if shift is not None else {}
         return DemandPosterior(
