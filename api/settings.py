@@ -177,6 +177,11 @@ class Settings(BaseSettings):
         which finds a moderate shift that no single refit's window shows clearly; the
         false-alarm budget ``change_alpha`` is split between it and the single test.
         Default false.
+    change_by_category : bool
+        Start the new regime only in the categories whose own surprise shows the change
+        (:meth:`pricing.changes.ChangeTest.moved_categories`): a sale in one aisle does not
+        cost the others their evidence. Every category when none or all show it, and after
+        a change the CUSUM found. Default true; false: every category on every change.
     gil_switch_seconds : float
         The interpreter's thread switch interval in a serving worker
         (``sys.setswitchinterval``): how long a background thread (the group writer, the
@@ -275,6 +280,7 @@ class Settings(BaseSettings):
     change_alpha: float = Field(default=1e-3, gt=0, lt=1)
     change_weight_before: float = Field(default=0.25, gt=0, le=1)
     change_cusum: bool = False
+    change_by_category: bool = True
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     gc_young_threshold: int = Field(default=5000, ge=1, le=10_000_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
@@ -301,7 +307,8 @@ class Settings(BaseSettings):
             return None
         from pricing.changes import ChangeDetection
 
-        return ChangeDetection(self.change_alpha, self.change_weight_before, cusum=self.change_cusum)
+        return ChangeDetection(self.change_alpha, self.change_weight_before, cusum=self.change_cusum,
+                               by_category=self.change_by_category)  # fmt: skip
 
     def sampler_config(self) -> dict[str, Any]:
         """The demand model's sampler settings for refits (method and any overrides)."""

@@ -19,16 +19,22 @@ price ratio, which moves when an elasticity does even if conversions at the pric
 hardly change. ``X²``, the sum of both squared over the blocks, is referred to χ² with one
 degree of freedom per statistic; beside it, level and slope pooled over all blocks (a
 market-wide shift moves every block a little) are referred to χ² with two, and the
-p-value is twice the smaller of the two (Bonferroni). Level and slope pooled over each
-category's blocks are reported too (where a change shows), not tested. A change is declared when the
-p-value is below ``alpha`` (1e-3 by default: with daily refits, about
-one false alarm in three years when the model is right). The refit then marks the outcomes
-from the tested window on as a new regime, whose shift of intercept and log elasticity
-(market-wide, plus a zero-sum deviation per category) the demand model fits
+p-value is twice the smaller of the two (Bonferroni). A change is declared when the
+p-value is below ``alpha`` (1e-3 by default: with daily refits, about one false alarm in
+three years when the model is right).
+
+Level and slope pooled over each category's blocks then say *where* the change shows
+(:meth:`ChangeTest.moved_categories`, a screen at 5 % per category, not a third test: as
+one, Bonferroni over three, it found a one-category shift in more windows but delayed a
+market-wide one by three days in the drift benchmark). The refit marks those categories'
+outcomes from the tested window on as a new regime (every category's when none or all
+show it; :class:`ChangePoints`), whose shift of intercept and log elasticity (common to
+the moved categories, plus a zero-sum deviation per category) the demand model fits
 (:attr:`pricing.cells.CellRecord.regime`, folded into the draws so decisions are for the
-new regime), and counts the older ones at
-``weight_before`` (:func:`change_weight`): they still say who differs from whom, the new
-outcomes set the level. A later refit that agrees keeps that change point.
+new regime), and counts their older outcomes at ``weight_before`` (:func:`change_weight`):
+they still say who differs from whom, the new outcomes set the level. A category that did
+not move keeps all of its evidence, so it is not explored again for nothing. A later
+refit that agrees keeps the change points.
 
 One refit's window may be too small to pass the test while the same surprise repeats
 refit after refit (a moderate shift: each day's pooled z near 2.5, where the single test
@@ -48,8 +54,9 @@ context feature so the model explains it (docs/benchmarks.md, drift section).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,10 +65,16 @@ from scipy import optimize, stats
 from pricing.cells import Cells
 from pricing.posterior import DemandPosterior
 
-__all__ = ["ChangeDetection", "ChangeTest", "Cusum", "change_weight", "cusum_threshold",
-           "predictive_check"]
+__all__ = ["ChangeDetection", "ChangePoints", "ChangeTest", "Cusum", "change_weight",
+           "cusum_threshold", "predictive_check"]
 
 FloatArray = NDArray[np.float64]
+#: A day: a :class:`datetime.date` in the service, a day number in the simulator.
+Day = TypeVar("Day")
+
+#: Level of the screen that picks, after a detection, the categories whose own surprise
+#: shows the change (:meth:`ChangeTest.moved_categories`).
+CATEGORY_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -80,12 +93,17 @@ class ChangeDetection:
     cusum_k : float
         The CUSUM's allowance per refit, in standard deviations (> 0): surprises smaller
         than this do not accumulate; about half the smallest shift worth finding fast.
+    by_category : bool
+        After a detection by the single test, start the new regime only in the categories
+        whose own surprise shows the change (:meth:`ChangeTest.moved_categories`; all of
+        them when none or every one does); False: always in every category.
     """
 
     alpha: float = 1e-3
     weight_before: float = 0.25
     cusum: bool = False
     cusum_k: float = 0.5
+    by_category: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -216,6 +234,40 @@ class Cusum:
 
 
 @dataclass(frozen=True)
+class ChangePoints(Generic[Day]):
+    """Where each category's current regime began, carried from refit to refit.
+
+    A detection starts a new regime in every category (a competitor's sale across the
+    store) or only in some (a sale in one aisle, :meth:`ChangeTest.moved_categories`);
+    a category that did not move keeps its old regime and its old outcomes at full weight.
+
+    Attributes
+    ----------
+    since : Day or None
+        First day of the new regime of every category not in ``by_category`` (None: no
+        change found in them).
+    by_category : mapping of str to Day
+        Categories whose regime began on a day of their own (a later detection in them only).
+    """
+
+    since: Day | None = None
+    by_category: Mapping[str, Day] = field(default_factory=dict)
+
+    def start(self, category: str) -> Day | None:
+        """First day of ``category``'s current regime (None: it has not changed)."""
+        return self.by_category.get(category, self.since)
+
+    def __bool__(self) -> bool:
+        return self.since is not None or bool(self.by_category)
+
+    def moved(self, day: Day, categories: tuple[str, ...] | None) -> ChangePoints[Day]:
+        """The points after a detection on ``day`` in ``categories`` (None: in all)."""
+        if categories is None:
+            return ChangePoints(day, {})
+        return ChangePoints(self.since, {**self.by_category, **dict.fromkeys(categories, day)})
+
+
+@dataclass(frozen=True)
 class ChangeTest:
     """Result of :func:`predictive_check`.
 
@@ -248,10 +300,8 @@ class ChangeTest:
     category_z : ndarray, shape (C, 2)
         Level and slope surprise summed over each category's blocks (slope NaN where the
         category was served at one price only): where a change shows (a sale in one
-        aisle moves all of that category's blocks a little). Reported, not tested: as a
-        third test (Bonferroni over three) it found a one-category shift in more windows
-        but delayed a market-wide one by three days in the drift benchmark
-        (docs/benchmarks.md).
+        aisle moves all of that category's blocks a little). Not tested: after a
+        detection they pick the categories that moved (:meth:`moved_categories`).
     """
 
     blocks: tuple[tuple[str, str], ...]
@@ -292,6 +342,36 @@ class ChangeTest:
                 "worst_category_z": [None if math.isnan(v) else round(float(v), 3) for v in self.category_z[worst_c]]}
                if (worst_c := self._worst_category()) is not None else {}),
         }  # fmt: skip
+
+    def moved_categories(self, alpha: float = CATEGORY_ALPHA) -> tuple[str, ...] | None:
+        """The categories whose own surprise shows the change, or None for all of them.
+
+        Each tested category's pooled level and slope surprise (:attr:`category_z`) is
+        referred to χ² with one degree of freedom per statistic it could test; those with
+        a p-value below ``alpha`` moved. This screens *where* a change that the test has
+        already declared shows; it does not test again. None (every category) when the
+        window held one category only, or when no category, or every one, passes: a
+        change seen only pooled over the categories is market-wide as far as the data tell.
+
+        Parameters
+        ----------
+        alpha : float
+            Level of each category's screen, in (0, 1).
+
+        Returns
+        -------
+        tuple of str or None
+        """
+        if not 0.0 < alpha < 1.0:
+            raise ValueError("alpha must lie in (0, 1)")
+        moved = []
+        for category, z in zip(self.categories, self.category_z, strict=True):
+            finite = z[np.isfinite(z)]
+            if len(finite) and float(stats.chi2.sf(float(finite @ finite), len(finite))) < alpha:
+                moved.append(category)
+        if not moved or len(moved) == len(self.categories):
+            return None
+        return tuple(moved)
 
     def _worst_category(self) -> int | None:
         """Index of the category with the largest surprise (None without the test)."""

@@ -426,6 +426,12 @@ class DemandModel:
             "promotion": promotions.tolist(),
             "context": list(cells.context_columns),
         }
+        # The categories in a new regime after a detected change (pricing.changes): those
+        # with a cell marked after it; a category that did not move has none.
+        moved = (np.unique(c_idx[cells.regime]) if cells.regime is not None
+                 else np.zeros(0, dtype=int))  # fmt: skip
+        if len(moved):
+            coords["regime_category"] = categories[moved].tolist()
         self.coords_ = coords
         self.sku_category_ = {str(s): str(categories[c]) for s, c in zip(skus, sku_c, strict=True)}
         self.pairs_ = [
@@ -445,7 +451,7 @@ class DemandModel:
             coords=coords, segments=segments, skus=skus, categories=categories, s_idx=s_idx,
             j_idx=j_idx, c_idx=c_idx, p_idx=p_idx, pair_s=pair_s, pair_c=pair_c,
             promo_mask=promo_mask, promotions=promotions, k_idx=k_idx, rich_pair=rich_pair,
-            rich_sku=rich_sku, rich_seg_all=rich_seg_all,
+            rich_sku=rich_sku, rich_seg_all=rich_seg_all, moved=moved,
         )  # fmt: skip
 
     def build(self, cells: Cells) -> pm.Model:
@@ -503,20 +509,23 @@ class DemandModel:
                 # intercept and of the log elasticity for the cells after it, so the old
                 # regime's outcomes still teach who differs from whom (pooled deviations)
                 # while the new regime's set the level. posterior() folds the shifts in.
-                # With several categories, each deviates from the market-wide shift
-                # (zero-sum, so the two levels do not trade a constant): a shift that hits
-                # one category is not spread over the others. A category with no outcome
-                # since the change keeps its deviation's prior: honest uncertainty about
-                # whether it moved too.
+                # The shift is common to the categories that moved (all of them after a
+                # market-wide change; only some when the change showed in those alone),
+                # and with several, each deviates from it (zero-sum, so the two levels do
+                # not trade a constant): a shift that hits one category is not spread
+                # over the others. A category that did not move has no cell after the
+                # change and no shift.
                 after = cells.regime.astype(float)
                 shift_a = pm.Normal("regime_shift_a", 0.0, REGIME_SHIFT_SD)
                 shift_e = pm.Normal("regime_shift_e", 0.0, REGIME_SHIFT_SD)
                 category_sd = float(cfg.get("regime_category_sd", REGIME_CATEGORY_SD))
-                if len(lay.categories) > 1 and category_sd > 0:
-                    dev_a = pm.ZeroSumNormal("regime_shift_a_cat", sigma=category_sd, dims="category")
-                    dev_e = pm.ZeroSumNormal("regime_shift_e_cat", sigma=category_sd, dims="category")
-                    shift_a = shift_a + dev_a[lay.c_idx]
-                    shift_e = shift_e + dev_e[lay.c_idx]
+                if len(lay.moved) > 1 and category_sd > 0:
+                    # position among the moved categories (cells elsewhere have after = 0)
+                    m_idx = np.minimum(np.searchsorted(lay.moved, lay.c_idx), len(lay.moved) - 1)
+                    dev_a = pm.ZeroSumNormal("regime_shift_a_cat", sigma=category_sd, dims="regime_category")
+                    dev_e = pm.ZeroSumNormal("regime_shift_e_cat", sigma=category_sd, dims="regime_category")
+                    shift_a = shift_a + dev_a[m_idx]
+                    shift_e = shift_e + dev_e[m_idx]
                 eta = (
                     a_seg[s_idx] + a_sku[j_idx] + shift_a * after
                     - pt.exp(log_e[p_idx] + shift_e * after) * cells.log_price_ratio + g_cell
@@ -667,18 +676,26 @@ class DemandModel:
     def _category_shifts(self, stacked: Callable[[str], NDArray[np.float64]]
                          ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
         """Draws of each category's shift after a detected change, intercept and log
-        elasticity, each (D, C): the market-wide shift plus the category's deviation
-        (zeros when the fit had no new regime)."""
+        elasticity, each (D, C): for a category that moved, the shift common to those that
+        did plus its deviation; zeros for the others (all zeros without a new regime)."""
         post = self.idata_.posterior
         d = stacked("mu_global").shape[0]
-        n_categories = len(self.coords_["category"])
-
-        def draws(name: str, shape: tuple[int, ...]) -> NDArray[np.float64]:
-            return stacked(name) if name in post else np.zeros(shape)
-
-        cat_a = draws("regime_shift_a", (d,))[:, None] + draws("regime_shift_a_cat", (d, n_categories))
-        cat_e = draws("regime_shift_e", (d,))[:, None] + draws("regime_shift_e_cat", (d, n_categories))
+        categories = self.coords_["category"]
+        cat_a, cat_e = np.zeros((d, len(categories))), np.zeros((d, len(categories)))
+        if "regime_shift_a" not in post:
+            return cat_a, cat_e
+        position = {c: k for k, c in enumerate(categories)}
+        moved = [position[c] for c in self.coords_.get("regime_category", categories)]
+        for out, name in ((cat_a, "regime_shift_a"), (cat_e, "regime_shift_e")):
+            out[:, moved] = stacked(name)[:, None]
+            if f"{name}_cat" in post:
+                out[:, moved] += stacked(f"{name}_cat")
         return cat_a, cat_e
+
+    def _everything_moved(self) -> bool:
+        """Whether a detected change put every category in a new regime."""
+        moved = self.coords_.get("regime_category")
+        return moved is None or len(moved) == len(self.coords_["category"])
 
     def regime_shift(self) -> dict[str, Any] | None:
         """Posterior summary of the shift after a detected change, or None without one.
@@ -686,10 +703,12 @@ class DemandModel:
         Returns
         -------
         dict or None
-            ``intercept`` and ``log_elasticity`` (market-wide posterior means; logit and
-            log scale), ``by_category``: for each category its ``intercept`` and
-            ``log_elasticity`` shift (mean) and the 90 % interval of the latter
-            (``log_elasticity_90``); an elasticity moved by the factor ``exp(shift)``.
+            ``intercept`` and ``log_elasticity`` (posterior means of the shift common to
+            the categories that moved; logit and log scale), ``categories``: those that
+            moved (every one after a market-wide change), ``by_category``: for each of
+            them its ``intercept`` and ``log_elasticity`` shift (mean) and the 90 %
+            interval of the latter (``log_elasticity_90``); an elasticity moved by the
+            factor ``exp(shift)``.
         """
         post = self.idata_.posterior
         if "regime_shift_a" not in post:
@@ -701,14 +720,17 @@ class DemandModel:
             return out
 
         cat_a, cat_e = self._category_shifts(stacked)
+        categories = self.coords_["category"]
+        moved = self.coords_.get("regime_category", categories)
         return {
             "intercept": float(stacked("regime_shift_a").mean()),
             "log_elasticity": float(stacked("regime_shift_e").mean()),
+            "categories": list(moved),
             "by_category": {
                 c: {"intercept": round(float(cat_a[:, k].mean()), 4),
                     "log_elasticity": round(float(cat_e[:, k].mean()), 4),
                     "log_elasticity_90": [round(float(v), 4) for v in np.quantile(cat_e[:, k], [0.05, 0.95])]}
-                for k, c in enumerate(self.coords_["category"])
+                for k, c in enumerate(categories) if c in moved
             },
         }  # fmt: skip
 
@@ -730,10 +752,12 @@ class DemandModel:
         d = stacked("mu_global").shape[0]
         g = stacked("g") if "g" in post else np.zeros((d, 0))
         context_d = stacked("d") if "d" in post else np.zeros((d, 0))
-        # After a detected change, decisions are for the new regime: fold its shifts into
-        # every intercept and log elasticity (fitted, and the means new levels start from).
-        shift_a = stacked("regime_shift_a") if "regime_shift_a" in post else np.zeros(d)
-        shift_e = stacked("regime_shift_e") if "regime_shift_e" in post else np.zeros(d)
+        # After a detected change, decisions are for the new regime: fold each moved
+        # category's shift into its intercepts and log elasticities, and, when every
+        # category moved, the common shift into the means new levels start from.
+        everything = "regime_shift_a" in post and self._everything_moved()
+        shift_a = stacked("regime_shift_a") if everything else np.zeros(d)
+        shift_e = stacked("regime_shift_e") if everything else np.zeros(d)
         position = {c: k for k, c in enumerate(self.coords_["category"])}
         cat_a, cat_e = self._category_shifts(stacked)
         sku_c = np.array([position[self.sku_category_[s]] for s in self.coords_["sku"]], dtype=int)

@@ -41,6 +41,23 @@ def synthetic_posterior(
     )  # fmt: skip
 
 
+def two_category_posterior(segments: Sequence[str] = ("default", "loyalty"), spread: float = 0.05,
+                           seed: int = 1) -> DemandPosterior:
+    """synthetic_posterior with a second category ("coffee", SKUs COF-1 and COF-2)."""
+    tea = synthetic_posterior(segments=segments, spread=spread, seed=seed)
+    coffee = synthetic_posterior(segments=segments, skus=("COF-1", "COF-2"), category="coffee",
+                                 spread=spread, seed=seed + 1)  # fmt: skip
+    return DemandPosterior(
+        segments=tea.segments, skus=tea.skus + coffee.skus, categories=("tea", "coffee"),
+        promotions=tea.promotions, sku_category={**tea.sku_category, **coffee.sku_category},
+        pairs=tea.pairs + coffee.pairs, a_seg=tea.a_seg, a_sku=np.hstack([tea.a_sku, coffee.a_sku]),
+        log_e=np.hstack([tea.log_e, coffee.log_e]), g=tea.g, mu_a=tea.mu_a, sd_a_sku=tea.sd_a_sku,
+        sd_a_seg=tea.sd_a_seg, mu_global=tea.mu_global, sd_cat=tea.sd_cat, sd_seg=tea.sd_seg,
+        mu_cat=np.hstack([tea.mu_cat, coffee.mu_cat]), log_weights=np.zeros(tea.n_draws),
+        meta={"version": "two-categories"},
+    )  # fmt: skip
+
+
 def publish(
     sessions: Any,
     posterior: DemandPosterior,

@@ -712,12 +712,18 @@ def model_page(version: int, request: Request, state: StateDep, session: Session
 
 def _change_summary(diagnostics: dict[str, Any]) -> dict[str, Any] | None:
     """What a fit says about a detected change in demand, for the model page (None: no
-    change point in force): since when, the test that found it (when this fit's did), what
+    change point in force): since when and in which categories, the test that found it
+    (when this fit's did), what
     the older outcomes count, and per category the fitted shift (intercept on the logit
     scale; elasticity as a factor, with its 90 % interval)."""
     since = diagnostics.get("change_since")
-    if not since:
+    own = diagnostics.get("change_by_category")
+    own = {str(c): str(d) for c, d in own.items()} if isinstance(own, dict) else {}
+    if not since and not own:
         return None
+    # where each regime holds: every category (the others, when some moved on their own)
+    where = ([{"scope": "every other category" if own else "every category", "since": str(since)}]
+             if since else []) + [{"scope": c, "since": d} for c, d in sorted(own.items())]  # fmt: skip
     test = diagnostics.get("change_test")
     test = test if isinstance(test, dict) else {}
     shift = diagnostics.get("regime_shift")
@@ -731,7 +737,7 @@ def _change_summary(diagnostics: dict[str, Any]) -> dict[str, Any] | None:
                          "factor_low": math.exp(float(low)), "factor_high": math.exp(float(high))})  # fmt: skip
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
             continue  # a summary this version cannot read: leave the row out, keep the page
-    return {"since": since, "weight_before": diagnostics.get("change_weight_before"),
+    return {"where": where, "weight_before": diagnostics.get("change_weight_before"),
             "p_value": test.get("p_value") if test.get("detected") else None, "rows": rows,
             "by_cusum": diagnostics.get("change_found_by") == "cusum"}  # fmt: skip
 

@@ -30,7 +30,7 @@ from api.orm import AppliedDecision, Decision, ModelPrior, ModelSnapshot, Outcom
 from api.schemas.demand_models import Elasticity, ModelPublic
 from api.services.context import current_schema
 from pricing.cells import CellRecord, Cells, decay_weight
-from pricing.changes import ChangeDetection, ChangeTest, Cusum, predictive_check
+from pricing.changes import ChangeDetection, ChangePoints, ChangeTest, Cusum, predictive_check
 from pricing.context import ContextSchema
 from pricing.posterior import DemandPosterior
 
@@ -111,7 +111,7 @@ def load_cells(
     category: str | None = None,
     half_life_days: float = 0.0,
     since: datetime | None = None,
-    change_since: date | None = None,
+    changes: ChangePoints[date] | None = None,
     weight_before: float = 1.0,
 ) -> Cells:
     """Aggregate the log's learning labels final at ``until`` into cells.
@@ -138,17 +138,18 @@ def load_cells(
         the fit still with cells.
     since : datetime, optional
         Only labels that became final after this (e.g. a snapshot's data watermark).
-    change_since, weight_before : date and float, optional
-        A detected change in demand (:mod:`pricing.changes`): decisions made on UTC days
-        before ``change_since`` count ``weight_before`` (times any decay), and the later
-        ones are marked as the new regime (:attr:`~pricing.cells.CellRecord.regime`, whose
-        market-wide shift the model fits). Read per day too.
+    changes, weight_before : ChangePoints and float, optional
+        Detected changes in demand (:mod:`pricing.changes`): in a category whose regime
+        began on ``changes.start(category)``, decisions made on UTC days before it count
+        ``weight_before`` (times any decay), and the later ones are marked as the new
+        regime (:attr:`~pricing.cells.CellRecord.regime`, whose shift the model fits); a
+        category with no change point keeps every outcome at full weight. Read per day too.
     """
     schema = schema or ContextSchema()
     encoded: dict[str, tuple[float, ...]] = {}
     records = []
     decay = half_life_days > 0
-    split = change_since is not None
+    split = bool(changes)
     today = until.astimezone(UTC).date()
     for row in _labels(session, until=until, missing=missing, category=category,
                        by_day=decay or split, since=since):  # fmt: skip
@@ -159,8 +160,9 @@ def load_cells(
             day = _as_date(row[8])
             age = max((today - day).days, 0)
             weight = decay_weight(age, half_life_days) if decay else 1.0
-            if change_since is not None:
-                after = day >= change_since
+            start = changes.start(cat) if changes else None
+            if start is not None:
+                after = day >= start
                 weight *= 1.0 if after else weight_before
         if key not in encoded:
             encoded[key] = tuple(schema.encode_key(key).tolist())
@@ -221,10 +223,13 @@ def refit(
     catalogue and the cells' conversion at list); an anchor set in ``model_config`` wins.
     ``change_detection``: first test the outcomes since the serving snapshot's watermark
     against its posterior predictive (:func:`pricing.changes.predictive_check`); on a
-    detection, outcomes from the UTC days before that watermark count
-    ``weight_before`` and the later ones are the new regime, whose shift (market-wide, plus
-    a deviation per category) the model fits (:mod:`pricing.demand`). A change point is carried to later refits in the
-    snapshot's diagnostics (``change_since``) until a newer one is found.
+    detection, in the categories where it shows (every one when none or all do; all with
+    ``by_category`` off or when the CUSUM found it), outcomes from the UTC days before that
+    watermark count ``weight_before`` and the later ones are the new regime, whose shift
+    (common, plus a deviation per category) the model fits (:mod:`pricing.demand`). The
+    change points are carried to later refits in the snapshot's diagnostics
+    (``change_since`` for every category, ``change_by_category`` for those that moved on
+    their own) until newer ones are found.
 
     A rejected fit is recorded with its diagnostics and the reason; the previous published
     snapshot keeps serving.
@@ -237,13 +242,13 @@ def refit(
     watermark = (now or utcnow()) - DATA_LAG
     with read_only(sessions)() as session:
         _schema_version, schema = current_schema(session)
-        change_since, change_test, cusum, found_by = (
+        changes, change_test, cusum, found_by, moved = (
             _detect_change(session, change_detection, watermark, missing_outcome, schema)
-            if change_detection is not None else (None, None, None, None)
+            if change_detection is not None else (ChangePoints[date](), None, None, None, None)
         )  # fmt: skip
         weight_before = change_detection.weight_before if change_detection is not None else 1.0
         cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
-                           half_life_days=half_life_days, change_since=change_since,
+                           half_life_days=half_life_days, changes=changes,
                            weight_before=weight_before)  # fmt: skip
         priors = latest_priors(session)
         catalogue = (
@@ -269,16 +274,16 @@ def refit(
         changed["change_test"] = change_test.to_dict()
     if cusum is not None:
         changed["change_cusum"] = cusum.to_dict()
-    if change_since is not None:
-        changed |= {"change_since": change_since.isoformat(), "change_weight_before": weight_before}
+    if changes:
+        changed |= change_points_to_dict(changes) | {"change_weight_before": weight_before}
         shift = model.regime_shift()
         if shift is not None:
             changed["regime_shift"] = shift
-    if change_test is not None and change_test.detected:
-        message = (f"demand changed (p = {change_test.p_value:.2g}): outcomes before "
-                   f"{change_since} count {weight_before:g}" + (f"; {message}" if message else ""))  # fmt: skip
-    elif found_by == "cusum":
-        message = (f"demand changed (CUSUM over refits): outcomes before {change_since} count "
+    if found_by is not None and moved is not None:
+        where = f" in {', '.join(moved[1])}" if moved[1] is not None else ""
+        how = (f"p = {change_test.p_value:.2g}" if found_by == "test" and change_test is not None
+               else "CUSUM over refits")  # fmt: skip
+        message = (f"demand changed{where} ({how}): outcomes before {moved[0]} count "
                    f"{weight_before:g}" + (f"; {message}" if message else ""))  # fmt: skip
     if found_by is not None:
         changed["change_found_by"] = found_by
@@ -321,45 +326,73 @@ def refit(
     )
 
 
+def change_points(diagnostics: dict[str, Any] | None) -> ChangePoints[date]:
+    """The change points a snapshot's diagnostics carry (none when absent or malformed)."""
+    found = diagnostics or {}
+    try:
+        since = date.fromisoformat(found["change_since"]) if found.get("change_since") else None
+        raw = found.get("change_by_category") or {}
+        by_category = {str(c): date.fromisoformat(str(d)) for c, d in dict(raw).items()}
+    except (TypeError, ValueError):
+        return ChangePoints()
+    return ChangePoints(since, by_category)
+
+
+def change_points_to_dict(points: ChangePoints[date]) -> dict[str, Any]:
+    """Diagnostics entries of ``points`` (inverse of :func:`change_points`)."""
+    return {
+        **({"change_since": points.since.isoformat()} if points.since is not None else {}),
+        **({"change_by_category": {c: d.isoformat() for c, d in sorted(points.by_category.items())}}
+           if points.by_category else {}),
+    }  # fmt: skip
+
+
 def _detect_change(
     session: Session, detection: ChangeDetection, watermark: datetime, missing: str,
     schema: ContextSchema,
-) -> tuple[date | None, ChangeTest | None, Cusum | None, str | None]:  # fmt: skip
-    """The change point this refit should use, this refit's test, the CUSUM charts to carry
-    (None when ``detection.cusum`` is off), and what found a new change point (``"test"``,
-    ``"cusum"``; None when the serving snapshot's point, if any, carries on).
+) -> tuple[ChangePoints[date], ChangeTest | None, Cusum | None, str | None,
+           tuple[date, tuple[str, ...] | None] | None]:  # fmt: skip
+    """The change points this refit should use, this refit's test, the CUSUM charts to
+    carry (None when ``detection.cusum`` is off), what found a new change (``"test"``,
+    ``"cusum"``; None when the serving snapshot's points, if any, carry on), and that
+    change's day and categories (None: every category).
 
     The outcomes final since the serving snapshot's watermark were not in its fit: test them
     against its posterior as fitted (equal weights: the online updates have seen them). A
-    detection moves the change point to the watermark's UTC day; a CUSUM that crosses its
-    threshold moves it to the day its excursion began; otherwise the serving snapshot's
-    change point (if any) carries on.
+    detection starts a new regime on the watermark's UTC day in the categories where it
+    shows (:meth:`pricing.changes.ChangeTest.moved_categories`; every one with
+    ``detection.by_category`` off); a CUSUM that crosses its threshold starts one in every
+    category on the day its excursion began (it watches the pooled surprise only);
+    otherwise the serving snapshot's points (if any) carry on.
     """
     previous = current_snapshot(session)
     if previous is None or previous.draws is None:
-        return None, None, (Cusum() if detection.cusum else None), None
+        return ChangePoints(), None, (Cusum() if detection.cusum else None), None, None
     found = previous.diagnostics or {}
-    carried = found.get("change_since")
-    change_since = date.fromisoformat(carried) if carried else None
+    points = change_points(found)
     charts = Cusum.from_dict(found.get("change_cusum")) if detection.cusum else None
     since = previous.data_watermark
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     fresh = load_cells(session, until=watermark, missing=missing, schema=schema, since=since)
     if len(fresh) == 0:
-        return change_since, None, charts, None
+        return points, None, charts, None, None
     test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh, alpha=detection.test_alpha)
     day = since.astimezone(UTC).date()
     began = None
     if charts is not None:
         charts, began = charts.step(test.pooled_z, day.isoformat(), detection.cusum_k, detection.cusum_h)
     if test.detected:
-        log.warning("demand changed since %s: %s", day, test.to_dict())
-        return day, test, (Cusum() if charts is not None else None), "test"
+        moved = test.moved_categories() if detection.by_category else None
+        log.warning("demand changed since %s in %s: %s", day,
+                    ", ".join(moved) if moved else "every category", test.to_dict())  # fmt: skip
+        return (points.moved(day, moved), test, (Cusum() if charts is not None else None), "test",
+                (day, moved))  # fmt: skip
     if began is not None:
         log.warning("demand changed since %s (CUSUM over refits): %s", began, test.to_dict())
-        return date.fromisoformat(began), test, charts, "cusum"
-    return change_since, test, charts, None
+        start = date.fromisoformat(began)
+        return points.moved(start, None), test, charts, "cusum", (start, None)
+    return points, test, charts, None, None
 
 
 def current_snapshot(session: Session) -> ModelSnapshot | None:

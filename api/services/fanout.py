@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -29,6 +29,7 @@ from api.services.demand_models import (
     PUBLISHED,
     REJECTED,
     RefitResult,
+    change_points,
     latest_priors,
     load_cells,
     load_posterior,
@@ -144,10 +145,9 @@ def fit_category(
             _version, schema = current_schema(session)
             # A change in demand detected by the last full refit holds here too (its diagnostics).
             found = base.diagnostics or {}
-            change_since = found.get("change_since")
             cells = load_cells(session, until=watermark, missing=missing_outcome, schema=schema,
                                category=category, half_life_days=half_life_days,
-                               change_since=date.fromisoformat(change_since) if change_since else None,
+                               changes=change_points(found),
                                weight_before=float(found.get("change_weight_before", 1.0)))  # fmt: skip
             priors = latest_priors(session)
             # A category keeps the base fit's prior at list, if it had one (PRICING_PRIOR_AT_LIST):
@@ -233,7 +233,7 @@ def publish(
                                                "categories": len(rows), "refitted": len(parts)},
                          # the base fit's change point holds until a full refit moves it
                          **{k: v for k, v in (base.diagnostics or {}).items()
-                            if k in ("change_since", "change_weight_before")}},
+                            if k in ("change_since", "change_by_category", "change_weight_before")}},
             message=message,
         )  # fmt: skip
         session.add(row)

@@ -12,11 +12,18 @@ from sqlalchemy import select
 
 from api.orm import Decision, ModelSnapshot, utcnow
 from api.security import Role
-from api.services.demand_models import DATA_LAG, _detect_change, load_cells, refit
+from api.services.demand_models import (
+    DATA_LAG,
+    _detect_change,
+    change_points,
+    change_points_to_dict,
+    load_cells,
+    refit,
+)
 from api.settings import Settings
-from pricing.changes import ChangeDetection, Cusum
+from pricing.changes import ChangeDetection, ChangePoints, Cusum
 from pricing.context import WEEKDAYS, ContextSchema
-from tests.factories import log_counts, publish, synthetic_posterior
+from tests.factories import log_counts, publish, synthetic_posterior, two_category_posterior
 
 TRIALS = 400
 
@@ -34,10 +41,13 @@ def _published_an_hour_ago(sessions):
 
 
 def _detect(sessions, detection=None):
-    """(change point, test) of :func:`_detect_change`; with ``detection``, all four values."""
+    """(change point for every category, test) of :func:`_detect_change`; with
+    ``detection``, (that point, test, charts, found by)."""
     with sessions() as session:
-        found = _detect_change(session, detection or ChangeDetection(), utcnow() + timedelta(seconds=1),
-                               "non_conversion", ContextSchema())  # fmt: skip
+        points, *rest = _detect_change(session, detection or ChangeDetection(),
+                                       utcnow() + timedelta(seconds=1), "non_conversion",
+                                       ContextSchema())  # fmt: skip
+    found = (points.since, *rest[:3])
     return found if detection is not None else found[:2]
 
 
@@ -110,16 +120,61 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
     assert after.starts[2] == "2026-11-28"
 
 
+def test_a_collapse_in_one_category_starts_a_new_regime_there_only(catalog, sessions):
+    catalog.product("COF-1", category="coffee")
+    posterior = two_category_posterior(spread=0.1)
+    watermark = utcnow() - timedelta(hours=1)
+    publish(sessions, posterior, watermark=watermark)
+    # Before the snapshot: a day as predicted in both categories.
+    log_counts(sessions, [(seg, sku, 1000, 1000, TRIALS, _expected_conversions(posterior, seg, sku))
+                          for seg in ("default", "loyalty") for sku in ("TEA-1", "COF-1")],
+               recorded_at=watermark - timedelta(days=2))  # fmt: skip
+    # Since: tea's buyers are gone, coffee's are as predicted.
+    log_counts(sessions, [(seg, "TEA-1", 1000, 1000, TRIALS, 5) for seg in ("default", "loyalty")]
+               + [(seg, "COF-1", 1000, 1000, TRIALS, _expected_conversions(posterior, seg, "COF-1"))
+                  for seg in ("default", "loyalty")])  # fmt: skip
+    with sessions() as session:
+        points, test, _charts, found_by, moved = _detect_change(
+            session, ChangeDetection(), utcnow() + timedelta(seconds=1), "non_conversion", ContextSchema())
+    assert test is not None and test.detected and found_by == "test"
+    assert moved == (watermark.date(), ("tea",))
+    assert points.since is None and dict(points.by_category) == {"tea": watermark.date()}
+    assert change_points(change_points_to_dict(points)) == points  # as carried in the diagnostics
+    with sessions() as session:
+        cells = load_cells(session, until=utcnow() + timedelta(seconds=1), changes=points, weight_before=0.25)
+    assert cells.regime is not None and cells.weighted_trials is not None
+    for category, regime, weight, trials in zip(cells.category, cells.regime, cells.weighted_trials,
+                                                cells.trials, strict=True):  # fmt: skip
+        if category == "coffee":  # did not move: one regime, every outcome at full weight
+            assert not regime and weight == trials
+        else:
+            assert weight == (trials if regime else 0.25 * trials)
+    assert int(cells.regime.sum()) == 2 and len(cells) == 6  # tea: two regimes per segment; coffee: one
+    # With the screen off, every category starts again.
+    with sessions() as session:
+        points, *_rest = _detect_change(session, ChangeDetection(by_category=False),
+                                        utcnow() + timedelta(seconds=1), "non_conversion", ContextSchema())
+    assert points.since == watermark.date() and not points.by_category
+
+
+def test_change_points_read_from_diagnostics_tolerate_old_and_malformed_entries():
+    assert change_points({"change_since": "2026-11-30"}) == ChangePoints(date(2026, 11, 30))
+    assert not change_points({}) and not change_points(None)
+    assert not change_points({"change_since": "yesterday"})
+    assert not change_points({"change_by_category": ["tea"]})
+    assert change_points_to_dict(ChangePoints()) == {}
+
+
 def test_outcomes_from_before_the_change_count_the_chosen_weight(catalog, sessions):
     now = utcnow()
     log_counts(sessions, [("loyalty", "TEA-1", 1000, 1000, 10, 4)], recorded_at=now)
     log_counts(sessions, [("loyalty", "TEA-1", 1000, 1000, 20, 2)], recorded_at=now - timedelta(days=3))
     until = now + timedelta(seconds=1)
     with sessions() as session:
-        cells = load_cells(session, until=until, change_since=(now - timedelta(days=1)).date(),
+        cells = load_cells(session, until=until, changes=ChangePoints((now - timedelta(days=1)).date()),
                            weight_before=0.1)  # fmt: skip
         both = load_cells(session, until=until, half_life_days=3.0,
-                          change_since=(now - timedelta(days=1)).date(), weight_before=0.1)  # fmt: skip
+                          changes=ChangePoints((now - timedelta(days=1)).date()), weight_before=0.1)  # fmt: skip
     # Two cells now: the old regime's (weighted) and the new one's (marked for the shift).
     assert cells.regime is not None and cells.regime.tolist() == [False, True]
     assert cells.trials.tolist() == [20, 10] and cells.weighted_trials is not None

@@ -151,6 +151,15 @@ def test_analyst_pages_show_models_decisions_and_their_explanations(catalog, ses
     model = catalog.client.get(f"/console/models/{version}").text
     assert "Demand changed" in model and "2026-11-30" in model and "p = 2.5e-05" in model
     assert "<td>tea</td>" in model and "1.60" in model and "1.35 to 1.90" in model
+    assert "in every category from 2026-11-30" in model
+    # A change that showed in one category only says where.
+    with sessions() as session, session.begin():
+        row = session.get(ModelSnapshot, version)
+        diagnostics = {k: v for k, v in row.diagnostics.items() if k != "change_since"}
+        row.diagnostics = {**diagnostics, "change_by_category": {"tea": "2026-12-01"}}
+    model = catalog.client.get(f"/console/models/{version}").text
+    assert "Demand changed" in model and "in tea from 2026-12-01" in model
+    assert "every category" not in model
     recent = catalog.client.get("/console/decisions").text
     assert line["decision_id"] in recent
     why = catalog.client.get(f"/console/decisions/{line['decision_id']}")

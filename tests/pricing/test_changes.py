@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from pricing.cells import CellRecord, Cells
-from pricing.changes import ChangeDetection, change_weight, predictive_check
-from tests.factories import synthetic_posterior
+from pricing.changes import (
+    ChangeDetection,
+    ChangePoints,
+    ChangeTest,
+    change_weight,
+    predictive_check,
+)
+from tests.factories import synthetic_posterior, two_category_posterior
 
 RATIOS = (0.8, 0.9, 1.0, 1.1)
 
@@ -182,24 +188,6 @@ def test_a_cusum_finds_a_repeated_moderate_surprise_and_dates_it_to_its_start():
     assert Cusum.from_dict(None) == Cusum() and Cusum.from_dict({"upper": [1]}) == Cusum()
 
 
-def _two_category_posterior(segments, spread=0.05, seed=1):
-    """synthetic_posterior with a second category ("coffee", SKUs COF-1 and COF-2)."""
-    from pricing.posterior import DemandPosterior
-
-    tea = synthetic_posterior(segments=segments, spread=spread, seed=seed)
-    coffee = synthetic_posterior(segments=segments, skus=("COF-1", "COF-2"), category="coffee",
-                                 spread=spread, seed=seed + 1)  # fmt: skip
-    return DemandPosterior(
-        segments=tea.segments, skus=tea.skus + coffee.skus, categories=("tea", "coffee"),
-        promotions=tea.promotions, sku_category={**tea.sku_category, **coffee.sku_category},
-        pairs=tea.pairs + coffee.pairs, a_seg=tea.a_seg, a_sku=np.hstack([tea.a_sku, coffee.a_sku]),
-        log_e=np.hstack([tea.log_e, coffee.log_e]), g=tea.g, mu_a=tea.mu_a, sd_a_sku=tea.sd_a_sku,
-        sd_a_seg=tea.sd_a_seg, mu_global=tea.mu_global, sd_cat=tea.sd_cat, sd_seg=tea.sd_seg,
-        mu_cat=np.hstack([tea.mu_cat, coffee.mu_cat]), log_weights=np.zeros(tea.n_draws),
-        meta={"version": "two-categories"},
-    )  # fmt: skip
-
-
 def _category_cells(posterior, rng, shifted, trials, intercept_shift, segments):
     draw = int(rng.integers(posterior.n_draws))
     records = []
@@ -207,7 +195,7 @@ def _category_cells(posterior, rng, shifted, trials, intercept_shift, segments):
         for sku, category in posterior.sku_category.items():
             intercept, slope = posterior.logit_terms(segment, sku, category)
             for ratio in RATIOS:
-                eta = (intercept[draw] + (intercept_shift if category == shifted else 0.0)
+                eta = (intercept[draw] + (intercept_shift if category in shifted else 0.0)
                        + slope[draw] * np.log(ratio))  # fmt: skip
                 records.append(CellRecord(segment, sku, category, ratio, "", trials,
                                           int(rng.binomial(trials, 1.0 / (1.0 + np.exp(-eta))))))  # fmt: skip
@@ -219,9 +207,9 @@ def test_a_shift_in_one_category_shows_where_it_happened():
     whole market the surprise is diluted by the category that did not move. The
     per-category surprise is reported (where the change shows), not tested."""
     segments = tuple(f"s{i}" for i in range(8))
-    posterior = _two_category_posterior(segments)
+    posterior = two_category_posterior(segments)
     rng = np.random.default_rng(5)
-    found = [predictive_check(posterior, _category_cells(posterior, rng, "coffee", 100, -0.25, segments))
+    found = [predictive_check(posterior, _category_cells(posterior, rng, ("coffee",), 100, -0.25, segments))
              for _ in range(40)]  # fmt: skip
     assert all(t.categories == ("coffee", "tea") for t in found)
     coffee = np.mean([abs(t.category_z[0, 0]) for t in found])
@@ -230,3 +218,37 @@ def test_a_shift_in_one_category_shows_where_it_happened():
     assert coffee > pooled > tea
     assert found[0].to_dict()["worst_category"] == "coffee"
     assert np.mean([t.detected for t in found]) >= 0.5
+
+
+def test_after_a_detection_only_the_categories_that_moved_start_a_new_regime():
+    """The screen after a detection: a sale in coffee alone marks coffee; a shift across
+    the store marks every category (None), as does a change seen only pooled."""
+    segments = tuple(f"s{i}" for i in range(8))
+    posterior = two_category_posterior(segments)
+    rng = np.random.default_rng(11)
+    one = [t for t in (predictive_check(posterior, _category_cells(posterior, rng, ("coffee",), 200, -0.4, segments))
+                       for _ in range(20)) if t.detected]  # fmt: skip
+    both = [t for t in (predictive_check(posterior, _category_cells(posterior, rng, ("coffee", "tea"), 200, -0.4,
+                                                                     segments))
+                        for _ in range(20)) if t.detected]  # fmt: skip
+    assert len(one) >= 15 and len(both) >= 15
+    assert np.mean([t.moved_categories() == ("coffee",) for t in one]) >= 0.8
+    assert np.mean([t.moved_categories() is None for t in both]) >= 0.8
+    # Nothing shows in any category alone: every category (a market-wide reading).
+    quiet = ChangeTest((), np.zeros(0), np.zeros(0), np.ones(0), np.zeros(0), 0.0, 1e-4, True,
+                       np.array([-3.0]), ("coffee", "tea"), np.array([[-1.2, np.nan], [-1.0, 0.5]]))  # fmt: skip
+    assert quiet.moved_categories() is None
+    assert ChangeTest((), np.zeros(0), np.zeros(0), np.ones(0), np.zeros(0), 0.0, 1e-4, True).moved_categories() is None
+    with pytest.raises(ValueError, match="alpha"):
+        quiet.moved_categories(alpha=0.0)
+
+
+def test_change_points_carry_each_category_s_own_start():
+    points = ChangePoints[int]()
+    assert not points and points.start("tea") is None
+    tea = points.moved(10, ("tea",))
+    assert tea and tea.start("tea") == 10 and tea.start("coffee") is None
+    everything = tea.moved(14, None)  # a later market-wide change resets every category
+    assert everything.start("tea") == 14 and everything.start("coffee") == 14 and not everything.by_category
+    later = everything.moved(20, ("coffee",))
+    assert later.start("coffee") == 20 and later.start("tea") == 14 and later.start("juice") == 14
