@@ -29,8 +29,10 @@ engine, weekday declared
 engine, change detection, weekday declared
     The same, and each refit first tests the outcomes since the serving posterior's fit
     against its predictive (:func:`pricing.changes.predictive_check`, what the service
-    does with ``PRICING_CHANGE_DETECTION``); after a detection, older outcomes count
-    ``--weight-before`` (0.1).
+    does with ``PRICING_CHANGE_DETECTION``); after a detection, in the categories where
+    it shows (:meth:`pricing.changes.ChangeTest.moved_categories`; every one when none or
+    all do), older outcomes count ``--weight-before`` (0.25). ``+every-category`` starts
+    the new regime in every category on every detection (``PRICING_CHANGE_BY_CATEGORY=false``).
 engine, change detection with a CUSUM, with ``--variant detect+cusum``
     The same, and the pooled surprises of consecutive refits also feed a CUSUM
     (:class:`pricing.changes.Cusum`, ``PRICING_CHANGE_CUSUM``), which finds a moderate
@@ -82,7 +84,7 @@ from benchmarks.promotions_joint import (
 from benchmarks.report import DOC, replace_section
 from experiments.simulator import Drift, Market, phased
 from pricing.cells import CellRecord, Cells, decay_weight
-from pricing.changes import ChangeDetection, Cusum, change_weight, predictive_check
+from pricing.changes import ChangeDetection, ChangePoints, Cusum, change_weight, predictive_check
 from pricing.context import ContextSchema
 from pricing.demand import DemandModel
 from pricing.policy import LineContext, ThompsonPricePolicy
@@ -139,6 +141,9 @@ class Variant:
     #: With ``detect``: also a CUSUM of consecutive refits' surprises (``cusum``;
     #: ``PRICING_CHANGE_CUSUM``).
     cusum: bool = False
+    #: With ``detect``: a detection starts a new regime in every category, not only where
+    #: it shows (``every-category``; ``PRICING_CHANGE_BY_CATEGORY=false``).
+    every_category: bool = False
 
     @property
     def name(self) -> str:
@@ -147,6 +152,7 @@ class Variant:
         parts += ["change detection"] if self.detect else []
         parts += ["market-wide shift only"] if self.detect and not self.category_shift else []
         parts += ["CUSUM"] if self.detect and self.cusum else []
+        parts += ["every category"] if self.detect and self.every_category else []
         parts += ["weekday declared"] if self.weekday else []
         return "engine, " + (", ".join(parts) if parts else "no decay")
 
@@ -254,31 +260,33 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     actions = np.empty(n, dtype=np.int64)
     fresh_trials = np.zeros_like(trials)  # outcomes since the serving posterior's fit
     fresh_conversions = np.zeros_like(trials)
-    change_day: int | None = None
+    points = ChangePoints[int]()
     fitted_day = 0
     detections: list[int] = []
-    detection = ChangeDetection(weight_before=settings.weight_before, cusum=variant.cusum)
+    detection = ChangeDetection(weight_before=settings.weight_before, cusum=variant.cusum,
+                                by_category=not variant.every_category)  # fmt: skip
     charts = Cusum()
     for t in range(n):
         if t in refits:
             started = time.perf_counter()
             if variant.detect and served[0] is not None:
                 test = predictive_check(served[0][1], _cells(market, fresh_trials,
-                                        fresh_conversions, variant, 0, 0.0, None, 1.0),
+                                        fresh_conversions, variant, 0, 0.0, ChangePoints(), 1.0),
                                         alpha=detection.test_alpha)  # fmt: skip
                 began = None
                 if variant.cusum:  # labels sort in time: zero-padded day numbers
                     charts, began = charts.step(test.pooled_z, f"{fitted_day:06d}",
                                                 detection.cusum_k, detection.cusum_h)  # fmt: skip
-                if test.detected:
-                    change_day = fitted_day
+                if test.detected:  # as the service: where it shows (every category: None)
+                    points = points.moved(fitted_day, test.moved_categories()
+                                          if detection.by_category else None)  # fmt: skip
                     charts = Cusum()
                     detections.append(t)
                 elif began is not None:
-                    change_day = int(began)
+                    points = points.moved(int(began), None)
                     detections.append(t)
             today = int(drift.day(t))
-            posterior = _fit(market, trials, conversions, today, variant, change_day, seed,
+            posterior = _fit(market, trials, conversions, today, variant, points, seed,
                              len(seconds), settings)  # fmt: skip
             served[0] = (f"drift-{seed}-{len(seconds)}", posterior)
             seconds.append(time.perf_counter() - started)
@@ -310,21 +318,23 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
 
 
 def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Variant,
-           today: int, half_life: float, change_day: int | None, weight_before: float) -> Cells:  # fmt: skip
+           today: int, half_life: float, points: ChangePoints[int], weight_before: float) -> Cells:  # fmt: skip
     """Cells of the (day, segment, SKU, action) counts, each day weighted by its age (time
-    decay) and by whether it precedes the detected change; the days from the change on are
-    the new regime (:attr:`pricing.cells.CellRecord.regime`), as in the service."""
+    decay) and by whether it precedes its category's detected change; the days from the
+    change on are the new regime (:attr:`pricing.cells.CellRecord.regime`), as in the
+    service."""
     ratio = market.effective_prices / market.list_price_minor[:, None]
     keys = ["", *(p.key for p in market.promotions)]
     schema = ContextSchema.from_dict(WEEKDAY_SCHEMA if variant.weekday else None)
     records = []
     for d, s, j, a in zip(*np.nonzero(trials), strict=True):
+        category = market.categories[int(market.sku_category[j])]
+        change_day = points.start(category)
         weight = decay_weight(today - d, half_life) * change_weight(
             today - d, None if change_day is None else today - change_day, weight_before)
         context = tuple(schema.encode({"weekday": WEEKDAYS[d % 7]})) if variant.weekday else ()
         records.append(CellRecord(
-            market.segments[s], market.skus[j], market.categories[int(market.sku_category[j])],
-            float(ratio[j, a]), keys[int(market.action_promotion[a]) + 1],
+            market.segments[s], market.skus[j], category, float(ratio[j, a]), keys[int(market.action_promotion[a]) + 1],
             int(trials[d, s, j, a]), int(conversions[d, s, j, a]), context, weight=weight,
             regime=change_day is not None and d >= change_day,
         ))  # fmt: skip
@@ -332,9 +342,9 @@ def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Var
 
 
 def _fit(market: Market, trials: IntArray, conversions: IntArray, today: int, variant: Variant,
-         change_day: int | None, seed: int, number: int, settings: Settings) -> DemandPosterior:  # fmt: skip
+         points: ChangePoints[int], seed: int, number: int, settings: Settings) -> DemandPosterior:  # fmt: skip
     """Refit on every day's cells so far (:func:`_cells`)."""
-    cells = _cells(market, trials, conversions, variant, today, variant.half_life, change_day,
+    cells = _cells(market, trials, conversions, variant, today, variant.half_life, points,
                    settings.weight_before)  # fmt: skip
     model = DemandModel(model_config=None if variant.category_shift else {"regime_category_sd": 0.0},
                         sampler_config={
@@ -446,8 +456,8 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
 
 def parse_variant(text: str) -> Variant:
     """``plain``, ``half-life=H``, ``detect``, ``weekday``, ``global-shift``, ``cusum``,
-    joined with ``+``."""
-    half_life, detect, weekday, category_shift, cusum = 0.0, False, False, True, False
+    ``every-category``, joined with ``+``."""
+    half_life, detect, weekday, category_shift, cusum, every = 0.0, False, False, True, False, False
     for part in text.split("+"):
         key, _, value = part.strip().partition("=")
         if key == "half-life":
@@ -456,11 +466,13 @@ def parse_variant(text: str) -> Variant:
             category_shift = False
         elif key == "cusum":
             cusum = True
+        elif key == "every-category":
+            every = True
         elif key in ("detect", "weekday", "plain"):
             detect, weekday = detect or key == "detect", weekday or key == "weekday"
         else:
             raise argparse.ArgumentTypeError(f"--variant: unknown part {part!r}")
-    return Variant(half_life, detect, weekday, category_shift, cusum)
+    return Variant(half_life, detect, weekday, category_shift, cusum, every)
 
 
 def _fmt_recovery(values: list[int | None]) -> str:

@@ -348,10 +348,14 @@ class ChangeTest:
 
         Each tested category's pooled level and slope surprise (:attr:`category_z`) is
         referred to χ² with one degree of freedom per statistic it could test; those with
-        a p-value below ``alpha`` moved. This screens *where* a change that the test has
-        already declared shows; it does not test again. None (every category) when the
-        window held one category only, or when no category, or every one, passes: a
-        change seen only pooled over the categories is market-wide as far as the data tell.
+        a p-value below ``alpha`` moved. When none does, the change may sit in a few
+        (segment, category) blocks (one segment's customers courted by a competitor):
+        then the categories of the blocks whose own level and slope surprise pass at
+        ``alpha`` over the number of blocks (Bonferroni). This screens *where* a change
+        that the test has already declared shows; it does not test again. None (every
+        category) when the window held one category only, or when nothing, or every
+        category, passes: a change seen only pooled over the market is market-wide as far
+        as the data tell.
 
         Parameters
         ----------
@@ -364,14 +368,21 @@ class ChangeTest:
         """
         if not 0.0 < alpha < 1.0:
             raise ValueError("alpha must lie in (0, 1)")
-        moved = []
-        for category, z in zip(self.categories, self.category_z, strict=True):
-            finite = z[np.isfinite(z)]
-            if len(finite) and float(stats.chi2.sf(float(finite @ finite), len(finite))) < alpha:
-                moved.append(category)
-        if not moved or len(moved) == len(self.categories):
+        if not self.categories:
             return None
-        return tuple(moved)
+
+        def passes(z: FloatArray, level: float) -> bool:
+            finite = z[np.isfinite(z)]
+            return bool(len(finite)) and float(stats.chi2.sf(float(finite @ finite), len(finite))) < level
+
+        moved = {c for c, z in zip(self.categories, self.category_z, strict=True) if passes(z, alpha)}
+        if not moved and len(self.blocks):
+            per_block = np.column_stack([self.z, self.slope_z])
+            moved = {b[1] for b, z in zip(self.blocks, per_block, strict=True)
+                     if passes(z, alpha / len(self.blocks))}  # fmt: skip
+        if not moved or moved >= set(self.categories):
+            return None
+        return tuple(sorted(moved))
 
     def _worst_category(self) -> int | None:
         """Index of the category with the largest surprise (None without the test)."""

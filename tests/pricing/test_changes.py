@@ -238,6 +238,12 @@ def test_after_a_detection_only_the_categories_that_moved_start_a_new_regime():
     quiet = ChangeTest((), np.zeros(0), np.zeros(0), np.ones(0), np.zeros(0), 0.0, 1e-4, True,
                        np.array([-3.0]), ("coffee", "tea"), np.array([[-1.2, np.nan], [-1.0, 0.5]]))  # fmt: skip
     assert quiet.moved_categories() is None
+    # ... unless it sits in one (segment, category) block: that block's category.
+    blocks = (("s0", "coffee"), ("s0", "tea"), ("s1", "coffee"), ("s1", "tea"))
+    one_block = ChangeTest(blocks, np.array([50.0, 100.0, 100.0, 100.0]), np.full(4, 100.0), np.full(4, 64.0),
+                           np.full(4, np.nan), 39.1, 1e-4, True, np.array([-3.0]), ("coffee", "tea"),
+                           np.array([[-1.9, np.nan], [0.0, np.nan]]))  # fmt: skip
+    assert one_block.moved_categories() == ("coffee",)
     assert ChangeTest((), np.zeros(0), np.zeros(0), np.ones(0), np.zeros(0), 0.0, 1e-4, True).moved_categories() is None
     with pytest.raises(ValueError, match="alpha"):
         quiet.moved_categories(alpha=0.0)
