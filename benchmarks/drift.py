@@ -13,7 +13,8 @@ weekly cycle of the intercepts (``--weekly-amplitude`` on the logit scale), and 
 ``--shift-at`` every elasticity is multiplied by ``--elasticity-factor`` and every
 intercept moves by ``--intercept-shift`` (a competitor's sale, say: customers buy less
 and compare more); with ``--shift-categories``, only in the categories named (a sale in
-one aisle). Every policy plays the same visitors with the same purchase draws,
+one aisle), with ``--shift-segments`` only in the segments named (a competitor courting
+one kind of customer). Every policy plays the same visitors with the same purchase draws,
 against the market of each visitor's phase. The **moving oracle** serves each visitor
 the best action of that visitor's phase.
 
@@ -174,6 +175,8 @@ class Settings:
     visitors_per_day: int = 1000
     #: Category indices the shift hits (None: all).
     shift_categories: tuple[int, ...] | None = None
+    #: Segment indices the shift hits (None: all).
+    shift_segments: tuple[int, ...] | None = None
     #: Engine runs (default: plain, a declared weekday, and change detection with it; a
     #: fixed half-life, e.g. ``--variant half-life=3``, did not pay in the 2026-12-06 run).
     variants: tuple[Variant, ...] = ()
@@ -196,7 +199,8 @@ class Settings:
     def drift(self) -> Drift:
         """The drift of every seed's market."""
         return Drift(self.shift_at, self.elasticity_factor, self.intercept_shift,
-                     self.weekly_amplitude, self.visitors_per_day, self.shift_categories)  # fmt: skip
+                     self.weekly_amplitude, self.visitors_per_day, self.shift_categories,
+                     self.shift_segments)  # fmt: skip
 
     def refit_points(self) -> list[int]:
         """500, 1,000, 2,000, then every simulated day."""
@@ -218,6 +222,9 @@ class Settings:
                 + (f" in categor{'y' if len(self.shift_categories) == 1 else 'ies'} "
                    f"{', '.join(map(str, self.shift_categories))} of {self.categories} only"
                    if self.shift_categories is not None else "")
+                + (f" in segment{'' if len(self.shift_segments) == 1 else 's'} "
+                   f"{', '.join(map(str, self.shift_segments))} of {self.segments} only"
+                   if self.shift_segments is not None else "")
                 + f"; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
                 f"(before a detected change: weight {self.weight_before:g}); "
                 f"NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
@@ -605,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="2 x 3 market, 4,000 visitors, one seed")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--seeds", default=None,
+                        help="N (seeds 1..N) or a comma-separated list of seeds, e.g. '3,4'")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--engine-epsilon", type=float, default=Settings.engine_epsilon,
@@ -616,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="what an outcome from before a detected change counts for")  # fmt: skip
     parser.add_argument("--shift-categories", type=lambda v: tuple(int(c) for c in v.split(",")),
                         default=None, help="category indices the shift hits, e.g. '0' (default: all)")
+    parser.add_argument("--shift-segments", type=lambda v: tuple(int(c) for c in v.split(",")),
+                        default=None, help="segment indices the shift hits, e.g. '0' (default: all)")
     parser.add_argument("--section", default="",
                         help="write docs/benchmarks.md section drift-SECTION (default: the drift section)")
     parser.add_argument("--variant", action="append",
@@ -630,11 +640,14 @@ def main(argv: list[str] | None = None) -> int:
     changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor,
                                "weight_before": args.weight_before}
     if args.seeds:
-        changes["seeds"] = tuple(range(1, args.seeds + 1))
+        changes["seeds"] = (tuple(int(v) for v in args.seeds.split(",")) if "," in args.seeds
+                            else tuple(range(1, int(args.seeds) + 1)))  # fmt: skip
     if args.no_peers:
         changes["peers"] = False
     if args.shift_categories is not None:
         changes["shift_categories"] = args.shift_categories
+    if args.shift_segments is not None:
+        changes["shift_segments"] = args.shift_segments
     if args.variant:
         changes["variants"] = tuple(parse_variant(v) for v in args.variant)
     settings = Settings(**{**asdict(settings), **changes})

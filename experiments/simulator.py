@@ -1150,6 +1150,13 @@ class Drift:
         Indices of the categories the shift hits (a competitor's sale in one aisle); None,
         the default, for every category. The intercept shift of a category goes onto its
         SKUs' intercepts.
+    shift_segments : tuple of int or None
+        Indices of the segments the shift hits (a competitor courting one kind of
+        customer); None, the default, for every segment. With ``shift_categories`` too,
+        the elasticity shift hits those (segment, category) pairs; the intercept shift of
+        a segment goes onto its segment intercept, and of a segment in some categories
+        only, onto nothing it could not reach (a :class:`Market`'s intercepts are per
+        segment and per SKU): such a drift is refused.
     """
 
     shift_at: int
@@ -1158,6 +1165,7 @@ class Drift:
     weekly_amplitude: float = 0.0
     visitors_per_day: int = 1000
     shift_categories: tuple[int, ...] | None = None
+    shift_segments: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.shift_at < 0 or self.visitors_per_day <= 0 or self.elasticity_factor <= 0:
@@ -1166,6 +1174,13 @@ class Drift:
             if not self.shift_categories or min(self.shift_categories) < 0:
                 raise ValueError("drift: shift_categories must name at least one category index >= 0")
             object.__setattr__(self, "shift_categories", tuple(int(c) for c in self.shift_categories))
+        if self.shift_segments is not None:
+            if not self.shift_segments or min(self.shift_segments) < 0:
+                raise ValueError("drift: shift_segments must name at least one segment index >= 0")
+            object.__setattr__(self, "shift_segments", tuple(int(s) for s in self.shift_segments))
+            if self.shift_categories is not None and self.intercept_shift != 0.0:
+                raise ValueError("drift: an intercept shift in some segments of some categories "
+                                 "is not a market's intercept (per segment, per SKU)")
 
     @property
     def n_phases(self) -> int:
@@ -1192,16 +1207,27 @@ class Drift:
                 raise ValueError(f"drift: the market has {n_categories} categories; "
                                  f"shift_categories {self.shift_categories} names another")
             hit = np.isin(np.arange(n_categories), self.shift_categories)
-        sku_hit = hit[market.sku_category]
+        n_segments = len(market.segments)
+        if self.shift_segments is None:
+            seg_hit = np.ones(n_segments, dtype=bool)
+        else:
+            if max(self.shift_segments) >= n_segments:
+                raise ValueError(f"drift: the market has {n_segments} segments; "
+                                 f"shift_segments {self.shift_segments} names another")
+            seg_hit = np.isin(np.arange(n_segments), self.shift_segments)
+        # The intercept shift: on the SKUs of the categories hit (every segment), or on the
+        # segments hit (every category); __post_init__ refuses both at once.
+        sku_shift = self.intercept_shift * hit[market.sku_category] if self.shift_segments is None else 0.0
+        seg_shift = self.intercept_shift * seg_hit if self.shift_segments is not None else 0.0
         out = []
         for after in (0, 1):
             for weekday in range(7):
                 offset = self.weekly_amplitude * math.sin(2.0 * math.pi * weekday / 7.0)
                 out.append(dataclasses.replace(
                     market,
-                    a_seg=market.a_seg + offset,
-                    a_sku=market.a_sku + after * self.intercept_shift * sku_hit,
-                    log_e=market.log_e + after * math.log(self.elasticity_factor) * hit[None, :],
+                    a_seg=market.a_seg + offset + after * seg_shift,
+                    a_sku=market.a_sku + after * sku_shift,
+                    log_e=market.log_e + after * math.log(self.elasticity_factor) * (seg_hit[:, None] & hit[None, :]),
                 ))  # fmt: skip
         return tuple(out)
 

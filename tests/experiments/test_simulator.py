@@ -516,6 +516,28 @@ def test_a_shift_can_hit_one_category_only():
         Drift(shift_at=100, shift_categories=())
 
 
+def test_a_shift_can_hit_one_segment_only():
+    from experiments.simulator import Drift
+
+    market = Market.random(3, 6, 2, 1, seed=5)
+    phases = Drift(shift_at=100, elasticity_factor=1.5, intercept_shift=-0.4,
+                   shift_segments=(0,)).markets(market)  # fmt: skip
+    np.testing.assert_allclose(phases[7].log_e[0], market.log_e[0] + np.log(1.5))
+    np.testing.assert_allclose(phases[7].log_e[1:], market.log_e[1:])
+    np.testing.assert_allclose(phases[7].a_seg, market.a_seg + np.array([-0.4, 0.0, 0.0]))
+    np.testing.assert_allclose(phases[7].a_sku, market.a_sku)
+    # One segment in one category: the elasticity only (no market intercept is that cell's).
+    pair = Drift(shift_at=100, elasticity_factor=1.5, shift_segments=(2,), shift_categories=(1,)).markets(market)
+    moved = np.zeros_like(market.log_e, dtype=bool)
+    moved[2, 1] = True
+    np.testing.assert_allclose(pair[7].log_e[moved], market.log_e[moved] + np.log(1.5))
+    np.testing.assert_allclose(pair[7].log_e[~moved], market.log_e[~moved])
+    with pytest.raises(ValueError, match="intercept"):
+        Drift(shift_at=100, intercept_shift=-0.4, shift_segments=(0,), shift_categories=(1,))
+    with pytest.raises(ValueError, match="segments"):
+        Drift(shift_at=100, shift_segments=(3,)).markets(market)
+
+
 # ---- reference prices ---------------------------------------------------------------
 
 
