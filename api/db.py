@@ -267,7 +267,11 @@ def make_engine(
     return create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
         hide_parameters=True, pool_timeout=connect_timeout_seconds,
-        connect_args={"connect_timeout": max(2, int(connect_timeout_seconds))},
+        # Every session in UTC, whatever the server's TimeZone: SQL that takes a day of a
+        # timestamp (the refit's per-day reads, date()) then means the UTC day, as the
+        # Python side does.
+        connect_args={"connect_timeout": max(2, int(connect_timeout_seconds)),
+                      "options": "-c TimeZone=UTC"},
     )  # fmt: skip
 
 

@@ -345,7 +345,9 @@ def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Var
             int(trials[d, s, j, a]), int(conversions[d, s, j, a]), context, weight=weight,
             regime=change_day is not None and d >= change_day,
         ))  # fmt: skip
-    return Cells.from_records(records, schema.columns)
+    marked = {market.categories[c] for c in range(len(market.categories))
+              if points.start(market.categories[c]) is not None}  # fmt: skip
+    return Cells.from_records(records, schema.columns, regime_categories=marked if points else None)
 
 
 def _fit(market: Market, trials: IntArray, conversions: IntArray, today: int, variant: Variant,
@@ -593,9 +595,11 @@ def write_doc(results: list[dict[str, Any]], settings: Settings, seconds: float,
         "refit (`PRICING_DEMAND_HALF_LIFE_DAYS`); *change detection* tests the outcomes since the "
         "serving posterior's fit against its predictive, per (segment, category) and over the "
         "market, in level and in slope (*CUSUM*: also accumulated over consecutive refits), "
-        "and after a detection fits a market-wide shift of intercept and log elasticity, "
-        "with a zero-sum deviation per category, for the outcomes from the change on (folded "
-        "into the draws) while older ones count "
+        "and after a detection, in the categories where it shows (a screen per category, "
+        "Holm at 5 %; every category when the rest still show it pooled, or with "
+        "*every category*), fits a shift of intercept and log elasticity common to those "
+        "categories, with a zero-sum deviation per category, for their outcomes from the "
+        "change on (folded into the draws) while their older ones count "
         f"{settings.weight_before:g} (`PRICING_CHANGE_DETECTION`, `PRICING_CHANGE_WEIGHT_BEFORE`; "
         "`pricing/changes.py`); *weekday declared* gives the model the day of the week as a "
         "context feature (the service fills a declared `weekday` from the quote's time), so "
@@ -613,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="2 x 3 market, 4,000 visitors, one seed")
     parser.add_argument("--seeds", default=None,
-                        help="N (seeds 1..N) or a comma-separated list of seeds, e.g. '3,4'")
+                        help="N (seeds 1..N) or a comma-separated list of seeds, e.g. '3,4' or '3,'")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--engine-epsilon", type=float, default=Settings.engine_epsilon,
@@ -640,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor,
                                "weight_before": args.weight_before}
     if args.seeds:
-        changes["seeds"] = (tuple(int(v) for v in args.seeds.split(",")) if "," in args.seeds
+        changes["seeds"] = (tuple(int(v) for v in args.seeds.split(",") if v.strip()) if "," in args.seeds
                             else tuple(range(1, int(args.seeds) + 1)))  # fmt: skip
     if args.no_peers:
         changes["peers"] = False

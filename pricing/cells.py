@@ -59,8 +59,9 @@ class CellRecord:
         What each of these trials counts for in the likelihood, in (0, 1]: 1 for fresh
         data, less for old data under time decay (``0.5 ** (age / half-life)``).
     regime : bool
-        The trials came after a detected change in demand (:mod:`pricing.changes`); the
-        model then fits a market-wide shift of intercept and log elasticity for them.
+        The trials came after a detected change in demand in their category
+        (:mod:`pricing.changes`); the model then fits a shift of intercept and log
+        elasticity for them.
     """
 
     segment: str
@@ -96,6 +97,10 @@ class Cells:
     regime : ndarray of bool, shape (n_cells,), optional
         Cells after a detected change in demand (:attr:`CellRecord.regime`); None when no
         record is.
+    regime_categories : tuple of str, optional
+        The categories in a new regime, whether or not they have a cell after the change
+        yet (one with none keeps its shift's prior); None: those with a cell marked
+        ``regime``.
     """
 
     segment: NDArray[np.str_]
@@ -110,6 +115,7 @@ class Cells:
     weighted_trials: NDArray[np.float64] | None = None
     weighted_conversions: NDArray[np.float64] | None = None
     regime: NDArray[np.bool_] | None = None
+    regime_categories: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.trials)
@@ -156,8 +162,9 @@ class Cells:
 
     @classmethod
     def from_records(
-        cls, records: Iterable[CellRecord], context_columns: tuple[str, ...] = ()
-    ) -> Cells:
+        cls, records: Iterable[CellRecord], context_columns: tuple[str, ...] = (),
+        regime_categories: Iterable[str] | None = None,
+    ) -> Cells:  # fmt: skip
         """Build from :class:`CellRecord` rows, merging rows that describe the same cell.
 
         Cells come out sorted, whatever the order of ``records``.
@@ -168,6 +175,8 @@ class Cells:
             Each record's ``context`` has ``len(context_columns)`` entries.
         context_columns : tuple of str
             Names of the encoded context columns.
+        regime_categories : iterable of str, optional
+            :attr:`Cells.regime_categories`.
         """
         merged: dict[tuple[str, str, str, float, str, tuple[float, ...], bool], list[Any]] = {}
         width = len(context_columns)
@@ -214,6 +223,7 @@ class Cells:
             context=np.array([k[5] for k in keys], dtype=float).reshape(len(keys), width),
             context_columns=tuple(context_columns),
             regime=np.array([k[6] for k in keys], dtype=bool) if any(k[6] for k in keys) else None,
+            regime_categories=None if regime_categories is None else tuple(sorted(set(regime_categories))),
             **weighted,
         )
 

@@ -24,11 +24,11 @@ p-value is below ``alpha`` (1e-3 by default: with daily refits, about one false 
 three years when the model is right).
 
 Level and slope pooled over each category's blocks then say *where* the change shows
-(:meth:`ChangeTest.moved_categories`, a screen at 5 % per category, not a third test: as
+(:meth:`ChangeTest.moved_categories`, a screen per category, Holm at 5 %, not a third test: as
 one, Bonferroni over three, it found a one-category shift in more windows but delayed a
 market-wide one by three days in the drift benchmark). The refit marks those categories'
 outcomes from the tested window on as a new regime (every category's when none or all
-show it; :class:`ChangePoints`), whose shift of intercept and log elasticity (common to
+show it, or the rest still do pooled; :class:`ChangePoints`), whose shift of intercept and log elasticity (common to
 the moved categories, plus a zero-sum deviation per category) the demand model fits
 (:attr:`pricing.cells.CellRecord.regime`, folded into the draws so decisions are for the
 new regime), and counts their older outcomes at ``weight_before`` (:func:`change_weight`):
@@ -347,15 +347,19 @@ class ChangeTest:
         """The categories whose own surprise shows the change, or None for all of them.
 
         Each tested category's pooled level and slope surprise (:attr:`category_z`) is
-        referred to χ² with one degree of freedom per statistic it could test; those with
-        a p-value below ``alpha`` moved. When none does, the change may sit in a few
-        (segment, category) blocks (one segment's customers courted by a competitor):
-        then the categories of the blocks whose own level and slope surprise pass at
-        ``alpha`` over the number of blocks (Bonferroni). This screens *where* a change
-        that the test has already declared shows; it does not test again. None (every
-        category) when the window held one category only, or when nothing, or every
-        category, passes: a change seen only pooled over the market is market-wide as far
-        as the data tell.
+        referred to χ² with one degree of freedom per statistic it could test, and the
+        categories that pass Holm's step-down procedure at ``alpha`` moved (at most
+        ``alpha`` chance of marking any category that did not, however many there are).
+        If the categories that did not pass, pooled (Stouffer's sum of their surprises
+        over the square root of their number), still surprise at ``alpha``, the change
+        is everywhere, only weaker in some: every category. When no category passes, the
+        change may sit in a few (segment, category) blocks (one segment's customers
+        courted by a competitor): then the categories of the blocks whose own level and
+        slope surprise pass at ``alpha`` over the number of blocks (Bonferroni). This
+        screens *where* a change that the test has already declared shows; it does not
+        test again. None (every category) when the window held one category only, or when
+        nothing, or every category, passes: a change seen only pooled over the market is
+        market-wide as far as the data tell.
 
         Parameters
         ----------
@@ -375,7 +379,22 @@ class ChangeTest:
             finite = z[np.isfinite(z)]
             return bool(len(finite)) and float(stats.chi2.sf(float(finite @ finite), len(finite))) < level
 
-        moved = {c for c, z in zip(self.categories, self.category_z, strict=True) if passes(z, alpha)}
+        def p_value(z: FloatArray) -> float:
+            finite = z[np.isfinite(z)]
+            return float(stats.chi2.sf(float(finite @ finite), len(finite))) if len(finite) else 1.0
+
+        ranked = sorted(zip((p_value(z) for z in self.category_z), range(len(self.categories)), strict=True))
+        moved: set[str] = set()
+        for rank, (p, i) in enumerate(ranked):  # Holm: step down while the next one passes
+            if p >= alpha / (len(ranked) - rank):
+                break
+            moved.add(self.categories[i])
+        rest = np.array([z for c, z in zip(self.categories, self.category_z, strict=True) if c not in moved])
+        if moved and len(rest):
+            counts = np.isfinite(rest).sum(axis=0)
+            stouffer = np.where(counts > 0, np.nansum(rest, axis=0) / np.sqrt(np.maximum(counts, 1)), np.nan)
+            if passes(stouffer, alpha):
+                return None
         if not moved and len(self.blocks):
             per_block = np.column_stack([self.z, self.slope_z])
             moved = {b[1] for b, z in zip(self.blocks, per_block, strict=True)

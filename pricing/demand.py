@@ -56,15 +56,16 @@ __all__ = [
 FitMethod = str  # "auto" | "nuts" | "nutpie" | "advi"
 _METHODS = ("auto", "nuts", "nutpie", "advi")
 MODEL_VERSION = "conversion-logit/1"
-#: Prior sd of the market-wide shifts after a detected change (intercept, log elasticity;
+#: Prior sd of the shifts common to the categories in a new regime after a detected change
+#: (intercept, log elasticity;
 #: logit and log scales): 0.5 allows a shift of ±1 on either, which covers a competitor's
 #: sale (the drift benchmark's elasticity x1.6 is +0.47), without letting a day's noise
 #: move every line.
 REGIME_SHIFT_SD = 0.5
-#: Prior sd of each category's deviation from that market-wide shift (zero-sum over the
-#: categories, logit and log elasticity): a competitor's sale in one aisle moves one
-#: category, and a market-wide shift alone would spread it over all of them (the
-#: one-category run of the drift benchmark, docs/benchmarks.md).
+#: Prior sd of each category's deviation from that common shift (zero-sum over the
+#: categories in the new regime, logit and log elasticity): a competitor's sale in one
+#: aisle moves one category, and a common shift alone would spread it over all of them
+#: (the one-category run of the drift benchmark, docs/benchmarks.md).
 REGIME_CATEGORY_SD = 0.3
 
 
@@ -286,8 +287,8 @@ class DemandModel:
         ``category_log_elasticity_anchor`` (``{category: log e}``, e.g. from
         :func:`pricing.priors.list_price_anchors`: those categories' elasticity priors are
         centred there instead of on the global mean) and ``regime_category_sd`` (prior sd of
-        each category's deviation from the market-wide shift after a detected change;
-        default :data:`REGIME_CATEGORY_SD`, 0 for a market-wide shift only).
+        each category's deviation from the common shift after a detected change;
+        default :data:`REGIME_CATEGORY_SD`, 0 for a common shift only).
     sampler_config : dict, optional
         Merged over :attr:`default_sampler_config`: ``method``, ``draws``, ``tune``,
         ``chains``, ``cores`` (processes for the chains; default one per chain up to the
@@ -427,9 +428,13 @@ class DemandModel:
             "context": list(cells.context_columns),
         }
         # The categories in a new regime after a detected change (pricing.changes): those
-        # with a cell marked after it; a category that did not move has none.
-        moved = (np.unique(c_idx[cells.regime]) if cells.regime is not None
-                 else np.zeros(0, dtype=int))  # fmt: skip
+        # the cells name (with no outcome since the change yet, too), else those with a
+        # cell marked after it; a category that did not move has none.
+        moved = np.zeros(0, dtype=int)
+        if cells.regime is not None:
+            moved = np.unique(c_idx[cells.regime])
+            if cells.regime_categories is not None:
+                moved = np.union1d(moved, np.flatnonzero(np.isin(categories, cells.regime_categories)))
         if len(moved):
             coords["regime_category"] = categories[moved].tolist()
         self.coords_ = coords
@@ -505,8 +510,8 @@ class DemandModel:
                 pm.Deterministic("g", pt.zeros(0), dims="promotion")
                 g_cell = 0.0
             if cells.regime is not None and cells.regime.any():
-                # After a detected change (pricing.changes): a market-wide shift of the
-                # intercept and of the log elasticity for the cells after it, so the old
+                # After a detected change (pricing.changes): a shift of the intercept
+                # and of the log elasticity for the cells after it, so the old
                 # regime's outcomes still teach who differs from whom (pooled deviations)
                 # while the new regime's set the level. posterior() folds the shifts in.
                 # The shift is common to the categories that moved (all of them after a

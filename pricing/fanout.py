@@ -55,9 +55,14 @@ class SharedParameters:
         Context coefficients by column (an unseen column: 0).
     promotion_prior_mean : float
     regime_shift : tuple of (float, float)
-        The full fit's market-wide shift of intercept and log elasticity after a detected
-        change (``meta["regime_shift"]``; (0, 0) when it fitted none): a category fit
-        with outcomes from the new regime centres its own shift there.
+        The full fit's shift of intercept and log elasticity common to the categories in
+        a new regime after a detected change (``meta["regime_shift"]``; (0, 0) when it
+        fitted none): a category fit with outcomes from the new regime centres its own
+        shift there.
+    shifted_categories : tuple of str or None
+        When only some categories moved: those (the full fit folded the common shift
+        into their own parameters, not into ``mu_global`` and ``mu_a``, so their fits
+        centre there plus the shift); None when every category moved, or none did.
     """
 
     mu_global: float
@@ -70,6 +75,15 @@ class SharedParameters:
     d: dict[str, float] = field(default_factory=dict)
     promotion_prior_mean: float = 0.0
     regime_shift: tuple[float, float] = (0.0, 0.0)
+    shifted_categories: tuple[str, ...] | None = None
+
+    def centres(self, category: str) -> tuple[float, float]:
+        """Population means of log elasticity and SKU intercept that ``category``'s own
+        parameters are centred on: the shared ones, plus the common shift when the
+        category is in a new regime the shared ones do not carry."""
+        if self.shifted_categories is not None and category in self.shifted_categories:
+            return self.mu_global + self.regime_shift[1], self.mu_a + self.regime_shift[0]
+        return self.mu_global, self.mu_a
 
     @classmethod
     def from_posterior(cls, posterior: DemandPosterior) -> SharedParameters:
@@ -81,8 +95,11 @@ class SharedParameters:
 
         prior = posterior.meta.get("promotion_prior") or [0.0, 0.5]
         shift = posterior.meta.get("regime_shift") or {}
+        listed = shift.get("categories")
+        moved = tuple(str(c) for c in listed) if isinstance(listed, list) else None
         return cls(
             regime_shift=(float(shift.get("intercept", 0.0)), float(shift.get("log_elasticity", 0.0))),
+            shifted_categories=moved if moved is not None and not set(posterior.categories) <= set(moved) else None,
             mu_global=float(mean(posterior.mu_global)), sd_cat=float(mean(posterior.sd_cat)),
             sd_seg=float(mean(posterior.sd_seg)), mu_a=float(mean(posterior.mu_a)),
             sd_a_sku=float(mean(posterior.sd_a_sku)),
@@ -180,13 +197,14 @@ def category_model(
             # The category's elasticity is centred on the population level, or on its anchor
             # when the base fit had one (the prior at list: pricing.priors.list_price_anchors).
             anchors = self.model_config.get("category_log_elasticity_anchor") or {}
-            centre = float(anchors.get(str(categories[0]), shared.mu_global))
+            mu_global, mu_a = shared.centres(str(categories[0]))
+            centre = float(anchors.get(str(categories[0]), mu_global))
             with pm.Model(coords=lay.coords) as model:
                 z_cat = pm.Normal("mu_cat_z", 0.0, 1.0)
                 mu_cat = pm.Deterministic("mu_cat", centre + shared.sd_cat * z_cat)
                 log_e = _mixed_hierarchy("log_e", mu_cat * pt.ones(len(lay.pair_c)),
                                          shared.sd_seg, lay.rich_pair, "pair")  # fmt: skip
-                a_sku = _mixed_hierarchy("a_sku", shared.mu_a * pt.ones(len(lay.skus)),
+                a_sku = _mixed_hierarchy("a_sku", mu_a * pt.ones(len(lay.skus)),
                                          shared.sd_a_sku, lay.rich_sku, "sku")  # fmt: skip
                 g_values = np.array([shared.g.get(str(k), shared.promotion_prior_mean)
                                      for k in lay.promotions])  # fmt: skip
@@ -195,12 +213,12 @@ def category_model(
                     if len(g_values) else 0.0
                 )  # fmt: skip
                 if cells.regime is not None and cells.regime.any():
-                    # After a detected change (the base fit's change point): the shared
-                    # levels are the new regime's (the full fit folded its shift in), so
-                    # this category's own parameters are too, and the outcomes from before
-                    # the change sit a shift away. The category fits its own shift,
-                    # centred on the full fit's market-wide one with the full model's
-                    # spread of a category's deviation from it.
+                    # After a detected change (the base fit's change points): this
+                    # category's own parameters are the new regime's (centred on levels
+                    # that carry the common shift, :meth:`SharedParameters.centres`), and
+                    # the outcomes from before the change sit a shift away. The category
+                    # fits its own shift, centred on the full fit's common one with the
+                    # full model's spread of a category's deviation from it.
                     before = (~cells.regime).astype(float)
                     sd = float(self.model_config.get("regime_category_sd", REGIME_CATEGORY_SD)) or 1e-3
                     shift_a = pm.Normal("regime_shift_a", shared.regime_shift[0], sd)

@@ -168,7 +168,9 @@ def load_cells(
             encoded[key] = tuple(schema.encode_key(key).tolist())
         records.append(CellRecord(seg, sku, cat, (price - discount) / list_price, promo, n, conv,
                                   encoded[key], weight, after))  # fmt: skip
-    return Cells.from_records(records, schema.columns)
+    # the categories in a new regime, even those with no outcome since (their shift's prior)
+    marked = {r.category for r in records if changes and changes.start(r.category) is not None}
+    return Cells.from_records(records, schema.columns, regime_categories=marked if split else None)
 
 
 def _as_date(value: Any) -> date:
@@ -327,15 +329,20 @@ def refit(
 
 
 def change_points(diagnostics: dict[str, Any] | None) -> ChangePoints[date]:
-    """The change points a snapshot's diagnostics carry (none when absent or malformed)."""
-    found = diagnostics or {}
-    try:
-        since = date.fromisoformat(found["change_since"]) if found.get("change_since") else None
-        raw = found.get("change_by_category") or {}
-        by_category = {str(c): date.fromisoformat(str(d)) for c, d in dict(raw).items()}
-    except (TypeError, ValueError):
-        return ChangePoints()
-    return ChangePoints(since, by_category)
+    """The change points a snapshot's diagnostics carry; an entry this version cannot
+    read is left out (the others hold)."""
+    found = diagnostics if isinstance(diagnostics, dict) else {}
+
+    def day(value: Any) -> date | None:
+        try:
+            return date.fromisoformat(str(value)) if value else None
+        except ValueError:
+            return None
+
+    raw = found.get("change_by_category")
+    by_category = {str(c): d for c, v in (raw.items() if isinstance(raw, dict) else ())
+                   if (d := day(v)) is not None}  # fmt: skip
+    return ChangePoints(day(found.get("change_since")), by_category)
 
 
 def change_points_to_dict(points: ChangePoints[date]) -> dict[str, Any]:

@@ -161,7 +161,10 @@ def test_change_points_read_from_diagnostics_tolerate_old_and_malformed_entries(
     assert change_points({"change_since": "2026-11-30"}) == ChangePoints(date(2026, 11, 30))
     assert not change_points({}) and not change_points(None)
     assert not change_points({"change_since": "yesterday"})
-    assert not change_points({"change_by_category": ["tea"]})
+    assert not change_points({"change_by_category": ["tea"]}) and not change_points(["tea"])  # type: ignore[arg-type]
+    # one bad entry does not take the good ones with it
+    assert change_points({"change_since": "2026-11-30", "change_by_category": {"tea": None, "coffee": "2026-12-01"}}) == \
+        ChangePoints(date(2026, 11, 30), {"coffee": date(2026, 12, 1)})
     assert change_points_to_dict(ChangePoints()) == {}
 
 
@@ -289,3 +292,16 @@ def test_the_calendar_time_zone_is_an_iana_name():
     saturday_night = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)  # Sunday 02:00 UTC
     assert schema.with_calendar({}, saturday_night) == {"weekday": "sun"}
     assert schema.with_calendar({}, saturday_night, ZoneInfo("America/New_York")) == {"weekday": "sat"}
+
+
+def test_a_day_in_sql_is_the_utc_day(sessions, backend):
+    """The refit's per-day reads take ``date()`` of a timestamp in SQL: on PostgreSQL that
+    is the session's TimeZone, which the engine sets to UTC whatever the server's."""
+    from sqlalchemy import text
+
+    if backend != "postgresql":
+        pytest.skip("SQLite stores and reads UTC text: no session time zone")
+    with sessions() as session:
+        assert session.execute(text("SHOW TimeZone")).scalar() == "UTC"
+        late = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+        assert str(session.execute(text("SELECT date(CAST(:t AS timestamptz))"), {"t": late}).scalar()) == "2026-11-30"

@@ -101,6 +101,28 @@ def test_a_market_wide_shift_shows_in_the_pooled_test_before_any_one_block():
     assert found[0].to_dict()["pooled_z"][0] < 0
 
 
+def test_fan_out_centres_a_moved_category_on_the_shifted_levels_when_only_some_moved():
+    """The full fit folds the common shift into mu_global and mu_a only when every
+    category moved; otherwise a moved category's own fit must add it to its centres."""
+    from dataclasses import replace
+
+    from pricing.fanout import SharedParameters
+
+    base = two_category_posterior()
+    some = replace(base, meta={**base.meta, "regime_shift": {"intercept": -0.3, "log_elasticity": 0.4,
+                                                               "categories": ["tea"]}})  # fmt: skip
+    shared = SharedParameters.from_posterior(some)
+    assert shared.shifted_categories == ("tea",) and shared.regime_shift == (-0.3, 0.4)
+    assert shared.centres("tea") == pytest.approx((shared.mu_global + 0.4, shared.mu_a - 0.3))
+    assert shared.centres("coffee") == (shared.mu_global, shared.mu_a)
+    every = replace(base, meta={**base.meta, "regime_shift": {"intercept": -0.3, "log_elasticity": 0.4,
+                                                                "categories": ["coffee", "tea"]}})  # fmt: skip
+    folded = SharedParameters.from_posterior(every)  # already in the shared levels
+    assert folded.shifted_categories is None and folded.centres("tea") == (folded.mu_global, folded.mu_a)
+    old = replace(base, meta={**base.meta, "regime_shift": {"intercept": -0.3, "log_elasticity": 0.4}})
+    assert SharedParameters.from_posterior(old).shifted_categories is None  # before categories were listed
+
+
 @pytest.mark.slow
 def test_a_category_refitted_alone_after_a_change_fits_its_own_shift():
     """Fan-out refits after a detected change: the shared levels are the new regime's, the

@@ -265,7 +265,8 @@ def test_a_mode_leaked_by_a_concurrent_compilation_is_put_back_before_a_fit():
 def _regime_cells(seed=4, shift_a=-0.4, factor=1.6, categories=None, shifted=None, marked=None):
     """2 segments x 3 SKUs x 5 prices: a long old regime, then a short one whose intercepts
     moved by ``shift_a`` and elasticities by ``factor`` (in the categories ``shifted``, by
-    default all; ``categories`` maps SKU -> category, by default all "tea"). The categories
+    default all; ``factor`` may be a dict per category; ``categories`` maps SKU ->
+    category, by default all "tea"). The categories
     ``marked`` (by default all) have their later cells marked as the new regime and their
     earlier ones down-weighted, as after a detection there."""
     from pricing.cells import CellRecord, Cells
@@ -280,7 +281,8 @@ def _regime_cells(seed=4, shift_a=-0.4, factor=1.6, categories=None, shifted=Non
                 moved = after and (shifted is None or categories[sku] in shifted)
                 mark = marked is None or categories[sku] in marked
                 for ratio in (0.7, 0.85, 1.0, 1.15, 1.3):
-                    elasticity = e[seg] * (factor if moved else 1.0)
+                    by = factor.get(categories[sku], 1.0) if isinstance(factor, dict) else factor
+                    elasticity = e[seg] * (by if moved else 1.0)
                     eta = a_seg[seg] + a_sku[sku] + (shift_a if moved else 0.0) - elasticity * math.log(ratio)
                     k = int(rng.binomial(trials, 1 / (1 + math.exp(-eta))))
                     records.append(CellRecord(seg, sku, categories[sku], ratio, "", trials, k,
@@ -328,27 +330,49 @@ def test_a_shift_in_one_category_is_not_spread_over_the_others():
 
 
 @pytest.mark.slow
-def test_a_change_marked_in_one_category_shifts_that_category_only():
-    """The detection's screen found the change in "tea" alone: coffee keeps its old regime
-    at full weight and gets no shift; tea's shift is its own."""
-    categories = {"K0": "tea", "K1": "tea", "K2": "coffee"}
-    cells, e = _regime_cells(seed=7, factor=1.8, categories=categories, shifted={"tea"}, marked={"tea"})
-    assert cells.regime is not None and set(cells.category[cells.regime]) == {"tea"}
+def test_a_change_marked_in_some_categories_shifts_those_only():
+    """The detection's screen found the change in "tea" and "juice" (sorted after
+    "coffee", so their positions among the moved categories are not their positions among
+    all): coffee keeps its old regime at full weight and gets no shift; tea's and juice's
+    shifts are their own, in opposite directions."""
+    categories = {"K0": "tea", "K1": "juice", "K2": "coffee"}
+    cells, e = _regime_cells(seed=7, factor={"tea": 1.8, "juice": 0.6}, categories=categories,
+                             shifted={"tea", "juice"}, marked={"tea", "juice"})  # fmt: skip
+    assert cells.regime is not None and set(cells.category[cells.regime]) == {"tea", "juice"}
     model = DemandModel(sampler_config={"draws": 300, "tune": 300, "chains": 2, "method": "nuts",
                                         "random_seed": 3, "retry_target_accept": None,
                                         "max_draws": 0}).fit(cells)  # fmt: skip
-    assert "regime_shift_a_cat" not in model.idata_.posterior  # one category moved: no deviations
     post = model.posterior(300)
     shift = post.meta["regime_shift"]
-    assert shift["categories"] == ["tea"] and set(shift["by_category"]) == {"tea"}
-    assert 0.3 < shift["by_category"]["tea"]["log_elasticity"] < 0.9  # log 1.8 = 0.59
+    assert shift["categories"] == ["juice", "tea"] and set(shift["by_category"]) == {"juice", "tea"}
+    assert shift["by_category"]["tea"]["log_elasticity"] > 0.25  # log 1.8 = 0.59
+    assert shift["by_category"]["juice"]["log_elasticity"] < -0.2  # log 0.6 = -0.51
     for seg in ("s0", "s1"):
         tea = float(np.exp(post.log_elasticity(seg, "tea")).mean())
+        juice = float(np.exp(post.log_elasticity(seg, "juice")).mean())
         coffee = float(np.exp(post.log_elasticity(seg, "coffee")).mean())
         assert abs(tea - 1.8 * e[seg]) < abs(tea - e[seg]), (seg, tea)
+        assert abs(juice - 0.6 * e[seg]) < abs(juice - e[seg]), (seg, juice)
         assert abs(coffee - e[seg]) < 0.25 * e[seg], (seg, coffee)
     # Not every category moved: the levels a new SKU or category starts from stay put.
-    assert float(post.mu_a.mean()) == pytest.approx(float(model.idata_.posterior["mu_a"].mean()), abs=0.01)
+    assert float(post.mu_a.mean()) == pytest.approx(float(model.idata_.posterior["mu_a"].mean()), abs=0.05)
+
+
+def test_a_category_marked_without_outcomes_since_the_change_is_in_the_new_regime():
+    """Marked by the change points but with no outcome since (the first refit after a
+    detection, a slow category): it keeps its shift's prior and counts as moved, so the
+    levels new SKUs start from carry the shift when every category is marked."""
+    from pricing.cells import CellRecord, Cells
+
+    records = [CellRecord("s", "K0", "tea", 1.0, "", 100, 10, weight=0.25),
+               CellRecord("s", "K0", "tea", 1.0, "", 50, 2, regime=True),
+               CellRecord("s", "K1", "coffee", 1.0, "", 100, 10, weight=0.25)]  # fmt: skip
+    both = DemandModel()
+    both._layout(Cells.from_records(records, regime_categories=("coffee", "tea")))
+    assert both.coords_["regime_category"] == ["coffee", "tea"]
+    tea_only = DemandModel()
+    tea_only._layout(Cells.from_records(records))  # nothing names them: the cells marked decide
+    assert tea_only.coords_["regime_category"] == ["tea"]
 
 
 def test_cells_keep_the_two_regimes_of_one_price_apart():
