@@ -1199,22 +1199,8 @@ class Drift:
 
     def markets(self, market: Market) -> tuple[Market, ...]:
         """The market of each phase (index = phase)."""
-        n_categories = len(market.categories)
-        if self.shift_categories is None:
-            hit = np.ones(n_categories, dtype=bool)
-        else:
-            if max(self.shift_categories) >= n_categories:
-                raise ValueError(f"drift: the market has {n_categories} categories; "
-                                 f"shift_categories {self.shift_categories} names another")
-            hit = np.isin(np.arange(n_categories), self.shift_categories)
-        n_segments = len(market.segments)
-        if self.shift_segments is None:
-            seg_hit = np.ones(n_segments, dtype=bool)
-        else:
-            if max(self.shift_segments) >= n_segments:
-                raise ValueError(f"drift: the market has {n_segments} segments; "
-                                 f"shift_segments {self.shift_segments} names another")
-            seg_hit = np.isin(np.arange(n_segments), self.shift_segments)
+        hit = _hit_mask(self.shift_categories, len(market.categories), "categories")
+        seg_hit = _hit_mask(self.shift_segments, len(market.segments), "segments")
         # The intercept shift: on the SKUs of the categories hit (every segment), or on the
         # segments hit (every category); __post_init__ refuses both at once.
         sku_shift = self.intercept_shift * hit[market.sku_category] if self.shift_segments is None else 0.0
@@ -1234,6 +1220,15 @@ class Drift:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         return dataclasses.asdict(self)
+
+
+def _hit_mask(indices: tuple[int, ...] | None, n: int, what: str) -> NDArray[np.bool_]:
+    """Which of ``n`` categories (or segments) a drift's shift hits: all for None."""
+    if indices is None:
+        return np.ones(n, dtype=bool)
+    if max(indices) >= n:
+        raise ValueError(f"drift: the market has {n} {what}; shift_{what} {indices} names another")
+    return np.isin(np.arange(n), indices)
 
 
 def phased(phases: Sequence[Market], phase: IntArray, name: str, *args: Any) -> FloatArray:
