@@ -345,8 +345,7 @@ def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Var
             int(trials[d, s, j, a]), int(conversions[d, s, j, a]), context, weight=weight,
             regime=change_day is not None and d >= change_day,
         ))  # fmt: skip
-    marked = {market.categories[c] for c in range(len(market.categories))
-              if points.start(market.categories[c]) is not None}  # fmt: skip
+    marked = {c for c in market.categories if points.start(c) is not None}
     return Cells.from_records(records, schema.columns, regime_categories=marked if points else None)
 
 

@@ -375,10 +375,6 @@ class ChangeTest:
         if not self.categories:
             return None
 
-        def passes(z: FloatArray, level: float) -> bool:
-            finite = z[np.isfinite(z)]
-            return bool(len(finite)) and float(stats.chi2.sf(float(finite @ finite), len(finite))) < level
-
         def p_value(z: FloatArray) -> float:
             finite = z[np.isfinite(z)]
             return float(stats.chi2.sf(float(finite @ finite), len(finite))) if len(finite) else 1.0
@@ -393,12 +389,12 @@ class ChangeTest:
         if moved and len(rest):
             counts = np.isfinite(rest).sum(axis=0)
             stouffer = np.where(counts > 0, np.nansum(rest, axis=0) / np.sqrt(np.maximum(counts, 1)), np.nan)
-            if passes(stouffer, alpha):
+            if p_value(stouffer) < alpha:
                 return None
         if not moved and len(self.blocks):
             per_block = np.column_stack([self.z, self.slope_z])
             moved = {b[1] for b, z in zip(self.blocks, per_block, strict=True)
-                     if passes(z, alpha / len(self.blocks))}  # fmt: skip
+                     if p_value(z) < alpha / len(self.blocks)}  # fmt: skip
         if not moved or moved >= set(self.categories):
             return None
         return tuple(sorted(moved))

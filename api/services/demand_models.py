@@ -169,8 +169,8 @@ def load_cells(
         records.append(CellRecord(seg, sku, cat, (price - discount) / list_price, promo, n, conv,
                                   encoded[key], weight, after))  # fmt: skip
     # the categories in a new regime, even those with no outcome since (their shift's prior)
-    marked = {r.category for r in records if changes and changes.start(r.category) is not None}
-    return Cells.from_records(records, schema.columns, regime_categories=marked if split else None)
+    marked = {r.category for r in records if changes.start(r.category) is not None} if changes else None
+    return Cells.from_records(records, schema.columns, regime_categories=marked)
 
 
 def _as_date(value: Any) -> date:
