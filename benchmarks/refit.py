@@ -34,9 +34,11 @@ BEGIN, END = "<!-- refit:begin -->", "<!-- refit:end -->"
 
 
 def run(
-    sizes: dict[int, tuple[int, int, int]], methods: list[str], trials: int, seed: int
+    sizes: dict[int, tuple[int, int, int]], methods: list[str], trials: int, seed: int,
+    sampler: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fit every size with every method; return one row per fit."""
+    """Fit every size with every method (default sampler settings, or ``sampler`` over
+    them); return one row per fit."""
     warm = DemandTruth.random(2, 3, 1, seed=0).sample_cells(
         trials_per_cell=50, price_ratios=RATIOS, seed=0
     )
@@ -49,7 +51,7 @@ def run(
         cells = truth.sample_cells(trials_per_cell=trials, price_ratios=RATIOS, seed=seed + 1)
         assert len(cells) == n_cells, (len(cells), n_cells)
         for method in methods:
-            model = DemandModel(sampler_config={"method": method}).fit(cells)
+            model = DemandModel(sampler_config={"method": method, **(sampler or {})}).fit(cells)
             d = model.diagnostics_
             post = model.posterior(500)
             errors = [post.elasticity_summary(seg, cat)["mean"] - truth.b(i, k)
@@ -147,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         else ["nuts", *(["nutpie"] if nutpie_available() else []), "advi"]
     )
     if args.quick:
-        rows = run({20: (2, 2, 1)}, methods, trials=100, seed=args.seed)
+        # A smoke run of the code path: short chains, no retry (the gate may fail).
+        short = {"draws": 200, "tune": 200, "advi_iterations": 2000, "retry_target_accept": None,
+                 "max_draws": 0}
+        rows = run({20: (2, 2, 1)}, methods, trials=100, seed=args.seed, sampler=short)
         return 0 if rows else 1
     sizes = {k: v for k, v in SIZES.items() if not args.sizes or str(k) in args.sizes.split(",")}
     rows = run(sizes, methods, trials=200, seed=args.seed)
