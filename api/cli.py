@@ -271,7 +271,10 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
         if existing:
             print(f"the database already holds {existing} decisions: not simulating more")
         else:
+            # The half-way refit follows PRICING_FIT_METHOD / _DRAWS / _TUNE / _CHAINS, as
+            # the updater's do (before, the demo always fitted the defaults).
             simulated = simulate(sessions, visitors=args.simulate, seed=args.seed,
+                                 sampler_config=settings.sampler_config(),
                                  prior_at_list=settings.prior_at_list)
     keys_file = Path(args.keys_file) if args.keys_file else demo_keys_file(settings.database_url)
     issued, reused = _demo_keys(

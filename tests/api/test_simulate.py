@@ -72,3 +72,24 @@ def test_the_half_way_refit_uses_the_prior_at_list_when_the_service_does(monkeyp
     note = simulate_module._refit(None, {"draws": 10}, prior_at_list=True)
     assert seen["prior_at_list"] is True and seen["sampler_config"] == {"draws": 10}
     assert note.startswith("model version 1 published")
+
+
+def test_the_demo_refit_follows_the_fit_settings(tmp_path, monkeypatch, capsys):
+    """``seed-demo --simulate`` fits with PRICING_FIT_* as the updater does (it used to
+    fit the model's defaults whatever was set)."""
+    import api.simulate as simulate_module
+    from api.cli import main
+
+    seen = {}
+
+    def fake_refit(_sessions, **kwargs):
+        seen.update(kwargs)
+        return SimpleNamespace(snapshot_id=1, published=True, message="", n_cells=2, n_trials=3)
+
+    monkeypatch.setattr(simulate_module, "refit", fake_refit)
+    monkeypatch.setenv("PRICING_FIT_DRAWS", "120")
+    monkeypatch.setenv("PRICING_FIT_TUNE", "80")
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert main(["seed-demo", "--simulate", "40", "--database-url", url]) == 0
+    assert seen["sampler_config"] == {"method": "auto", "draws": 120, "tune": 80}
+    assert "2 chains x 120 draws (+80 tuning)" in capsys.readouterr().out
