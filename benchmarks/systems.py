@@ -80,11 +80,11 @@ PLOT = ROOT / "docs" / "img" / "systems_latency.png"
 BEGIN, END = "<!-- systems:begin -->", "<!-- systems:end -->"
 ENGINE_CLI = Path(sys.executable).with_name("pricing-engine")
 TARGETS = {"ratio": 0.60, "p99_ms": 10.0, "outcomes_per_s": 20_000.0, "freshness_s": 5.0,
-           "rss_mb": 500.0, "growth": 1.2}  # fmt: skip
+           "rss_mb": 500.0, "growth": 1.2, "errors_at": 64}  # fmt: skip
 #: Where part 6 (PostgreSQL, 1 vs 2 API workers) runs; skipped when it does not answer.
 POSTGRES_URL = os.environ.get("PRICING_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 LOAD_FRACTIONS = (0.25, 0.50, 0.75)
-CONNECTIONS = (4, 8, 16, 32)
+CONNECTIONS = (4, 8, 16, 32, 64)
 #: Refit threshold of the freshness server: low, so that the measurement stays on the online
 #: reweighting path (the synthetic posterior's ESS falls below the default 50 % within ~40
 #: outcomes, and the updater would then try a PyMC refit inside the API process).
@@ -1385,6 +1385,12 @@ def summary_rows(
          f"{ratio:.3f} ({_fmt(quotes.engine_rps)} at {best} connections / {_fmt(quotes.bare_rps)} req/s)",
          ratio >= TARGETS["ratio"]),
     ]  # fmt: skip
+    crowd = int(TARGETS["errors_at"])
+    if crowd in quotes.connections:  # the full sweep (a quick run stops short of it)
+        at = quotes.engine_max[quotes.connections.index(crowd)]
+        rows.append((f"engine errors (non-2xx or failed requests) at {crowd} connections, closed loop",
+                     "0", f"{at.errors} of {at.completed + at.errors:,} ({_fmt(at.rps)} req/s)",
+                     at.errors == 0))  # fmt: skip
     if quotes.engine_open:
         half = min(
             quotes.engine_open, key=lambda x: abs((x.offered_rps or 0) - 0.5 * quotes.engine_rps)

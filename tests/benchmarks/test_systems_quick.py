@@ -54,3 +54,23 @@ def test_profile_summary_reads_py_spy_collapsed_stacks():
     assert by_name["DefaultDialect.do_execute (sqlalchemy/engine/default.py)"] == (60.0, 60.0)
     assert "loads (json/decoder.py)" not in by_name  # neither engine code nor a named entry point
     assert dict(profile.packages) == {"sqlalchemy": 60.0, "pricing": 30.0, "stdlib": 10.0}
+
+
+def test_the_summary_reports_errors_at_64_connections_when_the_sweep_reaches_them():
+    def load(target, rps, errors=0):
+        return systems.Load("wrk", target, None, 10.0, int(rps * 10), errors, 5.0, 20.0)
+
+    quotes = systems.QuoteResults(connections=[32, 64])
+    quotes.bare_max = [load("bare", 5000), load("bare", 5100)]
+    quotes.engine_max = [load("engine", 1000), load("engine", 900, errors=3)]
+    rows = systems.summary_rows(quotes, {"batch_size": 1000, "per_s": 21000.0},
+                                {"served": [0.5, 1.0]}, {"skus": 10, "segments": 2, "draws": 50,
+                                                         "rss_mb": 100.0})  # fmt: skip
+    crowd = [r for r in rows if r[0].startswith("engine errors")]
+    assert crowd == [("engine errors (non-2xx or failed requests) at 64 connections, closed loop",
+                      "0", "3 of 9,003 (900.0 req/s)", False)]  # fmt: skip
+    quotes.connections, quotes.engine_max = [32], quotes.engine_max[:1]
+    assert not [r for r in systems.summary_rows(quotes, {"batch_size": 1000, "per_s": 1.0},
+                                                {"served": [1.0]}, {"skus": 1, "segments": 1,
+                                                                    "draws": 1, "rss_mb": 1.0})
+                if r[0].startswith("engine errors")]  # fmt: skip
