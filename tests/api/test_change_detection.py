@@ -55,7 +55,8 @@ def test_the_documented_defaults():
     settings = Settings()
     assert settings.change_detection and settings.change_alpha == 1e-3
     assert settings.change_weight_before == 0.25
-    assert settings.change_config() == ChangeDetection(1e-3, 0.25)
+    assert settings.change_config() == ChangeDetection(1e-3, 0.25, cusum=True, by_category=True)
+    assert Settings(change_cusum=False).change_config() == ChangeDetection(1e-3, 0.25)
     assert Settings(change_detection=False).change_config() is None
 
 
