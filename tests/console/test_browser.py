@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -29,6 +30,14 @@ AXE = Path(os.environ.get("PRICING_AXE_JS") or Path.home() / ".cache" / "pricing
            / "node_modules" / "axe-core" / "axe.min.js")  # fmt: skip
 SHOTS = os.environ.get("PRICING_CONSOLE_SCREENSHOTS")
 EXPERIMENT = "console-demo"
+PAGE_WAIT_MS = 60_000  # how long an assertion waits for a page the server is still computing
+
+
+def expect(target: Any) -> Any:
+    """Playwright's retrying assertion (imported late: the module loads without Playwright)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
 
 
 def _missing(reason: str) -> None:
@@ -124,7 +133,7 @@ def test_every_page_passes_axe_in_light_and_dark_mode(browser, site):
                 _shot(page, name)
         page.goto("/console/decisions")
         page.get_by_role("link", name="explain").first.click()
-        assert page.locator("h1").inner_text().startswith("Why")
+        expect(page.locator("h1")).to_have_text(re.compile(r"^\s*Why"), timeout=PAGE_WAIT_MS)
         assert _axe(page) == [], (scheme, "explanation")
         if scheme == "light":
             _shot(page, "decision")
@@ -145,10 +154,14 @@ def test_edit_preview_activate_and_a_quote_reflects_it(browser, site):
     page.locator("#rules-1-max_discount").fill("0")
     page.locator("#note").fill("list prices only, from the browser test")
     page.get_by_role("button", name="Preview").click()
-    assert page.get_by_role("heading", name="Segment loyalty").is_visible()
+    # The preview prices the demo's traffic under the proposal: on a loaded machine that takes
+    # seconds, so wait for the page it returns rather than look once (``is_visible`` does not wait).
+    expect(page.get_by_role("heading", name="Segment loyalty")).to_be_visible(timeout=PAGE_WAIT_MS)
     _shot(page, "guardrails-preview")
     page.get_by_role("button", name="Activate this proposal").click()
-    assert page.get_by_role("status").inner_text().startswith("Version")
+    expect(page.get_by_role("status")).to_have_text(
+        re.compile(r"^\s*Version"), timeout=PAGE_WAIT_MS
+    )
     checkout = {"Authorization": f"Bearer {keys['checkout']}"}
     deadline = time.monotonic() + 30  # every worker refreshes its guardrails within a second
     while True:
@@ -168,7 +181,8 @@ def test_a_wrong_value_shows_the_fields_error(browser, site):
     page.locator("#rules-0-max_discount").fill("1.5")
     page.get_by_role("button", name="Preview").click()
     error = page.locator("#rules-0-max_discount-error")
-    assert error.is_visible() and "less than 1" in error.inner_text()
+    expect(error).to_be_visible(timeout=PAGE_WAIT_MS)
+    assert "less than 1" in error.inner_text()
     assert page.locator("#rules-0-max_discount").get_attribute("aria-invalid") == "true"
     assert page.get_by_role("button", name="Activate this proposal").count() == 0
     _shot(page, "guardrails-error")
@@ -180,7 +194,7 @@ def test_a_checkout_key_cannot_open_merchandiser_pages(browser, site):
     assert page.get_by_role("link", name="Guardrails").count() == 0
     response = page.goto("/console/guardrails")
     assert response is not None and response.status == 403
-    assert page.get_by_role("heading", name="Not allowed").is_visible()
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible(timeout=PAGE_WAIT_MS)
 
 
 def test_an_analyst_opens_an_experiment_and_sees_its_plot(browser, site):
@@ -189,10 +203,10 @@ def test_an_analyst_opens_an_experiment_and_sees_its_plot(browser, site):
     page.get_by_role("link", name="Experiments", exact=True).click()
     page.get_by_role("link", name=EXPERIMENT).click()
     plot = page.locator("svg.plot").first
-    assert plot.is_visible()
+    expect(plot).to_be_visible(timeout=PAGE_WAIT_MS)
     assert "lift" in (plot.get_attribute("aria-label") or "")
     # Tables sort from the keyboard.
     header = page.locator("table.sortable th button").first
     header.focus()
     page.keyboard.press("Enter")
-    assert page.locator("table.sortable th").first.get_attribute("aria-sort") == "ascending"
+    expect(page.locator("table.sortable th").first).to_have_attribute("aria-sort", "ascending")
