@@ -140,6 +140,15 @@ function init(args)
   if token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
 end
 
+-- Non-2xx responses by status (wrk itself only counts them).
+statuses = {}
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    statuses[status] = (statuses[status] or 0) + 1
+  end
+end
+
 function request()
   local body = string.format(
     '{"customer_id":"c-%d","segment":"%s","lines":[{"sku":"%s","quantity":1}]}',
@@ -149,10 +158,22 @@ end
 
 function done(summary, latency, requests)
   local e = summary.errors
+  local counts = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses") or {}) do
+      counts[status] = (counts[status] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do
+    table.insert(parts, string.format('"%d": %d', status, n))
+  end
+  local failed = e.connect + e.read + e.write + e.timeout
+  if failed > 0 then table.insert(parts, string.format('"failed": %d', failed)) end
   io.write(string.format(
-    'WRKJSON {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %.0f, "p99_us": %.0f}\n',
+    'WRKJSON {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %.0f, "p99_us": %.0f, "statuses": {%s}}\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), table.concat(parts, ", ")))
 end
 """
 
@@ -176,7 +197,7 @@ def body():
                        "lines": [{"sku": rng.choice(cfg["skus"]), "quantity": 1}]})
 
 async def main():
-    latencies, errors = [], 0
+    latencies, errors, statuses = [], 0, {}
     connector = aiohttp.TCPConnector(limit=cfg["connections"])
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -186,12 +207,14 @@ async def main():
                 async with session.post(cfg["url"], data=body(), headers=headers) as response:
                     await response.read()
                     ok = 200 <= response.status < 300
+                    kind = str(response.status)
             except Exception:
-                ok = False
+                ok, kind = False, "failed"
             if ok:
                 latencies.append(time.perf_counter() - scheduled)
             else:
                 errors += 1
+                statuses[kind] = statuses.get(kind, 0) + 1
         start = time.perf_counter() + 0.05
         if cfg["rate"]:
             tasks, i, interval = [], 0, 1.0 / cfg["rate"]
@@ -210,7 +233,8 @@ async def main():
                     await one(time.perf_counter())
             await asyncio.gather(*(worker() for _ in range(cfg["connections"])))
         elapsed = time.perf_counter() - start
-    print(json.dumps({"latencies": latencies, "errors": errors, "elapsed": elapsed}))
+    print(json.dumps({"latencies": latencies, "errors": errors, "elapsed": elapsed,
+                      "statuses": statuses}))
 
 asyncio.run(main())
 """
@@ -229,21 +253,31 @@ class Load:
     errors: int
     p50_ms: float
     p99_ms: float
+    #: The errors by HTTP status ("429", "503"...), "failed" for no response at all.
+    statuses: dict[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
         """Completed (2xx) requests per second."""
         return self.completed / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def error_kinds(self) -> str:
+        """The errors by status, e.g. ``" (429: 143)"``; empty without errors."""
+        if not self.statuses:
+            return ""
+        return " (" + ", ".join(f"{k}: {v:,}" for k, v in sorted(self.statuses.items())) + ")"
+
 
 def _load_from_latencies(
     generator: str, target: str, rate: float | None, seconds: float, latencies: Sequence[float],
-    errors: int,
+    errors: int, statuses: dict[str, int] | None = None,
 ) -> Load:  # fmt: skip
     lat = np.asarray(latencies, dtype=float) * 1000.0
     p50 = float(np.percentile(lat, 50)) if lat.size else float("nan")
     p99 = float(np.percentile(lat, 99)) if lat.size else float("nan")
-    return Load(generator, target, rate, seconds, int(lat.size), errors, p50, p99)
+    return Load(generator, target, rate, seconds, int(lat.size), errors, p50, p99,
+                dict(statuses or {}))  # fmt: skip
 
 
 @dataclass
@@ -302,6 +336,7 @@ class InProcess(Generator):
             headers["Authorization"] = f"Bearer {target.token}"
         latencies: list[float] = []
         errors = [0]
+        statuses: dict[str, int] = {}
         lock = threading.Lock()
         counter = [0]
         start = time.perf_counter() + 0.05
@@ -334,14 +369,16 @@ class InProcess(Generator):
                             target.url, content=quote_body(rng, target.skus, target.segments)
                         )
                         ok = 200 <= response.status_code < 300
+                        kind = str(response.status_code)
                     except httpx.HTTPError:
-                        ok = False
+                        ok, kind = False, "failed"
                     elapsed = time.perf_counter() - scheduled
                     with lock:
                         if ok:
                             latencies.append(elapsed)
                         else:
                             errors[0] += 1
+                            statuses[kind] = statuses.get(kind, 0) + 1
 
         pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
         for t in pool:
@@ -349,7 +386,8 @@ class InProcess(Generator):
         for t in pool:
             t.join(seconds + 120)
         elapsed = max(time.perf_counter() - start, 1e-9)
-        return _load_from_latencies(self.name, target.name, rate, elapsed, latencies, errors[0])
+        return _load_from_latencies(self.name, target.name, rate, elapsed, latencies, errors[0],
+                                    statuses)  # fmt: skip
 
     def closed(self, target: Target, connections: int, seconds: float) -> Load:
         """Closed loop with one thread per connection."""
@@ -390,6 +428,7 @@ class Peers(Generator):
         return _load_from_latencies(
             "aiohttp open loop" if rate else "aiohttp closed loop", target.name, rate,
             float(data["elapsed"]), data["latencies"], int(data["errors"]),
+            {str(k): int(v) for k, v in data.get("statuses", {}).items()},
         )  # fmt: skip
 
     def closed(self, target: Target, connections: int, seconds: float) -> Load:
@@ -428,7 +467,8 @@ def run_wrk(wrk: str, target: Target, connections: int, seconds: float, workdir:
     secs = data["duration_us"] / 1e6
     ok = int(data["requests"]) - int(data["errors"])
     return Load("wrk", target.name, None, secs, ok, int(data["errors"]),
-                data["p50_us"] / 1000, data["p99_us"] / 1000)  # fmt: skip
+                data["p50_us"] / 1000, data["p99_us"] / 1000,
+                {str(k): int(v) for k, v in data.get("statuses", {}).items()})  # fmt: skip
 
 
 def peer_python(install: bool) -> str | None:
@@ -546,7 +586,11 @@ def engine_server(
                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
     if updater:
         command.append("--updater")
-    return Server(name, command, workdir, _env(**env), port)
+    # The per-key rate limit (PRICING_RATE_LIMIT_QUOTES, default 2,000/s per worker) is a
+    # protection, not capacity: on a fast host one worker passes it, and its 429s would be
+    # counted as the engine's errors. The benchmark measures capacity, so it is off.
+    limits = {"PRICING_RATE_LIMIT_QUOTES": "0", "PRICING_RATE_LIMIT_OUTCOMES": "0"}
+    return Server(name, command, workdir, _env(**{**limits, **env}), port)
 
 
 def bare_server(workdir: Path) -> Server:
@@ -888,7 +932,8 @@ def _show(load: Load, label: str = "") -> Load:
     if load.offered_rps is not None:
         offered = f"offered {load.offered_rps:7.1f}/s"
     print(f"  {load.target:<6} {offered:<18} {load.rps:8.1f} req/s  p50 {load.p50_ms:7.2f} ms  "
-          f"p99 {load.p99_ms:8.2f} ms  errors {load.errors}  ({load.generator}, {load.seconds:.1f} s)",
+          f"p99 {load.p99_ms:8.2f} ms  errors {load.errors}{load.error_kinds}  "
+          f"({load.generator}, {load.seconds:.1f} s)",
           flush=True)  # fmt: skip
     return load
 
@@ -1389,7 +1434,7 @@ def summary_rows(
     if crowd in quotes.connections:  # the full sweep (a quick run stops short of it)
         at = quotes.engine_max[quotes.connections.index(crowd)]
         rows.append((f"engine errors (non-2xx or failed requests) at {crowd} connections, closed loop",
-                     "0", f"{at.errors} of {at.completed + at.errors:,} ({_fmt(at.rps)} req/s)",
+                     "0", f"{at.errors}{at.error_kinds} of {at.completed + at.errors:,} ({_fmt(at.rps)} req/s)",
                      at.errors == 0))  # fmt: skip
     if quotes.engine_open:
         half = min(
@@ -1439,7 +1484,7 @@ def sweep_table(quotes: QuoteResults) -> str:
     for n, b, e, d in zip(quotes.connections, quotes.bare_max, quotes.engine_max, quotes.decisions_before,
                           strict=True):  # fmt: skip
         out.append(f"| {n} | {b.rps:,.0f} | {b.p99_ms:.1f} | {e.rps:,.1f} | {e.p50_ms:.1f} | {e.p99_ms:,.1f} "
-                   f"| {e.errors} | {d:,} |")  # fmt: skip
+                   f"| {e.errors}{e.error_kinds} | {d:,} |")  # fmt: skip
     return "\n".join(out)
 
 
@@ -1522,7 +1567,7 @@ def write_doc(
         f"- command: `{command}`",
         f"- load generators: {gen.name}; all on 127.0.0.1, sharing the 2 cores with the server under test",
         f"- servers: `pricing-engine serve --workers 1` (uvicorn, SQLite WAL in a temp dir, demo catalog of 30 SKUs x 5 "
-        "segments, synthetic 500-draw posterior, `PRICING_LOG_LEVEL=warning`) and the baseline, a bare FastAPI app "
+        "segments, synthetic 500-draw posterior, `PRICING_LOG_LEVEL=warning`, per-key rate limits off: `PRICING_RATE_LIMIT_QUOTES=0`, `PRICING_RATE_LIMIT_OUTCOMES=0`) and the baseline, a bare FastAPI app "
         "with one async endpoint that parses the body and returns a quote-shaped JSON "
         f"({quotes.response_bytes.get('bare', 0)} bytes vs the engine's {quotes.response_bytes.get('engine', 0)}), "
         f"served by the same uvicorn ({_server_stack()}) with the same log level. Since 2026-12-04 both run "

@@ -57,18 +57,19 @@ def test_profile_summary_reads_py_spy_collapsed_stacks():
 
 
 def test_the_summary_reports_errors_at_64_connections_when_the_sweep_reaches_them():
-    def load(target, rps, errors=0):
-        return systems.Load("wrk", target, None, 10.0, int(rps * 10), errors, 5.0, 20.0)
+    def load(target, rps, errors=0, statuses=None):
+        return systems.Load("wrk", target, None, 10.0, int(rps * 10), errors, 5.0, 20.0,
+                            statuses or {})  # fmt: skip
 
     quotes = systems.QuoteResults(connections=[32, 64])
     quotes.bare_max = [load("bare", 5000), load("bare", 5100)]
-    quotes.engine_max = [load("engine", 1000), load("engine", 900, errors=3)]
+    quotes.engine_max = [load("engine", 1000), load("engine", 900, errors=3, statuses={"503": 1, "429": 2})]
     rows = systems.summary_rows(quotes, {"batch_size": 1000, "per_s": 21000.0},
                                 {"served": [0.5, 1.0]}, {"skus": 10, "segments": 2, "draws": 50,
                                                          "rss_mb": 100.0})  # fmt: skip
     crowd = [r for r in rows if r[0].startswith("engine errors")]
     assert crowd == [("engine errors (non-2xx or failed requests) at 64 connections, closed loop",
-                      "0", "3 of 9,003 (900.0 req/s)", False)]  # fmt: skip
+                      "0", "3 (429: 2, 503: 1) of 9,003 (900.0 req/s)", False)]  # fmt: skip
     quotes.connections, quotes.engine_max = [32], quotes.engine_max[:1]
     assert not [r for r in systems.summary_rows(quotes, {"batch_size": 1000, "per_s": 1.0},
                                                 {"served": [1.0]}, {"skus": 1, "segments": 1,
