@@ -259,6 +259,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         young_collections = gc.get_threshold()
         try:
             state.metrics.watch_gc()
+            state.metrics.watch_writer(quote_service.writer)
             gc.set_threshold(settings.gc_young_threshold, *young_collections[1:])
             sys.setswitchinterval(settings.gil_switch_seconds)
             if updater is not None:

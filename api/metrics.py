@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +54,7 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
             registry=self.registry,
         )
+        self._writer: _WriterCollector | None = None
         self._gc_children = [self.gc_pause.labels(str(g)) for g in range(3)]
         self._gc_started = 0.0
         # Label children: ``labels()`` validates and takes a lock on every call.
@@ -106,6 +109,23 @@ class Metrics:
             )
             self._gc_started = 0.0
 
+    def watch_writer(self, writer: Any) -> None:
+        """Export the group writer's running totals (read at each scrape, nothing per write):
+        ``pricing_writer_transactions_total``, ``pricing_writer_jobs_total`` and
+        ``pricing_writer_busy_seconds_total``. Jobs per transaction is how much the group
+        commit saves; busy seconds per second is how much of a core the writer takes.
+
+        Parameters
+        ----------
+        writer : api.writer.GroupWriter
+            The worker's writer (one per app: a second call points the metrics at it).
+        """
+        if self._writer is None:
+            self._writer = _WriterCollector(writer)
+            self.registry.register(self._writer)
+        else:
+            self._writer.writer = writer
+
     def count_decision(self, policy: str, personalized: bool) -> None:
         """Count one logged decision (``pricing_decisions``)."""
         child = self._decision_children.get((policy, personalized))
@@ -114,6 +134,31 @@ class Metrics:
                 policy, str(personalized)
             )
         child.inc()
+
+
+class _WriterCollector(Collector):
+    """The group writer's counters, read when ``/metrics`` is scraped."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def collect(self) -> Any:
+        writer = self.writer
+        yield CounterMetricFamily(
+            "pricing_writer_transactions",
+            "Transactions the worker's group writer committed (each holds every job that was ready).",
+            value=writer.batches,
+        )
+        yield CounterMetricFamily(
+            "pricing_writer_jobs",
+            "Jobs the group writer committed (a quote's rows, an outcome or a batch of them...).",
+            value=writer.jobs_written,
+        )
+        yield CounterMetricFamily(
+            "pricing_writer_busy_seconds",
+            "Seconds the group writer spent writing, transactions and commits included.",
+            value=writer.busy_seconds,
+        )
 
 
 class _MetricsMiddleware:

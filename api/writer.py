@@ -128,6 +128,7 @@ class GroupWriter:
         self._lock = threading.Lock()
         #: Whether the last batch had company (then the next one lingers).
         self._busy = False
+        #: Transactions committed, and jobs in them (``pricing_writer_*`` in /metrics).
         self.batches = 0
         self.jobs_written = 0
         #: Seconds spent writing (transactions included), for metrics and benchmarks.
@@ -283,6 +284,7 @@ class GroupWriter:
                 except BaseException as single:
                     self._fail(item, single)
                 else:
+                    self.batches += 1
                     self._done(item)
             return
         self.batches += 1

@@ -625,6 +625,84 @@ def _tree_pids(pid: int) -> list[int]:
     return pids
 
 
+@dataclass
+class CpuUse:
+    """Cores in use during one load run: CPU seconds over wall seconds, from /proc."""
+
+    #: Every process of the server under test (uvicorn and its workers), all threads.
+    server: float
+    #: The server's main thread (its event loop) when it serves in one process, else None.
+    main_thread: float | None
+    #: Every PostgreSQL process on the host (0 when none runs).
+    postgres: float
+    #: Busy cores of the whole host (the load generator and everything else included).
+    host: float
+    cores: int
+
+    def brief(self) -> str:
+        """E.g. ``"server 1.03 (event loop 0.60), host 1.06 of 2"``."""
+        main = f" (event loop {self.main_thread:.2f})" if self.main_thread is not None else ""
+        pg = f", PostgreSQL {self.postgres:.2f}" if self.postgres >= 0.005 else ""
+        return f"server {self.server:.2f}{main}{pg}, host {self.host:.2f} of {self.cores}"
+
+
+def _cpu_seconds(stat: Path) -> float:
+    """utime + stime of a process or thread (its ``stat`` file), in seconds; 0 if gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _host_jiffies() -> tuple[int, int]:
+    """(all, idle + iowait) jiffies of the host since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+@contextlib.contextmanager
+def cpu_use(server_pid: int) -> Iterator[list[CpuUse]]:
+    """Measure the cores used while the block runs; the list holds the :class:`CpuUse`
+    once the block has ended. A process that starts or ends during the block counts with
+    what it used while both readings saw it."""
+    tree = _tree_pids(server_pid)
+    postgres = _postgres_pids()
+
+    def reading() -> tuple[dict[int, float], dict[int, float], float, tuple[int, int], float]:
+        return ({p: _cpu_seconds(Path(f"/proc/{p}/stat")) for p in tree},
+                {p: _cpu_seconds(Path(f"/proc/{p}/stat")) for p in postgres},
+                _cpu_seconds(Path(f"/proc/{server_pid}/task/{server_pid}/stat")),
+                _host_jiffies(), time.perf_counter())  # fmt: skip
+
+    out: list[CpuUse] = []
+    before = reading()
+    yield out
+    after = reading()
+    wall = max(after[4] - before[4], 1e-9)
+
+    def used(a: dict[int, float], b: dict[int, float]) -> float:
+        return sum(max(0.0, b.get(p, 0.0) - a[p]) for p in a)
+
+    busy = 1.0 - (after[3][1] - before[3][1]) / max(after[3][0] - before[3][0], 1)
+    cores = os.cpu_count() or 1
+    out.append(CpuUse(
+        server=used(before[0], after[0]) / wall,
+        main_thread=(after[2] - before[2]) / wall if len(tree) == 1 else None,
+        postgres=used(before[1], after[1]) / wall, host=busy * cores, cores=cores,
+    ))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- data
 def demo_catalog() -> tuple[list[str], dict[str, str]]:
     """The demo's segment keys and SKU -> category."""
@@ -787,6 +865,12 @@ class QuoteResults:
     #: Per open-loop run of the engine: the cyclic garbage collector's pauses in the worker
     #: (``pricing_gc_pause_seconds``): seconds in all, collections, full collections.
     engine_gc: list[tuple[float, float, float]] = field(default_factory=list)
+    #: Cores in use during each closed-loop and each open-loop run of the engine.
+    engine_cpu: list[CpuUse] = field(default_factory=list)
+    engine_open_cpu: list[CpuUse] = field(default_factory=list)
+    #: The group writer during each closed-loop and each open-loop run of the engine.
+    engine_writer: list[WriterUse] = field(default_factory=list)
+    engine_open_writer: list[WriterUse] = field(default_factory=list)
     engine_rss_mb: float = float("nan")
     bare_rss_mb: float = float("nan")
     response_bytes: dict[str, int] = field(default_factory=dict)
@@ -843,13 +927,24 @@ def run_quotes(
     for n in connections:
         res.bare_max.append(_show(gen.closed(bare, n, seconds), f"{n} conns"))
         res.decisions_before.append(count_decisions(db))
-        res.engine_max.append(_show(gen.closed(engine, n, seconds), f"{n} conns"))
+        written = app_writer(engine)
+        with cpu_use(engine_pid) as use:
+            load = gen.closed(engine, n, seconds)
+        res.engine_max.append(_show(load, f"{n} conns"))
+        res.engine_cpu.append(use[0])
+        res.engine_writer.append(writer_use(written, app_writer(engine), load.seconds))
+        print(f"    cores: {use[0].brief()}; {_writer_brief(res.engine_writer[-1])}", flush=True)
         if res.engine_max[-1].errors or res.engine_max[-1].rps < 0.5 * res.engine_rps:
             drain(engine)
     for fraction in fractions if res.engine_rps > 0 else ():
         rate = fraction * res.engine_rps
-        before, gc_before = app_histogram(engine), app_gc(engine)
-        res.engine_open.append(_show(gen.open(engine, rate, seconds)))
+        before, gc_before, written = app_histogram(engine), app_gc(engine), app_writer(engine)
+        with cpu_use(engine_pid) as use:
+            load = gen.open(engine, rate, seconds)
+        res.engine_open.append(_show(load))
+        res.engine_open_cpu.append(use[0])
+        res.engine_open_writer.append(writer_use(written, app_writer(engine), load.seconds))
+        print(f"    cores: {use[0].brief()}; {_writer_brief(res.engine_open_writer[-1])}", flush=True)
         res.engine_inside.append(inside_shares(before, app_histogram(engine)))
         gc_after = app_gc(engine)
         res.engine_gc.append((gc_after[0] - gc_before[0], gc_after[1] - gc_before[1],
@@ -890,6 +985,45 @@ def app_gc(target: Target) -> tuple[float, float, float]:
             if 'generation="2"' in line:
                 full += float(line.rsplit(" ", 1)[1])
     return seconds, count, full
+
+
+def app_writer(target: Target) -> tuple[float, float, float]:
+    """The worker's group writer so far, from ``/metrics`` (``pricing_writer_*``):
+    transactions, jobs, busy seconds; zeros from a server without them."""
+    import httpx
+
+    found = dict.fromkeys(("transactions", "jobs", "busy_seconds"), 0.0)
+    for line in httpx.get(target.base_url + "/metrics", timeout=30).text.splitlines():
+        for name in found:
+            if line.startswith(f"pricing_writer_{name}_total "):
+                found[name] = float(line.rsplit(" ", 1)[1])
+    return found["transactions"], found["jobs"], found["busy_seconds"]
+
+
+@dataclass
+class WriterUse:
+    """The group writer during one load run: commits, jobs in them, seconds writing."""
+
+    transactions: float
+    jobs: float
+    busy_seconds: float
+    seconds: float
+
+    @property
+    def jobs_per_transaction(self) -> float:
+        return self.jobs / self.transactions if self.transactions else float("nan")
+
+    @property
+    def busy_share(self) -> float:
+        """Share of the run the writer spent writing."""
+        return self.busy_seconds / self.seconds if self.seconds > 0 else float("nan")
+
+
+def writer_use(
+    before: tuple[float, float, float], after: tuple[float, float, float], seconds: float
+) -> WriterUse:
+    """The writer's work between two :func:`app_writer` readings."""
+    return WriterUse(after[0] - before[0], after[1] - before[1], after[2] - before[2], seconds)
 
 
 def inside_shares(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
@@ -1396,13 +1530,19 @@ def run_postgres_workers(gen: Generator, workdir: Path, seconds: float, connecti
             srv = engine_server(f"engine-pg-{workers}", url, workdir, workers=workers).start().wait()
             try:
                 target = Target("engine", srv.url, keys["checkout"], list(skus), segments)
-                load = gen.closed(target, connections, seconds)
+                with cpu_use(srv.pid) as use:
+                    load = gen.closed(target, connections, seconds)
             finally:
                 srv.stop()
             out[f"rps_{workers}"] = load.rps
             out[f"p99_{workers}"] = load.p99_ms
+            out[f"server_cores_{workers}"] = use[0].server
+            out[f"postgres_cores_{workers}"] = use[0].postgres
+            out[f"host_cores_{workers}"] = use[0].host
+            out["cores"] = float(use[0].cores)
             print(f"  PostgreSQL, {workers} API worker(s), {connections} connections: "
-                  f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.1f} ms, errors {load.errors}", flush=True)  # fmt: skip
+                  f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.1f} ms, errors {load.errors}; "
+                  f"cores: {use[0].brief()}", flush=True)  # fmt: skip
         out["ratio"] = out["rps_2"] / out["rps_1"] if out["rps_1"] else float("nan")
         return out
     finally:
@@ -1463,9 +1603,20 @@ def summary_rows(
             f"{growth['ratio']:.2f} ({growth['full_p50_ms']:.2f} / {growth['empty_p50_ms']:.2f} ms)",
             growth["ratio"] <= TARGETS["growth"])] if growth else []),
         *([("quote throughput, 2 API workers / 1 on PostgreSQL (closed loop)", "report",
-            f"{postgres['ratio']:.2f} ({_fmt(postgres['rps_2'])} / {_fmt(postgres['rps_1'])} req/s)", True)]
+            f"{postgres['ratio']:.2f} ({_fmt(postgres['rps_2'])} / {_fmt(postgres['rps_1'])} req/s)"
+            + _postgres_cores(postgres), True)]
           if postgres else []),
     ]  # fmt: skip
+
+
+def _postgres_cores(postgres: dict[str, float]) -> str:
+    """Where the cores went in the two PostgreSQL runs (empty for results without it)."""
+    if "server_cores_1" not in postgres:
+        return ""
+    return ("; cores in use, 1 / 2 workers: workers "
+            f"{postgres['server_cores_1']:.2f} / {postgres['server_cores_2']:.2f}, PostgreSQL "
+            f"{postgres['postgres_cores_1']:.2f} / {postgres['postgres_cores_2']:.2f}, whole host "
+            f"{postgres['host_cores_1']:.2f} / {postgres['host_cores_2']:.2f} of {postgres['cores']:.0f}")  # fmt: skip
 
 
 def summary_table(rows: Sequence[tuple[str, str, str, bool]]) -> str:
@@ -1479,32 +1630,62 @@ def summary_table(rows: Sequence[tuple[str, str, str, bool]]) -> str:
 def sweep_table(quotes: QuoteResults) -> str:
     """Markdown table: closed-loop throughput at each concurrency, both servers."""
     out = ["| connections | baseline req/s | baseline p99 ms | engine req/s | engine p50 ms | engine p99 ms "
-           "| engine errors | decisions logged before |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for n, b, e, d in zip(quotes.connections, quotes.bare_max, quotes.engine_max, quotes.decisions_before,
-                          strict=True):  # fmt: skip
+           "| engine errors | engine cores: process (event loop) | host busy cores "
+           "| writer: quotes per commit (busy) | decisions logged before |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    cpu: list[CpuUse | None] = list(quotes.engine_cpu) or [None for _ in quotes.engine_max]
+    writer: list[WriterUse | None] = list(quotes.engine_writer) or [None for _ in quotes.engine_max]
+    for n, b, e, d, c, w in zip(quotes.connections, quotes.bare_max, quotes.engine_max,
+                                quotes.decisions_before, cpu, writer, strict=True):  # fmt: skip
         out.append(f"| {n} | {b.rps:,.0f} | {b.p99_ms:.1f} | {e.rps:,.1f} | {e.p50_ms:.1f} | {e.p99_ms:,.1f} "
-                   f"| {e.errors}{e.error_kinds} | {d:,} |")  # fmt: skip
+                   f"| {e.errors}{e.error_kinds} | {_process_cores(c)} | {_host_cores(c)} | {_writer_cell(w)} "
+                   f"| {d:,} |")  # fmt: skip
     return "\n".join(out)
+
+
+def _writer_brief(use: WriterUse) -> str:
+    return (f"writer: {use.transactions:,.0f} transactions, {use.jobs_per_transaction:.1f} jobs each, "
+            f"busy {use.busy_share:.0%} of the run")  # fmt: skip
+
+
+def _writer_cell(use: WriterUse | None) -> str:
+    if use is None or not use.transactions:
+        return "n/a"
+    return f"{use.jobs_per_transaction:.1f} ({use.busy_share:.0%})"
+
+
+def _process_cores(use: CpuUse | None) -> str:
+    if use is None:
+        return "n/a"
+    main = f" ({use.main_thread:.2f})" if use.main_thread is not None else ""
+    return f"{use.server:.2f}{main}"
+
+
+def _host_cores(use: CpuUse | None) -> str:
+    return "n/a" if use is None else f"{use.host:.2f} of {use.cores}"
 
 
 def latency_table(quotes: QuoteResults) -> str:
     """Markdown table: latency at each offered rate, engine and baseline."""
     out = ["| offered req/s | % of engine max | engine achieved req/s | engine p50 ms | engine p99 ms "
            "| inside the app: p99 within ms | inside the app: share within 10 ms "
-           "| GC pauses in the worker: ms (collections, full) "
-           "| bare p50 ms | bare p99 ms | errors (engine / bare) |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+           "| GC pauses in the worker: ms (collections, full) | engine cores: process (event loop) "
+           "| writer: quotes per commit (busy) | bare p50 ms | bare p99 ms | errors (engine / bare) |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     inside = quotes.engine_inside or [{} for _ in quotes.engine_open]
     collector: list[tuple[float, float, float] | None] = (
         list(quotes.engine_gc) or [None for _ in quotes.engine_open])
-    for e, b, shares, gc_run in zip(quotes.engine_open, quotes.bare_open, inside, collector,
-                                    strict=True):  # fmt: skip
+    cpu: list[CpuUse | None] = list(quotes.engine_open_cpu) or [None for _ in quotes.engine_open]
+    writer: list[WriterUse | None] = (list(quotes.engine_open_writer)
+                                      or [None for _ in quotes.engine_open])  # fmt: skip
+    for e, b, shares, gc_run, c, w in zip(quotes.engine_open, quotes.bare_open, inside, collector, cpu,
+                                          writer, strict=True):  # fmt: skip
         rate = e.offered_rps or 0.0
         within = f"{shares[0.01]:.2%}" if 0.01 in shares else "n/a"
         paused = "n/a" if gc_run is None else f"{1000 * gc_run[0]:.0f} ({gc_run[1]:.0f}, {gc_run[2]:.0f})"
         out.append(f"| {rate:.0f} | {rate / quotes.engine_rps:.0%} | {e.rps:.0f} | {e.p50_ms:.1f} | "
-                   f"{e.p99_ms:.1f} | {_fmt(inside_p99_ms(shares), 0)} | {within} | {paused} | "
+                   f"{e.p99_ms:.1f} | {_fmt(inside_p99_ms(shares), 0)} | {within} | {paused} | {_process_cores(c)} | "
+                   f"{_writer_cell(w)} | "
                    f"{b.p50_ms:.1f} | {b.p99_ms:.1f} | {e.errors} / {b.errors} |")  # fmt: skip
     return "\n".join(out)
 
@@ -1679,25 +1860,50 @@ def findings(quotes: QuoteResults) -> list[str]:
         "action distribution, computed once per posterior (`pricing/choices.py`). The log-growth row above "
         "measures that the cost does not depend on the day's traffic (both servers take turns, so the "
         "host's drift falls on both).",
-        f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at best is about "
-        f"{per_quote_ms:.1f} ms of interpreter time per quote, shared under one GIL by the event loop (HTTP "
-        "parsing by uvicorn's httptools on uvloop; the quote's validation, authentication and rate limit in "
-        "`api/fast_path.py`, the app's outermost layer, which skips FastAPI's middlewares, routing and "
-        "dependencies; the decision; the response) and the writer thread (statement execution and commit), "
-        "plus the refresher thread's background reads. Measured in-process (py-spy --gil, one-line carts), "
-        "no single function dominates: pricing the cart about a fifth of the event loop's share, building "
-        "the decision rows and the response about a sixth, validation and the rest of the request a third; "
-        "the writer's statements and commit about a sixth of the whole. More connections add queueing once "
-        "that is spent "
+        _throughput_finding(quotes, per_quote_ms)
+        + " More connections add queueing once that is spent "
         f"({first.rps:,.0f} req/s, p99 {first.p99_ms:,.0f} ms at {quotes.connections[0]} connections; "
         f"{last.rps:,.0f} req/s, p99 {last.p99_ms:,.0f} ms at {quotes.connections[-1]}). The bare endpoint does "
         "none of this work, so the 0.6 target is not met by one worker; several API workers (processes) are "
-        "the way past it, and part 6 measures that on PostgreSQL, where on this 2-core host wrk, PostgreSQL "
-        "and both workers share two cores, so that ratio is bounded by the host and moves widely between runs. "
+        "the way past it, and part 6 measures that on PostgreSQL (its row above says where the cores went). "
         f"Non-2xx responses from the engine in this run: {errors:,}.",
         *_inside_finding(quotes),
         "",
     ]
+
+
+def _throughput_finding(quotes: QuoteResults, per_quote_ms: float) -> str:
+    """What bounds one worker's throughput, from the cores its best run used."""
+    best = quotes.engine_max.index(quotes.engine_best)
+    use = quotes.engine_cpu[best] if len(quotes.engine_cpu) == len(quotes.engine_max) else None
+    work = (
+        "the event loop (HTTP parsing by uvicorn's httptools on uvloop; the quote's validation, "
+        "authentication and rate limit in `api/fast_path.py`, the app's outermost layer, which skips "
+        "FastAPI's middlewares, routing and dependencies; the decision; the response), the writer thread "
+        "(statement execution and commit) and the background threads (the refresher's reads, the pacing "
+        "LP's re-solves)"
+    )
+    if use is None or use.main_thread is None:
+        return (f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at "
+                f"best is about {per_quote_ms:.1f} ms of interpreter time per quote, shared by {work}.")  # fmt: skip
+    spare = use.cores - use.host
+    if use.server < 1.25 and spare >= 0.3:
+        bound = (
+            f"the bound is the interpreter, not the host: at its best run the worker used {use.server:.2f} "
+            f"cores (its event-loop thread {use.main_thread:.2f}, the writer and background threads the "
+            f"rest) while the host had {spare:.2f} of its {use.cores} cores idle (load generator "
+            "included). Python runs one thread's bytecode at a time (the GIL), and the sqlite3 driver "
+            "releases it only inside SQLite's C code, so the threads of one worker add up to about one "
+            "core however many the host has"
+        )
+    else:
+        bound = (
+            f"at its best run the worker used {use.server:.2f} cores (its event-loop thread "
+            f"{use.main_thread:.2f}) and the host {use.host:.2f} of {use.cores}: the host's cores, shared "
+            "with the load generator, were the bound"
+        )
+    return (f"- {quotes.engine_rps:,.0f} req/s at best is about {per_quote_ms:.2f} ms of one worker's time "
+            f"per quote, shared by {work}; {bound}.")  # fmt: skip
 
 
 def ingestion_findings(outcomes: dict[str, float]) -> list[str]:
@@ -1747,6 +1953,26 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
             "the event loop waiting for a core or the GIL, on 2 cores shared with the load "
             "generator and the writer thread), not in pricing or the commit."
         )
+    best = quotes.engine_max.index(quotes.engine_best)
+    if len(quotes.engine_open_cpu) == len(quotes.engine_open) and len(quotes.engine_cpu) == len(
+        quotes.engine_max
+    ):
+        at_half, at_best = quotes.engine_open_cpu[half].server, quotes.engine_cpu[best].server
+        where += (
+            f" At this rate the worker's threads used {at_half:.2f} cores, {at_half / at_best:.0%} of "
+            f"what they used at the maximum ({at_best:.2f}): half the quotes are not half the work."
+        )
+        if len(quotes.engine_open_writer) == len(quotes.engine_open) and len(
+            quotes.engine_writer
+        ) == len(quotes.engine_max):
+            w_half, w_best = quotes.engine_open_writer[half], quotes.engine_writer[best]
+            where += (
+                f" The writer committed {w_half.jobs_per_transaction:.1f} quotes per transaction here "
+                f"and was busy {w_half.busy_share:.0%} of the time, against "
+                f"{w_best.jobs_per_transaction:.1f} and {w_best.busy_share:.0%} at the maximum: much "
+                "of its cost is per transaction (the statements of a batch, the commit), so at a "
+                "lower rate each quote carries more of it."
+            )
     return [head + where]
 
 

@@ -55,6 +55,24 @@ def test_metrics_count_requests_decisions_and_outcomes(catalog):
     )
 
 
+def _sample(text: str, name: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[1])
+
+
+def test_metrics_report_the_group_writers_transactions_jobs_and_busy_time(catalog):
+    writer = catalog.client.app.state.pricing.writer
+    text = catalog.client.get("/metrics").text
+    before = {n: _sample(text, f"pricing_writer_{n}_total") for n in ("transactions", "jobs")}
+    assert before == {"transactions": writer.batches, "jobs": writer.jobs_written}
+    decision = catalog.quote("TEA-1", "TEA-2")["lines"][0]["decision_id"]
+    catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": decision, "converted": False})
+    text = catalog.client.get("/metrics").text
+    # One quote and one outcome, each committed alone (nothing else was waiting).
+    assert _sample(text, "pricing_writer_transactions_total") == before["transactions"] + 2
+    assert _sample(text, "pricing_writer_jobs_total") == before["jobs"] + 2
+    assert _sample(text, "pricing_writer_busy_seconds_total") > 0
+
+
 def test_docs_and_the_openapi_document_have_their_own_route_labels(catalog):
     assert catalog.client.get("/docs").status_code == 200
     assert catalog.client.get("/openapi.json").status_code == 200
