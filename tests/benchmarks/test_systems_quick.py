@@ -75,3 +75,25 @@ def test_the_summary_reports_errors_at_64_connections_when_the_sweep_reaches_the
                                                 {"served": [1.0]}, {"skus": 1, "segments": 1,
                                                                     "draws": 1, "rss_mb": 1.0})
                 if r[0].startswith("engine errors")]  # fmt: skip
+
+
+def test_cpu_use_counts_this_process_and_the_host_while_it_computes():
+    import os
+    import time
+
+    with systems.cpu_use(os.getpid()) as use:
+        end = time.perf_counter() + 0.4
+        while time.perf_counter() < end:  # one thread spinning: up to one core
+            pass
+    [cpu] = use
+    assert 0.2 < cpu.server < 1.3, cpu  # shared machine: the spin may not get a whole core
+    assert cpu.main_thread is None or cpu.main_thread <= cpu.server + 0.05
+    assert cpu.server <= cpu.host + 0.1 and cpu.host <= cpu.cores
+    assert cpu.postgres >= 0.0 and "host" in cpu.brief()
+
+
+def test_writer_use_reads_jobs_per_transaction_and_busy_share():
+    use = systems.writer_use((10.0, 40.0, 1.0), (30.0, 140.0, 4.0), 10.0)
+    assert (use.jobs_per_transaction, use.busy_share) == (5.0, 0.3)
+    assert systems._writer_cell(use) == "5.0 (30%)"
+    assert systems._writer_cell(systems.writer_use((1, 1, 0), (1, 1, 0), 1.0)) == "n/a"
