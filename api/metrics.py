@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -12,6 +12,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from api.writer import GroupWriter
 
 __all__ = ["Metrics", "install_metrics"]
 
@@ -109,7 +112,7 @@ class Metrics:
             )
             self._gc_started = 0.0
 
-    def watch_writer(self, writer: Any) -> None:
+    def watch_writer(self, writer: GroupWriter) -> None:
         """Export the group writer's running totals (read at each scrape, nothing per write):
         ``pricing_writer_transactions_total``, ``pricing_writer_jobs_total`` and
         ``pricing_writer_busy_seconds_total``. Jobs per transaction is how much the group
@@ -139,7 +142,7 @@ class Metrics:
 class _WriterCollector(Collector):
     """The group writer's counters, read when ``/metrics`` is scraped."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: GroupWriter) -> None:
         self.writer = writer
 
     def collect(self) -> Any:

@@ -961,14 +961,18 @@ def run_quotes(
     return res
 
 
+def _metrics_lines(target: Target) -> list[str]:
+    """The engine's ``/metrics`` exposition, line by line."""
+    import httpx
+
+    return httpx.get(target.base_url + "/metrics", timeout=30).text.splitlines()
+
+
 def app_histogram(target: Target) -> dict[float, float]:
     """Cumulative count of quotes per latency bound from the engine's ``/metrics``
     (``pricing_http_request_duration_seconds`` for ``POST /v1/quotes``)."""
-    import httpx
-
-    text = httpx.get(target.base_url + "/metrics", timeout=30).text
     out: dict[float, float] = {}
-    for line in text.splitlines():
+    for line in _metrics_lines(target):
         if (line.startswith("pricing_http_request_duration_seconds_bucket")
                 and 'route="/v1/quotes"' in line and 'method="POST"' in line):  # fmt: skip
             bound = line.split('le="', 1)[1].split('"', 1)[0]
@@ -979,10 +983,8 @@ def app_histogram(target: Target) -> dict[float, float]:
 def app_gc(target: Target) -> tuple[float, float, float]:
     """The worker's garbage-collector pauses so far from ``/metrics``
     (``pricing_gc_pause_seconds``): seconds in all, collections, full (generation 2) ones."""
-    import httpx
-
     seconds = count = full = 0.0
-    for line in httpx.get(target.base_url + "/metrics", timeout=30).text.splitlines():
+    for line in _metrics_lines(target):
         if line.startswith("pricing_gc_pause_seconds_sum"):
             seconds += float(line.rsplit(" ", 1)[1])
         elif line.startswith("pricing_gc_pause_seconds_count"):
@@ -995,10 +997,8 @@ def app_gc(target: Target) -> tuple[float, float, float]:
 def app_writer(target: Target) -> tuple[float, float, float]:
     """The worker's group writer so far, from ``/metrics`` (``pricing_writer_*``):
     transactions, jobs, busy seconds; zeros from a server without them."""
-    import httpx
-
     found = dict.fromkeys(("transactions", "jobs", "busy_seconds"), 0.0)
-    for line in httpx.get(target.base_url + "/metrics", timeout=30).text.splitlines():
+    for line in _metrics_lines(target):
         for name in found:
             if line.startswith(f"pricing_writer_{name}_total "):
                 found[name] = float(line.rsplit(" ", 1)[1])
