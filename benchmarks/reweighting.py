@@ -35,7 +35,7 @@ from benchmarks.report import replace_section
 from experiments.simulator import Market
 from pricing.cells import CellRecord, Cells
 from pricing.demand import DemandModel
-from pricing.posterior import DemandPosterior
+from pricing.posterior import DemandPosterior, outcome_log_likelihood
 
 BEGIN, END = "<!-- reweighting:begin -->", "<!-- reweighting:end -->"
 FRACTIONS = (0.1, 0.5, 1.0)
@@ -90,20 +90,8 @@ def log_likelihood(
     posterior: DemandPosterior, market: Market, counts: Counts
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Log-likelihood of ``counts`` per draw: outside fitted blocks, and per block."""
-    shared = np.zeros(posterior.n_draws)
-    blocks: dict[int, np.ndarray] = {}
-    for (s, j, a), (n, y) in counts.items():
-        segment, sku, category, ratio, promotion = _cell(market, s, j, a)
-        p = posterior.conversion_probability(segment, sku, ratio, category=category,
-                                             promotion=promotion or None)[:, 0]  # fmt: skip
-        p = np.clip(p, 1e-12, 1 - 1e-12)
-        ll = y * np.log(p) + (n - y) * np.log1p(-p)
-        block = posterior.block_of(segment, category)
-        if block is None:
-            shared += ll
-        else:
-            blocks[block] = blocks.get(block, 0.0) + ll
-    return shared, blocks
+    rows = [(*_cell(market, s, j, a), None, n, y) for (s, j, a), (n, y) in counts.items()]
+    return outcome_log_likelihood(posterior, rows, blocks=True)
 
 
 def compare(updated: DemandPosterior, refit: DemandPosterior) -> dict[str, float]:

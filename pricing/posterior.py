@@ -11,17 +11,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
 
 from pricing.context import ContextSchema
 
-__all__ = ["DemandPosterior", "stable_seed"]
+__all__ = ["DemandPosterior", "OutcomeRow", "outcome_log_likelihood", "stable_seed"]
 
 FloatArray = NDArray[np.float64]
 
@@ -592,3 +592,58 @@ class DemandPosterior:
             },
         )
         return idata
+
+
+#: Labelled outcomes of one kind of decision: (segment, SKU, category, price ratio, promotion
+#: key or None, context key or None, trials, conversions). The price ratio is
+#: (price − discount) / list price; the context key is the JSON of the request's features,
+#: as the decision log stores it. One outcome is ``trials=1, conversions=0 or 1``.
+OutcomeRow: TypeAlias = tuple[str, str, str, float, "str | None", "str | None", int, int]
+
+
+def outcome_log_likelihood(
+    posterior: DemandPosterior, rows: Sequence[OutcomeRow], *, blocks: bool = False
+) -> tuple[FloatArray, dict[int, FloatArray]]:
+    """Binomial log-likelihood of labelled outcomes under each draw (online reweighting).
+
+    Parameters
+    ----------
+    posterior : DemandPosterior
+        The serving posterior (D draws).
+    rows : sequence of OutcomeRow
+        The outcomes, one or many per row.
+    blocks : bool
+        Split the likelihood by fitted (segment, category) block
+        (:meth:`DemandPosterior.reweight_blocks`); outcomes of levels the fit has not seen
+        stay shared.
+
+    Returns
+    -------
+    shared : ndarray, shape (D,)
+        Σ log P(y | draw) of the outcomes outside every block (all of them without
+        ``blocks``), binomial coefficients left out (they do not depend on the draw).
+    by_block : dict of int to ndarray, shape (D,)
+        The same per block position (:meth:`DemandPosterior.block_of`); empty without
+        ``blocks``.
+    """
+    total: FloatArray = np.zeros(posterior.n_draws)
+    by_block: dict[int, FloatArray] = {}
+    groups: dict[tuple[str, str, str, str, str], list[tuple[float, int, int]]] = {}
+    for segment, sku, category, ratio, promotion, key, trials, conversions in rows:
+        groups.setdefault((segment, sku, category, promotion or "", key or ""), []).append(
+            (float(ratio), int(trials), int(conversions))
+        )
+    for (segment, sku, category, promotion, key), items in groups.items():
+        ratios, n, y = (np.array(column, dtype=float) for column in zip(*items, strict=True))
+        offset = posterior.context_offset(json.loads(key)) if key else None
+        p = posterior.conversion_probability(
+            segment, sku, ratios, category=category, promotion=promotion or None, offset=offset
+        )
+        p = np.clip(p, 1e-12, 1 - 1e-12)
+        part: FloatArray = (np.log(p) * y + np.log1p(-p) * (n - y)).sum(axis=1)
+        block = posterior.block_of(segment, category) if blocks and sku in posterior.sku_category else None
+        if block is None:
+            total += part
+        else:
+            by_block[block] = by_block.get(block, 0.0) + part
+    return total, by_block

@@ -12,7 +12,6 @@ weights, under a lock on the snapshot row: nothing is applied twice, nothing is 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import numpy as np
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,7 +30,7 @@ from api.services.context import current_schema
 from pricing.cells import CellRecord, Cells, decay_weight
 from pricing.changes import ChangeDetection, ChangePoints, ChangeTest, Cusum, predictive_check
 from pricing.context import ContextSchema
-from pricing.posterior import DemandPosterior
+from pricing.posterior import DemandPosterior, outcome_log_likelihood
 
 __all__ = [
     "DATA_LAG",
@@ -430,39 +428,6 @@ class UpdateResult:
     n_draws: int | None
 
 
-def _log_likelihood(
-    posterior: DemandPosterior, rows: list[Any], *, blocks: bool = False
-) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Σ over labels of log P(y | draw), shape (D,): all of it shared, or with ``blocks``
-    each fitted (segment, category) block's part apart (by block position).
-
-    ``rows`` are (segment, sku, category, price, discount, list price, promotion,
-    context key, converted).
-    """
-    total = np.zeros(posterior.n_draws)
-    by_block: dict[int, np.ndarray] = {}
-    groups: dict[tuple[str, str, str, str, str], list[tuple[float, int]]] = {}
-    for segment, sku, category, price, discount, list_price, promotion, key, converted in rows:
-        groups.setdefault((segment, sku, category, promotion or "", key or ""), []).append(
-            ((price - discount) / list_price, int(bool(converted)))
-        )
-    for (segment, sku, category, promotion, key), items in groups.items():
-        ratios = np.array([r for r, _ in items])
-        y = np.array([c for _, c in items], dtype=float)
-        offset = posterior.context_offset(json.loads(key)) if key else None
-        p = posterior.conversion_probability(
-            segment, sku, ratios, category=category, promotion=promotion or None, offset=offset
-        )
-        p = np.clip(p, 1e-12, 1 - 1e-12)
-        part = (np.log(p) * y + np.log1p(-p) * (1 - y)).sum(axis=1)
-        block = posterior.block_of(segment, category) if blocks and sku in posterior.sku_category else None
-        if block is None:
-            total += part
-        else:
-            by_block[block] = by_block.get(block, 0.0) + part
-    return total, by_block
-
-
 def apply_new_outcomes(
     sessions: sessionmaker[Session],
     *,
@@ -533,7 +498,11 @@ def apply_new_outcomes(
         posterior = load_posterior(row)
         if not rows:
             return UpdateResult(row.id, 0, posterior.ess, posterior.n_draws)
-        shared, by_block = _log_likelihood(posterior, [r[1:] for r in rows], blocks=blocks)
+        labelled = [(segment, sku, category, (price - discount) / list_price, promotion, key, 1,
+                     int(bool(converted)))
+                    for _id, segment, sku, category, price, discount, list_price, promotion, key,
+                    converted in rows]  # fmt: skip
+        shared, by_block = outcome_log_likelihood(posterior, labelled, blocks=blocks)
         updated = (posterior.reweight_blocks(shared, by_block) if blocks
                    else posterior.reweight(shared))  # fmt: skip
         row.log_weights = updated.log_weights.tobytes()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pricing.posterior import DemandPosterior
+from pricing.posterior import DemandPosterior, outcome_log_likelihood
 from tests.factories import synthetic_posterior
 
 
@@ -115,3 +115,28 @@ def test_block_weights_keep_blocks_apart_and_round_trip():
     # Shared likelihood (outcomes of unfitted levels) moves every block.
     moved = post.reweight_blocks(ll, {})
     np.testing.assert_allclose(moved.decision_weights("loyalty", "TEA-1"), post.reweight(ll).weights)
+
+
+def test_outcome_log_likelihood_is_the_binomial_sum_by_block():
+    post = synthetic_posterior(n_draws=200, spread=0.6, seed=3)
+    # One row of 10 trials equals ten rows of one outcome each; a promotion, a second
+    # price and a SKU the fit never saw go where they belong.
+    rows = [("default", "TEA-1", "tea", 1.0, None, None, 10, 4),
+            ("default", "TEA-1", "tea", 0.9, "promo", None, 3, 3),
+            ("default", "NEW-SKU", "tea", 1.0, None, None, 2, 1)]  # fmt: skip
+    singles = [(*r[:6], 1, int(i < r[7])) for r in rows for i in range(r[6])]
+    for split in (rows, singles):
+        shared, blocks = outcome_log_likelihood(post, split, blocks=True)
+        block = post.block_of("default", "tea")
+        p = post.conversion_probability("default", "TEA-1", 1.0)
+        lift = post.conversion_probability("default", "TEA-1", 0.9, promotion="promo")[:, 0]
+        expected = 4 * np.log(p[:, 0]) + 6 * np.log1p(-p[:, 0]) + 3 * np.log(lift)
+        assert set(blocks) == {block}
+        np.testing.assert_allclose(blocks[block], expected, rtol=1e-9)
+        new = post.conversion_probability("default", "NEW-SKU", 1.0, category="tea")[:, 0]
+        np.testing.assert_allclose(shared, np.log(new) + np.log1p(-new), rtol=1e-9)
+    # Without blocks every outcome is shared.
+    shared, blocks = outcome_log_likelihood(post, rows)
+    assert blocks == {}
+    np.testing.assert_allclose(shared, sum(outcome_log_likelihood(post, rows, blocks=True)[1].values())
+                               + outcome_log_likelihood(post, rows, blocks=True)[0], rtol=1e-9)  # fmt: skip
