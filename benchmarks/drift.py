@@ -89,7 +89,7 @@ from pricing.changes import ChangeDetection, ChangePoints, Cusum, change_weight,
 from pricing.context import ContextSchema
 from pricing.demand import DemandModel
 from pricing.policy import LineContext, ThompsonPricePolicy
-from pricing.posterior import DemandPosterior
+from pricing.posterior import DemandPosterior, OutcomeRow, outcome_log_likelihood
 
 PLOT = DOC.parent / "img" / "drift.png"
 BEGIN, END = "<!-- drift:begin -->", "<!-- drift:end -->"
@@ -145,6 +145,11 @@ class Variant:
     #: With ``detect``: a detection starts a new regime in every category, not only where
     #: it shows (``every-category``; ``PRICING_CHANGE_BY_CATEGORY=false``).
     every_category: bool = False
+    #: Between refits, fold each batch of outcomes into the serving posterior's
+    #: (segment, category) block weights, and refit early when a block's ESS falls below
+    #: ``Settings.ess_fraction`` of the draws, as the service's updater does
+    #: (``reweight``; ``PRICING_REWEIGHT_BLOCKS``, ``PRICING_REFIT_ESS_FRACTION``).
+    reweight: bool = False
 
     @property
     def name(self) -> str:
@@ -155,6 +160,7 @@ class Variant:
         parts += ["CUSUM"] if self.detect and self.cusum else []
         parts += ["every category"] if self.detect and self.every_category else []
         parts += ["weekday declared"] if self.weekday else []
+        parts += ["online updates"] if self.reweight else []
         return "engine, " + (", ".join(parts) if parts else "no decay")
 
 
@@ -183,6 +189,14 @@ class Settings:
     #: What an outcome from before a detected change counts for (change detection).
     weight_before: float = 0.25
     first_refit: int = 500
+    #: With ``Variant.reweight``: visitors between online updates (the service's updater
+    #: runs every 2 s, so at 1,000 visitors a day it folds in every outcome at once; a
+    #: batch of 50 is an hour and a bit), the ESS share below which a refit is due at once
+    #: (``PRICING_REFIT_ESS_FRACTION``), and the fewest visitors between two refits (6 h
+    #: at 1,000 visitors a day: a refit takes minutes, and the service refits every 6 h).
+    reweight_every: int = 50
+    ess_fraction: float = 0.5
+    min_refit_gap: int = 250
     draws: int = 250
     tune: int = 250
     chains: int = 2
@@ -237,7 +251,7 @@ WEEKDAY_SCHEMA = {"features": [{"name": "weekday", "kind": "categorical", "level
 
 def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: IntArray,
                sku: IntArray, u: FloatArray, seed: int, settings: Settings,
-               variant: Variant) -> tuple[IntArray, list[float], list[int]]:  # fmt: skip
+               variant: Variant) -> tuple[IntArray, list[float], list[int], list[int]]:  # fmt: skip
     """Play the stream with the engine, refitting on decayed (or undecayed) cells.
 
     With ``variant.detect``, each refit first tests the outcomes since the serving
@@ -246,8 +260,14 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     With ``variant.weekday``, the weekday is a declared context feature (the request's
     ``context``, as checkout would send it).
 
-    Returns the actions, shape (T,), each refit's seconds, and the visitors at which a
-    change was detected.
+    With ``variant.reweight``, every ``settings.reweight_every`` outcomes are folded into
+    the serving posterior's block weights
+    (:meth:`~pricing.posterior.DemandPosterior.reweight_blocks`), and a refit comes early
+    when the smallest block's ESS falls below ``settings.ess_fraction`` of the draws (at
+    least ``settings.min_refit_gap`` visitors after the last).
+
+    Returns the actions, shape (T,), each refit's seconds, the visitors at which a change
+    was detected, and those at which a refit came early for the ESS.
     """
     logging.getLogger("pymc").setLevel(logging.WARNING)
     rules, offers = engine_guardrails(market), engine_offers(market)
@@ -270,14 +290,23 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     points = ChangePoints[int]()
     fitted_day = 0
     detections: list[int] = []
+    early: list[int] = []  # refits an online update's ESS made due
     detection = ChangeDetection(weight_before=settings.weight_before, cusum=variant.cusum,
                                 by_category=not variant.every_category)  # fmt: skip
     charts = Cusum()
+    # Online updates (variant.reweight): outcomes since the last update, the posterior as
+    # fitted (the change test reads it, as the service reads the snapshot's own draws),
+    # and whether a block's ESS made a refit due.
+    pending: list[OutcomeRow] = []
+    fitted: DemandPosterior | None = None
+    last_refit, ess_due = 0, False
+    ratio = market.effective_prices / market.list_price_minor[:, None]
+    keys = [None, *(p.key for p in market.promotions)]
     for t in range(n):
-        if t in refits:
+        if t in refits or ess_due:
             started = time.perf_counter()
-            if variant.detect and served[0] is not None:
-                test = predictive_check(served[0][1], _cells(market, fresh_trials,
+            if variant.detect and fitted is not None:
+                test = predictive_check(fitted, _cells(market, fresh_trials,
                                         fresh_conversions, variant, 0, 0.0, ChangePoints(), 1.0),
                                         alpha=detection.test_alpha)  # fmt: skip
                 began = None
@@ -300,6 +329,10 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
             fresh_trials[:] = 0
             fresh_conversions[:] = 0
             fitted_day = today
+            fitted, last_refit, ess_due = posterior, t, False
+            pending.clear()
+            if t not in refits:
+                early.append(t)
         s, j = int(seg[t]), int(sku[t])
         d = int(drift.day(t))
         weekday = d % 7 if variant.weekday else -1
@@ -321,7 +354,19 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
         fresh_trials[d, s, j, a] += 1
         fresh_conversions[d, s, j, a] += bought
         actions[t] = a
-    return actions, seconds, detections
+        if variant.reweight and served[0] is not None:
+            pending.append((line.segment, line.sku, line.category, float(ratio[j, a]),
+                            keys[int(market.action_promotion[a]) + 1],
+                            json.dumps(line.features) if line.features else None, 1, int(bought)))  # fmt: skip
+            if len(pending) >= settings.reweight_every:
+                version, current = served[0]
+                shared, blocks = outcome_log_likelihood(current, pending, blocks=True)
+                current = current.reweight_blocks(shared, blocks)
+                served[0] = (version, current)
+                pending.clear()
+                ess_due = (current.ess < settings.ess_fraction * current.n_draws
+                           and t + 1 - last_refit >= settings.min_refit_gap)  # fmt: skip
+    return actions, seconds, detections, early
 
 
 def _cells(market: Market, trials: IntArray, conversions: IntArray, variant: Variant,
@@ -432,19 +477,21 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
         oracle_actions = phased(phases, phase, "oracle", seg, sku).astype(np.int64)
         oracle = phased(phases, phase, "expected_profit", seg, sku, oracle_actions)
         detections: dict[str, list[int]] = {}
+        early_refits: dict[str, list[int]] = {}
         played: dict[str, IntArray] = {
             "static (list price)": np.array([market.list_action(j) for j in sku], dtype=np.int64),
         }
         for variant in settings.engine_variants():
             started = time.perf_counter()
-            actions, fits, found = run_engine(market, phases, drift, seg, sku, u, seed, settings,
-                                              variant)  # fmt: skip
+            actions, fits, found, early = run_engine(market, phases, drift, seg, sku, u, seed,
+                                                     settings, variant)  # fmt: skip
             played[variant.name] = actions
             detections[variant.name] = found
+            early_refits[variant.name] = early
             if verbose:
                 print(f"seed {seed} {variant.name}: {time.perf_counter() - started:.0f} s "
-                      f"({len(fits)} refits, {sum(fits):.0f} s); changes detected at {found}",
-                      flush=True)  # fmt: skip
+                      f"({len(fits)} refits, {sum(fits):.0f} s; {len(early)} early for the ESS); "
+                      f"changes detected at {found}", flush=True)  # fmt: skip
         if settings.peers:
             vw = run_vw(market, phases, drift, seg, sku, u, seed)
             if vw is not None:
@@ -452,7 +499,8 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
         for name, actions in played.items():
             expected = phased(phases, phase, "expected_profit", seg, sku, actions)
             summary = summarize_run(expected, oracle, settings.shift_at)
-            summary.update(policy=name, seed=seed, detections=detections.get(name))
+            summary.update(policy=name, seed=seed, detections=detections.get(name),
+                           early_refits=early_refits.get(name))
             results.append(summary)
             if verbose:
                 print(f"  {name:<32} {100 * summary['share_total']:5.1f} % of the moving oracle "
@@ -464,8 +512,9 @@ def run(settings: Settings, verbose: bool = True) -> list[dict[str, Any]]:
 
 def parse_variant(text: str) -> Variant:
     """``plain``, ``half-life=H``, ``detect``, ``weekday``, ``global-shift``, ``cusum``,
-    ``every-category``, joined with ``+``."""
+    ``every-category``, ``reweight``, joined with ``+``."""
     half_life, detect, weekday, category_shift, cusum, every = 0.0, False, False, True, False, False
+    reweight = False
     for part in text.split("+"):
         key, _, value = part.strip().partition("=")
         if key == "half-life":
@@ -476,11 +525,13 @@ def parse_variant(text: str) -> Variant:
             cusum = True
         elif key == "every-category":
             every = True
+        elif key == "reweight":
+            reweight = True
         elif key in ("detect", "weekday", "plain"):
             detect, weekday = detect or key == "detect", weekday or key == "weekday"
         else:
             raise argparse.ArgumentTypeError(f"--variant: unknown part {part!r}")
-    return Variant(half_life, detect, weekday, category_shift, cusum, every)
+    return Variant(half_life, detect, weekday, category_shift, cusum, every, reweight)
 
 
 def _fmt_recovery(values: list[int | None]) -> str:
@@ -573,15 +624,19 @@ def write_doc(results: list[dict[str, Any]], settings: Settings, seconds: float,
     for variant in settings.engine_variants():
         runs = [r for r in results if r["policy"] == variant.name]
         value = after(variant.name)
-        if not runs or value is None or base is None or variant == Variant():
+        if not runs or value is None or variant == Variant():
             continue
         found = "; ".join(f"seed {r['seed']}: " + (", ".join(f"{t:,}" for t in r["detections"])
                                                    if r.get("detections") else "none")
                           for r in runs)  # fmt: skip
         lines.append(
             f"- {variant.name}: {total(variant.name):.1f} % of the moving oracle over the run, "
-            f"{value:.1f} % after the shift ({value - base:+.1f} points against no decay)"
-            + (f"; changes detected at visitor {found}" if variant.detect else "") + "."
+            f"{value:.1f} % after the shift"
+            + (f" ({value - base:+.1f} points against no decay)" if base is not None else "")
+            + (f"; changes detected at visitor {found}" if variant.detect else "")
+            + ("; refits made early by a block's ESS: " + "; ".join(
+                f"seed {r['seed']}: {len(r.get('early_refits') or [])}" for r in runs)
+               if variant.reweight else "") + "."
         )  # fmt: skip
     if vw:
         lines.append(
@@ -603,6 +658,13 @@ def write_doc(results: list[dict[str, Any]], settings: Settings, seconds: float,
         "`pricing/changes.py`); *weekday declared* gives the model the day of the week as a "
         "context feature (the service fills a declared `weekday` from the quote's time), so "
         "the weekly cycle becomes a day-of-week intercept instead of noise.",
+        "- *Online updates* (as the service's updater between refits): every "
+        f"{settings.reweight_every} outcomes are folded into the serving posterior's (segment, "
+        "category) block weights (`PRICING_REWEIGHT_BLOCKS`), and a refit comes early when the "
+        f"smallest block's ESS falls below {settings.ess_fraction:.0%} of the draws "
+        f"(`PRICING_REFIT_ESS_FRACTION`), at least {settings.min_refit_gap:,} visitors after the "
+        "last. Engines without them keep the posterior fixed between refits."
+        if any(v.reweight for v in settings.engine_variants()) else
         "- Not modelled here: the service's online reweighting between refits (the posterior "
         "is fixed between daily refits in this benchmark).",
         end,

@@ -40,3 +40,6 @@ def test_engine_variants_parse_and_name_themselves():
     with pytest.raises(Exception, match="unknown part"):
         parse_variant("sometimes")
     assert Variant(weekday=True) in Settings().engine_variants()
+    online = parse_variant("detect+weekday+cusum+reweight")
+    assert online == Variant(detect=True, weekday=True, cusum=True, reweight=True)
+    assert online.name == "engine, change detection, CUSUM, weekday declared, online updates"
