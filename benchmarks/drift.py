@@ -241,7 +241,7 @@ class Settings:
                    if self.shift_segments is not None else "")
                 + f"; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
                 f"(before a detected change: weight {self.weight_before:g}); "
-                f"NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
+                f"first fit at {self.first_refit:,} visitors; NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
                 f"{self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g})")  # fmt: skip
 
 
@@ -691,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
                         default=None, help="category indices the shift hits, e.g. '0' (default: all)")
     parser.add_argument("--shift-segments", type=lambda v: tuple(int(c) for c in v.split(",")),
                         default=None, help="segment indices the shift hits, e.g. '0' (default: all)")
+    parser.add_argument("--first-refit", type=int, default=Settings.first_refit,
+                        help="visitors before the first fit; refits double from there to 4x, then "
+                             "come daily (the service's first fit: 200 outcomes, then at 400)")  # fmt: skip
     parser.add_argument("--section", default="",
                         help="write docs/benchmarks.md section drift-SECTION (default: the drift section)")
     parser.add_argument("--variant", action="append",
@@ -704,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
                             posterior_draws=200, first_refit=250)  # fmt: skip
     changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor,
                                "weight_before": args.weight_before}
+    if args.first_refit != Settings.first_refit:
+        changes["first_refit"] = args.first_refit
     if args.seeds:
         changes["seeds"] = (tuple(int(v) for v in args.seeds.split(",") if v.strip()) if "," in args.seeds
                             else tuple(range(1, int(args.seeds) + 1)))  # fmt: skip
