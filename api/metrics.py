@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.writer import LATENCY_BOUNDS
+
 if TYPE_CHECKING:
-    from api.writer import GroupWriter
+    from api.writer import GroupWriter, LatencyCounts
 
 __all__ = ["Metrics", "install_metrics"]
 
@@ -34,7 +36,7 @@ class Metrics:
             "pricing_http_request_duration_seconds",
             "HTTP request latency by route template (seconds).",
             ["route", "method"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            buckets=LATENCY_BOUNDS,
             registry=self.registry,
         )
         self.decisions = Counter(
@@ -162,6 +164,26 @@ class _WriterCollector(Collector):
             "Seconds the group writer spent writing, transactions and commits included.",
             value=writer.busy_seconds,
         )
+        yield _histogram(
+            "pricing_writer_commit_wait_seconds",
+            "Per committed job (a quote's rows, an outcome batch...), seconds from its "
+            "submission to the writer until its commit: the part of a request's latency "
+            "spent waiting for durability.",
+            writer.commit_waits,
+        )
+        yield _histogram(
+            "pricing_writer_transaction_seconds",
+            "Per committed transaction of the group writer, seconds from its start to its "
+            "commit (statements and the commit's flush to disk).",
+            writer.transaction_seconds,
+        )
+
+
+def _histogram(name: str, documentation: str, counts: LatencyCounts) -> HistogramMetricFamily:
+    """A :class:`~api.writer.LatencyCounts` as a Prometheus histogram family."""
+    buckets = [("+Inf" if bound == float("inf") else repr(bound), float(n))
+               for bound, n in counts.cumulative()]  # fmt: skip
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=counts.total)
 
 
 class _MetricsMiddleware:

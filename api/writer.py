@@ -18,6 +18,7 @@ SQLite: one ``BEGIN IMMEDIATE`` per batch (api/db.py); PostgreSQL: multi-row ins
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import queue
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import DatabaseBusyError
 
-__all__ = ["GroupWriter", "Job", "WriteUnavailableError"]
+__all__ = ["GroupWriter", "Job", "LatencyCounts", "WriteUnavailableError"]
 
 log = logging.getLogger("pricing.writer")
 
@@ -48,6 +49,43 @@ _TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_det
 
 def _transient(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+#: Upper bounds (s) of the service's latency histograms: the requests'
+#: (``pricing_http_request_duration_seconds``) and the writer's (``pricing_writer_*_seconds``),
+#: the same, so that a request's time and its wait for the commit compare bound by bound.
+LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.0025, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
+                  0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # fmt: skip
+
+
+class LatencyCounts:
+    """A histogram kept by one thread and read by another: counts per bound, and a sum.
+
+    A bisection and two additions per observation (no lock: the writer thread alone
+    observes; a scrape copies the counts, and may see one observation in the counts and
+    not yet in the sum).
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float] = LATENCY_BOUNDS) -> None:
+        self.bounds = tuple(bounds)
+        #: Observations per bucket (not cumulative); the last one is above every bound.
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration (s)."""
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it), ending with (inf, all)."""
+        out, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), list(self.counts), strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 class WriteUnavailableError(RuntimeError):
@@ -133,6 +171,11 @@ class GroupWriter:
         self.jobs_written = 0
         #: Seconds spent writing (transactions included), for metrics and benchmarks.
         self.busy_seconds = 0.0
+        #: Per committed job, seconds from its submission to its commit (the time a quote
+        #: or an outcome waits for the writer: lingering, earlier batches, its own).
+        self.commit_waits = LatencyCounts()
+        #: Per committed transaction, seconds from its start to its commit.
+        self.transaction_seconds = LatencyCounts()
         #: Test hook: called inside each transaction just before commit.
         self.before_commit: Callable[[Session], None] | None = None
 
@@ -161,7 +204,7 @@ class GroupWriter:
     def _put(self, job: Job, waiter: Future[Any] | _LoopWaiter) -> None:
         if self._thread is None:
             self.start()
-        self._queue.put((job, waiter))
+        self._queue.put((job, waiter, time.perf_counter()))
 
     def write(self, job: Job, timeout: float | None = None) -> Any:
         """Submit ``job`` and wait for it (blocking callers: CLI, simulations, tests)."""
@@ -266,7 +309,8 @@ class GroupWriter:
         batch = live
         if not batch:
             return
-        jobs = [job for job, _ in batch]
+        jobs = [job for job, *_ in batch]
+        started = time.perf_counter()
         try:
             self._transaction(jobs)
         except BaseException as exc:  # isolate: each job alone, in its own transaction
@@ -285,11 +329,15 @@ class GroupWriter:
                     self._fail(item, single)
                 else:
                     self.batches += 1
+                    self.commit_waits.observe(time.perf_counter() - item[2])
                     self._done(item)
             return
         self.batches += 1
         self.unavailable_since = None
+        committed = time.perf_counter()
+        self.transaction_seconds.observe(committed - started)
         for item in batch:
+            self.commit_waits.observe(committed - item[2])
             self._done(item)
 
     def _mark_unavailable(self, exc: BaseException) -> None:
@@ -314,7 +362,7 @@ class GroupWriter:
                 loop.call_soon_threadsafe(_resolve, settled)
 
     def _done(self, item: _Item) -> None:
-        job, waiter = item
+        job, waiter, _ = item
         self.jobs_written += 1
         try:
             job.committed()
@@ -328,7 +376,7 @@ class GroupWriter:
             self._settle(waiter, result, None)
 
     def _fail(self, item: _Item, exc: BaseException) -> None:
-        job, waiter = item
+        job, waiter, _ = item
         if not _unavailable(exc):  # a bug or a constraint: loud, but still never a price
             log.error("write failed: %s", exc, exc_info=exc)
         error = exc if isinstance(exc, WriteUnavailableError) else WriteUnavailableError(f"could not commit: {exc}")
@@ -356,7 +404,8 @@ class _LoopWaiter:
         self.future = future
 
 
-_Item = tuple[Job, Future[Any] | _LoopWaiter]
+#: A queued job, who waits for it, and when it was queued (``time.perf_counter()``).
+_Item = tuple[Job, Future[Any] | _LoopWaiter, float]
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

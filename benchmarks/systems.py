@@ -867,6 +867,9 @@ class QuoteResults:
     #: middleware, from the request reaching the ASGI app to the response) answered within
     #: each histogram bound (seconds).
     engine_inside: list[dict[float, float]] = field(default_factory=list)
+    #: The same for the group writer's commit waits (``pricing_writer_commit_wait_seconds``:
+    #: each job's seconds from its submission to its commit), per open-loop run.
+    engine_waits: list[dict[float, float]] = field(default_factory=list)
     #: Per open-loop run of the engine: the cyclic garbage collector's pauses in the worker
     #: (``pricing_gc_pause_seconds``): seconds in all, collections, full collections.
     engine_gc: list[tuple[float, float, float]] = field(default_factory=list)
@@ -944,6 +947,7 @@ def run_quotes(
     for fraction in fractions if res.engine_rps > 0 else ():
         rate = fraction * res.engine_rps
         before, gc_before, written = app_histogram(engine), app_gc(engine), app_writer(engine)
+        waited = app_histogram(engine, COMMIT_WAIT, ())
         with cpu_use(engine_pid) as use:
             load = gen.open(engine, rate, seconds)
         res.engine_open.append(_show(load))
@@ -951,6 +955,7 @@ def run_quotes(
         res.engine_open_writer.append(writer_use(written, app_writer(engine), load.seconds))
         print(f"    cores: {use[0].brief()}; {_writer_brief(res.engine_open_writer[-1])}", flush=True)
         res.engine_inside.append(inside_shares(before, app_histogram(engine)))
+        res.engine_waits.append(inside_shares(waited, app_histogram(engine, COMMIT_WAIT, ())))
         gc_after = app_gc(engine)
         res.engine_gc.append((gc_after[0] - gc_before[0], gc_after[1] - gc_before[1],
                               gc_after[2] - gc_before[2]))
@@ -968,13 +973,16 @@ def _metrics_lines(target: Target) -> list[str]:
     return httpx.get(target.base_url + "/metrics", timeout=30).text.splitlines()
 
 
-def app_histogram(target: Target) -> dict[float, float]:
-    """Cumulative count of quotes per latency bound from the engine's ``/metrics``
-    (``pricing_http_request_duration_seconds`` for ``POST /v1/quotes``)."""
+def app_histogram(
+    target: Target, name: str = "pricing_http_request_duration_seconds",
+    labels: Sequence[str] = ('route="/v1/quotes"', 'method="POST"'),
+) -> dict[float, float]:  # fmt: skip
+    """Cumulative count per bound of a histogram in the engine's ``/metrics``: by default
+    the quotes' latency (``pricing_http_request_duration_seconds`` of ``POST /v1/quotes``);
+    ``labels`` are the ``key="value"`` pairs its lines must carry. Empty when absent."""
     out: dict[float, float] = {}
     for line in _metrics_lines(target):
-        if (line.startswith("pricing_http_request_duration_seconds_bucket")
-                and 'route="/v1/quotes"' in line and 'method="POST"' in line):  # fmt: skip
+        if line.startswith(name + "_bucket") and all(label in line for label in labels):
             bound = line.split('le="', 1)[1].split('"', 1)[0]
             out[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
     return out
@@ -1031,8 +1039,12 @@ def writer_use(
     return WriterUse(after[0] - before[0], after[1] - before[1], after[2] - before[2], seconds)
 
 
+#: The group writer's histogram of each job's wait for its commit.
+COMMIT_WAIT = "pricing_writer_commit_wait_seconds"
+
+
 def inside_shares(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
-    """Share of the quotes between two :func:`app_histogram` reads within each bound."""
+    """Share of the observations between two :func:`app_histogram` reads within each bound."""
     total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
     if total <= 0:
         return {}
@@ -1040,7 +1052,7 @@ def inside_shares(before: dict[float, float], after: dict[float, float]) -> dict
 
 
 def inside_p99_ms(shares: dict[float, float]) -> float:
-    """The smallest histogram bound holding 99 % of the quotes (ms; an upper bound on p99)."""
+    """The smallest histogram bound holding 99 % of the observations (ms; an upper bound on p99)."""
     for bound, share in sorted(shares.items()):
         if share >= 0.99:
             return 1000 * bound
@@ -1692,22 +1704,24 @@ def latency_table(quotes: QuoteResults) -> str:
     out = ["| offered req/s | % of engine max | engine achieved req/s | engine p50 ms | engine p99 ms "
            "| inside the app: p99 within ms | inside the app: share within 10 ms "
            "| GC pauses in the worker: ms (collections, full) | engine cores: process (event loop) "
-           "| writer: quotes per commit (busy) | bare p50 ms | bare p99 ms | errors (engine / bare) |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+           "| writer: quotes per commit (busy) | writer: commit wait p99 within ms "
+           "| bare p50 ms | bare p99 ms | errors (engine / bare) |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     inside = quotes.engine_inside or [{} for _ in quotes.engine_open]
     collector: list[tuple[float, float, float] | None] = (
         list(quotes.engine_gc) or [None for _ in quotes.engine_open])
     cpu: list[CpuUse | None] = list(quotes.engine_open_cpu) or [None for _ in quotes.engine_open]
     writer: list[WriterUse | None] = (list(quotes.engine_open_writer)
                                       or [None for _ in quotes.engine_open])  # fmt: skip
-    for e, b, shares, gc_run, c, w in zip(quotes.engine_open, quotes.bare_open, inside, collector, cpu,
-                                          writer, strict=True):  # fmt: skip
+    waits = quotes.engine_waits or [{} for _ in quotes.engine_open]
+    for e, b, shares, gc_run, c, w, wait in zip(quotes.engine_open, quotes.bare_open, inside, collector,
+                                                cpu, writer, waits, strict=True):  # fmt: skip
         rate = e.offered_rps or 0.0
         within = f"{shares[0.01]:.2%}" if 0.01 in shares else "n/a"
         paused = "n/a" if gc_run is None else f"{1000 * gc_run[0]:.0f} ({gc_run[1]:.0f}, {gc_run[2]:.0f})"
         out.append(f"| {rate:.0f} | {rate / quotes.engine_rps:.0%} | {e.rps:.0f} | {e.p50_ms:.1f} | "
                    f"{e.p99_ms:.1f} | {_fmt(inside_p99_ms(shares), 0)} | {within} | {paused} | {_process_cores(c)} | "
-                   f"{_writer_cell(w)} | "
+                   f"{_writer_cell(w)} | {_fmt(inside_p99_ms(wait), 1) if wait else 'n/a'} | "
                    f"{b.p50_ms:.1f} | {b.p99_ms:.1f} | {e.errors} / {b.errors} |")  # fmt: skip
     return "\n".join(out)
 
@@ -1963,11 +1977,26 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
         "its metrics middleware from the request reaching the ASGI app to the response), while the "
         f"clients saw p99 {load.p99_ms:,.0f} ms: "
     )
-    if inside == inside and inside >= 0.5 * load.p99_ms:  # nan: p99 beyond the last bound
+    waits = quotes.engine_waits[half] if len(quotes.engine_waits) == len(quotes.engine_open) else {}
+    waited = inside_p99_ms(waits) if waits else float("nan")
+    if inside == inside and inside >= 0.5 * load.p99_ms and waited == waited:
+        # Both histograms have the same bounds (api.writer.LATENCY_BOUNDS).
+        commit_share = waited / inside
+        where = (
+            f"the tail is inside the app, and {'most' if commit_share >= 0.5 else 'little'} of it is "
+            f"the wait for the group commit: each quote waited p99 within {_fmt(waited, 1)} ms "
+            "from its hand-over to the writer until its rows were committed "
+            "(`pricing_writer_commit_wait_seconds`: the linger that lets a batch fill, the "
+            "transaction in progress, then its own statements and the flush to disk)"
+            + (", the rest is the interpreter (the event loop and the writer thread share one "
+               "GIL, and 2 cores with the load generator)." if commit_share < 0.5 else ".")
+        )  # fmt: skip
+    elif inside == inside and inside >= 0.5 * load.p99_ms:  # nan: p99 beyond the last bound
         where = (
             "the tail is inside the app: a request waits there for the interpreter (the event loop "
-            "and the writer thread share one GIL, and 2 cores with the load generator), not for "
-            "the database, whose commits the writer groups."
+            "and the writer thread share one GIL, and 2 cores with the load generator) or for "
+            "the group commit (a server without `pricing_writer_commit_wait_seconds` cannot say "
+            "which)."
         )
     else:
         where = (

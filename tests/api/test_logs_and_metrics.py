@@ -1,3 +1,5 @@
+import pytest
+
 from api.security import Role
 
 
@@ -71,6 +73,22 @@ def test_metrics_report_the_group_writers_transactions_jobs_and_busy_time(catalo
     assert _sample(text, "pricing_writer_transactions_total") == before["transactions"] + 2
     assert _sample(text, "pricing_writer_jobs_total") == before["jobs"] + 2
     assert _sample(text, "pricing_writer_busy_seconds_total") > 0
+    # Each committed job's wait and each transaction's time, as Prometheus histograms.
+    for name, per in (("commit_wait", "jobs"), ("transaction", "transactions")):
+        count = _sample(text, f"pricing_writer_{name}_seconds_count")
+        assert count == _sample(text, f"pricing_writer_{per}_total")
+        assert _sample(text, f'pricing_writer_{name}_seconds_bucket{{le="+Inf"}}') == count
+        assert 0 < _sample(text, f"pricing_writer_{name}_seconds_sum") < 60
+
+
+def test_writer_latency_counts_bucket_like_prometheus():
+    from api.writer import LatencyCounts
+
+    counts = LatencyCounts((0.001, 0.01))
+    for seconds in (0.0005, 0.001, 0.002, 0.5):  # a bound holds what equals it (le)
+        counts.observe(seconds)
+    assert counts.cumulative() == [(0.001, 2), (0.01, 3), (float("inf"), 4)]
+    assert counts.total == pytest.approx(0.5035)
 
 
 def test_docs_and_the_openapi_document_have_their_own_route_labels(catalog):

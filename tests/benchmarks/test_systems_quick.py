@@ -97,3 +97,20 @@ def test_writer_use_reads_jobs_per_transaction_and_busy_share():
     assert (use.jobs_per_transaction, use.busy_share) == (5.0, 0.3)
     assert systems._writer_cell(use) == "5.0 (30%)"
     assert systems._writer_cell(systems.writer_use((1, 1, 0), (1, 1, 0), 1.0)) == "n/a"
+
+
+def test_the_half_load_finding_names_the_commit_wait_when_it_is_the_tail():
+    def load(rate, p99):
+        return systems.Load("aiohttp", "engine", rate, 10.0, int((rate or 2000) * 10), 0, 4.0, p99)
+
+    quotes = systems.QuoteResults(connections=[64])
+    quotes.engine_max = [load(None, 30.0)]  # 2,000 req/s at best
+    quotes.engine_open = [load(1000.0, 12.0)]
+    quotes.engine_inside = [{0.005: 0.9, 0.01: 0.985, 0.015: 0.995, float("inf"): 1.0}]
+    quotes.engine_waits = [{0.005: 0.95, 0.01: 0.992, float("inf"): 1.0}]
+    [finding] = systems._inside_finding(quotes)
+    assert "p99 within 15 ms" in finding and "most of it is the wait for the group commit" in finding
+    assert "p99 within 10.0 ms from its hand-over to the writer" in finding
+    quotes.engine_waits = [{0.002: 0.995, float("inf"): 1.0}]
+    [finding] = systems._inside_finding(quotes)
+    assert "little of it is the wait" in finding and "the rest is the interpreter" in finding
