@@ -46,9 +46,12 @@ vw-epsilon
     Vowpal Wabbit ``--cb_explore_adf --epsilon 0.05`` learning after every visitor (as in
     benchmarks/promotions_joint.py); it forgets through its online updates.
 
-The engine refits after 500, 1,000 and 2,000 visitors and then once a simulated day
-(the service refits every ``PRICING_REFIT_EVERY_SECONDS``, 6 h by default, and between
-refits reweights its draws online; here the posterior is fixed between refits).
+The engine fits first after 200 visitors and again after 400 (the service's first fit at
+200 outcomes, refitted in full when they double), then once a simulated day (the service
+refits every ``PRICING_REFIT_EVERY_SECONDS``, 6 h by default, and between refits reweights
+its draws online: ``+reweight`` models that; otherwise the posterior is fixed between
+refits). Runs before 2026-12-06 20:15 UTC fitted first after 500 visitors, then at 1,000
+and 2,000 (``--first-refit 500``).
 
 Reported: profit as a share of the moving oracle's (expected profit of the actions
 served), before and after the shift, and the **recovery**: visitors after the shift
@@ -188,7 +191,9 @@ class Settings:
     variants: tuple[Variant, ...] = ()
     #: What an outcome from before a detected change counts for (change detection).
     weight_before: float = 0.25
-    first_refit: int = 500
+    #: Visitors before the first fit (the service's: 200 outcomes); refits double from
+    #: there to 4x, then come daily.
+    first_refit: int = 200
     #: With ``Variant.reweight``: visitors between online updates (the service's updater
     #: runs every 2 s, so at 1,000 visitors a day it folds in every outcome at once; a
     #: batch of 50 is an hour and a bit), the ESS share below which a refit is due at once
@@ -217,7 +222,7 @@ class Settings:
                      self.shift_segments)  # fmt: skip
 
     def refit_points(self) -> list[int]:
-        """500, 1,000, 2,000, then every simulated day."""
+        """``first_refit``, doubled while below 4x it (200, 400), then every simulated day."""
         out, t = [], self.first_refit
         while t < min(4 * self.first_refit, self.visitors):
             out.append(t)
@@ -692,8 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shift-segments", type=lambda v: tuple(int(c) for c in v.split(",")),
                         default=None, help="segment indices the shift hits, e.g. '0' (default: all)")
     parser.add_argument("--first-refit", type=int, default=Settings.first_refit,
-                        help="visitors before the first fit; refits double from there to 4x, then "
-                             "come daily (the service's first fit: 200 outcomes, then at 400)")  # fmt: skip
+                        help="visitors before the first fit (default: the service's 200); refits "
+                             "double from there to 4x, then come daily ('500': the runs before "
+                             "2026-12-06 20:15)")  # fmt: skip
     parser.add_argument("--section", default="",
                         help="write docs/benchmarks.md section drift-SECTION (default: the drift section)")
     parser.add_argument("--variant", action="append",
