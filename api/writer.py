@@ -323,13 +323,16 @@ class GroupWriter:
                 return
             log.warning("batch of %d jobs failed (%s); retrying each alone", len(batch), exc)
             for item in batch:
+                alone = time.perf_counter()
                 try:
                     self._transaction([item[0]])
                 except BaseException as single:
                     self._fail(item, single)
                 else:
                     self.batches += 1
-                    self.commit_waits.observe(time.perf_counter() - item[2])
+                    committed = time.perf_counter()
+                    self.transaction_seconds.observe(committed - alone)
+                    self.commit_waits.observe(committed - item[2])
                     self._done(item)
             return
         self.batches += 1
