@@ -544,9 +544,18 @@ class Server:
 
         assert self._process is not None, f"{self.name} was not started"
         deadline = time.monotonic() + timeout
+        rebinds = 3
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 tail = self.log.read_text(errors="replace")[-3000:]
+                if rebinds and "address already in use" in tail and "--port" in self.command:
+                    # free_port() only found a port free: another process (a parallel test,
+                    # another server) took it before this one bound it. Take another.
+                    rebinds -= 1
+                    self.port = free_port()
+                    self.command[self.command.index("--port") + 1] = str(self.port)
+                    self.start()
+                    continue
                 raise RuntimeError(f"{self.name} exited with {self._process.returncode}:\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
