@@ -169,7 +169,9 @@ class Settings(BaseSettings):
         competitor's sale) without the steady forgetting of a short half-life.
         Default true. Declare a weekly cycle as a context feature, or it may read as one.
     change_alpha : float
-        False-alarm rate of each refit's test (default 0.001).
+        False alarms per day of data (default 0.001): a refit's window of ``f`` days tests
+        at ``f`` times the daily level, and the CUSUM's threshold is set for the same rate
+        at any refit cadence (:meth:`pricing.changes.ChangeDetection.window_alpha`).
     change_weight_before : float
         What an outcome from before a detected change counts for (default 0.25).
     change_cusum : bool
@@ -179,6 +181,10 @@ class Settings(BaseSettings):
         Default true (since 2026-12-06: in the market-wide drift benchmark it found seed 1's
         shift four days before the single test and earned 96.6 % of the moving oracle after
         the shift against 95.3 %; docs/benchmarks.md, drift).
+    change_cusum_k : float
+        The CUSUM's allowance per day, in standard deviations of a day's pooled surprise
+        (default 1.0; 0.5 before 2026-12-06 21:40): quicker on shifts whose day moves the
+        surprise by 2 or more, slower below 1.5 (:func:`pricing.changes.cusum_delay`).
     change_by_category : bool
         Start the new regime only in the categories whose own surprise shows the change
         (:meth:`pricing.changes.ChangeTest.moved_categories`): a sale in one aisle does not
@@ -282,6 +288,7 @@ class Settings(BaseSettings):
     change_alpha: float = Field(default=1e-3, gt=0, lt=1)
     change_weight_before: float = Field(default=0.25, gt=0, le=1)
     change_cusum: bool = True
+    change_cusum_k: float = Field(default=1.0, gt=0, le=10)
     change_by_category: bool = True
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     gc_young_threshold: int = Field(default=5000, ge=1, le=10_000_000)
@@ -310,7 +317,7 @@ class Settings(BaseSettings):
         from pricing.changes import ChangeDetection
 
         return ChangeDetection(self.change_alpha, self.change_weight_before, cusum=self.change_cusum,
-                               by_category=self.change_by_category)  # fmt: skip
+                               cusum_k=self.change_cusum_k, by_category=self.change_by_category)  # fmt: skip
 
     def sampler_config(self) -> dict[str, Any]:
         """The demand model's sampler settings for refits (method and any overrides)."""

@@ -191,6 +191,10 @@ class Settings:
     variants: tuple[Variant, ...] = ()
     #: What an outcome from before a detected change counts for (change detection).
     weight_before: float = 0.25
+    #: Change detection's false alarms per day of data, and the CUSUM's allowance per day
+    #: (``PRICING_CHANGE_ALPHA``, ``PRICING_CHANGE_CUSUM_K``; the service's defaults).
+    change_alpha: float = ChangeDetection.alpha
+    cusum_k: float = ChangeDetection.cusum_k
     #: Visitors before the first fit (the service's: 200 outcomes); refits double from
     #: there to 4x, then come daily.
     first_refit: int = 200
@@ -245,7 +249,8 @@ class Settings:
                    f"{', '.join(map(str, self.shift_segments))} of {self.segments} only"
                    if self.shift_segments is not None else "")
                 + f"; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
-                f"(before a detected change: weight {self.weight_before:g}); "
+                f"(before a detected change: weight {self.weight_before:g}; false alarms "
+                f"{self.change_alpha:g} a day, CUSUM allowance {self.cusum_k:g}); "
                 f"first fit at {self.first_refit:,} visitors; NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
                 f"{self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g})")  # fmt: skip
 
@@ -296,8 +301,8 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     fitted_day = 0
     detections: list[int] = []
     early: list[int] = []  # refits an online update's ESS made due
-    detection = ChangeDetection(weight_before=settings.weight_before, cusum=variant.cusum,
-                                by_category=not variant.every_category)  # fmt: skip
+    detection = ChangeDetection(settings.change_alpha, settings.weight_before, cusum=variant.cusum,
+                                cusum_k=settings.cusum_k, by_category=not variant.every_category)  # fmt: skip
     charts = Cusum()
     # Online updates (variant.reweight): outcomes since the last update, the posterior as
     # fitted (the change test reads it, as the service reads the snapshot's own draws),
@@ -311,13 +316,14 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
         if t in refits or ess_due:
             started = time.perf_counter()
             if variant.detect and fitted is not None:
+                window_days = (t - last_refit) / settings.visitors_per_day
                 test = predictive_check(fitted, _cells(market, fresh_trials,
                                         fresh_conversions, variant, 0, 0.0, ChangePoints(), 1.0),
-                                        alpha=detection.test_alpha)  # fmt: skip
+                                        alpha=detection.window_alpha(window_days))  # fmt: skip
                 began = None
                 if variant.cusum:  # labels sort in time: zero-padded day numbers
-                    charts, began = charts.step(test.pooled_z, f"{fitted_day:06d}",
-                                                detection.cusum_k, detection.cusum_h)  # fmt: skip
+                    charts, began = charts.step(test.pooled_z, f"{fitted_day:06d}", detection.cusum_k,
+                                                detection.window_cusum_h(window_days), window_days)  # fmt: skip
                 if test.detected:  # as the service: where it shows (every category: None)
                     points = points.moved(fitted_day, test.moved_categories()
                                           if detection.by_category else None)  # fmt: skip
@@ -692,6 +698,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="its uniform part (>= the share: all uniform)")  # fmt: skip
     parser.add_argument("--weight-before", type=float, default=Settings.weight_before,
                         help="what an outcome from before a detected change counts for")  # fmt: skip
+    parser.add_argument("--change-alpha", type=float, default=Settings.change_alpha,
+                        help="change detection's false alarms per day of data")  # fmt: skip
+    parser.add_argument("--cusum-k", type=float, default=Settings.cusum_k,
+                        help="the CUSUM's allowance per day, in sd of a day's surprise")  # fmt: skip
+    parser.add_argument("--elasticity-factor", type=float, default=Settings.elasticity_factor,
+                        help="the shift's factor on every elasticity (1 and --intercept-shift 0: "
+                             "no shift, for false alarms)")  # fmt: skip
+    parser.add_argument("--intercept-shift", type=float, default=Settings.intercept_shift,
+                        help="the shift's move of every intercept (logit)")  # fmt: skip
     parser.add_argument("--shift-categories", type=lambda v: tuple(int(c) for c in v.split(",")),
                         default=None, help="category indices the shift hits, e.g. '0' (default: all)")
     parser.add_argument("--shift-segments", type=lambda v: tuple(int(c) for c in v.split(",")),
@@ -712,7 +727,9 @@ def main(argv: list[str] | None = None) -> int:
                             shift_at=2000, visitors_per_day=500, draws=100, tune=100,
                             posterior_draws=200, first_refit=250)  # fmt: skip
     changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor,
-                               "weight_before": args.weight_before}
+                               "weight_before": args.weight_before, "change_alpha": args.change_alpha,
+                               "cusum_k": args.cusum_k, "elasticity_factor": args.elasticity_factor,
+                               "intercept_shift": args.intercept_shift}
     if args.first_refit != Settings.first_refit:
         changes["first_refit"] = args.first_refit
     if args.seeds:

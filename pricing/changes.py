@@ -39,12 +39,25 @@ refit that agrees keeps the change points.
 One refit's window may be too small to pass the test while the same surprise repeats
 refit after refit (a moderate shift: each day's pooled z near 2.5, where the single test
 needs about 3.9). With ``cusum`` on, the pooled surprises of consecutive refits also feed
-a two-sided CUSUM (Page 1954) per statistic, ``S⁺ = max(0, S⁺ + z - k)`` and
-``S⁻ = max(0, S⁻ - z - k)``, carried from snapshot to snapshot (:class:`Cusum`); a chart
-above ``h`` declares a change at the start of its excursion (the first window after it
-last stood at 0). The false-alarm budget is split: the single test at ``alpha / 2``, and
-``h`` set so that the four charts together run ``2 / alpha`` refits between false alarms
-on average (Siegmund's approximation, :func:`cusum_threshold`).
+a two-sided CUSUM (Page 1954) per statistic, carried from snapshot to snapshot
+(:class:`Cusum`); a chart above ``h`` declares a change at the start of its excursion (the
+first window after it last stood at 0).
+
+The budget is spent **per day of data**, not per refit, so that a service refitting every
+six hours (or early, when online updates spend a block's ESS) raises no more false alarms
+than one refitting daily. A window of ``f`` days (its span in clock time) runs the single
+test at ``alpha / 2 · min(f, 1)``, and adds ``√f · z - k · f`` to the upper chart
+(``-√f · z - k · f`` to the lower): under no change ``√f · z`` has variance ``f``, so the
+charts follow the same random walk in days whatever the cadence, and a shift that moves a
+whole day's surprise by ``δ`` climbs ``δ - k`` a day. ``h`` is set so that the four charts
+(level and slope, both signs) together run ``2 / alpha`` days between false alarms on
+average (Siegmund's approximation with its overshoot correction scaled to the window,
+:func:`cusum_threshold`: shorter windows overshoot less and get a higher ``h``). The allowance ``k`` is 1 by
+default: the single test already finds a shift whose day moves ``|z|`` past about 3.9, and
+the CUSUM is there for the band below, where a day of delay costs most; with ``k = 1``
+(``h`` 3.7) a day's ``|z|`` of 3 is found in about 2.3 days and one of 2 in 4.3, where
+``k = 0.5`` (``h`` 7.1) took 3.2 and 5.3 (:func:`cusum_delay`); below ``|z|`` 1.5 a day,
+a shift that costs little, ``k = 1`` is the slower (23 days at 1, against 15).
 
 A systematic level swing that the model does not describe (a weekly cycle with no weekday
 feature, say) looks like a change on the days it is strongest; declare such a cycle as a
@@ -66,7 +79,7 @@ from pricing.cells import Cells
 from pricing.posterior import DemandPosterior
 
 __all__ = ["ChangeDetection", "ChangePoints", "ChangeTest", "Cusum", "change_weight",
-           "cusum_threshold", "predictive_check"]
+           "cusum_delay", "cusum_threshold", "predictive_check"]
 
 FloatArray = NDArray[np.float64]
 #: A day: a :class:`datetime.date` in the service, a day number in the simulator.
@@ -91,8 +104,9 @@ class ChangeDetection:
         Also accumulate consecutive refits' pooled surprises (:class:`Cusum`); the single
         test then runs at ``alpha / 2``.
     cusum_k : float
-        The CUSUM's allowance per refit, in standard deviations (> 0): surprises smaller
-        than this do not accumulate; about half the smallest shift worth finding fast.
+        The CUSUM's allowance per day of data, in standard deviations of a day's pooled
+        surprise (> 0): a shift whose day moves the surprise by less than this does not
+        accumulate; about half the smallest shift worth finding within days.
     by_category : bool
         After a detection by the single test, start the new regime only in the categories
         whose own surprise shows the change (:meth:`ChangeTest.moved_categories`; all of
@@ -102,7 +116,7 @@ class ChangeDetection:
     alpha: float = 1e-3
     weight_before: float = 0.25
     cusum: bool = False
-    cusum_k: float = 0.5
+    cusum_k: float = 1.0
     by_category: bool = True
 
     def __post_init__(self) -> None:
@@ -115,47 +129,120 @@ class ChangeDetection:
 
     @property
     def test_alpha(self) -> float:
-        """False-alarm rate of each refit's single test (half of ``alpha`` with the CUSUM)."""
+        """False-alarm rate of the single test per day of data (half of ``alpha`` with the
+        CUSUM)."""
         return self.alpha / 2 if self.cusum else self.alpha
+
+    def window_alpha(self, days: float) -> float:
+        """Level of the single test on a window of ``days`` days of data.
+
+        ``test_alpha · min(days, 1)``: the windows of one day share its budget, whatever
+        the refit cadence; a window longer than a day is one test at the daily level.
+
+        Parameters
+        ----------
+        days : float
+            The window's span, in days (> 0).
+
+        Returns
+        -------
+        float
+        """
+        if not days > 0.0:
+            raise ValueError("window_alpha: days must be > 0")
+        return self.test_alpha * min(float(days), 1.0)
 
     @property
     def cusum_h(self) -> float:
-        """The CUSUM's decision threshold (:func:`cusum_threshold` at ``alpha / 2``)."""
-        return cusum_threshold(self.alpha / 2, self.cusum_k)
+        """The CUSUM's decision threshold for daily windows (:func:`cusum_threshold` at
+        ``alpha / 2``)."""
+        return self.window_cusum_h(1.0)
+
+    def window_cusum_h(self, days: float) -> float:
+        """The CUSUM's decision threshold after a window of ``days`` days
+        (:func:`cusum_threshold` at ``alpha / 2`` with ``step = days``): a service refitting
+        every six hours raises as many false alarms per day as one refitting daily.
+
+        Parameters
+        ----------
+        days : float
+            The window's span, in days (> 0).
+
+        Returns
+        -------
+        float
+        """
+        if not days > 0.0:
+            raise ValueError("window_cusum_h: days must be > 0")
+        return cusum_threshold(self.alpha / 2, self.cusum_k, step=min(float(days), 1.0))
 
 
-def cusum_threshold(alpha: float, k: float = 0.5, charts: int = 4) -> float:
-    """Threshold ``h`` of one-sided CUSUMs of N(0, 1) surprises with allowance ``k`` such
-    that ``charts`` of them together raise a false alarm every ``1 / alpha`` steps on
-    average.
+def cusum_threshold(alpha: float, k: float = 1.0, charts: int = 4, step: float = 1.0) -> float:
+    """Threshold ``h`` of one-sided CUSUMs of a day's N(0, 1) surprise with allowance ``k``
+    per day such that ``charts`` of them together raise a false alarm every ``1 / alpha``
+    days on average, when each step adds ``step`` days of data (:meth:`Cusum.step`).
 
-    Siegmund's approximation of one chart's in-control run length,
-    ``ARL(h) = (exp(2 k b) - 2 k b - 1) / (2 k²)`` with ``b = h + 1.166``, and charts
-    taken as independent (the combined run length is about ``ARL / charts``).
+    Siegmund's approximation of one chart's in-control run length, in days,
+    ``ARL = (exp(2 k b) - 2 k b - 1) / (2 k²)``, with the boundary corrected for the
+    overshoot of steps of standard deviation ``√step``: ``b = h + 1.166 √step``; charts
+    taken as independent (the combined run length is about ``ARL / charts``). Finer steps
+    overshoot less and so need a higher ``h`` for the same false alarms per day (with
+    ``k = 1``, quarter-day steps at the daily ``h`` would raise three times as many).
 
     Parameters
     ----------
     alpha : float
-        False alarms per step, in (0, 1).
+        False alarms per day, in (0, 1).
     k : float
-        Allowance per step, in standard deviations (> 0).
+        Allowance per day, in standard deviations of a day's surprise (> 0).
     charts : int
         Number of one-sided charts watched together (two statistics, two sides: 4).
+    step : float
+        Days of data per step, in (0, 1] (a longer window: 1, which is conservative).
 
     Returns
     -------
     float
-        ``h``, in standard deviations.
+        ``h``, in standard deviations of a day's surprise.
     """
-    if not 0.0 < alpha < 1.0 or not k > 0.0 or charts < 1:
-        raise ValueError("cusum_threshold: alpha in (0, 1), k > 0, charts >= 1")
+    if not 0.0 < alpha < 1.0 or not k > 0.0 or charts < 1 or not step > 0.0:
+        raise ValueError("cusum_threshold: alpha in (0, 1), k > 0, charts >= 1, step > 0")
     target = charts / alpha
 
-    def excess(h: float) -> float:
+    def excess(h: float) -> float:  # at daily steps; the boundary b is the same for any
         x = 2.0 * k * (h + 1.166)
         return (math.expm1(x) - x) / (2.0 * k * k) - target
 
-    return float(optimize.brentq(excess, 0.0, 200.0))
+    b = float(optimize.brentq(excess, 0.0, 200.0)) + 1.166
+    return b - 1.166 * math.sqrt(min(step, 1.0))
+
+
+def cusum_delay(shift: float, k: float, h: float) -> float:
+    """Mean days a one-sided CUSUM started at 0 takes to find a shift (Siegmund's
+    approximation of the out-of-control run length).
+
+    ``ARL(Δ) = (exp(-2 Δ b) + 2 Δ b - 1) / (2 Δ²)`` with ``Δ = shift - k`` and
+    ``b = h + 1.166`` (``b² `` when ``Δ = 0``).
+
+    Parameters
+    ----------
+    shift : float
+        How far the shift moves a day's pooled surprise, in standard deviations (≥ 0).
+    k, h : float
+        The chart's allowance per day and threshold (:class:`ChangeDetection`).
+
+    Returns
+    -------
+    float
+        Days (of data) to the detection, on average.
+    """
+    if shift < 0.0 or not k > 0.0 or not h > 0.0:
+        raise ValueError("cusum_delay: shift >= 0, k > 0, h > 0")
+    drift, b = shift - k, h + 1.166
+    if abs(drift) < 1e-9:
+        return b * b
+    x = 2.0 * drift * b
+    return (math.exp(-x) + x - 1.0) / (2.0 * drift * drift)
 
 
 @dataclass(frozen=True)
@@ -175,8 +262,10 @@ class Cusum:
     lower: tuple[float, float] = (0.0, 0.0)
     starts: tuple[str | None, ...] = (None, None, None, None)
 
-    def step(self, z: FloatArray, label: str, k: float, h: float) -> tuple[Cusum, str | None]:
-        """Add one refit's pooled surprises.
+    def step(self, z: FloatArray, label: str, k: float, h: float,
+             days: float = 1.0) -> tuple[Cusum, str | None]:  # fmt: skip
+        """Add one refit's pooled surprises: ``√days · z - k · days`` to the upper charts,
+        ``-√days · z - k · days`` to the lower ones.
 
         Parameters
         ----------
@@ -187,7 +276,10 @@ class Cusum:
             Names the window; labels must sort in time order (the service: the ISO date
             of the UTC day the window starts on).
         k, h : float
-            Allowance and threshold (:class:`ChangeDetection`).
+            Allowance per day and threshold (:class:`ChangeDetection`).
+        days : float
+            The window's span in days (> 0): a window of a quarter day moves the charts
+            as a quarter of a day's random walk.
 
         Returns
         -------
@@ -195,12 +287,15 @@ class Cusum:
             The charts after this window, and, when one crossed ``h``, the label of the
             window its excursion began in (the charts then start again from 0).
         """
+        if not days > 0.0:
+            raise ValueError("Cusum.step: days must be > 0")
         values = [float(v) for v in np.asarray(z, dtype=float)[:2]] + [math.nan] * (2 - min(len(z), 2))
         upper, lower, starts = list(self.upper), list(self.lower), list(self.starts)
+        root = math.sqrt(days)
         for j, v in enumerate(values):
             if not math.isfinite(v):
                 continue
-            for side, charts, move in ((0, upper, v - k), (2, lower, -v - k)):
+            for side, charts, move in ((0, upper, root * v - k * days), (2, lower, -root * v - k * days)):
                 before = charts[j]
                 charts[j] = max(0.0, before + move)
                 if charts[j] == 0.0:
@@ -302,6 +397,8 @@ class ChangeTest:
         category was served at one price only): where a change shows (a sale in one
         aisle moves all of that category's blocks a little). Not tested: after a
         detection they pick the categories that moved (:meth:`moved_categories`).
+    alpha : float
+        The level the p-value was judged at (:meth:`ChangeDetection.window_alpha`).
     """
 
     blocks: tuple[tuple[str, str], ...]
@@ -315,6 +412,7 @@ class ChangeTest:
     pooled_z: FloatArray = field(default_factory=lambda: np.zeros(0))
     categories: tuple[str, ...] = ()
     category_z: FloatArray = field(default_factory=lambda: np.zeros((0, 2)))
+    alpha: float = 1e-3
 
     @property
     def z(self) -> FloatArray:
@@ -330,6 +428,7 @@ class ChangeTest:
             "blocks": len(self.blocks),
             "statistic": round(self.statistic, 3),
             "p_value": self.p_value,
+            "alpha": self.alpha,
             "detected": self.detected,
             "observed": float(self.observed.sum()),
             "expected": round(float(self.expected.sum()), 3),
@@ -513,7 +612,7 @@ def predictive_check(
                 category_z[i, j] = (total[0] - e) / np.sqrt(v)
     p_value = min(1.0, len(tests) * min(tests))  # Bonferroni over the two tests
     return ChangeTest(blocks, observed, expected, variance, slope_z, statistic, p_value,
-                      bool(dof and p_value < alpha), pooled_z, categories, category_z)  # fmt: skip
+                      bool(dof and p_value < alpha), pooled_z, categories, category_z, alpha)  # fmt: skip
 
 
 def _score(n: FloatArray, y: FloatArray, prob: FloatArray, w: FloatArray,

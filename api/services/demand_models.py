@@ -382,11 +382,16 @@ def _detect_change(
     fresh = load_cells(session, until=watermark, missing=missing, schema=schema, since=since)
     if len(fresh) == 0:
         return points, None, charts, None, None
-    test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh, alpha=detection.test_alpha)
+    # The window's span in days: the test and the charts spend the budget per day of data,
+    # whatever the refit cadence (pricing.changes).
+    days = max((watermark - since).total_seconds() / 86_400.0, 1.0 / 86_400.0)
+    test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh,
+                            alpha=detection.window_alpha(days))  # fmt: skip
     day = since.astimezone(UTC).date()
     began = None
     if charts is not None:
-        charts, began = charts.step(test.pooled_z, day.isoformat(), detection.cusum_k, detection.cusum_h)
+        charts, began = charts.step(test.pooled_z, day.isoformat(), detection.cusum_k,
+                                    detection.window_cusum_h(days), days)  # fmt: skip
     if test.detected:
         moved = test.moved_categories() if detection.by_category else None
         log.warning("demand changed since %s in %s: %s", day,

@@ -55,7 +55,8 @@ def test_the_documented_defaults():
     settings = Settings()
     assert settings.change_detection and settings.change_alpha == 1e-3
     assert settings.change_weight_before == 0.25
-    assert settings.change_config() == ChangeDetection(1e-3, 0.25, cusum=True, by_category=True)
+    assert settings.change_config() == ChangeDetection(1e-3, 0.25, cusum=True, cusum_k=1.0, by_category=True)
+    assert Settings(change_cusum_k=0.5).change_config() == ChangeDetection(1e-3, 0.25, cusum=True, cusum_k=0.5)
     assert Settings(change_cusum=False).change_config() == ChangeDetection(1e-3, 0.25)
     assert Settings(change_detection=False).change_config() is None
 
@@ -94,9 +95,11 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
         catalog, sessions):  # fmt: skip
     posterior, _watermark, snapshot_id = _published_an_hour_ago(sessions)
     detection = ChangeDetection(cusum=True)
-    # The serving snapshot's lower level chart stands just below the threshold; its
-    # excursion began on 2026-11-28.
-    charts = Cusum(lower=(detection.cusum_h - 0.1, 0.0), starts=(None, None, "2026-11-28", None))
+    # The serving snapshot's lower level chart stands just below the threshold for a window
+    # of an hour (the snapshot's age); its excursion began on 2026-11-28.
+    hour = 1 / 24
+    charts = Cusum(lower=(detection.window_cusum_h(hour) - 0.05, 0.0),
+                   starts=(None, None, "2026-11-28", None))  # fmt: skip
     with sessions() as session, session.begin():
         row = session.get(ModelSnapshot, snapshot_id)
         row.diagnostics = {**row.diagnostics, "change_cusum": charts.to_dict()}
@@ -106,6 +109,9 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
                           for seg in ("default", "loyalty")])  # fmt: skip
     change_since, test, after, found_by = _detect(sessions, detection)
     assert test is not None and not test.detected and test.pooled_z[0] < -0.6
+    # An hour's window spends an hour's share of the day's false-alarm budget.
+    assert test.alpha == pytest.approx(detection.window_alpha(hour), rel=1e-3)
+    assert test.to_dict()["alpha"] == test.alpha
     assert found_by == "cusum" and change_since == date(2026, 11, 28)
     assert after == Cusum()  # the charts start again after a detection
     # Without the CUSUM the same outcomes change nothing.
@@ -117,7 +123,8 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
         row.diagnostics = {**row.diagnostics, "change_cusum": Cusum(lower=(1.0, 0.0), starts=(None, None, "2026-11-28", None)).to_dict()}
     change_since, test, after, found_by = _detect(sessions, detection)
     assert found_by is None and change_since is None and after is not None
-    assert after.lower[0] > 1.0  # still the same fewer buyers: the chart keeps climbing
+    # Still the same fewer buyers: the chart keeps climbing, by an hour's share of them.
+    assert 1.0 < after.lower[0] < 1.0 + np.sqrt(hour) * -test.pooled_z[0]
     assert after.starts[2] == "2026-11-28"
 
 

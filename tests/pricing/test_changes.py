@@ -159,26 +159,88 @@ def test_a_category_refitted_alone_after_a_change_fits_its_own_shift():
 # ---- CUSUM over refits --------------------------------------------------------------
 
 
-def test_the_cusum_threshold_gives_the_promised_false_alarm_rate():
+@pytest.mark.parametrize(("k", "step"), [(0.5, 1.0), (1.0, 1.0), (1.0, 0.25)])
+def test_the_cusum_threshold_gives_the_promised_false_alarm_rate_per_day(k, step):
     """Four one-sided charts (level and slope, both signs) of N(0, 1) surprises: the mean
-    number of steps to a false alarm matches 1 / alpha (Siegmund's approximation)."""
-    from pricing.changes import cusum_threshold
+    number of days to a false alarm matches 1 / alpha (Siegmund's approximation), whether
+    a step is a day or a quarter of one (a service refitting every six hours)."""
+    from pricing.changes import Cusum, cusum_threshold
 
-    alpha, k = 0.01, 0.5
-    h = cusum_threshold(alpha, k)
-    assert cusum_threshold(0.001, k) > h > cusum_threshold(0.05, k)
+    alpha = 0.01
+    h = cusum_threshold(alpha, k, step=step)
+    assert cusum_threshold(0.001, k, step=step) > h > cusum_threshold(0.05, k, step=step)
     rng = np.random.default_rng(0)
-    runs, steps = 4000, 2000
+    runs, steps = 4000, int(2000 / step)
     upper, lower = np.zeros((runs, 2)), np.zeros((runs, 2))
-    alarm = np.full(runs, steps)
+    alarm = np.full(runs, np.inf)
+    root = np.sqrt(step)
     for t in range(steps):
         z = rng.standard_normal((runs, 2))
-        upper = np.maximum(0.0, upper + z - k)
-        lower = np.maximum(0.0, lower - z - k)
-        fired = (np.maximum(upper, lower).max(axis=1) > h) & (alarm == steps)
-        alarm[fired] = t + 1
-    assert (alarm < steps).mean() > 0.99
-    assert 0.75 / alpha < alarm.mean() < 1.35 / alpha, alarm.mean()
+        upper = np.maximum(0.0, upper + root * z - k * step)
+        lower = np.maximum(0.0, lower - root * z - k * step)
+        fired = (np.maximum(upper, lower).max(axis=1) > h) & np.isinf(alarm)
+        alarm[fired] = (t + 1) * step
+    assert np.isfinite(alarm).mean() > 0.99
+    days = alarm[np.isfinite(alarm)].mean()
+    assert 0.75 / alpha < days < 1.35 / alpha, days
+    # Cusum.step is the same recursion.
+    charts, found = Cusum().step(np.array([2.0, -1.0]), "a", k, h, days=step)
+    assert found is None
+    assert charts.upper == pytest.approx((max(0.0, root * 2.0 - k * step), 0.0))
+    assert charts.lower == pytest.approx((0.0, max(0.0, root * 1.0 - k * step)))
+
+
+def test_the_daily_threshold_at_quarter_day_steps_would_break_the_promise():
+    """The overshoot correction matters: quarter-day steps held to the daily ``h`` alarm
+    far more often than once in 1 / alpha days."""
+    from pricing.changes import cusum_threshold
+
+    alpha, k, step = 0.01, 1.0, 0.25
+    assert cusum_threshold(alpha, k, step=step) > cusum_threshold(alpha, k) + 0.5
+    h = cusum_threshold(alpha, k)
+    rng = np.random.default_rng(1)
+    runs = 2000
+    upper, lower = np.zeros((runs, 2)), np.zeros((runs, 2))
+    alarm = np.full(runs, np.inf)
+    for t in range(int(400 / step)):
+        z = rng.standard_normal((runs, 2))
+        upper = np.maximum(0.0, upper + 0.5 * z - k * step)
+        lower = np.maximum(0.0, lower - 0.5 * z - k * step)
+        alarm[(np.maximum(upper, lower).max(axis=1) > h) & np.isinf(alarm)] = (t + 1) * step
+    assert alarm[np.isfinite(alarm)].mean() < 0.5 / alpha
+
+
+@pytest.mark.parametrize("shift", [2.0, 3.0])
+def test_the_cusum_delay_approximation_matches_a_simulation(shift):
+    from pricing.changes import ChangeDetection, cusum_delay
+
+    detection = ChangeDetection(cusum=True)
+    k, h = detection.cusum_k, detection.cusum_h
+    rng = np.random.default_rng(2)
+    chart, found = np.zeros(4000), np.full(4000, np.inf)
+    for day in range(60):
+        chart = np.maximum(0.0, chart + rng.standard_normal(4000) + shift - k)
+        found[(chart > h) & np.isinf(found)] = day + 1
+    assert np.isfinite(found).all()
+    assert cusum_delay(shift, k, h) == pytest.approx(found.mean(), rel=0.15)
+    # The default allowance finds a shift of 2 or 3 a day sooner than k = 0.5 did.
+    old = ChangeDetection(cusum=True, cusum_k=0.5)
+    assert cusum_delay(shift, k, h) < cusum_delay(shift, 0.5, old.cusum_h) - 0.5
+    with pytest.raises(ValueError):
+        cusum_delay(-1.0, k, h)
+
+
+def test_the_budget_is_spent_per_day_of_data():
+    detection = ChangeDetection(cusum=True)
+    assert detection.window_alpha(1.0) == detection.test_alpha == 5e-4
+    assert detection.window_alpha(0.25) == pytest.approx(1.25e-4)
+    assert detection.window_alpha(3.0) == detection.test_alpha  # one test, at the daily level
+    assert detection.window_cusum_h(0.25) > detection.cusum_h == detection.window_cusum_h(2.0)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError):
+            detection.window_alpha(bad)
+        with pytest.raises(ValueError):
+            detection.window_cusum_h(bad)
 
 
 def test_a_cusum_finds_a_repeated_moderate_surprise_and_dates_it_to_its_start():
@@ -187,27 +249,36 @@ def test_a_cusum_finds_a_repeated_moderate_surprise_and_dates_it_to_its_start():
     detection = ChangeDetection(cusum=True)
     h, k = detection.cusum_h, detection.cusum_k
     assert detection.test_alpha == 5e-4 and ChangeDetection().test_alpha == 1e-3
+    assert (k, round(h, 2)) == (1.0, 3.67)
     charts, found = Cusum(), None
     # Noise first (the chart returns to 0), then z = -2.5 each day from 2026-11-03 on: the
-    # single test (|z| > 3.9 or so) would need luck; the lower level chart climbs 2 a day.
+    # single test (|z| > 3.9 or so) would need luck; the lower level chart climbs 1.5 a day.
     days = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"]
     surprises = [np.array([0.8, -0.3]), np.array([-0.2, 0.1])] + [np.array([-2.5, 0.2])] * 4
     for day, z in zip(days, surprises, strict=True):
         charts, found = charts.step(z, day, k, h)
         if found:
-            assert day == "2026-11-06" and found == "2026-11-03"
+            assert day == "2026-11-05" and found == "2026-11-03"
             break
     assert found == "2026-11-03" and charts == Cusum()
+    # Four quarter-day windows of the same surprise move the chart as that one day did.
+    quarter, found = Cusum(), None
+    for window in range(8):
+        quarter, found = quarter.step(np.array([-2.5 / 2]), f"q{window}", k, h, days=0.25)
+        if window == 3:
+            assert quarter.lower[0] == pytest.approx(1.5)
+    assert found is None and quarter.lower[0] == pytest.approx(3.0)
     # A one-off spike below the threshold fades; a window without a slope leaves that chart.
     charts, found = Cusum().step(np.array([3.0]), "a", k, h)
-    assert found is None and charts.upper[0] == pytest.approx(2.5) and charts.starts[0] == "a"
-    for day in ("b", "c", "d"):
-        charts, found = charts.step(np.array([0.0, 0.0]), day, k, h)
+    assert found is None and charts.upper[0] == pytest.approx(2.0) and charts.starts[0] == "a"
+    charts, found = charts.step(np.array([0.0, 0.0]), "b", k, h)
     assert found is None and charts.upper == (1.0, 0.0)
     charts, found = charts.step(np.array([-1.0, 0.0]), "e", k, h)
     assert charts.upper[0] == 0.0 and charts.starts[0] is None
     assert Cusum.from_dict(charts.to_dict()) == charts
     assert Cusum.from_dict(None) == Cusum() and Cusum.from_dict({"upper": [1]}) == Cusum()
+    with pytest.raises(ValueError):
+        Cusum().step(np.array([1.0]), "x", k, h, days=0.0)
 
 
 def _category_cells(posterior, rng, shifted, trials, intercept_shift, segments):
