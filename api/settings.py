@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     change_alpha : float
         False alarms per day of data (default 0.001): a refit's window of ``f`` days tests
         at ``f`` times the daily level, and the CUSUM's threshold is set for the same rate
-        at any refit cadence (:meth:`pricing.changes.ChangeDetection.window_alpha`).
+        at any refit cadence (:meth:`pricing.changes.ChangeDetection.window`).
     change_weight_before : float
         What an outcome from before a detected change counts for (default 0.25).
     change_cusum : bool

@@ -317,13 +317,14 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
             started = time.perf_counter()
             if variant.detect and fitted is not None:
                 window_days = (t - last_refit) / settings.visitors_per_day
+                level, threshold = detection.window(window_days)
                 test = predictive_check(fitted, _cells(market, fresh_trials,
                                         fresh_conversions, variant, 0, 0.0, ChangePoints(), 1.0),
-                                        alpha=detection.window_alpha(window_days))  # fmt: skip
+                                        alpha=level)  # fmt: skip
                 began = None
                 if variant.cusum:  # labels sort in time: zero-padded day numbers
                     charts, began = charts.step(test.pooled_z, f"{fitted_day:06d}", detection.cusum_k,
-                                                detection.window_cusum_h(window_days), window_days)  # fmt: skip
+                                                threshold, window_days)  # fmt: skip
                 if test.detected:  # as the service: where it shows (every category: None)
                     points = points.moved(fitted_day, test.moved_categories()
                                           if detection.by_category else None)  # fmt: skip

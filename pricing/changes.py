@@ -133,11 +133,14 @@ class ChangeDetection:
         CUSUM)."""
         return self.alpha / 2 if self.cusum else self.alpha
 
-    def window_alpha(self, days: float) -> float:
-        """Level of the single test on a window of ``days`` days of data.
+    def window(self, days: float) -> tuple[float, float]:
+        """The single test's level and the CUSUM's threshold for a window of ``days`` days.
 
-        ``test_alpha · min(days, 1)``: the windows of one day share its budget, whatever
-        the refit cadence; a window longer than a day is one test at the daily level.
+        The level is ``test_alpha · min(days, 1)``: the windows of one day share its budget
+        whatever the refit cadence, and a window longer than a day is one test at the
+        daily level. The threshold is :func:`cusum_threshold` at ``alpha / 2`` with
+        ``step = min(days, 1)``: a service refitting every six hours raises as many false
+        alarms per day as one refitting daily.
 
         Parameters
         ----------
@@ -146,35 +149,19 @@ class ChangeDetection:
 
         Returns
         -------
-        float
+        (float, float)
+            The level (p-value below it: a change) and ``h`` (standard deviations of a
+            day's surprise).
         """
         if not days > 0.0:
-            raise ValueError("window_alpha: days must be > 0")
-        return self.test_alpha * min(float(days), 1.0)
+            raise ValueError("change detection: a window's days must be > 0")
+        step = min(float(days), 1.0)
+        return self.test_alpha * step, cusum_threshold(self.alpha / 2, self.cusum_k, step=step)
 
     @property
     def cusum_h(self) -> float:
-        """The CUSUM's decision threshold for daily windows (:func:`cusum_threshold` at
-        ``alpha / 2``)."""
-        return self.window_cusum_h(1.0)
-
-    def window_cusum_h(self, days: float) -> float:
-        """The CUSUM's decision threshold after a window of ``days`` days
-        (:func:`cusum_threshold` at ``alpha / 2`` with ``step = days``): a service refitting
-        every six hours raises as many false alarms per day as one refitting daily.
-
-        Parameters
-        ----------
-        days : float
-            The window's span, in days (> 0).
-
-        Returns
-        -------
-        float
-        """
-        if not days > 0.0:
-            raise ValueError("window_cusum_h: days must be > 0")
-        return cusum_threshold(self.alpha / 2, self.cusum_k, step=min(float(days), 1.0))
+        """The CUSUM's decision threshold for daily windows (:meth:`window`)."""
+        return self.window(1.0)[1]
 
 
 def cusum_threshold(alpha: float, k: float = 1.0, charts: int = 4, step: float = 1.0) -> float:
@@ -398,7 +385,7 @@ class ChangeTest:
         aisle moves all of that category's blocks a little). Not tested: after a
         detection they pick the categories that moved (:meth:`moved_categories`).
     alpha : float
-        The level the p-value was judged at (:meth:`ChangeDetection.window_alpha`).
+        The level the p-value was judged at (:meth:`ChangeDetection.window`).
     """
 
     blocks: tuple[tuple[str, str], ...]

@@ -385,13 +385,12 @@ def _detect_change(
     # The window's span in days: the test and the charts spend the budget per day of data,
     # whatever the refit cadence (pricing.changes).
     days = max((watermark - since).total_seconds() / 86_400.0, 1.0 / 86_400.0)
-    test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh,
-                            alpha=detection.window_alpha(days))  # fmt: skip
+    level, threshold = detection.window(days)
+    test = predictive_check(DemandPosterior.from_bytes(previous.draws), fresh, alpha=level)
     day = since.astimezone(UTC).date()
     began = None
     if charts is not None:
-        charts, began = charts.step(test.pooled_z, day.isoformat(), detection.cusum_k,
-                                    detection.window_cusum_h(days), days)  # fmt: skip
+        charts, began = charts.step(test.pooled_z, day.isoformat(), detection.cusum_k, threshold, days)
     if test.detected:
         moved = test.moved_categories() if detection.by_category else None
         log.warning("demand changed since %s in %s: %s", day,

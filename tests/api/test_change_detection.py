@@ -98,7 +98,7 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
     # The serving snapshot's lower level chart stands just below the threshold for a window
     # of an hour (the snapshot's age); its excursion began on 2026-11-28.
     hour = 1 / 24
-    charts = Cusum(lower=(detection.window_cusum_h(hour) - 0.05, 0.0),
+    charts = Cusum(lower=(detection.window(hour)[1] - 0.05, 0.0),
                    starts=(None, None, "2026-11-28", None))  # fmt: skip
     with sessions() as session, session.begin():
         row = session.get(ModelSnapshot, snapshot_id)
@@ -110,7 +110,7 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
     change_since, test, after, found_by = _detect(sessions, detection)
     assert test is not None and not test.detected and test.pooled_z[0] < -0.6
     # An hour's window spends an hour's share of the day's false-alarm budget.
-    assert test.alpha == pytest.approx(detection.window_alpha(hour), rel=1e-3)
+    assert test.alpha == pytest.approx(detection.window(hour)[0], rel=1e-3)
     assert test.to_dict()["alpha"] == test.alpha
     assert found_by == "cusum" and change_since == date(2026, 11, 28)
     assert after == Cusum()  # the charts start again after a detection

@@ -232,15 +232,13 @@ def test_the_cusum_delay_approximation_matches_a_simulation(shift):
 
 def test_the_budget_is_spent_per_day_of_data():
     detection = ChangeDetection(cusum=True)
-    assert detection.window_alpha(1.0) == detection.test_alpha == 5e-4
-    assert detection.window_alpha(0.25) == pytest.approx(1.25e-4)
-    assert detection.window_alpha(3.0) == detection.test_alpha  # one test, at the daily level
-    assert detection.window_cusum_h(0.25) > detection.cusum_h == detection.window_cusum_h(2.0)
+    assert detection.window(1.0)[0] == detection.test_alpha == 5e-4
+    assert detection.window(0.25)[0] == pytest.approx(1.25e-4)
+    assert detection.window(3.0) == detection.window(1.0)  # one test, at the daily level
+    assert detection.window(0.25)[1] > detection.cusum_h == detection.window(2.0)[1]
     for bad in (0.0, -1.0):
         with pytest.raises(ValueError):
-            detection.window_alpha(bad)
-        with pytest.raises(ValueError):
-            detection.window_cusum_h(bad)
+            detection.window(bad)
 
 
 def test_a_cusum_finds_a_repeated_moderate_surprise_and_dates_it_to_its_start():
