@@ -109,8 +109,9 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
                           for seg in ("default", "loyalty")])  # fmt: skip
     change_since, test, after, found_by = _detect(sessions, detection)
     assert test is not None and not test.detected and test.pooled_z[0] < -0.6
-    # An hour's window spends an hour's share of the day's false-alarm budget.
-    assert test.alpha == pytest.approx(detection.window(hour)[0], rel=1e-3)
+    # An hour's window spends an hour's share of the day's false-alarm budget (and a little
+    # more: the seconds this test took since the snapshot's watermark).
+    assert detection.window(hour)[0] <= test.alpha < detection.window(hour + 5 / 1440)[0]
     assert test.to_dict()["alpha"] == test.alpha
     assert found_by == "cusum" and change_since == date(2026, 11, 28)
     assert after == Cusum()  # the charts start again after a detection
