@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         lease_seconds=settings.promotion_lease_seconds, max_rows=settings.writer_max_rows,
         jurisdictions=jurisdiction_rules, write_timeout=settings.write_timeout_seconds,
         linger=settings.writer_linger_seconds, calendar_zone=settings.calendar_zone(),
+        writer_process=settings.writer_process,
     )  # fmt: skip
     hot_catalog, prices, promotions = (
         quote_service.catalog, quote_service.prices, quote_service.promotions

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -15,7 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = [
     "READ_ONLY",
     "DatabaseBusyError",
+    "EngineRecipe",
     "WalCheckpointer",
+    "engine_recipe",
     "make_engine",
     "make_session_factory",
     "read_only",
@@ -188,6 +192,27 @@ def _sqlite_pragmas(synchronous: str, autocheckpoint: bool) -> Any:
     return apply
 
 
+@dataclass(frozen=True)
+class EngineRecipe:
+    """How an engine was made: enough for another process to open the same database the
+    same way (the writer process, :mod:`api.writer_process`). Picklable."""
+
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, **overrides: Any) -> Engine:
+        """A new engine like the original (``overrides`` replace its options)."""
+        return make_engine(self.url, **{**self.options, **overrides})
+
+
+_RECIPES: weakref.WeakKeyDictionary[Engine, EngineRecipe] = weakref.WeakKeyDictionary()
+
+
+def engine_recipe(engine: Engine) -> EngineRecipe | None:
+    """The recipe of an engine made by :func:`make_engine` (None for any other engine)."""
+    return _RECIPES.get(engine)
+
+
 def make_engine(
     url: str,
     *,
@@ -222,6 +247,23 @@ def make_engine(
     Engine
         Ready to use; SQLite connections run in WAL mode with foreign keys on.
     """
+    engine = _build_engine(url, pool_size=pool_size, write_wait_seconds=write_wait_seconds,
+                           sqlite_synchronous=sqlite_synchronous,
+                           connect_timeout_seconds=connect_timeout_seconds,
+                           sqlite_autocheckpoint=sqlite_autocheckpoint)  # fmt: skip
+    _RECIPES[engine] = EngineRecipe(url, {
+        "pool_size": pool_size, "write_wait_seconds": write_wait_seconds,
+        "sqlite_synchronous": sqlite_synchronous,
+        "connect_timeout_seconds": connect_timeout_seconds,
+        "sqlite_autocheckpoint": sqlite_autocheckpoint,
+    })  # fmt: skip
+    return engine
+
+
+def _build_engine(
+    url: str, *, pool_size: int, write_wait_seconds: float, sqlite_synchronous: str,
+    connect_timeout_seconds: int, sqlite_autocheckpoint: bool,
+) -> Engine:  # fmt: skip
     if url.startswith("sqlite"):
         engine = create_engine(
             url,

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     writer_linger_seconds : float
         Under load (the last batch held more than one job), how long the group writer lets
         a batch fill before it commits (s); an idle writer commits at once. 0: never wait.
+    writer_process : bool
+        Run the group writer's transactions in a child process per worker
+        (:mod:`api.writer_process`): the statements leave the worker's GIL, so they no
+        longer hold up requests. Default true; false: on the writer thread (an in-memory
+        SQLite database always is).
     first_fit_draws : int
         The first model comes sooner and cheaper: once 200 outcomes are in and no
         snapshot is published, the updater fits with this many draws and tuning steps per
@@ -281,6 +286,7 @@ class Settings(BaseSettings):
     promotion_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     writer_linger_seconds: float = Field(default=0.001, ge=0, le=0.1)
+    writer_process: bool = True
     first_fit_draws: int = Field(default=300, ge=0, le=100_000)
     prior_at_list: bool = False
     demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)

@@ -32,8 +32,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import DatabaseBusyError
+from api.writer_process import WriterProcess
 
-__all__ = ["GroupWriter", "Job", "LatencyCounts", "WriteUnavailableError"]
+__all__ = ["GroupWriter", "Job", "LatencyCounts", "WriteUnavailableError", "write_jobs"]
 
 log = logging.getLogger("pricing.writer")
 
@@ -49,6 +50,38 @@ _TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_det
 
 def _transient(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+def write_jobs(
+    sessions: sessionmaker[Session], jobs: Sequence[Job],
+    before_commit: Callable[[Session], None] | None = None,
+) -> None:  # fmt: skip
+    """Write ``jobs`` in one transaction, jobs of one kind by one ``write_batch`` call.
+
+    A deadlock or serialization failure (two workers' writers meeting on the same rows on
+    PostgreSQL) is retried at once, up to :data:`TRANSIENT_RETRIES` times; each attempt
+    starts by resetting what a rolled-back attempt set on the jobs. ``before_commit`` (a
+    test hook) runs inside the transaction just before the commit.
+    """
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.kind, []).append(job)
+    for attempt in range(TRANSIENT_RETRIES + 1):
+        for job in jobs:  # what a rolled-back attempt set on the jobs is void
+            reset = getattr(job, "reset", None)
+            if reset is not None:
+                reset()
+        try:
+            with sessions() as session, session.begin():
+                for group in groups.values():
+                    type(group[0]).write_batch(session, group)
+                if before_commit is not None:
+                    before_commit(session)
+            return
+        except DBAPIError as exc:
+            if attempt == TRANSIENT_RETRIES or not _transient(exc):
+                raise
+            log.info("transient write failure (%s); retrying", type(exc.orig).__name__)
 
 
 #: Upper bounds (s) of the service's latency histograms: the requests'
@@ -124,6 +157,10 @@ class Job(Protocol):
         """Called when the job's rows were not committed (return leased budget...)."""
         ...
 
+    # With a writer process, a job also pickles (without its callbacks) and has:
+    #   report() -> Any: in the child, after the commit, what the parent's copy must learn;
+    #   absorb(report) -> None: in the API process, take it in (before committed()).
+
 
 class GroupWriter:
     """The worker's single writer thread.
@@ -139,6 +176,11 @@ class GroupWriter:
         a batch fill before it commits: fewer, larger transactions for the same jobs. An
         idle writer, and one with ``linger_seconds=0``, commits whatever is ready at once
         (jobs that arrive during a commit go in the next one).
+    process : WriterProcess, optional
+        Run each transaction in this child process (:mod:`api.writer_process`) instead of
+        on the writer thread: the thread batches, sends and settles; the statements run on
+        another core, outside this process's GIL. Jobs must then pickle, and have
+        ``report()``/``absorb()``. None: the thread writes itself.
     wait_seconds : float, optional
         How long an async request waits for its commit before it gets
         :class:`WriteUnavailableError` (a slow or unreachable database must not hold a
@@ -149,9 +191,10 @@ class GroupWriter:
 
     def __init__(
         self, sessions: sessionmaker[Session], *, max_rows: int = 2000, linger_seconds: float = 0.0,
-        wait_seconds: float | None = None,
+        wait_seconds: float | None = None, process: WriterProcess | None = None,
     ) -> None:  # fmt: skip
         self._sessions = sessions
+        self._process = process
         self.max_rows = max_rows
         self.linger = linger_seconds
         self.wait_seconds = wait_seconds
@@ -183,6 +226,8 @@ class GroupWriter:
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
         with self._lock:
+            if self._process is not None:
+                self._process.start()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
                 self._thread.start()
@@ -194,6 +239,8 @@ class GroupWriter:
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout=timeout)
+        if self._process is not None:
+            self._process.stop(timeout)
 
     def submit(self, job: Job) -> Future[Any]:
         """Queue ``job``; the future resolves to ``job.result()`` after the commit."""
@@ -273,30 +320,11 @@ class GroupWriter:
                 return
 
     def _transaction(self, jobs: Sequence[Job]) -> None:
-        """Write ``jobs`` in one transaction; a deadlock or serialization failure (two
-        workers' writers meeting on the same rows on PostgreSQL) is retried at once."""
-        for attempt in range(TRANSIENT_RETRIES + 1):
-            for job in jobs:  # what a rolled-back attempt set on the jobs is void
-                reset = getattr(job, "reset", None)
-                if reset is not None:
-                    reset()
-            try:
-                self._attempt(jobs)
-                return
-            except DBAPIError as exc:
-                if attempt == TRANSIENT_RETRIES or not _transient(exc):
-                    raise
-                log.info("transient write failure (%s); retrying", type(exc.orig).__name__)
-
-    def _attempt(self, jobs: Sequence[Job]) -> None:
-        groups: dict[str, list[Job]] = {}
-        for job in jobs:
-            groups.setdefault(job.kind, []).append(job)
-        with self._sessions() as session, session.begin():
-            for group in groups.values():
-                type(group[0]).write_batch(session, group)
-            if self.before_commit is not None:
-                self.before_commit(session)
+        """Write ``jobs`` in one transaction: here, or in the writer process."""
+        if self._process is not None:
+            self._process.commit(jobs, self.before_commit)
+        else:
+            write_jobs(self._sessions, jobs, self.before_commit)
 
     def _write(self, batch: list[_Item]) -> None:
         live = []

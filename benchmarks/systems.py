@@ -653,10 +653,16 @@ class CpuUse:
     #: Busy cores of the whole host (the load generator and everything else included).
     host: float
     cores: int
+    #: The group writers' processes (``pricing-writer``, :mod:`api.writer_process`), part
+    #: of ``server``; 0 when the writers commit on a thread of their worker.
+    writer: float = 0.0
 
     def brief(self) -> str:
-        """E.g. ``"server 1.03 (event loop 0.60), host 1.06 of 2"``."""
-        main = f" (event loop {self.main_thread:.2f})" if self.main_thread is not None else ""
+        """E.g. ``"server 1.43 (event loop 0.70, writer process 0.31), host 1.55 of 2"``."""
+        parts = [f"event loop {self.main_thread:.2f}"] if self.main_thread is not None else []
+        if self.writer >= 0.005:
+            parts.append(f"writer process {self.writer:.2f}")
+        main = f" ({', '.join(parts)})" if parts else ""
         pg = f", PostgreSQL {self.postgres:.2f}" if self.postgres >= 0.005 else ""
         return f"server {self.server:.2f}{main}{pg}, host {self.host:.2f} of {self.cores}"
 
@@ -710,11 +716,30 @@ def cpu_use(server_pid: int) -> Iterator[list[CpuUse]]:
 
     busy = 1.0 - (after[3][1] - before[3][1]) / max(after[3][0] - before[3][0], 1)
     cores = os.cpu_count() or 1
+    writers = [p for p in after[0] if _helper(p) == "writer"]
+    # The processes that serve, other than the server itself: uvicorn's workers, if any.
+    workers = [p for p in after[0] if p != server_pid and _helper(p) is None]
     out.append(CpuUse(
         server=used(before[0], after[0]) / wall,
-        main_thread=(after[2] - before[2]) / wall if len(after[0]) == 1 else None,
+        main_thread=(after[2] - before[2]) / wall if not workers else None,
         postgres=used(before[1], after[1]) / wall, host=busy * cores, cores=cores,
+        writer=used({p: before[0].get(p, 0.0) for p in writers}, {p: after[0][p] for p in writers}) / wall,
     ))  # fmt: skip
+
+
+def _helper(pid: int) -> str | None:
+    """"writer" for a group writer's process, "tracker" for multiprocessing's resource
+    tracker (both children of a worker), None for anything else (a worker)."""
+    from api.writer_process import PROCESS_NAME
+
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() == PROCESS_NAME:
+            return "writer"
+        if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return "tracker"
+    except OSError:
+        return None
+    return None
 
 
 # --------------------------------------------------------------------------- data
@@ -1925,27 +1950,33 @@ def _throughput_finding(quotes: QuoteResults, per_quote_ms: float) -> str:
         "the event loop (HTTP parsing by uvicorn's httptools on uvloop; the quote's validation, "
         "authentication and rate limit in `api/fast_path.py`, the app's outermost layer, which skips "
         "FastAPI's middlewares, routing and dependencies; the decision; the response), the writer thread "
-        "(statement execution and commit) and the background threads (the refresher's reads, the pacing "
-        "LP's re-solves)"
+        "(batching; with `PRICING_WRITER_PROCESS`, the default, it hands each batch to the worker's writer "
+        "process, which runs the statements and the commit on a core of its own) and the background "
+        "threads (the refresher's reads, the pacing LP's re-solves)"
     )
     if use is None or use.main_thread is None:
         return (f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at "
                 f"best is about {per_quote_ms:.1f} ms of interpreter time per quote, shared by {work}.")  # fmt: skip
     spare = use.cores - use.host
-    if use.server < 1.25 and spare >= 0.3:
+    api = use.server - use.writer
+    split = (
+        f"the API process {api:.2f} (its event-loop thread {use.main_thread:.2f}) and the writer process "
+        f"{use.writer:.2f}" if use.writer >= 0.005
+        else f"its event-loop thread {use.main_thread:.2f}, the writer and background threads the rest"
+    )  # fmt: skip
+    if api < 1.25 and spare >= 0.3:
         bound = (
             f"the bound is the interpreter, not the host: at its best run the worker used {use.server:.2f} "
-            f"cores (its event-loop thread {use.main_thread:.2f}, the writer and background threads the "
-            f"rest) while the host had {spare:.2f} of its {use.cores} cores idle (load generator "
-            "included). Python runs one thread's bytecode at a time (the GIL), and the sqlite3 driver "
-            "releases it only inside SQLite's C code, so the threads of one worker add up to about one "
-            "core however many the host has"
-        )
+            f"cores ({split}) while the host had {spare:.2f} of its {use.cores} cores idle (load generator "
+            "included). Python runs one thread's bytecode at a time (the GIL), so the threads of the API "
+            "process add up to about one core however many the host has"
+            + ("; the writer process takes the statements and the commit off that core" if use.writer >= 0.005
+               else "")
+        )  # fmt: skip
     else:
         bound = (
-            f"at its best run the worker used {use.server:.2f} cores (its event-loop thread "
-            f"{use.main_thread:.2f}) and the host {use.host:.2f} of {use.cores}: the host's cores, shared "
-            "with the load generator, were the bound"
+            f"at its best run the worker used {use.server:.2f} cores ({split}) and the host "
+            f"{use.host:.2f} of {use.cores}: the host's cores, shared with the load generator, were the bound"
         )
     return (f"- {quotes.engine_rps:,.0f} req/s at best is about {per_quote_ms:.2f} ms of one worker's time "
             f"per quote, shared by {work}; {bound}.")  # fmt: skip
@@ -1997,13 +2028,13 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
             "from its hand-over to the writer until its rows were committed "
             "(`pricing_writer_commit_wait_seconds`: the linger that lets a batch fill, the "
             "transaction in progress, then its own statements and the flush to disk)"
-            + (", the rest is the interpreter (the event loop and the writer thread share one "
-               "GIL, and 2 cores with the load generator)." if commit_share < 0.5 else ".")
+            + (", the rest is the interpreter (the event loop and the worker's other threads share "
+               "one GIL, and 2 cores with the load generator)." if commit_share < 0.5 else ".")
         )  # fmt: skip
     elif inside == inside and inside >= 0.5 * load.p99_ms:  # nan: p99 beyond the last bound
         where = (
             "the tail is inside the app: a request waits there for the interpreter (the event loop "
-            "and the writer thread share one GIL, and 2 cores with the load generator) or for "
+            "and the worker's other threads share one GIL, and 2 cores with the load generator) or for "
             "the group commit (a server without `pricing_writer_commit_wait_seconds` cannot say "
             "which)."
         )
@@ -2011,7 +2042,7 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
         where = (
             "most of the tail is spent before the app sees a request (uvicorn's HTTP parsing and "
             "the event loop waiting for a core or the GIL, on 2 cores shared with the load "
-            "generator and the writer thread), not in pricing or the commit."
+            "generator and the writer), not in pricing or the commit."
         )
     best = quotes.engine_max.index(quotes.engine_best)
     if len(quotes.engine_open_cpu) == len(quotes.engine_open) and len(quotes.engine_cpu) == len(

@@ -37,6 +37,11 @@ if os.environ.get("CI"):
 # the crash tests check); the service's default FULL (power loss too) costs an fsync per
 # commit, which only slows the suite. test_migrations checks the default is FULL.
 os.environ.setdefault("PRICING_SQLITE_SYNCHRONOUS", "NORMAL")
+# The app's writer commits on its thread in tests: a writer process per app (the served
+# default) would spawn an interpreter for each of the suite's hundreds of apps. The tests
+# that are about the writer process, and the served-process tests (kill -9, the systems
+# benchmark), turn it on themselves.
+os.environ.setdefault("PRICING_WRITER_PROCESS", "0")
 
 POSTGRES_URL = os.environ.get(
     "PRICING_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

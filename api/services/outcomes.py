@@ -58,7 +58,7 @@ def outcome_public(outcome: Outcome | _Stored) -> OutcomePublic:
 @dataclass(slots=True)
 class _Item:
     index: int
-    data: OutcomeIn
+    data: OutcomeIn | _WireOutcome
     status: Status | None = None
     error: str | None = None
     #: The request field an ``invalid`` item is refused for.
@@ -287,6 +287,24 @@ class OutcomeJob:
         if self.on_commit is not None:
             self.on_commit([i.data.decision_id for i in self.items if i.status == "created"])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What the writer process needs (:mod:`api.writer_process`): each item's index and
+        values as plain fields (cheaper to pickle than the request models), no callback."""
+        return {"items": [(i.index, *(getattr(i.data, f) for f in _WIRE_FIELDS)) for i in self.items]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.on_commit = None
+        self.items = [_Item(index, _WireOutcome(*values)) for index, *values in state["items"]]
+
+    def report(self) -> list[tuple[Any, ...]]:
+        """In the writer process, after the commit: each item's status and stored row."""
+        return [(i.status, i.error, i.field, _as_stored(i.stored)) for i in self.items]
+
+    def absorb(self, report: list[tuple[Any, ...]]) -> None:
+        """In the API process: take in the writer process's :meth:`report`."""
+        for item, (status, error, field_, stored) in zip(self.items, report, strict=True):
+            item.status, item.error, item.field, item.stored = status, error, field_, stored
+
     def reset(self) -> None:
         """Forget what a rolled-back attempt found (the writer calls it before each)."""
         for item in self.items:
@@ -295,6 +313,31 @@ class OutcomeJob:
     def failed(self, error: BaseException) -> None:
         """Nothing was stored; the caller may retry."""
         self.reset()
+
+
+#: The fields of an outcome that the writer uses (:meth:`OutcomeJob.__getstate__`).
+_WIRE_FIELDS = ("decision_id", "converted", "quantity", "revenue", "currency", "occurred_at", "discount")
+
+
+@dataclass(slots=True)
+class _WireOutcome:
+    """An outcome's values as the writer process receives them (what ``_process`` reads)."""
+
+    decision_id: uuid.UUID
+    converted: bool
+    quantity: int
+    revenue: Any
+    currency: str | None
+    occurred_at: datetime | None
+    discount: Any
+
+
+def _as_stored(stored: Outcome | _Stored | None) -> _Stored | None:
+    if stored is None or isinstance(stored, _Stored):
+        return stored
+    return _Stored(stored.id, stored.decision_id, stored.converted, stored.quantity,
+                   stored.revenue_minor, stored.currency, stored.occurred_at, stored.recorded_at,
+                   stored.discount_minor, stored.late)  # fmt: skip
 
 
 def outcome_items(outcomes: Sequence[OutcomeIn]) -> list[_Item]:

@@ -107,6 +107,18 @@ class OfferClaim:
     customer_limit: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _StoredResponse:
+    """A quote's response as an idempotency key stores it (sent to the writer process)."""
+
+    quote_id: Any
+    body: str
+
+    def model_dump_json(self) -> str:
+        """The stored body (as :meth:`QuoteResponse.model_dump_json`)."""
+        return self.body
+
+
 @dataclass
 class QuoteJob:
     """One quote's rows for the group writer (see the module docstring)."""
@@ -161,6 +173,27 @@ class QuoteJob:
         if self.rejected:
             raise OfferRejectedError(self.rejected, self.rejected_limits)
         return self.response
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What the writer process needs (:mod:`api.writer_process`): the rows, not the
+        callbacks, and of the response only what an idempotency key stores."""
+        state = dict(self.__dict__)
+        state["on_commit"] = state["on_failure"] = None
+        response = self.response
+        state["response"] = (
+            None if self.idempotency is None
+            else _StoredResponse(response.quote_id, response.model_dump_json())
+        )  # fmt: skip
+        return state
+
+    def report(self) -> tuple[bool, set[str], set[str], set[str]]:
+        """In the writer process, after the commit: what refused the job, if anything."""
+        return self.replayed, self.rejected, self.rejected_limits, self.sticky_conflicts
+
+    def absorb(self, report: tuple[bool, set[str], set[str], set[str]]) -> None:
+        """In the API process: take in the writer process's :meth:`report`."""
+        self.replayed, rejected, limits, conflicts = report
+        self.rejected, self.rejected_limits, self.sticky_conflicts = set(rejected), set(limits), set(conflicts)
 
     def committed(self) -> None:
         """After the commit (or after a rejection, which wrote nothing)."""

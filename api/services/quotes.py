@@ -162,20 +162,24 @@ class QuoteService:
         write_timeout: float | None = None,
         linger: float = 0.0,
         calendar_zone: tzinfo = UTC,
+        writer_process: bool = False,
     ) -> QuoteService:
         """A service with fresh in-memory state and its own writer (not yet loaded).
 
-        Call :meth:`warm` before the first quote.
+        Call :meth:`warm` before the first quote. ``writer_process``: the writer's
+        transactions run in a child process (:mod:`api.writer_process`), unless the
+        database lives in this process's memory.
         """
         from api.db import read_only
 
         reader = read_only(sessions)
+        process = _writer_process(sessions) if writer_process else None
         return cls(
             catalog=CatalogCache(reader), prices=PriceAggregates(reader),
             promotions=PromotionBook(sessions, reader, lease_seconds=lease_seconds),
             sticky=StickyMap(),
             writer=GroupWriter(sessions, max_rows=max_rows, wait_seconds=write_timeout,
-                               linger_seconds=linger),
+                               linger_seconds=linger, process=process),
             read_sessions=reader, guardrails=guardrails, context_schema=context_schema,
             default_segment=default_segment, ttl=ttl, outcome_window=outcome_window,
             jurisdictions=jurisdictions, calendar_zone=calendar_zone,
@@ -569,3 +573,20 @@ def _public_line(
         reference_price=from_minor(reference, currency) if reference is not None else None,
         reduction_percent=percent,
     )  # fmt: skip
+
+
+def _writer_process(sessions: Any) -> Any:
+    """A :class:`~api.writer_process.WriterProcess` for the sessions' engine, or None when
+    another process cannot open it (an in-memory database, an engine not from ``make_engine``)."""
+    from sqlalchemy import make_url
+
+    from api.db import engine_recipe
+    from api.writer_process import WriterProcess
+
+    recipe = engine_recipe(sessions.kw.get("bind"))
+    if recipe is None:
+        return None
+    url = make_url(recipe.url)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return WriterProcess(recipe)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import signal
 import threading
 import time
@@ -138,7 +139,29 @@ def test_one_bad_job_in_a_batch_fails_alone(catalog, sessions):
 
 
 # --------------------------------------------------------------------------- kill -9
-def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, sessions, capsys, tmp_path):
+def _descendants(pid: int) -> list[int]:
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        with contextlib.suppress(OSError), open(f"/proc/{p}/task/{p}/children") as children:
+            found = [int(c) for c in children.read().split()]
+            out += found
+            frontier += found
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("writer_process", ["0", "1"], ids=["writer-thread", "writer-process"])
+def test_kill_9_during_a_load_keeps_every_decision_a_client_received(
+    db_url, sessions, capsys, tmp_path, writer_process
+):
     import re
 
     assert cli(["seed-demo", "--database-url", db_url, "--keys-file", str(tmp_path / "keys.json")]) == 0
@@ -163,18 +186,27 @@ def test_kill_9_during_a_load_keeps_every_decision_a_client_received(db_url, ses
                     with lock:
                         received.extend(line["decision_id"] for line in response.json()["lines"])
 
-    with servers(db_url, 1, PRICING_POLICY="list") as [(base, process)]:
+    with servers(db_url, 1, PRICING_POLICY="list", PRICING_WRITER_PROCESS=writer_process) as [
+        (base, process)
+    ]:
         threads = [threading.Thread(target=client, args=(n, base)) for n in range(8)]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 30
         while len(received) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
+        # The writer process (and multiprocessing's resource tracker, which spawn starts).
+        children = _descendants(process.pid)
+        assert bool(children) == (writer_process == "1"), children
         process.send_signal(signal.SIGKILL)  # in the middle of the load
         process.wait(timeout=10)
         stop.set()
         for t in threads:
             t.join(timeout=10)
+        deadline = time.monotonic() + 10  # a writer process leaves with its server
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(c) for c in children), "the writer process outlived its server"
     assert len(received) >= 200
     with sessions() as session:
         ids = {str(i) for i in session.scalars(select(Decision.id))}

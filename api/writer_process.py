@@ -1,0 +1,220 @@
+"""The group writer's transactions in a process of their own.
+
+A worker's :class:`~api.writer.GroupWriter` batches jobs on a thread of the API process.
+With ``PRICING_WRITER_PROCESS`` on (the default for a served worker), that thread does not
+run the batch's statements itself: it sends the batch's rows over a pipe to this child
+process, which opens its own engine on the same database (:class:`api.db.EngineRecipe`),
+writes the batch in one transaction exactly as the thread would (:func:`api.writer.write_jobs`)
+and answers with what each job needs to know (an idempotency key already held, an offer
+refused, a sticky conflict, an outcome's status). Only then does the thread settle the
+waiting requests: a price is still never shown, and an outcome never acknowledged, before
+its rows are committed.
+
+Why: one Python process runs one thread's bytecode at a time (the GIL). In-thread, the
+statements of a transaction (SQLAlchemy compiling and binding, the driver's calls, each
+of which gives the GIL up and must take it back from a busy event loop) competed with the
+requests; measured with py-spy they were about 40 % of a loaded worker's samples, and the
+wait for the group commit was the tail of a quote's latency. In the child they run on
+another core, and the API thread's part of a batch is one pickle, one ``send`` and one
+``recv``.
+
+What the child does not hold: any in-memory state. The sticky map, the leases' balances
+and every running total stay in the API process and are updated there after the commit
+(``job.committed()``), as before.
+
+Failure: if the child dies, the batch in flight fails with
+:class:`~api.writer.WriteUnavailableError` (503 with ``Retry-After``, never a price; its
+rows may or may not have been committed, as with a connection lost during a commit) and
+the next batch starts a new child. The child ignores SIGINT and SIGTERM (a Ctrl-C or a
+stop sent to the process group must not kill it before the API process has flushed its
+queue) and exits when its pipe closes, which is also what happens when the API process
+is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api.db import EngineRecipe
+
+__all__ = ["PROCESS_NAME", "RemoteWriteError", "WriterProcess"]
+
+#: The child's name in ``ps`` and ``top`` (``/proc/<pid>/comm``).
+PROCESS_NAME = "pricing-writer"
+
+log = logging.getLogger("pricing.writer")
+
+
+class RemoteWriteError(RuntimeError):
+    """The writer process could not write a batch for a reason of the batch's own (a bug,
+    a constraint): the writer retries its jobs one by one, as with an in-thread failure."""
+
+
+class WriterProcess:
+    """The child process that runs one worker's write transactions.
+
+    Parameters
+    ----------
+    recipe : EngineRecipe
+        How the worker's engine was made; the child makes its own the same way.
+    """
+
+    def __init__(self, recipe: EngineRecipe) -> None:
+        self.recipe = recipe
+        self._conn: Connection | None = None
+        self._process: Any = None
+        self._lock = threading.Lock()
+        #: Children started (1 after the first start; more after a child died).
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None before it starts)."""
+        return None if self._process is None else int(self._process.pid)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the child unless it runs, and wait until it is ready (idempotent).
+
+        Raises
+        ------
+        WriteUnavailableError
+            The child did not get ready within ``timeout`` seconds (it is killed).
+        """
+        from api.writer import WriteUnavailableError
+
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                return
+            self._close()
+            context = multiprocessing.get_context("spawn")
+            ours, theirs = context.Pipe(duplex=True)
+            process = context.Process(
+                target=_serve, args=(theirs, self.recipe), name="pricing-writer", daemon=True
+            )
+            process.start()
+            theirs.close()
+            self.starts += 1
+            try:
+                ready = ours.poll(timeout) and pickle.loads(ours.recv_bytes())[0] == "ready"
+            except (EOFError, OSError):
+                ready = False
+            if not ready:
+                ours.close()
+                process.kill()
+                process.join(5)
+                raise WriteUnavailableError(
+                    f"the writer process did not start (exit code {process.exitcode})"
+                )
+            self._conn, self._process = ours, process
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the child to finish and wait for it (killed after ``timeout`` seconds)."""
+        with self._lock:
+            conn, process = self._conn, self._process
+            if conn is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    conn.send(None)
+            if process is not None:
+                process.join(timeout)
+                if process.is_alive():
+                    process.kill()
+                    process.join(1.0)
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._process = None
+
+    def commit(
+        self, jobs: Sequence[Any], before_commit: Callable[[Session], None] | None = None
+    ) -> None:
+        """Write ``jobs`` in one transaction in the child; return once it is committed.
+
+        Each job's ``report()`` (computed in the child after the commit) is handed to its
+        ``absorb()`` here. ``before_commit`` must be picklable (a module-level function).
+
+        Raises
+        ------
+        WriteUnavailableError
+            The database could not commit (down, locked, unreachable), or the child
+            died: nothing may be shown.
+        RemoteWriteError
+            The batch failed for a reason of its own (a bug, a constraint violation).
+        """
+        from api.writer import WriteUnavailableError
+
+        if self._process is None or not self._process.is_alive():
+            if self._process is not None:
+                log.error("writer process %s exited (code %s); starting another",
+                          self._process.pid, self._process.exitcode)  # fmt: skip
+            self.start()
+        conn = self._conn
+        assert conn is not None
+        payload = pickle.dumps((list(jobs), before_commit), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            conn.send_bytes(payload)
+            kind, answer = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            # The child died with the batch in flight: its rows may or may not be
+            # committed, and nothing of it may be shown.
+            with self._lock:
+                self._close()
+            raise WriteUnavailableError(f"the writer process exited ({type(exc).__name__})") from exc
+        if kind == "ok":
+            for job, report in zip(jobs, answer, strict=True):
+                job.absorb(report)
+            return
+        if kind == "unavailable":
+            raise WriteUnavailableError(answer)
+        raise RemoteWriteError(answer)
+
+
+def _serve(conn: Connection, recipe: EngineRecipe) -> None:
+    """The child: write each batch it receives until its pipe closes or it gets None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(PROCESS_NAME)  # "pricing-writer" in ps and top (Linux only)
+    # Load what unpickling a batch needs before the first one arrives.
+    import api.services.outcomes
+    import api.services.quote_writes  # noqa: F401
+    from api.db import make_session_factory
+    from api.writer import _unavailable, write_jobs
+
+    engine = recipe.make(pool_size=2)
+    sessions = make_session_factory(engine)
+    try:
+        conn.send_bytes(pickle.dumps(("ready", os.getpid())))
+        while True:
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):
+                return  # the API process is gone (or closed the pipe)
+            try:
+                request = pickle.loads(message)
+                if request is None:
+                    return
+                jobs, before_commit = request
+                write_jobs(sessions, jobs, before_commit)
+                reply: tuple[str, Any] = ("ok", [job.report() for job in jobs])
+            except BaseException as exc:  # every failure goes back to the API process
+                text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                reply = ("unavailable" if _unavailable(exc) else "failed", text)
+            try:
+                conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+            except (OSError, ValueError):
+                return
+    finally:
+        engine.dispose()

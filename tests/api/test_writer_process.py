@@ -1,0 +1,150 @@
+"""The group writer's transactions in a child process (``PRICING_WRITER_PROCESS``, the
+served default): the same promises as on the writer thread.
+
+The suite's other apps write on the thread (tests/conftest.py); here every app of the
+module runs a writer process, and a selection of the quote, outcome, idempotency and
+promotion tests runs again against it (their functions, collected here with this module's
+``client`` fixture), with tests of what is new: a failed commit in the child, a child
+that dies, a child that outlives nobody.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from api.app import create_app
+from api.orm import Decision, Outcome
+from api.security import Role
+from api.settings import load_settings
+from api.writer import GroupWriter
+from tests.api import test_idempotency, test_outcomes, test_promotions_api, test_quotes
+
+C = Role.CHECKOUT
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    """An app on the test database whose writer runs in a child process."""
+    app = create_app(load_settings(database_url=db_url, writer_process=True))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+# The same behaviour through the child (each function runs here with this module's client).
+test_quotes_are_logged = test_quotes.test_quote_prices_every_line_at_list_price_and_logs_each_decision
+test_unknown_skus_log_nothing = test_quotes.test_quote_names_every_unknown_or_inactive_sku_and_logs_nothing
+test_another_workers_decision_is_repeated = test_quotes.test_a_decision_made_by_another_worker_is_repeated_not_doubled
+test_concurrent_quotes_of_one_customer = test_quotes.test_concurrent_quotes_of_one_customer_make_one_decision_per_sku
+test_outcome_then_identical_retry = test_outcomes.test_outcome_is_created_then_an_identical_retry_returns_the_original
+test_conflicting_outcome = test_outcomes.test_a_conflicting_second_outcome_is_409_and_changes_nothing
+test_outcome_batch_statuses = test_outcomes.test_batch_reports_each_item_and_stores_only_the_good_ones
+test_idempotent_retry = test_idempotency.test_a_retry_with_the_same_key_returns_the_same_quote_and_logs_nothing_more
+test_idempotent_concurrent = test_idempotency.test_concurrent_requests_with_one_key_make_one_quote
+test_caps_and_customer_limits = test_promotions_api.test_redemption_cap_and_per_customer_limit_hold
+test_budgets_settle = test_promotions_api.test_outcomes_settle_budgets_and_redemptions
+
+
+def _writer(api) -> GroupWriter:
+    writer: GroupWriter = api.client.app.state.pricing.writer
+    assert writer._process is not None, "the app's writer should run in a child process"
+    return writer
+
+
+def _count(sessions, model=Decision) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# Hooks run in the child, so they are module-level functions (pickled by reference).
+def _database_gone(_session) -> None:
+    raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+
+def _a_bug(_session) -> None:
+    raise RuntimeError("a bug in a write")
+
+
+def _slow(_session) -> None:
+    time.sleep(3)
+
+
+@pytest.mark.parametrize("hook", [_database_gone, _a_bug], ids=["unavailable", "bug"])
+def test_a_commit_failing_in_the_child_answers_503_and_shows_nothing(catalog, sessions, hook):
+    writer = _writer(catalog)
+    writer.before_commit = hook
+    body = {"customer_id": "c-1", "lines": [{"sku": "TEA-1"}, {"sku": "TEA-2"}]}
+    response = catalog.post("/v1/quotes", C, json=body)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert "price" not in response.text and "decision_id" not in response.text
+    assert _count(sessions) == 0
+    writer.before_commit = None
+    quote = catalog.quote("TEA-1", customer="c-1")
+    assert _count(sessions) == 1
+    writer.before_commit = hook
+    outcome = {"decision_id": quote["lines"][0]["decision_id"], "converted": False}
+    assert catalog.post("/v1/outcomes", C, json=outcome).status_code == 503
+    assert _count(sessions, Outcome) == 0
+    writer.before_commit = None
+    assert catalog.post("/v1/outcomes", C, json=outcome).status_code == 201
+    assert _count(sessions, Outcome) == 1
+
+
+def test_a_child_that_dies_mid_batch_costs_that_batch_a_503_and_the_next_one_starts_a_child(
+    catalog, sessions
+):
+    writer = _writer(catalog)
+    process = writer._process
+    assert process is not None
+    first = process.pid
+    assert first is not None and first != os.getpid()
+    writer.before_commit = _slow
+    answers: list[int] = []
+    request = threading.Thread(target=lambda: answers.append(
+        catalog.post("/v1/quotes", C, json={"customer_id": "k", "lines": [{"sku": "TEA-1"}]}).status_code
+    ))  # fmt: skip
+    request.start()
+    time.sleep(1.0)  # the batch is in the child's transaction
+    os.kill(first, signal.SIGKILL)
+    request.join(30)
+    assert answers == [503]
+    writer.before_commit = None
+    assert _count(sessions) == 0  # killed before its commit: nothing, and nothing shown
+    quote = catalog.quote("TEA-2", customer="k")
+    assert process.pid not in (None, first) and process.starts == 2
+    with sessions() as session:
+        assert str(session.scalar(select(Decision.id))) == quote["lines"][0]["decision_id"]
+
+
+def test_a_child_killed_between_batches_is_replaced_before_the_next_one(catalog, sessions):
+    writer = _writer(catalog)
+    process = writer._process
+    assert process is not None and process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process._process.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    catalog.quote("TEA-1", customer="after")
+    assert _count(sessions) == 1 and process.starts == 2
+
+
+def test_the_child_ends_with_the_app_and_when_its_parent_is_gone(db_url):
+    app = create_app(load_settings(database_url=db_url, writer_process=True))
+    with TestClient(app):
+        process = app.state.pricing.writer._process
+        assert process is not None
+        child = process._process
+        assert child.is_alive()
+    child.join(10)
+    assert not child.is_alive() and child.exitcode == 0
+    # A parent killed with SIGKILL cannot stop it: the child leaves when its pipe closes.
+    # (The server-level kill -9 test checks that no writer outlives its server.)
