@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -64,6 +67,10 @@ class RemoteWriteError(RuntimeError):
 class WriterProcess:
     """The child process that runs one worker's write transactions.
 
+    The child is ``python -m api.writer_process`` (a fresh interpreter that imports only what
+    writing needs: no web framework, and never the parent's ``__main__``), connected by a
+    socket pair; the first message gives it the engine's recipe.
+
     Parameters
     ----------
     recipe : EngineRecipe
@@ -73,7 +80,7 @@ class WriterProcess:
     def __init__(self, recipe: EngineRecipe) -> None:
         self.recipe = recipe
         self._conn: Connection | None = None
-        self._process: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         #: Children started (1 after the first start; more after a child died).
         self.starts = 0
@@ -81,7 +88,11 @@ class WriterProcess:
     @property
     def pid(self) -> int | None:
         """The child's process id (None before it starts)."""
-        return None if self._process is None else int(self._process.pid)
+        return None if self._process is None else self._process.pid
+
+    def alive(self) -> bool:
+        """Whether the child runs."""
+        return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the child unless it runs, and wait until it is ready (idempotent).
@@ -94,29 +105,34 @@ class WriterProcess:
         from api.writer import WriteUnavailableError
 
         with self._lock:
-            if self._process is not None and self._process.is_alive():
+            if self.alive():
                 return
             self._close()
-            context = multiprocessing.get_context("spawn")
-            ours, theirs = context.Pipe(duplex=True)
-            process = context.Process(
-                target=_serve, args=(theirs, self.recipe), name="pricing-writer", daemon=True
-            )
-            process.start()
-            theirs.close()
+            ours, theirs = socket.socketpair()
+            env = dict(os.environ)
+            # The child imports api.* from where this process did, installed or not.
+            root = str(Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "api.writer_process", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            finally:
+                theirs.close()
+            conn = Connection(ours.detach())
             self.starts += 1
             try:
-                ready = ours.poll(timeout) and pickle.loads(ours.recv_bytes())[0] == "ready"
+                conn.send_bytes(pickle.dumps(self.recipe, protocol=pickle.HIGHEST_PROTOCOL))
+                ready = conn.poll(timeout) and pickle.loads(conn.recv_bytes())[0] == "ready"
             except (EOFError, OSError):
                 ready = False
             if not ready:
-                ours.close()
+                conn.close()
                 process.kill()
-                process.join(5)
-                raise WriteUnavailableError(
-                    f"the writer process did not start (exit code {process.exitcode})"
-                )
-            self._conn, self._process = ours, process
+                code = process.wait(5)
+                raise WriteUnavailableError(f"the writer process did not start (exit code {code})")
+            self._conn, self._process = conn, process
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the child to finish and wait for it (killed after ``timeout`` seconds)."""
@@ -124,17 +140,23 @@ class WriterProcess:
             conn, process = self._conn, self._process
             if conn is not None:
                 with contextlib.suppress(OSError, ValueError):
-                    conn.send(None)
+                    conn.send_bytes(pickle.dumps(None))
             if process is not None:
-                process.join(timeout)
-                if process.is_alive():
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
                     process.kill()
-                    process.join(1.0)
+                    process.wait(5)
             self._close()
 
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(5)  # reap it
         self._conn = self._process = None
 
     def commit(
@@ -155,10 +177,10 @@ class WriterProcess:
         """
         from api.writer import WriteUnavailableError
 
-        if self._process is None or not self._process.is_alive():
+        if not self.alive():
             if self._process is not None:
                 log.error("writer process %s exited (code %s); starting another",
-                          self._process.pid, self._process.exitcode)  # fmt: skip
+                          self._process.pid, self._process.returncode)  # fmt: skip
             self.start()
         conn = self._conn
         assert conn is not None
@@ -181,8 +203,8 @@ class WriterProcess:
         raise RemoteWriteError(answer)
 
 
-def _serve(conn: Connection, recipe: EngineRecipe) -> None:
-    """The child: write each batch it receives until its pipe closes or it gets None."""
+def _serve(conn: Connection) -> None:
+    """The child: write each batch it receives until its socket closes or it gets None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
@@ -193,6 +215,10 @@ def _serve(conn: Connection, recipe: EngineRecipe) -> None:
     from api.db import make_session_factory
     from api.writer import _unavailable, write_jobs
 
+    try:
+        recipe: EngineRecipe = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
     engine = recipe.make(pool_size=2)
     sessions = make_session_factory(engine)
     try:
@@ -201,7 +227,7 @@ def _serve(conn: Connection, recipe: EngineRecipe) -> None:
             try:
                 message = conn.recv_bytes()
             except (EOFError, OSError):
-                return  # the API process is gone (or closed the pipe)
+                return  # the API process is gone (or closed the socket)
             try:
                 request = pickle.loads(message)
                 if request is None:
@@ -218,3 +244,8 @@ def _serve(conn: Connection, recipe: EngineRecipe) -> None:
                 return
     finally:
         engine.dispose()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=os.environ.get("PRICING_LOG_LEVEL", "warning").upper())
+    _serve(Connection(int(sys.argv[1])))

@@ -728,15 +728,13 @@ def cpu_use(server_pid: int) -> Iterator[list[CpuUse]]:
 
 
 def _helper(pid: int) -> str | None:
-    """"writer" for a group writer's process, "tracker" for multiprocessing's resource
-    tracker (both children of a worker), None for anything else (a worker)."""
+    """"writer" for a group writer's process (a child of its worker), None for anything
+    else (a worker)."""
     from api.writer_process import PROCESS_NAME
 
     try:
         if Path(f"/proc/{pid}/comm").read_text().strip() == PROCESS_NAME:
             return "writer"
-        if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return "tracker"
     except OSError:
         return None
     return None

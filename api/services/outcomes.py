@@ -13,7 +13,8 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 from sqlalchemy import select
@@ -289,21 +290,41 @@ class OutcomeJob:
 
     def __getstate__(self) -> dict[str, Any]:
         """What the writer process needs (:mod:`api.writer_process`): each item's index and
-        values as plain fields (cheaper to pickle than the request models), no callback."""
-        return {"items": [(i.index, *(getattr(i.data, f) for f in _WIRE_FIELDS)) for i in self.items]}
+        values as plain numbers, bytes and text (pickling UUID, Decimal and datetime objects,
+        or the request models, cost about twice as much), no callback."""
+        return {"items": [(i.index, i.data.decision_id.bytes, i.data.converted, i.data.quantity,
+                           str(i.data.revenue), i.data.currency, _micros(i.data.occurred_at),
+                           None if i.data.discount is None else str(i.data.discount))
+                          for i in self.items]}  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.on_commit = None
-        self.items = [_Item(index, _WireOutcome(*values)) for index, *values in state["items"]]
+        self.items = [
+            _Item(index, _WireOutcome(uuid.UUID(bytes=decision), converted, quantity,
+                                      Decimal(revenue), currency, _instant(occurred),
+                                      None if discount is None else Decimal(discount)))
+            for index, decision, converted, quantity, revenue, currency, occurred, discount
+            in state["items"]
+        ]  # fmt: skip
 
     def report(self) -> list[tuple[Any, ...]]:
-        """In the writer process, after the commit: each item's status and stored row."""
-        return [(i.status, i.error, i.field, _as_stored(i.stored)) for i in self.items]
+        """In the writer process, after the commit: each item's status and stored row (as
+        plain values; the decision id is the item's own)."""
+        return [(i.status, i.error, i.field, None if (o := i.stored) is None else (
+                    o.id.bytes, o.converted, o.quantity, o.revenue_minor, o.currency,
+                    _micros(o.occurred_at), _micros(o.recorded_at), o.discount_minor, o.late))
+                for i in self.items]  # fmt: skip
 
     def absorb(self, report: list[tuple[Any, ...]]) -> None:
         """In the API process: take in the writer process's :meth:`report`."""
-        for item, (status, error, field_, stored) in zip(self.items, report, strict=True):
-            item.status, item.error, item.field, item.stored = status, error, field_, stored
+        for item, (status, error, field_, row) in zip(self.items, report, strict=True):
+            item.status, item.error, item.field = status, error, field_
+            if row is not None:
+                oid, converted, quantity, revenue, currency, occurred, recorded, discount, late = row
+                item.stored = _Stored(uuid.UUID(bytes=oid), item.data.decision_id, converted,
+                                      quantity, revenue, currency,
+                                      _EPOCH + occurred * _MICROSECOND,
+                                      _EPOCH + recorded * _MICROSECOND, discount, late)  # fmt: skip
 
     def reset(self) -> None:
         """Forget what a rolled-back attempt found (the writer calls it before each)."""
@@ -332,12 +353,18 @@ class _WireOutcome:
     discount: Any
 
 
-def _as_stored(stored: Outcome | _Stored | None) -> _Stored | None:
-    if stored is None or isinstance(stored, _Stored):
-        return stored
-    return _Stored(stored.id, stored.decision_id, stored.converted, stored.quantity,
-                   stored.revenue_minor, stored.currency, stored.occurred_at, stored.recorded_at,
-                   stored.discount_minor, stored.late)  # fmt: skip
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(when: datetime | None) -> int | None:
+    """Microseconds since the Unix epoch of an aware timestamp (exact; None stays None)."""
+    return None if when is None else (when - _EPOCH) // _MICROSECOND
+
+
+def _instant(micros: int | None) -> datetime | None:
+    """Inverse of :func:`_micros`: an aware UTC timestamp."""
+    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
 
 
 def outcome_items(outcomes: Sequence[OutcomeIn]) -> list[_Item]:

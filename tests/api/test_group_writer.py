@@ -195,9 +195,8 @@ def test_kill_9_during_a_load_keeps_every_decision_a_client_received(
         deadline = time.monotonic() + 30
         while len(received) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        # The writer process (and multiprocessing's resource tracker, which spawn starts).
-        children = _descendants(process.pid)
-        assert bool(children) == (writer_process == "1"), children
+        children = _descendants(process.pid)  # the writer process, if any
+        assert len(children) == (writer_process == "1"), children
         process.send_signal(signal.SIGKILL)  # in the middle of the load
         process.wait(timeout=10)
         stop.set()

@@ -131,7 +131,7 @@ def test_a_child_killed_between_batches_is_replaced_before_the_next_one(catalog,
     assert process is not None and process.pid is not None
     os.kill(process.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while process._process.is_alive() and time.monotonic() < deadline:
+    while process.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     catalog.quote("TEA-1", customer="after")
     assert _count(sessions) == 1 and process.starts == 2
@@ -143,8 +143,40 @@ def test_the_child_ends_with_the_app_and_when_its_parent_is_gone(db_url):
         process = app.state.pricing.writer._process
         assert process is not None
         child = process._process
-        assert child.is_alive()
-    child.join(10)
-    assert not child.is_alive() and child.exitcode == 0
+        assert child is not None and process.alive()
+    assert child.wait(10) == 0
     # A parent killed with SIGKILL cannot stop it: the child leaves when its pipe closes.
     # (The server-level kill -9 test checks that no writer outlives its server.)
+
+
+def test_an_outcome_job_crosses_to_the_child_and_back_exactly():
+    """The wire form (plain values) carries every field the writer reads, and the report
+    carries the stored row back to the microsecond."""
+    import pickle
+    import uuid
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from api.schemas.outcomes import OutcomeIn
+    from api.services.outcomes import OutcomeJob, _Stored, outcome_items
+
+    when = datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=UTC)
+    sent = [
+        OutcomeIn(decision_id=uuid.uuid4(), converted=True, quantity=2, revenue=Decimal("19.98"),
+                  currency="USD", occurred_at=when, discount=Decimal("1.25")),
+        OutcomeIn(decision_id=uuid.uuid4(), converted=False),
+    ]  # fmt: skip
+    job = OutcomeJob(outcome_items(sent), on_commit=print)
+    copy = pickle.loads(pickle.dumps(job))
+    assert copy.on_commit is None
+    for item, original in zip(copy.items, sent, strict=True):
+        for name in ("decision_id", "converted", "quantity", "revenue", "currency", "occurred_at", "discount"):
+            assert getattr(item.data, name) == getattr(original, name), name
+    stored = _Stored(uuid.uuid4(), sent[0].decision_id, True, 2, 1998, "USD", when,
+                     datetime(2026, 12, 7, 1, 2, 4, 7, tzinfo=UTC), 125, False)  # fmt: skip
+    copy.items[0].status, copy.items[0].stored = "created", stored
+    copy.items[1].status, copy.items[1].error, copy.items[1].field = "invalid", "bad", "currency"
+    job.absorb(pickle.loads(pickle.dumps(copy.report())))
+    assert job.items[0].status == "created" and job.items[0].stored == stored
+    assert (job.items[1].status, job.items[1].error, job.items[1].field) == ("invalid", "bad", "currency")
+    assert job.items[1].stored is None
