@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linprog
 
 from pricing.thompson import sample
 
@@ -148,6 +147,9 @@ def _single_budget(reward: FloatArray, spend: FloatArray, rate: float) -> FloatA
 
 def _linprog_budgets(reward: FloatArray, spend: FloatArray, rates: FloatArray) -> FloatArray:
     """LP per draw with several budgets (HiGHS). Shapes (D, n), (D, n, m), (m,) -> (D, n)."""
+    # Imported here: importing pacing_rate stays light (the writer process never solves).
+    from scipy.optimize import linprog
+
     d, n = reward.shape
     x = np.zeros((d, n))
     for k in range(d):

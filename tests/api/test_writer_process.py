@@ -180,3 +180,16 @@ def test_an_outcome_job_crosses_to_the_child_and_back_exactly():
     assert job.items[0].status == "created" and job.items[0].stored == stored
     assert (job.items[1].status, job.items[1].error, job.items[1].field) == ("invalid", "bad", "currency")
     assert job.items[1].stored is None
+
+
+def test_the_child_imports_only_the_write_path():
+    """No web framework, no optimiser, no PyMC in the writer process (memory: each worker
+    has one)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, api.writer_process, api.services.outcomes, api.services.quote_writes; "
+             "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'scipy', 'pymc', 'pytensor') "
+             "if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
