@@ -2,7 +2,7 @@
 
 A worker's :class:`~api.writer.GroupWriter` batches jobs on a thread of the API process.
 With ``PRICING_WRITER_PROCESS`` on (the default for a served worker), that thread does not
-run the batch's statements itself: it sends the batch's rows over a pipe to this child
+run the batch's statements itself: it sends the batch's rows over a socket to this child
 process, which opens its own engine on the same database (:class:`api.db.EngineRecipe`),
 writes the batch in one transaction exactly as the thread would (:func:`api.writer.write_jobs`)
 and answers with what each job needs to know (an idempotency key already held, an offer
@@ -27,7 +27,7 @@ Failure: if the child dies, the batch in flight fails with
 rows may or may not have been committed, as with a connection lost during a commit) and
 the next batch starts a new child. The child ignores SIGINT and SIGTERM (a Ctrl-C or a
 stop sent to the process group must not kill it before the API process has flushed its
-queue) and exits when its pipe closes, which is also what happens when the API process
+queue) and exits when its socket closes, which is also what happens when the API process
 is killed.
 """
 

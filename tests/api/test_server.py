@@ -16,7 +16,9 @@ from tests.servers import servers
 
 @contextlib.contextmanager
 def _server(db_url: str) -> Iterator[str]:
-    with servers(db_url, 1) as [(base, process)]:
+    # As served by default: the writer's transactions in a writer process (tests/conftest.py
+    # turns it off for the in-process apps only).
+    with servers(db_url, 1, PRICING_WRITER_PROCESS="1") as [(base, process)]:
         try:
             yield base
         finally:

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
 from api.orm import Decision, Outcome
 from api.security import Role
 from api.settings import load_settings
 from api.writer import GroupWriter
+from tests import writer_hooks as hooks
 from tests.api import test_idempotency, test_outcomes, test_promotions_api, test_quotes
 
 C = Role.CHECKOUT
@@ -59,25 +59,26 @@ def _writer(api) -> GroupWriter:
     return writer
 
 
+def _quote_through_a_restart(api, sku: str, customer: str) -> dict:
+    """Quote until it goes through: the batch that finds the child dead starts a new one,
+    and on a busy machine that may outlast the request's wait for its commit (then 503,
+    nothing shown)."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = api.post("/v1/quotes", C, json={"customer_id": customer, "lines": [{"sku": sku}]})
+        if response.status_code == 201:
+            return response.json()
+        assert response.status_code == 503 and "decision_id" not in response.text, response.text
+        assert time.monotonic() < deadline, "no writer process came back within a minute"
+        time.sleep(0.2)
+
+
 def _count(sessions, model=Decision) -> int:
     with sessions() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-# Hooks run in the child, so they are module-level functions (pickled by reference).
-def _database_gone(_session) -> None:
-    raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
-
-
-def _a_bug(_session) -> None:
-    raise RuntimeError("a bug in a write")
-
-
-def _slow(_session) -> None:
-    time.sleep(3)
-
-
-@pytest.mark.parametrize("hook", [_database_gone, _a_bug], ids=["unavailable", "bug"])
+@pytest.mark.parametrize("hook", [hooks.database_gone, hooks.a_bug], ids=["unavailable", "bug"])
 def test_a_commit_failing_in_the_child_answers_503_and_shows_nothing(catalog, sessions, hook):
     writer = _writer(catalog)
     writer.before_commit = hook
@@ -107,7 +108,7 @@ def test_a_child_that_dies_mid_batch_costs_that_batch_a_503_and_the_next_one_sta
     assert process is not None
     first = process.pid
     assert first is not None and first != os.getpid()
-    writer.before_commit = _slow
+    writer.before_commit = hooks.slow
     answers: list[int] = []
     request = threading.Thread(target=lambda: answers.append(
         catalog.post("/v1/quotes", C, json={"customer_id": "k", "lines": [{"sku": "TEA-1"}]}).status_code
@@ -119,7 +120,7 @@ def test_a_child_that_dies_mid_batch_costs_that_batch_a_503_and_the_next_one_sta
     assert answers == [503]
     writer.before_commit = None
     assert _count(sessions) == 0  # killed before its commit: nothing, and nothing shown
-    quote = catalog.quote("TEA-2", customer="k")
+    quote = _quote_through_a_restart(catalog, "TEA-2", "k")
     assert process.pid not in (None, first) and process.starts == 2
     with sessions() as session:
         assert str(session.scalar(select(Decision.id))) == quote["lines"][0]["decision_id"]
@@ -133,7 +134,7 @@ def test_a_child_killed_between_batches_is_replaced_before_the_next_one(catalog,
     deadline = time.monotonic() + 10
     while process.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    catalog.quote("TEA-1", customer="after")
+    _quote_through_a_restart(catalog, "TEA-1", "after")
     assert _count(sessions) == 1 and process.starts == 2
 
 
