@@ -19,6 +19,7 @@ from api.orm import Decision, Outcome, SkuDailyPrices, utcnow
 from api.security import Role
 from api.services.quote_writes import QuoteJob
 from api.writer import GroupWriter, WriteUnavailableError
+from tests import writer_hooks as hooks
 from tests.servers import servers
 
 C = Role.CHECKOUT
@@ -29,11 +30,9 @@ def _count(sessions, model=Decision) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_a_failing_commit_answers_503_and_shows_no_price(catalog, sessions):
+@pytest.mark.parametrize("boom", [hooks.database_gone, hooks.a_bug], ids=["unavailable", "bug"])
+def test_a_failing_commit_answers_503_and_shows_no_price(catalog, sessions, boom):
     writer = catalog.client.app.state.pricing.writer
-
-    def boom(_session):
-        raise RuntimeError("disk full")
 
     writer.before_commit = boom
     body = {"customer_id": "c-1", "lines": [{"sku": "TEA-1"}, {"sku": "TEA-2"}]}

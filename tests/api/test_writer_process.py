@@ -21,12 +21,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from api.orm import Decision, Outcome
+from api.orm import Decision
 from api.security import Role
 from api.settings import load_settings
 from api.writer import GroupWriter
 from tests import writer_hooks as hooks
-from tests.api import test_idempotency, test_outcomes, test_promotions_api, test_quotes
+from tests.api import (
+    test_group_writer,
+    test_idempotency,
+    test_outcomes,
+    test_promotions_api,
+    test_quotes,
+)
 
 C = Role.CHECKOUT
 
@@ -51,6 +57,8 @@ test_idempotent_retry = test_idempotency.test_a_retry_with_the_same_key_returns_
 test_idempotent_concurrent = test_idempotency.test_concurrent_requests_with_one_key_make_one_quote
 test_caps_and_customer_limits = test_promotions_api.test_redemption_cap_and_per_customer_limit_hold
 test_budgets_settle = test_promotions_api.test_outcomes_settle_budgets_and_redemptions
+# A commit that fails in the child: 503, nothing shown, nothing of it stored.
+test_a_failing_commit_shows_nothing = test_group_writer.test_a_failing_commit_answers_503_and_shows_no_price
 
 
 def _writer(api) -> GroupWriter:
@@ -76,28 +84,6 @@ def _quote_through_a_restart(api, sku: str, customer: str) -> dict:
 def _count(sessions, model=Decision) -> int:
     with sessions() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-@pytest.mark.parametrize("hook", [hooks.database_gone, hooks.a_bug], ids=["unavailable", "bug"])
-def test_a_commit_failing_in_the_child_answers_503_and_shows_nothing(catalog, sessions, hook):
-    writer = _writer(catalog)
-    writer.before_commit = hook
-    body = {"customer_id": "c-1", "lines": [{"sku": "TEA-1"}, {"sku": "TEA-2"}]}
-    response = catalog.post("/v1/quotes", C, json=body)
-    assert response.status_code == 503, response.text
-    assert response.headers["retry-after"] == "1"
-    assert "price" not in response.text and "decision_id" not in response.text
-    assert _count(sessions) == 0
-    writer.before_commit = None
-    quote = catalog.quote("TEA-1", customer="c-1")
-    assert _count(sessions) == 1
-    writer.before_commit = hook
-    outcome = {"decision_id": quote["lines"][0]["decision_id"], "converted": False}
-    assert catalog.post("/v1/outcomes", C, json=outcome).status_code == 503
-    assert _count(sessions, Outcome) == 0
-    writer.before_commit = None
-    assert catalog.post("/v1/outcomes", C, json=outcome).status_code == 201
-    assert _count(sessions, Outcome) == 1
 
 
 def test_a_child_that_dies_mid_batch_costs_that_batch_a_503_and_the_next_one_starts_a_child(
