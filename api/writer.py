@@ -306,7 +306,13 @@ class GroupWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                # Idle for a second: make sure a writer process is there for the next batch
+                # (one that died between batches is replaced now, not by a waiting request).
+                item = self._queue.get(timeout=1.0) if self._process is not None else self._queue.get()
+            except queue.Empty:
+                self._revive()
+                continue
             if item is None:
                 return
             batch, stop = self._take(item)
@@ -318,6 +324,16 @@ class GroupWriter:
             self.busy_seconds += time.perf_counter() - start
             if stop:
                 return
+
+    def _revive(self) -> None:
+        process = self._process
+        if process is None or process.alive():
+            return
+        log.error("writer process %s is gone; starting another", process.pid)
+        try:
+            process.start()
+        except WriteUnavailableError as exc:  # the next batch tries again (and answers 503)
+            log.error("%s", exc)
 
     def _transaction(self, jobs: Sequence[Job]) -> None:
         """Write ``jobs`` in one transaction: here, or in the writer process."""
