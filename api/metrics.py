@@ -164,6 +164,14 @@ class _WriterCollector(Collector):
             "Seconds the group writer spent writing, transactions and commits included.",
             value=writer.busy_seconds,
         )
+        process = writer.process
+        if process is not None:
+            yield CounterMetricFamily(
+                "pricing_writer_process_starts",
+                "Writer processes this worker started (PRICING_WRITER_PROCESS): 1 in a healthy "
+                "worker; each more is a child that died and was replaced.",
+                value=process.starts,
+            )
         yield _histogram(
             "pricing_writer_commit_wait_seconds",
             "Per committed job (a quote's rows, an outcome batch...), seconds from its "

@@ -223,6 +223,11 @@ class GroupWriter:
         self.before_commit: Callable[[Session], None] | None = None
 
     # ------------------------------------------------------------------ public
+    @property
+    def process(self) -> WriterProcess | None:
+        """The writer process, when the transactions run in one."""
+        return self._process
+
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
         with self._lock:

@@ -125,6 +125,8 @@ def test_a_child_killed_between_batches_is_replaced_before_the_next_one(catalog,
     assert process.alive() and process.pid != first and process.starts == 2
     catalog.quote("TEA-1", customer="after")
     assert _count(sessions) == 1 and process.starts == 2
+    metrics = catalog.get("/metrics").text
+    assert "pricing_writer_process_starts_total 2.0" in metrics
 
 
 def test_the_child_ends_with_the_app_and_when_its_parent_is_gone(db_url):
