@@ -195,6 +195,9 @@ class GroupWriter:
     ) -> None:  # fmt: skip
         self._sessions = sessions
         self._process = process
+        #: An idle writer's next attempt to replace a dead writer process (monotonic s).
+        self._revive_at = 0.0
+        self._revive_delay = 0.0
         self.max_rows = max_rows
         self.linger = linger_seconds
         self.wait_seconds = wait_seconds
@@ -332,13 +335,18 @@ class GroupWriter:
 
     def _revive(self) -> None:
         process = self._process
-        if process is None or process.alive():
+        if process is None or process.alive() or time.monotonic() < self._revive_at:
             return
         log.error("writer process %s is gone; starting another", process.pid)
         try:
             process.start()
         except WriteUnavailableError as exc:  # the next batch tries again (and answers 503)
-            log.error("%s", exc)
+            # Back off (2, 4 ... 60 s) rather than spawn a failing child every second.
+            self._revive_delay = min(60.0, 2.0 * max(self._revive_delay, 1.0))
+            self._revive_at = time.monotonic() + self._revive_delay
+            log.error("%s; next try in %.0f s", exc, self._revive_delay)
+        else:
+            self._revive_delay = 0.0
 
     def _transaction(self, jobs: Sequence[Job]) -> None:
         """Write ``jobs`` in one transaction: here, or in the writer process."""

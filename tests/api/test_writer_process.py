@@ -185,3 +185,25 @@ def test_the_child_imports_only_the_write_path():
              "if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_child_that_cannot_start_is_retried_with_a_back_off(sessions):
+    """A writer process that dies before it is ready (here: an engine it cannot make) is a
+    WriteUnavailableError (503 for the batch), and an idle writer does not spawn one every
+    second: it waits 2, 4 ... 60 s between tries."""
+    from api.db import EngineRecipe
+    from api.writer import WriteUnavailableError
+    from api.writer_process import WriterProcess
+
+    broken = WriterProcess(EngineRecipe("sqlite:///never.db", {"sqlite_synchronous": "SOMETIMES"}))
+    with pytest.raises(WriteUnavailableError, match="did not start"):
+        broken.start()
+    writer = GroupWriter(sessions, process=broken)
+    writer._revive()
+    assert broken.starts == 2 and not broken.alive()
+    assert writer._revive_delay == 2.0
+    writer._revive()  # within the back-off: no new child
+    assert broken.starts == 2
+    writer._revive_at = 0.0
+    writer._revive()
+    assert broken.starts == 3 and writer._revive_delay == 4.0
