@@ -144,9 +144,13 @@ class Settings(BaseSettings):
         Lifetime of a worker's lease on a capped promotion's budget (s); retired at half.
     writer_max_rows : int
         Most rows the group writer commits in one transaction.
-    writer_linger_seconds : float
+    writer_linger_seconds : float, optional
         Under load (the last batch held more than one job), how long the group writer lets
         a batch fill before it commits (s); an idle writer commits at once. 0: never wait.
+        Unset (default): 0 with the writer process, whose batches fill while the child
+        commits the previous one (measured on one machine, 4 rounds at 600 quotes/s: p99
+        40-78 ms against 104-198 ms with 1 ms, the same throughput), 0.001 on the writer
+        thread, where fewer transactions meant fewer handovers of the GIL.
     writer_process : bool
         Run the group writer's transactions in a child process per worker
         (:mod:`api.writer_process`): the statements leave the worker's GIL, so they no
@@ -285,7 +289,7 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(default=1.0, gt=0, le=3600)
     promotion_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
-    writer_linger_seconds: float = Field(default=0.001, ge=0, le=0.1)
+    writer_linger_seconds: float | None = Field(default=None, ge=0, le=0.1)
     writer_process: bool = True
     first_fit_draws: int = Field(default=300, ge=0, le=100_000)
     prior_at_list: bool = False

@@ -160,7 +160,7 @@ class QuoteService:
         max_rows: int = 2000,
         jurisdictions: Any | None = None,
         write_timeout: float | None = None,
-        linger: float = 0.0,
+        linger: float | None = 0.0,
         calendar_zone: tzinfo = UTC,
         writer_process: bool = False,
     ) -> QuoteService:
@@ -168,12 +168,15 @@ class QuoteService:
 
         Call :meth:`warm` before the first quote. ``writer_process``: the writer's
         transactions run in a child process (:mod:`api.writer_process`), unless the
-        database lives in this process's memory.
+        database lives in this process's memory. ``linger`` None: 0 with a writer process,
+        1 ms on the writer thread (``PRICING_WRITER_LINGER_SECONDS``).
         """
         from api.db import read_only
 
         reader = read_only(sessions)
         process = _writer_process(sessions) if writer_process else None
+        if linger is None:
+            linger = 0.0 if process is not None else 0.001
         return cls(
             catalog=CatalogCache(reader), prices=PriceAggregates(reader),
             promotions=PromotionBook(sessions, reader, lease_seconds=lease_seconds),

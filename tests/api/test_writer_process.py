@@ -207,3 +207,13 @@ def test_a_child_that_cannot_start_is_retried_with_a_back_off(sessions):
     writer._revive_at = 0.0
     writer._revive()
     assert broken.starts == 3 and writer._revive_delay == 4.0
+
+
+def test_the_linger_defaults_to_none_with_a_writer_process(catalog, db_url):
+    """Unset, ``PRICING_WRITER_LINGER_SECONDS`` is 0 with the writer process and 1 ms on the
+    thread; a value that is set is used either way."""
+    assert _writer(catalog).linger == 0.0
+    app = create_app(load_settings(database_url=db_url, writer_process=False))
+    assert app.state.pricing.writer.linger == 0.001
+    app = create_app(load_settings(database_url=db_url, writer_process=True, writer_linger_seconds=0.002))
+    assert app.state.pricing.writer.linger == 0.002
