@@ -199,6 +199,11 @@ class Settings(BaseSettings):
         (:meth:`pricing.changes.ChangeTest.moved_categories`): a sale in one aisle does not
         cost the others their evidence. Every category when none or all show it, and after
         a change the CUSUM found. Default true; false: every category on every change.
+    change_cusum_dating : bool
+        With ``change_cusum``: a change the single test finds is dated back to the start of
+        a CUSUM excursion already under way in its direction (the shift's first day often
+        moves the charts and falls just short of the test), so that day's outcomes count as
+        the new regime (:meth:`pricing.changes.Cusum.excursion_start`). Default true.
     gil_switch_seconds : float
         The interpreter's thread switch interval in a serving worker
         (``sys.setswitchinterval``): how long a background thread (the group writer, the
@@ -300,6 +305,7 @@ class Settings(BaseSettings):
     change_cusum: bool = True
     change_cusum_k: float = Field(default=1.0, gt=0, le=10)
     change_by_category: bool = True
+    change_cusum_dating: bool = True
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     gc_young_threshold: int = Field(default=5000, ge=1, le=10_000_000)
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
@@ -327,7 +333,8 @@ class Settings(BaseSettings):
         from pricing.changes import ChangeDetection
 
         return ChangeDetection(self.change_alpha, self.change_weight_before, cusum=self.change_cusum,
-                               cusum_k=self.change_cusum_k, by_category=self.change_by_category)  # fmt: skip
+                               cusum_k=self.change_cusum_k, by_category=self.change_by_category,
+                               cusum_dating=self.change_cusum_dating)  # fmt: skip
 
     def sampler_config(self) -> dict[str, Any]:
         """The demand model's sampler settings for refits (method and any overrides)."""

@@ -195,6 +195,9 @@ class Settings:
     #: (``PRICING_CHANGE_ALPHA``, ``PRICING_CHANGE_CUSUM_K``; the service's defaults).
     change_alpha: float = ChangeDetection.alpha
     cusum_k: float = ChangeDetection.cusum_k
+    #: Date a single test's detection to the start of a same-direction CUSUM excursion
+    #: (``PRICING_CHANGE_CUSUM_DATING``).
+    cusum_dating: bool = ChangeDetection.cusum_dating
     #: Visitors before the first fit (the service's: 200 outcomes); refits double from
     #: there to 4x, then come daily.
     first_refit: int = 200
@@ -302,7 +305,8 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
     detections: list[int] = []
     early: list[int] = []  # refits an online update's ESS made due
     detection = ChangeDetection(settings.change_alpha, settings.weight_before, cusum=variant.cusum,
-                                cusum_k=settings.cusum_k, by_category=not variant.every_category)  # fmt: skip
+                                cusum_k=settings.cusum_k, by_category=not variant.every_category,
+                                cusum_dating=settings.cusum_dating)  # fmt: skip
     charts = Cusum()
     # Online updates (variant.reweight): outcomes since the last update, the posterior as
     # fitted (the change test reads it, as the service reads the snapshot's own draws),
@@ -321,17 +325,24 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
                 test = predictive_check(fitted, _cells(market, fresh_trials,
                                         fresh_conversions, variant, 0, 0.0, ChangePoints(), 1.0),
                                         alpha=level)  # fmt: skip
-                began = None
+                began, before = None, charts
                 if variant.cusum:  # labels sort in time: zero-padded day numbers
                     charts, began = charts.step(test.pooled_z, f"{fitted_day:06d}", detection.cusum_k,
                                                 threshold, window_days)  # fmt: skip
                 if test.detected:  # as the service: where it shows (every category: None)
-                    points = points.moved(fitted_day, test.moved_categories()
+                    start = fitted_day
+                    if variant.cusum and detection.cusum_dating:
+                        start = int(before.excursion_start(test.pooled_z, f"{fitted_day:06d}"))
+                    points = points.moved(start, test.moved_categories()
                                           if detection.by_category else None)  # fmt: skip
+                    print(f"    seed {seed}: the test found a change at visitor {t:,}, dated day "
+                          f"{start} (window from day {fitted_day})", flush=True)  # fmt: skip
                     charts = Cusum()
                     detections.append(t)
                 elif began is not None:
                     points = points.moved(int(began), None)
+                    print(f"    seed {seed}: the CUSUM found a change at visitor {t:,}, dated day "
+                          f"{int(began)}", flush=True)  # fmt: skip
                     detections.append(t)
             today = int(drift.day(t))
             posterior = _fit(market, trials, conversions, today, variant, points, seed,
@@ -703,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="change detection's false alarms per day of data")  # fmt: skip
     parser.add_argument("--cusum-k", type=float, default=Settings.cusum_k,
                         help="the CUSUM's allowance per day, in sd of a day's surprise")  # fmt: skip
+    parser.add_argument("--no-cusum-dating", action="store_true",
+                        help="date a single test's detection to its window's day, not to the start "
+                             "of a same-direction CUSUM excursion (before 2026-12-07)")  # fmt: skip
     parser.add_argument("--elasticity-factor", type=float, default=Settings.elasticity_factor,
                         help="the shift's factor on every elasticity (1 and --intercept-shift 0: "
                              "no shift, for false alarms)")  # fmt: skip
@@ -730,7 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     changes: dict[str, Any] = {"engine_epsilon": args.engine_epsilon, "engine_floor": args.engine_floor,
                                "weight_before": args.weight_before, "change_alpha": args.change_alpha,
                                "cusum_k": args.cusum_k, "elasticity_factor": args.elasticity_factor,
-                               "intercept_shift": args.intercept_shift}
+                               "intercept_shift": args.intercept_shift,
+                               "cusum_dating": not args.no_cusum_dating}
     if args.first_refit != Settings.first_refit:
         changes["first_refit"] = args.first_refit
     if args.seeds:

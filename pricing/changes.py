@@ -88,6 +88,12 @@ Day = TypeVar("Day")
 #: Level of the screen that picks, after a detection, the categories whose own surprise
 #: shows the change (:meth:`ChangeTest.moved_categories`).
 CATEGORY_ALPHA = 0.05
+#: A single test's detection is dated back to the start of a same-direction CUSUM
+#: excursion (:meth:`Cusum.excursion_start`) when the detecting window moved the statistic
+#: by at least this much (standard deviations of the window's pooled surprise) ...
+DATING_MIN_Z = 2.0
+#: ... and the chart stood at least this high before the window.
+DATING_MIN_CHART = 1.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,11 @@ class ChangeDetection:
         After a detection by the single test, start the new regime only in the categories
         whose own surprise shows the change (:meth:`ChangeTest.moved_categories`; all of
         them when none or every one does); False: always in every category.
+    cusum_dating : bool
+        With ``cusum``: date a single test's detection back to the start of a CUSUM
+        excursion already under way in the change's direction (:meth:`Cusum.excursion_start`),
+        so that the shift's first day, which moved the charts but fell just short of the
+        test, counts as the new regime. False: a detection starts on its window's day.
     """
 
     alpha: float = 1e-3
@@ -118,6 +129,7 @@ class ChangeDetection:
     cusum: bool = False
     cusum_k: float = 1.0
     by_category: bool = True
+    cusum_dating: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -295,6 +307,50 @@ class Cusum:
             first = min(begun, default=label)  # labels sort by time (ISO dates)
             return Cusum(), first
         return Cusum((upper[0], upper[1]), (lower[0], lower[1]), tuple(starts)), None
+
+    def excursion_start(self, z: FloatArray, label: str, min_z: float = DATING_MIN_Z,
+                        min_chart: float = DATING_MIN_CHART) -> str:  # fmt: skip
+        """When a change that the single test found in window ``label`` began: the start
+        of a chart's excursion already under way in the change's direction, else ``label``.
+
+        Called on the charts as they stood *before* the window's step. The single test
+        sees one window; a shift often shows the day it happens, just short of the test
+        (a pooled surprise of -3.5 where the test needs about -3.9), and is found the day
+        after. Dating the change to that later window would count the shift's first day
+        as the old regime. Page's estimate of the change point is the last time the
+        chart stood at 0; it is used here only when the chart agrees with the window
+        (the statistic moved by at least ``min_z`` in this window, in the chart's
+        direction) and has itself moved (by at least ``min_chart`` beyond its allowance),
+        so that a chart idling just above 0 for weeks never dates a change far back.
+
+        Parameters
+        ----------
+        z : ndarray, shape (1,) or (2,)
+            The detecting window's pooled level (and slope) surprise.
+        label : str
+            The detecting window's label (labels sort in time order).
+        min_z : float
+            How far (standard deviations) a statistic must have moved in this window for
+            its chart to date the change.
+        min_chart : float
+            How high the chart must stand before the window (standard deviations).
+
+        Returns
+        -------
+        str
+            The earliest qualifying excursion's start label, or ``label``.
+        """
+        values = [float(v) for v in np.asarray(z, dtype=float)[:2]]
+        begun = [label]
+        for j, v in enumerate(values):
+            if not math.isfinite(v) or abs(v) < min_z:
+                continue
+            side = 0 if v > 0 else 2
+            chart = (self.upper if v > 0 else self.lower)[j]
+            start = self.starts[side + j]
+            if chart >= min_chart and start is not None:
+                begun.append(start)
+        return min(begun)  # labels sort by time
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form (a snapshot's diagnostics)."""

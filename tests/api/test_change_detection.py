@@ -129,6 +129,26 @@ def test_a_cusum_carried_between_refits_finds_a_moderate_shift_at_the_start_of_i
     assert after.starts[2] == "2026-11-28"
 
 
+def test_a_collapse_the_cusum_had_begun_to_see_is_dated_to_the_start_of_its_excursion(
+        catalog, sessions):  # fmt: skip
+    _posterior, watermark, snapshot_id = _published_an_hour_ago(sessions)
+    # The day before, the lower level chart began an excursion (the shift's first day, just
+    # short of the single test); today's window is a collapse the test finds.
+    began = watermark.date() - timedelta(days=1)
+    charts = Cusum(lower=(2.5, 0.0), starts=(None, None, began.isoformat(), None))
+    with sessions() as session, session.begin():
+        row = session.get(ModelSnapshot, snapshot_id)
+        row.diagnostics = {**row.diagnostics, "change_cusum": charts.to_dict()}
+    log_counts(sessions, [(seg, "TEA-1", 1000, 1000, TRIALS, 5) for seg in ("default", "loyalty")])
+    change_since, test, after, found_by = _detect(sessions, ChangeDetection(cusum=True))
+    assert test is not None and test.detected and found_by == "test" and test.pooled_z[0] < -2
+    assert change_since == began and after == Cusum()
+    # Dating off (PRICING_CHANGE_CUSUM_DATING=false): the window's own day.
+    change_since, *_rest = _detect(sessions, ChangeDetection(cusum=True, cusum_dating=False))
+    assert change_since == watermark.date()
+    assert Settings(change_cusum_dating=False).change_config() == ChangeDetection(cusum=True, cusum_dating=False)
+
+
 def test_a_collapse_in_one_category_starts_a_new_regime_there_only(catalog, sessions):
     catalog.product("COF-1", category="coffee")
     posterior = two_category_posterior(spread=0.1)

@@ -279,6 +279,30 @@ def test_a_cusum_finds_a_repeated_moderate_surprise_and_dates_it_to_its_start():
         Cusum().step(np.array([1.0]), "x", k, h, days=0.0)
 
 
+def test_a_detection_is_dated_to_the_start_of_an_excursion_in_its_direction():
+    from pricing.changes import DATING_MIN_CHART, Cusum
+
+    k, h = 1.0, ChangeDetection(cusum=True).cusum_h
+    # Day 10: the shift shows (-3.6), just short of the single test; the lower level chart
+    # climbs to 2.6. Day 11: the test fires on a window of -4.5.
+    charts, found = Cusum().step(np.array([0.4, -0.2]), "d09", k, h)
+    charts, found = charts.step(np.array([-3.6, 0.5]), "d10", k, h)
+    assert found is None and charts.lower[0] == pytest.approx(2.6) and charts.starts[2] == "d10"
+    assert charts.excursion_start(np.array([-4.5, 0.3]), "d11") == "d10"
+    # A window moving the other way, or hardly at all, keeps its own day.
+    assert charts.excursion_start(np.array([4.5, 0.3]), "d11") == "d11"
+    assert charts.excursion_start(np.array([-1.5, 0.3]), "d11") == "d11"
+    assert charts.excursion_start(np.array([np.nan]), "d11") == "d11"
+    # A chart idling just above 0 does not date a change back.
+    idle = Cusum(lower=(DATING_MIN_CHART / 2, 0.0), starts=(None, None, "d01", None))
+    assert idle.excursion_start(np.array([-5.0]), "d11") == "d11"
+    # The slope's chart dates it when the slope moved; the earliest qualifying start wins.
+    both = Cusum(upper=(0.0, 1.5), lower=(2.0, 0.0), starts=(None, "d08", "d10", None))
+    assert both.excursion_start(np.array([-3.0, 2.5]), "d11") == "d08"
+    assert both.excursion_start(np.array([-3.0, -2.5]), "d11") == "d10"
+    assert Cusum().excursion_start(np.array([-6.0, 6.0]), "d11") == "d11"
+
+
 def _category_cells(posterior, rng, shifted, trials, intercept_shift, segments):
     draw = int(rng.integers(posterior.n_draws))
     records = []
