@@ -253,7 +253,8 @@ class Settings:
                    if self.shift_segments is not None else "")
                 + f"; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
                 f"(before a detected change: weight {self.weight_before:g}; false alarms "
-                f"{self.change_alpha:g} a day, CUSUM allowance {self.cusum_k:g}); "
+                f"{self.change_alpha:g} a day, CUSUM allowance {self.cusum_k:g}"
+                f"{'' if self.cusum_dating else ', test detections not dated back to a CUSUM excursion'}); "
                 f"first fit at {self.first_refit:,} visitors; NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
                 f"{self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g})")  # fmt: skip
 
