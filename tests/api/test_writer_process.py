@@ -217,3 +217,55 @@ def test_the_linger_defaults_to_none_with_a_writer_process(catalog, db_url):
     assert app.state.pricing.writer.linger == 0.001
     app = create_app(load_settings(database_url=db_url, writer_process=True, writer_linger_seconds=0.002))
     assert app.state.pricing.writer.linger == 0.002
+
+
+def test_framed_messages_cross_in_one_call_each_way_and_keep_the_wire_format(monkeypatch):
+    import socket
+    from multiprocessing.connection import Connection
+
+    from api.writer_process import FramedConnection
+
+    ours, theirs = socket.socketpair()
+    framed, stock = FramedConnection(ours.detach()), Connection(theirs.detach())
+    try:
+        calls = {"read": 0, "write": 0}
+        real_read, real_send = os.read, framed._send
+
+        def read(fd, n):
+            calls["read"] += fd == framed.fileno()
+            return real_read(fd, n)
+
+        def send(data):  # each write system call of the message
+            calls["write"] += 1
+            return real_send(data)
+
+        monkeypatch.setattr(os, "read", read)
+        monkeypatch.setattr(framed, "_send", send)
+        # Either way round with the stock class, small and over 16 KiB (which the stock
+        # class writes as two calls).
+        for payload in (b"ready", bytes(range(256)) * 200):
+            stock.send_bytes(payload)
+            calls["read"] = 0
+            assert framed.recv_bytes() == payload and calls["read"] == 1
+            calls["write"] = 0
+            framed.send_bytes(payload)
+            assert calls["write"] == 1 and stock.recv_bytes() == payload
+        # A message larger than one read, and two messages arriving together.
+        big = os.urandom(3 * FramedConnection.CHUNK + 7)
+        sender = threading.Thread(target=stock.send_bytes, args=(big,))  # beyond the socket's buffer
+        sender.start()
+        assert framed.recv_bytes() == big
+        sender.join()
+        stock.send_bytes(b"first")
+        stock.send_bytes(b"second")
+        time.sleep(0.05)
+        assert framed.recv_bytes() == b"first"
+        assert framed.poll(0) and framed.recv_bytes() == b"second" and not framed.poll(0)
+        # The peer gone: end of file, as with the stock class.
+        stock.close()
+        with pytest.raises(EOFError):
+            framed.recv_bytes()
+    finally:
+        framed.close()
+        if not stock.closed:
+            stock.close()
