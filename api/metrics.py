@@ -13,10 +13,11 @@ from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.writer import LATENCY_BOUNDS
+from api.latency import LATENCY_BOUNDS
 
 if TYPE_CHECKING:
-    from api.writer import GroupWriter, LatencyCounts
+    from api.latency import LatencyCounts
+    from api.writer import GroupWriter
 
 __all__ = ["Metrics", "install_metrics"]
 
@@ -185,6 +186,14 @@ class _WriterCollector(Collector):
             "commit (statements and the commit's flush to disk).",
             writer.transaction_seconds,
         )
+        if process is not None:
+            yield _histogram(
+                "pricing_writer_process_transaction_seconds",
+                "Per committed transaction, seconds it took inside the writer process, from "
+                "the batch's arrival to its commit; pricing_writer_transaction_seconds adds the "
+                "crossing both ways and the API process's wait for its interpreter lock.",
+                process.transaction_seconds,
+            )
 
 
 def _histogram(name: str, documentation: str, counts: LatencyCounts) -> HistogramMetricFamily:

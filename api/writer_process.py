@@ -44,6 +44,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,6 +53,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.db import EngineRecipe
+from api.latency import LatencyCounts
 
 __all__ = ["PROCESS_NAME", "FramedConnection", "RemoteWriteError", "WriterProcess"]
 
@@ -141,6 +143,10 @@ class WriterProcess:
         self._lock = threading.Lock()
         #: Children started (1 after the first start; more after a child died).
         self.starts = 0
+        #: Seconds each committed batch took in the child, from its arrival to its commit
+        #: (against the writer's own ``transaction_seconds``, which adds the crossing both
+        #: ways and the API process's wait for its interpreter lock).
+        self.transaction_seconds = LatencyCounts()
 
     @property
     def pid(self) -> int | None:
@@ -252,8 +258,10 @@ class WriterProcess:
                 self._close()
             raise WriteUnavailableError(f"the writer process exited ({type(exc).__name__})") from exc
         if kind == "ok":
-            for job, report in zip(jobs, answer, strict=True):
+            reports, seconds = answer
+            for job, report in zip(jobs, reports, strict=True):
                 job.absorb(report)
+            self.transaction_seconds.observe(seconds)
             return
         if kind == "unavailable":
             raise WriteUnavailableError(answer)
@@ -290,8 +298,10 @@ def _serve(conn: Connection) -> None:
                 if request is None:
                     return
                 jobs, before_commit = request
+                started = time.perf_counter()
                 write_jobs(sessions, jobs, before_commit)
-                reply: tuple[str, Any] = ("ok", [job.report() for job in jobs])
+                reply: tuple[str, Any] = ("ok", ([job.report() for job in jobs],
+                                                 time.perf_counter() - started))
             except BaseException as exc:  # every failure goes back to the API process
                 text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 reply = ("unavailable" if _unavailable(exc) else "failed", text)

@@ -127,6 +127,13 @@ def test_a_child_killed_between_batches_is_replaced_before_the_next_one(catalog,
     assert _count(sessions) == 1 and process.starts == 2
     metrics = catalog.get("/metrics").text
     assert "pricing_writer_process_starts_total 2.0" in metrics
+    # The child's own time per batch, beside the writer's (which adds the crossing).
+    inside = float(metrics.split("pricing_writer_process_transaction_seconds_count ")[1].split()[0])
+    total = float(metrics.split("pricing_writer_transaction_seconds_count ")[1].split()[0])
+    assert inside == total >= 1
+    child_sum = float(metrics.split("pricing_writer_process_transaction_seconds_sum ")[1].split()[0])
+    writer_sum = float(metrics.split("pricing_writer_transaction_seconds_sum ")[1].split()[0])
+    assert 0 < child_sum < writer_sum
 
 
 def test_the_child_ends_with_the_app_and_when_its_parent_is_gone(db_url):
