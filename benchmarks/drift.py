@@ -254,7 +254,7 @@ class Settings:
                 + f"; engines: {'; '.join(v.name.removeprefix('engine, ') for v in self.engine_variants())} "
                 f"(before a detected change: weight {self.weight_before:g}; false alarms "
                 f"{self.change_alpha:g} a day, CUSUM allowance {self.cusum_k:g}"
-                f"{'' if self.cusum_dating else ', test detections not dated back to a CUSUM excursion'}); "
+                f"{', test detections dated back to a CUSUM excursion' if self.cusum_dating else ''}); "
                 f"first fit at {self.first_refit:,} visitors; NUTS {self.chains} x {self.draws} ({self.tune} tuning); engine ε "
                 f"{self.engine_epsilon:g} (uniform {min(self.engine_floor, self.engine_epsilon):g})")  # fmt: skip
 
@@ -715,9 +715,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="change detection's false alarms per day of data")  # fmt: skip
     parser.add_argument("--cusum-k", type=float, default=Settings.cusum_k,
                         help="the CUSUM's allowance per day, in sd of a day's surprise")  # fmt: skip
-    parser.add_argument("--no-cusum-dating", action="store_true",
-                        help="date a single test's detection to its window's day, not to the start "
-                             "of a same-direction CUSUM excursion (before 2026-12-07)")  # fmt: skip
+    parser.add_argument("--cusum-dating", action="store_true",
+                        help="date a single test's detection to the start of a same-direction CUSUM "
+                             "excursion under way (PRICING_CHANGE_CUSUM_DATING; default: its window's day)")  # fmt: skip
     parser.add_argument("--elasticity-factor", type=float, default=Settings.elasticity_factor,
                         help="the shift's factor on every elasticity (1 and --intercept-shift 0: "
                              "no shift, for false alarms)")  # fmt: skip
@@ -746,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
                                "weight_before": args.weight_before, "change_alpha": args.change_alpha,
                                "cusum_k": args.cusum_k, "elasticity_factor": args.elasticity_factor,
                                "intercept_shift": args.intercept_shift,
-                               "cusum_dating": not args.no_cusum_dating}
+                               "cusum_dating": args.cusum_dating}
     if args.first_refit != Settings.first_refit:
         changes["first_refit"] = args.first_refit
     if args.seeds:

@@ -121,7 +121,10 @@ class ChangeDetection:
         With ``cusum``: date a single test's detection back to the start of a CUSUM
         excursion already under way in the change's direction (:meth:`Cusum.excursion_start`),
         so that the shift's first day, which moved the charts but fell just short of the
-        test, counts as the new regime. False: a detection starts on its window's day.
+        test, counts as the new regime. False (the default): a detection starts on its
+        window's day. Off by default: in the drift benchmark (2026-12-07, seed 7, the one of
+        eight seeds where it moved a detection) it earned 93.8 % of the moving oracle
+        against 94.9 % without, 90.7 against 93.3 % after the shift.
     """
 
     alpha: float = 1e-3
@@ -129,7 +132,7 @@ class ChangeDetection:
     cusum: bool = False
     cusum_k: float = 1.0
     by_category: bool = True
-    cusum_dating: bool = True
+    cusum_dating: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:

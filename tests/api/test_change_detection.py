@@ -140,13 +140,14 @@ def test_a_collapse_the_cusum_had_begun_to_see_is_dated_to_the_start_of_its_excu
         row = session.get(ModelSnapshot, snapshot_id)
         row.diagnostics = {**row.diagnostics, "change_cusum": charts.to_dict()}
     log_counts(sessions, [(seg, "TEA-1", 1000, 1000, TRIALS, 5) for seg in ("default", "loyalty")])
-    change_since, test, after, found_by = _detect(sessions, ChangeDetection(cusum=True))
+    dating = ChangeDetection(cusum=True, cusum_dating=True)  # PRICING_CHANGE_CUSUM_DATING=true
+    change_since, test, after, found_by = _detect(sessions, dating)
     assert test is not None and test.detected and found_by == "test" and test.pooled_z[0] < -2
     assert change_since == began and after == Cusum()
-    # Dating off (PRICING_CHANGE_CUSUM_DATING=false): the window's own day.
-    change_since, *_rest = _detect(sessions, ChangeDetection(cusum=True, cusum_dating=False))
+    assert Settings(change_cusum_dating=True).change_config() == dating
+    # Dating off (the default): the window's own day.
+    change_since, *_rest = _detect(sessions, ChangeDetection(cusum=True))
     assert change_since == watermark.date()
-    assert Settings(change_cusum_dating=False).change_config() == ChangeDetection(cusum=True, cusum_dating=False)
 
 
 def test_a_collapse_in_one_category_starts_a_new_regime_there_only(catalog, sessions):
