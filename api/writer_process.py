@@ -34,13 +34,11 @@ is killed.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import pickle
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -55,7 +53,7 @@ from sqlalchemy.orm import Session
 from api.db import EngineRecipe
 from api.latency import LatencyCounts
 
-__all__ = ["PROCESS_NAME", "FramedConnection", "RemoteWriteError", "WriterProcess"]
+__all__ = ["PROCESS_NAME", "RemoteWriteError", "WriterProcess"]
 
 #: The child's name in ``ps`` and ``top`` (``/proc/<pid>/comm``).
 PROCESS_NAME = "pricing-writer"
@@ -66,61 +64,6 @@ log = logging.getLogger("pricing.writer")
 class RemoteWriteError(RuntimeError):
     """The writer process could not write a batch for a reason of the batch's own (a bug,
     a constraint): the writer retries its jobs one by one, as with an in-thread failure."""
-
-
-class FramedConnection(Connection):
-    """A :class:`multiprocessing.connection.Connection` whose messages usually cross in one
-    system call each way (same wire format: a 4-byte big-endian length, then the bytes).
-
-    The stock class writes a message over 16 KiB as two calls (length, then bytes) and
-    reads every message as at least two (length, then bytes). Each call gives up the GIL,
-    and the writer thread must then take it back from a busy event loop, which can take
-    a switch interval (``PRICING_GIL_SWITCH_SECONDS``) each time. Here a message is written
-    in one call, and read in as few as the socket allows: the first read asks for up to
-    :attr:`CHUNK` bytes, which brings the length and, for a batch's reply, the whole message.
-    Bytes read past a message (never, in this request-and-reply protocol) are kept for the
-    next one.
-    """
-
-    #: Bytes asked for by a read when the message's length is not known yet.
-    CHUNK = 1 << 18
-
-    def __init__(self, handle: int, readable: bool = True, writable: bool = True) -> None:
-        super().__init__(handle, readable, writable)
-        self._rest = bytearray()
-
-    def _send_bytes(self, buf: Any) -> None:
-        n = len(buf)
-        if n > 0x7FFFFFFF:  # the stock 12-byte header (never for a batch)
-            super()._send_bytes(buf)  # type: ignore[misc]
-            return
-        self._send(struct.pack("!i", n) + bytes(buf))  # type: ignore[attr-defined]
-
-    def _fill(self, data: bytearray, want: int) -> None:
-        """Read until ``data`` holds at least ``want`` bytes."""
-        while len(data) < want:
-            chunk = os.read(self._handle, max(want - len(data), self.CHUNK))  # type: ignore[attr-defined]
-            if not chunk:
-                if not data:
-                    raise EOFError
-                raise OSError("got end of file during message")
-            data += chunk
-
-    def _recv_bytes(self, maxsize: int | None = None) -> io.BytesIO:
-        data, self._rest = self._rest, bytearray()
-        self._fill(data, 4)
-        (size,) = struct.unpack_from("!i", data)
-        start = 4
-        if size == -1:
-            self._fill(data, 12)
-            (size,) = struct.unpack_from("!Q", data, 4)
-            start = 12
-        self._fill(data, start + size)
-        self._rest = data[start + size:]
-        return io.BytesIO(memoryview(data)[start : start + size])
-
-    def _poll(self, timeout: float | None) -> bool:
-        return bool(self._rest) or bool(super()._poll(timeout))  # type: ignore[misc]
 
 
 class WriterProcess:
@@ -138,7 +81,7 @@ class WriterProcess:
 
     def __init__(self, recipe: EngineRecipe) -> None:
         self.recipe = recipe
-        self._conn: FramedConnection | None = None
+        self._conn: Connection | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         #: Children started (1 after the first start; more after a child died).
@@ -183,7 +126,7 @@ class WriterProcess:
                 )  # fmt: skip
             finally:
                 theirs.close()
-            conn = FramedConnection(ours.detach())
+            conn = Connection(ours.detach())
             self.starts += 1
             try:
                 conn.send_bytes(pickle.dumps(self.recipe, protocol=pickle.HIGHEST_PROTOCOL))
@@ -315,4 +258,4 @@ def _serve(conn: Connection) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("PRICING_LOG_LEVEL", "warning").upper())
-    _serve(FramedConnection(int(sys.argv[1])))
+    _serve(Connection(int(sys.argv[1])))
