@@ -1034,15 +1034,17 @@ def app_gc(target: Target) -> tuple[float, float, float]:
     return seconds, count, full
 
 
-def app_writer(target: Target) -> tuple[float, float, float]:
+def app_writer(target: Target) -> tuple[float, ...]:
     """The worker's group writer so far, from ``/metrics`` (``pricing_writer_*``):
-    transactions, jobs, busy seconds; zeros from a server without them."""
-    found = dict.fromkeys(("transactions", "jobs", "busy_seconds"), 0.0)
+    transactions, jobs, busy seconds, and the seconds of its transactions as the writer
+    saw them and inside the writer process; zeros from a server without them."""
+    found = dict.fromkeys(("transactions_total", "jobs_total", "busy_seconds_total",
+                           "transaction_seconds_sum", "process_transaction_seconds_sum"), 0.0)  # fmt: skip
     for line in _metrics_lines(target):
         for name in found:
-            if line.startswith(f"pricing_writer_{name}_total "):
+            if line.startswith(f"pricing_writer_{name} "):
                 found[name] = float(line.rsplit(" ", 1)[1])
-    return found["transactions"], found["jobs"], found["busy_seconds"]
+    return tuple(found.values())
 
 
 @dataclass
@@ -1053,6 +1055,11 @@ class WriterUse:
     jobs: float
     busy_seconds: float
     seconds: float
+    #: Seconds of the run's transactions as the writer thread saw them (statements,
+    #: commit, and with the writer process the crossing both ways) ...
+    transaction_seconds: float = 0.0
+    #: ... and inside the writer process (0 without one).
+    process_seconds: float = 0.0
 
     @property
     def jobs_per_transaction(self) -> float:
@@ -1063,12 +1070,21 @@ class WriterUse:
         """Share of the run the writer spent writing."""
         return self.busy_seconds / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def commit_ms(self) -> tuple[float, float]:
+        """Mean milliseconds per transaction: as the writer saw it, and inside the writer
+        process (NaN without one); their difference is the batch's crossing and the API
+        process's waits for its GIL."""
+        if not self.transactions:
+            return float("nan"), float("nan")
+        inside = 1000 * self.process_seconds / self.transactions if self.process_seconds else float("nan")
+        return 1000 * self.transaction_seconds / self.transactions, inside
 
-def writer_use(
-    before: tuple[float, float, float], after: tuple[float, float, float], seconds: float
-) -> WriterUse:
+
+def writer_use(before: tuple[float, ...], after: tuple[float, ...], seconds: float) -> WriterUse:
     """The writer's work between two :func:`app_writer` readings."""
-    return WriterUse(after[0] - before[0], after[1] - before[1], after[2] - before[2], seconds)
+    d = [a - b for a, b in zip(after, before, strict=True)]
+    return WriterUse(d[0], d[1], d[2], seconds, d[3], d[4])
 
 
 #: The group writer's histogram of each job's wait for its commit.
@@ -1704,7 +1720,7 @@ def sweep_table(quotes: QuoteResults) -> str:
     """Markdown table: closed-loop throughput at each concurrency, both servers."""
     out = ["| connections | baseline req/s | baseline p99 ms | engine req/s | engine p50 ms | engine p99 ms "
            "| engine errors | engine cores: process (event loop) | host busy cores "
-           "| writer: quotes per commit (busy) | decisions logged before |",
+           "| writer: quotes per commit (busy; ms per commit / inside the writer process) | decisions logged before |",
            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     cpu: list[CpuUse | None] = list(quotes.engine_cpu) or [None for _ in quotes.engine_max]
     writer: list[WriterUse | None] = list(quotes.engine_writer) or [None for _ in quotes.engine_max]
@@ -1717,14 +1733,18 @@ def sweep_table(quotes: QuoteResults) -> str:
 
 
 def _writer_brief(use: WriterUse) -> str:
+    total, inside = use.commit_ms
     return (f"writer: {use.transactions:,.0f} transactions, {use.jobs_per_transaction:.1f} jobs each, "
-            f"busy {use.busy_share:.0%} of the run")  # fmt: skip
+            f"busy {use.busy_share:.0%} of the run, {total:.2f} ms each"
+            + (f" ({inside:.2f} ms inside the writer process)" if inside == inside else ""))  # fmt: skip
 
 
 def _writer_cell(use: WriterUse | None) -> str:
     if use is None or not use.transactions:
         return "n/a"
-    return f"{use.jobs_per_transaction:.1f} ({use.busy_share:.0%})"
+    total, inside = use.commit_ms
+    ms = f"; {total:.1f} / {inside:.1f} ms" if inside == inside else f"; {total:.1f} ms"
+    return f"{use.jobs_per_transaction:.1f} ({use.busy_share:.0%}{ms})"
 
 
 def _process_cores(use: CpuUse | None) -> str:
@@ -1743,7 +1763,7 @@ def latency_table(quotes: QuoteResults) -> str:
     out = ["| offered req/s | % of engine max | engine achieved req/s | engine p50 ms | engine p99 ms "
            "| inside the app: p99 within ms | inside the app: share within 10 ms "
            "| GC pauses in the worker: ms (collections, full) | engine cores: process (event loop) "
-           "| writer: quotes per commit (busy) | writer: commit wait p99 within ms "
+           "| writer: quotes per commit (busy; ms per commit / inside the writer process) | writer: commit wait p99 within ms "
            "| bare p50 ms | bare p99 ms | errors (engine / bare) |",
            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     inside = quotes.engine_inside or [{} for _ in quotes.engine_open]
@@ -2068,10 +2088,19 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
             where += (
                 f" The writer committed {w_half.jobs_per_transaction:.1f} quotes per transaction here "
                 f"and was busy {w_half.busy_share:.0%} of the time, against "
-                f"{w_best.jobs_per_transaction:.1f} and {w_best.busy_share:.0%} at the maximum: much "
-                "of its cost is per transaction (the statements of a batch, the commit), so at a "
-                "lower rate each quote carries more of it."
+                f"{w_best.jobs_per_transaction:.1f} and {w_best.busy_share:.0%} at the maximum: it "
+                "starts the next batch as soon as one commits, so at a lower rate each quote "
+                "carries more of a transaction's cost."
             )
+            total, inside = w_half.commit_ms
+            if inside == inside:
+                where += (
+                    f" A transaction took {total:.1f} ms as the writer thread saw it and {inside:.1f} ms "
+                    "inside the writer process (`pricing_writer_process_transaction_seconds`): the "
+                    f"{total - inside:.1f} ms between is the batch crossing the socket both ways and "
+                    "the writer thread waiting to take the API process's GIL back from the event loop; "
+                    "the time inside includes waiting for a core on a host that also runs the load."
+                )
     return [head + where]
 
 

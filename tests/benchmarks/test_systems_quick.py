@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks import systems
 from benchmarks.report import DOC
 
@@ -93,10 +95,15 @@ def test_cpu_use_counts_this_process_and_the_host_while_it_computes():
 
 
 def test_writer_use_reads_jobs_per_transaction_and_busy_share():
-    use = systems.writer_use((10.0, 40.0, 1.0), (30.0, 140.0, 4.0), 10.0)
+    use = systems.writer_use((10.0, 40.0, 1.0, 0.5, 0.2), (30.0, 140.0, 4.0, 0.58, 0.25), 10.0)
     assert (use.jobs_per_transaction, use.busy_share) == (5.0, 0.3)
-    assert systems._writer_cell(use) == "5.0 (30%)"
-    assert systems._writer_cell(systems.writer_use((1, 1, 0), (1, 1, 0), 1.0)) == "n/a"
+    assert use.commit_ms == pytest.approx((4.0, 2.5))
+    assert systems._writer_cell(use) == "5.0 (30%; 4.0 / 2.5 ms)"
+    assert "2.50 ms inside the writer process" in systems._writer_brief(use)
+    # On the writer thread (no process): the writer's own time only.
+    thread = systems.writer_use((0, 0, 0, 0, 0), (20, 100, 3, 0.08, 0), 10.0)
+    assert systems._writer_cell(thread) == "5.0 (30%; 4.0 ms)" and "inside" not in systems._writer_brief(thread)
+    assert systems._writer_cell(systems.writer_use((1, 1, 0, 0, 0), (1, 1, 0, 0, 0), 1.0)) == "n/a"
 
 
 def test_the_half_load_finding_names_the_commit_wait_when_it_is_the_tail():
