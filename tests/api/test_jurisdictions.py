@@ -88,8 +88,14 @@ def test_rules_are_versioned_validated_and_audited_and_the_default_applies(catal
         assert audit.after["default"] == "US-NY" and audit.before["version"] is None
     _serve(catalog, sessions, client)
     client.app.state.pricing.jurisdictions.refresh()
-    lines = [line for n in range(20)
-             for line in _quote(catalog, customer_id=f"d-{n}").json()["lines"]]  # fmt: skip
+    # About one line in seven is personalized here (Thompson sampling mostly keeps the list
+    # price): quote until a few are, rather than a fixed 20 carts that all kept the list price
+    # about once in 400 runs.
+    lines: list[dict] = []
+    for n in range(200):
+        lines += _quote(catalog, customer_id=f"d-{n}").json()["lines"]
+        if sum(line["personalized"] for line in lines) >= 3:
+            break
     personalized = [line for line in lines if line["personalized"]]
     assert personalized and all(
         line["disclosure"] == "Priced for you by an algorithm." for line in personalized
