@@ -331,9 +331,7 @@ def run_engine(market: Market, phases: tuple[Market, ...], drift: Drift, seg: In
                     charts, began = charts.step(test.pooled_z, f"{fitted_day:06d}", detection.cusum_k,
                                                 threshold, window_days)  # fmt: skip
                 if test.detected:  # as the service: where it shows (every category: None)
-                    start = fitted_day
-                    if variant.cusum and detection.cusum_dating:
-                        start = int(before.excursion_start(test.pooled_z, f"{fitted_day:06d}"))
+                    start = int(detection.detection_label(before, test.pooled_z, f"{fitted_day:06d}"))
                     points = points.moved(start, test.moved_categories()
                                           if detection.by_category else None)  # fmt: skip
                     print(f"    seed {seed}: the test found a change at visitor {t:,}, dated day "

@@ -142,6 +142,15 @@ class ChangeDetection:
         if not self.cusum_k > 0.0:
             raise ValueError("change detection: cusum_k must be > 0")
 
+    def detection_label(self, before: Cusum | None, z: FloatArray, label: str) -> str:
+        """The label of the window a single test's detection in window ``label`` starts its
+        regime at: ``label``, or with ``cusum`` and ``cusum_dating`` the start of an excursion
+        of the charts ``before`` (as they stood before that window) in the change's
+        direction (:meth:`Cusum.excursion_start`)."""
+        if before is None or not (self.cusum and self.cusum_dating):
+            return label
+        return before.excursion_start(z, label)
+
     @property
     def test_alpha(self) -> float:
         """False-alarm rate of the single test per day of data (half of ``alpha`` with the

@@ -366,10 +366,10 @@ def _detect_change(
     against its posterior as fitted (equal weights: the online updates have seen them). A
     detection starts a new regime on the watermark's UTC day in the categories where it
     shows (:meth:`pricing.changes.ChangeTest.moved_categories`; every one with
-    ``detection.by_category`` off), or on the day a CUSUM excursion in the change's
-    direction began when one was under way (``detection.cusum_dating``); a CUSUM that crosses its threshold starts one in every
-    category on the day its excursion began (it watches the pooled surprise only);
-    otherwise the serving snapshot's points (if any) carry on.
+    ``detection.by_category`` off), or with ``detection.cusum_dating`` on the day a CUSUM
+    excursion in the change's direction began when one was under way; a CUSUM that crosses
+    its threshold starts one in every category on the day its excursion began (it watches
+    the pooled surprise only); otherwise the serving snapshot's points (if any) carry on.
     """
     previous = current_snapshot(session)
     if previous is None or previous.draws is None:
@@ -395,8 +395,7 @@ def _detect_change(
         charts, began = charts.step(test.pooled_z, day.isoformat(), detection.cusum_k, threshold, days)
     if test.detected:
         moved = test.moved_categories() if detection.by_category else None
-        if before is not None and detection.cusum_dating:  # the shift's first day, if it showed
-            day = date.fromisoformat(before.excursion_start(test.pooled_z, day.isoformat()))
+        day = date.fromisoformat(detection.detection_label(before, test.pooled_z, day.isoformat()))
         log.warning("demand changed since %s in %s: %s", day,
                     ", ".join(moved) if moved else "every category", test.to_dict())  # fmt: skip
         return (points.moved(day, moved), test, (Cusum() if charts is not None else None), "test",

@@ -301,6 +301,11 @@ def test_a_detection_is_dated_to_the_start_of_an_excursion_in_its_direction():
     assert both.excursion_start(np.array([-3.0, 2.5]), "d11") == "d08"
     assert both.excursion_start(np.array([-3.0, -2.5]), "d11") == "d10"
     assert Cusum().excursion_start(np.array([-6.0, 6.0]), "d11") == "d11"
+    # The setting decides whether a detection is dated back at all.
+    z = np.array([-4.5, 0.3])
+    assert ChangeDetection(cusum=True, cusum_dating=True).detection_label(charts, z, "d11") == "d10"
+    assert ChangeDetection(cusum=True).detection_label(charts, z, "d11") == "d11"
+    assert ChangeDetection(cusum=True, cusum_dating=True).detection_label(None, z, "d11") == "d11"
 
 
 def _category_cells(posterior, rng, shifted, trials, intercept_shift, segments):
