@@ -656,6 +656,10 @@ class CpuUse:
     #: The group writers' processes (``pricing-writer``, :mod:`api.writer_process`), part
     #: of ``server``; 0 when the writers commit on a thread of their worker.
     writer: float = 0.0
+    #: Bytes the writer processes sent to the disk during the run (``write_bytes`` of
+    #: ``/proc/<pid>/io``: the WAL's frames and their fsyncs), and the run's wall seconds.
+    writer_written: float = 0.0
+    seconds: float = 0.0
 
     def brief(self) -> str:
         """E.g. ``"server 1.43 (event loop 0.70, writer process 0.31), host 1.55 of 2"``."""
@@ -699,11 +703,13 @@ def cpu_use(server_pid: int) -> Iterator[list[CpuUse]]:
     the block count in full (a new database connection's backend); one that ends during
     it is lost."""
 
-    def reading() -> tuple[dict[int, float], dict[int, float], float, tuple[int, int], float]:
-        return ({p: _cpu_seconds(Path(f"/proc/{p}/stat")) for p in _tree_pids(server_pid)},
+    def reading() -> tuple[dict[int, float], dict[int, float], float, tuple[int, int], float, dict[int, int]]:
+        tree = _tree_pids(server_pid)
+        return ({p: _cpu_seconds(Path(f"/proc/{p}/stat")) for p in tree},
                 {p: _cpu_seconds(Path(f"/proc/{p}/stat")) for p in _postgres_pids()},
                 _cpu_seconds(Path(f"/proc/{server_pid}/task/{server_pid}/stat")),
-                _host_jiffies(), time.perf_counter())  # fmt: skip
+                _host_jiffies(), time.perf_counter(),
+                {p: _written_bytes(p) for p in tree if _helper(p) == "writer"})  # fmt: skip
 
     out: list[CpuUse] = []
     before = reading()
@@ -724,7 +730,20 @@ def cpu_use(server_pid: int) -> Iterator[list[CpuUse]]:
         main_thread=(after[2] - before[2]) / wall if not workers else None,
         postgres=used(before[1], after[1]) / wall, host=busy * cores, cores=cores,
         writer=used({p: before[0].get(p, 0.0) for p in writers}, {p: after[0][p] for p in writers}) / wall,
+        writer_written=float(sum(max(0, n - before[5].get(p, 0)) for p, n in after[5].items())),
+        seconds=wall,
     ))  # fmt: skip
+
+
+def _written_bytes(pid: int) -> int:
+    """Bytes a process has caused to be written to storage (``/proc/<pid>/io``); 0 if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _helper(pid: int) -> str | None:
@@ -1720,15 +1739,16 @@ def sweep_table(quotes: QuoteResults) -> str:
     """Markdown table: closed-loop throughput at each concurrency, both servers."""
     out = ["| connections | baseline req/s | baseline p99 ms | engine req/s | engine p50 ms | engine p99 ms "
            "| engine errors | engine cores: process (event loop) | host busy cores "
-           "| writer: quotes per commit (busy; ms per commit / inside the writer process) | decisions logged before |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+           "| writer: quotes per commit (busy; ms per commit / inside the writer process) "
+           "| writer process per quote: CPU ms / KB to disk | decisions logged before |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     cpu: list[CpuUse | None] = list(quotes.engine_cpu) or [None for _ in quotes.engine_max]
     writer: list[WriterUse | None] = list(quotes.engine_writer) or [None for _ in quotes.engine_max]
     for n, b, e, d, c, w in zip(quotes.connections, quotes.bare_max, quotes.engine_max,
                                 quotes.decisions_before, cpu, writer, strict=True):  # fmt: skip
         out.append(f"| {n} | {b.rps:,.0f} | {b.p99_ms:.1f} | {e.rps:,.1f} | {e.p50_ms:.1f} | {e.p99_ms:,.1f} "
                    f"| {e.errors}{e.error_kinds} | {_process_cores(c)} | {_host_cores(c)} | {_writer_cell(w)} "
-                   f"| {d:,} |")  # fmt: skip
+                   f"| {_writer_cost(c, w)} | {d:,} |")  # fmt: skip
     return "\n".join(out)
 
 
@@ -1747,6 +1767,14 @@ def _writer_cell(use: WriterUse | None) -> str:
     return f"{use.jobs_per_transaction:.1f} ({use.busy_share:.0%}{ms})"
 
 
+def _writer_cost(use: CpuUse | None, writer: WriterUse | None) -> str:
+    """The writer process's CPU milliseconds and kilobytes to disk per quote committed."""
+    if use is None or writer is None or not writer.jobs or use.writer < 0.005:
+        return "n/a"
+    cpu_ms = 1000 * use.writer * use.seconds / writer.jobs
+    return f"{cpu_ms:.2f} / {use.writer_written / 1024 / writer.jobs:.0f}"
+
+
 def _process_cores(use: CpuUse | None) -> str:
     if use is None:
         return "n/a"
@@ -1763,9 +1791,10 @@ def latency_table(quotes: QuoteResults) -> str:
     out = ["| offered req/s | % of engine max | engine achieved req/s | engine p50 ms | engine p99 ms "
            "| inside the app: p99 within ms | inside the app: share within 10 ms "
            "| GC pauses in the worker: ms (collections, full) | engine cores: process (event loop) "
-           "| writer: quotes per commit (busy; ms per commit / inside the writer process) | writer: commit wait p99 within ms "
+           "| writer: quotes per commit (busy; ms per commit / inside the writer process) "
+           "| writer process per quote: CPU ms / KB to disk | writer: commit wait p99 within ms "
            "| bare p50 ms | bare p99 ms | errors (engine / bare) |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     inside = quotes.engine_inside or [{} for _ in quotes.engine_open]
     collector: list[tuple[float, float, float] | None] = (
         list(quotes.engine_gc) or [None for _ in quotes.engine_open])
@@ -1780,7 +1809,7 @@ def latency_table(quotes: QuoteResults) -> str:
         paused = "n/a" if gc_run is None else f"{1000 * gc_run[0]:.0f} ({gc_run[1]:.0f}, {gc_run[2]:.0f})"
         out.append(f"| {rate:.0f} | {rate / quotes.engine_rps:.0%} | {e.rps:.0f} | {e.p50_ms:.1f} | "
                    f"{e.p99_ms:.1f} | {_fmt(inside_p99_ms(shares), 0)} | {within} | {paused} | {_process_cores(c)} | "
-                   f"{_writer_cell(w)} | {_fmt(inside_p99_ms(wait), 1) if wait else 'n/a'} | "
+                   f"{_writer_cell(w)} | {_writer_cost(c, w)} | {_fmt(inside_p99_ms(wait), 1) if wait else 'n/a'} | "
                    f"{b.p50_ms:.1f} | {b.p99_ms:.1f} | {e.errors} / {b.errors} |")  # fmt: skip
     return "\n".join(out)
 
@@ -2101,6 +2130,23 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
                     "the writer thread waiting to take the API process's GIL back from the event loop; "
                     "the time inside includes waiting for a core on a host that also runs the load."
                 )
+            if len(quotes.engine_open_cpu) == len(quotes.engine_open) and len(
+                quotes.engine_cpu
+            ) == len(quotes.engine_max):
+                half_cost = _writer_cost(quotes.engine_open_cpu[half], w_half)
+                best_cost = _writer_cost(quotes.engine_cpu[best], w_best)
+                if half_cost != "n/a" and best_cost != "n/a":
+                    where += (
+                        f" Per quote the writer process spent {half_cost.replace(' / ', ' ms of CPU and wrote ')} KB "
+                        f"to disk here ({best_cost.replace(' / ', ' ms and ')} KB at the maximum): "
+                        "SQLite's WAL takes whole 4 KB pages, and a decision row dirties the table's "
+                        "last page, a page of each of its six secondary indexes (two of them, customer "
+                        "× SKU and SKU × time, at places that differ from row to row), the day's "
+                        "per-SKU price row and the quote's other rows; the more quotes share a "
+                        "transaction, the more of those pages they share. The writer's cost per "
+                        "quote, not the API process's, sets how long each commit takes, and each "
+                        "commit's length sets how many quotes wait for the next one."
+                    )
     return [head + where]
 
 

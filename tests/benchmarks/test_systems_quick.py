@@ -94,6 +94,27 @@ def test_cpu_use_counts_this_process_and_the_host_while_it_computes():
     assert cpu.postgres >= 0.0 and "host" in cpu.brief()
 
 
+def test_the_writer_processes_cost_per_quote_from_their_cpu_and_the_bytes_they_wrote(tmp_path):
+    import os
+
+    # What this process writes and syncs reaches /proc/<pid>/io's write_bytes.
+    before = systems._written_bytes(os.getpid())
+    with open(tmp_path / "blob", "wb") as handle:
+        handle.write(os.urandom(1 << 20))
+        handle.flush()
+        os.fsync(handle.fileno())
+    assert systems._written_bytes(os.getpid()) - before >= 1 << 20
+    assert systems._written_bytes(2**22 + 7) == 0  # no such process
+    # 0.5 core for 2 s and 20 KB over 10 quotes: 100 ms of CPU and 2 KB a quote.
+    use = systems.CpuUse(server=1.0, main_thread=0.5, postgres=0.0, host=1.5, cores=2,
+                         writer=0.5, writer_written=20 * 1024, seconds=2.0)  # fmt: skip
+    writer = systems.writer_use((0, 0, 0, 0, 0), (5, 10, 1, 0.02, 0.01), 2.0)
+    assert systems._writer_cost(use, writer) == "100.00 / 2"
+    # Writing on the worker's thread (no writer process), or nothing committed: n/a.
+    assert systems._writer_cost(systems.CpuUse(1.0, 0.5, 0.0, 1.5, 2), writer) == "n/a"
+    assert systems._writer_cost(use, systems.writer_use((0,) * 5, (0,) * 5, 2.0)) == "n/a"
+
+
 def test_writer_use_reads_jobs_per_transaction_and_busy_share():
     use = systems.writer_use((10.0, 40.0, 1.0, 0.5, 0.2), (30.0, 140.0, 4.0, 0.58, 0.25), 10.0)
     assert (use.jobs_per_transaction, use.busy_share) == (5.0, 0.3)
