@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         pool_size=settings.db_pool_size,
         write_wait_seconds=settings.db_write_wait_seconds,
         sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_page_size=settings.sqlite_page_size,
         connect_timeout_seconds=settings.db_connect_timeout_seconds,
         sqlite_autocheckpoint=checkpointer is None,
     )

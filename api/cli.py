@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from api.db import make_engine, make_session_factory
+from api.db import engine_for, make_session_factory
 from api.migrate import migration_state, upgrade
 from api.orm import ApiKey
 from api.schemas.catalog import SegmentIn
@@ -63,7 +63,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring the database to the latest migration."""
     settings = _settings(args)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     installed = upgrade(engine)
     print(migration_state(engine).describe())
     if engine.dialect.name == "postgresql":
@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.protection import log_config
 
     settings = _settings(args)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     state = migration_state(engine)
     engine.dispose()
     if not state.up_to_date:
@@ -132,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _migrated_sessions(settings: Settings) -> Any:
     """A session factory on a migrated database, or None (the reason printed)."""
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     state = migration_state(engine)
     if not state.up_to_date:
         print(f"error: {state.describe()}", file=sys.stderr)
@@ -243,7 +243,7 @@ def cmd_export_feedback(args: argparse.Namespace) -> int:
 def cmd_seed_demo(args: argparse.Namespace) -> int:
     """Migrate, load the demo catalog and segments, and print fresh demo keys."""
     settings = _settings(args)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     upgrade(engine)
     sessions = make_session_factory(engine)
     with sessions() as session:
@@ -412,7 +412,7 @@ def _personalized_customer(sessions: Any) -> str:
 
 def _sessions(args: argparse.Namespace) -> Any:
     settings = _settings(args)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     state = migration_state(engine)
     if not state.up_to_date:
         raise SettingsError(state.describe())

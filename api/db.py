@@ -174,9 +174,13 @@ def _busy(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
-def _sqlite_pragmas(synchronous: str, autocheckpoint: bool) -> Any:
+def _sqlite_pragmas(synchronous: str, autocheckpoint: bool, page_size: int | None = None) -> Any:
     def apply(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        if page_size is not None:
+            # Takes effect only while the file is still empty (before WAL mode and the first
+            # table); an existing database keeps its page size until a VACUUM.
+            cursor.execute(f"PRAGMA page_size={int(page_size)}")
         # WAL lets readers run while one writer commits. synchronous=NORMAL is durable in
         # WAL mode against process kills (the OS keeps the log) but may lose the last
         # transactions on power loss; FULL syncs the log on every commit (once per group
@@ -221,6 +225,7 @@ def make_engine(
     sqlite_synchronous: str = "NORMAL",
     connect_timeout_seconds: int = 5,
     sqlite_autocheckpoint: bool = True,
+    sqlite_page_size: int | None = None,
 ) -> Engine:
     """Create an engine for ``url`` with the settings each backend needs.
 
@@ -241,6 +246,9 @@ def make_engine(
     sqlite_autocheckpoint : bool
         SQLite: False turns off the WAL checkpoint that SQLite otherwise runs inside a
         commit; the process must then run a :class:`WalCheckpointer`.
+    sqlite_page_size : int, optional
+        SQLite: the page size (bytes, a power of two from 512 to 65536) of a database this
+        engine creates; an existing one keeps its own. None: SQLite's default (4096).
 
     Returns
     -------
@@ -250,19 +258,27 @@ def make_engine(
     engine = _build_engine(url, pool_size=pool_size, write_wait_seconds=write_wait_seconds,
                            sqlite_synchronous=sqlite_synchronous,
                            connect_timeout_seconds=connect_timeout_seconds,
-                           sqlite_autocheckpoint=sqlite_autocheckpoint)  # fmt: skip
+                           sqlite_autocheckpoint=sqlite_autocheckpoint,
+                           sqlite_page_size=sqlite_page_size)  # fmt: skip
     _RECIPES[engine] = EngineRecipe(url, {
         "pool_size": pool_size, "write_wait_seconds": write_wait_seconds,
         "sqlite_synchronous": sqlite_synchronous,
         "connect_timeout_seconds": connect_timeout_seconds,
         "sqlite_autocheckpoint": sqlite_autocheckpoint,
+        "sqlite_page_size": sqlite_page_size,
     })  # fmt: skip
     return engine
 
 
+def engine_for(settings: Any, **options: Any) -> Engine:
+    """:func:`make_engine` for ``settings`` (an :class:`api.settings.Settings`): its database
+    URL and the SQLite page size of a database it creates; ``options`` as for make_engine."""
+    return make_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size, **options)
+
+
 def _build_engine(
     url: str, *, pool_size: int, write_wait_seconds: float, sqlite_synchronous: str,
-    connect_timeout_seconds: int, sqlite_autocheckpoint: bool,
+    connect_timeout_seconds: int, sqlite_autocheckpoint: bool, sqlite_page_size: int | None = None,
 ) -> Engine:  # fmt: skip
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -275,7 +291,8 @@ def _build_engine(
         )
         if sqlite_synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"sqlite_synchronous must be NORMAL or FULL, got {sqlite_synchronous!r}")
-        event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous, sqlite_autocheckpoint))
+        event.listen(engine, "connect",
+                     _sqlite_pragmas(sqlite_synchronous, sqlite_autocheckpoint, sqlite_page_size))  # fmt: skip
         # Multi-row INSERTs run as one statement (SQLAlchemy's "insertmanyvalues"), not as
         # pysqlite's executemany, which steps once per row: each step releases and retakes
         # the GIL, and a busy event loop makes the writer wait a switch interval per row.

@@ -44,7 +44,7 @@ from procrastinate.jobs import Status
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from api.db import make_engine, make_session_factory
+from api.db import engine_for, make_session_factory
 from api.jobs import (
     JobRuntime,
     apply_outcomes,
@@ -102,7 +102,7 @@ def build_queue(settings: Settings, runtime: JobRuntime | None = None) -> procra
 
     def current() -> JobRuntime:
         if "runtime" not in state:
-            engine = make_engine(settings.database_url, pool_size=4)
+            engine = engine_for(settings, pool_size=4)
             state["runtime"] = JobRuntime.from_settings(settings, make_session_factory(engine))
         return state["runtime"]
 
@@ -250,7 +250,7 @@ def run_worker(settings: Settings, *, name: str | None = None, wait: bool = True
     RuntimeError
         The database has no queue yet (run ``pricing-engine migrate``).
     """
-    engine = make_engine(settings.database_url, pool_size=1)
+    engine = engine_for(settings, pool_size=1)
     try:
         if not inspect(engine).has_table(QUEUE_TABLE):
             raise RuntimeError("the database has no job queue: run `pricing-engine migrate`")

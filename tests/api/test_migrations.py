@@ -54,6 +54,31 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
+def test_a_new_sqlite_database_takes_the_configured_page_size_and_an_old_one_keeps_its_own(
+    tmp_path, monkeypatch
+):
+    """``PRICING_SQLITE_PAGE_SIZE`` reaches the database that ``pricing-engine migrate``
+    creates, and the service and its writer process open it as it is."""
+    from api.cli import main as cli
+
+    page_size = "PRAGMA page_size"
+    monkeypatch.setenv("PRICING_SQLITE_PAGE_SIZE", "1024")
+    small = f"sqlite:///{tmp_path / 'small.db'}"
+    assert cli(["migrate", "--database-url", small]) == 0
+    with make_engine(small).connect() as connection:  # any engine: the file says
+        assert connection.exec_driver_sql(page_size).scalar() == 1024
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    app = create_app(load_settings(database_url=small))
+    with app.state.pricing.engine.connect() as connection:
+        assert connection.exec_driver_sql(page_size).scalar() == 1024
+    # A database made before keeps its pages; unset, SQLite's default.
+    monkeypatch.delenv("PRICING_SQLITE_PAGE_SIZE")
+    default = f"sqlite:///{tmp_path / 'default.db'}"
+    assert cli(["migrate", "--database-url", default]) == 0
+    with make_engine(default, sqlite_page_size=2048).connect() as connection:
+        assert connection.exec_driver_sql(page_size).scalar() == 4096
+
+
 def test_the_service_syncs_sqlite_fully_by_default(tmp_path, monkeypatch):
     """FULL: a commit, hence every acknowledged response, survives a power loss too."""
     monkeypatch.delenv("PRICING_SQLITE_SYNCHRONOUS", raising=False)

@@ -19,7 +19,8 @@ def test_environment_variables_have_one_prefix(monkeypatch):
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("PRICING_QUOTE_TTL_SECONDS", "soon"), ("PRICING_QUOTE_TTL_SECONDS", "0"),
-     ("PRICING_DATABASE_URL", "mysql://x"), ("PRICING_PORT", "99999"), ("PRICING_LOG_LEVEL", "loud")],
+     ("PRICING_DATABASE_URL", "mysql://x"), ("PRICING_PORT", "99999"), ("PRICING_LOG_LEVEL", "loud"),
+     ("PRICING_SQLITE_PAGE_SIZE", "1000"), ("PRICING_SQLITE_PAGE_SIZE", "256")],
 )  # fmt: skip
 def test_invalid_settings_name_the_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
