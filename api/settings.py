@@ -247,8 +247,8 @@ class Settings(BaseSettings):
         creates; an existing database keeps its own until a ``VACUUM``. Unset: SQLite's
         4096. Smaller pages make each commit write less (the log takes whole pages, and a
         decision row touches a page of each index): 1024 cut the writer's bytes to disk per
-        quote from 40-45 KB to 12-13 KB in docs/benchmarks.md; what it costs reads is not
-        measured.
+        quote from 40-45 KB to 12-13 KB in docs/benchmarks.md, and made full scans
+        (analysts', refits') 1.6-2.3 times slower per row.
     sqlite_checkpoint_seconds : float
         SQLite: each serving worker copies the write-ahead log into the database on a
         thread of its own every this many seconds (default 1), instead of inside whichever
