@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp
 
 from api import console
-from api.db import WalCheckpointer, make_engine, make_session_factory, read_only
+from api.db import WalCheckpointer, engine_for, make_session_factory, read_only
 from api.deps import AppState
 from api.error_handlers import install_error_handlers
 from api.fast_path import QuoteFastPath
@@ -114,12 +114,11 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
             and settings.sqlite_checkpoint_seconds > 0:  # fmt: skip
         checkpointer = WalCheckpointer(str(url.database), settings.sqlite_checkpoint_seconds)
-    engine = make_engine(
-        settings.database_url,
+    engine = engine_for(
+        settings,
         pool_size=settings.db_pool_size,
         write_wait_seconds=settings.db_write_wait_seconds,
         sqlite_synchronous=settings.sqlite_synchronous,
-        sqlite_page_size=settings.sqlite_page_size,
         connect_timeout_seconds=settings.db_connect_timeout_seconds,
         sqlite_autocheckpoint=checkpointer is None,
     )

@@ -278,7 +278,7 @@ def engine_for(settings: Any, **options: Any) -> Engine:
 
 def _build_engine(
     url: str, *, pool_size: int, write_wait_seconds: float, sqlite_synchronous: str,
-    connect_timeout_seconds: int, sqlite_autocheckpoint: bool, sqlite_page_size: int | None = None,
+    connect_timeout_seconds: int, sqlite_autocheckpoint: bool, sqlite_page_size: int | None,
 ) -> Engine:  # fmt: skip
     if url.startswith("sqlite"):
         engine = create_engine(
