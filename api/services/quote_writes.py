@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,10 +35,8 @@ from api.orm import (
     Decision,
     DecisionAssignment,
     ExperimentExposure,
-    Outcome,
     PromotionCustomerUsage,
     PromotionLease,
-    PromotionUsage,
     QuoteIdempotency,
 )
 from api.services.raw_sql import RawSQL, table_columns
@@ -309,12 +307,40 @@ def _release_idempotency(session: Session, jobs: list[QuoteJob]) -> None:
                 _IDEMPOTENCY.scope == claim.scope, _IDEMPOTENCY.key == claim.key
             )
         )
-_OPEN_DECISIONS = (
-    select(Decision.customer_id, Decision.sku, Decision.expires_at)
-    .outerjoin(Outcome, Outcome.decision_id == Decision.id)
-    .where(Decision.customer_id.in_(bindparam("customers", expanding=True)),
-           Decision.expires_at > bindparam("now"), Outcome.id.is_(None))
-)  # fmt: skip
+def _open_decisions(
+    session: Session, raw: RawSQL, customers: Sequence[str], now: datetime
+) -> list[tuple[str, str, datetime]]:
+    """(customer, SKU, expiry) of the live decisions without an outcome of ``customers``.
+
+    On the driver (:mod:`api.services.raw_sql`): SQLAlchemy compiling the expanding
+    ``IN`` and processing each bound and returned value cost the writer more than the
+    indexed read (customer x SKU x expiry) itself.
+    """
+    cursor = session.connection().connection.cursor()
+    head = ("SELECT d.customer_id, d.sku, d.expires_at FROM decisions AS d "
+            "LEFT OUTER JOIN outcomes AS o ON o.decision_id = d.id WHERE ")  # fmt: skip
+    tail = " AND d.expires_at > {mark} AND o.id IS NULL"
+    out: list[tuple[str, str, datetime]] = []
+    try:
+        if raw.postgres:
+            cursor.execute(head + "d.customer_id = ANY(%s)" + tail.format(mark="%s"),
+                           (list(customers), raw.timestamp(now)))  # fmt: skip
+            rows = cursor.fetchall()
+        else:
+            rows = []
+            for start in range(0, len(customers), 500):
+                chunk = list(customers[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                cursor.execute(head + f"d.customer_id IN ({marks})" + tail.format(mark="?"),
+                               [*chunk, raw.timestamp(now)])  # fmt: skip
+                rows.extend(cursor.fetchall())
+        for customer, sku, expires in rows:
+            stamp = raw.read_timestamp(expires)
+            assert stamp is not None  # expires_at is NOT NULL
+            out.append((customer, sku, stamp))
+        return out
+    finally:
+        cursor.close()
 
 
 def _check_sticky(session: Session, jobs: list[QuoteJob]) -> None:
@@ -331,13 +357,9 @@ def _check_sticky(session: Session, jobs: list[QuoteJob]) -> None:
     customers = sorted({c for j in wanted for c, _ in j.unverified})
     now = min(j.now for j in wanted)
     live: dict[tuple[str, str], datetime] = {}
-    for chunk in range(0, len(customers), 500):
-        rows = session.connection().execute(
-            _OPEN_DECISIONS, {"customers": customers[chunk:chunk + 500], "now": now}
-        )
-        for customer, sku, expires in rows:
-            previous = live.get((customer, sku))
-            live[(customer, sku)] = expires if previous is None else max(previous, expires)
+    for customer, sku, expires in _open_decisions(session, RawSQL.of(session), customers, now):
+        previous = live.get((customer, sku))
+        live[(customer, sku)] = expires if previous is None else max(previous, expires)
     seen: set[tuple[str, str]] = set()
     for job in jobs:
         for pair in job.unverified:
@@ -412,16 +434,11 @@ _LEASE_USE = (
     .values(used_minor=_LEASE.used_minor + bindparam("money"),
             used_offers=_LEASE.used_offers + bindparam("n"))
 )  # fmt: skip
-_USAGE = PromotionUsage.__table__.c
-_TOTALS = (
-    update(PromotionUsage.__table__).where(_USAGE.key == bindparam("promotion"))  # type: ignore[arg-type]
-    .values(held_minor=_USAGE.held_minor + bindparam("held"),
-            open_offers=_USAGE.open_offers + bindparam("offers"),
-            eligible_visits=_USAGE.eligible_visits + bindparam("eligible"),
-            first_eligible_at=case((bindparam("eligible") > 0,
-                                    func.coalesce(_USAGE.first_eligible_at, bindparam("now"))),
-                                   else_=_USAGE.first_eligible_at))
-)  # fmt: skip
+_RAW_TOTALS = (
+    "UPDATE promotion_usage SET held_minor = held_minor + ?, open_offers = open_offers + ?, "
+    "eligible_visits = eligible_visits + ?, first_eligible_at = CASE WHEN ? > 0 "
+    "THEN coalesce(first_eligible_at, ?) ELSE first_eligible_at END WHERE key = ?"
+)
 
 
 def _lease_update(session: Session, lease_id: uuid.UUID, money: int, offers: int) -> bool:
@@ -476,9 +493,19 @@ def _promotion_totals(session: Session, jobs: list[QuoteJob], now: datetime) -> 
             t[1] += 1
         for key, n in job.eligible.items():
             totals.setdefault(key, [0, 0, 0])[2] += n
-    if totals:
-        session.connection().execute(
-            _TOTALS,
-            [{"promotion": key, "held": held, "offers": offers, "eligible": eligible, "now": now}
+    if not totals:
+        return
+    # On the driver: one short UPDATE per promotion, where SQLAlchemy's statement
+    # processing cost the writer more than the update.
+    raw = RawSQL.of(session)
+    stamp = raw.timestamp(now)
+    mark = "%s" if raw.postgres else "?"
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.executemany(
+            _RAW_TOTALS.replace("?", mark),
+            [(held, offers, eligible, eligible, stamp, key)
              for key, (held, offers, eligible) in sorted(totals.items())],
         )  # fmt: skip
+    finally:
+        cursor.close()

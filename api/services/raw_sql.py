@@ -68,8 +68,14 @@ def _hex(value: uuid.UUID) -> str:
     return value.hex
 
 
+#: One encoder for every value: ``json.dumps`` with ``separators`` builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, dict) and not value:
+        return "{}"
+    return _ENCODER.encode(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,16 +222,33 @@ class RawSQL:
         rows : sequence of mappings
             One per row; every column must be present.
         """
-        converters = [self._converter(kind) for _, kind in columns]
         names = [name for name, _ in columns]
         defaults = getattr(columns, "defaults", {})
-        values = [
-            tuple(v if (v := row[name] if name in row else _default(defaults, name)) is None
-                  or convert is None else convert(v)
-                  for name, convert in zip(names, converters, strict=True))
-            for row in rows
-        ]  # fmt: skip
+        plan = [(name, self._memo(self._converter(kind))) for name, kind in columns]
+        values = []
+        for row in rows:
+            out = []
+            for name, convert in plan:
+                v = row[name] if name in row else _default(defaults, name)
+                out.append(v if v is None or convert is None else convert(v))
+            values.append(out)
         return self.insert_ignoring(session, table, names, [k for _, k in columns], None, values)
+
+    @staticmethod
+    def _memo(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+        """``convert`` remembering its answers for one batch: a quote's lines share their
+        timestamps and ids (quote, key), and formatting a timestamp costs microseconds."""
+        if convert is None or convert is _json_text:
+            return convert
+        seen: dict[Any, Any] = {}
+
+        def run(value: Any) -> Any:
+            out = seen.get(value)
+            if out is None:
+                out = seen[value] = convert(value)
+            return out
+
+        return run
 
     def _converter(self, kind: str) -> Callable[[Any], Any] | None:
         kind = kind.upper()
