@@ -223,6 +223,27 @@ class RawSQL:
             One per row; every column must be present.
         """
         names = [name for name, _ in columns]
+        values = self.driver_rows(columns, rows)
+        return self.insert_ignoring(session, table, names, [k for _, k in columns], None, values)
+
+    def driver_rows(
+        self, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]
+    ) -> list[list[Any]]:
+        """``rows`` as the driver takes them, in ``columns`` order (see :meth:`insert_rows`).
+
+        Parameters
+        ----------
+        columns : sequence of (str, str)
+            Each column's name and PostgreSQL type (:func:`table_columns`; its
+            ``defaults`` fill the columns a row leaves out).
+        rows : sequence of mappings
+            Column name to Python value.
+
+        Returns
+        -------
+        list of list
+            One list of driver values per row, shape (len(rows), len(columns)).
+        """
         defaults = getattr(columns, "defaults", {})
         plan = [(name, self._memo(self._converter(kind))) for name, kind in columns]
         values = []
@@ -232,7 +253,7 @@ class RawSQL:
                 v = row[name] if name in row else _default(defaults, name)
                 out.append(v if v is None or convert is None else convert(v))
             values.append(out)
-        return self.insert_ignoring(session, table, names, [k for _, k in columns], None, values)
+        return values
 
     @staticmethod
     def _memo(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
