@@ -37,14 +37,15 @@ import contextlib
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,63 @@ from api.db import EngineRecipe
 from api.latency import LatencyCounts
 
 __all__ = ["PROCESS_NAME", "RemoteWriteError", "WriterProcess"]
+
+_HEADER = struct.Struct("!I")
+
+
+class _Frames:
+    """Length-prefixed messages over a stream socket, in as few system calls as possible.
+
+    Each call that blocks or does I/O gives the GIL up, and a writer thread that gives it
+    up while the event loop runs gets it back only at the loop's next switch (up to
+    ``PRICING_GIL_SWITCH_SECONDS``): ``multiprocessing.connection.Connection`` reads the
+    4-byte header and the body with separate calls, and writes a body over 16 KB apart
+    from its header. Here a message goes out in one ``sendall`` and usually comes in with
+    one ``recv``.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def fileno(self) -> int:
+        """The socket's descriptor."""
+        return self._sock.fileno()
+
+    def send_bytes(self, payload: bytes) -> None:
+        """Send one message (header and body in one buffer)."""
+        self._sock.sendall(_HEADER.pack(len(payload)) + payload)
+
+    def recv_bytes(self) -> bytes:
+        """Receive one message; :class:`EOFError` when the other end has closed."""
+        data = self._sock.recv(1 << 16)
+        if not data:
+            raise EOFError("the writer socket closed")
+        while len(data) < _HEADER.size:
+            more = self._sock.recv(1 << 16)
+            if not more:
+                raise EOFError("the writer socket closed mid-message")
+            data += more
+        need = _HEADER.size + _HEADER.unpack_from(data)[0]
+        if len(data) >= need:
+            return data[_HEADER.size:need]
+        buffer = bytearray(need)
+        buffer[: len(data)] = data
+        view, have = memoryview(buffer), len(data)
+        while have < need:
+            got = self._sock.recv_into(view[have:], need - have)
+            if not got:
+                raise EOFError("the writer socket closed mid-message")
+            have += got
+        return bytes(view[_HEADER.size :])
+
+    def poll(self, timeout: float) -> bool:
+        """Whether a message (or the end of the stream) arrives within ``timeout`` seconds."""
+        return bool(select.select([self._sock], [], [], timeout)[0])
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
+
 
 #: The child's name in ``ps`` and ``top`` (``/proc/<pid>/comm``).
 PROCESS_NAME = "pricing-writer"
@@ -81,7 +139,7 @@ class WriterProcess:
 
     def __init__(self, recipe: EngineRecipe) -> None:
         self.recipe = recipe
-        self._conn: Connection | None = None
+        self._conn: _Frames | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         #: Children started (1 after the first start; more after a child died).
@@ -126,7 +184,7 @@ class WriterProcess:
                 )  # fmt: skip
             finally:
                 theirs.close()
-            conn = Connection(ours.detach())
+            conn = _Frames(ours)
             self.starts += 1
             try:
                 conn.send_bytes(pickle.dumps(self.recipe, protocol=pickle.HIGHEST_PROTOCOL))
@@ -183,7 +241,10 @@ class WriterProcess:
         """
         from api.writer import WriteUnavailableError
 
-        if not self.alive():
+        # No waitpid per batch (a system call, so a GIL hand-off): a child that died since
+        # the last batch shows as a closed socket below (that batch fails with 503), unless
+        # the idle writer's check (``GroupWriter._revive``) has replaced it already.
+        if self._conn is None or self._process is None or self._process.returncode is not None:
             if self._process is not None:
                 log.error("writer process %s exited (code %s); starting another",
                           self._process.pid, self._process.returncode)  # fmt: skip
@@ -211,7 +272,7 @@ class WriterProcess:
         raise RemoteWriteError(answer)
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: _Frames) -> None:
     """The child: write each batch it receives until its socket closes or it gets None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -258,4 +319,4 @@ def _serve(conn: Connection) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("PRICING_LOG_LEVEL", "warning").upper())
-    _serve(Connection(int(sys.argv[1])))
+    _serve(_Frames(socket.socket(fileno=int(sys.argv[1]))))

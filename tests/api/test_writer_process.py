@@ -225,3 +225,25 @@ def test_the_linger_defaults_to_none_with_a_writer_process(catalog, db_url):
     app = create_app(load_settings(database_url=db_url, writer_process=True, writer_linger_seconds=0.002))
     assert app.state.pricing.writer.linger == 0.002
 
+
+
+def test_frames_carry_messages_of_any_size_and_report_a_closed_peer():
+    import socket
+
+    from api.writer_process import _Frames
+
+    left, right = socket.socketpair()
+    a, b = _Frames(left), _Frames(right)
+    messages = [b"", b"x", bytes(range(256)) * 300, b"y" * (3 << 20)]  # up to 3 MB: many recvs
+    sender = threading.Thread(target=lambda: [a.send_bytes(m) for m in messages])
+    sender.start()
+    assert [b.recv_bytes() for _ in messages] == messages
+    sender.join()
+    # A header split from its body, then a peer gone mid-message.
+    left.sendall(b"\x00\x00")
+    left.sendall(b"\x00\x05ab")
+    assert b.poll(1.0)
+    left.close()
+    with pytest.raises(EOFError):
+        b.recv_bytes()
+    b.close()
