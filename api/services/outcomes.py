@@ -432,6 +432,13 @@ def batch_json(items: Sequence[_Item]) -> tuple[bytes, dict[str, int]]:
             text = texts[value] = json.dumps(value, ensure_ascii=False)
         return text
 
+    def money(minor: int, currency: str) -> str:
+        key = (minor, currency)
+        text = texts.get(key)
+        if text is None:  # a batch's amounts repeat (prices, zero discounts)
+            text = texts[key] = str(from_minor(minor, currency))
+        return text
+
     for item in items:
         status = item.status
         assert status is not None
@@ -448,9 +455,9 @@ def batch_json(items: Sequence[_Item]) -> tuple[bytes, dict[str, int]]:
             f'{{"index":{item.index},"decision_id":"{decision_id}","status":"{status}",'
             f'"outcome":{{"id":"{o.id}","decision_id":"{decision_id}",'
             f'"converted":{"true" if o.converted else "false"},"quantity":{int(o.quantity)},'
-            f'"revenue":"{from_minor(o.revenue_minor, currency)}","currency":{quoted(currency)},'
+            f'"revenue":"{money(o.revenue_minor, currency)}","currency":{quoted(currency)},'
             f'"occurred_at":"{when(o.occurred_at)}","recorded_at":"{when(o.recorded_at)}",'
-            f'"discount":"{from_minor(o.discount_minor, currency)}",'
+            f'"discount":"{money(o.discount_minor, currency)}",'
             f'"late":{"true" if o.late else "false"}}},"error":{error}}}'
         )  # fmt: skip
     body = ('{"results":[' + ",".join(parts) + '],"counts":'
