@@ -72,6 +72,8 @@ class _Frames:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        #: Bytes received past the last message (the start of the next one, if any).
+        self._pending = b""
 
     def fileno(self) -> int:
         """The socket's descriptor."""
@@ -81,32 +83,34 @@ class _Frames:
         """Send one message (header and body in one buffer)."""
         self._sock.sendall(_HEADER.pack(len(payload)) + payload)
 
+    def _more(self, data: bytes) -> bytes:
+        chunk = self._sock.recv(1 << 16)
+        if not chunk:
+            raise EOFError("the writer socket closed" + (" mid-message" if data else ""))
+        return data + chunk
+
     def recv_bytes(self) -> bytes:
         """Receive one message; :class:`EOFError` when the other end has closed."""
-        data = self._sock.recv(1 << 16)
-        if not data:
-            raise EOFError("the writer socket closed")
+        data, self._pending = self._pending, b""
         while len(data) < _HEADER.size:
-            more = self._sock.recv(1 << 16)
-            if not more:
-                raise EOFError("the writer socket closed mid-message")
-            data += more
+            data = self._more(data)
         need = _HEADER.size + _HEADER.unpack_from(data)[0]
-        if len(data) >= need:
-            return data[_HEADER.size:need]
-        buffer = bytearray(need)
-        buffer[: len(data)] = data
-        view, have = memoryview(buffer), len(data)
-        while have < need:
-            got = self._sock.recv_into(view[have:], need - have)
-            if not got:
-                raise EOFError("the writer socket closed mid-message")
-            have += got
-        return bytes(view[_HEADER.size :])
+        if len(data) < need:
+            buffer = bytearray(need)
+            buffer[: len(data)] = data
+            view, have = memoryview(buffer), len(data)
+            while have < need:
+                got = self._sock.recv_into(view[have:], need - have)
+                if not got:
+                    raise EOFError("the writer socket closed mid-message")
+                have += got
+            return bytes(view[_HEADER.size :])
+        self._pending = data[need:]
+        return data[_HEADER.size : need]
 
     def poll(self, timeout: float) -> bool:
         """Whether a message (or the end of the stream) arrives within ``timeout`` seconds."""
-        return bool(select.select([self._sock], [], [], timeout)[0])
+        return bool(self._pending) or bool(select.select([self._sock], [], [], timeout)[0])
 
     def close(self) -> None:
         """Close the socket."""

@@ -247,3 +247,22 @@ def test_frames_carry_messages_of_any_size_and_report_a_closed_peer():
     with pytest.raises(EOFError):
         b.recv_bytes()
     b.close()
+
+
+def test_frames_that_arrive_together_are_read_one_by_one():
+    import socket
+
+    from api.writer_process import _Frames
+
+    left, right = socket.socketpair()
+    right.settimeout(5.0)  # a message lost in a buffer fails the test instead of hanging it
+    a, b = _Frames(left), _Frames(right)
+    for message in (b"batch", b"", b"stop"):  # e.g. a batch and the stop right behind it
+        a.send_bytes(message)
+    assert [b.recv_bytes(), b.recv_bytes()] == [b"batch", b""]
+    assert b.poll(0.0)
+    assert b.recv_bytes() == b"stop"
+    left.close()
+    with pytest.raises(EOFError):
+        b.recv_bytes()
+    b.close()
