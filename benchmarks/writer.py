@@ -168,7 +168,21 @@ def _fresh(capture: Capture, name: str) -> Path:
 
 
 def replay_engine(capture: Capture, single: bool) -> tuple[float, int, int]:
-    """CPU seconds of ``write_jobs`` over every transaction; (seconds, transactions, quotes)."""
+    """Replay the captured jobs through :func:`api.writer.write_jobs` on a fresh copy.
+
+    Parameters
+    ----------
+    capture : Capture
+        The batches and the database they start from.
+    single : bool
+        One quote per transaction instead of the captured batches.
+
+    Returns
+    -------
+    tuple of (float, int, int)
+        CPU seconds spent in the transactions (checkpoints excluded), transactions,
+        quotes.
+    """
     from api.db import make_engine, make_session_factory
     from api.writer import write_jobs
 
@@ -197,7 +211,21 @@ def replay_engine(capture: Capture, single: bool) -> tuple[float, int, int]:
 
 
 def replay_baseline(capture: Capture, single: bool) -> float:
-    """CPU seconds of the bare driver inserting the same decision rows per transaction."""
+    """Insert the captured decision rows with the bare ``sqlite3`` driver on a fresh copy.
+
+    Parameters
+    ----------
+    capture : Capture
+        The batches and the database they start from.
+    single : bool
+        One quote's rows per transaction instead of a captured batch's.
+
+    Returns
+    -------
+    float
+        CPU seconds spent in the transactions (rows converted beforehand, checkpoints
+        excluded).
+    """
     from api.orm import Decision
     from api.services.raw_sql import RawSQL, table_columns
 
@@ -239,7 +267,8 @@ class Round:
 
 
 def run_round(capture: Capture) -> Round:
-    """Both modes, engine and baseline (alternating order is the caller's)."""
+    """One round: captured batches and single quotes, each by the engine then the baseline;
+    CPU milliseconds per transaction."""
     seconds, batches, quotes = replay_engine(capture, single=False)
     base = replay_baseline(capture, single=False)
     single, singles, _ = replay_engine(capture, single=True)
@@ -249,7 +278,8 @@ def run_round(capture: Capture) -> Round:
 
 
 def table(capture: Capture, rounds: list[Round]) -> list[str]:
-    """The markdown table (medians over rounds)."""
+    """The report's lines: batch sizes, a markdown table of medians over ``rounds``, and F
+    and v of the commit model (ms of CPU) from a line through the two rows."""
     med = statistics.median
     decisions = sum(len(job.decisions) for jobs in capture.jobs(False) for job in jobs)
     quotes = sum(len(jobs) for jobs in capture.jobs(False))
