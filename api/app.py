@@ -47,6 +47,7 @@ from api.services.quotes import QuoteService
 from api.settings import Settings, get_settings
 from api.updater import UpdaterProcess
 from pricing import __version__
+from pricing.choices import shutdown_solver_process
 from pricing.policy import ListPricePolicy, PricePolicy, ThompsonPricePolicy
 from pricing.posterior import DemandPosterior
 from pricing.safe_start import JointSafetyBudget
@@ -164,7 +165,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             serving, (lambda: fixed) if fixed is not None else (lambda: guardrails.get()[1]),
             epsilon=settings.exploration_epsilon if epsilon is None else epsilon,
             floor=settings.min_propensity, safety=safety,
-            n_prices=settings.price_ladder_size,
+            n_prices=settings.price_ladder_size, pacing_process=settings.pacing_process,
         )  # fmt: skip
 
     if policy is None and settings.policy == "thompson":
@@ -172,6 +173,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             serving, lambda: guardrails.get()[1],
             epsilon=settings.exploration_epsilon, floor=settings.min_propensity,
             n_prices=settings.price_ladder_size, safety=safety,
+            pacing_process=settings.pacing_process,
         )  # fmt: skip
     idempotency = IdempotencyStore(
         reader.kw["bind"], ttl=timedelta(seconds=settings.idempotency_ttl_seconds)
@@ -278,6 +280,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
                 safety.close()
             if checkpointer is not None:
                 checkpointer.stop()
+            shutdown_solver_process()
             engine.dispose()
 
     app = _PricingApp(

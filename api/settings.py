@@ -156,6 +156,10 @@ class Settings(BaseSettings):
         (:mod:`api.writer_process`): the statements leave the worker's GIL, so they no
         longer hold up requests. Default true; false: on the writer thread (an in-memory
         SQLite database always is).
+    pacing_process : bool
+        Re-solve budget-paced lines' pacing LPs, when their rates move, in one child
+        process per worker instead of a thread of it (:mod:`pricing.choices`): the
+        solves no longer hold the GIL that the worker's event loop needs. Default true.
     first_fit_draws : int
         The first model comes sooner and cheaper: once 200 outcomes are in and no
         snapshot is published, the updater fits with this many draws and tuning steps per
@@ -305,6 +309,7 @@ class Settings(BaseSettings):
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     writer_linger_seconds: float | None = Field(default=None, ge=0, le=0.1)
     writer_process: bool = True
+    pacing_process: bool = True
     first_fit_draws: int = Field(default=300, ge=0, le=100_000)
     prior_at_list: bool = False
     demand_half_life_days: float = Field(default=90.0, ge=0, le=36500)

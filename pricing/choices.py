@@ -16,21 +16,37 @@ first quote. For a paced line the distribution also depends on the pacing rates,
 move with every offer: rates are put on a grid (:func:`quantize_rate`) and, when a line's
 rates move to another grid point, the quote uses the distribution in hand (and logs
 *its* propensity) while the new one is solved in the background.
+
+A background solve is tens of milliseconds of NumPy and LP work. On a thread of a
+serving worker it holds the interpreter's lock (the GIL) for most of that time, and the
+event loop, which gives the lock up at every system call and at every NumPy call that
+releases it, then waits up to the switch interval to take it back, again and again: the
+requests of those milliseconds are slowed, not just shared. With ``processes=True`` (the
+service's default, ``PRICING_PACING_PROCESS``) the heavy part of a background solve
+(:meth:`ChoiceCache.heavy`) runs in one child process shared by every cache of the
+worker, and the background thread only waits for it, without the GIL.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["RATE_STEP", "ChoiceCache", "quantize_rate"]
+__all__ = ["RATE_STEP", "ChoiceCache", "quantize_rate", "shutdown_solver_process"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Pacing rates are solved on a grid of this relative step: a paced line is re-solved
 #: only when its rate moves by a step, never on the tiny moves of every quote.
@@ -44,6 +60,35 @@ def quantize_rate(rate: float) -> float:
     if rate <= 0 or not math.isfinite(rate):
         return float(rate)
     return float(RATE_STEP ** math.floor(math.log(rate) / math.log(RATE_STEP) + 1e-9))
+
+
+#: The child process that background solves run in (spawned on first use, shared by every
+#: cache of the process), and the lock that guards starting and stopping it.
+_SOLVER: ProcessPoolExecutor | None = None
+_SOLVER_LOCK = threading.Lock()
+#: Set on a cache's background thread while it solves (see :meth:`ChoiceCache.heavy`).
+_BACKGROUND = threading.local()
+
+
+def _solver() -> ProcessPoolExecutor:
+    global _SOLVER
+    with _SOLVER_LOCK:
+        if _SOLVER is None:
+            # spawn, not fork: the worker has threads (a forked lock may be held forever).
+            _SOLVER = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return _SOLVER
+
+
+def shutdown_solver_process() -> None:
+    """Stop the background solver's child process, if one was started (a later background
+    solve starts a new one)."""
+    global _SOLVER
+    with _SOLVER_LOCK:
+        pool, _SOLVER = _SOLVER, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ChoiceCache:
@@ -61,6 +106,9 @@ class ChoiceCache:
         Most of one core the background solver may take: after a solve of ``t`` seconds
         it rests ``t · (1 / share - 1)``, so that re-solving many paced lines never
         starves the requests of the worker's single interpreter (the GIL).
+    processes : bool
+        Run the heavy part of background solves (:meth:`heavy`) in a child process (see
+        the module docstring). A line's first solve still runs in the caller.
 
     Notes
     -----
@@ -71,13 +119,15 @@ class ChoiceCache:
     """
 
     def __init__(
-        self, max_lines: int = 50_000, resolve_seconds: float = 2.0, background_share: float = 0.2
-    ) -> None:
+        self, max_lines: int = 50_000, resolve_seconds: float = 2.0,
+        background_share: float = 0.2, processes: bool = False,
+    ) -> None:  # fmt: skip
         if not 0 < background_share <= 1:
             raise ValueError(f"background_share must lie in (0, 1], got {background_share}")
         self.max_lines = max_lines
         self.resolve_seconds = resolve_seconds
         self.background_share = background_share
+        self.processes = processes
         self._started: dict[Hashable, float] = {}
         self._owner: object | None = None
         self._entries: OrderedDict[Hashable, tuple[bytes, Distribution]] = OrderedDict()
@@ -90,6 +140,8 @@ class ChoiceCache:
         self.computed_background = 0
         #: Quotes served from the cache.
         self.hits = 0
+        #: Background solves whose heavy part ran in the solver process.
+        self.computed_in_process = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -190,14 +242,42 @@ class ChoiceCache:
         compute: Callable[[NDArray[np.float64]], Distribution],
     ) -> None:
         started = time.perf_counter()
+        _BACKGROUND.cache = self
         try:
             self._store(owner, key, rates.tobytes(), compute(rates))
             self.computed_background += 1
         finally:
+            _BACKGROUND.cache = None
             with self._lock:
                 self._pending.discard(key)
         rest = (time.perf_counter() - started) * (1.0 / self.background_share - 1.0)
         time.sleep(min(rest, 1.0))
+
+    def heavy(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)``: in the solver process when called from this cache's
+        background solve with ``processes`` on, else here.
+
+        ``function`` must be a module-level function and ``args`` picklable (NumPy arrays).
+        A broken child process (killed, out of memory) is replaced, and the call runs here
+        once, so a solve is never lost.
+        """
+        if not self.processes or getattr(_BACKGROUND, "cache", None) is not self:
+            return function(*args)
+        pool = _solver()
+        try:
+            out = pool.submit(function, *args).result()
+        except (BrokenProcessPool, CancelledError, RuntimeError) as exc:
+            # Broken (the child died), cancelled or refused (stopped meanwhile by
+            # shutdown_solver_process): solve here; the next call starts a new child.
+            log.warning("pacing solver process unavailable (%s); solving in-process",
+                        type(exc).__name__)  # fmt: skip
+            global _SOLVER
+            with _SOLVER_LOCK:
+                if _SOLVER is pool:
+                    _SOLVER = None
+            return function(*args)
+        self.computed_in_process += 1
+        return out
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Block until background solutions are done (tests and benchmarks)."""

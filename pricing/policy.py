@@ -7,6 +7,7 @@ changing the service or the API contract.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
@@ -170,19 +171,35 @@ class _Ladder:
     half_margin: NDArray[np.float32]
     reference: int | None
     personalization_allowed: bool
+    #: Position of ``reference`` in ``prices`` (0 when there is none), computed once: on
+    #: the quote path a ``numpy.searchsorted`` hands the GIL to any busy thread of the
+    #: worker and waits up to the switch interval to take it back.
+    reference_index: int = 0
 
     @classmethod
     def build(cls, rules: GuardrailSet, facts: ProductFacts, n_max: int) -> _Ladder:
         prices, binding = rules.feasible_prices(facts, n_max=n_max)
         ratio = prices / facts.list_price if len(prices) else np.ones(0)
-        reference = (
-            int(prices[np.argmin(np.abs(prices - facts.list_price))]) if len(prices) else None
-        )
+        nearest = int(np.argmin(np.abs(prices - facts.list_price))) if len(prices) else 0
+        reference = int(prices[nearest]) if len(prices) else None
         return cls(
             prices, binding, (-np.log(ratio)).astype(np.float32),
             (0.5 * (prices - facts.unit_cost)).astype(np.float32), reference,
-            rules.personalization_allowed(facts),
+            rules.personalization_allowed(facts), nearest,
         )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _spread(n: int, k: int) -> NDArray[np.int64]:
+    """Indices of ``k`` evenly spread candidates of ``n`` (both ends kept), shape (<= k,).
+
+    Cached: ``numpy.linspace`` and ``numpy.unique`` release the GIL, and on the event
+    loop's thread each release costs up to the switch interval while another thread of
+    the worker is busy. The array is shared: callers only index with it.
+    """
+    pick = np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+    pick.flags.writeable = False
+    return pick
 
 
 def _personalized(line: LineContext, price: int, promotion: str | None) -> bool:
@@ -225,6 +242,10 @@ class ThompsonPricePolicy:
     paced_prices : int
         Most ladder prices offered with a budget-paced promotion (keeps the per-draw LP
         small: 500 draws x 51 candidates cost ~20 ms, x 13 about 1 ms).
+    pacing_process : bool
+        Re-solve paced lines' LPs in a child process instead of the background thread
+        (:class:`pricing.choices.ChoiceCache`'s ``processes``): a serving worker's event
+        loop then never waits for the GIL behind an LP. Off for simulations and notebooks.
 
     Notes
     -----
@@ -248,6 +269,7 @@ class ThompsonPricePolicy:
         seed: int | None = None,
         paced_prices: int = 12,
         safety: SafetyBudget | None = None,
+        pacing_process: bool = False,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
@@ -264,11 +286,11 @@ class ThompsonPricePolicy:
         self._local = threading.local()
         self._spawn_lock = threading.Lock()
         #: Action distributions per line for the served posterior (pricing/choices.py).
-        self.choices = ChoiceCache()
+        self.choices = ChoiceCache(processes=pacing_process)
         self.safety = safety
         #: Per greedy distribution (by identity, kept alive here): its served distribution
         #: and CDF, so a draw does not recompute them.
-        self._served: dict[int, tuple[NDArray[np.float64], tuple[NDArray[np.float64], NDArray[np.float64]]]] = {}
+        self._served: dict[int, tuple[NDArray[np.float64], tuple[NDArray[np.float64], list[float]]]] = {}
         #: Safe start's c(a) per line for the served posterior (see pricing/safe_start.py).
         self._costs = ChoiceCache()
         # Ladders depend only on the rules and the product facts: cache them per rule set.
@@ -360,7 +382,7 @@ class ThompsonPricePolicy:
         greedy = self.choices.get(
             posterior, key, lambda: greedy_probabilities(profit_under(posterior), weights)
         )
-        reference_index = int(np.searchsorted(prices, reference))
+        reference_index = ladder.reference_index
         choice, blocked = self._draw(
             line.sku, greedy, None, reference_index, posterior, (key, line.quantity),
             lambda post: profit_under(post) * float(line.quantity), line.segment,
@@ -380,12 +402,14 @@ class ThompsonPricePolicy:
 
     def _served_of(
         self, greedy: NDArray[np.float64], groups: NDArray[np.int64] | None
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """The served distribution and the CDF of ``greedy`` (a cached line's), once each."""
+    ) -> tuple[NDArray[np.float64], list[float]]:
+        """The served distribution and the CDF of ``greedy`` (a cached line's, as a list
+        for :func:`pricing.thompson.sample`'s bisection), once each."""
         hit = self._served.get(id(greedy))
         if hit is not None and hit[0] is greedy:
             return hit[1]
-        value = (explore(greedy, self.epsilon, floor=self.floor, groups=groups), np.cumsum(greedy))
+        value = (explore(greedy, self.epsilon, floor=self.floor, groups=groups),
+                 np.cumsum(greedy).tolist())  # fmt: skip
         if len(self._served) > 2 * self.choices.max_lines:
             self._served.clear()
         self._served[id(greedy)] = (greedy, value)
@@ -495,9 +519,7 @@ class ThompsonPricePolicy:
                 if offer.pacing_rate_minor is not None and len(prices) > self.paced_prices:
                     # The pacing LP's pair search is quadratic in its paying candidates: a
                     # paced offer uses an evenly spread subset of the ladder (ends kept).
-                    pick = np.unique(
-                        np.linspace(0, len(prices) - 1, self.paced_prices).round().astype(int)
-                    )
+                    pick = _spread(len(prices), self.paced_prices)
                     prices, discounts = prices[pick], discounts[pick]
                 if not len(prices):
                     continue
@@ -550,7 +572,7 @@ class ThompsonPricePolicy:
         weights = posterior.decision_weights(line.segment, line.sku)
         reference = ladder.reference
         assert reference is not None  # decide() returned before for an empty ladder
-        reference_index = int(np.searchsorted(ladder.prices, reference))  # option 0: no offer
+        reference_index = ladder.reference_index  # option 0: no offer
         if paced:
 
             def solve(rates: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -559,7 +581,8 @@ class ThompsonPricePolicy:
                 for m, o in enumerate(paced):
                     cols = option == o
                     spend[:, cols, m] = p[:, cols] * (discounts[cols] * q + cost[cols])[None, :]
-                mixtures = lp_mixture(p * margin[None, :], spend, rates)
+                # Off the worker's GIL when re-solved in the background (pricing/choices.py).
+                mixtures = self.choices.heavy(lp_mixture, p * margin[None, :], spend, rates)
                 greedy = weights @ mixtures
                 out: NDArray[np.float64] = greedy / greedy.sum()
                 return out

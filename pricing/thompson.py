@@ -22,6 +22,8 @@ With c = ε this is the classic ε-uniform mixture.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,7 +199,7 @@ def sample(
     *,
     floor: float | None = None,
     groups: NDArray[np.integer[Any]] | None = None,
-    served: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
+    served: tuple[NDArray[np.float64], Sequence[float]] | None = None,
 ) -> ThompsonChoice:
     """One decision from a line's greedy distribution, with its exact propensity.
 
@@ -219,9 +221,12 @@ def sample(
         The uniform part c of ``epsilon`` (None: all of it).
     groups : ndarray of int, shape (n,), optional
         Ladder of each candidate (see :func:`neighbour_spread`).
-    served : tuple of ndarray, optional
+    served : tuple of (ndarray, sequence of float), optional
         ``(explore(greedy, ...), cumsum(greedy))`` when the caller keeps them per line (the
-        quote path does): the same result, without recomputing them on every draw.
+        quote path does, the CDF as a list): the same result, without recomputing them on
+        every draw. The CDF is searched with :func:`bisect.bisect_right`, which keeps the
+        GIL: ``numpy.searchsorted`` releases it, and on a worker's event loop each release
+        waits up to the switch interval to take it back from a busy thread.
 
     Returns
     -------
@@ -237,9 +242,9 @@ def sample(
     if u < uniform:
         index = int(rng.integers(n))
     else:
-        cdf = np.cumsum(greedy) if served is None else served[1]
-        # side="right": a candidate of probability 0 is never chosen.
-        index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+        cdf = np.cumsum(greedy).tolist() if served is None else served[1]
+        # Right of equal values: a candidate of probability 0 is never chosen.
+        index = bisect.bisect_right(cdf, rng.random() * cdf[-1])
         if index >= n:  # u · total rounded up to the total: the last candidate that can win
             index = int(np.flatnonzero(greedy)[-1])
         if explored:  # the neighbour branch (u in [c, ε))

@@ -3,12 +3,15 @@ re-solved in the background when their rates move."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import numpy as np
 import pytest
 
-from pricing.choices import ChoiceCache, quantize_rate
+import pricing.choices as choices
+from pricing.choices import ChoiceCache, quantize_rate, shutdown_solver_process
 from pricing.pacing import lp_choice_probabilities, lp_mixture
 from pricing.thompson import choice_probabilities, greedy_probabilities, sample
 
@@ -90,6 +93,64 @@ def test_a_background_solution_for_a_replaced_posterior_is_dropped():
     cache.wait_idle()
     again = cache.get_paced(new_owner, "k", np.array([2.0]), slow)
     assert again is fresh
+
+
+def _solved_in(cache, reward, spend, rates):
+    """A background re-solve of a paced line whose heavy part goes through ``cache.heavy``;
+    returns the distribution it stored."""
+    weights = np.full(reward.shape[0], 1.0 / reward.shape[0])
+
+    def solve(r):
+        mixtures = cache.heavy(lp_mixture, reward, spend, r)
+        return lp_choice_probabilities(mixtures, weights, 0.0)
+
+    owner = object()
+    cache.get_paced(owner, "k", np.array([10.0]), solve)  # first solve: inline, here
+    cache.get_paced(owner, "k", rates, solve)  # moved: re-solved in the background
+    cache.wait_idle(timeout=120)
+    return cache.get_paced(owner, "k", rates, solve)
+
+
+def test_background_solves_run_in_the_solver_process_with_the_same_answer():
+    reward, spend = _problem(3)
+    rates = np.array([0.2])
+    here = ChoiceCache()
+    there = ChoiceCache(processes=True)
+    try:
+        expected = _solved_in(here, reward, spend, rates)
+        got = _solved_in(there, reward, spend, rates)
+        pool = choices._SOLVER
+        assert pool is not None  # a child process was started ...
+        pids = list(pool._processes)  # type: ignore[attr-defined]
+        assert pids and all(pid != os.getpid() for pid in pids)
+    finally:
+        shutdown_solver_process()
+    assert there.computed_in_process == 1 and here.computed_in_process == 0
+    np.testing.assert_array_equal(got, expected)  # ... and solved exactly the same LP
+    # A line's first solve, and a call from any other thread, run where they are called.
+    assert there.heavy(lp_mixture, reward, spend, rates).shape == reward.shape
+    assert there.computed_in_process == 1 and choices._SOLVER is None
+
+
+def test_a_killed_solver_process_loses_no_solve_and_is_replaced():
+    reward, spend = _problem(4)
+    cache = ChoiceCache(processes=True)
+    try:
+        _solved_in(cache, reward, spend, np.array([0.3]))
+        pool = choices._SOLVER
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        # The broken child's solve runs in-process; the next one starts a new child.
+        expected = ChoiceCache()
+        broken = _solved_in(cache, reward, spend, np.array([0.2]))
+        np.testing.assert_array_equal(broken, _solved_in(expected, reward, spend, np.array([0.2])))
+        assert choices._SOLVER is not pool
+        again = _solved_in(cache, reward, spend, np.array([0.1]))
+        np.testing.assert_array_equal(again, _solved_in(expected, reward, spend, np.array([0.1])))
+        assert choices._SOLVER is not None and choices._SOLVER is not pool
+    finally:
+        shutdown_solver_process()
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.1])
