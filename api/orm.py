@@ -7,6 +7,7 @@ stored in UTC and always come back timezone-aware, on SQLite as on PostgreSQL.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -70,6 +71,40 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _Entropy:
+    """Bytes from ``os.urandom``, drawn 64 KiB at a time and handed out in order.
+
+    ``os.urandom`` is a system call that releases the GIL; on a worker's event loop each
+    release lets a busy thread take the GIL, and the loop then waits up to the switch
+    interval to get it back (py-spy: 22 % of the loop's samples at 900 quotes/s went to
+    the ids' ``os.urandom``). Drawn in bulk, one call serves about 6,500 ids. The bytes
+    are the same CSPRNG's; each is handed out once (under a lock), and a forked child
+    starts with an empty buffer, so no two processes share the same bytes.
+    """
+
+    CHUNK = 65536
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._at = 0
+        self._pid = os.getpid()
+
+    def take(self, n: int) -> bytes:
+        """``n`` bytes never handed out before."""
+        with self._lock:
+            if self._pid != os.getpid():  # a forked copy of the parent's buffer
+                self._buffer, self._at, self._pid = b"", 0, os.getpid()
+            if self._at + n > len(self._buffer):
+                self._buffer, self._at = os.urandom(max(self.CHUNK, n)), 0
+            out = self._buffer[self._at : self._at + n]
+            self._at += n
+            return out
+
+
+_ENTROPY = _Entropy()
+
+
 def time_ordered_ids(n: int) -> list[uuid.UUID]:
     """``n`` new row ids, UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74
     random bits.
@@ -77,8 +112,9 @@ def time_ordered_ids(n: int) -> list[uuid.UUID]:
     Ids made at about the same time sort together, so a batch of new rows lands on the last
     pages of a primary-key (or foreign-key) index instead of on a random page each: with
     random (version 4) ids every 1,000-row group commit rewrote about a thousand pages of
-    each index. The random part stays unguessable (74 bits from ``os.urandom``); the prefix
-    tells when the row was made, which its own timestamp column tells anyway.
+    each index. The random part stays unguessable (74 bits from ``os.urandom``, drawn in
+    bulk: :class:`_Entropy`); the prefix tells when the row was made, which its own
+    timestamp column tells anyway.
 
     Parameters
     ----------
@@ -91,7 +127,7 @@ def time_ordered_ids(n: int) -> list[uuid.UUID]:
     """
     millis = time.time_ns() // 1_000_000
     stamp = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76
-    randomness = os.urandom(10 * n)
+    randomness = _ENTROPY.take(10 * n)
     out = []
     for i in range(0, 10 * n, 10):
         r = int.from_bytes(randomness[i : i + 10])  # 80 bits: 12 (rand_a), 6 unused, 62 (rand_b)

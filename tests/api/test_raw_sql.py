@@ -54,3 +54,46 @@ def test_time_ordered_ids_are_version_7_sorted_by_millisecond_and_distinct():
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     later = time_ordered_ids(1)[0]
     assert later.int >> 80 >= max(i.int >> 80 for i in ids)  # the 48-bit millisecond prefix
+
+
+def test_ids_drawn_from_many_threads_and_a_forked_child_never_repeat():
+    import os
+    import threading
+
+    from api.orm import _ENTROPY
+
+    # More ids than one bulk draw of entropy holds, from 4 threads at once.
+    per_thread = _ENTROPY.CHUNK // 10
+    found: list[list[uuid.UUID]] = [[] for _ in range(4)]
+
+    def draw(k: int) -> None:
+        for _ in range(per_thread // 50):
+            found[k].extend(time_ordered_ids(50))
+
+    threads = [threading.Thread(target=draw, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for part in found for i in part]
+    assert len(set(ids)) == len(ids) == 4 * (per_thread // 50) * 50
+    # A forked child must not hand out the bytes left in the parent's buffer.
+    time_ordered_ids(1)  # the parent's buffer holds unused bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        os.write(write, b"".join(i.bytes for i in time_ordered_ids(20)))
+        os._exit(0)
+    os.close(write)
+    child = b""
+    while chunk := os.read(read, 4096):
+        child += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = time_ordered_ids(20)
+    child_ids = [uuid.UUID(bytes=child[i : i + 16]) for i in range(0, len(child), 16)]
+    assert len(child_ids) == 20
+    # The random parts (the low 74 bits of each) differ between parent and child.
+    mask = (1 << 74) - 1
+    assert not {i.int & mask for i in parent} & {i.int & mask for i in child_ids}
