@@ -66,6 +66,10 @@ def quantize_rate(rate: float) -> float:
 #: cache of the process), and the lock that guards starting and stopping it.
 _SOLVER: ProcessPoolExecutor | None = None
 _SOLVER_LOCK = threading.Lock()
+#: When starting or using the child last failed (monotonic seconds), and how long
+#: background solves then run in-process before another child is tried.
+_SOLVER_FAILED_AT = -math.inf
+SOLVER_RETRY_SECONDS = 30.0
 #: Set on a cache's background thread while it solves (see :meth:`ChoiceCache.heavy`).
 _BACKGROUND = threading.local()
 
@@ -261,20 +265,25 @@ class ChoiceCache:
         A broken child process (killed, out of memory) is replaced, and the call runs here
         once, so a solve is never lost.
         """
+        global _SOLVER, _SOLVER_FAILED_AT
         if not self.processes or getattr(_BACKGROUND, "cache", None) is not self:
+            return function(*args)
+        if time.monotonic() - _SOLVER_FAILED_AT < SOLVER_RETRY_SECONDS:
             return function(*args)
         pool = _solver()
         try:
             out = pool.submit(function, *args).result()
         except (BrokenProcessPool, CancelledError, RuntimeError) as exc:
-            # Broken (the child died), cancelled or refused (stopped meanwhile by
-            # shutdown_solver_process): solve here; the next call starts a new child.
-            log.warning("pacing solver process unavailable (%s); solving in-process",
-                        type(exc).__name__)  # fmt: skip
-            global _SOLVER
+            # Broken (the child died or could not start), cancelled or refused (stopped
+            # meanwhile by shutdown_solver_process): solve here, and start a new child
+            # after a pause (a child that cannot start must not be retried per solve).
+            log.warning("pacing solver process unavailable (%s: %s); solving in-process",
+                        type(exc).__name__, str(exc)[:200])  # fmt: skip
             with _SOLVER_LOCK:
                 if _SOLVER is pool:
                     _SOLVER = None
+                    _SOLVER_FAILED_AT = time.monotonic()
+            pool.shutdown(wait=False, cancel_futures=True)
             return function(*args)
         self.computed_in_process += 1
         return out

@@ -141,15 +141,20 @@ def test_a_killed_solver_process_loses_no_solve_and_is_replaced():
         assert pool is not None
         for pid in list(pool._processes):  # type: ignore[attr-defined]
             os.kill(pid, signal.SIGKILL)
-        # The broken child's solve runs in-process; the next one starts a new child.
+        # The broken child's solve runs in-process; after a pause, another child.
         expected = ChoiceCache()
         broken = _solved_in(cache, reward, spend, np.array([0.2]))
         np.testing.assert_array_equal(broken, _solved_in(expected, reward, spend, np.array([0.2])))
-        assert choices._SOLVER is not pool
+        assert choices._SOLVER is None and cache.computed_in_process == 1
+        _solved_in(cache, reward, spend, np.array([0.15]))  # within the pause: in-process
+        assert choices._SOLVER is None and cache.computed_in_process == 1
+        choices._SOLVER_FAILED_AT = -np.inf  # the pause is over
         again = _solved_in(cache, reward, spend, np.array([0.1]))
         np.testing.assert_array_equal(again, _solved_in(expected, reward, spend, np.array([0.1])))
         assert choices._SOLVER is not None and choices._SOLVER is not pool
+        assert cache.computed_in_process == 2
     finally:
+        choices._SOLVER_FAILED_AT = -np.inf
         shutdown_solver_process()
 
 
