@@ -2009,7 +2009,8 @@ def _throughput_finding(quotes: QuoteResults, per_quote_ms: float) -> str:
         "FastAPI's middlewares, routing and dependencies; the decision; the response), the writer thread "
         "(batching; with `PRICING_WRITER_PROCESS`, the default, it hands each batch to the worker's writer "
         "process, which runs the statements and the commit on a core of its own) and the background "
-        "threads (the refresher's reads, the pacing LP's re-solves)"
+        "threads (the refresher's reads; with `PRICING_PACING_PROCESS`, the default, the pacing LP's "
+        "re-solves run in a child process of their own and the thread only waits for them)"
     )
     if use is None or use.main_thread is None:
         return (f"- Throughput is bounded by CPU in one Python process: {quotes.engine_rps:,.0f} req/s at "
