@@ -114,7 +114,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
             and settings.sqlite_checkpoint_seconds > 0:  # fmt: skip
-        checkpointer = WalCheckpointer(str(url.database), settings.sqlite_checkpoint_seconds)
+        limit = settings.sqlite_wal_limit_mb
+        checkpointer = WalCheckpointer(str(url.database), settings.sqlite_checkpoint_seconds,
+                                       int(limit * 1e6) if limit > 0 else None)  # fmt: skip
     engine = engine_for(
         settings,
         pool_size=settings.db_pool_size,

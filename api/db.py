@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import weakref
@@ -96,18 +97,36 @@ class WalCheckpointer:
     the GIL while it works. Processes without it (the CLI, the updater) keep SQLite's
     automatic checkpoints, and the last connection to close checkpoints what is left.
 
+    A passive checkpoint never lets the log start over while writes keep coming: the log
+    is reused from its start only when a checkpoint has copied all of it, and under steady
+    traffic new frames arrive while one runs, so the file grows for as long as the traffic
+    lasts (measured: 2.3 GB of log for a 107 MB database after 45 s of quotes at 2,800/s).
+    So when the log holds more than ``limit_bytes``, the checkpoint that follows the
+    passive one is a ``RESTART`` checkpoint: it waits for the writer's current
+    transaction, holds the next one back while it copies the few frames written since
+    the passive pass, and makes the next commit write the log from its start again (the
+    file keeps its size, so its blocks are reused; ``TRUNCATE`` would also free them and
+    make the next writes allocate them again). That pause is the price of a bounded log.
+
     Parameters
     ----------
     path : str
         The database file.
     interval : float
         Seconds between checkpoints (> 0).
+    limit_bytes : int, optional
+        Log size (bytes) above which the log is emptied (see above); None: never.
     """
 
-    def __init__(self, path: str, interval: float) -> None:
+    def __init__(self, path: str, interval: float, limit_bytes: int | None = None) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
-        self.path, self.interval = path, interval
+        if limit_bytes is not None and limit_bytes <= 0:
+            raise ValueError("limit_bytes must be positive")
+        self.path, self.interval, self.limit_bytes = path, interval, limit_bytes
+        #: Times the log was started over (a RESTART checkpoint), and those refused as busy.
+        self.truncations = 0
+        self.truncations_busy = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Checkpoints made, and the last one's (busy, log frames, frames checkpointed).
@@ -128,11 +147,24 @@ class WalCheckpointer:
             self._thread = None
 
     def checkpoint(self, connection: sqlite3.Connection) -> tuple[int, int, int]:
-        """One ``PASSIVE`` checkpoint: (busy flag, frames in the log, frames checkpointed)."""
+        """One ``PASSIVE`` checkpoint, then a ``RESTART`` one if the log is over the limit:
+        (busy flag, frames in the log, frames checkpointed) of the passive one."""
         row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.runs += 1
         self.last = (int(row[0]), int(row[1]), int(row[2]))
+        if self.limit_bytes is not None and self._log_bytes() > self.limit_bytes:
+            truncated = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if int(truncated[0]):  # busy: a reader or writer held on; the next round retries
+                self.truncations_busy += 1
+            else:
+                self.truncations += 1
         return self.last
+
+    def _log_bytes(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
 
     def _run(self) -> None:
         # The thread must outlive any error: with SQLite's own checkpoint off, a dead

@@ -258,6 +258,11 @@ class Settings(BaseSettings):
         thread of its own every this many seconds (default 1), instead of inside whichever
         commit crosses SQLite's 1,000-page mark, which stalls every request waiting on that
         commit. 0 restores SQLite's own checkpoints in commits.
+    sqlite_wal_limit_mb : float
+        SQLite: when the write-ahead log grows past this many MB (default 256; 0: no
+        limit), that thread's next checkpoint empties it, holding the writer back while
+        it copies what the passive checkpoint left (:class:`api.db.WalCheckpointer`).
+        Without it the log grows for as long as writes never pause.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -325,6 +330,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
     sqlite_page_size: int | None = Field(default=None, ge=512, le=65536)
     sqlite_checkpoint_seconds: float = Field(default=1.0, ge=0, le=3600)
+    sqlite_wal_limit_mb: float = Field(default=256.0, ge=0)
     rate_limit_quotes: float = Field(default=2000.0, ge=0)
     rate_limit_outcomes: float = Field(default=2000.0, ge=0)
     rate_limit_burst_seconds: float = Field(default=2.0, gt=0, le=3600)
