@@ -115,7 +115,7 @@ class WalCheckpointer:
     interval : float
         Seconds between checkpoints (> 0).
     limit_bytes : int, optional
-        Log size (bytes) above which the log is emptied (see above); None: never.
+        Log size (bytes) above which the log is started over (see above); None: never.
     """
 
     def __init__(self, path: str, interval: float, limit_bytes: int | None = None) -> None:
@@ -125,8 +125,8 @@ class WalCheckpointer:
             raise ValueError("limit_bytes must be positive")
         self.path, self.interval, self.limit_bytes = path, interval, limit_bytes
         #: Times the log was started over (a RESTART checkpoint), and those refused as busy.
-        self.truncations = 0
-        self.truncations_busy = 0
+        self.restarts = 0
+        self.restarts_busy = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Checkpoints made, and the last one's (busy, log frames, frames checkpointed).
@@ -153,11 +153,11 @@ class WalCheckpointer:
         self.runs += 1
         self.last = (int(row[0]), int(row[1]), int(row[2]))
         if self.limit_bytes is not None and self._log_bytes() > self.limit_bytes:
-            truncated = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            if int(truncated[0]):  # busy: a reader or writer held on; the next round retries
-                self.truncations_busy += 1
+            restarted = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if int(restarted[0]):  # busy: a reader or writer held on; the next round retries
+                self.restarts_busy += 1
             else:
-                self.truncations += 1
+                self.restarts += 1
         return self.last
 
     def _log_bytes(self) -> int:

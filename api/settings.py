@@ -260,9 +260,10 @@ class Settings(BaseSettings):
         commit. 0 restores SQLite's own checkpoints in commits.
     sqlite_wal_limit_mb : float
         SQLite: when the write-ahead log grows past this many MB (default 256; 0: no
-        limit), that thread's next checkpoint empties it, holding the writer back while
-        it copies what the passive checkpoint left (:class:`api.db.WalCheckpointer`).
-        Without it the log grows for as long as writes never pause.
+        limit), that thread's next checkpoint starts it over (``RESTART``), holding the
+        writer back while it copies what the passive checkpoint left
+        (:class:`api.db.WalCheckpointer`). Without it the log grows for as long as writes
+        never pause.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")

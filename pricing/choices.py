@@ -262,8 +262,10 @@ class ChoiceCache:
         background solve with ``processes`` on, else here.
 
         ``function`` must be a module-level function and ``args`` picklable (NumPy arrays).
-        A broken child process (killed, out of memory) is replaced, and the call runs here
-        once, so a solve is never lost.
+        If the child is broken (killed, out of memory) or cannot start, the call runs here,
+        so a solve is never lost, and so do background solves for the next
+        :data:`SOLVER_RETRY_SECONDS`; then a new child is started. A call that never
+        returns in the child holds its line's re-solves back, as it would on the thread.
         """
         global _SOLVER, _SOLVER_FAILED_AT
         if not self.processes or getattr(_BACKGROUND, "cache", None) is not self:
