@@ -215,3 +215,23 @@ def test_the_policy_decides_safely_from_many_threads():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_the_sampler_draws_exactly_what_searchsorted_drew():
+    """``sample`` bisects a list CDF (numpy.searchsorted releases the GIL): the same
+    candidate for every draw, zeros and ties included."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        greedy = rng.random(n) * (rng.random(n) < 0.7)
+        if greedy.sum() == 0:
+            greedy[0] = 1.0
+        greedy /= greedy.sum()
+        served = (np.full(n, 1.0 / n), np.cumsum(greedy).tolist())
+        seed = int(rng.integers(2**32))
+        got = sample(greedy, 0.0, np.random.default_rng(seed), served=served)
+        draw = np.random.default_rng(seed)
+        draw.random()  # the exploration coin
+        cdf = np.cumsum(greedy)
+        expected = int(np.searchsorted(cdf, draw.random() * cdf[-1], side="right"))
+        assert got.index == min(expected, int(np.flatnonzero(greedy)[-1]))

@@ -252,3 +252,21 @@ def test_a_tighter_guardrail_never_widens_the_range(scenario, amount, field):
     old, _ = rules.feasible_prices(facts, n_max=10_000)
     new, _ = narrowed.feasible_prices(facts, n_max=10_000)
     assert set(new.tolist()) <= set(old.tolist())
+
+
+@given(scenarios(), st.integers(2, 60), st.integers(1, 80))
+@settings(max_examples=300, deadline=None)
+def test_the_ladder_keeps_its_reference_index_and_paced_spread(scenario, n_max, paced):
+    """The quote path reads the ladder's reference index and a paced line's spread from
+    caches (a NumPy call there hands the GIL away): they are what it used to compute."""
+    from pricing.policy import _Ladder, _spread
+
+    facts, rules, _ = scenario
+    ladder = _Ladder.build(rules, facts, n_max)
+    if ladder.reference is not None:
+        assert ladder.reference_index == int(np.searchsorted(ladder.prices, ladder.reference))
+        assert ladder.prices[ladder.reference_index] == ladder.reference
+    n = len(ladder.prices)
+    if n:
+        expected = np.unique(np.linspace(0, n - 1, paced).round().astype(int))
+        np.testing.assert_array_equal(_spread(n, paced), expected)
