@@ -107,6 +107,9 @@ class WalCheckpointer:
     the passive pass, and makes the next commit write the log from its start again (the
     file keeps its size, so its blocks are reused; ``TRUNCATE`` would also free them and
     make the next writes allocate them again). That pause is the price of a bounded log.
+    While a long read (a refit's, an analyst's) still uses the log, it cannot start over:
+    the restart then waits at most :attr:`RESTART_WAIT_MS` for it, holding the writer
+    back that long, and backs off before it tries again.
 
     Parameters
     ----------
@@ -118,6 +121,11 @@ class WalCheckpointer:
         Log size (bytes) above which the log is started over (see above); None: never.
     """
 
+    #: Longest wait of a RESTART checkpoint for the log's readers (ms), during which it
+    #: holds the writer back; and the connection's busy timeout otherwise (ms).
+    RESTART_WAIT_MS = 50
+    BUSY_TIMEOUT_MS = 1000
+
     def __init__(self, path: str, interval: float, limit_bytes: int | None = None) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -127,6 +135,7 @@ class WalCheckpointer:
         #: Times the log was started over (a RESTART checkpoint), and those refused as busy.
         self.restarts = 0
         self.restarts_busy = 0
+        self._backoff = self._skip = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Checkpoints made, and the last one's (busy, log frames, frames checkpointed).
@@ -153,11 +162,25 @@ class WalCheckpointer:
         self.runs += 1
         self.last = (int(row[0]), int(row[1]), int(row[2]))
         if self.limit_bytes is not None and self._log_bytes() > self.limit_bytes:
-            restarted = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            if int(restarted[0]):  # busy: a reader or writer held on; the next round retries
+            if self._skip > 0:
+                self._skip -= 1
+                return self.last
+            # A RESTART checkpoint holds the write lock while it waits for the log's readers
+            # (a refit's or an analyst's long read keeps its snapshot in the log): it may
+            # wait only RESTART_WAIT_MS, so the writer is held back that long at most, and
+            # after a refusal it waits 1, 2, 4 ... 32 rounds before it tries again.
+            connection.execute(f"PRAGMA busy_timeout={self.RESTART_WAIT_MS}")
+            try:
+                restarted = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                connection.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
+            if int(restarted[0]):  # busy: a reader or the writer held on
                 self.restarts_busy += 1
+                self._backoff = min(2 * self._backoff, 32) if self._backoff else 1
+                self._skip = self._backoff
             else:
                 self.restarts += 1
+                self._backoff = 0
         return self.last
 
     def _log_bytes(self) -> int:
@@ -176,8 +199,10 @@ class WalCheckpointer:
                 stopping = self._stop.wait(self.interval)
                 try:
                     if connection is None:
-                        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
-                                                     check_same_thread=False)  # fmt: skip
+                        connection = sqlite3.connect(
+                            self.path, timeout=self.BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                            check_same_thread=False,
+                        )  # fmt: skip
                     self.checkpoint(connection)
                     if failing:
                         _log.warning("WAL checkpoints of %s work again", self.path)

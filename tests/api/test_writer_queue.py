@@ -231,6 +231,44 @@ def test_the_log_starts_over_under_writes_that_never_pause(tmp_path, limit):
         assert checkpointer.restarts >= 2 and largest / rows < 2000, (largest, rows)
 
 
+def test_a_long_reader_holds_the_writer_back_only_briefly_and_the_restart_backs_off(tmp_path):
+    """While a long read keeps its snapshot in the log, the log cannot start over: the
+    RESTART checkpoint (which holds the write lock while it waits for readers) gives up
+    after RESTART_WAIT_MS and backs off, so commits wait milliseconds, not its 1 s."""
+    path = tmp_path / "r.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (i INTEGER, pad TEXT)")
+    engine.dispose()
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()  # a snapshot the log must keep
+    checkpointer = WalCheckpointer(str(path), interval=0.02, limit_bytes=100_000)
+    writer = make_engine(f"sqlite:///{path}", sqlite_autocheckpoint=False)
+    checkpointer.start()
+    slowest = rows = 0.0
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            with writer.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (1, printf('%.3000c', 'x'))")
+            slowest = max(slowest, time.monotonic() - started)
+            rows += 1
+            time.sleep(0.001)
+    finally:
+        checkpointer.stop()
+        reader.execute("COMMIT")
+        reader.close()
+        writer.dispose()
+    assert checkpointer.restarts == 0 and checkpointer.restarts_busy >= 2
+    # Backing off: far fewer attempts than rounds.
+    assert checkpointer.restarts_busy < checkpointer.runs / 3, (checkpointer.restarts_busy, checkpointer.runs)
+    assert slowest < 0.4, slowest  # the 1 s busy timeout would have held commits ~1 s
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == rows
+
+
 def test_the_checkpointer_survives_errors_and_says_so(tmp_path, caplog):
     """A checkpointer that cannot open its database keeps trying (a dead one would let
     the log grow without bound) and logs the failure once, then its recovery."""
