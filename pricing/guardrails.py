@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -30,7 +31,7 @@ from numpy.typing import NDArray
 
 from pricing.money import from_minor
 
-__all__ = ["GuardrailError", "GuardrailSet", "ProductFacts", "Rule"]
+__all__ = ["GuardrailError", "GuardrailSet", "ProductFacts", "Rule", "spread_indices"]
 
 Scope = Literal["global", "category", "sku"]
 _BOUND_FIELDS = (
@@ -144,6 +145,19 @@ class Rule:
             floor, ceiling = _money(self.floor, currency), _money(self.ceiling, currency)
             out.append(("floor", f"floor {floor} is above ceiling {ceiling} of the same rule"))
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def spread_indices(n: int, k: int) -> NDArray[np.int64]:
+    """Indices of ``k`` evenly spread positions of ``n`` (both ends kept), shape (<= k,).
+
+    Cached and shared (read-only): the quote path thins a paced line's ladder with it, and
+    ``numpy.linspace`` and ``numpy.unique`` release the GIL, which on a worker's event
+    loop costs up to the switch interval while another thread is busy.
+    """
+    pick = np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+    pick.flags.writeable = False
+    return pick
 
 
 @dataclass(frozen=True)
@@ -309,8 +323,7 @@ class GuardrailSet:
             first = step * math.ceil(low / step)
             grid = np.arange(first, high + 1, step, dtype=np.int64)
         if len(grid) > n_max:
-            keep = np.unique(np.round(np.linspace(0, len(grid) - 1, n_max)).astype(int))
-            chosen = grid[keep]
+            chosen = grid[spread_indices(len(grid), n_max)]
             if product.list_price in grid and product.list_price not in chosen:
                 nearest = int(np.argmin(np.abs(chosen - product.list_price)))
                 chosen[nearest] = product.list_price

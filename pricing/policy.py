@@ -7,7 +7,6 @@ changing the service or the API contract.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pricing.choices import ChoiceCache, quantize_rate
-from pricing.guardrails import GuardrailSet, ProductFacts
+from pricing.guardrails import GuardrailSet, ProductFacts, spread_indices
 from pricing.pacing import lp_mixture
 from pricing.posterior import DemandPosterior
 from pricing.promotions import Offer
@@ -187,19 +186,6 @@ class _Ladder:
             (0.5 * (prices - facts.unit_cost)).astype(np.float32), reference,
             rules.personalization_allowed(facts), nearest,
         )  # fmt: skip
-
-
-@functools.lru_cache(maxsize=4096)
-def _spread(n: int, k: int) -> NDArray[np.int64]:
-    """Indices of ``k`` evenly spread candidates of ``n`` (both ends kept), shape (<= k,).
-
-    Cached: ``numpy.linspace`` and ``numpy.unique`` release the GIL, and on the event
-    loop's thread each release costs up to the switch interval while another thread of
-    the worker is busy. The array is shared: callers only index with it.
-    """
-    pick = np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
-    pick.flags.writeable = False
-    return pick
 
 
 def _personalized(line: LineContext, price: int, promotion: str | None) -> bool:
@@ -519,7 +505,7 @@ class ThompsonPricePolicy:
                 if offer.pacing_rate_minor is not None and len(prices) > self.paced_prices:
                     # The pacing LP's pair search is quadratic in its paying candidates: a
                     # paced offer uses an evenly spread subset of the ladder (ends kept).
-                    pick = _spread(len(prices), self.paced_prices)
+                    pick = spread_indices(len(prices), self.paced_prices)
                     prices, discounts = prices[pick], discounts[pick]
                 if not len(prices):
                     continue

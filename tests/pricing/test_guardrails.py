@@ -259,7 +259,8 @@ def test_a_tighter_guardrail_never_widens_the_range(scenario, amount, field):
 def test_the_ladder_keeps_its_reference_index_and_paced_spread(scenario, n_max, paced):
     """The quote path reads the ladder's reference index and a paced line's spread from
     caches (a NumPy call there hands the GIL away): they are what it used to compute."""
-    from pricing.policy import _Ladder, _spread
+    from pricing.guardrails import spread_indices as _spread
+    from pricing.policy import _Ladder
 
     facts, rules, _ = scenario
     ladder = _Ladder.build(rules, facts, n_max)
