@@ -24,27 +24,69 @@ from pricing.cart import StickyQuote
 __all__ = ["StickyMap", "load_customer"]
 
 
-# An entry is kept as a plain tuple of atomic values (the decision id as its 128-bit
-# integer), not as a StickyQuote: CPython's collector stops tracking such tuples, and the
-# dicts that hold only them, so a map of 200,000 customers adds nothing to the full
-# collections that pause every thread (as StickyQuote and UUID objects did: three tracked
-# objects per quote, measured, and full collections of 50-120 ms under load).
+# A customer's entries are one flat tuple of atomic values (per entry: the SKU, the
+# decision id as its 128-bit integer, ..., the reasons joined in one string), not
+# StickyQuotes in a dict. CPython's collector stops tracking a tuple of atomic values the
+# first time a collection sees it, so nothing of the map reaches the oldest generation.
+# (Nested tuples are not enough: an outer tuple seen before its inner one stays tracked,
+# and about one collection in ten moves what it sees straight to the oldest generation.
+# A dict that ever held a fresh tuple stays tracked until a *full* collection.) Measured under load (benchmarks.systems setting, 2026-12-07):
+# per-customer dicts made 35,000-68,000 tracked objects in the oldest generation, every
+# full collection (25-44 ms, up to 250 ms on a loaded host) walked them, and their number
+# set off the next one. StickyQuote and UUID objects before them did the same (three
+# tracked objects per quote, full collections of 50-120 ms).
 _Packed = tuple[Any, ...]
-_ID, _IS_UUID, _EXPIRES, _REPORTED = 0, 1, 7, 8
+#: A customer's entries, at most one per SKU, one after the other (_WIDTH values each).
+_Entries = tuple[Any, ...]
+_SKU, _ID, _IS_UUID, _EXPIRES, _REPORTED, _REASONS, _WIDTH = 0, 1, 2, 8, 9, 12, 15
+#: Joins an entry's reasons (machine-made names such as ``promotion:TEN``).
+_SEP = "\x1f"
 
 
-def _pack(entry: StickyQuote) -> _Packed:
+def _each(entries: _Entries) -> list[_Packed]:
+    """A customer's entries, one tuple each."""
+    return [entries[i : i + _WIDTH] for i in range(0, len(entries), _WIDTH)]
+
+
+def _get(entries: _Entries, sku: str) -> _Packed | None:
+    for i in range(0, len(entries), _WIDTH):
+        if entries[i + _SKU] == sku:
+            return entries[i : i + _WIDTH]
+    return None
+
+
+def _with(entries: _Entries, packed: _Packed) -> _Entries:
+    """``entries`` with ``packed``'s SKU's entry replaced by it (a new flat tuple)."""
+    sku = packed[_SKU]
+    kept = [v for p in _each(entries) if p[_SKU] != sku for v in p]
+    return (*kept, *packed)
+
+
+def _pack(sku: str, entry: StickyQuote) -> _Packed:
     d = entry.decision_id
     key = d.int if isinstance(d, uuid.UUID) else d
-    return (key, isinstance(d, uuid.UUID), entry.segment, entry.quantity, entry.price_minor,
+    reasons: Any = tuple(entry.reasons)
+    if not reasons:
+        reasons = None
+    elif not any(_SEP in r for r in reasons):  # else kept as the tuple (one level deeper)
+        reasons = _SEP.join(reasons)
+    return (sku, key, isinstance(d, uuid.UUID), entry.segment, entry.quantity, entry.price_minor,
             entry.personalized, entry.model_version, entry.expires_at, entry.reported,
-            entry.propensity, entry.fallback, tuple(entry.reasons), entry.promotion,
+            entry.propensity, entry.fallback, reasons, entry.promotion,
             entry.discount_minor)  # fmt: skip
 
 
 def _unpack(packed: _Packed) -> StickyQuote:
     d = uuid.UUID(int=packed[_ID]) if packed[_IS_UUID] else packed[_ID]
-    return StickyQuote(d, *packed[2:])
+    reasons = packed[_REASONS]
+    if reasons is None:
+        reasons = ()
+    elif isinstance(reasons, str):
+        reasons = tuple(reasons.split(_SEP))
+    (_sku, _id, _uuid, segment, quantity, price, personalized, version, expires, reported,
+     propensity, fallback, _reasons, promotion, discount) = packed  # fmt: skip
+    return StickyQuote(d, segment, quantity, price, personalized, version, expires, reported,
+                       propensity, fallback, reasons, promotion, discount)  # fmt: skip
 
 
 class StickyMap:
@@ -58,8 +100,9 @@ class StickyMap:
 
     def __init__(self, max_customers: int = 200_000) -> None:
         self.max_customers = max_customers
-        self._map: OrderedDict[str, dict[str, _Packed]] = OrderedDict()
-        self._by_decision: dict[int, tuple[str, str]] = {}  # UUID.int -> (customer, SKU)
+        self._map: OrderedDict[str, _Entries] = OrderedDict()
+        #: UUID.int -> customer: atomic keys and values, so the dict is never tracked.
+        self._by_decision: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def lookup(
@@ -73,7 +116,7 @@ class StickyMap:
             if entries is not None:
                 self._map.move_to_end(customer)
             for sku in skus:
-                entry = entries.get(sku) if entries is not None else None
+                entry = _get(entries, sku) if entries is not None else None
                 if entry is not None and entry[_EXPIRES] > now:
                     found[sku] = _unpack(entry)
                 else:
@@ -85,18 +128,20 @@ class StickyMap:
         if not entries:
             return
         with self._lock:
-            current = self._map.setdefault(customer, {})
-            self._map.move_to_end(customer)
+            current = self._map.get(customer, ())
             for sku, entry in entries:
-                old = current.get(sku)
+                old = _get(current, sku)
                 if old is not None and old[_EXPIRES] > entry.expires_at and not old[_REPORTED]:
                     continue
-                packed = current[sku] = _pack(entry)
+                packed = _pack(sku, entry)
+                current = _with(current, packed)
                 if packed[_IS_UUID]:
-                    self._by_decision[packed[_ID]] = (customer, sku)
+                    self._by_decision[packed[_ID]] = customer
+            self._map[customer] = current
+            self._map.move_to_end(customer)
             while len(self._map) > self.max_customers:
                 _, dropped = self._map.popitem(last=False)
-                for packed in dropped.values():
+                for packed in _each(dropped):
                     if packed[_IS_UUID]:
                         self._by_decision.pop(packed[_ID], None)
 
@@ -105,18 +150,17 @@ class StickyMap:
         with self._lock:
             for decision_id in decision_ids:
                 key = decision_id.int
-                where = self._by_decision.pop(key, None)
-                if where is None:
+                customer = self._by_decision.pop(key, None)
+                if customer is None:
                     continue
-                entries = self._map.get(where[0])
-                packed = entries.get(where[1]) if entries is not None else None
-                if (
-                    entries is not None
-                    and packed is not None
-                    and packed[_IS_UUID]
-                    and packed[_ID] == key
-                ):
-                    entries[where[1]] = (*packed[:_REPORTED], True, *packed[_REPORTED + 1 :])
+                entries = self._map.get(customer)
+                if entries is None:
+                    continue
+                for packed in _each(entries):
+                    if packed[_IS_UUID] and packed[_ID] == key:
+                        marked = (*packed[:_REPORTED], True, *packed[_REPORTED + 1 :])
+                        self._map[customer] = _with(entries, marked)
+                        break
 
     def forget(self, hashes: set[str]) -> int:
         """Drop the customers whose id hashes (:func:`api.security.customer_hash`) are given
@@ -126,7 +170,7 @@ class StickyMap:
         with self._lock:
             gone = [c for c in self._map if customer_hash(c) in hashes]
             for customer in gone:
-                for packed in self._map.pop(customer).values():
+                for packed in _each(self._map.pop(customer)):
                     if packed[_IS_UUID]:
                         self._by_decision.pop(packed[_ID], None)
         return len(gone)
