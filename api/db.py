@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import weakref
@@ -83,6 +82,10 @@ class _WriterQueue:
 _log = logging.getLogger("pricing.db")
 
 
+#: Bytes of a WAL frame's header (each frame is one page and its header).
+_WAL_FRAME_HEADER = 24
+
+
 class WalCheckpointer:
     """SQLite's WAL checkpoints on a thread of their own, off every commit's path.
 
@@ -141,6 +144,7 @@ class WalCheckpointer:
         #: Checkpoints made, and the last one's (busy, log frames, frames checkpointed).
         self.runs = 0
         self.last: tuple[int, int, int] | None = None
+        self._page_size: int | None = None
 
     def start(self) -> None:
         """Start the thread (idempotent)."""
@@ -157,11 +161,17 @@ class WalCheckpointer:
 
     def checkpoint(self, connection: sqlite3.Connection) -> tuple[int, int, int]:
         """One ``PASSIVE`` checkpoint, then a ``RESTART`` one if the log is over the limit:
-        (busy flag, frames in the log, frames checkpointed) of the passive one."""
+        (busy flag, frames in the log, frames checkpointed) of the passive one.
+
+        The log's size is what it holds since it last started over (its frames, each a
+        page and a 24-byte header), not the file's: a restarted log keeps its file's size
+        and writes it again from the start, so the file alone would call for a restart
+        at every round once it had reached the limit.
+        """
         row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.runs += 1
         self.last = (int(row[0]), int(row[1]), int(row[2]))
-        if self.limit_bytes is not None and self._log_bytes() > self.limit_bytes:
+        if self.limit_bytes is not None and self._log_bytes(connection, self.last[1]) > self.limit_bytes:
             if self._skip > 0:
                 self._skip -= 1
                 return self.last
@@ -183,11 +193,11 @@ class WalCheckpointer:
                 self._backoff = 0
         return self.last
 
-    def _log_bytes(self) -> int:
-        try:
-            return os.path.getsize(self.path + "-wal")
-        except OSError:
-            return 0
+    def _log_bytes(self, connection: sqlite3.Connection, frames: int) -> int:
+        """Bytes the log holds since it last started over (``frames`` from a checkpoint)."""
+        if self._page_size is None:
+            self._page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+        return max(frames, 0) * (self._page_size + _WAL_FRAME_HEADER)
 
     def _run(self) -> None:
         # The thread must outlive any error: with SQLite's own checkpoint off, a dead

@@ -231,6 +231,36 @@ def test_the_log_starts_over_under_writes_that_never_pause(tmp_path, limit):
         assert checkpointer.restarts >= 2 and largest / rows < 2000, (largest, rows)
 
 
+def test_the_log_starts_over_only_when_what_it_holds_is_over_the_limit(tmp_path):
+    """A restarted log keeps its file's size: the limit applies to what the log holds since
+    it started over, so quiet traffic after a burst makes no restart at every round (each
+    one holds the writer back)."""
+    path = tmp_path / "q.db"
+    engine = make_engine(f"sqlite:///{path}", sqlite_autocheckpoint=False)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (i INTEGER, pad TEXT)")
+    checkpointer = WalCheckpointer(str(path), interval=0.01, limit_bytes=200_000)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for _ in range(100):  # a burst: ~100 pages of log, over the limit
+            with engine.begin() as tx:
+                tx.exec_driver_sql("INSERT INTO t VALUES (1, printf('%.3000c', 'x'))")
+        checkpointer.checkpoint(conn)
+        assert checkpointer.restarts == 1
+        assert Path(f"{path}-wal").stat().st_size > 200_000  # the file kept its size
+        for _ in range(20):  # quiet: a small row between rounds
+            with engine.begin() as tx:
+                tx.exec_driver_sql("INSERT INTO t VALUES (2, 'y')")
+            checkpointer.checkpoint(conn)
+        assert checkpointer.restarts == 1, checkpointer.restarts
+        for _ in range(100):  # another burst: over the limit again
+            with engine.begin() as tx:
+                tx.exec_driver_sql("INSERT INTO t VALUES (3, printf('%.3000c', 'x'))")
+        checkpointer.checkpoint(conn)
+        assert checkpointer.restarts == 2
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 220
+    engine.dispose()
+
+
 def test_a_long_reader_holds_the_writer_back_only_briefly_and_the_restart_backs_off(tmp_path):
     """While a long read keeps its snapshot in the log, the log cannot start over: the
     RESTART checkpoint (which holds the write lock while it waits for readers) gives up
