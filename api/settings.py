@@ -259,8 +259,9 @@ class Settings(BaseSettings):
         commit crosses SQLite's 1,000-page mark, which stalls every request waiting on that
         commit. 0 restores SQLite's own checkpoints in commits.
     sqlite_wal_limit_mb : float
-        SQLite: when the write-ahead log grows past this many MB (default 256; 0: no
-        limit), that thread's next checkpoint starts it over (``RESTART``), holding the
+        SQLite: when the write-ahead log holds more than this many MB since it last
+        started over (default 256; 0: no limit), that thread's next checkpoint starts it
+        over (``RESTART``), holding the
         writer back while it copies what the passive checkpoint left
         (:class:`api.db.WalCheckpointer`). Without it the log grows for as long as writes
         never pause.
