@@ -55,13 +55,6 @@ def _get(entries: _Entries, sku: str) -> _Packed | None:
     return None
 
 
-def _with(entries: _Entries, packed: _Packed) -> _Entries:
-    """``entries`` with ``packed``'s SKU's entry replaced by it (a new flat tuple)."""
-    sku = packed[_SKU]
-    kept = [v for p in _each(entries) if p[_SKU] != sku for v in p]
-    return (*kept, *packed)
-
-
 def _pack(sku: str, entry: StickyQuote) -> _Packed:
     d = entry.decision_id
     key = d.int if isinstance(d, uuid.UUID) else d
@@ -128,17 +121,23 @@ class StickyMap:
         if not entries:
             return
         with self._lock:
-            current = self._map.get(customer, ())
+            # A working dict for this call only (a 100-line cart is one rebuild, not 100).
+            kept = {packed[_SKU]: packed for packed in _each(self._map.get(customer, ()))}
+            changed = False
             for sku, entry in entries:
-                old = _get(current, sku)
+                old = kept.get(sku)
                 if old is not None and old[_EXPIRES] > entry.expires_at and not old[_REPORTED]:
                     continue
-                packed = _pack(sku, entry)
-                current = _with(current, packed)
+                if old is not None and old[_IS_UUID]:
+                    self._by_decision.pop(old[_ID], None)
+                packed = kept[sku] = _pack(sku, entry)
+                changed = True
                 if packed[_IS_UUID]:
                     self._by_decision[packed[_ID]] = customer
-            self._map[customer] = current
-            self._map.move_to_end(customer)
+            if changed:
+                self._map[customer] = tuple(value for packed in kept.values() for value in packed)
+            if customer in self._map:
+                self._map.move_to_end(customer)
             while len(self._map) > self.max_customers:
                 _, dropped = self._map.popitem(last=False)
                 for packed in _each(dropped):
@@ -148,19 +147,27 @@ class StickyMap:
     def mark_reported(self, decision_ids: Iterable[uuid.UUID]) -> None:
         """An outcome is stored for these decisions: a repeat becomes a new decision."""
         with self._lock:
+            by_customer: dict[str, set[int]] = {}
             for decision_id in decision_ids:
                 key = decision_id.int
                 customer = self._by_decision.pop(key, None)
-                if customer is None:
-                    continue
+                if customer is not None:
+                    by_customer.setdefault(customer, set()).add(key)
+            # Each customer's tuple is rebuilt once, however many of its entries are marked
+            # (the outcomes of a 100-line cart arrive together).
+            for customer, keys in by_customer.items():
                 entries = self._map.get(customer)
                 if entries is None:
                     continue
+                values: list[Any] = []
+                changed = False
                 for packed in _each(entries):
-                    if packed[_IS_UUID] and packed[_ID] == key:
-                        marked = (*packed[:_REPORTED], True, *packed[_REPORTED + 1 :])
-                        self._map[customer] = _with(entries, marked)
-                        break
+                    if packed[_IS_UUID] and packed[_ID] in keys and not packed[_REPORTED]:
+                        packed = (*packed[:_REPORTED], True, *packed[_REPORTED + 1 :])
+                        changed = True
+                    values.extend(packed)
+                if changed:
+                    self._map[customer] = tuple(values)
 
     def forget(self, hashes: set[str]) -> int:
         """Drop the customers whose id hashes (:func:`api.security.customer_hash`) are given

@@ -92,3 +92,20 @@ def test_reasons_round_trip_whatever_they_hold():
     sticky.put("c1", [(sku, _quote(reasons=reasons)) for sku, reasons in kinds.items()])
     found = sticky.lookup("c1", list(kinds), NOW)[0]
     assert {sku: quote.reasons for sku, quote in found.items()} == kinds
+
+
+def test_a_large_cart_is_marked_entry_by_entry_and_replaced_ids_are_forgotten():
+    sticky = StickyMap()
+    quotes = {f"SKU-{i}": _quote() for i in range(100)}
+    sticky.put("c1", list(quotes.items()))
+    marked = [q.decision_id for i, q in enumerate(quotes.values()) if i % 2 == 0]
+    sticky.mark_reported(marked)  # type: ignore[arg-type]
+    found = sticky.lookup("c1", list(quotes), NOW)[0]
+    assert {sku for sku, q in found.items() if q.reported} == {f"SKU-{i}" for i in range(0, 100, 2)}
+    assert all(found[sku].decision_id == q.decision_id for sku, q in quotes.items())
+    # A reported entry replaced by a new decision: the old id is dropped, the new one kept.
+    for _ in range(5):
+        sticky.put("c1", [("SKU-0", _quote())])
+    assert len(sticky._by_decision) == 50 + 1
+    sticky.put("c1", [("SKU-1", _quote(minutes=5))])  # older than the live entry: ignored
+    assert sticky.lookup("c1", ["SKU-1"], NOW)[0]["SKU-1"].decision_id == quotes["SKU-1"].decision_id
