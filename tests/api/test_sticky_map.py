@@ -109,3 +109,24 @@ def test_a_large_cart_is_marked_entry_by_entry_and_replaced_ids_are_forgotten():
     assert len(sticky._by_decision) == 50 + 1
     sticky.put("c1", [("SKU-1", _quote(minutes=5))])  # older than the live entry: ignored
     assert sticky.lookup("c1", ["SKU-1"], NOW)[0]["SKU-1"].decision_id == quotes["SKU-1"].decision_id
+
+
+def test_quotes_to_new_customers_leave_nothing_for_the_full_collections(catalog):
+    """Served through the app: what a quote keeps (the sticky map's entries, the caches'
+    records) is untracked before it reaches the oldest generation, whose size is what a
+    full collection walks and what sets the next one off (one dict per customer did: this
+    test counted about 3 objects a quote with them, and 0 now)."""
+
+    def serve(prefix: str, n: int) -> None:
+        for i in range(n):
+            catalog.quote("TEA-1", "TEA-2", customer=f"{prefix}-{i}")
+            if i % 50 == 49:
+                gc.collect(1)  # as the young and middle collections of a serving worker do
+        gc.collect(1)
+
+    serve("warm", 300)  # caches, keys, compiled statements: made once
+    before = len(gc.get_objects(generation=2))
+    n = 400
+    serve("new", n)
+    grown = len(gc.get_objects(generation=2)) - before
+    assert grown < 0.25 * n, grown
