@@ -290,6 +290,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Off unless asked for: FastAPI would otherwise look for OpenTelemetry providers on
+        # every request (PRICING_OPENTELEMETRY).
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.pricing = state
     app.mount("/console/static", StaticFiles(directory=str(CONSOLE_STATIC)), name="console-static")

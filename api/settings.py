@@ -225,6 +225,12 @@ class Settings(BaseSettings):
         every thread. Default 5,000: in a 30 s closed loop at 32 connections the collector
         took 0.13 s of the worker's time and no full collection, against 1.4 s and 11 full
         collections (20 ms each) at 700 (``pricing_gc_pause_seconds`` in ``/metrics``).
+    opentelemetry : bool
+        FastAPI's native OpenTelemetry (a span, metrics and logs per request, through the
+        global providers an operator configures, e.g. with ``opentelemetry-instrument``).
+        Default false: the engine exports its own Prometheus metrics (``/metrics``), and
+        FastAPI otherwise checks on every request whether providers were configured, which
+        took about 2 % of a worker's event loop at full load (py-spy, 2026-12-07).
     rate_limit_quotes, rate_limit_outcomes : float
         Requests per second one API key may send to ``POST /v1/quotes`` and to the outcome
         endpoints, per worker (0 = unlimited); more get 429 with Retry-After.
@@ -329,6 +335,7 @@ class Settings(BaseSettings):
     change_cusum_dating: bool = False
     gil_switch_seconds: float = Field(default=0.001, ge=1e-5, le=0.1)
     gc_young_threshold: int = Field(default=5000, ge=1, le=10_000_000)
+    opentelemetry: bool = False
     sqlite_synchronous: str = Field(default="FULL", pattern="^(NORMAL|FULL)$")
     sqlite_page_size: int | None = Field(default=None, ge=512, le=65536)
     sqlite_checkpoint_seconds: float = Field(default=1.0, ge=0, le=3600)

@@ -26,3 +26,26 @@ def test_invalid_settings_name_the_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+def test_fastapi_opentelemetry_is_off_unless_asked_for(monkeypatch, tmp_path):
+    """Off, FastAPI does not look for OpenTelemetry providers on every request."""
+    import os
+
+    from api.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    off = create_app(load_settings(database_url=url))
+    reads: list[str] = []
+    original = os.environ.__class__.__getitem__
+
+    def counting(self, key):
+        reads.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(os.environ.__class__, "__getitem__", counting)
+    assert not off._native_telemetry.enabled() and reads == []
+    monkeypatch.undo()
+    monkeypatch.setenv("PRICING_OPENTELEMETRY", "true")
+    on = create_app(load_settings(database_url=url))
+    assert on._telemetry["tracing"] and on._telemetry["metrics"]
