@@ -239,3 +239,45 @@ def test_an_unseen_promotion_draws_its_lift_from_the_prior():
     )
     assert np.array_equal(lift, post.promotion_lift("NEW"))  # the same draws every time
     assert not np.array_equal(lift, post.promotion_lift("OTHER"))
+
+
+def _ladder_of(policy, line):
+    policy.decide(line)  # builds (or finds) the line's ladder
+    (ladder,) = policy._ladders.values()  # one product in these tests
+    return ladder
+
+
+def test_joint_candidates_kept_per_line_are_those_a_fresh_policy_builds():
+    """The candidates are kept per ladder, quantity, unit cost and offers; whatever changes
+    between two quotes (a budget running low, a promotion's new version, the quantity), the
+    kept ones equal what a policy that never saw the line builds."""
+    post = _posterior()
+    policy = _policy(post)
+    ten = Promotion("promo", "percent_off", percent_off=Decimal(10))
+    twenty = replace(ten, version=2, percent_off=Decimal(20))
+    amount = Promotion("cash", "amount_off", amount_off_minor=150, currency="USD")
+    ship = Promotion("ship", "free_shipping", shipping_cost_minor=90, currency="USD")
+    lines = [
+        _line((Offer(ten),)),
+        _line((Offer(ten, max_reserve_minor=10**9),)),  # a budget that covers every price
+        _line((Offer(ten, max_reserve_minor=110),)),  # ... that rules the higher prices out
+        _line((Offer(twenty),)),  # the same key, a new version
+        _line((Offer(ten),), quantity=3),
+        _line((Offer(amount, max_reserve_minor=310),), quantity=2),
+        _line((Offer(amount, max_reserve_minor=299),), quantity=2),
+        _line((Offer(ten), Offer(ship, pacing_rate_minor=5.0))),
+        _line(()),
+    ]
+    for _round in range(2):
+        for line in lines:
+            kept = policy._joint_candidates(line, _ladder_of(policy, line))
+            fresh_policy = _policy(post)
+            fresh = fresh_policy._joint_candidates(line, _ladder_of(fresh_policy, line))
+            for name in ("prices", "discounts", "option", "cost", "margin"):
+                np.testing.assert_array_equal(getattr(kept, name), getattr(fresh, name), err_msg=name)
+            assert kept.signature == fresh.signature and kept.paced == fresh.paced
+    budgets = [policy._joint_candidates(x, _ladder_of(policy, x)) for x in lines[:3]]
+    assert budgets[0] is budgets[1]  # a budget covering every price is no budget
+    assert len(budgets[2].prices) < len(budgets[0].prices)
+    with pytest.raises(ValueError):
+        budgets[0].prices[0] = 1  # shared by the line's quotes: read-only
