@@ -28,13 +28,14 @@ __all__ = ["StickyMap", "load_customer"]
 # decision id as its 128-bit integer, ..., the reasons joined in one string), not
 # StickyQuotes in a dict. CPython's collector stops tracking a tuple of atomic values the
 # first time a collection sees it, so nothing of the map reaches the oldest generation.
-# (Nested tuples are not enough: an outer tuple seen before its inner one stays tracked,
-# and about one collection in ten moves what it sees straight to the oldest generation.
-# A dict that ever held a fresh tuple stays tracked until a *full* collection.) Measured under load (benchmarks.systems setting, 2026-12-07):
-# per-customer dicts made 35,000-68,000 tracked objects in the oldest generation, every
-# full collection (25-44 ms, up to 250 ms on a loaded host) walked them, and their number
-# set off the next one. StickyQuote and UUID objects before them did the same (three
-# tracked objects per quote, full collections of 50-120 ms).
+# Nested tuples are not enough: an outer tuple seen before its inner one stays tracked,
+# and a collection of the middle generation moves what it keeps straight to the oldest.
+# A dict that ever held a fresh tuple stays tracked until a *full* collection. Measured
+# under load (benchmarks.systems setting, 2026-12-07): per-customer dicts made
+# 35,000-68,000 tracked objects in the oldest generation, every full collection (25-44 ms,
+# up to 250 ms on a loaded host) walked them, and their number set off the next one.
+# StickyQuote and UUID objects before them did the same (three tracked objects per quote,
+# full collections of 50-120 ms).
 _Packed = tuple[Any, ...]
 #: A customer's entries, at most one per SKU, one after the other (_WIDTH values each).
 _Entries = tuple[Any, ...]
