@@ -112,10 +112,10 @@ def test_a_large_cart_is_marked_entry_by_entry_and_replaced_ids_are_forgotten():
 
 
 def test_quotes_to_new_customers_leave_nothing_for_the_full_collections(catalog):
-    """Served through the app: what a quote keeps (the sticky map's entries, the caches'
+    """Served through the app (1,000 quotes): what a quote keeps (the sticky map's entries, the caches'
     records) is untracked before it reaches the oldest generation, whose size is what a
     full collection walks and what sets the next one off (one dict per customer did: this
-    test counted about 3 objects a quote with them, and 0 now)."""
+    test counted about 3 objects a quote with them, and about 0 now)."""
 
     def serve(prefix: str, n: int) -> None:
         for i in range(n):
@@ -126,7 +126,9 @@ def test_quotes_to_new_customers_leave_nothing_for_the_full_collections(catalog)
 
     serve("warm", 300)  # caches, keys, compiled statements: made once
     before = len(gc.get_objects(generation=2))
-    n = 400
+    n = 1000
     serve("new", n)
     grown = len(gc.get_objects(generation=2)) - before
-    assert grown < 0.25 * n, grown
+    # Under half an object a quote: the other threads of the process (this app's refresher,
+    # what earlier tests left running) move a few hundred objects either way (171 seen).
+    assert grown < 0.5 * n, grown
