@@ -310,6 +310,7 @@ class ThompsonPricePolicy:
         self._ladders: dict[ProductFacts, _Ladder] = {}
         self._candidates: OrderedDict[tuple[object, ...], _JointCandidates] = OrderedDict()
         self._reserves: dict[tuple[object, ...], tuple[_Ladder, int]] = {}
+        self._candidates_lock = threading.Lock()
 
     @property
     def _rng(self) -> np.random.Generator:
@@ -524,10 +525,11 @@ class ThompsonPricePolicy:
         )  # fmt: skip
         slot = (id(ladder), q, line.unit_cost_minor, offers)
         cache = self._candidates
-        hit = cache.get(slot)
-        if hit is not None and hit.ladder is ladder:
-            cache.move_to_end(slot)
-            return hit
+        with self._candidates_lock:  # threads of a simulation may share the policy
+            hit = cache.get(slot)
+            if hit is not None and hit.ladder is ladder:
+                cache.move_to_end(slot)
+                return hit
         options: list[Offer | None] = [None, *line.offers]
         candidates: list[tuple[int, NDArray[np.int64], NDArray[np.int64]]] = []
         for o, offer in enumerate(options):
@@ -567,10 +569,11 @@ class ThompsonPricePolicy:
                            for x in line.offers), paced)  # fmt: skip
         built = _JointCandidates(ladder, tuple(candidates), prices, discounts, option, cost,
                                  paced, margin, signature)  # fmt: skip
-        cache[slot] = built
-        cache.move_to_end(slot)
-        while len(cache) > self.MAX_CANDIDATE_SLOTS:  # a few KB each
-            cache.popitem(last=False)
+        with self._candidates_lock:
+            cache[slot] = built
+            cache.move_to_end(slot)
+            while len(cache) > self.MAX_CANDIDATE_SLOTS:  # a few KB each
+                cache.popitem(last=False)
         return built
 
     def _largest_reserve(self, ladder: _Ladder, offer: Offer, quantity: int) -> int:
