@@ -145,12 +145,13 @@ class StickyMap:
                     if packed[_IS_UUID]:
                         self._by_decision.pop(packed[_ID], None)
 
-    def mark_reported(self, decision_ids: Iterable[uuid.UUID]) -> None:
-        """An outcome is stored for these decisions: a repeat becomes a new decision."""
+    def mark_reported(self, decision_ids: Iterable[uuid.UUID | int]) -> None:
+        """An outcome is stored for these decisions (UUIDs or their 128-bit integers): a
+        repeat becomes a new decision."""
         with self._lock:
             by_customer: dict[str, set[int]] = {}
             for decision_id in decision_ids:
-                key = decision_id.int
+                key = decision_id if isinstance(decision_id, int) else decision_id.int
                 customer = self._by_decision.pop(key, None)
                 if customer is not None:
                     by_customer.setdefault(customer, set()).add(key)

@@ -166,17 +166,17 @@ def test_more_units_bought_than_quoted_is_422_naming_quantity_and_stores_nothing
 
 def test_the_outcome_feed_hands_on_each_new_outcome_once(catalog, sessions):
     """Other workers' outcomes reach this worker's sticky map through the refresher's feed:
-    each one once (the overlap of the passes' windows re-reads it), as a UUID."""
+    each one once (the overlap of the passes' windows re-reads it), as the integer of its UUID."""
     from api.hot.refresher import OutcomeFeed
 
-    marked: list[list[uuid.UUID]] = []
+    marked: list[list[int]] = []
     feed = OutcomeFeed(sessions, marked.append)
     d1, d2 = (_decision(catalog, customer=f"f-{i}") for i in range(2))
     catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": d1, "converted": False})
     feed()
-    assert marked == [[uuid.UUID(d1)]]
+    assert marked == [[uuid.UUID(d1).int]]
     feed()  # read again inside the overlap: nothing new
     assert len(marked) == 1
     catalog.post("/v1/outcomes", Role.CHECKOUT, json={"decision_id": d2, "converted": False})
     feed()
-    assert marked[1:] == [[uuid.UUID(d2)]]
+    assert marked[1:] == [[uuid.UUID(d2).int]]

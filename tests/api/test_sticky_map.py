@@ -132,3 +132,18 @@ def test_quotes_to_new_customers_leave_nothing_for_the_full_collections(catalog)
     # Under half an object a quote: the other threads of the process (this app's refresher,
     # what earlier tests left running) move a few hundred objects either way (171 seen).
     assert grown < 0.5 * n, grown
+
+
+def test_an_outcome_marks_its_entry_by_uuid_or_by_the_uuids_integer():
+    """The refresher's feed hands other workers' outcomes on as integers (no UUID object per
+    outcome); the writer's own outcomes come as UUIDs. Both mark the same entry."""
+    sticky = StickyMap()
+    sticky.put("c1", [("TEA-1", _quote()), ("TEA-2", _quote())])
+    found = sticky.lookup("c1", ["TEA-1", "TEA-2"], NOW)[0]
+    one, two = found["TEA-1"].decision_id, found["TEA-2"].decision_id
+    assert isinstance(one, uuid.UUID) and isinstance(two, uuid.UUID)
+    sticky.mark_reported([one.int, uuid.uuid4().int])
+    after = sticky.lookup("c1", ["TEA-1", "TEA-2"], NOW)[0]
+    assert after["TEA-1"].reported and not after["TEA-2"].reported
+    sticky.mark_reported([two])
+    assert sticky.lookup("c1", ["TEA-2"], NOW)[0]["TEA-2"].reported
