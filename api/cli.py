@@ -481,22 +481,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
-    from datetime import timedelta
+    from dataclasses import fields
 
+    from api.jobs import JobRuntime
     from api.updater import Updater
 
-    updater = Updater(
-        _sessions(args),
-        interval=settings.updater_interval_seconds,
-        ess_fraction=settings.refit_ess_fraction,
-        refit_every=timedelta(seconds=settings.refit_every_seconds),
-        sampler_config=settings.sampler_config(),
-        missing_outcome=settings.missing_outcome,
-        half_life_days=settings.demand_half_life_days,
-        first_fit_draws=settings.first_fit_draws,
-        prior_at_list=settings.prior_at_list,
-        change_detection=settings.change_config(),
-    )
+    # The queue's workers and this loop run the same jobs with the same settings.
+    runtime = JobRuntime.from_settings(settings, _sessions(args))
+    updater = Updater(**{f.name: getattr(runtime, f.name) for f in fields(JobRuntime)},
+                      interval=settings.updater_interval_seconds)  # fmt: skip
     if args.once:
         update, fit = updater.step()
         print(

@@ -112,6 +112,7 @@ class JobRuntime:
             ess_fraction=settings.refit_ess_fraction,
             refit_every=timedelta(seconds=settings.refit_every_seconds),
             retry_after=timedelta(seconds=max(60.0, settings.updater_interval_seconds * 30)),
+            min_outcomes=settings.first_fit_min_outcomes(),
             sampler_config=settings.sampler_config(),
             missing_outcome=settings.missing_outcome,
             half_life_days=settings.demand_half_life_days,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from api.settings import SAFE_START_FIRST_FIT
 from benchmarks.promotions_joint import Settings, run
 from benchmarks.report import replace_section
 from benchmarks.windows import expected_curve
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-refit", type=int, default=500,
                         help="visitors before the first refit (default 500, the schedule of the "
                              "recorded run; the service fits first at 200 outcomes)")  # fmt: skip
+    parser.add_argument("--safe-first-refit", type=int, default=SAFE_START_FIRST_FIT,
+                        help="visitors before the safe-start rows' first refit (default "
+                             f"{SAFE_START_FIRST_FIT}, the service's first fit with safe start on)")  # fmt: skip
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -102,11 +106,15 @@ def main(argv: list[str] | None = None) -> int:
                             market_family=family, engine_epsilon=args.engine_epsilon,
                             context_features=1 if family == "interaction" else 0)  # fmt: skip
         plain, _ = run(base, None, verbose=False)
+        # Safe start's first fit waits for more outcomes, as the service's does
+        # (Settings.first_fit_min_outcomes); --quick keeps its tiny schedule.
+        safe_base = replace(base, peers=(),
+                            first_refit=base.first_refit if args.quick else args.safe_first_refit)  # fmt: skip
         results = list(plain)
         for label, variant in (
-            (f"engine, safe start α = {ALPHA:g}", replace(base, peers=(), engine_max_loss=ALPHA)),
+            (f"engine, safe start α = {ALPHA:g}", replace(safe_base, engine_max_loss=ALPHA)),
             (f"engine, safe start α = {ALPHA:g}, prior at list",
-             replace(base, peers=(), engine_max_loss=ALPHA, engine_prior_at_list=True)),
+             replace(safe_base, engine_max_loss=ALPHA, engine_prior_at_list=True)),
         ):  # fmt: skip
             safe, _ = run(variant, None, verbose=False)
             results += [r | {"policy": label} for r in safe if r["policy"] == "engine"]
@@ -131,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     minutes = (time.perf_counter() - started) / 60
     timing = f"run time {minutes:.1f} min"
-    replace_section(BEGIN, END, section(rows, args.visitors, args.seeds, timing, args.engine_epsilon))
+    replace_section(BEGIN, END, section(rows, args.visitors, args.seeds, timing, args.engine_epsilon,
+                                         (args.first_refit, args.safe_first_refit)))
     print("wrote the safe-start section of docs/benchmarks.md")
     return 0
 
@@ -147,11 +156,16 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def section(
-    rows: list[dict[str, Any]], visitors: int, seeds: int, timing: str, epsilon: float
-) -> str:
-    """The docs/benchmarks.md section for ``rows``; ``timing`` says how long the run took and
-    ``epsilon`` is the engine's exploration share."""
+    rows: list[dict[str, Any]], visitors: int, seeds: int, timing: str, epsilon: float,
+    first_refits: tuple[int, int] = (500, SAFE_START_FIRST_FIT),
+) -> str:  # fmt: skip
+    """The docs/benchmarks.md section for ``rows``; ``timing`` says how long the run took,
+    ``epsilon`` is the engine's exploration share and ``first_refits`` the visitors before
+    the first refit of the other rows and of the safe-start rows."""
     flag = "" if epsilon == Settings.engine_epsilon else f" --engine-epsilon {epsilon:g}"
+    plain, safe = first_refits
+    schedule = (f"refits after {plain:,} x 2^k visitors" if plain == safe else
+                f"refits after {plain:,} x 2^k visitors ({safe:,} x 2^k in the safe-start rows)")  # fmt: skip
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         BEGIN,
@@ -160,7 +174,7 @@ def section(
         f"- date: {stamp}; {timing}; {platform.machine()}, Python {platform.python_version()}",
         f"- command: `python -m benchmarks.safe_start{flag}`",
         f"- setting: the markets of `benchmarks.promotions_joint` (5 segments x 10 SKUs, 2 promotions), the first "
-        f"{visitors:,} visitors, seeds 1-{seeds}, refits after 500 x 2^k visitors; logistic demand (the "
+        f"{visitors:,} visitors, seeds 1-{seeds}, {schedule}; logistic demand (the "
         "engine's form) and every family it does not describe (`experiments.simulator.FAMILIES`: probit, "
         "linear, exponential, an undeclared context x price interaction with one context feature, and "
         "reference prices, where customers compare with the last price served in their cell); safe start with "
