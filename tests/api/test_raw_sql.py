@@ -48,6 +48,21 @@ def test_a_naive_timestamp_is_refused():
         RawSQL("sqlite").timestamp(datetime(2026, 12, 4))
 
 
+def test_timestamps_are_remembered_by_instant_and_a_naive_one_is_still_refused():
+    """The SQLite text is kept per value: the same instant in another zone gives the same
+    text, and a naive value with the same wall time is refused, not matched."""
+    raw = RawSQL("sqlite")
+    utc = datetime(2026, 12, 4, 23, 0, 0, 123456, tzinfo=UTC)
+    assert raw.timestamp(utc) == "2026-12-04 23:00:00.123456"
+    assert raw.timestamp(utc) == "2026-12-04 23:00:00.123456"  # remembered
+    plus_two = utc.astimezone(timezone(timedelta(hours=2)))
+    assert raw.timestamp(plus_two) == "2026-12-04 23:00:00.123456"
+    assert raw.timestamp(datetime(2026, 12, 5, 1, tzinfo=timezone(timedelta(hours=2)))) == (
+        "2026-12-04 23:00:00.000000")
+    with pytest.raises(ValueError, match="naive"):
+        raw.timestamp(utc.replace(tzinfo=None))
+
+
 def test_time_ordered_ids_are_version_7_sorted_by_millisecond_and_distinct():
     ids = time_ordered_ids(1000)
     assert len(set(ids)) == 1000
