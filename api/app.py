@@ -8,6 +8,7 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -232,6 +233,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         for cache in (guardrails, context_schema, experiments, jurisdiction_rules):
             cache.get()
             cache.background = True
+        if settings.writer_on_loop:
+            quote_service.writer.bind(asyncio.get_running_loop())
         quote_service.warm()
         refresher = Refresher(
             {
@@ -277,7 +280,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
             gc.set_threshold(*young_collections)
             refresher.stop()
             state.posterior.stop()
-            quote_service.close()
+            await quote_service.aclose()
             if safety is not None:
                 safety.close()
             if checkpointer is not None:

@@ -160,6 +160,10 @@ class Settings(BaseSettings):
         (:mod:`api.writer_process`): the statements leave the worker's GIL, so they no
         longer hold up requests. Default true; false: on the writer thread (an in-memory
         SQLite database always is).
+    writer_on_loop : bool
+        With the writer process, let the worker's event loop send it the batches and take
+        its answers (:meth:`api.writer.GroupWriter.bind`) instead of a writer thread that
+        must take the GIL from the busy loop after every commit. Default true.
     pacing_process : bool
         Re-solve budget-paced lines' pacing LPs, when their rates move, in one child
         process per worker instead of a thread of it (:mod:`pricing.choices`): the
@@ -333,6 +337,7 @@ class Settings(BaseSettings):
     writer_max_rows: int = Field(default=2000, ge=1, le=100_000)
     writer_linger_seconds: float | None = Field(default=None, ge=0, le=0.1)
     writer_process: bool = True
+    writer_on_loop: bool = True
     pacing_process: bool = True
     first_fit_outcomes: int | None = Field(default=None, ge=1, le=10_000_000)
     first_fit_draws: int = Field(default=300, ge=0, le=100_000)

@@ -12,6 +12,14 @@ exception. When the database itself cannot commit (locked, unreachable, disk ful
 waiting job fails with :class:`WriteUnavailableError`, which the API answers with 503 and
 ``Retry-After``, never with a price.
 
+Who carries the batches: a served worker with a writer process (the default) binds the
+writer to its event loop (:meth:`GroupWriter.bind`): a task of the loop takes the ready
+jobs, sends them to the writer process and settles their requests when the answer comes
+in, so no thread of the worker has to take the GIL back from the busy loop after each
+commit. Otherwise (no writer process, blocking callers before a loop is bound, the CLI
+and simulations) the writer thread does it, and runs the transactions itself when there
+is no writer process.
+
 SQLite: one ``BEGIN IMMEDIATE`` per batch (api/db.py); PostgreSQL: multi-row inserts.
 """
 
@@ -23,7 +31,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -187,6 +196,15 @@ class GroupWriter:
         self.transaction_seconds = LatencyCounts()
         #: Test hook: called inside each transaction just before commit.
         self.before_commit: Callable[[Session], None] | None = None
+        #: The event loop that owns the writer process's socket (:meth:`bind`), its
+        #: thread, its queue of jobs and the task that writes them.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._pending: deque[_Item] = deque()
+        self._pump_task: asyncio.Task[None] | None = None
+        #: Resolved when the pump, idle, has work or must stop.
+        self._wanted: asyncio.Future[bool] | None = None
+        self._closing = False
 
     # ------------------------------------------------------------------ public
     @property
@@ -194,22 +212,83 @@ class GroupWriter:
         """The writer process, when the transactions run in one."""
         return self._process
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop that writes through the writer process (:meth:`bind`), if any."""
+        return self._loop
+
     def start(self) -> None:
-        """Start the writer thread (idempotent)."""
+        """Start the writer process, if any, and the writer thread (idempotent); a writer
+        bound to an event loop (:meth:`bind`) has no thread."""
         with self._lock:
             if self._process is not None:
                 self._process.start()
-            if self._thread is None or not self._thread.is_alive():
+            if self._loop is None and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
                 self._thread.start()
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let ``loop``, the worker's event loop, write through the writer process.
+
+        Call it on the loop's thread (the app's start-up does). From then on no thread
+        of this process carries batches: a task of the loop takes the jobs that are
+        ready, sends them to the writer process and settles their requests when its
+        answer comes in, all on the loop (measured under load, the writer thread's
+        waits to take the GIL back from the busy loop, once after each commit, and its
+        wake-up of the loop cost more than the batches' own handling). Blocking callers
+        (:meth:`write`, :meth:`submit` from other threads) hand their jobs to the loop.
+        Without a writer process (it writes on its thread), nothing changes.
+        """
+        if self._process is None or self._loop is not None:
+            return
+        with self._lock:
+            self._loop, self._loop_thread = loop, threading.get_ident()
+            thread, self._thread = self._thread, None
+        if thread is not None:  # the thread writes what it was given, then hands over
+            self._queue.put(None)
+            thread.join()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._pending.append(item)
+        self._closing = False
+        self._pump_task = loop.create_task(self._pump(), name="group-writer")
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the thread (or the loop's writing task: from
+        another thread while the loop runs; on the loop, use :meth:`aclose`)."""
+        loop = self._loop
+        if loop is not None and self._pump_task is not None and not self._pump_task.done():
+            if threading.get_ident() != self._loop_thread and loop.is_running():
+                asyncio.run_coroutine_threadsafe(self.aclose(timeout), loop).result(timeout + 5)
+                return
+            log.warning("writer stopped on its loop without aclose(): %d jobs dropped",
+                        len(self._pending))  # fmt: skip
+            self._pump_task.cancel()
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout=timeout)
+        if self._process is not None:
+            self._process.stop(timeout)
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """:meth:`stop` on the bound event loop: write what is queued, then stop."""
+        task = self._pump_task
+        if task is not None and not task.done():
+            self._closing = True
+            self._want()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._pump_task = None
         if self._process is not None:
             self._process.stop(timeout)
 
@@ -220,12 +299,32 @@ class GroupWriter:
         return future
 
     def _put(self, job: Job, waiter: Future[Any] | _LoopWaiter) -> None:
-        if self._thread is None:
-            self.start()
-        self._queue.put((job, waiter, time.perf_counter()))
+        item = (job, waiter, time.perf_counter())
+        loop = self._loop
+        if loop is None:
+            if self._thread is None:
+                self.start()
+            self._queue.put(item)
+        elif threading.get_ident() == self._loop_thread:
+            self._enqueue(item)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._enqueue, item)
+            except RuntimeError:  # the loop is closed: nothing will write it
+                self._fail(item, WriteUnavailableError("the worker's event loop has stopped"))
+                self._wake()
 
     def write(self, job: Job, timeout: float | None = None) -> Any:
-        """Submit ``job`` and wait for it (blocking callers: CLI, simulations, tests)."""
+        """Submit ``job`` and wait for it (blocking callers: CLI, simulations, tests).
+
+        Raises
+        ------
+        RuntimeError
+            Called on the thread of the event loop that writes (:meth:`bind`): it would
+            wait for itself. Use :meth:`write_async` there.
+        """
+        if self._loop is not None and threading.get_ident() == self._loop_thread:
+            raise RuntimeError("GroupWriter.write() on its own event loop: use write_async()")
         return self.submit(job).result(timeout=timeout)
 
     async def write_async(self, job: Job, wait_seconds: float | None = None) -> Any:
@@ -253,6 +352,59 @@ class GroupWriter:
             raise WriteUnavailableError(f"not committed within {limit:g} s") from None
         finally:
             timer.cancel()
+
+    # ------------------------------------------------------------------ event loop
+    def _enqueue(self, item: _Item) -> None:
+        """On the bound loop: queue ``item`` and wake the idle pump."""
+        self._pending.append(item)
+        self._want()
+
+    def _want(self) -> None:
+        wanted = self._wanted
+        if wanted is not None and not wanted.done():
+            wanted.set_result(True)
+
+    async def _pump(self) -> None:
+        """The bound loop's writer: one batch at a time, taking every job that is ready."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                # Idle: wait for work; after a second of it, replace a dead writer process
+                # (one that died between batches is replaced now, not by a waiting request).
+                wanted = self._wanted = loop.create_future()
+                timer = loop.call_later(1.0, _settle_future, wanted, False)
+                try:
+                    work = await wanted
+                finally:
+                    timer.cancel()
+                    self._wanted = None
+                if not work:
+                    await loop.run_in_executor(None, self._revive)
+                continue
+            if self.linger > 0 and self._busy:
+                await asyncio.sleep(self.linger)  # under load, let the batch fill
+            batch = [self._pending.popleft()]
+            rows = batch[0][0].rows
+            while self._pending and rows < self.max_rows:
+                item = self._pending.popleft()
+                batch.append(item)
+                rows += item[0].rows
+            self._busy = len(batch) > 1
+            start = time.perf_counter()
+            try:
+                await self._write_async(batch)
+            except asyncio.CancelledError:
+                for item in self._pending:
+                    self._fail(item, WriteUnavailableError("the writer stopped"))
+                self._pending.clear()
+                self._wake()
+                raise
+            except Exception:  # pragma: no cover - _steps settles every job itself
+                log.exception("group writer: unexpected error")
+            self._wake()
+            self.busy_seconds += time.perf_counter() - start
 
     # ------------------------------------------------------------------ thread
     def _take(self, first: _Item) -> tuple[list[_Item], bool]:
@@ -318,7 +470,10 @@ class GroupWriter:
         else:
             write_jobs(self._sessions, jobs, self.before_commit)
 
-    def _write(self, batch: list[_Item]) -> None:
+    def _steps(self, batch: list[_Item]) -> Generator[list[Job], BaseException | None, None]:
+        """The writing of ``batch``, for either driver (:meth:`_write` on the thread,
+        :meth:`_write_async` on the event loop): yields the jobs of each transaction to
+        run and is sent None once it committed, or the exception it failed with."""
         live = []
         for item in batch:
             if isinstance(item[1], _LoopWaiter) and item[1].future.cancelled():
@@ -329,11 +484,9 @@ class GroupWriter:
         batch = live
         if not batch:
             return
-        jobs = [job for job, *_ in batch]
         started = time.perf_counter()
-        try:
-            self._transaction(jobs)
-        except BaseException as exc:  # isolate: each job alone, in its own transaction
+        exc = yield [job for job, *_ in batch]
+        if exc is not None:  # isolate: each job alone, in its own transaction
             if len(batch) == 1 or _unavailable(exc):
                 # One job, or a database that cannot commit anything now: no job alone
                 # would fare better, so each waiting request hears it at once.
@@ -344,9 +497,8 @@ class GroupWriter:
             log.warning("batch of %d jobs failed (%s); retrying each alone", len(batch), exc)
             for item in batch:
                 alone = time.perf_counter()
-                try:
-                    self._transaction([item[0]])
-                except BaseException as single:
+                single = yield [item[0]]
+                if single is not None:
                     self._fail(item, single)
                 else:
                     self.batches += 1
@@ -363,6 +515,42 @@ class GroupWriter:
             self.commit_waits.observe(committed - item[2])
             self._done(item)
 
+    def _write(self, batch: list[_Item]) -> None:
+        steps = self._steps(batch)
+        try:
+            jobs = next(steps)
+            while True:
+                try:
+                    self._transaction(jobs)
+                except BaseException as exc:
+                    jobs = steps.send(exc)
+                else:
+                    jobs = steps.send(None)
+        except StopIteration:
+            return
+
+    async def _write_async(self, batch: list[_Item]) -> None:
+        process = self._process
+        assert process is not None
+        steps = self._steps(batch)
+        try:
+            jobs = next(steps)
+            while True:
+                try:
+                    await process.commit_async(jobs, self.before_commit)
+                except asyncio.CancelledError:  # stopping: what is left of the batch fails
+                    error = WriteUnavailableError("the writer stopped")
+                    with contextlib.suppress(StopIteration):
+                        while True:
+                            steps.send(error)
+                    raise
+                except BaseException as exc:
+                    jobs = steps.send(exc)
+                else:
+                    jobs = steps.send(None)
+        except StopIteration:
+            return
+
     def _mark_unavailable(self, exc: BaseException) -> None:
         if _unavailable(exc):
             if self.unavailable_since is None:
@@ -378,9 +566,13 @@ class GroupWriter:
             waiter.set_result(result)
 
     def _wake(self) -> None:
-        """Release the batch's waiting requests: one wake-up per event loop."""
+        """Release the batch's waiting requests: one wake-up per event loop (none for the
+        bound loop, on which this runs)."""
         wakeups, self._wakeups = self._wakeups, {}
         for loop, settled in wakeups.items():
+            if loop is self._loop and threading.get_ident() == self._loop_thread:
+                _resolve(settled)
+                continue
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_resolve, settled)
 
@@ -436,6 +628,11 @@ def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future._expired = True  # type: ignore[attr-defined]
         future.cancel()
+
+
+def _settle_future(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _resolve(settled: list[tuple[_LoopWaiter, Any, BaseException | None]]) -> None:

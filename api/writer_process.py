@@ -15,8 +15,9 @@ statements of a transaction (SQLAlchemy compiling and binding, the driver's call
 of which gives the GIL up and must take it back from a busy event loop) competed with the
 requests; measured with py-spy they were about 40 % of a loaded worker's samples, and the
 wait for the group commit was the tail of a quote's latency. In the child they run on
-another core, and the API thread's part of a batch is one pickle, one ``send`` and one
-``recv``.
+another core, and the API process's part of a batch is one pickle, one ``send`` and one
+``recv`` (on the worker's event loop, :meth:`WriterProcess.commit_async`, or on the
+writer thread, :meth:`WriterProcess.commit`).
 
 What the child does not hold: any in-memory state. The sticky map, the leases' balances
 and every running total stay in the API process and are updated there after the commit
@@ -33,6 +34,7 @@ is killed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -107,6 +109,38 @@ class _Frames:
             return bytes(view[_HEADER.size :])
         self._pending = data[need:]
         return data[_HEADER.size : need]
+
+    async def send_async(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> None:
+        """:meth:`send_bytes` on ``loop`` (the socket must be non-blocking)."""
+        await loop.sock_sendall(self._sock, _HEADER.pack(len(payload)) + payload)
+
+    async def recv_async(self, loop: asyncio.AbstractEventLoop) -> bytes:
+        """:meth:`recv_bytes` on ``loop`` (the socket must be non-blocking)."""
+        data, self._pending = self._pending, b""
+        while len(data) < _HEADER.size:
+            chunk = await loop.sock_recv(self._sock, 1 << 16)
+            if not chunk:
+                raise EOFError("the writer socket closed" + (" mid-message" if data else ""))
+            data += chunk
+        need = _HEADER.size + _HEADER.unpack_from(data)[0]
+        if len(data) < need:
+            buffer = bytearray(need)
+            buffer[: len(data)] = data
+            view, have = memoryview(buffer), len(data)
+            while have < need:
+                got = await loop.sock_recv_into(self._sock, view[have:])
+                if not got:
+                    raise EOFError("the writer socket closed mid-message")
+                have += got
+            return bytes(view[_HEADER.size :])
+        self._pending = data[need:]
+        return data[_HEADER.size : need]
+
+    def blocking(self, flag: bool) -> None:
+        """Put the socket in blocking (the thread's calls) or non-blocking (an event
+        loop's) mode; nothing to do when it is in that mode already."""
+        if self._sock.getblocking() != flag:
+            self._sock.setblocking(flag)
 
     def poll(self, timeout: float) -> bool:
         """Whether a message (or the end of the stream) arrives within ``timeout`` seconds."""
@@ -208,6 +242,7 @@ class WriterProcess:
             conn, process = self._conn, self._process
             if conn is not None:
                 with contextlib.suppress(OSError, ValueError):
+                    conn.blocking(True)
                     conn.send_bytes(pickle.dumps(None))
             if process is not None:
                 try:
@@ -243,7 +278,6 @@ class WriterProcess:
         RemoteWriteError
             The batch failed for a reason of its own (a bug, a constraint violation).
         """
-        from api.writer import WriteUnavailableError
 
         # No waitpid per batch (a system call, so a GIL hand-off): a child that died since
         # the last batch shows as a closed socket below (that batch fails with 503), unless
@@ -257,14 +291,60 @@ class WriterProcess:
         assert conn is not None
         payload = pickle.dumps((list(jobs), before_commit), protocol=pickle.HIGHEST_PROTOCOL)
         try:
+            conn.blocking(True)
             conn.send_bytes(payload)
-            kind, answer = pickle.loads(conn.recv_bytes())
+            reply = conn.recv_bytes()
         except (EOFError, OSError) as exc:
-            # The child died with the batch in flight: its rows may or may not be
-            # committed, and nothing of it may be shown.
+            raise self._lost(exc) from exc
+        self._answer(jobs, reply)
+
+    async def commit_async(
+        self, jobs: Sequence[Any], before_commit: Callable[[Session], None] | None = None
+    ) -> None:
+        """:meth:`commit` for the event loop that owns the socket (see
+        :meth:`api.writer.GroupWriter.bind`): the batch goes out and its answer comes in
+        through the loop, with no thread and no hand-over of the GIL between them.
+
+        A child that must be (re)started is started on the loop's default executor (a
+        blocking wait of up to a minute). Cancelled with the batch in flight, the child's
+        answer can no longer be matched to its batch: the child is stopped (the next batch
+        starts another) and nothing of the batch is shown.
+        """
+        loop = asyncio.get_running_loop()
+        if self._conn is None or self._process is None or self._process.returncode is not None:
+            if self._process is not None:
+                log.error("writer process %s exited (code %s); starting another",
+                          self._process.pid, self._process.returncode)  # fmt: skip
+            await loop.run_in_executor(None, self.start)
+        conn = self._conn
+        assert conn is not None
+        payload = pickle.dumps((list(jobs), before_commit), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            conn.blocking(False)
+            await conn.send_async(loop, payload)
+            reply = await conn.recv_async(loop)
+        except (EOFError, OSError) as exc:
+            raise self._lost(exc) from exc
+        except BaseException:
             with self._lock:
                 self._close()
-            raise WriteUnavailableError(f"the writer process exited ({type(exc).__name__})") from exc
+            raise
+        self._answer(jobs, reply)
+
+    def _lost(self, exc: BaseException) -> Exception:
+        """The child died with the batch in flight: its rows may or may not be committed,
+        and nothing of it may be shown."""
+        from api.writer import WriteUnavailableError
+
+        with self._lock:
+            self._close()
+        return WriteUnavailableError(f"the writer process exited ({type(exc).__name__})")
+
+    def _answer(self, jobs: Sequence[Any], reply: bytes) -> None:
+        """Hand each job its report, or raise what the child said went wrong."""
+        from api.writer import WriteUnavailableError
+
+        kind, answer = pickle.loads(reply)
         if kind == "ok":
             reports, seconds = answer
             for job, report in zip(jobs, reports, strict=True):

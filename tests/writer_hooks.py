@@ -6,7 +6,9 @@ The child unpickles a hook by reference, so it imports this module: it must stay
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any, ClassVar
 
 from sqlalchemy.exc import OperationalError
 
@@ -24,3 +26,33 @@ def a_bug(_session: object) -> None:
 def slow(_session: object) -> None:
     """The transaction takes three seconds before its commit."""
     time.sleep(3)
+
+
+class Probe:
+    """A writer job that writes nothing; its result is the thread that settled it."""
+
+    kind: ClassVar[str] = "probe"
+    rows = 1
+
+    @classmethod
+    def write_batch(cls, session: Any, jobs: Any) -> None:
+        """Nothing to write."""
+        del session, jobs
+
+    def result(self) -> int:
+        """The settling thread's ident."""
+        return threading.get_ident()
+
+    def committed(self) -> None:
+        """Nothing to update."""
+
+    def failed(self, error: BaseException) -> None:
+        """Nothing to undo."""
+        del error
+
+    def report(self) -> None:
+        """Nothing to report."""
+
+    def absorb(self, report: None) -> None:
+        """Nothing to take in."""
+        del report

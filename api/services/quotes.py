@@ -200,6 +200,12 @@ class QuoteService:
         self.writer.stop()
         self.promotions.release_all()
 
+    async def aclose(self) -> None:
+        """:meth:`close` on the event loop that the writer is bound to."""
+        await self.writer.aclose()
+        self.writer.stop()  # the writer thread, if any
+        self.promotions.release_all()
+
     # ------------------------------------------------------------------ 1. load
     def _anchor(self, rules: GuardrailSet, item: CartItem, today: Any) -> int | None:
         anchor = self.prices.anchor(item.sku, today)

@@ -227,6 +227,50 @@ def test_the_linger_defaults_to_none_with_a_writer_process(catalog, db_url):
 
 
 
+def test_the_event_loop_carries_the_batches_and_blocking_callers_go_through_it(catalog, sessions):
+    """Served, the worker's event loop owns the writer process's socket: no writer thread,
+    and a job written from another thread (a CLI command, a sync route) is written by the
+    loop's batches too, while a blocking write on the loop itself is refused, not hung."""
+    import asyncio
+
+    writer = _writer(catalog)
+    assert writer.loop is not None and writer._thread is None
+    assert not [t for t in threading.enumerate() if t.name == "group-writer"]
+    quote = catalog.quote("TEA-1", customer="loop")
+    assert _count(sessions) == 1 and quote["lines"][0]["decision_id"]
+
+    # A job written from this (blocking) thread is carried and settled by the loop.
+    assert writer.write(hooks.Probe(), timeout=30) == writer._loop_thread
+    assert writer._loop_thread != threading.get_ident()
+    # A real job from another thread: committed through the loop.
+    body = {"customer_id": "from-a-thread", "lines": [{"sku": "TEA-2"}]}
+    answers: list[int] = []
+    worker = threading.Thread(target=lambda: answers.append(catalog.post("/v1/quotes", C, json=body).status_code))
+    worker.start()
+    worker.join(30)
+    assert answers == [201] and _count(sessions) == 2
+
+    async def blocking_on_the_loop() -> str:
+        try:
+            writer.write(hooks.Probe(), timeout=1)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    loop = writer.loop
+    assert loop is not None
+    assert "write_async" in asyncio.run_coroutine_threadsafe(blocking_on_the_loop(), loop).result(10)
+
+
+def test_the_writer_thread_stays_when_asked(db_url):
+    """``PRICING_WRITER_ON_LOOP=false``: the thread carries the batches, as before."""
+    app = create_app(load_settings(database_url=db_url, writer_process=True, writer_on_loop=False))
+    with TestClient(app) as client:
+        writer = app.state.pricing.writer
+        assert writer.loop is None and writer._thread is not None and writer._thread.is_alive()
+        del client
+
+
 def test_frames_carry_messages_of_any_size_and_report_a_closed_peer():
     import socket
 
