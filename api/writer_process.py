@@ -112,7 +112,13 @@ class _Frames:
 
     async def send_async(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> None:
         """:meth:`send_bytes` on ``loop`` (the socket must be non-blocking)."""
-        await loop.sock_sendall(self._sock, _HEADER.pack(len(payload)) + payload)
+        data = _HEADER.pack(len(payload)) + payload
+        try:  # most batches fit the socket's buffer: one plain send, no future
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            await loop.sock_sendall(self._sock, memoryview(data)[sent:])
 
     async def recv_async(self, loop: asyncio.AbstractEventLoop) -> bytes:
         """:meth:`recv_bytes` on ``loop`` (the socket must be non-blocking)."""

@@ -1074,7 +1074,7 @@ class WriterUse:
     jobs: float
     busy_seconds: float
     seconds: float
-    #: Seconds of the run's transactions as the writer thread saw them (statements,
+    #: Seconds of the run's transactions as the API process saw them (statements,
     #: commit, and with the writer process the crossing both ways) ...
     transaction_seconds: float = 0.0
     #: ... and inside the writer process (0 without one).
@@ -2006,8 +2006,8 @@ def _throughput_finding(quotes: QuoteResults, per_quote_ms: float) -> str:
     work = (
         "the event loop (HTTP parsing by uvicorn's httptools on uvloop; the quote's validation, "
         "authentication and rate limit in `api/fast_path.py`, the app's outermost layer, which skips "
-        "FastAPI's middlewares, routing and dependencies; the decision; the response), the writer thread "
-        "(batching; with `PRICING_WRITER_PROCESS`, the default, it hands each batch to the worker's writer "
+        "FastAPI's middlewares, routing and dependencies; the decision; the response; with `PRICING_WRITER_PROCESS` and `PRICING_WRITER_ON_LOOP`, the "
+        "defaults, the group writer's batching too: the loop hands each batch to the worker's writer "
         "process, which runs the statements and the commit on a core of its own) and the background "
         "threads (the refresher's reads; with `PRICING_PACING_PROCESS`, the default, the pacing LP's "
         "re-solves run in a child process of their own and the thread only waits for them)"
@@ -2125,10 +2125,10 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
             total, inside = w_half.commit_ms
             if inside == inside:
                 where += (
-                    f" A transaction took {total:.1f} ms as the writer thread saw it and {inside:.1f} ms "
+                    f" A transaction took {total:.1f} ms as the API process saw it and {inside:.1f} ms "
                     "inside the writer process (`pricing_writer_process_transaction_seconds`): the "
                     f"{total - inside:.1f} ms between is the batch crossing the socket both ways and "
-                    "the writer thread waiting to take the API process's GIL back from the event loop; "
+                    "its answer waiting for the event loop to finish the requests it is serving; "
                     "the time inside includes waiting for a core on a host that also runs the load."
                 )
             if len(quotes.engine_open_cpu) == len(quotes.engine_open) and len(
