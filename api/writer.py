@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -201,9 +202,13 @@ class GroupWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._pending: deque[_Item] = deque()
-        self._pump_task: asyncio.Task[None] | None = None
-        #: Resolved when the pump, idle, has work or must stop.
-        self._wanted: asyncio.Future[bool] | None = None
+        #: Batches sent to the writer process and not answered yet, oldest first, with
+        #: when each went out (``time.perf_counter()``).
+        self._inflight: deque[tuple[list[_Item], float]] = deque()
+        self._busy_since = 0.0
+        self._flush_due = False
+        self._attached = False
+        self._starting = False
         self._closing = False
 
     # ------------------------------------------------------------------ public
@@ -223,6 +228,8 @@ class GroupWriter:
         with self._lock:
             if self._process is not None:
                 self._process.start()
+                if self._loop is not None and threading.get_ident() == self._loop_thread:
+                    self._connected()
             if self._loop is None and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
                 self._thread.start()
@@ -231,13 +238,14 @@ class GroupWriter:
         """Let ``loop``, the worker's event loop, write through the writer process.
 
         Call it on the loop's thread (the app's start-up does). From then on no thread
-        of this process carries batches: a task of the loop takes the jobs that are
-        ready, sends them to the writer process and settles their requests when its
-        answer comes in, all on the loop (measured under load, the writer thread's
-        waits to take the GIL back from the busy loop, once after each commit, and its
-        wake-up of the loop cost more than the batches' own handling). Blocking callers
-        (:meth:`write`, :meth:`submit` from other threads) hand their jobs to the loop.
-        Without a writer process (it writes on its thread), nothing changes.
+        of this process carries batches: at each turn the loop sends what its requests
+        queued to the writer process, which writes every batch that has arrived in one
+        transaction, and the loop settles the requests when the answers come in
+        (measured under load, a writer thread's waits to take the GIL back from the busy
+        loop after every commit, and its wake-ups of the loop, cost more than the
+        batches' own handling). Blocking callers (:meth:`write`, :meth:`submit` from
+        other threads) hand their jobs to the loop. Without a writer process (it writes
+        on its thread), nothing changes.
         """
         if self._process is None or self._loop is not None:
             return
@@ -253,44 +261,50 @@ class GroupWriter:
             except queue.Empty:
                 break
             if item is not None:
-                self._pending.append(item)
+                self._enqueue(item)
         self._closing = False
-        self._pump_task = loop.create_task(self._pump(), name="group-writer")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread (or the loop's writing task: from
-        another thread while the loop runs; on the loop, use :meth:`aclose`)."""
+        """Write what is queued, then stop the thread (a writer bound to a running loop:
+        from another thread; on the loop itself, use :meth:`aclose`)."""
         loop = self._loop
-        if loop is not None and self._pump_task is not None and not self._pump_task.done():
+        if loop is not None and not self._closing:
             if threading.get_ident() != self._loop_thread and loop.is_running():
                 asyncio.run_coroutine_threadsafe(self.aclose(timeout), loop).result(timeout + 5)
                 return
-            log.warning("writer stopped on its loop without aclose(): %d jobs dropped",
-                        len(self._pending))  # fmt: skip
-            self._pump_task.cancel()
+            if self._pending or self._inflight:
+                log.warning("writer stopped on its loop without aclose(): %d jobs not written",
+                            len(self._pending) + sum(len(b) for b, _ in self._inflight))  # fmt: skip
+            self._closing = True
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout=timeout)
         if self._process is not None:
+            if self._attached and threading.get_ident() == self._loop_thread:
+                self._process.detach()
+                self._attached = False
             self._process.stop(timeout)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """:meth:`stop` on the bound event loop: write what is queued, then stop."""
-        task = self._pump_task
-        if task is not None and not task.done():
-            self._closing = True
-            self._want()
-            try:
-                await asyncio.wait_for(asyncio.shield(task), timeout)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._pump_task = None
+        if self._loop is None or self._closing:
+            return
+        deadline = time.monotonic() + timeout
+        if self._pending:
+            self._flush()
+        while (self._pending or self._inflight or self._starting) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        self._closing = True
+        if self._pending or self._inflight:
+            log.warning("writer closed with %d jobs not written",
+                        len(self._pending) + sum(len(b) for b, _ in self._inflight))  # fmt: skip
         if self._process is not None:
-            self._process.stop(timeout)
+            if self._attached:
+                self._process.detach()
+                self._attached = False
+            self._process.stop(max(0.1, deadline - time.monotonic()))
 
     def submit(self, job: Job) -> Future[Any]:
         """Queue ``job``; the future resolves to ``job.result()`` after the commit."""
@@ -355,56 +369,143 @@ class GroupWriter:
 
     # ------------------------------------------------------------------ event loop
     def _enqueue(self, item: _Item) -> None:
-        """On the bound loop: queue ``item`` and wake the idle pump."""
+        """On the bound loop: queue ``item``; what this turn of the loop queues goes out
+        together (one :meth:`_flush` per turn)."""
         self._pending.append(item)
-        self._want()
+        if not self._flush_due:
+            self._flush_due = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
 
-    def _want(self) -> None:
-        wanted = self._wanted
-        if wanted is not None and not wanted.done():
-            wanted.set_result(True)
+    def _flush(self) -> None:
+        """Send every queued job to the writer process (up to ``max_rows`` rows a batch).
 
-    async def _pump(self) -> None:
-        """The bound loop's writer: one batch at a time, taking every job that is ready."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                # Idle: wait for work; after a second of it, replace a dead writer process
-                # (one that died between batches is replaced now, not by a waiting request).
-                wanted = self._wanted = loop.create_future()
-                timer = loop.call_later(1.0, _settle_future, wanted, False)
-                try:
-                    work = await wanted
-                finally:
-                    timer.cancel()
-                    self._wanted = None
-                if not work:
-                    await loop.run_in_executor(None, self._revive)
-                continue
-            if self.linger > 0 and self._busy:
-                await asyncio.sleep(self.linger)  # under load, let the batch fill
-            batch = [self._pending.popleft()]
-            rows = batch[0][0].rows
-            while self._pending and rows < self.max_rows:
+        Batches do not wait for the previous one's answer: the writer process writes all
+        the batches that have arrived in one transaction, so it never idles while an
+        answer crosses back and waits for this loop's turn (measured at 64 connections:
+        half of each commit cycle when the loop sent a batch only after the last one's
+        answer)."""
+        self._flush_due = False
+        process = self._process
+        if not self._pending or process is None or not self._connected():
+            return
+        while self._pending and self._attached:
+            items: list[_Item] = []
+            rows = 0
+            while self._pending and (not items or rows < self.max_rows):
                 item = self._pending.popleft()
-                batch.append(item)
+                waiter = item[1]
+                if isinstance(waiter, _LoopWaiter) and waiter.future.cancelled():
+                    item[0].failed(WriteUnavailableError("abandoned by its request"))
+                    continue
+                items.append(item)
                 rows += item[0].rows
-            self._busy = len(batch) > 1
-            start = time.perf_counter()
+            if not items:
+                break
             try:
-                await self._write_async(batch)
-            except asyncio.CancelledError:
-                for item in self._pending:
-                    self._fail(item, WriteUnavailableError("the writer stopped"))
-                self._pending.clear()
-                self._wake()
-                raise
-            except Exception:  # pragma: no cover - _steps settles every job itself
-                log.exception("group writer: unexpected error")
-            self._wake()
-            self.busy_seconds += time.perf_counter() - start
+                payload = pickle.dumps(([job for job, *_ in items], self.before_commit, self.max_rows),
+                                       protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
+            except Exception as exc:  # a job that cannot travel: a bug, never a price
+                for item in items:
+                    self._fail(item, exc)
+                continue
+            now = time.perf_counter()
+            if not self._inflight:
+                self._busy_since = now
+            self._inflight.append((items, now))
+            process.send_nowait(payload)  # a child found dead here fails them (_lost)
+        self._wake()
+
+    def _connected(self) -> bool:
+        """Whether the writer process is attached to the loop; if not, start one in the
+        background (its start flushes the queue) and say no."""
+        if self._attached:
+            return True
+        process = self._process
+        assert process is not None and self._loop is not None
+        if process.alive() and process._conn is not None:
+            process.attach(self._loop, self._answered, self._lost)
+            self._attached = True
+            return True
+        self._restart()
+        return False
+
+    def _restart(self) -> None:
+        """Start a writer process on the loop's executor (a blocking wait of up to a
+        minute), unless one is starting, the writer is closing, or an earlier failure's
+        back-off has not passed (then the queued requests hear it now: 503)."""
+        if self._starting or self._closing or self._loop is None:
+            return
+        if time.monotonic() < self._revive_at:
+            self._fail_pending(WriteUnavailableError("the writer process could not start; retrying"))
+            return
+        assert self._process is not None
+        self._starting = True
+        self._loop.run_in_executor(None, self._process.start).add_done_callback(self._started)
+
+    def _started(self, future: asyncio.Future[None]) -> None:
+        self._starting = False
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or error is not None:
+            self._revive_delay = min(60.0, 2.0 * max(self._revive_delay, 1.0))
+            self._revive_at = time.monotonic() + self._revive_delay
+            log.error("%s; next try in %.0f s", error or "writer process start cancelled", self._revive_delay)
+            self._mark_unavailable(WriteUnavailableError(str(error)))
+            self._fail_pending(WriteUnavailableError(f"the writer process did not start: {error}"))
+            return
+        self._revive_delay = 0.0
+        self._connected()  # attached now: a child that dies while idle is noticed at once
+        if self._pending:
+            self._flush()
+
+    def _answered(self, messages: list[bytes]) -> None:
+        """The writer process's answers, in the order the batches went out."""
+        process = self._process
+        assert process is not None
+        now = time.perf_counter()
+        for message in messages:
+            items, sent = self._inflight.popleft()
+            try:
+                failures, commits = process.answer([job for job, *_ in items], message)
+            except BaseException as exc:
+                self._mark_unavailable(exc)
+                for item in items:
+                    self._fail(item, exc)
+                continue
+            for _ in commits:  # the commits this answer is the first to report
+                self.batches += 1
+                self.transaction_seconds.observe(now - sent)
+            self.unavailable_since = None
+            for index, item in enumerate(items):
+                if index in failures:
+                    self._fail(item, failures[index])
+                else:
+                    self.commit_waits.observe(now - item[2])
+                    self._done(item)
+        if not self._inflight:
+            self.busy_seconds += now - self._busy_since
+        self._wake()
+
+    def _lost(self, error: BaseException) -> None:
+        """The writer process died: every batch in flight fails (503; its rows may or may
+        not be committed, none was shown), and another process starts."""
+        self._attached = False
+        inflight, self._inflight = self._inflight, deque()
+        if inflight:
+            self.busy_seconds += time.perf_counter() - self._busy_since
+            log.error("writer process exited with %d batches in flight", len(inflight))
+        self._mark_unavailable(error)
+        for items, _ in inflight:
+            for item in items:
+                self._fail(item, error)
+        self._wake()
+        self._restart()
+
+    def _fail_pending(self, error: BaseException) -> None:
+        pending, self._pending = self._pending, deque()
+        for item in pending:
+            self._fail(item, error)
+        self._wake()
 
     # ------------------------------------------------------------------ thread
     def _take(self, first: _Item) -> tuple[list[_Item], bool]:
@@ -463,17 +564,16 @@ class GroupWriter:
         else:
             self._revive_delay = 0.0
 
-    def _transaction(self, jobs: Sequence[Job]) -> None:
-        """Write ``jobs`` in one transaction: here, or in the writer process."""
+    def _transaction(self, jobs: Sequence[Job]) -> dict[int, BaseException]:
+        """Write ``jobs`` in one transaction: here, or in the writer process (which then
+        writes each job alone if the transaction fails; those that still fail are
+        returned)."""
         if self._process is not None:
-            self._process.commit(jobs, self.before_commit)
-        else:
-            write_jobs(self._sessions, jobs, self.before_commit)
+            return self._process.commit(jobs, self.before_commit)
+        write_jobs(self._sessions, jobs, self.before_commit)
+        return {}
 
-    def _steps(self, batch: list[_Item]) -> Generator[list[Job], BaseException | None, None]:
-        """The writing of ``batch``, for either driver (:meth:`_write` on the thread,
-        :meth:`_write_async` on the event loop): yields the jobs of each transaction to
-        run and is sent None once it committed, or the exception it failed with."""
+    def _write(self, batch: list[_Item]) -> None:
         live = []
         for item in batch:
             if isinstance(item[1], _LoopWaiter) and item[1].future.cancelled():
@@ -484,9 +584,11 @@ class GroupWriter:
         batch = live
         if not batch:
             return
+        jobs = [job for job, *_ in batch]
         started = time.perf_counter()
-        exc = yield [job for job, *_ in batch]
-        if exc is not None:  # isolate: each job alone, in its own transaction
+        try:
+            failures = self._transaction(jobs)
+        except BaseException as exc:  # isolate: each job alone, in its own transaction
             if len(batch) == 1 or _unavailable(exc):
                 # One job, or a database that cannot commit anything now: no job alone
                 # would fare better, so each waiting request hears it at once.
@@ -497,8 +599,9 @@ class GroupWriter:
             log.warning("batch of %d jobs failed (%s); retrying each alone", len(batch), exc)
             for item in batch:
                 alone = time.perf_counter()
-                single = yield [item[0]]
-                if single is not None:
+                try:
+                    self._transaction([item[0]])
+                except BaseException as single:
                     self._fail(item, single)
                 else:
                     self.batches += 1
@@ -511,45 +614,12 @@ class GroupWriter:
         self.unavailable_since = None
         committed = time.perf_counter()
         self.transaction_seconds.observe(committed - started)
-        for item in batch:
+        for index, item in enumerate(batch):
+            if index in failures:  # the writer process wrote it alone, and it failed
+                self._fail(item, failures[index])
+                continue
             self.commit_waits.observe(committed - item[2])
             self._done(item)
-
-    def _write(self, batch: list[_Item]) -> None:
-        steps = self._steps(batch)
-        try:
-            jobs = next(steps)
-            while True:
-                try:
-                    self._transaction(jobs)
-                except BaseException as exc:
-                    jobs = steps.send(exc)
-                else:
-                    jobs = steps.send(None)
-        except StopIteration:
-            return
-
-    async def _write_async(self, batch: list[_Item]) -> None:
-        process = self._process
-        assert process is not None
-        steps = self._steps(batch)
-        try:
-            jobs = next(steps)
-            while True:
-                try:
-                    await process.commit_async(jobs, self.before_commit)
-                except asyncio.CancelledError:  # stopping: what is left of the batch fails
-                    error = WriteUnavailableError("the writer stopped")
-                    with contextlib.suppress(StopIteration):
-                        while True:
-                            steps.send(error)
-                    raise
-                except BaseException as exc:
-                    jobs = steps.send(exc)
-                else:
-                    jobs = steps.send(None)
-        except StopIteration:
-            return
 
     def _mark_unavailable(self, exc: BaseException) -> None:
         if _unavailable(exc):
@@ -628,11 +698,6 @@ def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future._expired = True  # type: ignore[attr-defined]
         future.cancel()
-
-
-def _settle_future(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 def _resolve(settled: list[tuple[_LoopWaiter, Any, BaseException | None]]) -> None:

@@ -16,8 +16,10 @@ of which gives the GIL up and must take it back from a busy event loop) competed
 requests; measured with py-spy they were about 40 % of a loaded worker's samples, and the
 wait for the group commit was the tail of a quote's latency. In the child they run on
 another core, and the API process's part of a batch is one pickle, one ``send`` and one
-``recv`` (on the worker's event loop, :meth:`WriterProcess.commit_async`, or on the
-writer thread, :meth:`WriterProcess.commit`).
+``recv``: on the worker's event loop (:meth:`WriterProcess.attach`, the default), which
+sends each turn's batches without waiting for earlier answers while the child writes
+every batch that has arrived in one transaction, or on a writer thread
+(:meth:`WriterProcess.commit`), one batch at a time.
 
 What the child does not hold: any in-memory state. The sticky map, the leases' balances
 and every running total stay in the API process and are updated there after the commit
@@ -110,37 +112,40 @@ class _Frames:
         self._pending = data[need:]
         return data[_HEADER.size : need]
 
-    async def send_async(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> None:
-        """:meth:`send_bytes` on ``loop`` (the socket must be non-blocking)."""
-        data = _HEADER.pack(len(payload)) + payload
-        try:  # most batches fit the socket's buffer: one plain send, no future
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent < len(data):
-            await loop.sock_sendall(self._sock, memoryview(data)[sent:])
+    def send_many(self, payloads: list[bytes]) -> None:
+        """Send several messages in one call."""
+        self._sock.sendall(b"".join(_HEADER.pack(len(p)) + p for p in payloads))
 
-    async def recv_async(self, loop: asyncio.AbstractEventLoop) -> bytes:
-        """:meth:`recv_bytes` on ``loop`` (the socket must be non-blocking)."""
-        data, self._pending = self._pending, b""
-        while len(data) < _HEADER.size:
-            chunk = await loop.sock_recv(self._sock, 1 << 16)
-            if not chunk:
-                raise EOFError("the writer socket closed" + (" mid-message" if data else ""))
-            data += chunk
+    def take(self) -> bytes | None:
+        """A message that has arrived in full (buffered), or None."""
+        data = self._pending
+        if len(data) < _HEADER.size:
+            return None
         need = _HEADER.size + _HEADER.unpack_from(data)[0]
         if len(data) < need:
-            buffer = bytearray(need)
-            buffer[: len(data)] = data
-            view, have = memoryview(buffer), len(data)
-            while have < need:
-                got = await loop.sock_recv_into(self._sock, view[have:])
-                if not got:
-                    raise EOFError("the writer socket closed mid-message")
-                have += got
-            return bytes(view[_HEADER.size :])
+            return None
         self._pending = data[need:]
         return data[_HEADER.size : need]
+
+    def feed(self, chunk: bytes) -> None:
+        """Add bytes read from the socket by someone else (an event loop's reader)."""
+        self._pending += chunk
+
+    def recv_available(self) -> list[bytes]:
+        """The next message (waiting for it), then every further one that has already
+        arrived in full: what the child writes in one transaction."""
+        messages = [self.recv_bytes()]
+        while True:
+            try:
+                chunk = self._sock.recv(1 << 18, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:  # closed: the next recv_bytes says so
+                break
+            self._pending += chunk
+        while (message := self.take()) is not None:
+            messages.append(message)
+        return messages
 
     def blocking(self, flag: bool) -> None:
         """Put the socket in blocking (the thread's calls) or non-blocking (an event
@@ -188,10 +193,17 @@ class WriterProcess:
         self._lock = threading.Lock()
         #: Children started (1 after the first start; more after a child died).
         self.starts = 0
-        #: Seconds each committed batch took in the child, from its arrival to its commit
+        #: Seconds each commit took in the child, from its batches' arrival to its commit
         #: (against the writer's own ``transaction_seconds``, which adds the crossing both
-        #: ways and the API process's wait for its interpreter lock).
+        #: ways and the wait for the API process to read the answer).
         self.transaction_seconds = LatencyCounts()
+        #: The highest commit number an answer has reported (the child numbers them).
+        self._last_commit = 0
+        #: Attached to an event loop: (loop, on_messages, on_lost); see :meth:`attach`.
+        self._attached: tuple[asyncio.AbstractEventLoop, Callable[[list[bytes]], None],
+                              Callable[[BaseException], None]] | None = None  # fmt: skip
+        self._out = bytearray()
+        self._writing = False
 
     @property
     def pid(self) -> int | None:
@@ -241,6 +253,7 @@ class WriterProcess:
                 code = process.wait(5)
                 raise WriteUnavailableError(f"the writer process did not start (exit code {code})")
             self._conn, self._process = conn, process
+            self._last_commit = 0  # a new child numbers its commits from 1
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the child to finish and wait for it (killed after ``timeout`` seconds)."""
@@ -270,11 +283,14 @@ class WriterProcess:
 
     def commit(
         self, jobs: Sequence[Any], before_commit: Callable[[Session], None] | None = None
-    ) -> None:
+    ) -> dict[int, BaseException]:
         """Write ``jobs`` in one transaction in the child; return once it is committed.
 
         Each job's ``report()`` (computed in the child after the commit) is handed to its
         ``absorb()`` here. ``before_commit`` must be picklable (a module-level function).
+        If the transaction fails for a reason of its own, the child writes each job alone:
+        the jobs that still fail are returned (index in ``jobs`` → error); the others are
+        committed.
 
         Raises
         ------
@@ -282,9 +298,8 @@ class WriterProcess:
             The database could not commit (down, locked, unreachable), or the child
             died: nothing may be shown.
         RemoteWriteError
-            The batch failed for a reason of its own (a bug, a constraint violation).
+            The batch's only job failed for a reason of its own (a bug, a constraint).
         """
-
         # No waitpid per batch (a system call, so a GIL hand-off): a child that died since
         # the last batch shows as a closed socket below (that batch fails with 503), unless
         # the idle writer's check (``GroupWriter._revive``) has replaced it already.
@@ -301,69 +316,229 @@ class WriterProcess:
             conn.send_bytes(payload)
             reply = conn.recv_bytes()
         except (EOFError, OSError) as exc:
-            raise self._lost(exc) from exc
-        self._answer(jobs, reply)
-
-    async def commit_async(
-        self, jobs: Sequence[Any], before_commit: Callable[[Session], None] | None = None
-    ) -> None:
-        """:meth:`commit` for the event loop that owns the socket (see
-        :meth:`api.writer.GroupWriter.bind`): the batch goes out and its answer comes in
-        through the loop, with no thread and no hand-over of the GIL between them.
-
-        A child that must be (re)started is started on the loop's default executor (a
-        blocking wait of up to a minute). Cancelled with the batch in flight, the child's
-        answer can no longer be matched to its batch: the child is stopped (the next batch
-        starts another) and nothing of the batch is shown.
-        """
-        loop = asyncio.get_running_loop()
-        if self._conn is None or self._process is None or self._process.returncode is not None:
-            if self._process is not None:
-                log.error("writer process %s exited (code %s); starting another",
-                          self._process.pid, self._process.returncode)  # fmt: skip
-            await loop.run_in_executor(None, self.start)
-        conn = self._conn
-        assert conn is not None
-        payload = pickle.dumps((list(jobs), before_commit), protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            conn.blocking(False)
-            await conn.send_async(loop, payload)
-            reply = await conn.recv_async(loop)
-        except (EOFError, OSError) as exc:
-            raise self._lost(exc) from exc
-        except BaseException:
             with self._lock:
                 self._close()
-            raise
-        self._answer(jobs, reply)
+            raise _exited(exc) from exc
+        return self.answer(jobs, reply)[0]
 
-    def _lost(self, exc: BaseException) -> Exception:
-        """The child died with the batch in flight: its rows may or may not be committed,
-        and nothing of it may be shown."""
-        from api.writer import WriteUnavailableError
+    # ------------------------------------------------------------------ on an event loop
+    def attach(
+        self, loop: asyncio.AbstractEventLoop, on_messages: Callable[[list[bytes]], None],
+        on_lost: Callable[[BaseException], None],
+    ) -> None:  # fmt: skip
+        """Hand the running child's socket to ``loop`` (on the loop's thread): batches go
+        out with :meth:`send_nowait` and the child's answers, in order, to
+        ``on_messages``; a child that dies (its socket closes) is closed here and
+        reported to ``on_lost``. Nothing blocks: the loop reads when there is something."""
+        conn = self._conn
+        assert conn is not None, "start the writer process first"
+        conn.blocking(False)
+        self._attached = (loop, on_messages, on_lost)
+        self._out = bytearray()
+        self._writing = False
+        loop.add_reader(conn.fileno(), self._readable)
 
+    def detach(self) -> None:
+        """Take the socket back from the loop (on the loop's thread); idempotent."""
+        attached, self._attached = self._attached, None
+        if attached is None or self._conn is None:
+            return
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            attached[0].remove_reader(self._conn.fileno())
+            attached[0].remove_writer(self._conn.fileno())
+        self._conn.blocking(True)
+
+    def send_nowait(self, payload: bytes) -> None:
+        """Queue one batch for the child (attached: see :meth:`attach`)."""
+        self._out += _HEADER.pack(len(payload))
+        self._out += payload
+        if not self._writing:
+            self._send_out()
+
+    def _send_out(self) -> None:
+        attached, conn = self._attached, self._conn
+        if attached is None or conn is None:
+            return
+        sock = conn._sock
+        try:
+            while self._out:
+                sent = sock.send(self._out)
+                del self._out[:sent]
+        except (BlockingIOError, InterruptedError):
+            if not self._writing:  # the rest goes out when the socket can take it
+                self._writing = True
+                attached[0].add_writer(conn.fileno(), self._send_out)
+            return
+        except OSError as exc:
+            self._drop(exc)
+            return
+        if self._writing:
+            self._writing = False
+            attached[0].remove_writer(conn.fileno())
+
+    def _readable(self) -> None:
+        attached, conn = self._attached, self._conn
+        if attached is None or conn is None:
+            return
+        try:
+            chunk = conn._sock.recv(1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop(exc)
+            return
+        if not chunk:
+            self._drop(EOFError("the writer socket closed"))
+            return
+        conn.feed(chunk)
+        messages = []
+        while (message := conn.take()) is not None:
+            messages.append(message)
+        if messages:
+            attached[1](messages)
+
+    def _drop(self, exc: BaseException) -> None:
+        """The attached child is gone: close it and tell the loop's writer."""
+        attached = self._attached
+        self.detach()
         with self._lock:
             self._close()
-        return WriteUnavailableError(f"the writer process exited ({type(exc).__name__})")
+        if attached is not None:
+            attached[2](_exited(exc))
 
-    def _answer(self, jobs: Sequence[Any], reply: bytes) -> None:
-        """Hand each job its report, or raise what the child said went wrong."""
+    def answer(self, jobs: Sequence[Any], reply: bytes) -> tuple[dict[int, BaseException], list[float]]:
+        """Take in the child's answer for ``jobs``: each committed job absorbs its report.
+
+        Returns
+        -------
+        failures : dict of int to BaseException
+            The jobs that failed alone after their joint transaction failed.
+        transactions : list of float
+            Seconds (inside the child) of each commit that holds some of the jobs and was
+            not reported by an earlier answer: a commit shared by several batches counts
+            once.
+
+        Raises
+        ------
+        WriteUnavailableError
+            The database could not commit.
+        RemoteWriteError
+            The only job failed for a reason of its own.
+        """
         from api.writer import WriteUnavailableError
 
-        kind, answer = pickle.loads(reply)
-        if kind == "ok":
-            reports, seconds = answer
-            for job, report in zip(jobs, reports, strict=True):
-                job.absorb(report)
+        kind, detail, commits = pickle.loads(reply)
+        fresh = [seconds for number, seconds in commits if number > self._last_commit]
+        if commits:
+            self._last_commit = max(self._last_commit, max(n for n, _ in commits))
+        for seconds in fresh:
             self.transaction_seconds.observe(seconds)
-            return
+        if kind == "ok":
+            for job, report in zip(jobs, detail, strict=True):
+                job.absorb(report)
+            return {}, fresh
+        if kind == "each":
+            failures: dict[int, BaseException] = {}
+            for index, (job, (status, value)) in enumerate(zip(jobs, detail, strict=True)):
+                if status == "ok":
+                    job.absorb(value)
+                else:
+                    failures[index] = (WriteUnavailableError(value) if status == "unavailable"
+                                       else RemoteWriteError(value))  # fmt: skip
+            return failures, fresh
         if kind == "unavailable":
-            raise WriteUnavailableError(answer)
-        raise RemoteWriteError(answer)
+            raise WriteUnavailableError(detail)
+        raise RemoteWriteError(detail)
+
+
+def _exited(exc: BaseException) -> Exception:
+    """The child died with batches in flight: their rows may or may not be committed, and
+    nothing of them may be shown."""
+    from api.writer import WriteUnavailableError
+
+    return WriteUnavailableError(f"the writer process exited ({type(exc).__name__})")
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
+
+class _Transactions:
+    """The child's side: each call writes every request that has arrived in one
+    transaction (the group commit), and answers each request."""
+
+    def __init__(self, sessions: Any) -> None:
+        from api.writer import _unavailable, write_jobs
+
+        self._sessions = sessions
+        self._write = write_jobs
+        self._unavailable = _unavailable
+        #: Transactions committed so far (their numbers let the API process count them).
+        self.count = 0
+
+    def _commit(self, jobs: list[Any], hook: Any) -> tuple[int, float]:
+        started = time.perf_counter()
+        self._write(self._sessions, jobs, hook)
+        self.count += 1
+        return self.count, time.perf_counter() - started
+
+    def answer(self, requests: list[tuple[Any, ...]]) -> list[tuple[str, Any, list[tuple[int, float]]]]:
+        """One reply per request: ``(kind, detail, transactions)``; ``transactions`` lists
+        the (number, seconds) of the commits that hold its jobs.
+
+        - ``("ok", reports, ...)``: every job committed; ``reports[i]`` is job i's report;
+        - ``("each", [(status, report or text)], ...)``: the joint transaction failed for a
+          reason of its own and each job was then written alone (status ``ok``,
+          ``failed`` or ``unavailable``);
+        - ``("unavailable", text, [])``: the database cannot commit; nothing was;
+        - ``("failed", text, [])``: the request's only job failed on its own.
+        """
+        jobs = [job for batch, *_ in requests for job in batch]
+        hook = next((r[1] for r in requests if r[1] is not None), None)
+        try:
+            done = [self._commit(jobs, hook)]
+        except BaseException as exc:  # every failure goes back to the API process
+            if self._unavailable(exc):
+                return [("unavailable", _text(exc), []) for _ in requests]
+            if len(jobs) == 1:
+                return [("failed", _text(exc), [])]
+        else:
+            return [("ok", [job.report() for job in batch], done) for batch, *_ in requests]
+        replies: list[tuple[str, Any, list[tuple[int, float]]]] = []
+        for batch, *_ in requests:  # isolate: each job alone, so one bad job fails alone
+            each: list[tuple[str, Any]] = []
+            done = []
+            for job in batch:
+                try:
+                    done.append(self._commit([job], hook))
+                except BaseException as single:
+                    each.append(("unavailable" if self._unavailable(single) else "failed", _text(single)))
+                else:
+                    each.append(("ok", job.report()))
+            replies.append(("each", each, done))
+        return replies
+
+
+def _groups(requests: list[Any]) -> list[list[Any]]:
+    """Consecutive requests in transactions of at most the largest ``max_rows`` any of
+    them asks for (a request's third item; a request alone may exceed it)."""
+    groups: list[list[Any]] = []
+    rows = limit = 0
+    for request in requests:
+        size = sum(job.rows for job in request[0])
+        limit = max(limit, request[2] if len(request) > 2 else 0)
+        if groups and rows + size <= limit:
+            groups[-1].append(request)
+            rows += size
+        else:
+            groups.append([request])
+            rows = size
+    return groups
 
 
 def _serve(conn: _Frames) -> None:
-    """The child: write each batch it receives until its socket closes or it gets None."""
+    """The child: until its socket closes or it gets None, write every batch that has
+    arrived in one transaction and answer each batch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
@@ -372,36 +547,42 @@ def _serve(conn: _Frames) -> None:
     import api.services.outcomes
     import api.services.quote_writes  # noqa: F401
     from api.db import make_session_factory
-    from api.writer import _unavailable, write_jobs
 
     try:
         recipe: EngineRecipe = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
         return
     engine = recipe.make(pool_size=2)
-    sessions = make_session_factory(engine)
+    writer = _Transactions(make_session_factory(engine))
     try:
         conn.send_bytes(pickle.dumps(("ready", os.getpid())))
         while True:
             try:
-                message = conn.recv_bytes()
+                messages = conn.recv_available()
             except (EOFError, OSError):
                 return  # the API process is gone (or closed the socket)
-            try:
-                request = pickle.loads(message)
+            requests: list[Any] = []
+            replies: list[Any] = []
+            stop = False
+            for message in messages:
+                try:
+                    request = pickle.loads(message)
+                except BaseException as exc:  # answered in order, after the others
+                    request = exc
                 if request is None:
-                    return
-                jobs, before_commit = request
-                started = time.perf_counter()
-                write_jobs(sessions, jobs, before_commit)
-                reply: tuple[str, Any] = ("ok", ([job.report() for job in jobs],
-                                                 time.perf_counter() - started))
-            except BaseException as exc:  # every failure goes back to the API process
-                text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-                reply = ("unavailable" if _unavailable(exc) else "failed", text)
+                    stop = True
+                    break
+                requests.append(request)
+            good = [r for r in requests if not isinstance(r, BaseException)]
+            answers = iter(a for group in _groups(good) for a in writer.answer(group))
+            for request in requests:
+                replies.append(("failed", _text(request), []) if isinstance(request, BaseException)
+                               else next(answers))  # fmt: skip
             try:
-                conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+                conn.send_many([pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in replies])
             except (OSError, ValueError):
+                return
+            if stop:
                 return
     finally:
         engine.dispose()

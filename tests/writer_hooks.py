@@ -56,3 +56,14 @@ class Probe:
     def absorb(self, report: None) -> None:
         """Nothing to take in."""
         del report
+
+
+class Broken(Probe):
+    """A writer job whose write fails for a reason of its own (a bug)."""
+
+    kind: ClassVar[str] = "broken"
+
+    @classmethod
+    def write_batch(cls, session: Any, jobs: Any) -> None:
+        """Fails."""
+        raise RuntimeError("a bug in this job")

@@ -262,6 +262,40 @@ def test_the_event_loop_carries_the_batches_and_blocking_callers_go_through_it(c
     assert "write_async" in asyncio.run_coroutine_threadsafe(blocking_on_the_loop(), loop).result(10)
 
 
+def test_the_child_writes_every_batch_that_has_arrived_in_one_transaction(sessions):
+    """Batches that reach the child together share one commit (up to ``max_rows``), each
+    gets its own answer, and the API process counts the shared commit once; a bad job in
+    a joint transaction fails alone while the others are committed."""
+    import pickle
+
+    from api.latency import LatencyCounts
+    from api.writer_process import WriterProcess, _groups, _Transactions
+
+    child = _Transactions(sessions)
+    first, second = [hooks.Probe(), hooks.Probe()], [hooks.Probe()]
+    replies = child.answer([(first, None, 100), (second, None, 100)])
+    assert [r[0] for r in replies] == ["ok", "ok"] and child.count == 1
+    assert replies[0][2] == replies[1][2] and len(replies[0][1]) == 2
+    # The row cap splits a run of batches into transactions of at most max_rows rows.
+    runs = _groups([([hooks.Probe()] * 3, None, 4), ([hooks.Probe()] * 2, None, 4), ([hooks.Probe()], None, 4)])
+    assert [len(g) for g in runs] == [1, 2]
+    # A bug in one job: the joint transaction fails, then each job is written alone.
+    mixed = child.answer([([hooks.Probe(), hooks.Broken()], None, 100), ([hooks.Probe()], None, 100)])
+    assert mixed[0][0] == mixed[1][0] == "each"
+    assert [status for status, _ in mixed[0][1]] == ["ok", "failed"] and "a bug" in mixed[0][1][1][1]
+    assert [status for status, _ in mixed[1][1]] == ["ok"]
+    assert child.count == 1 + 2  # the two jobs that committed alone
+    # The API process's side: a commit shared by two answers is counted once.
+    parent = WriterProcess.__new__(WriterProcess)
+    parent.transaction_seconds = LatencyCounts()
+    parent._last_commit = 0
+    assert len(parent.answer(first, pickle.dumps(replies[0]))[1]) == 1
+    assert parent.answer(second, pickle.dumps(replies[1]))[1] == []  # the same commit
+    assert sum(parent.transaction_seconds.counts) == 1
+    failures, _ = parent.answer([hooks.Probe(), hooks.Broken()], pickle.dumps(mixed[0]))
+    assert list(failures) == [1] and "a bug" in str(failures[1])
+
+
 def test_the_writer_thread_stays_when_asked(db_url):
     """``PRICING_WRITER_ON_LOOP=false``: the thread carries the batches, as before."""
     app = create_app(load_settings(database_url=db_url, writer_process=True, writer_on_loop=False))
