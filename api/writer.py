@@ -13,10 +13,12 @@ waiting job fails with :class:`WriteUnavailableError`, which the API answers wit
 ``Retry-After``, never with a price.
 
 Who carries the batches: a served worker with a writer process (the default) binds the
-writer to its event loop (:meth:`GroupWriter.bind`): a task of the loop takes the ready
-jobs, sends them to the writer process and settles their requests when the answer comes
-in, so no thread of the worker has to take the GIL back from the busy loop after each
-commit. Otherwise (no writer process, blocking callers before a loop is bound, the CLI
+writer to its event loop (:meth:`GroupWriter.bind`): at each turn the loop sends the jobs
+its requests queued to the writer process, without waiting for earlier answers; the
+writer process writes every batch that has arrived in one transaction and answers each;
+the loop settles the requests as the answers come in. No thread of the worker has to take
+the GIL back from the busy loop after each commit, and the writer process does not idle
+while an answer waits for the loop's turn. Otherwise (no writer process, blocking callers before a loop is bound, the CLI
 and simulations) the writer thread does it, and runs the transactions itself when there
 is no writer process.
 
@@ -434,7 +436,10 @@ class GroupWriter:
         """Start a writer process on the loop's executor (a blocking wait of up to a
         minute), unless one is starting, the writer is closing, or an earlier failure's
         back-off has not passed (then the queued requests hear it now: 503)."""
-        if self._starting or self._closing or self._loop is None:
+        if self._closing:  # stopped: nothing will write what is still queued
+            self._fail_pending(WriteUnavailableError("the writer has stopped"))
+            return
+        if self._starting or self._loop is None:
             return
         if time.monotonic() < self._revive_at:
             self._fail_pending(WriteUnavailableError("the writer process could not start; retrying"))

@@ -2119,7 +2119,7 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
                 f" The writer committed {w_half.jobs_per_transaction:.1f} quotes per transaction here "
                 f"and was busy {w_half.busy_share:.0%} of the time, against "
                 f"{w_best.jobs_per_transaction:.1f} and {w_best.busy_share:.0%} at the maximum: it "
-                "starts the next batch as soon as one commits, so at a lower rate each quote "
+                "writes whatever has arrived as soon as one commits, so at a lower rate each quote "
                 "carries more of a transaction's cost."
             )
             total, inside = w_half.commit_ms
@@ -2127,8 +2127,8 @@ def _inside_finding(quotes: QuoteResults) -> list[str]:
                 where += (
                     f" A transaction took {total:.1f} ms as the API process saw it and {inside:.1f} ms "
                     "inside the writer process (`pricing_writer_process_transaction_seconds`): the "
-                    f"{total - inside:.1f} ms between is the batch crossing the socket both ways and "
-                    "its answer waiting for the event loop to finish the requests it is serving; "
+                    f"{total - inside:.1f} ms between is the batch waiting in the writer process's socket for the commit "
+                    "before it, the crossing both ways and its answer waiting for the event loop's turn; "
                     "the time inside includes waiting for a core on a host that also runs the load."
                 )
             if len(quotes.engine_open_cpu) == len(quotes.engine_open) and len(
