@@ -155,6 +155,7 @@ class Settings(BaseSettings):
         commits the previous one (measured on one machine, 4 rounds at 600 quotes/s: p99
         40-78 ms against 104-198 ms with 1 ms, the same throughput), 0.001 on the writer
         thread, where fewer transactions meant fewer handovers of the GIL.
+        Not used when the event loop carries the batches (``writer_on_loop``, the default).
     writer_process : bool
         Run the group writer's transactions in a child process per worker
         (:mod:`api.writer_process`): the statements leave the worker's GIL, so they no

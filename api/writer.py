@@ -151,6 +151,8 @@ class GroupWriter:
         a batch fill before it commits: fewer, larger transactions for the same jobs. An
         idle writer, and one with ``linger_seconds=0``, commits whatever is ready at once
         (jobs that arrive during a commit go in the next one).
+        A writer bound to an event loop (:meth:`bind`) does not linger: its batches
+        fill in the writer process while it commits the previous one.
     process : WriterProcess, optional
         Run each transaction in this child process (:mod:`api.writer_process`) instead of
         on the writer thread: the thread batches, sends and settles; the statements run on
