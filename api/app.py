@@ -28,7 +28,8 @@ from api.db import WalCheckpointer, engine_for, make_session_factory, read_only
 from api.deps import AppState
 from api.error_handlers import install_error_handlers
 from api.fast_path import QuoteFastPath
-from api.hot.offer_book import sweep
+from api.hot.maintenance import WriterTask
+from api.hot.offer_book import sweep_due, sweep_in
 from api.hot.refresher import Every, OutcomeFeed, Refresher
 from api.metrics import Metrics, install_metrics
 from api.migrate import migration_state
@@ -39,10 +40,10 @@ from api.routes import experiments as experiment_routes
 from api.routes import guardrails as guardrail_routes
 from api.routes import promotions as promotion_routes
 from api.services.context import ContextSchemaCache
-from api.services.erasure import ErasureFeed, purge_notices
+from api.services.erasure import ErasureFeed, notices_due, purge_notices_in
 from api.services.experiments import ExperimentCache
 from api.services.guardrails import GuardrailCache, rules_for_version
-from api.services.idempotency import IdempotencyStore, purge_expired
+from api.services.idempotency import IdempotencyStore, purge_due, purge_expired_in
 from api.services.jurisdictions import JurisdictionCache
 from api.services.quotes import QuoteService
 from api.settings import Settings, get_settings
@@ -236,6 +237,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         if settings.writer_on_loop:
             quote_service.writer.bind(asyncio.get_running_loop())
         quote_service.warm()
+        writer = quote_service.writer
         refresher = Refresher(
             {
                 "guardrails": guardrails.refresh,
@@ -246,10 +248,12 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
                 "prices": prices.refresh,
                 "promotions": promotions.refresh,
                 "outcomes": OutcomeFeed(reader, sticky.mark_reported),
-                "sweep": Every(settings.sweep_seconds, lambda: sweep(sessions)),
-                "idempotency": Every(60.0, lambda: purge_expired(sessions)),
+                # Background writes go through the worker's group writer, and only when
+                # a read says there is something to do (api/hot/maintenance.py).
+                "sweep": Every(settings.sweep_seconds, WriterTask(writer, reader, sweep_due, sweep_in)),
+                "idempotency": WriterTask(writer, reader, purge_due, purge_expired_in, 1000),
                 "erasures": ErasureFeed(reader, forget_customers),
-                "erasure_notices": Every(3600.0, lambda: purge_notices(sessions)),
+                "erasure_notices": Every(3600.0, WriterTask(writer, reader, notices_due, purge_notices_in)),
             },
             interval=settings.refresh_seconds,
         )
@@ -278,7 +282,8 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
                 updater.stop()
             state.metrics.unwatch_gc()
             gc.set_threshold(*young_collections)
-            refresher.stop()
+            # Off the loop: the refresher may be waiting for a write the loop carries.
+            await asyncio.get_running_loop().run_in_executor(None, refresher.stop)
             state.posterior.stop()
             await quote_service.aclose()
             if safety is not None:

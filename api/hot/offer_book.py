@@ -46,6 +46,8 @@ __all__ = [
     "period_key",
     "release_holds",
     "sweep",
+    "sweep_due",
+    "sweep_in",
 ]
 
 log = logging.getLogger("pricing.promotions")
@@ -451,35 +453,66 @@ def _close(session: Session, lease_ids: Sequence[uuid.UUID], now: datetime) -> i
 
 
 def sweep(sessions: sessionmaker[Session], now: datetime | None = None, *, grace: float = 1.0) -> tuple[int, int]:
-    """Close expired leases and expired holds (any worker may run it, concurrently).
+    """Close expired leases and expired holds in one transaction (any worker may run it,
+    concurrently): :func:`sweep_in` on a session of its own.
 
     Returns
     -------
     tuple of int
         (leases closed, holds released).
     """
-    now = now or utcnow()
     with sessions() as session, session.begin():
-        expired = list(session.scalars(
-            select(PromotionLease.id).where(
-                PromotionLease.closed_at.is_(None),
-                PromotionLease.expires_at < now - timedelta(seconds=grace),
-            ).limit(1000)
-        ))  # fmt: skip
-        leases = _close(session, expired, now)
-    with sessions() as session, session.begin():
-        rows = session.execute(
-            update(Decision)
-            .where(Decision.id.in_(
-                select(Decision.id).where(Decision.hold_open.is_(True), Decision.outcome_deadline <= now)
-                .limit(5000).scalar_subquery()
-            ), Decision.hold_open.is_(True))
-            .values(hold_open=False)
-            .returning(Decision.promotion, Decision.promotion_reserved_minor, Decision.customer_id,
-                       Decision.promotion_period)
-            .execution_options(synchronize_session=False)
-        ).all()  # fmt: skip
-        release_holds(session, [(key, reserved, customer, period, None) for key, reserved, customer, period in rows if key])
+        return sweep_in(session, now or utcnow(), grace)
+
+
+def sweep_due(session: Session, now: datetime, grace: float = 1.0) -> bool:
+    """Whether :func:`sweep_in` has anything to do: an open lease expired more than
+    ``grace`` seconds ago, or an open hold past its outcome deadline (two indexed reads,
+    no lock: the serving worker asks a read-only session before it queues the sweep on its
+    group writer)."""
+    lease = session.scalar(
+        select(PromotionLease.id).where(
+            PromotionLease.closed_at.is_(None),
+            PromotionLease.expires_at < now - timedelta(seconds=grace),
+        ).limit(1)
+    )  # fmt: skip
+    if lease is not None:
+        return True
+    hold = session.scalar(
+        select(Decision.id).where(Decision.hold_open.is_(True), Decision.outcome_deadline <= now).limit(1)
+    )
+    return hold is not None
+
+
+def sweep_in(session: Session, now: datetime, grace: float = 1.0) -> tuple[int, int]:
+    """Inside the caller's transaction: close leases that expired more than ``grace``
+    seconds before ``now`` (up to 1,000) and release holds past their outcome deadline (up
+    to 5,000), updating the running totals.
+
+    Returns
+    -------
+    tuple of int
+        (leases closed, holds released).
+    """
+    expired = list(session.scalars(
+        select(PromotionLease.id).where(
+            PromotionLease.closed_at.is_(None),
+            PromotionLease.expires_at < now - timedelta(seconds=grace),
+        ).limit(1000)
+    ))  # fmt: skip
+    leases = _close(session, expired, now)
+    rows = session.execute(
+        update(Decision)
+        .where(Decision.id.in_(
+            select(Decision.id).where(Decision.hold_open.is_(True), Decision.outcome_deadline <= now)
+            .limit(5000).scalar_subquery()
+        ), Decision.hold_open.is_(True))
+        .values(hold_open=False)
+        .returning(Decision.promotion, Decision.promotion_reserved_minor, Decision.customer_id,
+                   Decision.promotion_period)
+        .execution_options(synchronize_session=False)
+    ).all()  # fmt: skip
+    release_holds(session, [(key, reserved, customer, period, None) for key, reserved, customer, period in rows if key])
     return leases, len(rows)
 
 

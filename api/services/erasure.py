@@ -38,7 +38,10 @@ from api.orm import (
 from api.security import Principal, customer_hash
 from api.services.audit import record_change
 
-__all__ = ["ERASURE_NOTICE", "ErasureFeed", "ErasureResult", "erase_customer"]
+__all__ = [
+    "ERASURE_NOTICE", "ErasureFeed", "ErasureResult", "erase_customer", "notices_due", "purge_notices",
+    "purge_notices_in",
+]
 
 #: How long the workers' notice of an erasure is kept (it holds the id's hash).
 ERASURE_NOTICE = timedelta(days=1)
@@ -124,11 +127,22 @@ class ErasureFeed:
 
 
 def purge_notices(sessions: Any, now: datetime | None = None) -> int:
-    """Delete erasure notices older than :data:`ERASURE_NOTICE`."""
+    """Delete erasure notices older than :data:`ERASURE_NOTICE` (a transaction of its own:
+    :func:`purge_notices_in`)."""
     with sessions() as session, session.begin():
-        result = session.execute(
-            delete(CustomerErasure).where(
-                CustomerErasure.erased_at < (now or utcnow()) - ERASURE_NOTICE
-            )
-        )
-        return _count(result)
+        return purge_notices_in(session, now or utcnow())
+
+
+def notices_due(session: Session, now: datetime) -> bool:
+    """Whether any erasure notice is older than :data:`ERASURE_NOTICE` (an indexed read)."""
+    old = select(CustomerErasure.id).where(CustomerErasure.erased_at < now - ERASURE_NOTICE)
+    return session.scalar(old.limit(1)) is not None
+
+
+def purge_notices_in(session: Session, now: datetime) -> int:
+    """Inside the caller's transaction: delete the notices older than
+    :data:`ERASURE_NOTICE` at ``now``; returns how many."""
+    result = session.execute(
+        delete(CustomerErasure).where(CustomerErasure.erased_at < now - ERASURE_NOTICE)
+    )
+    return _count(result)

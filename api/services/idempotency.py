@@ -26,7 +26,7 @@ from api.orm import QuoteIdempotency, utcnow
 from api.schemas.quotes import QuoteRequest
 from api.services.quote_writes import IdempotencyClaim
 
-__all__ = ["IDEMPOTENCY_HEADER", "IdempotencyStore", "purge_expired"]
+__all__ = ["IDEMPOTENCY_HEADER", "IdempotencyStore", "purge_due", "purge_expired", "purge_expired_in"]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _WHERE = ["header", IDEMPOTENCY_HEADER]
@@ -139,7 +139,8 @@ class IdempotencyStore:
 def purge_expired(
     sessions: sessionmaker[Session], now: datetime | None = None, *, limit: int = 5000
 ) -> int:
-    """Delete up to ``limit`` expired keys (one short transaction; run it periodically).
+    """Delete up to ``limit`` expired keys (one short transaction; run it periodically):
+    :func:`purge_expired_in` on a session of its own.
 
     Parameters
     ----------
@@ -155,14 +156,20 @@ def purge_expired(
     int
         Rows deleted.
     """
-    table = QuoteIdempotency
-    expired = (
-        select(table.scope, table.key)
-        .where(table.expires_at <= (now or utcnow()))
-        .limit(limit)
-    )
     with sessions() as session, session.begin():
-        result: Any = session.execute(
-            delete(table).where(tuple_(table.scope, table.key).in_(expired))
-        )
-        return int(result.rowcount or 0)
+        return purge_expired_in(session, now or utcnow(), limit)
+
+
+def purge_due(session: Session, now: datetime) -> bool:
+    """Whether any key has expired (one indexed read, no lock)."""
+    table = QuoteIdempotency
+    return session.scalar(select(table.key).where(table.expires_at <= now).limit(1)) is not None
+
+
+def purge_expired_in(session: Session, now: datetime, limit: int = 5000) -> int:
+    """Inside the caller's transaction: delete up to ``limit`` keys expired at ``now``;
+    returns how many."""
+    table = QuoteIdempotency
+    expired = select(table.scope, table.key).where(table.expires_at <= now).limit(limit)
+    result: Any = session.execute(delete(table).where(tuple_(table.scope, table.key).in_(expired)))
+    return int(result.rowcount or 0)

@@ -11,9 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from api.app import create_app
+from api.db import read_only
+from api.hot.maintenance import WriterTask
 from api.orm import Decision, QuoteIdempotency, utcnow
 from api.security import Role
-from api.services.idempotency import purge_expired
+from api.services.idempotency import purge_due, purge_expired, purge_expired_in
 from api.services.keys import create_key
 from api.settings import load_settings
 
@@ -165,3 +167,21 @@ def test_expired_keys_are_purged_in_bounded_passes(catalog, sessions):
     with sessions() as session:
         assert session.scalars(select(QuoteIdempotency.key)).all() == ["purge-2"]
     assert _decisions(sessions) == 6  # the decisions stay: only the retry memory goes
+
+
+def test_the_served_purge_runs_in_the_group_writer_in_bounded_passes(catalog, sessions):
+    """The worker's purge (a refresher task) deletes through its group writer, at most
+    ``limit`` keys a pass, and queues nothing while no key has expired."""
+    state = catalog.client.app.state.pricing
+    state.refresher.stop()  # this test runs the purge itself
+    for n in range(3):
+        _quote(catalog, f"served-{n}", {**BODY, "customer_id": f"s-{n}"})
+    task = WriterTask(state.writer, read_only(sessions), purge_due, purge_expired_in, 2)
+    batches = state.writer.batches
+    assert task() is None and state.writer.batches == batches
+    with sessions() as session, session.begin():
+        session.execute(update(QuoteIdempotency).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert [task(), task(), task()] == [2, 1, None]
+    assert state.writer.batches == batches + 2
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(QuoteIdempotency)) == 0

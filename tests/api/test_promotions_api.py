@@ -16,6 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from api.db import read_only
+from api.hot.maintenance import WriterTask
+from api.hot.offer_book import sweep_due, sweep_in
 from api.orm import Decision, Outcome, PromotionLease, PromotionUsage, utcnow
 from api.schemas.quotes import QuoteRequest
 from api.security import Role
@@ -307,6 +310,33 @@ def test_concurrent_quotes_never_overspend_or_exceed_caps(catalog, sessions, bac
     unused = sum((x.budget_minor or 0) - x.used_minor for x in open_leases)
     unused_offers = sum((x.offers or 0) - x.used_offers for x in open_leases)
     assert (usage.allocated_minor, usage.allocated_offers) == (held + unused, n + unused_offers)
+
+
+def test_expired_holds_are_released_through_the_group_writer_only_when_a_read_finds_them(
+    catalog, sessions
+):
+    """The refresher's sweep writes inside the worker's group writer's transactions (no
+    write lock of its own), and queues nothing while nothing has expired."""
+    state = catalog.client.app.state.pricing
+    state.refresher.stop()  # this test runs the sweep itself
+    serve(catalog, sessions, strong_promotion_posterior())
+    catalog.put("/v1/promotions/SPRING", M, json=promo(budget="3.00", currency="USD"))
+    lines = [catalog.quote("TEA-1", customer=f"h{i}")["lines"][0] for i in range(6)]
+    offered = [line for line in lines if line["promotion"] == "SPRING"]
+    assert offered
+    task = WriterTask(state.writer, read_only(sessions), sweep_due, sweep_in)
+    batches = state.writer.batches
+    assert task() is None and state.writer.batches == batches  # nothing due: nothing queued
+    with sessions() as session, session.begin():
+        for line in offered:
+            session.get(Decision, uuid.UUID(line["decision_id"])).outcome_deadline = utcnow() - timedelta(seconds=1)
+    assert task() == (0, len(offered))
+    assert state.writer.batches == batches + 1
+    assert task() is None
+    with sessions() as session:
+        usage = session.get(PromotionUsage, "SPRING")
+        still_open = session.scalar(select(func.count()).select_from(Decision).where(Decision.hold_open.is_(True)))
+    assert (usage.held_minor, usage.open_offers, still_open) == (0, 0, 0)
 
 
 # --------------------------------------------------------------------------- delayed rewards
