@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import weakref
@@ -178,7 +179,8 @@ class WalCheckpointer:
             # A RESTART checkpoint holds the write lock while it waits for the log's readers
             # (a refit's or an analyst's long read keeps its snapshot in the log): it may
             # wait only RESTART_WAIT_MS, so the writer is held back that long at most, and
-            # after a refusal it waits 1, 2, 4 ... 32 rounds before it tries again.
+            # after a refusal it waits 1, 2, 4 ... 32 seconds (rounds of at least that
+            # length, whatever the interval) before it tries again.
             connection.execute(f"PRAGMA busy_timeout={self.RESTART_WAIT_MS}")
             try:
                 restarted = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
@@ -187,7 +189,7 @@ class WalCheckpointer:
             if int(restarted[0]):  # busy: a reader or the writer held on
                 self.restarts_busy += 1
                 self._backoff = min(2 * self._backoff, 32) if self._backoff else 1
-                self._skip = self._backoff
+                self._skip = max(1, math.ceil(self._backoff / self.interval))
             else:
                 self.restarts += 1
                 self._backoff = 0
