@@ -237,6 +237,9 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         if settings.writer_on_loop:
             quote_service.writer.bind(asyncio.get_running_loop())
         quote_service.warm()
+        # From now on leases are granted and returned in the writer's transactions (the
+        # first ones, just taken by warm(), in transactions of their own).
+        quote_service.promotions.writer = quote_service.writer
         writer = quote_service.writer
         refresher = Refresher(
             {

@@ -316,9 +316,24 @@ class GroupWriter:
         self._put(job, future)
         return future
 
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the event loop this writer is bound to (where a
+        blocking :meth:`write` would wait for itself)."""
+        return self._loop is not None and threading.get_ident() == self._loop_thread
+
     def _put(self, job: Job, waiter: Future[Any] | _LoopWaiter) -> None:
         item = (job, waiter, time.perf_counter())
         loop = self._loop
+        if loop is not None and self._closing:  # closed: nothing will write it, say so now
+            error = WriteUnavailableError("the writer has stopped")
+            job.failed(error)
+            if isinstance(waiter, _LoopWaiter):
+                settled: list[tuple[_LoopWaiter, Any, BaseException | None]] = [(waiter, None, error)]
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                    waiter.loop.call_soon_threadsafe(_resolve, settled)
+            else:
+                waiter.set_exception(error)
+            return
         if loop is None:
             if self._thread is None:
                 self.start()

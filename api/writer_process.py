@@ -544,6 +544,9 @@ def _serve(conn: _Frames) -> None:
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write(PROCESS_NAME)  # "pricing-writer" in ps and top (Linux only)
     # Load what unpickling a batch needs before the first one arrives.
+    import api.hot.maintenance
+    import api.services.erasure
+    import api.services.idempotency
     import api.services.outcomes
     import api.services.quote_writes  # noqa: F401
     from api.db import make_session_factory

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.hot.maintenance import MaintenanceJob
 from api.orm import Decision, PromotionCustomerUsage, PromotionLease, PromotionUsage, utcnow
 from api.orm import Promotion as PromotionRow
 from pricing.offers import Allowance
@@ -43,6 +44,8 @@ __all__ = [
     "PromotionBook",
     "Usage",
     "adjust_customer_usage",
+    "close_lease_in",
+    "grant_in",
     "period_key",
     "release_holds",
     "sweep",
@@ -103,9 +106,14 @@ class PromotionBook:
     Parameters
     ----------
     sessions : sessionmaker
-        Write sessions (leases are granted and returned in their own transactions).
+        Write sessions: leases are granted and returned in transactions of their own when
+        the book has no ``writer``, and returned this way at shutdown.
     read_sessions : sessionmaker
         Read-only sessions.
+    writer : GroupWriter, optional
+        The worker's group writer: when set, leases are granted and returned inside its
+        transactions (:class:`~api.hot.maintenance.MaintenanceJob`), so that nothing
+        else in the worker takes SQLite's write lock from it.
     worker : str
         This worker's name in the lease table.
     lease_seconds : float
@@ -119,6 +127,7 @@ class PromotionBook:
     worker: str = field(default_factory=lambda: f"w-{uuid.uuid4().hex[:12]}")
     lease_seconds: float = 30.0
     slice_fraction: float = 0.25
+    writer: Any = None
     active: list[Promotion] = field(default_factory=list)
     usage: dict[str, Usage] = field(default_factory=dict)
     _leases: dict[str, _Lease] = field(default_factory=dict)
@@ -355,7 +364,7 @@ class PromotionBook:
                 self._demand.discard(p.key)
         for lease in closable:
             try:
-                _close_lease(self.sessions, lease.id, now)
+                self._write(close_lease_in, now, lease.id)
             except Exception:  # an unreturned lease expires and is reclaimed by the sweeper
                 log.exception("could not return lease %s of %s", lease.id, lease.key)
         for promotion in wanted:
@@ -368,45 +377,25 @@ class PromotionBook:
                 with self._lock:
                     self._leases[promotion.key] = granted
 
-    def _grant(self, promotion: Promotion, now: datetime) -> _Lease | None:
-        budget, cap = promotion.budget_minor, promotion.redemption_cap
+    def _write(self, task: Any, now: datetime, *args: Any) -> Any:
+        """``task(session, now, *args)`` in the group writer's next transaction, or in a
+        transaction of its own without a writer."""
+        if self.writer is not None and not self.writer.on_loop():
+            return self.writer.write(MaintenanceJob(task, now, *args), LEASE_WRITE_SECONDS)
         with self.sessions() as session, session.begin():
-            usage = session.get(PromotionUsage, promotion.key)
-            if usage is None:
-                return None
-            take_budget = take_offers = None
-            if budget is not None:
-                free = budget - usage.allocated_minor
-                if free <= promotion.cost_minor:
-                    return None
-                take_budget = min(free, max(int(free * self.slice_fraction), budget // 100, 1))
-            if cap is not None:
-                free_offers = cap - usage.allocated_offers
-                if free_offers <= 0:
-                    return None
-                take_offers = min(free_offers, max(int(free_offers * self.slice_fraction), 1))
-            conditions = [PromotionUsage.key == promotion.key]
-            values: dict[str, object] = {}
-            if take_budget is not None and budget is not None:
-                conditions.append(PromotionUsage.allocated_minor + take_budget <= budget)
-                values["allocated_minor"] = PromotionUsage.allocated_minor + take_budget
-            if take_offers is not None and cap is not None:
-                conditions.append(PromotionUsage.allocated_offers + take_offers <= cap)
-                values["allocated_offers"] = PromotionUsage.allocated_offers + take_offers
-            result: Any = session.execute(
-                update(PromotionUsage).where(*conditions).values(**values)
-                .execution_options(synchronize_session=False)
-            )  # fmt: skip
-            if result.rowcount != 1:
-                return None  # another worker took it first: try again next refresh
-            lease_id = uuid.uuid4()
-            expires = now + timedelta(seconds=self.lease_seconds)
-            session.add(PromotionLease(
-                id=lease_id, key=promotion.key, worker=self.worker, budget_minor=take_budget,
-                offers=take_offers, used_minor=0, used_offers=0, granted_at=now, expires_at=expires,
-            ))  # fmt: skip
+            return task(session, now, *args)
+
+    def _grant(self, promotion: Promotion, now: datetime) -> _Lease | None:
+        granted = self._write(
+            grant_in, now, promotion.key, promotion.budget_minor, promotion.redemption_cap,
+            promotion.cost_minor, self.slice_fraction, self.lease_seconds, self.worker,
+        )  # fmt: skip
+        if granted is None:
+            return None
+        lease_id, take_budget, take_offers = granted
         return _Lease(lease_id, promotion.key, take_budget, take_offers, take_budget, take_offers,
-                      now + timedelta(seconds=self.lease_seconds / 2), expires)  # fmt: skip
+                      now + timedelta(seconds=self.lease_seconds / 2),
+                      now + timedelta(seconds=self.lease_seconds))  # fmt: skip
 
     def release_all(self, now: datetime | None = None) -> None:
         """Return every lease (at shutdown)."""
@@ -420,6 +409,69 @@ class PromotionBook:
                 _close_lease(self.sessions, lease.id, now)
             except Exception:
                 log.exception("could not return lease %s", lease.id)
+
+
+#: Seconds a lease's grant or return waits for the group writer (the refresher or the
+#: lease thread waits, never a request; on a time-out the next pass tries again, and a
+#: grant that committed after all expires and is reclaimed by the sweep).
+LEASE_WRITE_SECONDS = 10.0
+
+
+def grant_in(
+    session: Session, now: datetime, key: str, budget: int | None, cap: int | None, cost: int,
+    slice_fraction: float, lease_seconds: float, worker: str,
+) -> tuple[uuid.UUID, int | None, int | None] | None:  # fmt: skip
+    """Inside the caller's transaction: take a slice of what is free of promotion ``key``'s
+    budget (minor units) and redemption cap with one conditional ``UPDATE``, and record the
+    lease.
+
+    Returns
+    -------
+    tuple or None
+        (lease id, budget taken, offers taken), or None when too little is free or another
+        worker took it first.
+    """
+    usage = session.get(PromotionUsage, key)
+    if usage is None:
+        return None
+    take_budget = take_offers = None
+    if budget is not None:
+        free = budget - usage.allocated_minor
+        if free <= cost:
+            return None
+        take_budget = min(free, max(int(free * slice_fraction), budget // 100, 1))
+    if cap is not None:
+        free_offers = cap - usage.allocated_offers
+        if free_offers <= 0:
+            return None
+        take_offers = min(free_offers, max(int(free_offers * slice_fraction), 1))
+    conditions = [PromotionUsage.key == key]
+    values: dict[str, object] = {}
+    if take_budget is not None and budget is not None:
+        conditions.append(PromotionUsage.allocated_minor + take_budget <= budget)
+        values["allocated_minor"] = PromotionUsage.allocated_minor + take_budget
+    if take_offers is not None and cap is not None:
+        conditions.append(PromotionUsage.allocated_offers + take_offers <= cap)
+        values["allocated_offers"] = PromotionUsage.allocated_offers + take_offers
+    result: Any = session.execute(
+        update(PromotionUsage).where(*conditions).values(**values)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    if result.rowcount != 1:
+        return None  # another worker took it first: try again next refresh
+    lease_id = uuid.uuid4()
+    session.add(PromotionLease(
+        id=lease_id, key=key, worker=worker, budget_minor=take_budget, offers=take_offers,
+        used_minor=0, used_offers=0, granted_at=now, expires_at=now + timedelta(seconds=lease_seconds),
+    ))  # fmt: skip
+    session.flush()
+    return lease_id, take_budget, take_offers
+
+
+def close_lease_in(session: Session, now: datetime, lease_id: uuid.UUID) -> int:
+    """Inside the caller's transaction: close lease ``lease_id`` and give its unused part
+    back; returns 1 if it was open, else 0."""
+    return _close(session, [lease_id], now)
 
 
 def _close_lease(sessions: sessionmaker[Session], lease_id: uuid.UUID, now: datetime) -> None:

@@ -148,7 +148,7 @@ def test_segments_crud_and_audit(api, sessions):
     assert api.get("/v1/segments/nope", Role.ANALYST).status_code == 404
     with sessions() as session:
         actions = session.scalars(
-            select(AuditEntry.action).where(AuditEntry.entity == "segment")
+            select(AuditEntry.action).where(AuditEntry.entity == "segment").order_by(AuditEntry.id)
         ).all()
     assert actions == ["create", "update", "deactivate"]
 

@@ -319,6 +319,7 @@ def test_expired_holds_are_released_through_the_group_writer_only_when_a_read_fi
     write lock of its own), and queues nothing while nothing has expired."""
     state = catalog.client.app.state.pricing
     state.refresher.stop()  # this test runs the sweep itself
+    state.promotions.writer = None  # lease top-ups would add commits of their own
     serve(catalog, sessions, strong_promotion_posterior())
     catalog.put("/v1/promotions/SPRING", M, json=promo(budget="3.00", currency="USD"))
     lines = [catalog.quote("TEA-1", customer=f"h{i}")["lines"][0] for i in range(6)]
@@ -337,6 +338,29 @@ def test_expired_holds_are_released_through_the_group_writer_only_when_a_read_fi
         usage = session.get(PromotionUsage, "SPRING")
         still_open = session.scalar(select(func.count()).select_from(Decision).where(Decision.hold_open.is_(True)))
     assert (usage.held_minor, usage.open_offers, still_open) == (0, 0, 0)
+
+
+def test_leases_are_granted_and_returned_in_the_group_writers_transactions(catalog, sessions):
+    """After start-up a worker takes and returns its leases inside its group writer's
+    transactions (nothing else in the worker takes the write lock from it)."""
+    state = catalog.client.app.state.pricing
+    state.refresher.stop()  # this test drives the book itself
+    book = state.promotions
+    assert book.writer is state.writer
+    batches = state.writer.batches
+    catalog.put("/v1/promotions/SPRING", M, json=promo(budget="3.00", currency="USD"))  # takes a lease
+    with sessions() as session:
+        leases = list(session.scalars(select(PromotionLease).where(PromotionLease.closed_at.is_(None))))
+        usage = session.get(PromotionUsage, "SPRING")
+    assert len(leases) == 1 and leases[0].worker == book.worker
+    assert usage.allocated_minor == leases[0].budget_minor > 0
+    assert state.writer.batches == batches + 1
+    book.maintain(utcnow() + timedelta(seconds=book.lease_seconds))  # retired unused: returned
+    with sessions() as session:
+        lease = session.get(PromotionLease, leases[0].id)
+        usage = session.get(PromotionUsage, "SPRING")
+    assert lease.closed_at is not None and usage.allocated_minor == 0
+    assert state.writer.batches == batches + 2
 
 
 # --------------------------------------------------------------------------- delayed rewards

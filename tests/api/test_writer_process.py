@@ -58,6 +58,7 @@ test_idempotent_concurrent = test_idempotency.test_concurrent_requests_with_one_
 test_caps_and_customer_limits = test_promotions_api.test_redemption_cap_and_per_customer_limit_hold
 test_budgets_settle = test_promotions_api.test_outcomes_settle_budgets_and_redemptions
 test_holds_swept = test_promotions_api.test_expired_holds_are_released_through_the_group_writer_only_when_a_read_finds_them
+test_leases_written = test_promotions_api.test_leases_are_granted_and_returned_in_the_group_writers_transactions
 test_keys_purged = test_idempotency.test_the_served_purge_runs_in_the_group_writer_in_bounded_passes
 # A commit that fails in the child: 503, nothing shown, nothing of it stored.
 test_a_failing_commit_shows_nothing = test_group_writer.test_a_failing_commit_answers_503_and_shows_no_price
@@ -189,7 +190,8 @@ def test_the_child_imports_only_the_write_path():
     import subprocess
     import sys
 
-    probe = ("import sys, api.writer_process, api.services.outcomes, api.services.quote_writes; "
+    probe = ("import sys, api.writer_process, api.services.outcomes, api.services.quote_writes, "
+             "api.hot.maintenance, api.services.idempotency, api.services.erasure; "
              "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'scipy', 'pymc', 'pytensor') "
              "if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
