@@ -239,8 +239,7 @@ def create_app(settings: Settings | None = None, *, policy: PricePolicy | None =
         quote_service.warm()
         # From now on leases are granted and returned in the writer's transactions (the
         # first ones, just taken by warm(), in transactions of their own).
-        quote_service.promotions.writer = quote_service.writer
-        writer = quote_service.writer
+        writer = quote_service.promotions.writer = quote_service.writer
         refresher = Refresher(
             {
                 "guardrails": guardrails.refresh,

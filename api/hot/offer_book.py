@@ -377,10 +377,11 @@ class PromotionBook:
                 with self._lock:
                     self._leases[promotion.key] = granted
 
-    def _write(self, task: Any, now: datetime, *args: Any) -> Any:
+    def _write(self, task: Any, now: datetime, *args: Any, own: bool = False) -> Any:
         """``task(session, now, *args)`` in the group writer's next transaction, or in a
-        transaction of its own without a writer."""
-        if self.writer is not None and not self.writer.on_loop():
+        transaction of its own without a writer (or with ``own``: at shutdown, once the
+        writer has stopped)."""
+        if self.writer is not None and not own and not self.writer.on_loop():
             return self.writer.write(MaintenanceJob(task, now, *args), LEASE_WRITE_SECONDS)
         with self.sessions() as session, session.begin():
             return task(session, now, *args)
@@ -406,7 +407,7 @@ class PromotionBook:
             self._leases, self._retired = {}, []
         for lease in leases:
             try:
-                _close_lease(self.sessions, lease.id, now)
+                self._write(close_lease_in, now, lease.id, own=True)
             except Exception:
                 log.exception("could not return lease %s", lease.id)
 
@@ -472,11 +473,6 @@ def close_lease_in(session: Session, now: datetime, lease_id: uuid.UUID) -> int:
     """Inside the caller's transaction: close lease ``lease_id`` and give its unused part
     back; returns 1 if it was open, else 0."""
     return _close(session, [lease_id], now)
-
-
-def _close_lease(sessions: sessionmaker[Session], lease_id: uuid.UUID, now: datetime) -> None:
-    with sessions() as session, session.begin():
-        _close(session, [lease_id], now)
 
 
 def _close(session: Session, lease_ids: Sequence[uuid.UUID], now: datetime) -> int:
